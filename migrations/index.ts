@@ -1,0 +1,8 @@
+import type { Migration } from 'kysely/migration';
+
+import * as foundation from './2026-11-28T00-00-foundation.js';
+
+/** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
+export const migrations: Readonly<Record<string, Migration>> = {
+  '2026-11-28T00-00-foundation': foundation,
+};

@@ -1,0 +1,136 @@
+import { randomUUID } from 'node:crypto';
+
+import fastifyStatic from '@fastify/static';
+import fastifyView from '@fastify/view';
+import ejs from 'ejs';
+import Fastify, { type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import type { Logger } from 'pino';
+
+import type { Config } from './config/config.js';
+import { openDatabase, type Database } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { errorHandling } from './http/errors.js';
+import { healthRoutes } from './http/health.js';
+import { createLogger } from './http/logger.js';
+import { renderErrorPage } from './http/pages.js';
+import { providerRoutes } from './http/provider-routes.js';
+import { securityHeaders } from './http/security-headers.js';
+import { ensureCookieKey } from './keys/cookie-keys.js';
+import { ensureSigningKeys } from './keys/signing-keys.js';
+import { Maintenance } from './maintenance.js';
+import { ProviderHost } from './oidc/provider-host.js';
+import { PROVIDER_ENDPOINTS } from './oidc/provider.js';
+import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
+import { seedDemo } from './seed/demo.js';
+import { SecretBox } from './security/secret-box.js';
+import { loadOrCreateSecretKey } from './security/secret-key-file.js';
+import { SMART_CONFIGURATION_PATH, smartConfigurationRoutes } from './smart/smart-configuration.js';
+
+export interface AppOptions {
+  /** A database to use instead of opening the configured one; the app then leaves it open on close. */
+  readonly database?: Database;
+  readonly logger?: Logger;
+  /** Apply pending migrations while building (default true). */
+  readonly migrate?: boolean;
+  /** Run the background jobs (key refresh, purge, scheduled rotation) once ready (default true). */
+  readonly background?: boolean;
+}
+
+/** What the app is built on, for the CLI and tests. */
+export interface Runtime {
+  readonly config: Config;
+  readonly database: Database;
+  readonly box: SecretBox;
+  readonly host: ProviderHost;
+  readonly maintenance: Maintenance;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    readonly runtime: Runtime;
+  }
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Builds the whole server as a Fastify app that never listens (src/main.ts does). Opens the database unless
+ * given one, applies migrations, makes sure keys exist, seeds the sandbox when configured, and mounts
+ * oidc-provider and our routes under the issuer's path.
+ */
+export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const log = options.logger ?? createLogger(config.logLevel);
+  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log }));
+  const ownsDatabase = !options.database;
+  try {
+    return await assemble(config, options, log, database, ownsDatabase);
+  } catch (error) {
+    if (ownsDatabase) await database.close().catch(() => undefined);
+    throw error;
+  }
+}
+
+async function assemble(config: Config, options: AppOptions, log: Logger, database: Database, ownsDatabase: boolean): Promise<FastifyInstance> {
+  const { db } = database;
+  if (options.migrate ?? true) {
+    const applied = await migrateToLatest(db);
+    if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  }
+
+  const box = new SecretBox(await resolveSecretKey(config), config.previousSecretKeys);
+  const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
+  if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
+  await ensureCookieKey(db, box);
+  if (config.seedDemo) await seedDemo(db, config);
+
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  // pino's Logger is what Fastify logs with; the instance is typed with Fastify's narrower logger interface.
+  const app = Fastify<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression>({
+    loggerInstance: log,
+    trustProxy: typeof config.trustProxy === 'object' ? [...config.trustProxy] : config.trustProxy,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+    },
+    return503OnClosing: true,
+  });
+
+  const host = await ProviderHost.create({
+    config,
+    db,
+    box,
+    log,
+    renderErrorPage: (page) => renderErrorPage(app, basePath, page),
+  });
+  const maintenance = new Maintenance({ config, db, box, host, log });
+  app.decorate('runtime', { config, database, box, host, maintenance } satisfies Runtime);
+
+  await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
+  await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
+  const methodsByPath = new Map<string, string[]>();
+  for (const { path, methods } of PROVIDER_ENDPOINTS) if (!path.includes(':')) methodsByPath.set(`${basePath}${path}`, [...methods]);
+  methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
+  await app.register(errorHandling, { basePath, methodsByPath });
+  await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
+  await app.register(healthRoutes, { prefix: basePath, database });
+  await app.register(smartConfigurationRoutes, { config });
+  await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer });
+
+  if (options.background ?? true) {
+    app.addHook('onReady', (done) => {
+      maintenance.start();
+      done();
+    });
+  }
+  app.addHook('onClose', async () => {
+    await maintenance.stop();
+    if (ownsDatabase) await database.close();
+  });
+  return app;
+}
+
+async function resolveSecretKey(config: Config): Promise<Buffer> {
+  if (config.secretKey) return config.secretKey;
+  if (config.database.kind !== 'pglite') throw new Error('SECRET_KEY is required with DATABASE_URL');
+  return (await loadOrCreateSecretKey(config.database.dataDir)).key;
+}

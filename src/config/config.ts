@@ -1,0 +1,251 @@
+import { isIP } from 'node:net';
+
+import { Ajv, type ErrorObject } from 'ajv';
+
+/**
+ * Server configuration. Built once from the environment by {@link loadConfig}, frozen, and passed to
+ * whatever needs it; nothing else reads `process.env`.
+ */
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  /** Public base URL of this server, without a trailing slash. Every URL we hand out is built from it. */
+  readonly issuer: string;
+  readonly database: DatabaseConfig;
+  /** The FHIR base URLs this server issues tokens for: the only accepted `aud` values. Normalised, no trailing slash. */
+  readonly fhirBaseUrls: readonly string[];
+  readonly adminToken: string | undefined;
+  /** 32-byte key that encrypts private keys and secrets at rest. Unset only on the embedded database (then kept in DATA_DIR). */
+  readonly secretKey: Buffer | undefined;
+  /** Earlier secret keys, still accepted for decryption while data is re-encrypted. */
+  readonly previousSecretKeys: readonly Buffer[];
+  readonly logLevel: LogLevel;
+  readonly trustProxy: TrustProxy;
+  readonly seedDemo: boolean;
+  readonly signingAlgs: readonly SigningAlg[];
+  /** Days between automatic signing-key rotations; 0 turns automatic rotation off. */
+  readonly keyRotationDays: number;
+  /** How often each process re-reads the key set from the database, so all processes agree after a rotation. */
+  readonly keyRefreshSeconds: number;
+  readonly purgeIntervalSeconds: number;
+  readonly shutdownTimeoutSeconds: number;
+  readonly databasePoolMax: number;
+}
+
+export type DatabaseConfig =
+  | { readonly kind: 'postgres'; readonly url: string }
+  | { readonly kind: 'pglite'; readonly dataDir: string };
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+/** As Fastify takes it: off, every hop, or the addresses/CIDRs (or proxy-addr's named ranges) of trusted proxies. */
+export type TrustProxy = boolean | readonly string[];
+
+export const SIGNING_ALGS = ['RS256', 'RS384', 'ES256', 'ES384'] as const;
+export type SigningAlg = (typeof SIGNING_ALGS)[number];
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * One schema for every variable. `description` is what a person reads when the value is wrong, so it says
+ * what is expected, not what the variable is for (that is in `.env.example`).
+ */
+const schema = {
+  type: 'object',
+  additionalProperties: true,
+  properties: {
+    PORT: { type: 'integer', minimum: 0, maximum: 65535, description: 'an integer from 0 to 65535 (0 picks a free port)' },
+    HOST: { type: 'string', pattern: '^[A-Za-z0-9.:_\\[\\]-]+$', description: 'a host name or IP address to listen on, e.g. 0.0.0.0 or localhost' },
+    ISSUER: { type: 'string', pattern: '^https?://[^?#\\s]+$', description: 'an absolute http(s) URL without query or fragment, e.g. https://auth.example.org' },
+    DATABASE_URL: { type: 'string', pattern: '^postgres(ql)?://\\S+$', description: 'a postgres:// or postgresql:// connection URL' },
+    DATA_DIR: { type: 'string', minLength: 1, description: 'a directory path for the embedded database' },
+    FHIR_BASE_URLS: { type: 'string', pattern: '^\\S+$', description: 'comma-separated absolute http(s) URLs without spaces, e.g. https://fhir.example.org/r4' },
+    ADMIN_TOKEN: { type: 'string', minLength: 32, pattern: '^[\\x21-\\x7e]+$', description: 'at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)' },
+    SECRET_KEY: { type: 'string', minLength: 1, description: 'a 32-byte key as 64 hex characters or 43/44 base64 characters (`npx smart-auth gen-secret` prints one)' },
+    SECRET_KEYS_PREVIOUS: { type: 'string', minLength: 1, description: 'comma-separated earlier SECRET_KEY values, each a 32-byte key in hex or base64' },
+    LOG_LEVEL: { type: 'string', enum: LOG_LEVELS, description: `one of ${LOG_LEVELS.join(', ')}` },
+    TRUST_PROXY: { type: 'string', pattern: '^(true|false|[0-9A-Za-z.:/]+(,[0-9A-Za-z.:/]+)*)$', description: 'true, false, or comma-separated addresses or CIDR ranges of the proxies in front of this server (also loopback, linklocal, uniquelocal)' },
+    SEED_DEMO: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
+    SIGNING_ALGS: { type: 'string', pattern: `^(${SIGNING_ALGS.join('|')})(,(${SIGNING_ALGS.join('|')}))*$`, description: `comma-separated algorithms from ${SIGNING_ALGS.join(', ')}; RS256 is always included` },
+    KEY_ROTATION_DAYS: { type: 'integer', minimum: 0, maximum: 3650, description: 'an integer number of days from 0 (off) to 3650' },
+    KEY_REFRESH_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
+    PURGE_INTERVAL_SECONDS: { type: 'integer', minimum: 1, maximum: 86400, description: 'an integer number of seconds from 1 to 86400' },
+    SHUTDOWN_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
+    DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
+  },
+} as const;
+
+type VariableName = keyof typeof schema.properties;
+export const CONFIG_VARIABLES = Object.keys(schema.properties) as VariableName[];
+
+const ajv = new Ajv({ allErrors: true, coerceTypes: true, strict: true });
+const validate = ajv.compile(schema);
+
+/**
+ * Reads and validates the configuration from `env` (normally `process.env` after `.env` was loaded).
+ * Empty values count as unset, so `VAR=` in a compose file means "use the default".
+ * @throws {ConfigError} naming every bad variable and what it expects.
+ */
+export function loadConfig(env: Readonly<Record<string, string | undefined>>): Config {
+  const raw: Record<string, unknown> = {};
+  for (const name of CONFIG_VARIABLES) {
+    const value = env[name]?.trim();
+    if (value) raw[name] = value;
+  }
+  const given = { ...raw };
+  const problems: string[] = [];
+  if (!validate(raw)) {
+    const failed = failedVariables(validate.errors ?? []);
+    problems.push(...failed.map((name) => describeProblem(name, given[name])));
+  }
+  // Go on with the defaults in place of bad values, so that one run reports every problem.
+  const failed = new Set(problems.map((p) => p.slice(0, p.indexOf('='))));
+  const v = Object.fromEntries(Object.entries(raw).filter(([name]) => !failed.has(name))) as Partial<Record<VariableName, string | number>>;
+
+  const port = (v.PORT as number | undefined) ?? 3000;
+  const issuer = parseIssuer((v.ISSUER as string | undefined) ?? `http://localhost:${port === 0 ? 3000 : port}`, problems);
+  const database: DatabaseConfig = v.DATABASE_URL
+    ? { kind: 'postgres', url: v.DATABASE_URL as string }
+    : { kind: 'pglite', dataDir: (v.DATA_DIR as string | undefined) ?? './.data' };
+
+  const fhirBaseUrls = v.FHIR_BASE_URLS
+    ? parseUrlList('FHIR_BASE_URLS', v.FHIR_BASE_URLS as string, problems)
+    : database.kind === 'pglite'
+      ? [`${issuer}/fhir`]
+      : (problems.push('FHIR_BASE_URLS is required when DATABASE_URL is set: comma-separated absolute http(s) URLs of the FHIR servers this server issues tokens for'), []);
+
+  const secretKey = v.SECRET_KEY === undefined ? undefined : parseSecretKey('SECRET_KEY', v.SECRET_KEY as string, problems);
+  if (!secretKey && database.kind === 'postgres' && !problems.some((p) => p.startsWith('SECRET_KEY'))) {
+    problems.push('SECRET_KEY is required when DATABASE_URL is set: a 32-byte key as 64 hex characters or base64 (`npx smart-auth gen-secret` prints one)');
+  }
+  const previousSecretKeys = v.SECRET_KEYS_PREVIOUS
+    ? (v.SECRET_KEYS_PREVIOUS as string).split(',').map((k) => parseSecretKey('SECRET_KEYS_PREVIOUS', k.trim(), problems)).filter((k): k is Buffer => k !== undefined)
+    : [];
+
+  const signingAlgs = new Set<SigningAlg>(['RS256']);
+  for (const alg of ((v.SIGNING_ALGS as string | undefined) ?? 'RS256,RS384,ES256,ES384').split(',')) signingAlgs.add(alg as SigningAlg);
+
+  const trustProxy = parseTrustProxy((v.TRUST_PROXY as string | undefined) ?? 'false', problems);
+
+  if (problems.length) throw new ConfigError(problems);
+
+  return Object.freeze({
+    port,
+    host: (v.HOST as string | undefined) ?? 'localhost',
+    issuer,
+    database: Object.freeze(database),
+    fhirBaseUrls: Object.freeze(fhirBaseUrls),
+    adminToken: v.ADMIN_TOKEN as string | undefined,
+    secretKey,
+    previousSecretKeys: Object.freeze(previousSecretKeys),
+    logLevel: (v.LOG_LEVEL as LogLevel | undefined) ?? 'info',
+    trustProxy,
+    seedDemo: v.SEED_DEMO === undefined ? database.kind === 'pglite' : v.SEED_DEMO === 'true',
+    signingAlgs: Object.freeze([...signingAlgs]),
+    keyRotationDays: (v.KEY_ROTATION_DAYS as number | undefined) ?? 90,
+    keyRefreshSeconds: (v.KEY_REFRESH_SECONDS as number | undefined) ?? 60,
+    purgeIntervalSeconds: (v.PURGE_INTERVAL_SECONDS as number | undefined) ?? 300,
+    shutdownTimeoutSeconds: (v.SHUTDOWN_TIMEOUT_SECONDS as number | undefined) ?? 10,
+    databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
+  });
+}
+
+function failedVariables(errors: readonly ErrorObject[]): string[] {
+  return [...new Set(errors.map((e) => e.instancePath.replace(/^\//, '')).filter(Boolean))];
+}
+
+function describeProblem(name: string, value: unknown): string {
+  const expected = (schema.properties as Record<string, { description: string }>)[name]?.description ?? 'a valid value';
+  const shown = SENSITIVE.has(name) ? '(value hidden)' : JSON.stringify(value);
+  return `${name}=${shown} is invalid: expected ${expected}`;
+}
+
+/** Never echoed back in an error message: they are secrets, or (DATABASE_URL) may contain one. */
+const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL']);
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/** An http issuer is only safe on a loopback host; anywhere else tokens and cookies would cross the network in clear. */
+function parseIssuer(value: string, problems: string[]): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    problems.push(`ISSUER=${JSON.stringify(value)} is invalid: expected an absolute http(s) URL`);
+    return value;
+  }
+  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !url.hostname.endsWith('.localhost')) {
+    problems.push(`ISSUER=${JSON.stringify(value)} is invalid: expected an https URL (plain http is only allowed for localhost, 127.0.0.1 or [::1])`);
+  }
+  if (url.username || url.password) problems.push(`ISSUER=${JSON.stringify(value)} is invalid: expected a URL without user name or password`);
+  return stripTrailingSlash(url.href);
+}
+
+function parseUrlList(name: string, value: string, problems: string[]): string[] {
+  const out: string[] = [];
+  for (const item of value.split(',')) {
+    let url: URL | undefined;
+    try {
+      url = new URL(item);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.search || url.hash || url.username) {
+      problems.push(`${name} entry ${JSON.stringify(item)} is invalid: expected an absolute http(s) URL without query, fragment or credentials`);
+      continue;
+    }
+    const normalised = normalizeBaseUrl(url.href);
+    if (!out.includes(normalised)) out.push(normalised);
+  }
+  if (!out.length && !problems.length) problems.push(`${name} is invalid: expected at least one URL`);
+  return out;
+}
+
+/**
+ * SMART `aud` comparison rule (SMART App Launch 2.2 §Authorization request: `aud`): scheme and host compare
+ * case-insensitively, a trailing slash does not matter. The URL parser lower-cases scheme and host.
+ */
+export function normalizeBaseUrl(value: string): string {
+  return stripTrailingSlash(new URL(value).href);
+}
+
+function stripTrailingSlash(href: string): string {
+  return href.endsWith('/') ? href.slice(0, -1) : href;
+}
+
+function parseSecretKey(name: string, value: string, problems: string[]): Buffer | undefined {
+  let key: Buffer | undefined;
+  if (/^[0-9a-fA-F]{64}$/.test(value)) key = Buffer.from(value, 'hex');
+  else if (/^[A-Za-z0-9+/_-]{43}=?$/.test(value)) key = Buffer.from(value.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  if (!key || key.length !== 32) {
+    problems.push(`${name} is invalid: expected a 32-byte key as 64 hex characters or 43/44 base64 characters (\`npx smart-auth gen-secret\` prints one)`);
+    return undefined;
+  }
+  return key;
+}
+
+/** proxy-addr's named ranges. */
+const NAMED_RANGES = new Set(['loopback', 'linklocal', 'uniquelocal']);
+
+function parseTrustProxy(value: string, problems: string[]): TrustProxy {
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  const entries = value.split(',');
+  for (const entry of entries) {
+    if (NAMED_RANGES.has(entry)) continue;
+    const [address = '', prefix, ...rest] = entry.split('/');
+    const family = isIP(address);
+    const bits = family === 4 ? 32 : 128;
+    const prefixOk = prefix === undefined || (/^[0-9]{1,3}$/.test(prefix) && Number(prefix) <= bits);
+    if (!family || !prefixOk || rest.length) {
+      problems.push(`TRUST_PROXY entry ${JSON.stringify(entry)} is invalid: expected an IPv4/IPv6 address, a CIDR range such as 10.0.0.0/8, or loopback, linklocal, uniquelocal`);
+    }
+  }
+  return Object.freeze(entries);
+}

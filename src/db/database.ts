@@ -1,0 +1,122 @@
+import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+
+import { PGlite } from '@electric-sql/pglite';
+import { Kysely, PostgresDialect } from 'kysely';
+import { PGliteDialect } from 'kysely-pglite-dialect';
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+import type { DatabaseConfig } from '../config/config.js';
+import type { DB } from './schema.js';
+
+export type DatabaseKind = 'postgres' | 'pglite';
+
+/** The one handle to the database: Postgres over a `pg` pool, or the embedded PGlite. Same SQL on both. */
+export interface Database {
+  readonly db: Kysely<DB>;
+  readonly kind: DatabaseKind;
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  readonly poolMax?: number;
+  readonly log?: Logger;
+}
+
+export async function openDatabase(config: DatabaseConfig, options: OpenOptions = {}): Promise<Database> {
+  return config.kind === 'postgres' ? openPostgres(config.url, options) : openPglite(config.dataDir);
+}
+
+function openPostgres(url: string, { poolMax = 10, log }: OpenOptions): Database {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: poolMax,
+    connectionTimeoutMillis: 10_000,
+    idleTimeoutMillis: 30_000,
+    application_name: 'smart-auth-server',
+  });
+  // An idle client losing its connection (Postgres restart, failover) must not take the process down;
+  // the pool replaces it on the next checkout.
+  pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  return { db, kind: 'postgres', close: once(() => db.destroy()) };
+}
+
+/** close() may be reached from several shutdown paths; the second call waits for the first. */
+function once(fn: () => Promise<void>): () => Promise<void> {
+  let done: Promise<void> | undefined;
+  return () => (done ??= fn());
+}
+
+/**
+ * PGlite is one process, one connection. Two processes opening the same data directory would corrupt it,
+ * so the directory is locked for as long as this process holds it.
+ */
+async function openPglite(dataDir: string | undefined): Promise<Database> {
+  let unlock = async (): Promise<void> => {};
+  let pglite: PGlite;
+  if (dataDir === undefined) {
+    pglite = new PGlite();
+  } else {
+    const dir = resolve(dataDir);
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    unlock = await lockDataDir(dir);
+    pglite = new PGlite(join(dir, 'pgdata'));
+  }
+  try {
+    await pglite.waitReady;
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
+  const db = new Kysely<DB>({ dialect: new PGliteDialect(pglite) });
+  return {
+    db,
+    kind: 'pglite',
+    close: once(async () => {
+      await db.destroy();
+      // kysely only destroys a driver it initialised, i.e. one that ran a query.
+      if (!pglite.closed) await pglite.close();
+      await unlock();
+    }),
+  };
+}
+
+/** An in-memory PGlite database, for tests. */
+export function openMemoryDatabase(): Promise<Database> {
+  return openPglite(undefined);
+}
+
+async function lockDataDir(dir: string): Promise<() => Promise<void>> {
+  const lockPath = join(dir, 'server.pid');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const handle = await open(lockPath, 'wx', 0o600);
+      await handle.writeFile(`${process.pid}\n`);
+      await handle.close();
+      return () => rm(lockPath, { force: true });
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
+        throw new Error(
+          `The embedded database in ${dir} is in use by process ${pid}. It serves one process at a time; ` +
+            'stop that process, or set DATABASE_URL to run several processes on Postgres.',
+          { cause: error },
+        );
+      }
+      await rm(lockPath, { force: true }); // left behind by a process that died
+    }
+  }
+  throw new Error(`could not lock ${lockPath}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

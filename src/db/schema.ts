@@ -1,0 +1,17 @@
+import type { ClientsTable } from './tables/clients.js';
+import type { CookieKeysTable } from './tables/cookie-keys.js';
+import type { EncountersTable } from './tables/encounters.js';
+import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
+import type { PatientsTable } from './tables/patients.js';
+import type { SigningKeysTable } from './tables/signing-keys.js';
+import type { UsersTable } from './tables/users.js';
+
+export interface DB {
+  oidc_payloads: OidcPayloadsTable;
+  signing_keys: SigningKeysTable;
+  cookie_keys: CookieKeysTable;
+  clients: ClientsTable;
+  users: UsersTable;
+  patients: PatientsTable;
+  encounters: EncountersTable;
+}

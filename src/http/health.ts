@@ -1,0 +1,51 @@
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
+
+import type { Database } from '../db/database.js';
+import { pendingMigrations } from '../db/migrate.js';
+
+const READY_TIMEOUT_MS = 2000;
+
+const statusSchema = {
+  type: 'object',
+  required: ['status'],
+  additionalProperties: false,
+  properties: { status: { type: 'string' }, database: { type: 'string' }, reason: { type: 'string' } },
+} as const;
+
+/**
+ * `/healthz`: the process is up and serving (liveness). `/readyz`: the database answers and every migration
+ * this build knows is applied (readiness); 503 with the reason otherwise, and while shutting down.
+ */
+export async function healthRoutes(app: FastifyInstance, options: { readonly database: Database }): Promise<void> {
+  const { db, kind } = options.database;
+
+  app.get('/healthz', { schema: { response: { 200: statusSchema } } }, async (_request, reply) => {
+    void reply.header('cache-control', 'no-store');
+    return { status: 'ok' };
+  });
+
+  app.get('/readyz', { schema: { response: { 200: statusSchema, 503: statusSchema } } }, async (request, reply) => {
+    void reply.header('cache-control', 'no-store');
+    const reason = await withTimeout(checkReady(), READY_TIMEOUT_MS).catch((error: unknown) => {
+      request.log.warn({ err: error }, 'readiness check failed');
+      return 'database unreachable';
+    });
+    if (reason) return reply.code(503).send({ status: 'not_ready', database: kind, reason });
+    return { status: 'ready', database: kind };
+  });
+
+  async function checkReady(): Promise<string | undefined> {
+    await sql`select 1`.execute(db);
+    const pending = await pendingMigrations(db);
+    return pending.length ? `migrations not applied: ${pending.join(', ')}` : undefined;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}

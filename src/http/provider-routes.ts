@@ -1,0 +1,45 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+
+import type { ProviderHost } from '../oidc/provider-host.js';
+import { PROVIDER_ENDPOINTS } from '../oidc/provider.js';
+
+export interface ProviderRoutesOptions {
+  readonly host: ProviderHost;
+  /** The issuer's public URL: the only origin oidc-provider builds URLs for. */
+  readonly issuer: string;
+}
+
+/**
+ * Hands oidc-provider's endpoints to its Koa callback from ordinary Fastify routes, so that request ids,
+ * logging, security headers and 404s stay Fastify's. Registered with the issuer's path as prefix.
+ *
+ * Bodies are left unread (oidc-provider reads at most 56 KiB itself), and the forwarded headers are
+ * overwritten with the configured issuer's scheme and host and the client address Fastify determined under
+ * TRUST_PROXY: oidc-provider builds every URL it returns from the request, and a spoofed Host or
+ * X-Forwarded-Host must never change the endpoints we advertise or the cookies' Secure flag.
+ */
+export async function providerRoutes(app: FastifyInstance, options: ProviderRoutesOptions): Promise<void> {
+  const issuer = new URL(options.issuer);
+  const proto = issuer.protocol.slice(0, -1);
+  const mountPath = issuer.pathname.replace(/\/$/, '');
+
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+
+  const handler = (request: FastifyRequest, reply: FastifyReply): void => {
+    const raw = request.raw as FastifyRequest['raw'] & { originalUrl?: string };
+    raw.headers['x-forwarded-proto'] = proto;
+    raw.headers['x-forwarded-host'] = issuer.host;
+    raw.headers['x-forwarded-for'] = request.ip;
+    // oidc-provider derives its mount path from originalUrl minus url (lib/helpers/oidc_context.js).
+    raw.originalUrl = raw.url;
+    raw.url = (raw.url ?? '/').slice(mountPath.length) || '/';
+    reply.hijack();
+    // Koa answers every error itself (oidc-provider's handlers, then Koa's own), so nothing rejects here.
+    void options.host.callback(raw, reply.raw);
+  };
+
+  for (const { path, methods } of PROVIDER_ENDPOINTS) {
+    app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false });
+  }
+}

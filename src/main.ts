@@ -1,0 +1,241 @@
+#!/usr/bin/env node
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+import { buildApp } from './app.js';
+import { ConfigError, loadConfig, SIGNING_ALGS, type Config, type SigningAlg } from './config/config.js';
+import { openDatabase } from './db/database.js';
+import { migrateToLatest } from './db/migrate.js';
+import { createLogger } from './http/logger.js';
+import { rotateCookieKeys } from './keys/cookie-keys.js';
+import { KeyRotationError, listSigningKeys, rotateSigningKeys } from './keys/signing-keys.js';
+import { minPublishedSeconds, RETIRED_KEY_PUBLISH_SECONDS } from './maintenance.js';
+import { SMART_CONFIGURATION_PATH } from './smart/smart-configuration.js';
+import { DEMO_CLIENT_ID, DEMO_USERS, seedDemo } from './seed/demo.js';
+import { SecretBox } from './security/secret-box.js';
+import { loadOrCreateSecretKey } from './security/secret-key-file.js';
+
+const USAGE = `Usage: smart-auth [command] [options]
+
+Commands:
+  serve                      Start the server (default)
+  migrate                    Apply pending database migrations and exit
+  seed                       Insert the demo users, patients and client where missing
+  keys list                  List signing keys and their states
+  keys rotate [--alg ALG]... [--force] [--cookies]
+                             Promote each algorithm's published next key to signing, retire the
+                             current one, publish a new next key (--cookies: also rotate cookie keys)
+  healthcheck                Exit 0 when the server on PORT answers /readyz (for container health checks)
+  gen-secret                 Print a new random SECRET_KEY
+  help                       Show this text
+
+Configuration comes from environment variables and a .env file in the working directory;
+see .env.example for every variable.`;
+
+/** Thrown for a wrong command line: printed with the usage, exit code 2. */
+class UsageError extends Error {}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const [command = 'serve', ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(readConfig());
+    case 'migrate':
+      return migrate(readConfig());
+    case 'seed':
+      return seed(readConfig());
+    case 'keys':
+      return keys(readConfig(), rest);
+    case 'healthcheck':
+      return healthcheck(readConfig());
+    case 'gen-secret':
+      process.stdout.write(`${randomBytes(32).toString('hex')}\n`);
+      return 0;
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+function readConfig(): Config {
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  return loadConfig(process.env);
+}
+
+async function serve(config: Config): Promise<number> {
+  const started = performance.now();
+  const log = createLogger(config.logLevel);
+  // State is unknown after either: log it where operators look, and let the supervisor restart us.
+  process.on('uncaughtException', (error) => {
+    log.fatal({ err: error }, 'uncaught exception');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exit(1);
+  });
+  const app = await buildApp(config, { logger: log });
+  const address = await app.listen({ port: config.port, host: config.host });
+  log.info({ address, issuer: config.issuer, database: config.database.kind, startupMs: Math.round(performance.now() - started) }, 'listening');
+  if (config.seedDemo) process.stdout.write(banner(config, address));
+
+  let closing = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (closing) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    closing = true;
+    log.info({ signal }, 'shutting down: finishing requests in flight');
+    const timer = setTimeout(() => {
+      log.error(`requests still in flight after ${config.shutdownTimeoutSeconds} s; exiting`);
+      process.exit(1);
+    }, config.shutdownTimeoutSeconds * 1000);
+    timer.unref();
+    app.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error({ err: error }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+function banner(config: Config, address: string): string {
+  const fhir = config.fhirBaseUrls[0]!;
+  const db = config.database.kind === 'pglite' ? `embedded (PGlite) in ${config.database.dataDir}` : 'Postgres';
+  return [
+    '',
+    `SMART on FHIR authorization server — sandbox, listening on ${address}`,
+    '',
+    `  Issuer:            ${config.issuer}`,
+    `  FHIR base (aud):   ${config.fhirBaseUrls.join(', ')}`,
+    `  SMART discovery:   ${fhir}${SMART_CONFIGURATION_PATH}`,
+    `  OpenID discovery:  ${config.issuer}/.well-known/openid-configuration`,
+    `  Database:          ${db}`,
+    '',
+    '  Demo logins:',
+    ...DEMO_USERS.map((u) => `    ${u.username.padEnd(10)} password ${u.password.padEnd(16)} ${u.fhirUser} (${u.name})`),
+    `  Demo public client: ${DEMO_CLIENT_ID}`,
+    '',
+  ].join('\n') + '\n';
+}
+
+/** Asks the local server whether it is ready; for Docker's HEALTHCHECK, which has no curl in slim images. */
+async function healthcheck(config: Config): Promise<number> {
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  try {
+    const res = await fetch(`http://127.0.0.1:${config.port}${basePath}/readyz`, { signal: AbortSignal.timeout(3000) });
+    process.stdout.write(`${res.status} ${await res.text()}\n`);
+    return res.ok ? 0 : 1;
+  } catch (error) {
+    process.stdout.write(`unreachable: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}
+
+async function withDatabase<T>(config: Config, job: (db: Awaited<ReturnType<typeof openDatabase>>, box: () => Promise<SecretBox>) => Promise<T>): Promise<T> {
+  const log = createLogger(config.logLevel);
+  const database = await openDatabase(config.database, { poolMax: 2, log });
+  const box = async (): Promise<SecretBox> => {
+    const key = config.secretKey ?? (config.database.kind === 'pglite' ? (await loadOrCreateSecretKey(config.database.dataDir)).key : undefined);
+    if (!key) throw new Error('SECRET_KEY is required');
+    return new SecretBox(key, config.previousSecretKeys);
+  };
+  try {
+    return await job(database, box);
+  } finally {
+    await database.close();
+  }
+}
+
+async function migrate(config: Config): Promise<number> {
+  return withDatabase(config, async ({ db }) => {
+    const applied = await migrateToLatest(db);
+    process.stdout.write(applied.length ? `Applied: ${applied.join(', ')}\n` : 'No pending migrations.\n');
+    return 0;
+  });
+}
+
+async function seed(config: Config): Promise<number> {
+  return withDatabase(config, async ({ db }) => {
+    await migrateToLatest(db);
+    const result = await seedDemo(db, config);
+    process.stdout.write(`Demo data: ${result.users} users, ${result.patients} patients, ${result.clients} clients added.\n`);
+    return 0;
+  });
+}
+
+async function keys(config: Config, args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({
+    args: [...rest],
+    options: { alg: { type: 'string', multiple: true }, force: { type: 'boolean' }, cookies: { type: 'boolean' } },
+    strict: true,
+  });
+  if (sub === 'list') {
+    return withDatabase(config, async ({ db }) => {
+      await migrateToLatest(db);
+      for (const key of await listSigningKeys(db)) {
+        const until = key.publishUntil ? ` published until ${key.publishUntil.toISOString()}` : '';
+        process.stdout.write(`${key.alg.padEnd(6)} ${key.state.padEnd(8)} ${key.kid}  created ${key.createdAt.toISOString()}${until}\n`);
+      }
+      return 0;
+    });
+  }
+  if (sub !== 'rotate') throw new UsageError(`unknown keys command "${sub ?? ''}" (expected list or rotate)`);
+  const algs = values.alg?.map((alg) => {
+    if (!(SIGNING_ALGS as readonly string[]).includes(alg)) throw new UsageError(`--alg ${alg}: expected one of ${SIGNING_ALGS.join(', ')}`);
+    return alg as SigningAlg;
+  });
+  return withDatabase(config, async ({ db }, box) => {
+    await migrateToLatest(db);
+    const secretBox = await box();
+    try {
+      const results = await rotateSigningKeys(db, secretBox, {
+        ...(algs ? { algs } : {}),
+        force: values.force ?? false,
+        minPublishedSeconds: minPublishedSeconds(config),
+        retiredPublishSeconds: RETIRED_KEY_PUBLISH_SECONDS,
+      });
+      for (const r of results) process.stdout.write(`${r.alg}: now signing with ${r.activated}; retired ${r.retired ?? '(none)'}; next ${r.next}\n`);
+    } catch (error) {
+      if (!(error instanceof KeyRotationError)) throw error;
+      process.stderr.write(`Not rotated: ${error.message}\n`);
+      return 1;
+    }
+    if (values.cookies) process.stdout.write(`Cookie key added: ${await rotateCookieKeys(db, secretBox)}\n`);
+    process.stdout.write(`Running servers pick the new keys up within ${config.keyRefreshSeconds} s.\n`);
+    return 0;
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`${error.message}\nSee .env.example for every variable and its default.\n`);
+      process.exitCode = 1;
+    } else if (error instanceof UsageError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
+      process.stderr.write(`${error.message}\n\n${USAGE}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`Failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,98 @@
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+
+import type { Config } from './config/config.js';
+import type { DB } from './db/schema.js';
+import { pruneCookieKeys, rotateCookieKeys } from './keys/cookie-keys.js';
+import { keysDueForRotation, pruneRetiredKeys, rotateSigningKeys } from './keys/signing-keys.js';
+import { purgeExpired } from './oidc/adapter.js';
+import type { ProviderHost } from './oidc/provider-host.js';
+import { JWKS_MAX_AGE_SECONDS } from './oidc/provider.js';
+import type { SecretBox } from './security/secret-box.js';
+
+/**
+ * Retired signing keys stay published this long: longer than anything they signed lives (id_tokens and JWT
+ * access tokens, one hour at most) plus every JWKS cache.
+ */
+export const RETIRED_KEY_PUBLISH_SECONDS = 24 * 3600;
+/** Cookie keys keep verifying for the longest session after they stop signing. */
+export const COOKIE_KEY_KEEP_SECONDS = 15 * 24 * 3600;
+
+export interface MaintenanceDeps {
+  readonly config: Config;
+  readonly db: Kysely<DB>;
+  readonly box: SecretBox;
+  readonly host: ProviderHost;
+  readonly log: Logger;
+}
+
+/**
+ * The minimum time a `next` key is published before it may sign: every process must have re-read the key
+ * set, and every client cache must have expired, since it appeared.
+ */
+export function minPublishedSeconds(config: Config): number {
+  return config.keyRefreshSeconds + JWKS_MAX_AGE_SECONDS;
+}
+
+/**
+ * Background work every process does on timers: re-read the key set (so processes agree after a rotation
+ * elsewhere), purge expired oidc-provider rows, retire old keys, and rotate keys when due. Each job takes
+ * the database locks it needs, so running it in every process is safe. A failing job is logged and tried
+ * again at its next tick; it never stops the server.
+ */
+export class Maintenance {
+  readonly #deps: MaintenanceDeps;
+  readonly #timers: NodeJS.Timeout[] = [];
+  #running: Promise<unknown> = Promise.resolve();
+
+  constructor(deps: MaintenanceDeps) {
+    this.#deps = deps;
+  }
+
+  start(): void {
+    const { config } = this.#deps;
+    this.#every(config.keyRefreshSeconds, 'key refresh', () => this.#deps.host.refresh());
+    this.#every(config.purgeIntervalSeconds, 'housekeeping', () => this.housekeeping());
+  }
+
+  async stop(): Promise<void> {
+    for (const timer of this.#timers.splice(0)) clearInterval(timer);
+    await this.#running.catch(() => undefined);
+  }
+
+  /** Purges expired rows, prunes retired keys and rotates keys that are due. */
+  async housekeeping(): Promise<{ purged: number; rotated: string[] }> {
+    const { config, db, box, host, log } = this.#deps;
+    const purged = await purgeExpired(db);
+    await pruneRetiredKeys(db);
+    await pruneCookieKeys(db, COOKIE_KEY_KEEP_SECONDS);
+    let rotated: string[] = [];
+    if (config.keyRotationDays > 0) {
+      const due = await keysDueForRotation(db, config.keyRotationDays);
+      if (due.length) {
+        const results = await rotateSigningKeys(db, box, {
+          algs: due,
+          dueAfterDays: config.keyRotationDays,
+          minPublishedSeconds: minPublishedSeconds(config),
+          retiredPublishSeconds: RETIRED_KEY_PUBLISH_SECONDS,
+        });
+        if (results.length) {
+          await rotateCookieKeys(db, box);
+          rotated = results.map((r) => r.activated);
+          log.info({ rotated: results }, 'signing keys rotated (scheduled)');
+        }
+      }
+    }
+    await host.refresh();
+    if (purged) log.debug({ purged }, 'expired OAuth records purged');
+    return { purged, rotated };
+  }
+
+  #every(seconds: number, name: string, job: () => Promise<unknown>): void {
+    const timer = setInterval(() => {
+      this.#running = this.#running.then(job).catch((error: unknown) => this.#deps.log.error({ err: error }, `${name} failed`));
+    }, seconds * 1000);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+}

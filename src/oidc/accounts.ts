@@ -1,0 +1,42 @@
+import type { Kysely } from 'kysely';
+import type { Account, KoaContextWithOIDC } from 'oidc-provider';
+
+import type { Config } from '../config/config.js';
+import { normalizeBaseUrl } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import { oidcOf } from './provider.js';
+
+/**
+ * oidc-provider's `findAccount`: the user behind a session or token, or undefined when the user no
+ * longer exists or was disabled (which ends their sessions and invalidates their tokens).
+ */
+export async function findAccount(db: Kysely<DB>, config: Config, ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
+  const user = await db.selectFrom('users').select(['id', 'fhir_user', 'name', 'disabled']).where('id', '=', sub).executeTakeFirst();
+  if (!user || user.disabled) return undefined;
+  return {
+    accountId: user.id,
+    claims: () => ({
+      sub: user.id,
+      // SMART App Launch 2.2 §fhirUser: an absolute URL of the user's FHIR resource, under the FHIR base
+      // the token is for.
+      fhirUser: `${fhirBaseFor(config, ctx)}/${user.fhir_user}`,
+      name: user.name,
+    }),
+  };
+}
+
+/** The FHIR base of the request being served: its `aud`/`resource` when it is one of ours, else the first configured. */
+function fhirBaseFor(config: Config, ctx: KoaContextWithOIDC): string {
+  const params = oidcOf(ctx)?.params;
+  const candidates = [params?.aud, params?.resource].flat();
+  for (const candidate of candidates) {
+    if (typeof candidate !== 'string') continue;
+    try {
+      const base = normalizeBaseUrl(candidate);
+      if (config.fhirBaseUrls.includes(base)) return base;
+    } catch {
+      // not a URL: not ours
+    }
+  }
+  return config.fhirBaseUrls[0]!;
+}

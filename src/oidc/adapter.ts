@@ -1,0 +1,209 @@
+import { sql, type Kysely } from 'kysely';
+import type { Adapter, AdapterPayload } from 'oidc-provider';
+
+import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
+
+/**
+ * Models whose rows carry a grantId and are removed by `revokeByGrantId` when a grant is revoked
+ * (oidc-provider lib/helpers/revoke.js).
+ */
+const GRANTABLE = new Set([
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PreAuthorizedCode',
+]);
+
+/** Every model oidc-provider 9 may persist; `Client` is served from the `clients` table instead. */
+export const PAYLOAD_MODELS = [
+  'Session',
+  'Interaction',
+  'AccessToken',
+  'AuthorizationCode',
+  'RefreshToken',
+  'ClientCredentials',
+  'Grant',
+  'ReplayDetection',
+  'PushedAuthorizationRequest',
+  'RegistrationAccessToken',
+  'InitialAccessToken',
+  'DeviceCode',
+  'BackchannelAuthenticationRequest',
+  'PreAuthorizedCode',
+] as const;
+
+export interface AdapterDeps {
+  readonly db: Kysely<DB>;
+  readonly box: SecretBox;
+}
+
+/** The `adapter` option of oidc-provider: one instance per model name. */
+export function createAdapterFactory(deps: AdapterDeps): (model: string) => Adapter {
+  return (model) => (model === 'Client' ? new ClientAdapter(deps) : new PayloadAdapter(deps.db, model));
+}
+
+/**
+ * One JSONB table for every model, keyed by (model, id). Expired rows are invisible to `find` at once and
+ * removed later by {@link purgeExpired}.
+ */
+export class PayloadAdapter implements Adapter {
+  readonly #db: Kysely<DB>;
+  readonly #model: string;
+  readonly #grantable: boolean;
+
+  constructor(db: Kysely<DB>, model: string) {
+    this.#db = db;
+    this.#model = model;
+    this.#grantable = GRANTABLE.has(model);
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    const row = {
+      payload: JSON.stringify(payload),
+      grant_id: this.#grantable ? (payload.grantId ?? null) : null,
+      uid: payload.uid ?? null,
+      user_code: payload.userCode ?? null,
+      expires_at: typeof expiresIn === 'number' ? new Date(Date.now() + expiresIn * 1000) : null,
+    };
+    await this.#db
+      .insertInto('oidc_payloads')
+      .values({ model: this.#model, id, ...row })
+      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(row))
+      .execute();
+  }
+
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('id', id);
+  }
+
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('uid', uid);
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.#findBy('user_code', userCode);
+  }
+
+  async consume(id: string): Promise<void> {
+    await this.#db
+      .updateTable('oidc_payloads')
+      .set({ consumed_at: sql<Date>`now()` })
+      .where('model', '=', this.#model)
+      .where('id', '=', id)
+      .execute();
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', '=', id).execute();
+  }
+
+  /** One indexed statement: every row of this model issued under the grant. */
+  async revokeByGrantId(grantId: string): Promise<void> {
+    await this.#db.deleteFrom('oidc_payloads').where('grant_id', '=', grantId).where('model', '=', this.#model).execute();
+  }
+
+  async #findBy(column: 'id' | 'uid' | 'user_code', value: string): Promise<AdapterPayload | undefined> {
+    const row = await this.#db
+      .selectFrom('oidc_payloads')
+      .select(['payload', 'consumed_at'])
+      .where('model', '=', this.#model)
+      .where(column, '=', value)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
+      .executeTakeFirst();
+    if (!row) return undefined;
+    const payload = row.payload as AdapterPayload;
+    if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
+    return payload;
+  }
+}
+
+/**
+ * Clients live in our own `clients` table (written by the admin API and dynamic registration) so that they
+ * carry a status and their secrets are sealed at rest. Only active clients exist for oidc-provider.
+ */
+export class ClientAdapter implements Adapter {
+  readonly #db: Kysely<DB>;
+  readonly #box: SecretBox;
+
+  constructor({ db, box }: AdapterDeps) {
+    this.#db = db;
+    this.#box = box;
+  }
+
+  async find(clientId: string): Promise<AdapterPayload | undefined> {
+    const row = await this.#db
+      .selectFrom('clients')
+      .select(['metadata', 'client_secret'])
+      .where('client_id', '=', clientId)
+      .where('status', '=', 'active')
+      .executeTakeFirst();
+    if (!row) return undefined;
+    const metadata = { ...row.metadata, client_id: clientId } as AdapterPayload;
+    if (row.client_secret) metadata.client_secret = this.#box.open(row.client_secret, 'client-secret', clientId);
+    return metadata;
+  }
+
+  /** Dynamic registration writes here; the secret is sealed and kept out of the metadata column. */
+  async upsert(clientId: string, payload: AdapterPayload): Promise<void> {
+    const { client_secret: secret, ...metadata } = payload;
+    const row = {
+      metadata: JSON.stringify({ ...metadata, client_id: clientId }),
+      client_secret: typeof secret === 'string' ? this.#box.seal(secret, 'client-secret', clientId) : null,
+      updated_at: sql<Date>`now()`,
+    };
+    await this.#db
+      .insertInto('clients')
+      .values({ client_id: clientId, ...row })
+      .onConflict((oc) => oc.column('client_id').doUpdateSet(row))
+      .execute();
+  }
+
+  async destroy(clientId: string): Promise<void> {
+    await this.#db.deleteFrom('clients').where('client_id', '=', clientId).execute();
+  }
+
+  findByUid(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  findByUserCode(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  consume(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  revokeByGrantId(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Removes rows that expired more than `graceSeconds` ago, in batches so that no statement holds locks for
+ * long on a large table. oidc-provider never deletes expired rows itself.
+ * @returns the number of rows removed.
+ */
+export async function purgeExpired(db: Kysely<DB>, { graceSeconds = 300, batchSize = 5000 } = {}): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const result = await db
+      .deleteFrom('oidc_payloads')
+      .where(
+        sql<string>`ctid`,
+        'in',
+        db
+          .selectFrom('oidc_payloads')
+          .select(sql<string>`ctid`.as('ctid'))
+          .where('expires_at', '<', sql<Date>`now() - make_interval(secs => ${graceSeconds})`)
+          .limit(batchSize),
+      )
+      .executeTakeFirst();
+    const removed = Number(result.numDeletedRows);
+    total += removed;
+    if (removed < batchSize) return total;
+  }
+}

@@ -1,0 +1,170 @@
+import type { Kysely } from 'kysely';
+import Provider, { type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
+import type { Logger } from 'pino';
+
+import type { Config } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { createAdapterFactory } from './adapter.js';
+import { findAccount } from './accounts.js';
+
+/**
+ * Where oidc-provider's endpoints live, relative to the issuer. Named after what they do rather than
+ * oidc-provider's defaults (`/token/introspection`, `/me`), as the design's request flow lists them.
+ */
+export const ROUTES = {
+  authorization: '/auth',
+  token: '/token',
+  userinfo: '/userinfo',
+  jwks: '/jwks',
+  registration: '/reg',
+  introspection: '/introspect',
+  revocation: '/revoke',
+  end_session: '/logout',
+  pushed_authorization_request: '/par',
+  backchannel_authentication: '/backchannel',
+  code_verification: '/device',
+  device_authorization: '/device/auth',
+  challenge: '/challenge',
+  credential: '/credential',
+} as const;
+
+export const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
+export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
+
+/**
+ * The (path, methods) pairs oidc-provider answers with the features enabled below; the Fastify bridge
+ * routes exactly these to it. Keep in step with `features`.
+ */
+export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly methods: readonly ('GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS')[] }[] = [
+  { path: ROUTES.authorization, methods: ['GET'] },
+  { path: `${ROUTES.authorization}/:uid`, methods: ['GET'] },
+  { path: ROUTES.token, methods: ['POST', 'OPTIONS'] },
+  { path: ROUTES.userinfo, methods: ['GET', 'POST', 'OPTIONS'] },
+  { path: ROUTES.jwks, methods: ['GET', 'OPTIONS'] },
+  { path: OIDC_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
+  { path: OAUTH_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
+  { path: `${ROUTES.end_session}/confirm`, methods: ['POST'] },
+];
+
+/** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
+export const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'];
+/** `private_key_jwt` assertion algorithms: SMART requires RS384 and ES384; RS256/ES256 for clients registered for them. */
+export const CLIENT_AUTH_SIGNING_ALGS: readonly SigningAlgorithm[] = ['RS384', 'ES384', 'RS256', 'ES256'];
+/** Fixed (non-resource) scopes oidc-provider knows as its own. */
+export const STATIC_SCOPES = ['openid', 'fhirUser', 'profile', 'offline_access'];
+export const GRANT_TYPES = ['authorization_code', 'refresh_token'];
+
+/** How long clients may cache the JWKS and the discovery documents. Key rotation waits at least this long. */
+export const JWKS_MAX_AGE_SECONDS = 300;
+
+export interface ErrorPage {
+  readonly status: number;
+  readonly error: string;
+  readonly description: string | undefined;
+}
+
+export interface ProviderDeps {
+  readonly config: Config;
+  readonly db: Kysely<DB>;
+  readonly box: SecretBox;
+  readonly log: Logger;
+  /** Private signing JWKs, the one to sign with first for each algorithm. */
+  readonly signingKeys: readonly object[];
+  /** Cookie-signing secrets, newest first. */
+  readonly cookieKeys: readonly string[];
+  readonly renderErrorPage: (page: ErrorPage) => Promise<string>;
+}
+
+/**
+ * Builds the oidc-provider instance from our configuration. Everything SMART plugs in through the seams
+ * oidc-provider documents (adapter, findAccount, policies, hooks, middleware); nothing is patched.
+ */
+export function createProvider(deps: ProviderDeps): Provider {
+  const { config, log } = deps;
+  const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+
+  const configuration: Configuration = {
+    adapter: createAdapterFactory({ db: deps.db, box: deps.box }),
+    jwks: { keys: deps.signingKeys },
+    cookies: {
+      keys: [...deps.cookieKeys],
+      names: { session: 'smart_session', interaction: 'smart_interaction', resume: 'smart_resume' },
+      long: { httpOnly: true, sameSite: 'lax' },
+      short: { httpOnly: true, sameSite: 'lax' },
+    },
+    routes: { ...ROUTES },
+    // SMART App Launch 2.2 §Authorization code: `response_type=code` is the only response type.
+    responseTypes: ['code'],
+    scopes: [...STATIC_SCOPES],
+    clientAuthMethods: [...CLIENT_AUTH_METHODS],
+    // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`).
+    pkce: { required: () => true },
+    findAccount: (ctx, sub) => findAccount(deps.db, config, ctx, sub),
+    claims: {
+      openid: ['sub'],
+      fhirUser: ['fhirUser'],
+      profile: ['name'],
+    },
+    // fhirUser belongs in the id_token whenever it was granted, not only when no userinfo token was issued.
+    conformIdTokenClaims: false,
+    features: {
+      // Never the development login pages: our interactions live under /interaction.
+      devInteractions: { enabled: false },
+      rpInitiatedLogout: { enabled: false },
+      userinfo: { enabled: true },
+    },
+    enabledJWA: {
+      clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
+      idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
+      userinfoSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
+    },
+    interactions: {
+      url: (_ctx, interaction) => `${issuerPath}/interaction/${interaction.uid}`,
+    },
+    ttl: {
+      AccessToken: 3600,
+      AuthorizationCode: 60,
+      ClientCredentials: 300,
+      Grant: 90 * 24 * 3600,
+      IdToken: 3600,
+      Interaction: 3600,
+      RefreshToken: 90 * 24 * 3600,
+      Session: 14 * 24 * 3600,
+    },
+    renderError: async (ctx, out) => {
+      ctx.type = 'html';
+      ctx.body = await deps.renderErrorPage({ status: ctx.status, error: out.error, description: out.error_description });
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  // The Fastify bridge sets X-Forwarded-* from the configured issuer and Fastify's own proxy trust,
+  // so trusting them here is trusting our own values (see provider-routes.ts).
+  provider.proxy = true;
+
+  provider.use(async (ctx, next) => {
+    await next();
+    const route = oidcOf(ctx)?.route;
+    if (route === 'jwks' || route === 'discovery') {
+      ctx.set('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
+    }
+  });
+
+  provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
+    log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
+  });
+  // Koa's own error channel: anything that escaped oidc-provider's handlers.
+  (provider as unknown as NodeJS.EventEmitter).on('error', (error: Error) => {
+    log.error({ err: error }, 'unhandled error in the OAuth core');
+  });
+  return provider;
+}
+
+/**
+ * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types
+ * declare it always present; middleware that runs for every request must not assume it.
+ */
+export function oidcOf(ctx: object): KoaContextWithOIDC['oidc'] | undefined {
+  return (ctx as { oidc?: KoaContextWithOIDC['oidc'] }).oidc;
+}

@@ -1,0 +1,144 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from '../src/config/config.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
+
+const KEY = 'ab'.repeat(32);
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+    return [...error.problems];
+  }
+  assert.fail('expected the configuration to be refused');
+}
+
+describe('configuration', () => {
+  it('has working defaults with nothing set: embedded database, localhost issuer, one FHIR base under it', () => {
+    const config = loadConfig({});
+    assert.equal(config.port, 3000);
+    assert.equal(config.host, 'localhost');
+    assert.equal(config.issuer, 'http://localhost:3000');
+    assert.deepEqual(config.database, { kind: 'pglite', dataDir: './.data' });
+    assert.deepEqual(config.fhirBaseUrls, ['http://localhost:3000/fhir']);
+    assert.equal(config.secretKey, undefined);
+    assert.equal(config.seedDemo, true);
+    assert.equal(config.logLevel, 'info');
+    assert.equal(config.trustProxy, false);
+    assert.deepEqual([...config.signingAlgs].sort(), ['ES256', 'ES384', 'RS256', 'RS384']);
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.fhirBaseUrls));
+  });
+
+  it('derives the default issuer from PORT', () => {
+    assert.equal(loadConfig({ PORT: '8080' }).issuer, 'http://localhost:8080');
+  });
+
+  it('treats empty values as unset', () => {
+    const config = loadConfig({ PORT: '', DATABASE_URL: '', LOG_LEVEL: '  ' });
+    assert.equal(config.port, 3000);
+    assert.equal(config.database.kind, 'pglite');
+    assert.equal(config.logLevel, 'info');
+  });
+
+  it('reads Postgres settings and requires SECRET_KEY and FHIR_BASE_URLS with DATABASE_URL', () => {
+    assert.deepEqual(problems({ DATABASE_URL: 'postgres://u@db/smart' }), [
+      'FHIR_BASE_URLS is required when DATABASE_URL is set: comma-separated absolute http(s) URLs of the FHIR servers this server issues tokens for',
+      'SECRET_KEY is required when DATABASE_URL is set: a 32-byte key as 64 hex characters or base64 (`npx smart-auth gen-secret` prints one)',
+    ]);
+    const config = loadConfig({ DATABASE_URL: 'postgresql://u:p@db:5432/smart', SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://fhir.example.org/r4' });
+    assert.deepEqual(config.database, { kind: 'postgres', url: 'postgresql://u:p@db:5432/smart' });
+    assert.equal(config.secretKey?.toString('hex'), KEY);
+    assert.equal(config.seedDemo, false);
+  });
+
+  it('normalises FHIR base URLs (case of scheme and host, trailing slash) and drops duplicates', () => {
+    const config = loadConfig({ FHIR_BASE_URLS: 'HTTPS://FHIR.Example.org/R4/,https://fhir.example.org/R4,http://localhost:8080/fhir' });
+    assert.deepEqual(config.fhirBaseUrls, ['https://fhir.example.org/R4', 'http://localhost:8080/fhir']);
+  });
+
+  it('accepts SECRET_KEY as hex, base64 and base64url', () => {
+    const bytes = Buffer.from(KEY, 'hex');
+    for (const form of [KEY, bytes.toString('base64'), bytes.toString('base64url')]) {
+      assert.equal(loadConfig({ SECRET_KEY: form }).secretKey?.toString('hex'), KEY, form);
+    }
+  });
+
+  it('names each bad variable with what it expects', () => {
+    assert.deepEqual(problems({ PORT: 'eighty' }), ['PORT="eighty" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);
+    assert.deepEqual(problems({ PORT: '70000' }), ['PORT="70000" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);
+    assert.deepEqual(problems({ LOG_LEVEL: 'verbose' }), ['LOG_LEVEL="verbose" is invalid: expected one of fatal, error, warn, info, debug, trace, silent']);
+    assert.deepEqual(problems({ DATABASE_URL: 'mysql://x' }), ['DATABASE_URL=(value hidden) is invalid: expected a postgres:// or postgresql:// connection URL']);
+    assert.deepEqual(problems({ ISSUER: 'ftp://auth.example.org' }), [
+      'ISSUER="ftp://auth.example.org" is invalid: expected an absolute http(s) URL without query or fragment, e.g. https://auth.example.org',
+    ]);
+    assert.deepEqual(problems({ ISSUER: 'https://auth.example.org/?x=1' }), [
+      'ISSUER="https://auth.example.org/?x=1" is invalid: expected an absolute http(s) URL without query or fragment, e.g. https://auth.example.org',
+    ]);
+    assert.deepEqual(problems({ SIGNING_ALGS: 'RS256,HS256' }), [
+      'SIGNING_ALGS="RS256,HS256" is invalid: expected comma-separated algorithms from RS256, RS384, ES256, ES384; RS256 is always included',
+    ]);
+    assert.deepEqual(problems({ KEY_ROTATION_DAYS: '-1' }), ['KEY_ROTATION_DAYS="-1" is invalid: expected an integer number of days from 0 (off) to 3650']);
+    assert.deepEqual(problems({ SEED_DEMO: 'yes' }), ['SEED_DEMO="yes" is invalid: expected true or false']);
+  });
+
+  it('reports every bad variable at once', () => {
+    assert.equal(problems({ PORT: 'x', LOG_LEVEL: 'y', SEED_DEMO: 'z' }).length, 3);
+  });
+
+  it('refuses plain http issuers outside loopback', () => {
+    assert.deepEqual(problems({ ISSUER: 'http://auth.example.org' }), [
+      'ISSUER="http://auth.example.org" is invalid: expected an https URL (plain http is only allowed for localhost, 127.0.0.1 or [::1])',
+    ]);
+    assert.equal(loadConfig({ ISSUER: 'http://127.0.0.1:3000/' }).issuer, 'http://127.0.0.1:3000');
+    assert.equal(loadConfig({ ISSUER: 'https://auth.example.org/smart/' }).issuer, 'https://auth.example.org/smart');
+  });
+
+  it('refuses FHIR base URLs that are not absolute http(s) URLs', () => {
+    assert.deepEqual(problems({ FHIR_BASE_URLS: 'https://ok.example/fhir,fhir.example.org' }), [
+      'FHIR_BASE_URLS entry "fhir.example.org" is invalid: expected an absolute http(s) URL without query, fragment or credentials',
+    ]);
+    assert.deepEqual(problems({ FHIR_BASE_URLS: 'https://fhir.example.org/r4?x=1' }), [
+      'FHIR_BASE_URLS entry "https://fhir.example.org/r4?x=1" is invalid: expected an absolute http(s) URL without query, fragment or credentials',
+    ]);
+  });
+
+  it('never echoes a secret value in an error', () => {
+    const shortToken = 'short-but-secret-token';
+    const out = problems({ ADMIN_TOKEN: shortToken, SECRET_KEY: 'not-a-key-secret-value' });
+    assert.deepEqual(out, [
+      'ADMIN_TOKEN=(value hidden) is invalid: expected at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)',
+      'SECRET_KEY is invalid: expected a 32-byte key as 64 hex characters or 43/44 base64 characters (`npx smart-auth gen-secret` prints one)',
+    ]);
+    assert.ok(!out.join('\n').includes(shortToken));
+    assert.ok(!out.join('\n').includes('not-a-key-secret-value'));
+  });
+
+  it('parses TRUST_PROXY as a switch or a list of proxy addresses', () => {
+    assert.equal(loadConfig({ TRUST_PROXY: 'true' }).trustProxy, true);
+    assert.deepEqual(loadConfig({ TRUST_PROXY: '10.0.0.0/8,::1,loopback' }).trustProxy, ['10.0.0.0/8', '::1', 'loopback']);
+    assert.deepEqual(problems({ TRUST_PROXY: '10.0.0.0/33' }), [
+      'TRUST_PROXY entry "10.0.0.0/33" is invalid: expected an IPv4/IPv6 address, a CIDR range such as 10.0.0.0/8, or loopback, linklocal, uniquelocal',
+    ]);
+    assert.deepEqual(problems({ TRUST_PROXY: 'proxy.internal' }), [
+      'TRUST_PROXY entry "proxy.internal" is invalid: expected an IPv4/IPv6 address, a CIDR range such as 10.0.0.0/8, or loopback, linklocal, uniquelocal',
+    ]);
+  });
+
+  it('keeps earlier secret keys for decryption', () => {
+    const config = loadConfig({ SECRET_KEY: KEY, SECRET_KEYS_PREVIOUS: `${'cd'.repeat(32)}, ${'ef'.repeat(32)}` });
+    assert.deepEqual(config.previousSecretKeys.map((k) => k.toString('hex')), ['cd'.repeat(32), 'ef'.repeat(32)]);
+  });
+
+  it('.env.example documents exactly the variables the server reads, and loads as it is', () => {
+    const text = readFileSync(join(PACKAGE_ROOT, '.env.example'), 'utf8');
+    const documented = [...text.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
+    assert.deepEqual([...documented].sort(), [...CONFIG_VARIABLES].sort());
+    assert.doesNotThrow(() => loadConfig(Object.fromEntries([...text.matchAll(/^([A-Z_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]))));
+  });
+});

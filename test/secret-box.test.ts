@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+
+import { SecretBox, SecretBoxError } from '../src/security/secret-box.js';
+
+describe('SecretBox', () => {
+  const key = randomBytes(32);
+  const box = new SecretBox(key);
+
+  it('round-trips a value and never stores it in clear', () => {
+    const sealed = box.seal('the private key', 'signing-key', 'kid-1');
+    assert.match(sealed, /^v1\.[A-Za-z0-9_-]{8}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/);
+    assert.ok(!sealed.includes('private'));
+    assert.equal(box.open(sealed, 'signing-key', 'kid-1'), 'the private key');
+    assert.notEqual(box.seal('the private key', 'signing-key', 'kid-1'), sealed, 'a fresh IV every time');
+  });
+
+  it('binds a value to its row and purpose', () => {
+    const sealed = box.seal('s3cret', 'client-secret', 'client-a');
+    assert.throws(() => box.open(sealed, 'client-secret', 'client-b'), SecretBoxError);
+    assert.throws(() => box.open(sealed, 'signing-key', 'client-a'), SecretBoxError);
+  });
+
+  it('detects tampering', () => {
+    const sealed = box.seal('s3cret', 'client-secret', 'client-a');
+    const parts = sealed.split('.');
+    const ct = Buffer.from(parts[3]!, 'base64url');
+    ct[0] = ct[0]! ^ 1;
+    parts[3] = ct.toString('base64url');
+    assert.throws(() => box.open(parts.join('.'), 'client-secret', 'client-a'), /failed authentication/);
+    assert.throws(() => box.open('garbage', 'client-secret', 'client-a'), /malformed/);
+  });
+
+  it('opens values sealed with a previous key and says they are stale', () => {
+    const oldKey = randomBytes(32);
+    const sealed = new SecretBox(oldKey).seal('s3cret', 'client-secret', 'c');
+    const rotated = new SecretBox(randomBytes(32), [key, oldKey]);
+    assert.equal(rotated.open(sealed, 'client-secret', 'c'), 's3cret');
+    assert.equal(rotated.isStale(sealed), true);
+    assert.equal(rotated.isStale(rotated.seal('x', 'p', 'c')), false);
+  });
+
+  it('names an unknown key instead of failing obscurely', () => {
+    const sealed = new SecretBox(randomBytes(32)).seal('s3cret', 'p', 'c');
+    assert.throws(() => box.open(sealed, 'p', 'c'), /sealed with an unknown key \([A-Za-z0-9_-]{8}\); is SECRET_KEY the one this database was created with\?/);
+  });
+});
