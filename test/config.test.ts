@@ -139,6 +139,8 @@ describe('configuration', () => {
     const text = readFileSync(join(PACKAGE_ROOT, '.env.example'), 'utf8');
     const documented = [...text.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]);
     assert.deepEqual([...documented].sort(), [...CONFIG_VARIABLES].sort());
-    assert.doesNotThrow(() => loadConfig(Object.fromEntries([...text.matchAll(/^([A-Z_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]))));
+    const values: Record<string, string> = {};
+    for (const [, name = '', value = ''] of text.matchAll(/^([A-Z_]+)=(.*)$/gm)) values[name] = value;
+    assert.doesNotThrow(() => loadConfig(values));
   });
 });
