@@ -3,6 +3,7 @@ import type { Adapter, AdapterPayload } from 'oidc-provider';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { ALLOWED_SCOPE_PROPERTY } from './resource-server.js';
 
 /**
  * Models whose rows carry a grantId and are removed by `revokeByGrantId` when a grant is revoked
@@ -141,7 +142,11 @@ export class ClientAdapter implements Adapter {
       .where('status', '=', 'active')
       .executeTakeFirst();
     if (!row) return undefined;
-    const metadata = { ...row.metadata, client_id: clientId } as AdapterPayload;
+    // RFC 7591 `scope` lists every scope the client may be granted, SMART ones included; oidc-provider would
+    // refuse those as client metadata, so the scope engine reads them from a property of their own.
+    const { scope, ...rest } = row.metadata;
+    const metadata = { ...rest, client_id: clientId } as AdapterPayload;
+    if (typeof scope === 'string') (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = scope;
     if (row.client_secret) metadata.client_secret = this.#box.open(row.client_secret, 'client-secret', clientId);
     return metadata;
   }

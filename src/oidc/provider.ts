@@ -1,12 +1,14 @@
 import type { Kysely } from 'kysely';
-import Provider, { type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
+import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { parseScopes } from '../smart/scopes/scope.js';
 import { createAdapterFactory } from './adapter.js';
 import { findAccount } from './accounts.js';
+import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
 
 /**
  * Where oidc-provider's endpoints live, relative to the issuer. Named after what they do rather than
@@ -45,15 +47,21 @@ export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly meth
   { path: OIDC_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
   { path: OAUTH_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
   { path: `${ROUTES.end_session}/confirm`, methods: ['POST'] },
+  { path: ROUTES.introspection, methods: ['POST', 'OPTIONS'] },
+  { path: ROUTES.revocation, methods: ['POST', 'OPTIONS'] },
 ];
 
 /** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
 export const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'];
 /** `private_key_jwt` assertion algorithms: SMART requires RS384 and ES384; RS256/ES256 for clients registered for them. */
 export const CLIENT_AUTH_SIGNING_ALGS: readonly SigningAlgorithm[] = ['RS384', 'ES384', 'RS256', 'ES256'];
-/** Fixed (non-resource) scopes oidc-provider knows as its own. */
+/**
+ * The scopes oidc-provider handles by name: OpenID Connect's, whose claims it puts in id_tokens, and
+ * offline_access, which decides refresh tokens. Every other SMART scope is a resource-server scope
+ * (resource-server.ts).
+ */
 export const STATIC_SCOPES = ['openid', 'fhirUser', 'profile', 'offline_access'];
-export const GRANT_TYPES = ['authorization_code', 'refresh_token'];
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'];
 
 /** How long clients may cache the JWKS and the discovery documents. Key rotation waits at least this long. */
 export const JWKS_MAX_AGE_SECONDS = 300;
@@ -113,6 +121,29 @@ export function createProvider(deps: ProviderDeps): Provider {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: false },
       userinfo: { enabled: true },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (ctx, _client, oneOf) => defaultResource(config, ctx, oneOf),
+        getResourceServerInfo: (ctx, indicator, client) => getResourceServerInfo(config, ctx, indicator, client),
+        // Exchanging a code or refresh token yields a token for the FHIR server it was granted for, without
+        // the client repeating `resource` (oidc-provider would otherwise issue a userinfo-only token).
+        useGrantedResource: () => true,
+      },
+      clientCredentials: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+    },
+    // SMART App Launch 2.2 §Authorization request: `aud` names the FHIR server (validated as the resource
+    // indicator in defaultResource).
+    extraParams: { aud: null },
+    extraClientMetadata: {
+      properties: [ALLOWED_SCOPE_PROPERTY],
+      validator(_ctx, key, value) {
+        if (key !== ALLOWED_SCOPE_PROPERTY || value === undefined) return;
+        if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
+        const invalid = parseScopes(value).errors;
+        if (invalid.length) throw new errors.InvalidClientMetadata(invalid.map((e) => e.message).join('; '));
+      },
     },
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],

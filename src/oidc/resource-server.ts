@@ -1,0 +1,99 @@
+import { errors, type Client, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
+
+import { normalizeBaseUrl, type Config } from '../config/config.js';
+import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
+import { parseScopes, type Scope } from '../smart/scopes/scope.js';
+
+/**
+ * The seam between SMART scopes and oidc-provider. oidc-provider knows only a fixed list of scopes by name;
+ * every other scope it accepts is a scope of a resource server, which it asks for per request through
+ * `features.resourceIndicators.getResourceServerInfo`. Our FHIR base URLs are those resource servers, SMART's
+ * `aud` is their resource indicator, and the scope engine decides what each request may carry:
+ *
+ * - at the authorization endpoint, the requested scopes are parsed (an invalid one refuses the request with
+ *   `invalid_scope` naming it) and narrowed to what the client is registered for;
+ * - at the token endpoint for client_credentials, every requested scope must be a pre-authorized system/
+ *   scope, else `invalid_scope`;
+ * - when a code or refresh token is exchanged, the scopes are the grant's, decided at consent.
+ *
+ * Identity, launch and refresh scopes are listed as resource-server scopes too, so that they appear in the
+ * token response's `scope` and in introspection, as SMART requires (oidc-provider otherwise reports only
+ * resource-server scopes there).
+ */
+
+/** The client metadata property holding the scopes a client may be granted (RFC 7591 `scope`, moved aside). */
+export const ALLOWED_SCOPE_PROPERTY = 'allowed_scope';
+
+export const INTERACTIVE_ACCESS_TOKEN_TTL = 3600;
+/** SMART Backend Services: access tokens live five minutes at most. */
+export const BACKEND_ACCESS_TOKEN_TTL = 300;
+
+export function registeredScopes(client: Client): RegisteredScopes {
+  const value = (client as unknown as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY];
+  return parseRegisteredScopes(typeof value === 'string' ? value : undefined);
+}
+
+/** The FHIR base a resource indicator or `aud` names, or undefined when it is none of ours. */
+export function fhirBaseOf(config: Config, value: string): string | undefined {
+  let base: string;
+  try {
+    base = normalizeBaseUrl(value);
+  } catch {
+    return undefined;
+  }
+  return config.fhirBaseUrls.includes(base) ? base : undefined;
+}
+
+/**
+ * `resourceIndicators.defaultResource`: SMART's `aud` is the resource indicator. Required at the authorization
+ * endpoint (SMART App Launch 2.2 §Authorization request) and checked here, before any page is shown;
+ * backend services send none and get the first FHIR base.
+ */
+export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?: string | readonly string[]): string | readonly string[] {
+  if (oneOf) return oneOf;
+  const aud = ctx.oidc.params?.aud;
+  if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request') {
+    if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
+    const base = fhirBaseOf(config, aud);
+    if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
+    return base;
+  }
+  return config.fhirBaseUrls[0]!;
+}
+
+export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, indicator: string, client: Client): ResourceServer {
+  const base = fhirBaseOf(config, indicator);
+  if (!base) throw new errors.InvalidTarget(`${indicator} is not a FHIR server this server issues tokens for`);
+  const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
+  return {
+    scope: scopeString(scopesFor(ctx, indicator, client, backend)),
+    audience: base,
+    accessTokenTTL: backend ? BACKEND_ACCESS_TOKEN_TTL : INTERACTIVE_ACCESS_TOKEN_TTL,
+    accessTokenFormat: 'opaque',
+  };
+}
+
+function scopesFor(ctx: KoaContextWithOIDC, indicator: string, client: Client, backend: boolean): Scope[] {
+  if (ctx.oidc.route === 'token' && !backend) {
+    // Exchanging a code or refresh token: the grant holds what was decided at consent.
+    const granted = ctx.oidc.entities.Grant?.getResourceScope(indicator) ?? '';
+    return parseScopes(granted).scopes;
+  }
+  const requested = parseRequested(typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined);
+  if (backend) {
+    try {
+      return grantBackendScopes(requested, registeredScopes(client));
+    } catch (error) {
+      if (error instanceof ScopeGrantError) throw new errors.InvalidScope(error.message, error.scope);
+      throw error;
+    }
+  }
+  return grantableScopes(requested, registeredScopes(client)).granted;
+}
+
+/** @throws {errors.InvalidScope} naming every invalid scope in the request. */
+function parseRequested(scope: string | undefined): Scope[] {
+  const { scopes, errors: invalid } = parseScopes(scope);
+  if (invalid.length) throw new errors.InvalidScope(invalid.map((e) => e.message).join('; '), invalid.map((e) => e.scope).join(' '));
+  return scopes;
+}
