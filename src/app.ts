@@ -15,11 +15,12 @@ import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
 import { ProviderHost } from './oidc/provider-host.js';
-import { PROVIDER_ENDPOINTS } from './oidc/provider.js';
+import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
 import { seedDemo } from './seed/demo.js';
 import { SecretBox } from './security/secret-box.js';
@@ -52,6 +53,9 @@ declare module 'fastify' {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** A client's JWKS URL must answer within this, and with no more than JWKS_MAX_BYTES. */
+const JWKS_FETCH_TIMEOUT_MS = 5000;
+const JWKS_MAX_BYTES = 256 * 1024;
 
 /**
  * Builds the whole server as a Fastify app that never listens (src/main.ts does). Opens the database unless
@@ -101,6 +105,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     box,
     log,
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
+    jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
   });
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance } satisfies Runtime);

@@ -69,9 +69,10 @@ describeEachDatabase('discovery documents and JWKS', (ctx) => {
   it('SMART and OpenID documents agree on every field they share', async () => {
     const smart = (await get('/fhir/.well-known/smart-configuration')).json<Record<string, unknown>>();
     const oidc = (await get('/.well-known/openid-configuration')).json<Record<string, unknown>>();
-    for (const key of ['issuer', 'jwks_uri', 'authorization_endpoint', 'token_endpoint', 'grant_types_supported', 'response_types_supported', 'code_challenge_methods_supported', 'token_endpoint_auth_methods_supported', 'token_endpoint_auth_signing_alg_values_supported', 'scopes_supported']) {
+    for (const key of ['issuer', 'jwks_uri', 'authorization_endpoint', 'token_endpoint', 'grant_types_supported', 'response_types_supported', 'code_challenge_methods_supported', 'token_endpoint_auth_methods_supported', 'token_endpoint_auth_signing_alg_values_supported', 'introspection_endpoint', 'revocation_endpoint']) {
       assert.deepEqual(smart[key], oidc[key], key);
     }
+    for (const scope of oidc.scopes_supported as string[]) assert.ok((smart.scopes_supported as string[]).includes(scope), scope);
     assert.deepEqual(smart.code_challenge_methods_supported, ['S256']);
   });
 

@@ -30,6 +30,12 @@ export interface Config {
   readonly purgeIntervalSeconds: number;
   readonly shutdownTimeoutSeconds: number;
   readonly databasePoolMax: number;
+  /** Let outbound fetches (client JWKS URLs) reach loopback and private addresses, and use plain http. */
+  readonly outboundAllowPrivate: boolean;
+  /** Seconds of clock difference tolerated in client assertions and tokens. */
+  readonly clockSkewSeconds: number;
+  /** FHIR base URLs that receive RFC 9068 JWT access tokens instead of opaque ones. */
+  readonly jwtAccessTokenAudiences: readonly string[];
 }
 
 export type DatabaseConfig =
@@ -78,6 +84,9 @@ const schema = {
     PURGE_INTERVAL_SECONDS: { type: 'integer', minimum: 1, maximum: 86400, description: 'an integer number of seconds from 1 to 86400' },
     SHUTDOWN_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
+    OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
+    CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
+    JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
   },
 } as const;
 
@@ -132,6 +141,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   for (const alg of ((v.SIGNING_ALGS as string | undefined) ?? 'RS256,RS384,ES256,ES384').split(',')) signingAlgs.add(alg as SigningAlg);
 
   const trustProxy = parseTrustProxy((v.TRUST_PROXY as string | undefined) ?? 'false', problems);
+  const jwtAccessTokenAudiences = v.JWT_ACCESS_TOKEN_AUDIENCES ? parseUrlList('JWT_ACCESS_TOKEN_AUDIENCES', v.JWT_ACCESS_TOKEN_AUDIENCES as string, problems) : [];
+  for (const aud of jwtAccessTokenAudiences) {
+    if (!fhirBaseUrls.includes(aud)) problems.push(`JWT_ACCESS_TOKEN_AUDIENCES entry ${JSON.stringify(aud)} is invalid: expected one of FHIR_BASE_URLS (${fhirBaseUrls.join(', ')})`);
+  }
 
   if (problems.length) throw new ConfigError(problems);
 
@@ -153,6 +166,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     purgeIntervalSeconds: (v.PURGE_INTERVAL_SECONDS as number | undefined) ?? 300,
     shutdownTimeoutSeconds: (v.SHUTDOWN_TIMEOUT_SECONDS as number | undefined) ?? 10,
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
+    outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
+    clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
+    jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
   });
 }
 

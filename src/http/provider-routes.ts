@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { PROVIDER_ENDPOINTS } from '../oidc/provider.js';
+import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
 
 export interface ProviderRoutesOptions {
   readonly host: ProviderHost;

@@ -4,7 +4,7 @@ import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/config.js';
 import { normalizeBaseUrl } from '../config/config.js';
 import type { DB } from '../db/schema.js';
-import { oidcOf } from './provider.js';
+import { oidcOf } from './context.js';
 
 /**
  * oidc-provider's `findAccount`: the user behind a session or token, or undefined when the user no

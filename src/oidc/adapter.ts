@@ -1,8 +1,11 @@
+import { decodeProtectedHeader } from 'jose';
 import { sql, type Kysely } from 'kysely';
-import type { Adapter, AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 
+import type { JwksCache } from '../clients/jwks-cache.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { REGISTERED_JWKS_URI } from './client-auth.js';
 import { ALLOWED_SCOPE_PROPERTY } from './resource-server.js';
 
 /**
@@ -39,11 +42,17 @@ export const PAYLOAD_MODELS = [
 export interface AdapterDeps {
   readonly db: Kysely<DB>;
   readonly box: SecretBox;
+  /** Key sets of clients registered by JWKS URL; without it such clients have no keys. */
+  readonly jwks?: JwksCache | undefined;
 }
 
 /** The `adapter` option of oidc-provider: one instance per model name. */
 export function createAdapterFactory(deps: AdapterDeps): (model: string) => Adapter {
-  return (model) => (model === 'Client' ? new ClientAdapter(deps) : new PayloadAdapter(deps.db, model));
+  return (model) => {
+    if (model === 'Client') return new ClientAdapter(deps);
+    if (model === 'ReplayDetection') return new ReplayDetectionAdapter(deps.db);
+    return new PayloadAdapter(deps.db, model);
+  };
 }
 
 /**
@@ -129,9 +138,12 @@ export class ClientAdapter implements Adapter {
   readonly #db: Kysely<DB>;
   readonly #box: SecretBox;
 
-  constructor({ db, box }: AdapterDeps) {
+  readonly #jwks: JwksCache | undefined;
+
+  constructor({ db, box, jwks }: AdapterDeps) {
     this.#db = db;
     this.#box = box;
+    this.#jwks = jwks;
   }
 
   async find(clientId: string): Promise<AdapterPayload | undefined> {
@@ -148,7 +160,39 @@ export class ClientAdapter implements Adapter {
     const metadata = { ...rest, client_id: clientId } as AdapterPayload;
     if (typeof scope === 'string') (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = scope;
     if (row.client_secret) metadata.client_secret = this.#box.open(row.client_secret, 'client-secret', clientId);
+    if (typeof metadata.jwks_uri === 'string') await this.#inlineJwks(metadata, metadata.jwks_uri);
     return metadata;
+  }
+
+  /**
+   * oidc-provider caches a JWKS URL's keys for at least 60 s whatever the response says; SMART wants no
+   * longer than Cache-Control allows, a fresh fetch when a client rotates to a new kid, and no SSRF. So the
+   * keys are fetched by our JwksCache and handed to oidc-provider inline, and only when this request
+   * carries a client assertion to verify. A fetch failure leaves the key set empty and says why.
+   */
+  async #inlineJwks(metadata: AdapterPayload, uri: string): Promise<void> {
+    const record = metadata as Record<string, unknown>;
+    delete record.jwks_uri;
+    record[REGISTERED_JWKS_URI] = uri;
+    const ctx = Provider.ctx;
+    const assertion = ctx?.oidc.params?.client_assertion;
+    if (!ctx || typeof assertion !== 'string' || !this.#jwks) {
+      record.jwks = { keys: [] };
+      return;
+    }
+    let kid: string | undefined;
+    try {
+      kid = decodeProtectedHeader(assertion).kid;
+    } catch {
+      kid = undefined; // malformed: oidc-provider reports it
+    }
+    const result = await this.#jwks.get(uri, kid);
+    if ('error' in result) {
+      (ctx.state as { clientAuthProblem?: string }).clientAuthProblem = `the client's JWKS could not be used: ${result.error}`;
+      record.jwks = { keys: [] };
+    } else {
+      record.jwks = { keys: result.keys };
+    }
   }
 
   /** Dynamic registration writes here; the secret is sealed and kept out of the metadata column. */
@@ -180,6 +224,60 @@ export class ClientAdapter implements Adapter {
 
   consume(): Promise<void> {
     return Promise.resolve();
+  }
+
+  revokeByGrantId(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/**
+ * Client assertion `jti`s, recorded so that each assertion is used once across every server process.
+ * oidc-provider's ReplayDetection.unique() looks the id up and then saves it: two processes receiving the
+ * same assertion at the same moment would both find nothing. Here the lookup always misses and the save
+ * is a single insert-if-absent; a conflict is the replay, reported as oidc-provider reports one.
+ */
+export class ReplayDetectionAdapter implements Adapter {
+  readonly #db: Kysely<DB>;
+
+  constructor(db: Kysely<DB>) {
+    this.#db = db;
+  }
+
+  find(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    const result = await this.#db
+      .insertInto('oidc_payloads')
+      .values({
+        model: 'ReplayDetection',
+        id,
+        payload: JSON.stringify(payload),
+        expires_at: new Date(Date.now() + (expiresIn ?? 600) * 1000),
+      })
+      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet({ expires_at: sql<Date>`excluded.expires_at` }).where('oidc_payloads.expires_at', '<', sql<Date>`now()`))
+      .executeTakeFirst();
+    if (Number(result.numInsertedOrUpdatedRows ?? 0n) === 0) {
+      throw new errors.InvalidClientAuth('client assertion rejected: its jti was already used; every assertion needs a new jti');
+    }
+  }
+
+  findByUid(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  findByUserCode(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+
+  consume(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async destroy(id: string): Promise<void> {
+    await this.#db.deleteFrom('oidc_payloads').where('model', '=', 'ReplayDetection').where('id', '=', id).execute();
   }
 
   revokeByGrantId(): Promise<void> {

@@ -2,54 +2,19 @@ import type { Kysely } from 'kysely';
 import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
 import type { Logger } from 'pino';
 
+import type { JwksCache } from '../clients/jwks-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { createAdapterFactory } from './adapter.js';
+import { oidcOf } from './context.js';
 import { findAccount } from './accounts.js';
+import { assertClientAssertion, REGISTERED_JWKS_URI } from './client-auth.js';
+import { exposeClientAuthDetails } from './error-details.js';
+import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
 import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
-
-/**
- * Where oidc-provider's endpoints live, relative to the issuer. Named after what they do rather than
- * oidc-provider's defaults (`/token/introspection`, `/me`), as the design's request flow lists them.
- */
-export const ROUTES = {
-  authorization: '/auth',
-  token: '/token',
-  userinfo: '/userinfo',
-  jwks: '/jwks',
-  registration: '/reg',
-  introspection: '/introspect',
-  revocation: '/revoke',
-  end_session: '/logout',
-  pushed_authorization_request: '/par',
-  backchannel_authentication: '/backchannel',
-  code_verification: '/device',
-  device_authorization: '/device/auth',
-  challenge: '/challenge',
-  credential: '/credential',
-} as const;
-
-export const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
-export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
-
-/**
- * The (path, methods) pairs oidc-provider answers with the features enabled below; the Fastify bridge
- * routes exactly these to it. Keep in step with `features`.
- */
-export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly methods: readonly ('GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS')[] }[] = [
-  { path: ROUTES.authorization, methods: ['GET'] },
-  { path: `${ROUTES.authorization}/:uid`, methods: ['GET'] },
-  { path: ROUTES.token, methods: ['POST', 'OPTIONS'] },
-  { path: ROUTES.userinfo, methods: ['GET', 'POST', 'OPTIONS'] },
-  { path: ROUTES.jwks, methods: ['GET', 'OPTIONS'] },
-  { path: OIDC_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
-  { path: OAUTH_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
-  { path: `${ROUTES.end_session}/confirm`, methods: ['POST'] },
-  { path: ROUTES.introspection, methods: ['POST', 'OPTIONS'] },
-  { path: ROUTES.revocation, methods: ['POST', 'OPTIONS'] },
-];
+import { ROUTES } from './routes.js';
 
 /** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
 export const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'];
@@ -82,6 +47,7 @@ export interface ProviderDeps {
   /** Cookie-signing secrets, newest first. */
   readonly cookieKeys: readonly string[];
   readonly renderErrorPage: (page: ErrorPage) => Promise<string>;
+  readonly jwks?: JwksCache | undefined;
 }
 
 /**
@@ -91,9 +57,13 @@ export interface ProviderDeps {
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, log } = deps;
   const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const bearerClient = bearerIntrospectionClient();
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory({ db: deps.db, box: deps.box }),
+    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks }),
+    // The only static client: the identity Bearer-token introspection continues under (introspection.ts).
+    clients: [bearerClient.metadata],
+    clockTolerance: config.clockSkewSeconds,
     jwks: { keys: deps.signingKeys },
     cookies: {
       keys: [...deps.cookieKeys],
@@ -130,14 +100,27 @@ export function createProvider(deps: ProviderDeps): Provider {
         useGrantedResource: () => true,
       },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true },
-      revocation: { enabled: true },
+      introspection: { enabled: true, allowedPolicy: introspectionAllowed },
+      // RFC 7009 §2.1: a client revokes only its own tokens; revoking a refresh token ends its whole grant.
+      revocation: {
+        enabled: true,
+        allowedPolicy: (_ctx, client, token) => {
+          if (token.clientId === client.clientId) return true;
+          if (client.clientAuthMethod === 'none') return false;
+          throw new errors.InvalidRequest('this client may not revoke a token issued to another client');
+        },
+      },
+      // SMART defines Bearer tokens; a DPoP-bound token would be refused by FHIR servers that do not check it.
+      dPoP: { enabled: false },
+    },
+    assertJwtClientAuthClaimsAndHeader: (ctx, claims, header, client) => {
+      assertClientAssertion(config.issuer, config.clockSkewSeconds, ctx, claims, header, client);
     },
     // SMART App Launch 2.2 §Authorization request: `aud` names the FHIR server (validated as the resource
     // indicator in defaultResource).
     extraParams: { aud: null },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI],
       validator(_ctx, key, value) {
         if (key !== ALLOWED_SCOPE_PROPERTY || value === undefined) return;
         if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
@@ -180,7 +163,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     if (route === 'jwks' || route === 'discovery') {
       ctx.set('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
     }
+    // SMART App Launch 2.2 §Token response (and Inferno) want both; oidc-provider sets only Cache-Control.
+    if (route === 'token' || route === 'introspection') ctx.set('pragma', 'no-cache');
   });
+  provider.use(bearerIntrospection(provider, bearerClient.authorization));
+  exposeClientAuthDetails(provider);
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
     log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
@@ -190,12 +177,4 @@ export function createProvider(deps: ProviderDeps): Provider {
     log.error({ err: error }, 'unhandled error in the OAuth core');
   });
   return provider;
-}
-
-/**
- * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types
- * declare it always present; middleware that runs for every request must not assume it.
- */
-export function oidcOf(ctx: object): KoaContextWithOIDC['oidc'] | undefined {
-  return (ctx as { oidc?: KoaContextWithOIDC['oidc'] }).oidc;
 }

@@ -25,6 +25,11 @@ import { parseScopes, type Scope } from '../smart/scopes/scope.js';
 export const ALLOWED_SCOPE_PROPERTY = 'allowed_scope';
 
 export const INTERACTIVE_ACCESS_TOKEN_TTL = 3600;
+/**
+ * A JWT access token carries its scope string, and travels in an HTTP header that servers commonly cap at
+ * 8 KiB. Past this many characters of scope the token is issued opaque instead (and is introspected).
+ */
+export const JWT_MAX_SCOPE_LENGTH = 4096;
 /** SMART Backend Services: access tokens live five minutes at most. */
 export const BACKEND_ACCESS_TOKEN_TTL = 300;
 
@@ -65,11 +70,13 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
   const base = fhirBaseOf(config, indicator);
   if (!base) throw new errors.InvalidTarget(`${indicator} is not a FHIR server this server issues tokens for`);
   const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
+  const scope = scopeString(scopesFor(ctx, indicator, client, backend));
+  const jwt = config.jwtAccessTokenAudiences.includes(base) && scope.length <= JWT_MAX_SCOPE_LENGTH;
   return {
-    scope: scopeString(scopesFor(ctx, indicator, client, backend)),
+    scope,
     audience: base,
     accessTokenTTL: backend ? BACKEND_ACCESS_TOKEN_TTL : INTERACTIVE_ACCESS_TOKEN_TTL,
-    accessTokenFormat: 'opaque',
+    ...(jwt ? { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } } : { accessTokenFormat: 'opaque' }),
   };
 }
 

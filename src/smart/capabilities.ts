@@ -4,7 +4,10 @@
  * when one is listed without a test titled `capability: <name>` in the named file. Add a capability here
  * only together with the flow that makes it true.
  */
-export const CAPABILITIES: readonly { readonly name: SmartCapability; readonly provenBy: string }[] = [];
+export const CAPABILITIES: readonly { readonly name: SmartCapability; readonly provenBy: string }[] = [
+  { name: 'client-confidential-symmetric', provenBy: 'test/client-auth.test.ts' },
+  { name: 'client-confidential-asymmetric', provenBy: 'test/client-auth.test.ts' },
+];
 
 export type SmartCapability =
   | 'launch-ehr'

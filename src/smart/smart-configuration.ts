@@ -1,10 +1,14 @@
 import type { FastifyInstance } from 'fastify';
 
 import type { Config } from '../config/config.js';
-import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_TYPES, JWKS_MAX_AGE_SECONDS, ROUTES, STATIC_SCOPES } from '../oidc/provider.js';
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_TYPES, JWKS_MAX_AGE_SECONDS, STATIC_SCOPES } from '../oidc/provider.js';
+import { ROUTES } from '../oidc/routes.js';
 import { CAPABILITIES } from './capabilities.js';
 
 export const SMART_CONFIGURATION_PATH = '/.well-known/smart-configuration';
+
+/** What `scopes_supported` says: oidc-provider's own scopes, then ours. */
+export const SUPPORTED_SCOPES = [...STATIC_SCOPES, 'introspect', 'system/*.cruds'];
 
 /**
  * The SMART discovery document (SMART App Launch 2.2 §Conformance, `.well-known/smart-configuration`).
@@ -27,14 +31,18 @@ export function buildSmartConfiguration(config: Config): Record<string, unknown>
     // RECOMMENDED.
     token_endpoint_auth_methods_supported: [...CLIENT_AUTH_METHODS],
     token_endpoint_auth_signing_alg_values_supported: [...CLIENT_AUTH_SIGNING_ALGS],
-    // RECOMMENDED.
-    scopes_supported: [...STATIC_SCOPES],
+    // RECOMMENDED: the fixed scopes, and patterns of the resource scopes that work today.
+    scopes_supported: [...SUPPORTED_SCOPES],
     // RECOMMENDED.
     response_types_supported: ['code'],
     // REQUIRED: the capabilities that work, each proven by a test (capabilities.ts).
     capabilities: CAPABILITIES.map((c) => c.name),
     // REQUIRED: S256 only, never plain.
     code_challenge_methods_supported: ['S256'],
+    // RECOMMENDED.
+    introspection_endpoint: url(ROUTES.introspection),
+    // RECOMMENDED.
+    revocation_endpoint: url(ROUTES.revocation),
   };
 }
 

@@ -1,3 +1,5 @@
+import { createServer, type AddressInfo } from 'node:net';
+
 import type { FastifyInstance } from 'fastify';
 
 import { buildApp, type AppOptions } from '../../src/app.js';
@@ -25,4 +27,24 @@ export async function testApp(database: Database, env: Record<string, string> = 
   const app = await buildApp(testConfig(env), { database, background: false, ...options });
   await app.ready();
   return app;
+}
+
+/** The app listening on a free loopback port, its ISSUER that address: for clients that speak real HTTP. */
+export async function listeningApp(database: Database, env: Record<string, string> = {}): Promise<{ app: FastifyInstance; issuer: string }> {
+  const port = await freePort();
+  const issuer = `http://127.0.0.1:${port}`;
+  const app = await testApp(database, { ISSUER: issuer, FHIR_BASE_URLS: `${issuer}/fhir`, ...env });
+  await app.listen({ port, host: '127.0.0.1' });
+  return { app, issuer };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
 }

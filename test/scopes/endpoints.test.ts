@@ -82,7 +82,7 @@ describeEachDatabase('scopes at the token endpoint (backend services)', (ctx) =>
       scope: `system/Patient.rs system/Observation.rs system/Encounter.read system/Condition.rs?category=http://terminology.hl7.org/CodeSystem/condition-category|problem-list-item`,
     });
     resourceServer = { client_id: 'fhir-server', secret: randomBytes(32).toString('base64url') };
-    await registerClient(app, { client_id: resourceServer.client_id, client_secret: resourceServer.secret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [] });
+    await registerClient(app, { client_id: resourceServer.client_id, client_secret: resourceServer.secret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
   });
   after(() => app.close());
 
@@ -121,7 +121,7 @@ describeEachDatabase('scopes at the token endpoint (backend services)', (ctx) =>
     ['system/Patient.rs system/*.rs', 'system/*.rs: not within the scopes this client is pre-authorized for'],
     ['system/Encounter.cruds', 'system/Encounter.cruds: not within the scopes this client is pre-authorized for'],
     [`system/Condition.rs?category=${LAB}`, `system/Condition.rs?category=${LAB}: not within the scopes this client is pre-authorized for`],
-    ['patient/Patient.rs', 'patient/Patient.rs: backend services are granted system/ scopes only'],
+    ['patient/Patient.rs', 'patient/Patient.rs: backend services are granted system/ scopes (and introspect) only'],
     ['system/Patient.dus', 'system/Patient.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s'],
   ]) {
     it(`refuses ${scope} with invalid_scope naming it, and issues no token`, async () => {

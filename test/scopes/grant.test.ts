@@ -55,6 +55,11 @@ describe('grantable scopes (interactive)', () => {
     assert.equal(grant('patient/Observation.read patient/Observation.write').scope, 'patient/Observation.*');
   });
 
+  it('grants introspect only to clients registered for it', () => {
+    assert.deepEqual(grant('openid introspect'), { scope: 'openid', refused: [{ scope: 'introspect', reason: 'the client is not registered for it' }] });
+    assert.equal(grant('openid introspect', 'openid introspect').scope, 'openid introspect');
+  });
+
   it('drops patient/ scopes when no patient is in context', () => {
     const { granted, refused } = requirePatientContext(scopes('openid patient/*.rs user/Patient.rs'), false);
     assert.equal(scopeString(granted), 'openid user/Patient.rs');
@@ -84,8 +89,10 @@ describe('backend services scopes', () => {
     };
     assert.equal(refusal('system/Patient.rs system/*.rs'), 'system/*.rs: not within the scopes this client is pre-authorized for');
     assert.equal(refusal('system/Patient.cruds'), 'system/Patient.cruds: not within the scopes this client is pre-authorized for');
-    assert.equal(refusal('patient/Patient.rs'), 'patient/Patient.rs: backend services are granted system/ scopes only');
-    assert.equal(refusal('openid'), 'openid: backend services are granted system/ scopes only');
+    assert.equal(refusal('patient/Patient.rs'), 'patient/Patient.rs: backend services are granted system/ scopes (and introspect) only');
+    assert.equal(refusal('openid'), 'openid: backend services are granted system/ scopes (and introspect) only');
+    assert.equal(refusal('introspect'), 'introspect: not within the scopes this client is pre-authorized for');
+    assert.equal(scopeString(grantBackendScopes(scopes('introspect system/Patient.rs'), parseRegisteredScopes('introspect system/*.rs'))), 'introspect system/Patient.rs');
     assert.equal(refusal(''), 'scope: is required: request the system/ scopes this client is pre-authorized for');
     assert.equal(refusal('system/Patient.rs', undefined), 'system/Patient.rs: not within the scopes this client is pre-authorized for');
   });

@@ -141,6 +141,7 @@ const FIXED_DESCRIPTIONS = {
   launch: { label: 'Know what was open when it was launched', group: 'context', note: undefined },
   offline_access: { label: 'Keep access when you are not using it', group: 'refresh', note: 'The app keeps access, even after you sign out, until you revoke it on your connected-apps page.' },
   online_access: { label: 'Keep access while you are signed in', group: 'refresh', note: undefined },
+  introspect: { label: 'Ask this server about access tokens', group: 'other', note: undefined },
 } as const;
 
 function words(type: string): string {

@@ -35,6 +35,8 @@ export class ScopeGrantError extends Error {
 export type RegisteredScopes = readonly Scope[] | undefined;
 
 const CONTEXTS_FOR: Record<GrantFlow, readonly ScopeContext[]> = { interactive: ['patient', 'user'], backend: ['system'] };
+/** Fixed scopes granted only to clients registered for them, in any flow. */
+const RESTRICTED_FIXED = new Set<string>(['introspect']);
 
 /**
  * The interactive grant before consent: each requested scope narrowed to what the client is registered
@@ -49,7 +51,8 @@ export function grantableScopes(requested: readonly Scope[], registered: Registe
     switch (scope.kind) {
       case 'fixed':
       case 'launch-context':
-        if (registered && !setContains(registered, scope)) refused.push({ scope: text, reason: 'the client is not registered for it' });
+        if (scope.kind === 'fixed' && RESTRICTED_FIXED.has(scope.name) && !registered?.some((r) => contains(r, scope))) refused.push({ scope: text, reason: 'the client is not registered for it' });
+        else if (registered && !setContains(registered, scope)) refused.push({ scope: text, reason: 'the client is not registered for it' });
         else granted.push(scope);
         break;
       case 'extension':
@@ -95,8 +98,9 @@ export function grantBackendScopes(requested: readonly Scope[], registered: Regi
   for (const scope of requested) {
     const text = formatScope(scope);
     if (scope.kind !== 'resource' || !CONTEXTS_FOR.backend.includes(scope.context)) {
-      if (scope.kind === 'extension' && registered && setContains(registered, scope)) continue;
-      throw new ScopeGrantError(text, 'backend services are granted system/ scopes only');
+      const registrable = scope.kind === 'extension' || (scope.kind === 'fixed' && RESTRICTED_FIXED.has(scope.name));
+      if (registrable && registered && setContains(registered, scope)) continue;
+      throw new ScopeGrantError(text, registrable ? 'not within the scopes this client is pre-authorized for' : 'backend services are granted system/ scopes (and introspect) only');
     }
     if (!registered || !setContains(registered, scope)) throw new ScopeGrantError(text, 'not within the scopes this client is pre-authorized for');
   }

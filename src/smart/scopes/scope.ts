@@ -42,7 +42,11 @@ export interface ResourceScope {
   readonly syntax: 'v1' | 'v2';
 }
 
-export const FIXED_SCOPES = ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access'] as const;
+/**
+ * Identity, launch and refresh scopes (SMART), and this server's own: `introspect` lets a resource server's
+ * access token call the introspection endpoint.
+ */
+export const FIXED_SCOPES = ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access', 'introspect'] as const;
 export type FixedScopeName = (typeof FIXED_SCOPES)[number];
 
 /** Identity, launch and refresh scopes with fixed meaning. */

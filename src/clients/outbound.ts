@@ -1,0 +1,121 @@
+import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { BlockList, isIP, type LookupFunction } from 'node:net';
+
+/**
+ * Outbound HTTP for URLs that clients register (JWKS URLs): an attacker registering a client must not be
+ * able to make this server reach its internal network (SSRF). So:
+ * - loopback, private, link-local, carrier-grade NAT and other non-public addresses are refused, checked on
+ *   the address actually connected to (a DNS answer that changes between check and use does not help);
+ * - only https, unless private addresses are allowed (local development and tests);
+ * - redirects are not followed; the answer must arrive within a timeout and under a size limit.
+ */
+export interface OutboundOptions {
+  /** OUTBOUND_ALLOW_PRIVATE: allow loopback and private addresses, and plain http. */
+  readonly allowPrivate: boolean;
+  readonly timeoutMs: number;
+  readonly maxBytes: number;
+}
+
+export interface OutboundResponse {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Buffer;
+}
+
+export class OutboundError extends Error {
+  override name = 'OutboundError';
+}
+
+const NON_PUBLIC = new BlockList();
+for (const [net, prefix] of [
+  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24],
+  ['192.0.2.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
+] as const) NON_PUBLIC.addSubnet(net, prefix, 'ipv4');
+for (const [net, prefix] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['2001:db8::', 32]] as const) {
+  NON_PUBLIC.addSubnet(net, prefix, 'ipv6');
+}
+
+export function isPublicAddress(address: string): boolean {
+  const family = isIP(address);
+  if (family === 0) return false;
+  if (family === 6) {
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+    if (mapped) return !NON_PUBLIC.check(mapped, 'ipv4');
+    return !NON_PUBLIC.check(address, 'ipv6');
+  }
+  return !NON_PUBLIC.check(address, 'ipv4');
+}
+
+/** A DNS lookup that fails for non-public answers: used by the socket itself, so it checks what it connects to. */
+function guardedLookup(): LookupFunction {
+  return ((hostname: string, options: { all?: boolean }, callback: (...args: unknown[]) => void) => {
+    dnsLookup(hostname, { ...options, all: true }, (error, addresses: LookupAddress[]) => {
+      if (error) return callback(error);
+      const refused = addresses.find((a) => !isPublicAddress(a.address));
+      if (refused) return callback(new OutboundError(`${hostname} resolves to ${refused.address}, a loopback or private address`));
+      if (options.all) return callback(null, addresses);
+      const [first] = addresses;
+      return callback(null, first?.address, first?.family);
+    });
+  }) as LookupFunction;
+}
+
+export async function outboundGet(url: string, options: OutboundOptions, accept = 'application/json'): Promise<OutboundResponse> {
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    throw new OutboundError(`${url} is not a URL`);
+  }
+  if (target.protocol !== 'https:' && !(options.allowPrivate && target.protocol === 'http:')) {
+    throw new OutboundError(`${url} must use https`);
+  }
+  const hostname = target.hostname.replace(/^\[|\]$/g, '');
+  if (!options.allowPrivate && isIP(hostname) && !isPublicAddress(hostname)) {
+    throw new OutboundError(`${url} points at ${hostname}, a loopback or private address`);
+  }
+
+  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  return new Promise<OutboundResponse>((resolve, reject) => {
+    const req = send(target, {
+      method: 'GET',
+      headers: { accept, 'user-agent': 'smart-auth-server' },
+      ...(options.allowPrivate ? {} : { lookup: guardedLookup() }),
+    });
+    const timer = setTimeout(() => req.destroy(new OutboundError(`${url} did not answer within ${options.timeoutMs} ms`)), options.timeoutMs);
+    req.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error instanceof OutboundError ? error : new OutboundError(`${url} could not be fetched: ${error.message}`));
+    });
+    req.on('response', (res) => {
+      const status = res.statusCode ?? 0;
+      if (status >= 300 && status < 400) {
+        req.destroy(new OutboundError(`${url} answered with a redirect (${status}); redirects are not followed`));
+        return;
+      }
+      const declared = Number(res.headers['content-length']);
+      if (declared > options.maxBytes) {
+        req.destroy(new OutboundError(`${url} answered with ${declared} bytes, more than the ${options.maxBytes} allowed`));
+        return;
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > options.maxBytes) {
+          req.destroy(new OutboundError(`${url} answered with more than the ${options.maxBytes} bytes allowed`));
+          return;
+        }
+        chunks.push(chunk);
+      });
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({ status, headers: res.headers, body: Buffer.concat(chunks) });
+      });
+      res.on('error', (error) => req.destroy(error));
+    });
+    req.end();
+  });
+}

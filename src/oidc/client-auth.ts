@@ -1,0 +1,60 @@
+import { errors, type Client, type KoaContextWithOIDC } from 'oidc-provider';
+
+import { ROUTES } from './routes.js';
+
+/**
+ * SMART's rules for `private_key_jwt` client assertions (SMART App Launch 2.2 §Client Authentication:
+ * Asymmetric, and §Backend Services) that oidc-provider does not check itself. It calls this after it has
+ * verified the signature and checked `iss`, `exp` (not past), `jti` present and `aud` (one of issuer, token
+ * endpoint or current endpoint), and before it records the `jti` (see {@link ReplayDetectionAdapter}).
+ * Every failure is `invalid_client` with a description that says what to fix.
+ */
+
+/** The alg SMART requires servers to accept; RS256 and ES256 only from clients registered for them. */
+const ALWAYS_ACCEPTED_ALGS = new Set(['RS384', 'ES384']);
+const MAX_LIFETIME_SECONDS = 300;
+/** Client metadata property: the JWKS URL as registered, kept for the `jku` check (oidc-provider sees inline keys). */
+export const REGISTERED_JWKS_URI = 'registered_jwks_uri';
+
+export function assertClientAssertion(
+  issuer: string,
+  clockSkewSeconds: number,
+  ctx: KoaContextWithOIDC,
+  claims: Record<string, unknown>,
+  header: Record<string, unknown>,
+  client: Client,
+): void {
+  const fail = (detail: string): never => {
+    throw new errors.InvalidClientAuth(`client assertion rejected: ${detail}`);
+  };
+  const alg = String(header.alg);
+  if (!ALWAYS_ACCEPTED_ALGS.has(alg) && client.clientAuthSigningAlg !== alg) {
+    fail(`alg ${alg} is accepted only from clients registered with token_endpoint_auth_signing_alg ${alg}; sign with RS384 or ES384`);
+  }
+  if (typeof header.kid !== 'string' || header.kid === '') fail('the kid header is required');
+  if (header.typ !== undefined && header.typ !== 'JWT') fail(`the typ header must be JWT, not ${JSON.stringify(header.typ)}`);
+  if (header.typ === undefined) fail('the typ header is required and must be JWT');
+  const registered = (client as unknown as Record<string, unknown>)[REGISTERED_JWKS_URI];
+  const registeredJku = typeof registered === 'string' ? registered : undefined;
+  if (header.jku !== undefined && header.jku !== registeredJku) {
+    fail(registeredJku ? `jku ${JSON.stringify(header.jku)} is not the registered jwks_uri ${registeredJku}` : 'jku is not accepted: this client has no registered jwks_uri');
+  }
+  if (claims.sub !== client.clientId) fail(`sub must equal iss and the client_id (${client.clientId})`);
+
+  const tokenEndpoint = `${issuer}${ROUTES.token}`;
+  const route = ctx.oidc.route;
+  const endpoint = route in ROUTES ? `${issuer}${ROUTES[route as keyof typeof ROUTES]}` : tokenEndpoint;
+  const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (!audiences.includes(tokenEndpoint) && !audiences.includes(endpoint)) fail(`aud must be the token endpoint URL ${tokenEndpoint}`);
+
+  const now = Math.floor(Date.now() / 1000);
+  const exp = claims.exp as number;
+  if (exp > now + MAX_LIFETIME_SECONDS + clockSkewSeconds) fail(`exp is ${exp - now} s in the future; at most ${MAX_LIFETIME_SECONDS} s (5 minutes) is allowed`);
+
+  const keys = ((client.metadata() as { jwks?: { keys?: { kid?: string; kty?: string }[] } }).jwks?.keys ?? []).filter((k) => k.kid === header.kid && k.kty === ktyOf(alg));
+  if (keys.length !== 1) fail(`${keys.length} keys of type ${ktyOf(alg)} have kid ${String(header.kid)} in the client's key set; exactly one must`);
+}
+
+function ktyOf(alg: string): string {
+  return alg.startsWith('ES') ? 'EC' : 'RSA';
+}
