@@ -11,6 +11,8 @@ import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
+import { interactionRoutes } from './interactions/routes.js';
+import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
@@ -105,6 +107,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     box,
     log,
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
+    renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
   });
   const maintenance = new Maintenance({ config, db, box, host, log });
@@ -120,6 +123,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(healthRoutes, { prefix: basePath, database });
   await app.register(smartConfigurationRoutes, { config });
   await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer });
+  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host });
+  await app.register(styleRoutes, { prefix: basePath });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {

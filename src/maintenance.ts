@@ -5,6 +5,7 @@ import type { Config } from './config/config.js';
 import type { DB } from './db/schema.js';
 import { pruneCookieKeys, rotateCookieKeys } from './keys/cookie-keys.js';
 import { keysDueForRotation, pruneRetiredKeys, rotateSigningKeys } from './keys/signing-keys.js';
+import { purgeExpiredContexts } from './launch/context.js';
 import { purgeExpired } from './oidc/adapter.js';
 import type { ProviderHost } from './oidc/provider-host.js';
 import { JWKS_MAX_AGE_SECONDS } from './oidc/provider.js';
@@ -63,7 +64,7 @@ export class Maintenance {
   /** Purges expired rows, prunes retired keys and rotates keys that are due. */
   async housekeeping(): Promise<{ purged: number; rotated: string[] }> {
     const { config, db, box, host, log } = this.#deps;
-    const purged = await purgeExpired(db);
+    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db));
     await pruneRetiredKeys(db);
     await pruneCookieKeys(db, COOKIE_KEY_KEEP_SECONDS);
     let rotated: string[] = [];

@@ -7,8 +7,10 @@ import * as client from 'openid-client';
 
 import { clientKey, type ClientKey } from './helpers/assertions.js';
 import { listeningApp } from './helpers/app.js';
+import { Browser } from './helpers/browser.js';
 import { registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
+import { consent, login, pickPatient, REDIRECT_URI } from './helpers/flow.js';
 
 // The server under test listens on plain http loopback; openid-client marks that option deprecated to make it stand out.
 // eslint-disable-next-line @typescript-eslint/no-deprecated
@@ -56,5 +58,48 @@ describeEachDatabase('openid-client as a SMART Backend Services client', (ctx) =
     assert.equal(info.active, true);
     assert.equal(info.client_id, 'bulk-client');
     assert.equal(info.scope, 'system/Patient.rs system/Observation.rs');
+  });
+});
+
+describeEachDatabase('openid-client as a SMART app (authorization code, PKCE, id_token)', (ctx) => {
+  let app: FastifyInstance;
+  let issuer: string;
+  before(async () => {
+    ({ app, issuer } = await listeningApp(ctx.current.database, { SEED_DEMO: 'true' }));
+    await registerClient(app, { client_id: 'oidc-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
+  });
+  after(() => app.close());
+
+  it('validates the id_token (signature against our JWKS, iss, aud, exp, nonce) and reads fhirUser and the context', async () => {
+    const config = await client.discovery(new URL(issuer), 'oidc-app', undefined, client.None(), insecure);
+    client.enableNonRepudiationChecks(config);
+    const verifier = client.randomPKCECodeVerifier();
+    const state = client.randomState();
+    const nonce = client.randomNonce();
+    const url = client.buildAuthorizationUrl(config, {
+      redirect_uri: REDIRECT_URI,
+      scope: 'openid fhirUser launch/patient patient/Patient.rs',
+      code_challenge: await client.calculatePKCECodeChallenge(verifier),
+      code_challenge_method: 'S256',
+      state,
+      nonce,
+      aud: `${issuer}/fhir`,
+    });
+    const browser = new Browser(app, issuer);
+    const flow = { browser, verifier, clientId: 'oidc-app', page: await browser.go('GET', `${url.pathname}${url.search}`) };
+    await login(flow, 'clinician', 'clinician-demo');
+    await pickPatient(flow, 'demo-amy-shaw');
+    await consent(flow);
+    assert.ok(flow.page.location);
+
+    const tokens = await client.authorizationCodeGrant(config, new URL(flow.page.location), { pkceCodeVerifier: verifier, expectedState: state, expectedNonce: nonce });
+    const claims = tokens.claims();
+    assert.ok(claims);
+    assert.equal(claims.iss, issuer);
+    assert.equal(claims.aud, 'oidc-app');
+    assert.equal(claims.sub, 'demo-clinician');
+    assert.equal(claims.fhirUser, `${issuer}/fhir/Practitioner/demo-practitioner`);
+    assert.equal(tokens.patient, 'demo-amy-shaw');
+    assert.equal(tokens.scope, 'openid fhirUser launch/patient patient/Patient.rs');
   });
 });

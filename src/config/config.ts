@@ -36,6 +36,12 @@ export interface Config {
   readonly clockSkewSeconds: number;
   /** FHIR base URLs that receive RFC 9068 JWT access tokens instead of opaque ones. */
   readonly jwtAccessTokenAudiences: readonly string[];
+  /** Origins allowed to frame the login, picker and consent pages (EHRs that embed apps). */
+  readonly frameAncestors: readonly string[];
+  /** Serve the launcher page that plays the EHR for sandbox apps. */
+  readonly launcher: boolean;
+  /** How long an offline_access refresh token lives; each use renews it for this long. */
+  readonly refreshTokenTtlDays: number;
 }
 
 export type DatabaseConfig =
@@ -86,6 +92,9 @@ const schema = {
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
+    FRAME_ANCESTORS: { type: 'string', pattern: '^https?://[^,\\s/]+(,https?://[^,\\s/]+)*$', description: 'comma-separated origins (scheme://host[:port]) allowed to frame the sign-in pages' },
+    LAUNCHER: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
+    REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
   },
 } as const;
@@ -169,6 +178,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
+    frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
+    launcher: v.LAUNCHER === undefined ? database.kind === 'pglite' : v.LAUNCHER === 'true',
+    refreshTokenTtlDays: (v.REFRESH_TOKEN_TTL_DAYS as number | undefined) ?? 90,
   });
 }
 

@@ -1,9 +1,12 @@
 import type { ClientsTable } from './tables/clients.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
+import type { GrantContextsTable } from './tables/grant-contexts.js';
+import type { LaunchesTable } from './tables/launches.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
 import type { PatientsTable } from './tables/patients.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
+import type { UserPatientsTable } from './tables/user-patients.js';
 import type { UsersTable } from './tables/users.js';
 
 export interface DB {
@@ -14,4 +17,7 @@ export interface DB {
   users: UsersTable;
   patients: PatientsTable;
   encounters: EncountersTable;
+  launches: LaunchesTable;
+  grant_contexts: GrantContextsTable;
+  user_patients: UserPatientsTable;
 }

@@ -61,3 +61,58 @@ export async function upsertEncounter(db: Kysely<DB>, encounter: EncounterResour
     .onConflict((oc) => (replace ? oc.column('id').doUpdateSet(row) : oc.column('id').doNothing()))
     .execute();
 }
+
+export interface PatientSummary {
+  readonly id: string;
+  readonly name: string;
+  readonly birthDate: string | null;
+  readonly gender: string | null;
+  readonly identifiers: readonly string[];
+}
+
+export interface EncounterSummary {
+  readonly id: string;
+  readonly status: string;
+  readonly start: string | null;
+  readonly description: string;
+}
+
+const DATE = /^\d{4}(-\d{2}(-\d{2})?)?$/;
+export const SEARCH_LIMIT = 25;
+
+/**
+ * The patient picker's search: every word must match a name or identifier, or (if it looks like one) the
+ * birth date. An empty query lists the first patients by name.
+ */
+export async function searchPatients(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT): Promise<PatientSummary[]> {
+  let q = db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']);
+  for (const term of query.toLowerCase().split(/\s+/).filter(Boolean).slice(0, 5)) {
+    if (DATE.test(term)) q = q.where('birth_date', 'like', `${term}%`);
+    else q = q.where('search_text', 'like', `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+  }
+  const rows = await q.orderBy('display_name').orderBy('id').limit(limit).execute();
+  return rows.map(toSummary);
+}
+
+export async function findPatients(db: Kysely<DB>, ids: readonly string[]): Promise<PatientSummary[]> {
+  if (!ids.length) return [];
+  const rows = await db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']).where('id', 'in', ids).orderBy('display_name').execute();
+  return rows.map(toSummary);
+}
+
+export async function patientExists(db: Kysely<DB>, id: string): Promise<boolean> {
+  return !!(await db.selectFrom('patients').select('id').where('id', '=', id).executeTakeFirst());
+}
+
+export async function encountersOf(db: Kysely<DB>, patientId: string): Promise<EncounterSummary[]> {
+  const rows = await db.selectFrom('encounters').select(['id', 'status', 'period_start', 'resource']).where('patient_id', '=', patientId).orderBy('period_start', 'desc').limit(SEARCH_LIMIT).execute();
+  return rows.map((row) => {
+    const resource = row.resource as { class?: { display?: string; code?: string }; type?: { text?: string }[] };
+    return { id: row.id, status: row.status, start: row.period_start, description: resource.type?.[0]?.text ?? resource.class?.display ?? resource.class?.code ?? 'Encounter' };
+  });
+}
+
+function toSummary(row: { id: string; resource: Record<string, unknown>; display_name: string; birth_date: string | null; gender: string | null }): PatientSummary {
+  const identifiers = ((row.resource as PatientResource).identifier ?? []).map((i) => i.value).filter((v): v is string => !!v);
+  return { id: row.id, name: row.display_name, birthDate: row.birth_date, gender: row.gender, identifiers };
+}

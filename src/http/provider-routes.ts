@@ -1,7 +1,9 @@
+import type { IncomingMessage } from 'node:http';
+
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
+import { PROVIDER_ENDPOINTS, ROUTES } from '../oidc/routes.js';
 
 export interface ProviderRoutesOptions {
   readonly host: ProviderHost;
@@ -26,8 +28,19 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
 
-  const handler = (request: FastifyRequest, reply: FastifyReply): void => {
+  const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const raw = request.raw as FastifyRequest['raw'] & { originalUrl?: string };
+    if (raw.method === 'POST' && request.routeOptions.url === `${mountPath}${ROUTES.authorization}`) {
+      const query = await authorizationFormAsQuery(raw);
+      if (query === undefined) {
+        throw Object.assign(new Error('an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB'), { statusCode: 400 });
+      }
+      raw.method = 'GET';
+      raw.url = `${mountPath}${ROUTES.authorization}?${query}`;
+      delete raw.headers['content-type'];
+      delete raw.headers['content-length'];
+      delete raw.headers['transfer-encoding'];
+    }
     raw.headers['x-forwarded-proto'] = proto;
     raw.headers['x-forwarded-host'] = issuer.host;
     raw.headers['x-forwarded-for'] = request.ip;
@@ -42,4 +55,25 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
   for (const { path, methods } of PROVIDER_ENDPOINTS) {
     app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false });
   }
+}
+
+/**
+ * SMART's `authorize-post`: oidc-provider accepts POST at the authorization endpoint only with
+ * `SameSite=None` cookies, which browsers refuse without https, so the sandbox and plain-http deployments
+ * could not offer it. The form is the same parameters as the query of a GET, so it is handed to
+ * oidc-provider as that GET. A cross-site POST carries no SameSite=Lax session cookie, which only means
+ * the user signs in again rather than reusing a session.
+ */
+const MAX_AUTHORIZATION_FORM_BYTES = 56 * 1024;
+
+async function authorizationFormAsQuery(raw: IncomingMessage): Promise<string | undefined> {
+  if (!/^application\/x-www-form-urlencoded\b/i.test(raw.headers['content-type'] ?? '')) return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of raw as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_AUTHORIZATION_FORM_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8')).toString();
 }

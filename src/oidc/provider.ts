@@ -11,8 +11,9 @@ import { createAdapterFactory } from './adapter.js';
 import { oidcOf } from './context.js';
 import { findAccount } from './accounts.js';
 import { assertClientAssertion, REGISTERED_JWKS_URI } from './client-auth.js';
-import { exposeClientAuthDetails } from './error-details.js';
+import { exposeErrorDetails } from './error-details.js';
 import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
+import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
 import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
 import { ROUTES } from './routes.js';
 
@@ -47,8 +48,16 @@ export interface ProviderDeps {
   /** Cookie-signing secrets, newest first. */
   readonly cookieKeys: readonly string[];
   readonly renderErrorPage: (page: ErrorPage) => Promise<string>;
+  /** Renders one of views/ with the data given (escaped by the template). */
+  readonly renderPage: (view: string, data: Record<string, unknown>) => Promise<string>;
   readonly jwks?: JwksCache | undefined;
 }
+
+/** Client metadata of ours, besides RFC 7591's (validated in extraClientMetadata). */
+export const CONSENT_PROPERTY = 'consent';
+export type ConsentPolicy = 'required' | 'pre-approved';
+/** A session lasts a working day; an app that needs longer asks for offline_access. */
+export const SESSION_TTL_SECONDS = 12 * 3600;
 
 /**
  * Builds the oidc-provider instance from our configuration. Everything SMART plugs in through the seams
@@ -58,6 +67,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { config, log } = deps;
   const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
   const bearerClient = bearerIntrospectionClient();
+  const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
 
   const configuration: Configuration = {
     adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks }),
@@ -89,7 +99,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     features: {
       // Never the development login pages: our interactions live under /interaction.
       devInteractions: { enabled: false },
-      rpInitiatedLogout: { enabled: false },
+      rpInitiatedLogout: {
+        enabled: true,
+        logoutSource: async (ctx, form) => {
+          ctx.type = 'html';
+          ctx.body = await deps.renderPage('logout', { form, client: ctx.oidc.client?.clientName ?? null });
+        },
+        postLogoutSuccessSource: async (ctx) => {
+          ctx.type = 'html';
+          ctx.body = await deps.renderPage('signed-out', {});
+        },
+      },
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
@@ -117,34 +137,51 @@ export function createProvider(deps: ProviderDeps): Provider {
       assertClientAssertion(config.issuer, config.clockSkewSeconds, ctx, claims, header, client);
     },
     // SMART App Launch 2.2 §Authorization request: `aud` names the FHIR server (validated as the resource
-    // indicator in defaultResource).
-    extraParams: { aud: null },
+    // indicator in defaultResource); `launch` is the EHR's launch handle.
+    extraParams: {
+      aud: null,
+      launch: (ctx, value, client) => validateLaunchParam(config, deps.db, ctx, value, client.clientId),
+    },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
       validator(_ctx, key, value) {
-        if (key !== ALLOWED_SCOPE_PROPERTY || value === undefined) return;
-        if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
-        const invalid = parseScopes(value).errors;
-        if (invalid.length) throw new errors.InvalidClientMetadata(invalid.map((e) => e.message).join('; '));
+        if (value === undefined) return;
+        if (key === ALLOWED_SCOPE_PROPERTY) {
+          if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
+          const invalid = parseScopes(value).errors;
+          if (invalid.length) throw new errors.InvalidClientMetadata(invalid.map((e) => e.message).join('; '));
+        }
+        if (key === CONSENT_PROPERTY && value !== 'required' && value !== 'pre-approved') throw new errors.InvalidClientMetadata('consent must be required or pre-approved');
+        if (key === 'launch_uri' && (typeof value !== 'string' || !URL.canParse(value))) throw new errors.InvalidClientMetadata('launch_uri must be an absolute URL');
       },
     },
+    // Refresh tokens (SMART App Launch 2.2 §Scopes for requesting a refresh token; ONC: offline tokens at
+    // least 90 days, renewed at each use).
+    issueRefreshToken: (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access')),
+    rotateRefreshToken: (ctx) => rotateRefreshToken(provider, ctx),
+    // online_access is enforced when the refresh token is used (rotateRefreshToken), not by binding every
+    // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
+    expiresWithSession: () => false,
+    extraTokenClaims: (ctx, token) => smartTokenClaims(deps.db, ctx, token),
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
       userinfoSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
     },
     interactions: {
+      policy: smartInteractionPolicy(),
       url: (_ctx, interaction) => `${issuerPath}/interaction/${interaction.uid}`,
     },
     ttl: {
       AccessToken: 3600,
       AuthorizationCode: 60,
       ClientCredentials: 300,
-      Grant: 90 * 24 * 3600,
+      Grant: refreshTtlSeconds,
       IdToken: 3600,
       Interaction: 3600,
-      RefreshToken: 90 * 24 * 3600,
-      Session: 14 * 24 * 3600,
+      // Each rotation issues a new token with a full period; online_access tokens need no longer than a session.
+      RefreshToken: (_ctx, token) => (token.scopes.has('offline_access') ? refreshTtlSeconds : SESSION_TTL_SECONDS),
+      Session: SESSION_TTL_SECONDS,
     },
     renderError: async (ctx, out) => {
       ctx.type = 'html';
@@ -167,7 +204,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     if (route === 'token' || route === 'introspection') ctx.set('pragma', 'no-cache');
   });
   provider.use(bearerIntrospection(provider, bearerClient.authorization));
-  exposeClientAuthDetails(provider);
+  provider.use(offlineAccessPrompt());
+  provider.use(tokenResponseMiddleware(deps.db, refreshTtlSeconds));
+  exposeErrorDetails(provider);
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
     log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');

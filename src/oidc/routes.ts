@@ -29,14 +29,17 @@ export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
  * routes exactly these to it. Keep in step with `features` in provider.ts.
  */
 export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly methods: readonly ('GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS')[] }[] = [
-  { path: ROUTES.authorization, methods: ['GET'] },
+  // POST reaches oidc-provider as GET (see provider-routes.ts).
+  { path: ROUTES.authorization, methods: ['GET', 'POST'] },
   { path: `${ROUTES.authorization}/:uid`, methods: ['GET'] },
   { path: ROUTES.token, methods: ['POST', 'OPTIONS'] },
   { path: ROUTES.userinfo, methods: ['GET', 'POST', 'OPTIONS'] },
   { path: ROUTES.jwks, methods: ['GET', 'OPTIONS'] },
   { path: OIDC_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
   { path: OAUTH_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
+  { path: ROUTES.end_session, methods: ['GET', 'POST'] },
   { path: `${ROUTES.end_session}/confirm`, methods: ['POST'] },
+  { path: `${ROUTES.end_session}/success`, methods: ['GET'] },
   { path: ROUTES.introspection, methods: ['POST', 'OPTIONS'] },
   { path: ROUTES.revocation, methods: ['POST', 'OPTIONS'] },
 ];

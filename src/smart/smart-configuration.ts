@@ -8,7 +8,17 @@ import { CAPABILITIES } from './capabilities.js';
 export const SMART_CONFIGURATION_PATH = '/.well-known/smart-configuration';
 
 /** What `scopes_supported` says: oidc-provider's own scopes, then ours. */
-export const SUPPORTED_SCOPES = [...STATIC_SCOPES, 'introspect', 'system/*.cruds'];
+export const SUPPORTED_SCOPES = [
+  ...STATIC_SCOPES,
+  'online_access',
+  'launch',
+  'launch/patient',
+  'launch/encounter',
+  'patient/*.cruds',
+  'user/*.cruds',
+  'system/*.cruds',
+  'introspect',
+];
 
 /**
  * The SMART discovery document (SMART App Launch 2.2 §Conformance, `.well-known/smart-configuration`).

@@ -66,13 +66,11 @@ function alternativesOf(scope: ResourceScope): ResourceScope[] {
  * @throws {ConsentError} when a value was not offered (a forged or stale form).
  */
 export function applyConsent(grantable: readonly Scope[], chosen: readonly string[]): Scope[] {
-  const offered = new Set(consentOptions(grantable).map((o) => o.scope));
-  const granted: Scope[] = [];
-  for (const text of new Set(chosen)) {
-    if (!offered.has(text)) throw new ConsentError(`${text} was not offered on this consent page`);
-    granted.push(parseScope(text));
-  }
-  return reduce(granted);
+  const offered = consentOptions(grantable).map((o) => o.scope);
+  const picked = new Set(chosen);
+  for (const text of picked) if (!offered.includes(text)) throw new ConsentError(`${text} was not offered on this consent page`);
+  // In the order the page offered them, which follows the request.
+  return reduce(offered.filter((text) => picked.has(text)).map(parseScope));
 }
 
 const TYPE_LABELS: Readonly<Record<string, string>> = {

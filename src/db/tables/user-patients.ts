@@ -1,0 +1,4 @@
+export interface UserPatientsTable {
+  user_id: string;
+  patient_id: string;
+}

@@ -1,0 +1,364 @@
+import { timingSafeEqual } from 'node:crypto';
+
+import formbody from '@fastify/formbody';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+import { errors, type Client, type InteractionResults } from 'oidc-provider';
+
+import type { Config } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
+import { consumeLaunch, saveGrantContext, type FhirContextItem } from '../launch/context.js';
+import type { ProviderHost } from '../oidc/provider-host.js';
+import { CONSENT_PROPERTY, STATIC_SCOPES } from '../oidc/provider.js';
+import { registeredScopes } from '../oidc/resource-server.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
+import { grantableScopes, needsPatient, requirePatientContext } from '../smart/scopes/grant.js';
+import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
+import { authenticate, findUser, patientsOf, type User } from '../users/users.js';
+import { renderErrorPage } from '../http/pages.js';
+import { pageHeaders } from '../http/page-headers.js';
+
+/**
+ * The pages between the authorization request and the code: sign-in, patient picker, encounter picker
+ * and consent (SMART App Launch 2.2 §EHR launch and §Standalone launch; ONC (g)(10) consent). oidc-provider
+ * sends the browser to GET /interaction/:uid whenever it needs a decision; each step here either shows a
+ * page or records its answer in the interaction and comes back to GET, until the authorization is decided
+ * and oidc-provider resumes.
+ *
+ * Every page works without JavaScript. Field names are fixed so that any client can drive the forms:
+ * `username`, `password`; `patient` / `encounter` (radio); `scope` (one checkbox per scope, the scope string
+ * its value) and `decision` = approve | deny; `csrf` on every form.
+ */
+
+export interface InteractionDeps {
+  readonly config: Config;
+  readonly db: Kysely<DB>;
+  readonly box: SecretBox;
+  readonly host: ProviderHost;
+}
+
+/** What the steps have decided so far, kept in the interaction between them. */
+interface SmartState {
+  resolved?: boolean;
+  launchId?: string;
+  launch?: LaunchSnapshot;
+  patient?: string;
+  /** The chosen encounter; null when the user chose none, or there is none to choose. */
+  encounter?: string | null;
+}
+
+interface LaunchSnapshot {
+  readonly patient?: string | undefined;
+  readonly encounter?: string | undefined;
+  readonly fhirContext?: readonly FhirContextItem[] | undefined;
+  readonly intent?: string | undefined;
+  readonly need_patient_banner?: boolean | undefined;
+  readonly smart_style_url?: string | undefined;
+  readonly tenant?: string | undefined;
+}
+
+type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
+
+const bodySchema = {
+  type: 'object',
+  required: ['csrf'],
+  properties: {
+    csrf: { type: 'string', maxLength: 128 },
+    username: { type: 'string', maxLength: 256 },
+    password: { type: 'string', maxLength: 1024 },
+    patient: { type: 'string', maxLength: 256 },
+    encounter: { type: 'string', maxLength: 256 },
+    scope: { anyOf: [{ type: 'string', maxLength: 4096 }, { type: 'array', maxItems: 2000, items: { type: 'string', maxLength: 4096 } }] },
+    decision: { type: 'string', enum: ['approve', 'deny'] },
+  },
+} as const;
+
+interface Body {
+  csrf: string;
+  username?: string;
+  password?: string;
+  patient?: string;
+  encounter?: string;
+  scope?: string | string[];
+  decision?: 'approve' | 'deny';
+}
+
+type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { q?: string } }>;
+
+export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
+  const { config, db, box, host } = deps;
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  await app.register(formbody, { bodyLimit: 64 * 1024 });
+
+  const csrfFor = (uid: string): string => box.mac('csrf', uid);
+  const urls = (uid: string) => ({
+    self: `${basePath}/interaction/${uid}`,
+    login: `${basePath}/interaction/${uid}/login`,
+    patient: `${basePath}/interaction/${uid}/patient`,
+    encounter: `${basePath}/interaction/${uid}/encounter`,
+    consent: `${basePath}/interaction/${uid}/consent`,
+    abort: `${basePath}/interaction/${uid}/abort`,
+  });
+
+  /** The interaction of this browser, or a page saying why there is none. */
+  async function load(request: Req, reply: FastifyReply): Promise<Details | undefined> {
+    let details: Details;
+    try {
+      details = await host.provider.interactionDetails(request.raw, reply.raw);
+    } catch (error) {
+      if (!(error instanceof errors.SessionNotFound)) throw error;
+      await errorPage(request, reply, 400, 'interaction_expired', 'This sign-in has expired, or was started in another browser. Go back to the app and start again.');
+      return undefined;
+    }
+    if (details.uid !== request.params.uid) {
+      await errorPage(request, reply, 400, 'invalid_request', 'This page belongs to another sign-in. Go back to the app and start again.');
+      return undefined;
+    }
+    return details;
+  }
+
+  async function errorPage(request: FastifyRequest, reply: FastifyReply, status: number, error: string, description: string): Promise<FastifyReply> {
+    pageHeaders(reply, config);
+    const html = await renderErrorPage(app, basePath, { status, error, description, requestId: request.id });
+    return reply.code(status).type('text/html; charset=utf-8').send(html);
+  }
+
+  async function page(reply: FastifyReply, status: number, view: string, data: Record<string, unknown>): Promise<FastifyReply> {
+    pageHeaders(reply, config);
+    return reply.code(status).view(`${view}.ejs`, { basePath, ...data });
+  }
+
+  function checkCsrf(request: Req): boolean {
+    const expected = Buffer.from(csrfFor(request.params.uid));
+    const given = Buffer.from(request.body.csrf);
+    return expected.length === given.length && timingSafeEqual(expected, given);
+  }
+
+  /** Ends the interaction: oidc-provider resumes with this result (a decision, or an error for the app). */
+  async function finish(request: Req, reply: FastifyReply, result: InteractionResults, merge = true): Promise<FastifyReply> {
+    const returnTo = await host.provider.interactionResult(request.raw, reply.raw, result, { mergeWithLastSubmission: merge });
+    return reply.redirect(returnTo, 303);
+  }
+
+  const smartOf = (details: Details): SmartState => ({ ...((details.result as { smart?: SmartState } | undefined)?.smart ?? {}) });
+
+  async function remember(details: Details, smart: SmartState): Promise<void> {
+    details.result = { ...details.result, smart };
+    await details.persist();
+  }
+
+  async function clientView(details: Details): Promise<{ client: Client; view: Record<string, string | null> }> {
+    const client = await host.provider.Client.find(String(details.params.client_id));
+    if (!client) throw new Error('interaction for a client that no longer exists');
+    const meta = client.metadata();
+    return {
+      client,
+      view: {
+        name: meta.client_name ?? client.clientId,
+        logo: typeof meta.logo_uri === 'string' && meta.logo_uri.startsWith('https://') ? meta.logo_uri : null,
+        uri: typeof meta.client_uri === 'string' && /^https?:\/\//.test(meta.client_uri) ? meta.client_uri : null,
+        policyUri: typeof meta.policy_uri === 'string' && /^https?:\/\//.test(meta.policy_uri) ? meta.policy_uri : null,
+      },
+    };
+  }
+
+  const grantableOf = (details: Details, client: Client): Scope[] =>
+    grantableScopes(parseScopes(typeof details.params.scope === 'string' ? details.params.scope : undefined).scopes, registeredScopes(client)).granted;
+
+  /** Shows the page the authorization needs next, or decides it when no page is needed. */
+  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string } = {}): Promise<FastifyReply> {
+    const { uid } = details;
+    const csrf = csrfFor(uid);
+    const { client, view: clientInfo } = await clientView(details);
+
+    if (details.prompt.name === 'login') {
+      return page(reply, extra.status ?? 200, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
+    }
+
+    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
+    if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
+    const smart = smartOf(details);
+
+    // EHR launch: take the launch (once) and its context.
+    const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
+    if (launchId && !smart.launchId) {
+      const launch = await consumeLaunch(db, launchId);
+      if (!launch) return finish(request, reply, { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one' }, false);
+      if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
+      smart.launchId = launch.id;
+      smart.launch = { patient: launch.patient, encounter: launch.encounter, fhirContext: launch.fhirContext, intent: launch.intent, need_patient_banner: launch.need_patient_banner, smart_style_url: launch.smart_style_url, tenant: launch.tenant };
+      if (launch.patient) smart.patient = launch.patient;
+      if (launch.encounter) smart.encounter = launch.encounter;
+      await remember(details, smart);
+    }
+
+    const grantable = grantableOf(details, client);
+
+    // A patient is needed: by scope (patient/ scopes, launch/patient), and the EHR did not give one.
+    if (needsPatient(grantable) && !smart.patient) {
+      const own = await patientsOf(db, user);
+      if (own?.length === 1) {
+        smart.patient = own[0];
+        await remember(details, smart);
+      } else if (own?.length === 0) {
+        return finish(request, reply, { error: 'access_denied', error_description: 'the signed-in user has no patient record to share' }, false);
+      } else {
+        const query = (request.query.q ?? '').slice(0, 200);
+        const patients = own ? await findPatients(db, own) : await searchPatients(db, query);
+        return page(reply, extra.status ?? 200, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: !own, query, patients });
+      }
+    }
+
+    // An encounter is asked for (launch/encounter) and the EHR did not give one.
+    if (grantable.some((s) => s.kind === 'launch-context' && s.resourceType === 'Encounter') && smart.encounter === undefined && smart.patient) {
+      const encounters = await encountersOf(db, smart.patient);
+      if (!encounters.length) {
+        smart.encounter = null;
+        await remember(details, smart);
+      } else {
+        const [patient] = await findPatients(db, [smart.patient]);
+        return page(reply, extra.status ?? 200, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters, patientName: patient?.name ?? smart.patient });
+      }
+    }
+
+    const offered = requirePatientContext(grantable, !!smart.patient).granted;
+    if ((client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved') {
+      return decide(request, reply, details, client, user, smart, offered);
+    }
+    const [patient] = smart.patient ? await findPatients(db, [smart.patient]) : [];
+    return page(reply, extra.status ?? 200, 'consent', {
+      client: clientInfo,
+      csrf,
+      action: urls(uid).consent,
+      userName: user.name,
+      patientName: patient?.name ?? (smart.patient ? `patient ${smart.patient}` : null),
+      groups: groupOptions(consentOptions(offered)),
+      appsPage: `${basePath}/account/apps`,
+    });
+  }
+
+  /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
+  async function decide(request: Req, reply: FastifyReply, details: Details, client: Client, user: User, smart: SmartState, granted: readonly Scope[]): Promise<FastifyReply> {
+    const fhirBase = String(details.params.resource);
+    const texts = granted.map(formatScope);
+    const grant = new host.provider.Grant({ accountId: user.id, clientId: client.clientId });
+    for (const text of texts) {
+      grant.addResourceScope(fhirBase, text);
+      if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
+    }
+    const grantId = await grant.save();
+    const launch = smart.launch ?? {};
+    const patient = smart.patient;
+    await saveGrantContext(
+      db,
+      grantId,
+      {
+        fhirBase,
+        patient,
+        encounter: smart.encounter ?? undefined,
+        fhirContext: launch.fhirContext,
+        intent: launch.intent,
+        // The app shows a patient banner unless the EHR says it shows its own.
+        need_patient_banner: launch.need_patient_banner ?? (patient ? true : undefined),
+        smart_style_url: launch.smart_style_url ?? `${config.issuer}/smart-style.json`,
+        tenant: launch.tenant,
+        launchId: smart.launchId,
+        fhirUser: texts.includes('fhirUser') ? `${fhirBase}/${user.fhirUser}` : undefined,
+      },
+      new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000),
+    );
+    // oidc-provider issues what was both requested and granted; the request now says what was granted, so
+    // that narrowed scopes (a category chosen instead of all Observations) are issued too.
+    details.params.scope = texts.join(' ');
+    await remember(details, { ...smart, resolved: true });
+    return finish(request, reply, { consent: { grantId }, smart: { ...smart, resolved: true } });
+  }
+
+  app.get<{ Params: { uid: string }; Querystring: { q?: string } }>(
+    '/interaction/:uid',
+    { schema: { params: { type: 'object', properties: { uid: { type: 'string', maxLength: 64 } } }, querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 200 } } } } },
+    async (request, reply) => {
+      const details = await load(request as Req, reply);
+      return details ? step(request as Req, reply, details) : reply;
+    },
+  );
+
+  const post = (path: string, handler: (request: Req, reply: FastifyReply, details: Details) => Promise<FastifyReply>) =>
+    app.post<{ Params: { uid: string }; Body: Body }>(`/interaction/:uid/${path}`, { schema: { body: bodySchema } }, async (request, reply) => {
+      const details = await load(request as Req, reply);
+      if (!details) return reply;
+      if (!checkCsrf(request as Req)) return errorPage(request, reply, 403, 'invalid_request', 'This form has expired. Go back to the app and start again.');
+      return handler(request as Req, reply, details);
+    });
+
+  post('login', async (request, reply, details) => {
+    if (details.prompt.name !== 'login') return reply.redirect(urls(details.uid).self, 303);
+    const username = (request.body.username ?? '').trim();
+    const result = await authenticate(db, username, request.body.password ?? '');
+    if (!result.ok) {
+      const message = result.reason === 'locked' ? `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).` : 'Wrong user name or password.';
+      if (result.reason === 'locked') void reply.header('retry-after', String(result.retryAfterSeconds));
+      return step(request, reply, details, { loginError: message, status: result.reason === 'locked' ? 429 : 401, username });
+    }
+    return finish(request, reply, { login: { accountId: result.user.id } }, false);
+  });
+
+  post('patient', async (request, reply, details) => {
+    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
+    const chosen = request.body.patient ?? '';
+    const own = user ? await patientsOf(db, user) : [];
+    const allowed = own ? own.includes(chosen) : await patientExists(db, chosen);
+    if (!user || !allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+    const smart = smartOf(details);
+    if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
+    await remember(details, { ...smart, patient: chosen, encounter: undefined });
+    return reply.redirect(urls(details.uid).self, 303);
+  });
+
+  post('encounter', async (request, reply, details) => {
+    const smart = smartOf(details);
+    const chosen = request.body.encounter ?? '';
+    if (!smart.patient) return reply.redirect(urls(details.uid).self, 303);
+    const valid = chosen === 'none' || (await encountersOf(db, smart.patient)).some((e) => e.id === chosen);
+    if (!valid) return errorPage(request, reply, 400, 'invalid_request', 'That visit cannot be chosen here.');
+    await remember(details, { ...smart, encounter: chosen === 'none' ? null : chosen });
+    return reply.redirect(urls(details.uid).self, 303);
+  });
+
+  post('consent', async (request, reply, details) => {
+    if (request.body.decision === 'deny') return finish(request, reply, { error: 'access_denied', error_description: 'the user denied access' }, false);
+    if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
+    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
+    if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
+    const { client } = await clientView(details);
+    const smart = smartOf(details);
+    const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
+    const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
+    let granted: Scope[];
+    try {
+      granted = applyConsent(offered, chosen);
+    } catch (error) {
+      if (!(error instanceof ConsentError)) throw error;
+      return errorPage(request, reply, 400, 'invalid_request', error.message);
+    }
+    const final = requirePatientContext(granted, !!smart.patient).granted;
+    if (!final.length) return finish(request, reply, { error: 'access_denied', error_description: 'the user granted no access' }, false);
+    return decide(request, reply, details, client, user, smart, final);
+  });
+
+  post('abort', async (request, reply) => finish(request, reply, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
+}
+
+const GROUPS: readonly { key: ConsentOption['group']; title: string; hint?: string }[] = [
+  { key: 'data', title: 'Health information', hint: 'Unchecked alternatives let you share less than the app asked for.' },
+  { key: 'identity', title: 'About you' },
+  { key: 'context', title: 'What is open now' },
+  { key: 'refresh', title: 'How long' },
+  { key: 'other', title: 'Other' },
+];
+
+function groupOptions(options: readonly ConsentOption[]) {
+  return GROUPS.map((g) => ({ title: g.title, hint: g.hint ?? null, options: options.filter((o) => o.group === g.key) })).filter((g) => g.options.length);
+}

@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+
+import { sql, type Kysely, type Selectable } from 'kysely';
+
+import type { DB } from '../db/schema.js';
+import type { LaunchesTable } from '../db/tables/launches.js';
+
+/**
+ * SMART launch context: what an EHR establishes before it opens an app (a launch), and what one
+ * authorization ends up with (a grant context), which the token response, every refresh and introspection
+ * report (SMART App Launch 2.2 §Launch context arrives with your access_token).
+ */
+
+/** SMART 2.2 fhirContext item: at least one of reference, canonical, identifier; role never empty. */
+export interface FhirContextItem {
+  readonly reference?: string;
+  readonly canonical?: string;
+  readonly identifier?: { readonly system?: string; readonly value?: string };
+  readonly type?: string;
+  readonly role?: string;
+}
+
+export interface LaunchContext {
+  readonly patient?: string | undefined;
+  readonly encounter?: string | undefined;
+  readonly fhirContext?: readonly FhirContextItem[] | undefined;
+  readonly intent?: string | undefined;
+  readonly need_patient_banner?: boolean | undefined;
+  readonly smart_style_url?: string | undefined;
+  readonly tenant?: string | undefined;
+}
+
+export interface LaunchInput extends LaunchContext {
+  readonly client_id?: string | undefined;
+  readonly fhir_base?: string | undefined;
+  readonly user?: string | undefined;
+}
+
+export interface Launch extends LaunchInput {
+  readonly id: string;
+  readonly expiresAt: Date;
+  readonly consumedAt: Date | null;
+}
+
+/** A launch is a one-time handle the EHR passes through the browser: short-lived and single use. */
+export const LAUNCH_TTL_SECONDS = 300;
+
+export async function createLaunch(db: Kysely<DB>, input: LaunchInput, ttlSeconds = LAUNCH_TTL_SECONDS): Promise<{ launch: string; expires_in: number }> {
+  const id = randomBytes(24).toString('base64url');
+  await db
+    .insertInto('launches')
+    .values({
+      id,
+      client_id: input.client_id ?? null,
+      fhir_base: input.fhir_base ?? null,
+      user_id: input.user ?? null,
+      patient: input.patient ?? null,
+      encounter: input.encounter ?? null,
+      fhir_context: input.fhirContext ? JSON.stringify(input.fhirContext) : null,
+      intent: input.intent ?? null,
+      need_patient_banner: input.need_patient_banner ?? null,
+      smart_style_url: input.smart_style_url ?? null,
+      tenant: input.tenant ?? null,
+      expires_at: new Date(Date.now() + ttlSeconds * 1000),
+    })
+    .execute();
+  return { launch: id, expires_in: ttlSeconds };
+}
+
+export async function findLaunch(db: Kysely<DB>, id: string): Promise<Launch | undefined> {
+  const row = await db.selectFrom('launches').selectAll().where('id', '=', id).executeTakeFirst();
+  return row && toLaunch(row);
+}
+
+/**
+ * Takes the launch for one authorization: succeeds once, for an unexpired launch. Irreversible: a failure
+ * after this point leaves the launch spent, and the EHR must create another.
+ */
+export async function consumeLaunch(db: Kysely<DB>, id: string): Promise<Launch | undefined> {
+  const row = await db
+    .updateTable('launches')
+    .set({ consumed_at: sql<Date>`now()` })
+    .where('id', '=', id)
+    .where('consumed_at', 'is', null)
+    .where('expires_at', '>', sql<Date>`now()`)
+    .returningAll()
+    .executeTakeFirst();
+  return row && toLaunch(row);
+}
+
+function toLaunch(row: Selectable<LaunchesTable>): Launch {
+  return {
+    id: row.id,
+    client_id: row.client_id ?? undefined,
+    fhir_base: row.fhir_base ?? undefined,
+    user: row.user_id ?? undefined,
+    patient: row.patient ?? undefined,
+    encounter: row.encounter ?? undefined,
+    fhirContext: row.fhir_context ?? undefined,
+    intent: row.intent ?? undefined,
+    need_patient_banner: row.need_patient_banner ?? undefined,
+    smart_style_url: row.smart_style_url ?? undefined,
+    tenant: row.tenant ?? undefined,
+    expiresAt: row.expires_at,
+    consumedAt: row.consumed_at,
+  };
+}
+
+export interface GrantContext extends LaunchContext {
+  readonly fhirBase: string;
+  readonly launchId?: string | undefined;
+  /** Absolute URL of the user's FHIR resource, when fhirUser was granted. */
+  readonly fhirUser?: string | undefined;
+}
+
+export async function saveGrantContext(db: Kysely<DB>, grantId: string, context: GrantContext, expiresAt: Date): Promise<void> {
+  await db
+    .insertInto('grant_contexts')
+    .values({
+      grant_id: grantId,
+      fhir_base: context.fhirBase,
+      patient: context.patient ?? null,
+      encounter: context.encounter ?? null,
+      fhir_context: context.fhirContext?.length ? JSON.stringify(context.fhirContext) : null,
+      intent: context.intent ?? null,
+      need_patient_banner: context.need_patient_banner ?? null,
+      smart_style_url: context.smart_style_url ?? null,
+      tenant: context.tenant ?? null,
+      launch_id: context.launchId ?? null,
+      fhir_user: context.fhirUser ?? null,
+      expires_at: expiresAt,
+    })
+    .execute();
+}
+
+export async function findGrantContext(db: Kysely<DB>, grantId: string): Promise<GrantContext | undefined> {
+  const row = await db.selectFrom('grant_contexts').selectAll().where('grant_id', '=', grantId).where('expires_at', '>', sql<Date>`now()`).executeTakeFirst();
+  if (!row) return undefined;
+  return {
+    fhirBase: row.fhir_base,
+    patient: row.patient ?? undefined,
+    encounter: row.encounter ?? undefined,
+    fhirContext: row.fhir_context ?? undefined,
+    intent: row.intent ?? undefined,
+    need_patient_banner: row.need_patient_banner ?? undefined,
+    smart_style_url: row.smart_style_url ?? undefined,
+    tenant: row.tenant ?? undefined,
+    launchId: row.launch_id ?? undefined,
+    fhirUser: row.fhir_user ?? undefined,
+  };
+}
+
+/** The grant lives on (a refresh renewed it): its context lives as long. */
+export async function extendGrantContext(db: Kysely<DB>, grantId: string, expiresAt: Date): Promise<void> {
+  await db.updateTable('grant_contexts').set({ expires_at: expiresAt }).where('grant_id', '=', grantId).execute();
+}
+
+export async function purgeExpiredContexts(db: Kysely<DB>): Promise<number> {
+  const grants = await db.deleteFrom('grant_contexts').where('expires_at', '<', sql<Date>`now() - interval '1 hour'`).executeTakeFirst();
+  const launches = await db.deleteFrom('launches').where('expires_at', '<', sql<Date>`now() - interval '1 day'`).executeTakeFirst();
+  return Number(grants.numDeletedRows) + Number(launches.numDeletedRows);
+}
+
+/** The launch-context members of a token response, from a grant's context (SMART App Launch 2.2 §Token response). */
+export function tokenResponseContext(context: GrantContext): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (context.patient) out.patient = context.patient;
+  if (context.encounter) out.encounter = context.encounter;
+  if (context.fhirContext?.length) out.fhirContext = context.fhirContext;
+  if (context.need_patient_banner !== undefined) out.need_patient_banner = context.need_patient_banner;
+  if (context.smart_style_url) out.smart_style_url = context.smart_style_url;
+  if (context.intent) out.intent = context.intent;
+  if (context.tenant) out.tenant = context.tenant;
+  return out;
+}

@@ -1,0 +1,150 @@
+import type { Kysely } from 'kysely';
+import type Provider from 'oidc-provider';
+import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
+
+import type { Config } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import { extendGrantContext, findGrantContext, findLaunch, tokenResponseContext, type GrantContext } from '../launch/context.js';
+import { splitScopes } from '../smart/scopes/scope.js';
+import { oidcOf } from './context.js';
+import { fhirBaseOf } from './resource-server.js';
+import { ROUTES } from './routes.js';
+
+/**
+ * The SMART launch at oidc-provider's seams: the interaction policy, the `launch` parameter, refresh tokens,
+ * and the launch context in token responses and introspection.
+ */
+
+/** What our interaction pages leave in the interaction result once an authorization is decided. */
+export interface SmartResult {
+  readonly resolved?: boolean;
+}
+
+/**
+ * Every SMART authorization goes through our interaction (interactions/routes.ts), even when the session
+ * already holds a grant for the client: the launch context has to be resolved for this launch, and a
+ * patient-facing app asks for consent every time (ONC (g)(10)). Pre-approved clients pass through it
+ * without a page.
+ */
+export function smartInteractionPolicy(): interactionPolicy.Prompt[] {
+  const { base, Check } = interactionPolicy;
+  const policy = base();
+  policy.get('consent')!.checks.add(
+    new Check('smart_authorization', 'the SMART authorization is decided and its launch context resolved', 'consent_required', (ctx) =>
+      (ctx.oidc.result as { smart?: SmartResult } | undefined)?.smart?.resolved ? Check.NO_NEED_TO_PROMPT : Check.REQUEST_PROMPT,
+    ),
+  );
+  return policy;
+}
+
+/**
+ * `extraParams.launch` (SMART App Launch 2.2 §EHR launch): known, unexpired, unused, issued for this client
+ * and this FHIR server, and asked for with the `launch` scope. Refused by redirect before any page.
+ */
+export async function validateLaunchParam(config: Config, db: Kysely<DB>, ctx: KoaContextWithOIDC, value: string | undefined, clientId: string): Promise<void> {
+  if (value === undefined || (ctx.oidc.route !== 'authorization' && ctx.oidc.route !== 'pushed_authorization_request')) return;
+  if (!splitScopes(ctx.oidc.params?.scope as string | undefined).includes('launch')) {
+    throw new errors.InvalidScope('the launch parameter needs the launch scope', 'launch');
+  }
+  const launch = value.length <= 200 ? await findLaunch(db, value) : undefined;
+  if (!launch || launch.expiresAt.getTime() <= Date.now()) throw new errors.InvalidRequest('launch is unknown or expired: the EHR must create a new one');
+  if (launch.consumedAt) throw new errors.InvalidRequest('launch was already used: the EHR must create a new one for each launch');
+  if (launch.client_id && launch.client_id !== clientId) throw new errors.InvalidRequest('launch was issued for another client');
+  const aud = typeof ctx.oidc.params?.aud === 'string' ? fhirBaseOf(config, ctx.oidc.params.aud) : undefined;
+  if (launch.fhir_base && launch.fhir_base !== aud) throw new errors.InvalidRequest('launch was issued for another FHIR server (aud)');
+}
+
+/**
+ * oidc-provider drops `offline_access` unless the request says `prompt=consent` (OpenID Connect Core §11);
+ * SMART apps never send it, and SMART grants `offline_access` through its own consent. So a request for
+ * `offline_access` gets `consent` added to its prompt before oidc-provider reads it. Runs on GET only: the
+ * bridge turns POST authorization requests into GET ones (provider-routes.ts).
+ */
+export function offlineAccessPrompt() {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    if (ctx.method === 'GET' && ctx.path === ROUTES.authorization) {
+      const query = new URLSearchParams(ctx.querystring);
+      const scope = query.get('scope');
+      const prompt = new Set((query.get('prompt') ?? '').split(' ').filter(Boolean));
+      if (scope && splitScopes(scope).includes('offline_access') && !prompt.has('consent') && !prompt.has('none')) {
+        prompt.add('consent');
+        query.set('prompt', [...prompt].join(' '));
+        const before = ctx.url;
+        ctx.querystring = query.toString();
+        // Keep oidc-provider's mount-path detection (originalUrl minus url) consistent.
+        const raw = ctx.req as typeof ctx.req & { originalUrl?: string };
+        if (raw.originalUrl) raw.originalUrl = raw.originalUrl.slice(0, raw.originalUrl.length - before.length) + ctx.url;
+      }
+    }
+    await next();
+  };
+}
+
+interface ContextState {
+  grantContext?: GrantContext | null;
+}
+
+/** The grant's context, read once per request. */
+async function contextFor(db: Kysely<DB>, ctx: KoaContextWithOIDC, grantId: string | undefined): Promise<GrantContext | undefined> {
+  if (!grantId) return undefined;
+  const state = ctx.state as ContextState;
+  if (state.grantContext === undefined) state.grantContext = (await findGrantContext(db, grantId)) ?? null;
+  return state.grantContext ?? undefined;
+}
+
+/**
+ * `extraTokenClaims`: what an access token carries besides its scope. Stored with opaque tokens (so
+ * introspection reports it) and written into JWT access tokens: the launch context and fhirUser.
+ */
+export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, token: { kind: string; grantId?: string; scope?: string }): Promise<Record<string, unknown> | undefined> {
+  if (token.kind !== 'AccessToken') return undefined;
+  const context = await contextFor(db, ctx, token.grantId);
+  if (!context) return undefined;
+  const claims = tokenResponseContext(context);
+  if (context.fhirUser && splitScopes(token.scope).includes('fhirUser')) claims.fhirUser = context.fhirUser;
+  return Object.keys(claims).length ? claims : undefined;
+}
+
+/**
+ * Post-middleware on the token endpoint: the launch context joins the token response (oidc-provider has
+ * no hook for extra response members), on code exchange and on every refresh; and a refresh renews the
+ * grant for another period (oidc-provider never saves a grant again, so its expiry would cap the chain).
+ */
+export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    const oidc = oidcOf(ctx);
+    if (oidc?.route !== 'token' || ctx.status !== 200 || !ctx.body || typeof ctx.body !== 'object') return;
+    const grantType = oidc.params?.grant_type;
+    if (grantType !== 'authorization_code' && grantType !== 'refresh_token') return;
+    const grant = oidc.entities.Grant;
+    const context = await contextFor(db, ctx, grant?.jti);
+    if (context) Object.assign(ctx.body, tokenResponseContext(context));
+    if (grantType === 'refresh_token' && grant) {
+      const expiresAt = new Date(Date.now() + refreshTtlSeconds * 1000);
+      // Grant#save keeps the remaining lifetime (exp − now): moving exp renews it.
+      grant.exp = Math.floor(expiresAt.getTime() / 1000);
+      await grant.save();
+      await extendGrantContext(db, grant.jti, expiresAt);
+    }
+  };
+}
+
+/**
+ * `rotateRefreshToken`: always rotate, so that a refresh token used twice reveals theft (oidc-provider then
+ * revokes the grant). And an `online_access` refresh token works only while the user's session lasts
+ * (SMART App Launch 2.2 §Scopes for requesting a refresh token).
+ */
+export async function rotateRefreshToken(provider: Provider, ctx: KoaContextWithOIDC): Promise<boolean> {
+  const token = ctx.oidc.entities.RefreshToken;
+  if (token) {
+    const scopes = splitScopes(token.scope);
+    if (scopes.includes('online_access') && !scopes.includes('offline_access')) {
+      const session = token.sessionUid ? await provider.Session.findByUid(token.sessionUid) : undefined;
+      if (!session || session.accountId !== token.accountId) {
+        throw new errors.InvalidGrant('the user has signed out: an online_access refresh token works only while the user is signed in');
+      }
+    }
+  }
+  return true;
+}

@@ -1,0 +1,283 @@
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+
+import { hashPassword } from '../src/security/password.js';
+import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { choices } from './helpers/browser.js';
+import { registerClient } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
+
+type Body = Record<string, unknown>;
+const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
+const VITALS = 'http://terminology.hl7.org/CodeSystem/observation-category|vital-signs';
+const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+
+describeEachDatabase('standalone launch', (ctx) => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
+    await registerClient(app, { ...PUBLIC, client_id: 'patient-app', client_name: 'Patient App' });
+    await registerClient(app, { ...PUBLIC, client_id: 'limited-app', scope: 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.r offline_access' });
+    const db = ctx.current.database.db;
+    await db.insertInto('users').values({ id: 'caregiver', username: 'caregiver', password_hash: await hashPassword('caregiver-pass'), fhir_user: 'RelatedPerson/rp-1', name: 'Casey Giver', roles: JSON.stringify(['patient']) }).execute();
+    await db.insertInto('user_patients').values([{ user_id: 'caregiver', patient_id: 'demo-lucia-fernandez' }, { user_id: 'caregiver', patient_id: 'demo-grace-miller' }]).execute();
+    await db.insertInto('users').values({ id: 'orphan', username: 'orphan', password_hash: await hashPassword('orphan-pass'), fhir_user: 'Person/x', name: 'No Patients', roles: JSON.stringify([]) }).execute();
+  });
+  after(() => app.close());
+
+  it('capability: launch-standalone, context-standalone-patient, permission-patient, permission-v2, sso-openid-connect, client-public — a clinician picks a patient, consents, and the app gets token, context and id_token', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.rs offline_access' });
+    await login(flow, 'clinician', 'clinician-demo');
+    assert.equal(title(flow.page), 'Choose a patient');
+    await pickPatient(flow, 'demo-henry-nguyen');
+    assert.equal(title(flow.page), 'Allow Patient App to access Henry Minh Nguyen&#39;s record?');
+    await consent(flow);
+    const { code, state, iss } = callback(flow);
+    assert.equal(state, 'state-1');
+    assert.equal(iss, TEST_ISSUER);
+    assert.ok(code);
+
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.equal(res.headers.pragma, 'no-cache');
+    const body = res.json<Body>();
+    assert.deepEqual(Object.keys(body).sort(), ['access_token', 'expires_in', 'id_token', 'need_patient_banner', 'patient', 'refresh_token', 'scope', 'smart_style_url', 'token_type']);
+    assert.equal(body.scope, 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.rs offline_access');
+    assert.equal(body.patient, 'demo-henry-nguyen');
+    assert.equal(body.need_patient_banner, true);
+    assert.equal(body.smart_style_url, `${TEST_ISSUER}/smart-style.json`);
+    assert.equal(body.token_type, 'Bearer');
+    assert.equal(body.expires_in, 3600);
+
+    const idToken = body.id_token as string;
+    assert.equal(decodeProtectedHeader(idToken).alg, 'RS256');
+    assert.ok(decodeProtectedHeader(idToken).kid);
+    const claims = decodeJwt(idToken);
+    assert.equal(claims.iss, TEST_ISSUER);
+    assert.equal(claims.aud, 'patient-app');
+    assert.equal(claims.sub, 'demo-clinician');
+    assert.equal(claims.fhirUser, `${TEST_FHIR_BASE}/Practitioner/demo-practitioner`);
+
+    const style = await app.inject({ method: 'GET', url: '/smart-style.json' });
+    assert.equal(style.statusCode, 200);
+    assert.equal(style.json<Body>().color_highlight, '#0b5cad');
+  });
+
+  it('a patient shares their own record without a picker; a caregiver picks among the records they may act for', async () => {
+    const own = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(own, 'patient', 'patient-demo');
+    assert.equal(title(own.page), 'Allow Patient App to access Amy V. Shaw&#39;s record?');
+    await consent(own);
+    assert.equal((await exchange(app, own)).json<Body>().patient, 'demo-amy-shaw');
+
+    const care = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(care, 'caregiver', 'caregiver-pass');
+    assert.equal(title(care.page), 'Whose record?');
+    assert.deepEqual(choices(care.page.res.body, 'patient').map((c) => c.value), ['demo-grace-miller', 'demo-lucia-fernandez']);
+    assert.ok(!care.page.res.body.includes('type="search"'), 'no directory search for a caregiver');
+    const forged = await care.browser.go('POST', care.page.res.body.match(/action="([^"]*\/patient)"/)![1]!, { csrf: care.page.res.body.match(/name="csrf" value="([^"]*)"/)![1]!, patient: 'demo-henry-nguyen' });
+    assert.equal(forged.res.statusCode, 400, 'a record the caregiver may not act for cannot be posted');
+    await pickPatient(care, 'demo-lucia-fernandez');
+    await consent(care);
+    assert.equal((await exchange(app, care)).json<Body>().patient, 'demo-lucia-fernandez');
+
+    const none = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(none, 'orphan', 'orphan-pass');
+    assert.deepEqual(callback(none), { error: 'access_denied', error_description: 'the signed-in user has no patient record to share', state: 'state-1', iss: TEST_ISSUER });
+  });
+
+  it('the picker searches the directory by name, birth date and record number', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'patient/Patient.rs' });
+    await login(flow, 'clinician', 'clinician-demo');
+    assert.equal(title(flow.page), 'Choose a patient', 'a patient/ scope without launch/patient still brings the picker');
+    const search = async (q: string) => choices((await flow.browser.go('GET', `${flow.page.res.body.match(/<form method="get" action="([^"]*)"/)![1]!}?q=${encodeURIComponent(q)}`)).res.body, 'patient').map((c) => c.value);
+    assert.deepEqual(await search('okafor'), ['demo-daniel-okafor']);
+    assert.deepEqual(await search('1939-01-17'), ['demo-grace-miller']);
+    assert.deepEqual(await search('MRN-1006'), ['demo-samir-haddad']);
+    assert.deepEqual(await search('lucía fernández'), ['demo-lucia-fernandez']);
+    assert.deepEqual(await search('nobody-at-all'), []);
+    assert.deepEqual(await search('%'), [], 'LIKE wildcards are searched literally');
+  });
+
+  it('capability: context-standalone-encounter — launch/encounter shows the patient’s encounters', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient launch/encounter patient/Encounter.rs' });
+    await login(flow, 'clinician', 'clinician-demo');
+    await pickPatient(flow, 'demo-amy-shaw');
+    assert.equal(title(flow.page), 'Choose a visit');
+    assert.deepEqual(choices(flow.page.res.body, 'encounter').map((c) => c.value), ['demo-enc-amy-2', 'demo-enc-amy-1', 'none']);
+    await pickEncounter(flow, 'demo-enc-amy-1');
+    await consent(flow);
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.patient, 'demo-amy-shaw');
+    assert.equal(body.encounter, 'demo-enc-amy-1');
+    assert.equal(body.scope, 'launch/patient launch/encounter patient/Encounter.rs');
+
+    const noVisits = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient launch/encounter patient/Encounter.rs' });
+    await login(noVisits, 'clinician', 'clinician-demo');
+    await pickPatient(noVisits, 'demo-samir-haddad');
+    assert.match(title(noVisits.page), /^Allow /, 'no encounters: no encounter picker');
+    await consent(noVisits);
+    assert.equal((await exchange(app, noVisits)).json<Body>().encounter, undefined);
+  });
+
+  it('capability: permission-v1 — v1 scopes are granted in v1 and mean their v2 equivalents', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Observation.read patient/Patient.read' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    assert.equal((await exchange(app, flow)).json<Body>().scope, 'launch/patient patient/Observation.read patient/Patient.read');
+
+    const narrowed = await startAuthorization(app, { client_id: 'limited-app', scope: 'launch/patient patient/*.read' });
+    await login(narrowed, 'patient', 'patient-demo');
+    await consent(narrowed);
+    assert.equal((await exchange(app, narrowed)).json<Body>().scope, 'launch/patient patient/Observation.read patient/Patient.r', 'narrowed to the registration, v1 where v1 can say it');
+  });
+
+  it('the patient can uncheck resource types and offline access, and narrow Observation to categories (ONC granular scopes)', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/Condition.rs patient/Observation.rs patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    const offered = choices(flow.page.res.body, 'scope');
+    assert.ok(offered.some((o) => o.value === `patient/Observation.rs?category=${LAB}` && !o.checked));
+    assert.ok(offered.some((o) => o.value === 'patient/Condition.rs?category=http://terminology.hl7.org/CodeSystem/condition-category|problem-list-item' && !o.checked));
+    assert.match(flow.page.res.body, /Keep access when you are not using it/);
+    await consent(flow, { scopes: () => ['openid', 'fhirUser', 'launch/patient', 'patient/Patient.rs', `patient/Observation.rs?category=${LAB}`, `patient/Observation.rs?category=${VITALS}`] });
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.scope, `openid fhirUser launch/patient patient/Observation.rs?category=${LAB} patient/Observation.rs?category=${VITALS} patient/Patient.rs`);
+    assert.equal(body.refresh_token, undefined, 'offline_access unchecked: no refresh token');
+  });
+
+  it('deny, cancel and approving nothing send access_denied to the app', async () => {
+    const denied = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(denied, 'patient', 'patient-demo');
+    await consent(denied, { decision: 'deny' });
+    assert.deepEqual(callback(denied), { error: 'access_denied', error_description: 'the user denied access', state: 'state-1', iss: TEST_ISSUER });
+
+    const cancelled = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
+    const body = cancelled.page.res.body;
+    cancelled.page = await cancelled.browser.go('POST', body.match(/action="([^"]*\/abort)"/)![1]!, { csrf: body.match(/name="csrf" value="([^"]*)"/)![1]! });
+    assert.deepEqual(callback(cancelled), { error: 'access_denied', error_description: 'the user cancelled the request', state: 'state-1', iss: TEST_ISSUER });
+
+    const nothing = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(nothing, 'patient', 'patient-demo');
+    await consent(nothing, { scopes: () => [] });
+    assert.equal(callback(nothing).error, 'access_denied');
+  });
+
+  it('consent is asked again on every authorization, even with a session and an earlier grant', async () => {
+    const first = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' });
+    await login(first, 'patient', 'patient-demo');
+    await consent(first);
+    const second = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' }, { browser: first.browser });
+    assert.match(title(second.page), /^Allow /, 'signed in already: straight to consent, not past it');
+  });
+
+  it('capability: authorize-post — the authorization request as a form POST, without JavaScript', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' }, { method: 'POST' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json<Body>().patient, 'demo-amy-shaw');
+    const wrongType = await app.inject({ method: 'POST', url: '/auth', headers: { 'content-type': 'application/json' }, payload: '{}' });
+    assert.equal(wrongType.statusCode, 400);
+    assert.deepEqual(wrongType.json(), { error: 'invalid_request', error_description: 'an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB' });
+  });
+
+  it('PKCE: required, S256 only, verifier checked', async () => {
+    const missing = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid', code_challenge: '', code_challenge_method: '' });
+    assert.deepEqual(callback(missing), { error: 'invalid_request', error_description: 'Authorization Server policy requires PKCE to be used for this request', state: 'state-1', iss: TEST_ISSUER });
+    const plain = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid', code_challenge_method: 'plain' });
+    assert.deepEqual(callback(plain), { error: 'invalid_request', error_description: 'not supported value of code_challenge_method', state: 'state-1', iss: TEST_ISSUER });
+
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    for (const code_verifier of ['', 'wrong-verifier-wrong-verifier-wrong-verifier-x']) {
+      const res = await exchange(app, flow, { code_verifier });
+      assert.ok([400, 401].includes(res.statusCode), res.body);
+      assert.match(res.json<Body>().error as string, /^invalid_(grant|request)$/);
+    }
+  });
+
+  it('codes are single use; reusing one revokes the tokens it issued', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const first = await exchange(app, flow);
+    assert.equal(first.statusCode, 200);
+    const again = await exchange(app, flow);
+    assert.equal(again.statusCode, 400);
+    assert.equal(again.json<Body>().error, 'invalid_grant');
+    const refresh = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: first.json<Body>().refresh_token as string, client_id: 'patient-app' }).toString() });
+    assert.equal(refresh.statusCode, 400, 'the refresh token of the reused code is revoked');
+    const bogus = await exchange(app, flow, { code: 'not-a-code' });
+    assert.equal(bogus.statusCode, 400);
+    assert.equal(bogus.json<Body>().error, 'invalid_grant');
+  });
+
+  it('sign-in: wrong passwords back off after five tries, counted in the database', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
+    for (let i = 0; i < 5; i++) {
+      await login(flow, 'caregiver', 'wrong');
+      assert.equal(flow.page.res.statusCode, 401);
+      assert.match(flow.page.res.body, /Wrong user name or password\./);
+    }
+    await login(flow, 'caregiver', 'caregiver-pass');
+    assert.equal(flow.page.res.statusCode, 429, 'locked even with the right password');
+    assert.match(flow.page.res.body, /Too many failed attempts\. Try again in 1 minute\(s\)\./);
+    assert.ok(Number(flow.page.res.headers['retry-after']) > 0);
+    const row = await ctx.current.database.db.selectFrom('users').select(['failed_logins', 'locked_until']).where('id', '=', 'caregiver').executeTakeFirstOrThrow();
+    assert.equal(row.failed_logins, 5);
+    assert.ok(row.locked_until && row.locked_until.getTime() > Date.now());
+    await ctx.current.database.db.updateTable('users').set({ failed_logins: 0, locked_until: null }).where('id', '=', 'caregiver').execute();
+
+    const unknown = await login(flow, 'no-such-user', 'x');
+    assert.equal(unknown.res.statusCode, 401);
+    assert.match(unknown.res.body, /Wrong user name or password\./, 'unknown users look like wrong passwords');
+  });
+
+  it('forms need their CSRF token; an interaction from another browser is refused with a page', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
+    const action = flow.page.res.body.match(/action="([^"]*\/login)"/)![1]!;
+    const forged = await flow.browser.send('POST', action, { csrf: 'forged', username: 'patient', password: 'patient-demo' });
+    assert.equal(forged.statusCode, 403);
+    assert.match(forged.body, /This form has expired/);
+
+    flow.browser.clearCookies();
+    const stale = await flow.browser.send('GET', action.replace(/\/login$/, ''));
+    assert.equal(stale.statusCode, 400);
+    assert.match(stale.body, /This sign-in has expired, or was started in another browser/);
+  });
+
+  it('pages: no caching, no framing, escaped output, labelled fields', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
+    const { res } = flow.page;
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.equal(res.headers['x-frame-options'], 'DENY');
+    assert.match(String(res.headers['content-security-policy']), /frame-ancestors 'none'/);
+    assert.ok(!/<script/i.test(res.body), 'no script at all');
+    assert.match(res.body, /<label for="username">/);
+    assert.match(res.body, /<label for="password">/);
+    await login(flow, '<script>x</script>', 'x');
+    assert.ok(!flow.page.res.body.includes('<script>x</script>'));
+    assert.ok(flow.page.res.body.includes('&lt;script&gt;x&lt;/script&gt;'));
+  });
+});
+
+describeEachDatabase('pages framed by an EHR', (ctx) => {
+  it('FRAME_ANCESTORS lets the configured EHR origins frame the sign-in pages', async () => {
+    const app = await testApp(ctx.current.database, { SEED_DEMO: 'true', FRAME_ANCESTORS: 'https://ehr.example.org,https://portal.example.org' });
+    try {
+      await registerClient(app, { ...PUBLIC, client_id: 'framed-app' });
+      const flow = await startAuthorization(app, { client_id: 'framed-app', scope: 'openid' });
+      assert.equal(flow.page.res.headers['x-frame-options'], undefined);
+      assert.match(String(flow.page.res.headers['content-security-policy']), /frame-ancestors 'self' https:\/\/ehr\.example\.org https:\/\/portal\.example\.org/);
+    } finally {
+      await app.close();
+    }
+  });
+});

@@ -1,0 +1,125 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+
+import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { inputValue } from './helpers/browser.js';
+import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, tokenRequest, type Authorization } from './helpers/flow.js';
+
+type Body = Record<string, unknown>;
+const DAY = 86_400_000;
+
+describeEachDatabase('refresh tokens, introspection and revocation of launch tokens', (ctx) => {
+  let app: FastifyInstance;
+  const rsSecret = randomBytes(32).toString('base64url');
+  before(async () => {
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
+    await registerClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
+    await registerClient(app, { client_id: 'fhir-server', client_secret: rsSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+  });
+  after(() => app.close());
+
+  async function launch(scope: string, user = 'patient', password = 'patient-demo'): Promise<{ flow: Authorization; body: Body }> {
+    const flow = await startAuthorization(app, { client_id: 'app', scope });
+    await login(flow, user, password);
+    if (user === 'clinician') await pickPatient(flow, 'demo-amy-shaw');
+    await consent(flow);
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    return { flow, body: res.json<Body>() };
+  }
+  const refresh = (refreshToken: string, extra: Record<string, string> = {}) => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'app', ...extra });
+  const introspect = (token: string) => app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('fhir-server', rsSecret) }, payload: form({ token }) });
+  const expiryOf = async (model: string, id: string) => (await ctx.current.database.db.selectFrom('oidc_payloads').select('expires_at').where('model', '=', model).where('id', '=', id).executeTakeFirstOrThrow()).expires_at!;
+
+  it('capability: permission-offline — offline tokens live 90 days, each refresh renews them, keeps the context, rotates', async () => {
+    const scope = 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.rs offline_access';
+    const { body } = await launch(scope);
+    const rt1 = body.refresh_token as string;
+    assert.ok((await expiryOf('RefreshToken', rt1)).getTime() > Date.now() + 89 * DAY);
+
+    const res = await refresh(rt1);
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.headers['cache-control'], 'no-store');
+    assert.equal(res.headers.pragma, 'no-cache');
+    const refreshed = res.json<Body>();
+    assert.equal(refreshed.scope, scope);
+    assert.equal(refreshed.patient, 'demo-amy-shaw');
+    assert.equal(refreshed.need_patient_banner, true);
+    assert.equal(refreshed.token_type, 'Bearer');
+    assert.ok(refreshed.id_token, 'openid: a new id_token');
+    const rt2 = refreshed.refresh_token as string;
+    assert.notEqual(rt2, rt1, 'rotated');
+    assert.ok((await expiryOf('RefreshToken', rt2)).getTime() > Date.now() + 89 * DAY, 'renewed for a full period');
+    const grantId = (await ctx.current.database.db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', 'RefreshToken').where('id', '=', rt2).executeTakeFirstOrThrow()).grant_id!;
+    assert.ok((await expiryOf('Grant', grantId)).getTime() > Date.now() + 89 * DAY, 'the grant is renewed too');
+
+    const reuse = await refresh(rt1);
+    assert.equal(reuse.statusCode, 400);
+    assert.deepEqual(reuse.json(), { error: 'invalid_grant', error_description: 'grant request is invalid: refresh token already used' });
+    assert.equal((await refresh(rt2)).statusCode, 400, 'reusing a rotated-out token revokes the whole family');
+    assert.deepEqual((await introspect(refreshed.access_token as string)).json(), { active: false });
+  });
+
+  it('refresh with scope: the same set or a subset; more is invalid_scope naming what is missing', async () => {
+    const scope = 'launch/patient patient/Observation.rs patient/Patient.rs offline_access';
+    const { body } = await launch(scope);
+    const same = await refresh(body.refresh_token as string, { scope });
+    assert.equal(same.statusCode, 200, same.body);
+    assert.equal(same.json<Body>().scope, scope);
+    const narrower = await refresh(same.json<Body>().refresh_token as string, { scope: 'patient/Patient.rs' });
+    assert.equal(narrower.statusCode, 200, narrower.body);
+    assert.equal(narrower.json<Body>().scope, 'patient/Patient.rs');
+    const wider = await refresh(narrower.json<Body>().refresh_token as string, { scope: 'patient/Patient.rs patient/Condition.rs' });
+    assert.equal(wider.statusCode, 400);
+    assert.deepEqual(wider.json(), { error: 'invalid_scope', error_description: 'refresh token missing requested scope', scope: 'patient/Condition.rs' });
+  });
+
+  it('unknown refresh tokens and tokens of another client are refused', async () => {
+    const unknown = await refresh(randomBytes(32).toString('base64url'));
+    assert.ok([400, 401].includes(unknown.statusCode));
+    assert.equal(unknown.json<Body>().error, 'invalid_grant');
+  });
+
+  it('capability: permission-online — online_access refresh tokens stop working when the user signs out', async () => {
+    const { flow, body } = await launch('launch/patient patient/Patient.rs online_access');
+    const first = await refresh(body.refresh_token as string);
+    assert.equal(first.statusCode, 200, first.body);
+
+    const logoutPage = await flow.browser.go('GET', '/logout');
+    assert.equal(logoutPage.res.statusCode, 200);
+    const signedOut = await flow.browser.go('POST', '/logout/confirm', { xsrf: inputValue(logoutPage.res.body, 'xsrf'), logout: 'yes' });
+    assert.match(signedOut.res.body, /You are signed out/);
+
+    const after = await refresh(first.json<Body>().refresh_token as string);
+    assert.equal(after.statusCode, 400);
+    assert.deepEqual(after.json(), { error: 'invalid_grant', error_description: 'grant request is invalid: the user has signed out: an online_access refresh token works only while the user is signed in' });
+  });
+
+  it('introspection of a launch token reports exactly what the token response said, with fhirUser and sub', async () => {
+    const { body } = await launch('openid fhirUser launch/patient patient/Patient.rs offline_access', 'clinician', 'clinician-demo');
+    const info = (await introspect(body.access_token as string)).json<Body>();
+    assert.equal(info.active, true);
+    assert.equal(info.scope, body.scope);
+    assert.equal(info.client_id, 'app');
+    assert.equal(info.sub, 'demo-clinician');
+    assert.equal(info.iss, TEST_ISSUER);
+    assert.equal(info.aud, TEST_FHIR_BASE);
+    assert.equal(info.fhirUser, `${TEST_FHIR_BASE}/Practitioner/demo-practitioner`);
+    for (const key of ['patient', 'need_patient_banner', 'smart_style_url']) assert.deepEqual(info[key], body[key], key);
+    assert.equal(typeof info.exp, 'number');
+    assert.equal(typeof info.iat, 'number');
+  });
+
+  it('revoking the refresh token revokes the access tokens of its grant', async () => {
+    const { body } = await launch('launch/patient patient/Patient.rs offline_access');
+    const revoked = await app.inject({ method: 'POST', url: '/revoke', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ token: body.refresh_token as string, client_id: 'app' }) });
+    assert.equal(revoked.statusCode, 200);
+    assert.deepEqual((await introspect(body.access_token as string)).json(), { active: false });
+    assert.equal((await refresh(body.refresh_token as string)).statusCode, 400);
+  });
+});
