@@ -12,6 +12,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { interactionRoutes } from './interactions/routes.js';
+import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
@@ -125,6 +126,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host });
   await app.register(styleRoutes, { prefix: basePath });
+  await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {

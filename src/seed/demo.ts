@@ -84,6 +84,7 @@ export async function seedDemo(db: Kysely<DB>, config: Config): Promise<SeedResu
         client_name: 'Demo SMART app',
         application_type: 'web',
         redirect_uris: [`${config.issuer}/sample-app/`],
+        launch_uri: `${config.issuer}/sample-app/launch.html`,
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         token_endpoint_auth_method: 'none',

@@ -1,0 +1,100 @@
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+import formbody from '@fastify/formbody';
+import fastifyStatic from '@fastify/static';
+import type { FastifyInstance } from 'fastify';
+import { sql, type Kysely } from 'kysely';
+
+import type { Config } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import { encountersOf, patientExists, searchPatients } from '../directory/patients.js';
+import { createLaunch } from '../launch/context.js';
+import { PUBLIC_DIR } from '../paths.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { pageHeaders } from './page-headers.js';
+
+/**
+ * What an app developer needs on day one besides the server: a sample SMART app (fhirclient, the SMART
+ * JavaScript client, served from our origin at the demo client's redirect URI), and a launcher page that
+ * plays the EHR. The launcher is on only when LAUNCHER is (by default on the embedded database).
+ */
+export async function sandboxRoutes(app: FastifyInstance, options: { config: Config; db: Kysely<DB>; box: SecretBox }): Promise<void> {
+  const { config, db, box } = options;
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+
+  const fhirClientJs = await readFile(createRequire(import.meta.url).resolve('fhirclient/build/fhir-client.min.js'), 'utf8');
+  app.get('/sample-app/fhir-client.js', async (_request, reply) => {
+    void reply.type('text/javascript; charset=utf-8').header('cache-control', 'public, max-age=3600');
+    return fhirClientJs;
+  });
+  await app.register(fastifyStatic, { root: join(PUBLIC_DIR, 'sample-app'), prefix: '/sample-app/', decorateReply: false, index: 'index.html', redirect: true });
+
+  if (!config.launcher) return;
+  await app.register(formbody, { bodyLimit: 16 * 1024 });
+  const csrf = box.mac('launcher', 'v1');
+
+  app.get('/launcher', async (_request, reply) => {
+    const clients = await db
+      .selectFrom('clients')
+      .select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name'), sql<string | null>`metadata->>'launch_uri'`.as('launch_uri')])
+      .where('status', '=', 'active')
+      .where(sql<boolean>`metadata ? 'launch_uri'`)
+      .orderBy('client_id')
+      .execute();
+    pageHeaders(reply, config);
+    return reply.view('launcher.ejs', {
+      basePath,
+      action: `${basePath}/launcher`,
+      csrf,
+      clients: clients.map((c) => ({ id: c.client_id, name: c.name ?? c.client_id, launchUri: c.launch_uri })),
+      fhirBases: config.fhirBaseUrls,
+      patients: await searchPatients(db, '', 100),
+    });
+  });
+
+  app.post<{ Body: Record<string, string | undefined> }>(
+    '/launcher',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          required: ['csrf', 'client_id', 'fhir_base'],
+          properties: {
+            csrf: { type: 'string', maxLength: 128 },
+            client_id: { type: 'string', maxLength: 256 },
+            fhir_base: { type: 'string', maxLength: 2048 },
+            patient: { type: 'string', maxLength: 256 },
+            encounter: { type: 'string', maxLength: 256 },
+            intent: { type: 'string', maxLength: 256 },
+            need_patient_banner: { type: 'string', enum: ['true'] },
+          },
+        },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      if (body.csrf !== csrf) throw Object.assign(new Error('the launcher form has expired; reload it'), { statusCode: 403 });
+      if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw Object.assign(new Error('unknown FHIR server'), { statusCode: 400 });
+      const client = await db.selectFrom('clients').select(sql<string | null>`metadata->>'launch_uri'`.as('launch_uri')).where('client_id', '=', body.client_id ?? '').where('status', '=', 'active').executeTakeFirst();
+      if (!client?.launch_uri) throw Object.assign(new Error('that app has no launch_uri'), { statusCode: 400 });
+      const patient = body.patient || undefined;
+      if (patient && !(await patientExists(db, patient))) throw Object.assign(new Error('unknown patient'), { statusCode: 400 });
+      const encounter = body.encounter?.trim() || undefined;
+      if (encounter && !(patient && (await encountersOf(db, patient)).some((e) => e.id === encounter))) throw Object.assign(new Error(`encounter ${encounter} is not one of the patient's`), { statusCode: 400 });
+      const { launch } = await createLaunch(db, {
+        client_id: body.client_id,
+        fhir_base: body.fhir_base,
+        patient,
+        encounter,
+        intent: body.intent?.trim() || undefined,
+        need_patient_banner: body.need_patient_banner === 'true',
+      });
+      const target = new URL(client.launch_uri);
+      target.searchParams.set('iss', body.fhir_base!);
+      target.searchParams.set('launch', launch);
+      return reply.redirect(target.href, 303);
+    },
+  );
+}

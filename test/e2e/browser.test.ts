@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+import { listeningApp } from '../helpers/app.js';
+import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
+
+/**
+ * The SMART JavaScript client (fhirclient) as the app, in headless Chromium, against the server over real
+ * HTTP: the sample app's launch page, our sign-in, picker and consent pages, and back. Needs Debian's
+ * chromium (CHROMIUM_PATH); CI sets REQUIRE_BROWSER=true so that a missing browser fails instead of skipping.
+ */
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const available = existsSync(CHROMIUM);
+if (!available && process.env.REQUIRE_BROWSER === 'true') throw new Error(`REQUIRE_BROWSER is set but there is no browser at ${CHROMIUM}`);
+
+interface TokenView {
+  patient?: string;
+  encounter?: string;
+  scope?: string;
+  need_patient_banner?: boolean;
+  fhirUser?: string;
+  refresh?: boolean;
+}
+
+describe('fhirclient in headless Chromium', { skip: available ? false : `no browser at ${CHROMIUM} (apt-get install chromium)` }, () => {
+  let database: TestDatabase;
+  let app: FastifyInstance;
+  let issuer: string;
+  let browser: Browser;
+
+  before(async () => {
+    database = await createTestDatabase('pglite');
+    ({ app, issuer } = await listeningApp(database.database, { SEED_DEMO: 'true', LAUNCHER: 'true' }));
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+  });
+  after(async () => {
+    await browser.close();
+    await app.close();
+    await database.drop();
+  });
+
+  async function signIn(page: Page, username: string, password: string): Promise<void> {
+    await page.waitForSelector('#username');
+    await page.fill('#username', username);
+    await page.fill('#password', password);
+    await page.click('button[type="submit"].primary');
+  }
+
+  async function tokenResponse(page: Page): Promise<TokenView> {
+    await page.waitForSelector('body[data-token-response], body[data-error]', { timeout: 15_000 });
+    const error = await page.getAttribute('body', 'data-error');
+    assert.equal(error, null, `the app reported: ${String(error)}`);
+    return JSON.parse((await page.getAttribute('body', 'data-token-response'))!) as TokenView;
+  }
+
+  it('standalone launch: launch page → sign-in → patient → encounter → consent → the app holds token and context', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${issuer}/sample-app/launch.html?iss=${encodeURIComponent(`${issuer}/fhir`)}`);
+    await signIn(page, 'clinician', 'clinician-demo');
+    await page.waitForSelector('input[name="patient"]');
+    await page.check('input[name="patient"][value="demo-amy-shaw"]');
+    await page.click('button.primary');
+    await page.waitForSelector('input[name="encounter"]');
+    await page.check('input[name="encounter"][value="demo-enc-amy-2"]');
+    await page.click('button.primary');
+    await page.waitForSelector('button[name="decision"][value="approve"]');
+    await page.click('button[name="decision"][value="approve"]');
+    const token = await tokenResponse(page);
+    assert.equal(token.patient, 'demo-amy-shaw');
+    assert.equal(token.encounter, 'demo-enc-amy-2');
+    assert.equal(token.fhirUser, 'Practitioner/demo-practitioner');
+    assert.equal(token.scope, 'launch/patient launch/encounter openid fhirUser patient/*.rs offline_access');
+    assert.equal(token.refresh, true);
+    await context.close();
+  });
+
+  it('EHR launch: the launcher opens the app with a launch; the app gets the EHR context without a picker', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${issuer}/launcher`);
+    await page.selectOption('#client_id', 'demo-app');
+    await page.selectOption('#patient', 'demo-daniel-okafor');
+    await page.fill('#encounter', 'demo-enc-daniel-1');
+    await page.uncheck('input[name="need_patient_banner"]');
+    await page.click('button.primary');
+    await signIn(page, 'clinician', 'clinician-demo');
+    await page.waitForSelector('button[name="decision"][value="approve"]');
+    assert.match((await page.textContent('h1')) ?? '', /Daniel Okafor/);
+    await page.click('button[name="decision"][value="approve"]');
+    const token = await tokenResponse(page);
+    assert.equal(token.patient, 'demo-daniel-okafor');
+    assert.equal(token.encounter, 'demo-enc-daniel-1');
+    assert.equal(token.need_patient_banner, false);
+    assert.match(token.scope ?? '', /^launch openid fhirUser patient\/\*\.rs user\/\*\.rs offline_access$/);
+    await context.close();
+  });
+
+  it('authorize-post over plain http in a real browser: the form post reaches sign-in and the code comes back', async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${issuer}/sample-app/launch.html?iss=`); // any page on the origin: the form below is posted from it
+    await page.setContent(`<form method="post" action="${issuer}/auth">
+      ${Object.entries({ response_type: 'code', client_id: 'demo-app', redirect_uri: `${issuer}/sample-app/`, scope: 'launch/patient patient/Patient.rs', state: 'post-state', aud: `${issuer}/fhir`, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' })
+        .map(([k, v]) => `<input type="hidden" name="${k}" value="${v}">`)
+        .join('')}<button id="go">go</button></form>`);
+    await page.click('#go');
+    await signIn(page, 'patient', 'patient-demo');
+    await page.waitForSelector('button[name="decision"][value="approve"]');
+    await page.click('button[name="decision"][value="approve"]');
+    await page.waitForURL(/\/sample-app\/\?code=[^&]+&state=post-state/);
+    await context.close();
+  });
+});
