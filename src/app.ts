@@ -12,12 +12,15 @@ import { migrateToLatest } from './db/migrate.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { interactionRoutes } from './interactions/routes.js';
+import { accountRoutes } from './account/routes.js';
+import { adminApi } from './admin/plugin.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { AuditLog } from './audit/audit.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys } from './keys/signing-keys.js';
@@ -47,6 +50,7 @@ export interface Runtime {
   readonly box: SecretBox;
   readonly host: ProviderHost;
   readonly maintenance: Maintenance;
+  readonly audit: AuditLog;
 }
 
 declare module 'fastify' {
@@ -102,31 +106,37 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     return503OnClosing: true,
   });
 
+  const audit = new AuditLog(db, log);
   const host = await ProviderHost.create({
     config,
     db,
     box,
     log,
+    audit,
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
   });
   const maintenance = new Maintenance({ config, db, box, host, log });
-  app.decorate('runtime', { config, database, box, host, maintenance } satisfies Runtime);
+  app.decorate('runtime', { config, database, box, host, maintenance, audit } satisfies Runtime);
 
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
   const methodsByPath = new Map<string, string[]>();
-  for (const { path, methods } of PROVIDER_ENDPOINTS) if (!path.includes(':')) methodsByPath.set(`${basePath}${path}`, [...methods]);
+  for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
+    if (!path.includes(':') && !(feature === 'registration' && config.registration === 'off')) methodsByPath.set(`${basePath}${path}`, [...methods]);
+  }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
   await app.register(errorHandling, { basePath, methodsByPath });
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
   await app.register(healthRoutes, { prefix: basePath, database });
   await app.register(smartConfigurationRoutes, { config });
-  await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer });
-  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host });
+  await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer, registration: config.registration !== 'off' });
+  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
+  await app.register(adminApi, { config, db, box, host, audit, maintenance });
+  await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {
@@ -136,6 +146,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   }
   app.addHook('onClose', async () => {
     await maintenance.stop();
+    await audit.flush();
     if (ownsDatabase) await database.close();
   });
   return app;

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
 import { buildApp } from './app.js';
+import { verifyAuditChain } from './audit/audit.js';
 import { ConfigError, loadConfig, SIGNING_ALGS, type Config, type SigningAlg } from './config/config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -26,6 +28,16 @@ Commands:
   keys rotate [--alg ALG]... [--force] [--cookies]
                              Promote each algorithm's published next key to signing, retire the
                              current one, publish a new next key (--cookies: also rotate cookie keys)
+  clients list               List clients (JSON lines)
+  clients create JSON        Register a client from RFC 7591 metadata; prints it with its secret
+  users create --username U --password P --fhir-user TYPE/ID --name NAME [--role R]...
+                             Create a user who can sign in
+  patients import FILE       Import Patient and Encounter resources (FHIR Bundle .json, or .ndjson)
+  launch create [--patient ID] [--encounter ID] [--client ID] [--user ID] [--intent TEXT] [--no-banner]
+                             Create an EHR launch context; prints the launch id
+  audit export [--format ndjson|bundle] [--from ISO] [--to ISO] [--type T] [--limit N]
+                             Print audit events as FHIR AuditEvent resources
+  audit verify               Check the hash chain of the audit trail
   healthcheck                Exit 0 when the server on PORT answers /readyz (for container health checks)
   gen-secret                 Print a new random SECRET_KEY
   help                       Show this text
@@ -47,6 +59,12 @@ async function main(argv: readonly string[]): Promise<number> {
       return seed(readConfig());
     case 'keys':
       return keys(readConfig(), rest);
+    case 'clients':
+    case 'users':
+    case 'patients':
+    case 'launch':
+    case 'audit':
+      return operate(command, rest);
     case 'healthcheck':
       return healthcheck(readConfig());
     case 'gen-secret':
@@ -145,6 +163,110 @@ async function healthcheck(config: Config): Promise<number> {
     return 1;
   }
 }
+
+/**
+ * Operator commands run through the admin API's own routes, in process: the same validation, the same
+ * audit events, no second implementation. The server does not need to be running (on the embedded
+ * database it must not be: one process at a time).
+ */
+async function operate(command: string, args: readonly string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parseArgs({
+    args: [...rest],
+    allowPositionals: true,
+    strict: true,
+    options: {
+      username: { type: 'string' },
+      password: { type: 'string' },
+      'fhir-user': { type: 'string' },
+      name: { type: 'string' },
+      role: { type: 'string', multiple: true },
+      patient: { type: 'string' },
+      encounter: { type: 'string' },
+      client: { type: 'string' },
+      user: { type: 'string' },
+      intent: { type: 'string' },
+      'no-banner': { type: 'boolean' },
+      format: { type: 'string' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+      type: { type: 'string' },
+      limit: { type: 'string' },
+    },
+  });
+  if (existsSync('.env')) process.loadEnvFile('.env');
+  const adminToken = randomBytes(32).toString('base64url');
+  const config = loadConfig({ ...process.env, ADMIN_TOKEN: adminToken, SEED_DEMO: 'false', LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+  const app = await buildApp(config, { background: false });
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const call = async (method: 'GET' | 'POST', path: string, payload?: unknown, contentType = 'application/json') => {
+    const res = await app.inject({ method, url: `${basePath}/admin/api${path}`, headers: { authorization: `Bearer ${adminToken}`, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: payload as string }) });
+    if (res.statusCode >= 400) {
+      const body = res.json<{ error_description?: string }>();
+      throw new CommandFailed(body.error_description ?? `${res.statusCode}`);
+    }
+    return res;
+  };
+  try {
+    const key = `${command} ${sub ?? ''}`;
+    switch (key) {
+      case 'clients list': {
+        let after: string | null = null;
+        do {
+          const page: { items: unknown[]; next: string | null } = (await call('GET', `/clients?limit=500${after ? `&after=${encodeURIComponent(after)}` : ''}`)).json();
+          for (const item of page.items) process.stdout.write(`${JSON.stringify(item)}\n`);
+          after = page.next;
+        } while (after);
+        return 0;
+      }
+      case 'clients create':
+        if (!positionals[0]) throw new UsageError('clients create needs the client metadata as JSON');
+        process.stdout.write(`${JSON.stringify((await call('POST', '/clients', JSON.parse(positionals[0]))).json(), null, 2)}\n`);
+        return 0;
+      case 'users create':
+        if (!values.username || !values['fhir-user'] || !values.name) throw new UsageError('users create needs --username, --fhir-user and --name');
+        process.stdout.write(`${JSON.stringify((await call('POST', '/users', { username: values.username, password: values.password, fhirUser: values['fhir-user'], name: values.name, roles: values.role ?? [] })).json(), null, 2)}\n`);
+        return 0;
+      case 'patients import': {
+        const file = positionals[0];
+        if (!file) throw new UsageError('patients import needs a file');
+        const text = await readFile(file, 'utf8');
+        const ndjson = file.endsWith('.ndjson');
+        const result = (await call('POST', '/patients/$import', text, ndjson ? 'application/fhir+ndjson' : 'application/fhir+json')).json<{ patients: number; encounters: number }>();
+        process.stdout.write(`Imported ${result.patients} patients and ${result.encounters} encounters.\n`);
+        return 0;
+      }
+      case 'launch create': {
+        const body = { patient: values.patient, encounter: values.encounter, client_id: values.client, user: values.user, intent: values.intent, need_patient_banner: !values['no-banner'] };
+        const launch = (await call('POST', '/launches', JSON.parse(JSON.stringify(body)))).json<{ launch: string; expires_in: number }>();
+        process.stdout.write(`${launch.launch}\n`);
+        return 0;
+      }
+      case 'audit export': {
+        const query = new URLSearchParams({ format: values.format ?? 'ndjson', limit: values.limit ?? '10000' });
+        for (const name of ['from', 'to', 'type'] as const) if (values[name]) query.set(name, values[name]);
+        process.stdout.write((await call('GET', `/audit/export?${query.toString()}`)).body);
+        return 0;
+      }
+      case 'audit verify': {
+        const result = await verifyAuditChain(app.runtime.database.db);
+        if (result.ok) process.stdout.write(`Audit chain intact: ${result.checked} events.\n`);
+        else process.stderr.write(`Audit chain broken at event ${result.brokenAt!.seq}: ${result.brokenAt!.reason} (${result.checked} events before it are intact).\n`);
+        return result.ok ? 0 : 1;
+      }
+      default:
+        throw new UsageError(`unknown command "${key.trim()}"`);
+    }
+  } catch (error) {
+    if (!(error instanceof CommandFailed)) throw error;
+    process.stderr.write(`Failed: ${error.message}\n`);
+    return 1;
+  } finally {
+    await app.close();
+  }
+}
+
+class CommandFailed extends Error {}
 
 async function withDatabase<T>(config: Config, job: (db: Awaited<ReturnType<typeof openDatabase>>, box: () => Promise<SecretBox>) => Promise<T>): Promise<T> {
   const log = createLogger(config.logLevel);

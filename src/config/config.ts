@@ -42,6 +42,10 @@ export interface Config {
   readonly launcher: boolean;
   /** How long an offline_access refresh token lives; each use renews it for this long. */
   readonly refreshTokenTtlDays: number;
+  /** Dynamic client registration (RFC 7591): open to anyone, with an initial access token, or off. */
+  readonly registration: 'open' | 'token' | 'off';
+  /** The status a dynamically registered client starts in. */
+  readonly registrationStatus: 'active' | 'pending';
 }
 
 export type DatabaseConfig =
@@ -94,6 +98,8 @@ const schema = {
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     FRAME_ANCESTORS: { type: 'string', pattern: '^https?://[^,\\s/]+(,https?://[^,\\s/]+)*$', description: 'comma-separated origins (scheme://host[:port]) allowed to frame the sign-in pages' },
     LAUNCHER: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
+    REGISTRATION: { type: 'string', enum: ['open', 'token', 'off'], description: 'open, token or off' },
+    REGISTRATION_STATUS: { type: 'string', enum: ['active', 'pending'], description: 'active or pending' },
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
   },
@@ -181,6 +187,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
     launcher: v.LAUNCHER === undefined ? database.kind === 'pglite' : v.LAUNCHER === 'true',
     refreshTokenTtlDays: (v.REFRESH_TOKEN_TTL_DAYS as number | undefined) ?? 90,
+    registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (database.kind === 'pglite' ? 'open' : 'token'),
+    registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
   });
 }
 

@@ -1,3 +1,4 @@
+import type { AuditEventsTable } from './tables/audit-events.js';
 import type { ClientsTable } from './tables/clients.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
@@ -20,4 +21,5 @@ export interface DB {
   launches: LaunchesTable;
   grant_contexts: GrantContextsTable;
   user_patients: UserPatientsTable;
+  audit_events: AuditEventsTable;
 }

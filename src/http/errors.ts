@@ -59,6 +59,8 @@ function clientErrorCode(status: number): string {
       return 'forbidden';
     case 404:
       return 'not_found';
+    case 409:
+      return 'conflict';
     case 413:
       return 'request_too_large';
     case 415:

@@ -9,6 +9,7 @@ export interface ProviderRoutesOptions {
   readonly host: ProviderHost;
   /** The issuer's public URL: the only origin oidc-provider builds URLs for. */
   readonly issuer: string;
+  readonly registration: boolean;
 }
 
 /**
@@ -52,7 +53,8 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
     void options.host.callback(raw, reply.raw);
   };
 
-  for (const { path, methods } of PROVIDER_ENDPOINTS) {
+  for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
+    if (feature === 'registration' && !options.registration) continue;
     app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false });
   }
 }

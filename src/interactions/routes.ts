@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { errors, type Client, type InteractionResults } from 'oidc-provider';
 
+import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
@@ -37,6 +38,7 @@ export interface InteractionDeps {
   readonly db: Kysely<DB>;
   readonly box: SecretBox;
   readonly host: ProviderHost;
+  readonly audit: AuditLog;
 }
 
 /** What the steps have decided so far, kept in the interaction between them. */
@@ -88,7 +90,9 @@ interface Body {
 type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { q?: string } }>;
 
 export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
-  const { config, db, box, host } = deps;
+  const { config, db, box, host, audit } = deps;
+  const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>): Promise<void> =>
+    audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event });
   const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
   await app.register(formbody, { bodyLimit: 64 * 1024 });
 
@@ -187,6 +191,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       const launch = await consumeLaunch(db, launchId);
       if (!launch) return finish(request, reply, { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one' }, false);
       if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
+      await auditFor(request, details, { type: 'launch.used', userId: user.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
       smart.launchId = launch.id;
       smart.launch = { patient: launch.patient, encounter: launch.encounter, fhirContext: launch.fhirContext, intent: launch.intent, need_patient_banner: launch.need_patient_banner, smart_style_url: launch.smart_style_url, tenant: launch.tenant };
       if (launch.patient) smart.patient = launch.patient;
@@ -267,8 +272,17 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         launchId: smart.launchId,
         fhirUser: texts.includes('fhirUser') ? `${fhirBase}/${user.fhirUser}` : undefined,
       },
+      { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') },
       new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000),
     );
+    await auditFor(request, details, {
+      type: 'consent.granted',
+      userId: user.id,
+      patientId: patient,
+      grantId,
+      scope: texts.join(' '),
+      details: { requested: details.params.scope, pre_approved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' },
+    });
     // oidc-provider issues what was both requested and granted; the request now says what was granted, so
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
@@ -298,10 +312,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const username = (request.body.username ?? '').trim();
     const result = await authenticate(db, username, request.body.password ?? '');
     if (!result.ok) {
+      await auditFor(request, details, { type: 'login.failure', outcome: 'failure', userId: result.userId, details: { reason: result.reason } });
       const message = result.reason === 'locked' ? `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).` : 'Wrong user name or password.';
       if (result.reason === 'locked') void reply.header('retry-after', String(result.retryAfterSeconds));
       return step(request, reply, details, { loginError: message, status: result.reason === 'locked' ? 429 : 401, username });
     }
+    await auditFor(request, details, { type: 'login.success', userId: result.user.id });
     return finish(request, reply, { login: { accountId: result.user.id } }, false);
   });
 
@@ -328,7 +344,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   });
 
   post('consent', async (request, reply, details) => {
-    if (request.body.decision === 'deny') return finish(request, reply, { error: 'access_denied', error_description: 'the user denied access' }, false);
+    if (request.body.decision === 'deny') {
+      await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope } });
+      return finish(request, reply, { error: 'access_denied', error_description: 'the user denied access' }, false);
+    }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
     const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
     if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);

@@ -113,7 +113,14 @@ export interface GrantContext extends LaunchContext {
   readonly fhirUser?: string | undefined;
 }
 
-export async function saveGrantContext(db: Kysely<DB>, grantId: string, context: GrantContext, expiresAt: Date): Promise<void> {
+/** Who holds a grant and what it allows: for the connected-apps page, the admin API and audit events. */
+export interface GrantHolder {
+  readonly clientId: string;
+  readonly accountId: string;
+  readonly scope: string;
+}
+
+export async function saveGrantContext(db: Kysely<DB>, grantId: string, context: GrantContext, holder: GrantHolder, expiresAt: Date): Promise<void> {
   await db
     .insertInto('grant_contexts')
     .values({
@@ -128,6 +135,9 @@ export async function saveGrantContext(db: Kysely<DB>, grantId: string, context:
       tenant: context.tenant ?? null,
       launch_id: context.launchId ?? null,
       fhir_user: context.fhirUser ?? null,
+      client_id: holder.clientId,
+      account_id: holder.accountId,
+      scope: holder.scope,
       expires_at: expiresAt,
     })
     .execute();
@@ -150,9 +160,13 @@ export async function findGrantContext(db: Kysely<DB>, grantId: string): Promise
   };
 }
 
-/** The grant lives on (a refresh renewed it): its context lives as long. */
-export async function extendGrantContext(db: Kysely<DB>, grantId: string, expiresAt: Date): Promise<void> {
-  await db.updateTable('grant_contexts').set({ expires_at: expiresAt }).where('grant_id', '=', grantId).execute();
+/** A token was issued under the grant; a refresh also renews it, and its context lives as long. */
+export async function touchGrantContext(db: Kysely<DB>, grantId: string, expiresAt?: Date): Promise<void> {
+  await db
+    .updateTable('grant_contexts')
+    .set({ last_used_at: sql<Date>`now()`, ...(expiresAt ? { expires_at: expiresAt } : {}) })
+    .where('grant_id', '=', grantId)
+    .execute();
 }
 
 export async function purgeExpiredContexts(db: Kysely<DB>): Promise<number> {

@@ -44,7 +44,12 @@ export interface AdapterDeps {
   readonly box: SecretBox;
   /** Key sets of clients registered by JWKS URL; without it such clients have no keys. */
   readonly jwks?: JwksCache | undefined;
+  /** The status of a client created by dynamic registration. */
+  readonly registrationStatus?: 'active' | 'pending' | undefined;
 }
+
+/** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
+const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete', 'registration']);
 
 /** The `adapter` option of oidc-provider: one instance per model name. */
 export function createAdapterFactory(deps: AdapterDeps): (model: string) => Adapter {
@@ -139,19 +144,23 @@ export class ClientAdapter implements Adapter {
   readonly #box: SecretBox;
 
   readonly #jwks: JwksCache | undefined;
+  readonly #registrationStatus: 'active' | 'pending';
 
-  constructor({ db, box, jwks }: AdapterDeps) {
+  constructor({ db, box, jwks, registrationStatus }: AdapterDeps) {
     this.#db = db;
     this.#box = box;
     this.#jwks = jwks;
+    this.#registrationStatus = registrationStatus ?? 'active';
   }
 
   async find(clientId: string): Promise<AdapterPayload | undefined> {
+    // A pending client can read and change its own registration, and nothing else until approved.
+    const management = MANAGEMENT_ROUTES.has(Provider.ctx?.oidc.route ?? '');
     const row = await this.#db
       .selectFrom('clients')
       .select(['metadata', 'client_secret'])
       .where('client_id', '=', clientId)
-      .where('status', '=', 'active')
+      .where('status', 'in', management ? ['active', 'pending'] : ['active'])
       .executeTakeFirst();
     if (!row) return undefined;
     // RFC 7591 `scope` lists every scope the client may be granted, SMART ones included; oidc-provider would
@@ -197,7 +206,14 @@ export class ClientAdapter implements Adapter {
 
   /** Dynamic registration writes here; the secret is sealed and kept out of the metadata column. */
   async upsert(clientId: string, payload: AdapterPayload): Promise<void> {
-    const { client_secret: secret, ...metadata } = payload;
+    const { client_secret: secret, [ALLOWED_SCOPE_PROPERTY]: allowed, [REGISTERED_JWKS_URI]: _registered, ...metadata } = payload as Record<string, unknown>;
+    // Back to RFC 7591 names for our table: `scope` is every scope the client may be granted.
+    if (typeof allowed === 'string') metadata.scope = allowed;
+    // A client registered by JWKS URL keeps the URL, not the keys we last fetched from it.
+    if (typeof _registered === 'string') {
+      metadata.jwks_uri = _registered;
+      delete metadata.jwks;
+    }
     const row = {
       metadata: JSON.stringify({ ...metadata, client_id: clientId }),
       client_secret: typeof secret === 'string' ? this.#box.seal(secret, 'client-secret', clientId) : null,
@@ -205,7 +221,7 @@ export class ClientAdapter implements Adapter {
     };
     await this.#db
       .insertInto('clients')
-      .values({ client_id: clientId, ...row })
+      .values({ client_id: clientId, ...row, status: this.#registrationStatus })
       .onConflict((oc) => oc.column('client_id').doUpdateSet(row))
       .execute();
   }

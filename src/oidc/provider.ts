@@ -2,16 +2,21 @@ import type { Kysely } from 'kysely';
 import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
 import type { Logger } from 'pino';
 
+import type { AuditLog } from '../audit/audit.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
+import { accountClient } from '../account/routes.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { createAdapterFactory } from './adapter.js';
+import { auditMiddleware } from './audit-hooks.js';
 import { oidcOf } from './context.js';
 import { findAccount } from './accounts.js';
 import { assertClientAssertion, REGISTERED_JWKS_URI } from './client-auth.js';
 import { exposeErrorDetails } from './error-details.js';
+import { registrationResponse } from './registration.js';
+import { generateClientId, generateClientSecret } from '../clients/registry.js';
 import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
 import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
 import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
@@ -51,6 +56,7 @@ export interface ProviderDeps {
   /** Renders one of views/ with the data given (escaped by the template). */
   readonly renderPage: (view: string, data: Record<string, unknown>) => Promise<string>;
   readonly jwks?: JwksCache | undefined;
+  readonly audit: AuditLog;
 }
 
 /** Client metadata of ours, besides RFC 7591's (validated in extraClientMetadata). */
@@ -70,9 +76,10 @@ export function createProvider(deps: ProviderDeps): Provider {
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks }),
-    // The only static client: the identity Bearer-token introspection continues under (introspection.ts).
-    clients: [bearerClient.metadata],
+    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus }),
+    // Static clients: the identity Bearer-token introspection continues under (introspection.ts), and the
+    // connected-apps page signing people in (account/routes.ts).
+    clients: [bearerClient.metadata, accountClient(config)],
     clockTolerance: config.clockSkewSeconds,
     jwks: { keys: deps.signingKeys },
     cookies: {
@@ -132,6 +139,16 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
       // SMART defines Bearer tokens; a DPoP-bound token would be refused by FHIR servers that do not check it.
       dPoP: { enabled: false },
+      // RFC 7591 / 7592 at /reg: REGISTRATION says who may register; REGISTRATION_STATUS whether an
+      // operator must approve a new client first.
+      registration: {
+        enabled: config.registration !== 'off',
+        initialAccessToken: config.registration === 'token',
+        issueRegistrationAccessToken: true,
+        idFactory: () => generateClientId(),
+        secretFactory: () => generateClientSecret(),
+      },
+      registrationManagement: { enabled: config.registration !== 'off', rotateRegistrationAccessToken: true },
     },
     assertJwtClientAuthClaimsAndHeader: (ctx, claims, header, client) => {
       assertClientAssertion(config.issuer, config.clockSkewSeconds, ctx, claims, header, client);
@@ -144,7 +161,17 @@ export function createProvider(deps: ProviderDeps): Provider {
     },
     extraClientMetadata: {
       properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
-      validator(_ctx, key, value) {
+      validator(ctx, key, value, metadata) {
+        // Dynamic registration sends RFC 7591 `scope` with SMART scopes, which oidc-provider would refuse as
+        // client metadata: they move to our property (and back in the response, registration.ts).
+        if (key === ALLOWED_SCOPE_PROPERTY && value === undefined && typeof metadata.scope === 'string') {
+          value = metadata.scope;
+          (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = value;
+          delete metadata.scope;
+        }
+        if (key === CONSENT_PROPERTY && value === 'pre-approved' && ['registration', 'client_update'].includes((ctx ? oidcOf(ctx)?.route : undefined) ?? '')) {
+          throw new errors.InvalidClientMetadata('consent pre-approved can only be set by an operator');
+        }
         if (value === undefined) return;
         if (key === ALLOWED_SCOPE_PROPERTY) {
           if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
@@ -203,9 +230,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     // SMART App Launch 2.2 §Token response (and Inferno) want both; oidc-provider sets only Cache-Control.
     if (route === 'token' || route === 'introspection') ctx.set('pragma', 'no-cache');
   });
+  provider.use(auditMiddleware(deps.audit));
   provider.use(bearerIntrospection(provider, bearerClient.authorization));
   provider.use(offlineAccessPrompt());
   provider.use(tokenResponseMiddleware(deps.db, refreshTtlSeconds));
+  provider.use(registrationResponse(deps.audit));
   exposeErrorDetails(provider);
 
   provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {

@@ -28,7 +28,12 @@ export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
  * The (path, methods) pairs oidc-provider answers with the features enabled below; the Fastify bridge
  * routes exactly these to it. Keep in step with `features` in provider.ts.
  */
-export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly methods: readonly ('GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS')[] }[] = [
+export const PROVIDER_ENDPOINTS: readonly {
+  readonly path: string;
+  readonly methods: readonly ('GET' | 'POST' | 'PUT' | 'DELETE' | 'OPTIONS')[];
+  /** Served only when this optional feature is on. */
+  readonly feature?: 'registration';
+}[] = [
   // POST reaches oidc-provider as GET (see provider-routes.ts).
   { path: ROUTES.authorization, methods: ['GET', 'POST'] },
   { path: `${ROUTES.authorization}/:uid`, methods: ['GET'] },
@@ -41,6 +46,8 @@ export const PROVIDER_ENDPOINTS: readonly { readonly path: string; readonly meth
   { path: `${ROUTES.end_session}/confirm`, methods: ['POST'] },
   { path: `${ROUTES.end_session}/success`, methods: ['GET'] },
   { path: ROUTES.introspection, methods: ['POST', 'OPTIONS'] },
+  { path: ROUTES.registration, methods: ['POST'], feature: 'registration' },
+  { path: `${ROUTES.registration}/:clientId`, methods: ['GET', 'PUT', 'DELETE'], feature: 'registration' },
   { path: ROUTES.revocation, methods: ['POST', 'OPTIONS'] },
 ];
 

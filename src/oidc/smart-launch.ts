@@ -4,7 +4,7 @@ import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provide
 
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
-import { extendGrantContext, findGrantContext, findLaunch, tokenResponseContext, type GrantContext } from '../launch/context.js';
+import { findGrantContext, findLaunch, tokenResponseContext, touchGrantContext, type GrantContext } from '../launch/context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 import { oidcOf } from './context.js';
 import { fhirBaseOf } from './resource-server.js';
@@ -120,12 +120,15 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     const grant = oidc.entities.Grant;
     const context = await contextFor(db, ctx, grant?.jti);
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
-    if (grantType === 'refresh_token' && grant) {
+    if (!grant) return;
+    if (grantType === 'refresh_token') {
       const expiresAt = new Date(Date.now() + refreshTtlSeconds * 1000);
       // Grant#save keeps the remaining lifetime (exp − now): moving exp renews it.
       grant.exp = Math.floor(expiresAt.getTime() / 1000);
       await grant.save();
-      await extendGrantContext(db, grant.jti, expiresAt);
+      await touchGrantContext(db, grant.jti, expiresAt);
+    } else {
+      await touchGrantContext(db, grant.jti);
     }
   };
 }

@@ -3,6 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config/config.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_TYPES, JWKS_MAX_AGE_SECONDS, STATIC_SCOPES } from '../oidc/provider.js';
 import { ROUTES } from '../oidc/routes.js';
+import { ACCOUNT_APPS_PATH } from '../account/routes.js';
 import { CAPABILITIES } from './capabilities.js';
 
 export const SMART_CONFIGURATION_PATH = '/.well-known/smart-configuration';
@@ -53,6 +54,8 @@ export function buildSmartConfiguration(config: Config): Record<string, unknown>
     introspection_endpoint: url(ROUTES.introspection),
     // RECOMMENDED.
     revocation_endpoint: url(ROUTES.revocation),
+    // RECOMMENDED: where a user reviews and revokes the apps holding access.
+    management_endpoint: url(ACCOUNT_APPS_PATH),
   };
 }
 

@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import { verifyPassword } from '../security/password.js';
+import { hashPassword, verifyPassword } from '../security/password.js';
 
 export interface User {
   readonly id: string;
@@ -17,7 +17,11 @@ export const FREE_LOGIN_ATTEMPTS = 5;
 const BASE_LOCK_SECONDS = 30;
 const MAX_LOCK_SECONDS = 15 * 60;
 
-export type LoginResult = { readonly ok: true; readonly user: User } | { readonly ok: false; readonly reason: 'invalid' } | { readonly ok: false; readonly reason: 'locked'; readonly retryAfterSeconds: number };
+/** A failure names the user only when the user name exists (for the audit trail, never for the page). */
+export type LoginResult =
+  | { readonly ok: true; readonly user: User }
+  | { readonly ok: false; readonly reason: 'invalid'; readonly userId: string | undefined }
+  | { readonly ok: false; readonly reason: 'locked'; readonly retryAfterSeconds: number; readonly userId: string };
 
 /**
  * Checks a user name and password. Unknown users, disabled users and wrong passwords look the same and
@@ -31,12 +35,12 @@ export async function authenticate(db: Kysely<DB>, username: string, password: s
     .where('username', '=', username)
     .executeTakeFirst();
   if (row?.locked_until && row.locked_until.getTime() > Date.now()) {
-    return { ok: false, reason: 'locked', retryAfterSeconds: Math.ceil((row.locked_until.getTime() - Date.now()) / 1000) };
+    return { ok: false, reason: 'locked', retryAfterSeconds: Math.ceil((row.locked_until.getTime() - Date.now()) / 1000), userId: row.id };
   }
   const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, password);
   if (!row || row.disabled || !valid) {
     if (row) await recordFailure(db, row.id);
-    return { ok: false, reason: 'invalid' };
+    return { ok: false, reason: 'invalid', userId: row?.id };
   }
   await db.updateTable('users').set({ failed_logins: 0, locked_until: null, last_login_at: sql<Date>`now()` }).where('id', '=', row.id).execute();
   return { ok: true, user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles } };
@@ -71,4 +75,99 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
   const others = await db.selectFrom('user_patients').select('patient_id').where('user_id', '=', user.id).orderBy('patient_id').execute();
   const own = type === 'Patient' && id ? [id] : [];
   return [...new Set([...own, ...others.map((r) => r.patient_id)])];
+}
+
+export interface UserRecord extends User {
+  readonly disabled: boolean;
+  readonly patients: readonly string[];
+  readonly created_at: Date;
+  readonly updated_at: Date;
+  readonly last_login_at: Date | null;
+}
+
+const USER_COLUMNS = ['id', 'username', 'fhir_user', 'name', 'roles', 'disabled', 'created_at', 'updated_at', 'last_login_at'] as const;
+
+export class UserProblem extends Error {
+  override name = 'UserProblem';
+  constructor(
+    message: string,
+    readonly status: 400 | 404 | 409 = 400,
+  ) {
+    super(message);
+  }
+}
+
+export async function createUser(
+  db: Kysely<DB>,
+  input: { id?: string | undefined; username: string; password?: string | undefined; fhirUser: string; name: string; roles?: readonly string[] | undefined; patients?: readonly string[] | undefined },
+): Promise<UserRecord> {
+  const taken = await db.selectFrom('users').select('id').where((eb) => eb.or([eb('username', '=', input.username), ...(input.id ? [eb('id', '=', input.id)] : [])])).executeTakeFirst();
+  if (taken) throw new UserProblem(`username ${input.username} or id is taken`, 409);
+  const id = input.id ?? crypto.randomUUID();
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .insertInto('users')
+      .values({ id, username: input.username, password_hash: input.password ? await hashPassword(input.password) : null, fhir_user: input.fhirUser, name: input.name, roles: JSON.stringify(input.roles ?? []) })
+      .execute();
+    await setPatients(trx, id, input.patients ?? []);
+  });
+  return (await getUser(db, id))!;
+}
+
+async function setPatients(db: Kysely<DB>, userId: string, patients: readonly string[]): Promise<void> {
+  await db.deleteFrom('user_patients').where('user_id', '=', userId).execute();
+  if (!patients.length) return;
+  const known = await db.selectFrom('patients').select('id').where('id', 'in', patients).execute();
+  const missing = patients.filter((p) => !known.some((k) => k.id === p));
+  if (missing.length) throw new UserProblem(`patients: not in the directory: ${missing.join(', ')}`);
+  await db.insertInto('user_patients').values(patients.map((patient_id) => ({ user_id: userId, patient_id }))).execute();
+}
+
+export async function getUser(db: Kysely<DB>, id: string): Promise<UserRecord | undefined> {
+  const row = await db.selectFrom('users').select(USER_COLUMNS).where('id', '=', id).executeTakeFirst();
+  if (!row) return undefined;
+  const patients = await db.selectFrom('user_patients').select('patient_id').where('user_id', '=', id).orderBy('patient_id').execute();
+  return toUserRecord(row, patients.map((p) => p.patient_id));
+}
+
+export async function listUsers(db: Kysely<DB>, options: { after?: string | undefined; limit: number; q?: string | undefined }): Promise<UserRecord[]> {
+  let query = db.selectFrom('users').select(USER_COLUMNS);
+  if (options.after) query = query.where('id', '>', options.after);
+  if (options.q) query = query.where((eb) => eb.or([eb('username', 'like', `%${options.q!.replace(/[\\%_]/g, (c) => `\\${c}`)}%`), eb('name', 'like', `%${options.q!.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)]));
+  const rows = await query.orderBy('id').limit(options.limit).execute();
+  return rows.map((row) => toUserRecord(row, []));
+}
+
+export async function updateUser(
+  db: Kysely<DB>,
+  id: string,
+  patch: { fhirUser?: string | undefined; name?: string | undefined; roles?: readonly string[] | undefined; disabled?: boolean | undefined; patients?: readonly string[] | undefined },
+): Promise<UserRecord> {
+  const exists = await db.selectFrom('users').select('id').where('id', '=', id).executeTakeFirst();
+  if (!exists) throw new UserProblem(`no user ${id}`, 404);
+  await db.transaction().execute(async (trx) => {
+    await trx
+      .updateTable('users')
+      .set({
+        ...(patch.fhirUser !== undefined ? { fhir_user: patch.fhirUser } : {}),
+        ...(patch.name !== undefined ? { name: patch.name } : {}),
+        ...(patch.roles !== undefined ? { roles: JSON.stringify(patch.roles) } : {}),
+        ...(patch.disabled !== undefined ? { disabled: patch.disabled } : {}),
+        updated_at: sql<Date>`now()`,
+      })
+      .where('id', '=', id)
+      .execute();
+    if (patch.patients) await setPatients(trx, id, patch.patients);
+  });
+  return (await getUser(db, id))!;
+}
+
+/** Sets a new password and lifts any lockout. */
+export async function resetPassword(db: Kysely<DB>, id: string, password: string): Promise<void> {
+  const result = await db.updateTable('users').set({ password_hash: await hashPassword(password), failed_logins: 0, locked_until: null, updated_at: sql<Date>`now()` }).where('id', '=', id).executeTakeFirst();
+  if (!Number(result.numUpdatedRows)) throw new UserProblem(`no user ${id}`, 404);
+}
+
+function toUserRecord(row: { id: string; username: string; fhir_user: string; name: string; roles: string[]; disabled: boolean; created_at: Date; updated_at: Date; last_login_at: Date | null }, patients: string[]): UserRecord {
+  return { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles, disabled: row.disabled, patients, created_at: row.created_at, updated_at: row.updated_at, last_login_at: row.last_login_at };
 }

@@ -121,7 +121,7 @@ describeEachDatabase('scopes at the token endpoint (backend services)', (ctx) =>
     ['system/Patient.rs system/*.rs', 'system/*.rs: not within the scopes this client is pre-authorized for'],
     ['system/Encounter.cruds', 'system/Encounter.cruds: not within the scopes this client is pre-authorized for'],
     [`system/Condition.rs?category=${LAB}`, `system/Condition.rs?category=${LAB}: not within the scopes this client is pre-authorized for`],
-    ['patient/Patient.rs', 'patient/Patient.rs: backend services are granted system/ scopes (and introspect) only'],
+    ['patient/Patient.rs', 'patient/Patient.rs: backend services are granted system/ scopes (and this server\'s own: introspect, admin, ehr-launch) only'],
     ['system/Patient.dus', 'system/Patient.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s'],
   ]) {
     it(`refuses ${scope} with invalid_scope naming it, and issues no token`, async () => {

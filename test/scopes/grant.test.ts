@@ -89,8 +89,8 @@ describe('backend services scopes', () => {
     };
     assert.equal(refusal('system/Patient.rs system/*.rs'), 'system/*.rs: not within the scopes this client is pre-authorized for');
     assert.equal(refusal('system/Patient.cruds'), 'system/Patient.cruds: not within the scopes this client is pre-authorized for');
-    assert.equal(refusal('patient/Patient.rs'), 'patient/Patient.rs: backend services are granted system/ scopes (and introspect) only');
-    assert.equal(refusal('openid'), 'openid: backend services are granted system/ scopes (and introspect) only');
+    assert.equal(refusal('patient/Patient.rs'), 'patient/Patient.rs: backend services are granted system/ scopes (and this server\'s own: introspect, admin, ehr-launch) only');
+    assert.equal(refusal('openid'), 'openid: backend services are granted system/ scopes (and this server\'s own: introspect, admin, ehr-launch) only');
     assert.equal(refusal('introspect'), 'introspect: not within the scopes this client is pre-authorized for');
     assert.equal(scopeString(grantBackendScopes(scopes('introspect system/Patient.rs'), parseRegisteredScopes('introspect system/*.rs'))), 'introspect system/Patient.rs');
     assert.equal(refusal(''), 'scope: is required: request the system/ scopes this client is pre-authorized for');

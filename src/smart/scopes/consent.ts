@@ -140,6 +140,8 @@ const FIXED_DESCRIPTIONS = {
   offline_access: { label: 'Keep access when you are not using it', group: 'refresh', note: 'The app keeps access, even after you sign out, until you revoke it on your connected-apps page.' },
   online_access: { label: 'Keep access while you are signed in', group: 'refresh', note: undefined },
   introspect: { label: 'Ask this server about access tokens', group: 'other', note: undefined },
+  admin: { label: 'Administer this server', group: 'other', note: 'Full control over apps, users and data of this server.' },
+  'ehr-launch': { label: 'Open apps with a patient and visit in context', group: 'other', note: undefined },
 } as const;
 
 function words(type: string): string {

@@ -35,8 +35,8 @@ export class ScopeGrantError extends Error {
 export type RegisteredScopes = readonly Scope[] | undefined;
 
 const CONTEXTS_FOR: Record<GrantFlow, readonly ScopeContext[]> = { interactive: ['patient', 'user'], backend: ['system'] };
-/** Fixed scopes granted only to clients registered for them, in any flow. */
-const RESTRICTED_FIXED = new Set<string>(['introspect']);
+/** Fixed scopes granted only to clients registered for them, in any flow: this server's own. */
+const RESTRICTED_FIXED = new Set<string>(['introspect', 'admin', 'ehr-launch']);
 
 /**
  * The interactive grant before consent: each requested scope narrowed to what the client is registered
@@ -100,7 +100,7 @@ export function grantBackendScopes(requested: readonly Scope[], registered: Regi
     if (scope.kind !== 'resource' || !CONTEXTS_FOR.backend.includes(scope.context)) {
       const registrable = scope.kind === 'extension' || (scope.kind === 'fixed' && RESTRICTED_FIXED.has(scope.name));
       if (registrable && registered && setContains(registered, scope)) continue;
-      throw new ScopeGrantError(text, registrable ? 'not within the scopes this client is pre-authorized for' : 'backend services are granted system/ scopes (and introspect) only');
+      throw new ScopeGrantError(text, registrable ? 'not within the scopes this client is pre-authorized for' : 'backend services are granted system/ scopes (and this server\'s own: introspect, admin, ehr-launch) only');
     }
     if (!registered || !setContains(registered, scope)) throw new ScopeGrantError(text, 'not within the scopes this client is pre-authorized for');
   }

@@ -1,0 +1,125 @@
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+
+import formbody from '@fastify/formbody';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+import { sql } from 'kysely';
+import type { ClientMetadata } from 'oidc-provider';
+
+import type { AuditLog } from '../audit/audit.js';
+import type { Config } from '../config/config.js';
+import type { DB } from '../db/schema.js';
+import { findPatients } from '../directory/patients.js';
+import { connectedApps, revokeGrants } from '../grants/grants.js';
+import { pageHeaders } from '../http/page-headers.js';
+import type { ProviderHost } from '../oidc/provider-host.js';
+import { ROUTES } from '../oidc/routes.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { describeScope } from '../smart/scopes/consent.js';
+import { parseScopes } from '../smart/scopes/scope.js';
+import { findUser } from '../users/users.js';
+
+/**
+ * The signed-in user's connected apps (ONC (g)(10): a patient can revoke an app's access at any time), and
+ * the `management_endpoint` of SMART discovery. The page signs people in the way apps do: it is an OpenID
+ * client of this server (a static, pre-approved one), so there is one sign-in page and one session.
+ */
+export const ACCOUNT_CLIENT_ID = 'urn:smart-auth:account';
+export const ACCOUNT_APPS_PATH = '/account/apps';
+
+export function accountClient(config: Config): ClientMetadata {
+  return {
+    client_id: ACCOUNT_CLIENT_ID,
+    client_name: 'Your account',
+    redirect_uris: [`${config.issuer}/account/callback`],
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    consent: 'pre-approved',
+  };
+}
+
+export async function accountRoutes(app: FastifyInstance, deps: { config: Config; db: Kysely<DB>; box: SecretBox; host: ProviderHost; audit: AuditLog }): Promise<void> {
+  const { config, db, box, host, audit } = deps;
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const issuer = new URL(config.issuer);
+  await app.register(formbody, { bodyLimit: 8 * 1024 });
+
+  /** The session of the browser, read as oidc-provider reads it (signed cookie, forwarded headers as the bridge sets them). */
+  async function sessionOf(request: FastifyRequest, reply: FastifyReply): Promise<{ accountId: string; uid: string } | undefined> {
+    request.raw.headers['x-forwarded-proto'] = issuer.protocol.slice(0, -1);
+    request.raw.headers['x-forwarded-host'] = issuer.host;
+    const session = await host.provider.Session.get(host.provider.createContext(request.raw, reply.raw));
+    return session.accountId ? { accountId: session.accountId, uid: session.uid } : undefined;
+  }
+
+  function signIn(reply: FastifyReply): FastifyReply {
+    const challenge = randomBytes(32).toString('base64url');
+    const params = new URLSearchParams({
+      client_id: ACCOUNT_CLIENT_ID,
+      response_type: 'code',
+      redirect_uri: `${config.issuer}/account/callback`,
+      scope: 'openid',
+      aud: config.fhirBaseUrls[0]!,
+      code_challenge: challenge,
+      code_challenge_method: 'S256',
+      state: randomBytes(16).toString('base64url'),
+    });
+    return reply.redirect(`${basePath}${ROUTES.authorization}?${params.toString()}`, 303);
+  }
+
+  const csrfFor = (sessionUid: string): string => box.mac('account', sessionUid);
+
+  app.get(ACCOUNT_APPS_PATH, async (request: FastifyRequest<{ Querystring: { revoked?: string } }>, reply) => {
+    const session = await sessionOf(request, reply);
+    const user = session ? await findUser(db, session.accountId) : undefined;
+    if (!session || !user) return signIn(reply);
+    const apps = await connectedApps(db, user.id);
+    const clients = apps.length ? await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', apps.map((a) => a.client_id)).execute() : [];
+    const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
+    const nameOf = (clientId: string | undefined): string | undefined => (clientId ? (clients.find((c) => c.client_id === clientId)?.name ?? clientId) : undefined);
+    pageHeaders(reply, config);
+    return reply.view('account-apps.ejs', {
+      basePath,
+      userName: user.name,
+      action: `${basePath}${ACCOUNT_APPS_PATH}/revoke`,
+      csrf: csrfFor(session.uid),
+      signOut: `${basePath}${ROUTES.end_session}`,
+      revoked: nameOf(typeof request.query.revoked === 'string' ? request.query.revoked.slice(0, 256) : undefined) ?? null,
+      apps: apps
+        .filter((a) => a.client_id !== ACCOUNT_CLIENT_ID)
+        .map((a, index) => ({
+          index,
+          clientId: a.client_id,
+          name: nameOf(a.client_id),
+          since: a.since.toISOString().slice(0, 10),
+          lastUsed: a.last_used_at?.toISOString().slice(0, 16).replace('T', ' ') ?? null,
+          patients: a.patients.map((p) => patientNames.get(p) ?? p),
+          access: parseScopes(a.scope).scopes.map(describeScope),
+        })),
+    });
+  });
+
+  app.post<{ Body: { csrf: string; client_id: string } }>(
+    `${ACCOUNT_APPS_PATH}/revoke`,
+    { schema: { body: { type: 'object', required: ['csrf', 'client_id'], properties: { csrf: { type: 'string', maxLength: 128 }, client_id: { type: 'string', minLength: 1, maxLength: 256 } } } } },
+    async (request, reply) => {
+      const session = await sessionOf(request, reply);
+      if (!session) return signIn(reply);
+      const expected = Buffer.from(csrfFor(session.uid));
+      const given = Buffer.from(request.body.csrf);
+      if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw Object.assign(new Error('this page has expired; reload it'), { statusCode: 403 });
+      const app = (await connectedApps(db, session.accountId)).find((a) => a.client_id === request.body.client_id);
+      if (app) {
+        await revokeGrants(db, app.grant_ids);
+        for (const grantId of app.grant_ids) {
+          await audit.record({ type: 'grant.revoked', actorType: 'user', actorId: session.accountId, userId: session.accountId, clientId: app.client_id, grantId, sourceIp: request.ip, requestId: request.id, details: { by: 'connected-apps page' } });
+        }
+      }
+      return reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}?revoked=${encodeURIComponent(request.body.client_id)}`, 303);
+    },
+  );
+
+  // Where the sign-in for this page comes back: the session now exists; the code is not needed.
+  app.get('/account/callback', async (_request, reply) => reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}`, 303));
+}

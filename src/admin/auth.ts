@@ -1,0 +1,71 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+import type { FastifyReply, FastifyRequest } from 'fastify';
+
+import type { ProviderHost } from '../oidc/provider-host.js';
+import { splitScopes } from '../smart/scopes/scope.js';
+
+/**
+ * Who may call the admin API: the holder of ADMIN_TOKEN, or an access token of this server that carries
+ * `admin` (everything) or `ehr-launch` (creating launches only: an EHR's own backend client, so that it does
+ * not hold the admin token). Checked in onRequest, before the body is read or validated: 401 before any 400.
+ */
+export const ADMIN_SCOPE = 'admin';
+export const EHR_LAUNCH_SCOPE = 'ehr-launch';
+
+export interface AdminActor {
+  readonly type: 'admin' | 'client';
+  /** `admin-token`, or the client_id the access token was issued to. */
+  readonly id: string;
+  readonly scopes: readonly string[];
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    adminActor?: AdminActor;
+  }
+  interface FastifyContextConfig {
+    /** The scope a route needs besides ADMIN_TOKEN; `admin` when unset. */
+    adminScope?: typeof ADMIN_SCOPE | typeof EHR_LAUNCH_SCOPE;
+  }
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+function sameSecret(a: string, b: string): boolean {
+  // Hashing first makes the comparison constant-time whatever the lengths.
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
+}
+
+export function adminAuthentication(adminToken: string | undefined, host: ProviderHost) {
+  return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const token = BEARER.exec(request.headers.authorization ?? '')?.[1];
+    const refuse = (status: 401 | 403, error: string, description: string) => {
+      void reply
+        .code(status)
+        .header('www-authenticate', `Bearer realm="admin", error="${error}", error_description="${description}"`)
+        .header('cache-control', 'no-store')
+        .send({ error, error_description: description });
+    };
+    if (!token) {
+      refuse(401, 'invalid_token', 'send Authorization: Bearer with ADMIN_TOKEN or an access token carrying the admin scope');
+      return reply;
+    }
+    if (adminToken && sameSecret(token, adminToken)) {
+      request.adminActor = { type: 'admin', id: 'admin-token', scopes: [ADMIN_SCOPE] };
+      return;
+    }
+    const accessToken = (await host.provider.AccessToken.find(token)) ?? (await host.provider.ClientCredentials.find(token));
+    if (!accessToken?.isValid) {
+      refuse(401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
+      return reply;
+    }
+    const scopes = splitScopes(accessToken.scope);
+    const needed = request.routeOptions.config.adminScope ?? ADMIN_SCOPE;
+    if (!scopes.includes(ADMIN_SCOPE) && !scopes.includes(needed)) {
+      refuse(403, 'insufficient_scope', `this request needs an access token with the ${needed} scope`);
+      return reply;
+    }
+    request.adminActor = { type: 'client', id: accessToken.clientId ?? 'unknown', scopes };
+  };
+}

@@ -1,0 +1,135 @@
+import type { FastifyInstance } from 'fastify';
+
+import { checkEncounter, checkPatient, ResourceProblem, resourcesOf } from '../directory/fhir.js';
+import { encountersOf, patientExists, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
+import type { AdminDeps } from './plugin.js';
+import { adminEvent, errorResponses, idParams, problem, tagged } from './schemas.js';
+
+const resourceBody = { type: 'object', required: ['resourceType'], properties: { resourceType: { type: 'string' } }, additionalProperties: true } as const;
+const patientSummary = {
+  type: 'object',
+  required: ['id', 'name'],
+  properties: { id: { type: 'string' }, name: { type: 'string' }, birthDate: { type: ['string', 'null'] }, gender: { type: ['string', 'null'] }, identifiers: { type: 'array', items: { type: 'string' } } },
+} as const;
+const resourceResponse = { type: 'object', additionalProperties: true, properties: { resourceType: { type: 'string' }, id: { type: 'string' } } } as const;
+const MAX_IMPORT_BYTES = 32 * 1024 * 1024;
+
+/** The patient directory the pickers search, and each patient's encounters; FHIR R4 resources in. */
+export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
+  const { db, audit } = deps;
+  const checked = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      if (error instanceof ResourceProblem) throw problem(400, error.message);
+      throw error;
+    }
+  };
+  app.addContentTypeParser(['application/fhir+json'], { parseAs: 'string' }, (_request, body, done) => {
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(Object.assign(new Error('the body is not JSON'), { statusCode: 400 }), undefined);
+    }
+  });
+  app.addContentTypeParser(['application/fhir+ndjson', 'application/x-ndjson', 'application/ndjson'], { parseAs: 'string', bodyLimit: MAX_IMPORT_BYTES }, (_request, body, done) => done(null, { ndjson: body }));
+
+  app.post<{ Body: Record<string, unknown> }>(
+    '/patients',
+    { schema: { ...tagged, summary: 'Add or replace a patient: a FHIR R4 Patient whose id becomes the patient id', body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
+    async (request, reply) => {
+      const patient = checked(() => checkPatient(request.body));
+      await upsertPatient(db, patient);
+      await audit.record({ ...adminEvent(request), type: 'patient.imported', patientId: patient.id, details: { patients: 1 } });
+      return reply.code(201).send(patient);
+    },
+  );
+
+  app.get<{ Querystring: { q?: string; limit: number } }>(
+    '/patients',
+    {
+      schema: {
+        ...tagged,
+        summary: 'Search the directory by name, birth date or identifier',
+        querystring: { type: 'object', additionalProperties: false, properties: { q: { type: 'string', maxLength: 200 }, limit: { type: 'integer', minimum: 1, maximum: 500, default: 50 } } },
+        response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: patientSummary } } }, ...errorResponses },
+      },
+    },
+    async (request) => ({ items: await searchPatients(db, request.query.q ?? '', request.query.limit) }),
+  );
+
+  app.get<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Read a patient', params: idParams('id'), response: { 200: resourceResponse, ...errorResponses } } }, async (request) => {
+    const row = await db.selectFrom('patients').select('resource').where('id', '=', request.params.id).executeTakeFirst();
+    if (!row) throw problem(404, `no patient ${request.params.id}`);
+    return row.resource;
+  });
+
+  app.delete<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Remove a patient and their encounters from the directory', params: idParams('id'), response: { 204: { type: 'null' }, ...errorResponses } } }, async (request, reply) => {
+    const result = await db.deleteFrom('patients').where('id', '=', request.params.id).executeTakeFirst();
+    if (!Number(result.numDeletedRows)) throw problem(404, `no patient ${request.params.id}`);
+    return reply.code(204).send();
+  });
+
+  app.post<{ Params: { id: string }; Body: Record<string, unknown> }>(
+    '/patients/:id/encounters',
+    { schema: { ...tagged, summary: "Add or replace one of the patient's encounters: a FHIR R4 Encounter", params: idParams('id'), body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
+    async (request, reply) => {
+      if (!(await patientExists(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
+      const encounter = checked(() => checkEncounter(request.body, request.params.id));
+      await upsertEncounter(db, encounter);
+      return reply.code(201).send(encounter);
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/patients/:id/encounters',
+    {
+      schema: {
+        ...tagged,
+        summary: "The patient's encounters, newest first",
+        params: idParams('id'),
+        response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, status: { type: 'string' }, start: { type: ['string', 'null'] }, description: { type: 'string' } } } } } }, ...errorResponses },
+      },
+    },
+    async (request) => {
+      if (!(await patientExists(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
+      return { items: await encountersOf(db, request.params.id) };
+    },
+  );
+
+  app.post<{ Body: Record<string, unknown> }>(
+    '/patients/$import',
+    {
+      bodyLimit: MAX_IMPORT_BYTES,
+      schema: {
+        ...tagged,
+        summary: 'Import Patient and Encounter resources from a FHIR Bundle (application/fhir+json) or NDJSON (application/fhir+ndjson); all or nothing',
+        body: { type: 'object' },
+        response: { 200: { type: 'object', required: ['patients', 'encounters'], properties: { patients: { type: 'integer' }, encounters: { type: 'integer' } } }, ...errorResponses },
+      },
+    },
+    async (request) => {
+      const body = request.body;
+      const resources = checked(() => (typeof body.ndjson === 'string' ? resourcesOf(body.ndjson, 'ndjson') : resourcesOf(JSON.stringify(body), 'bundle')));
+      const patients: PatientResource[] = [];
+      const encounters: EncounterResource[] = [];
+      for (const [i, resource] of resources.entries()) {
+        const type = (resource as { resourceType?: unknown }).resourceType;
+        if (type === 'Patient') patients.push(checked(() => checkPatient(resource)));
+        else if (type === 'Encounter') encounters.push(checked(() => checkEncounter(resource)));
+        else throw problem(400, `resource ${i + 1}: only Patient and Encounter resources are imported, not ${String(type)}`);
+      }
+      const ids = new Set(patients.map((p) => p.id));
+      for (const encounter of encounters) {
+        const patientId = encounter.subject.reference.slice('Patient/'.length);
+        if (!ids.has(patientId) && !(await patientExists(db, patientId))) throw problem(400, `Encounter/${encounter.id}: its patient ${patientId} is neither imported nor in the directory`);
+      }
+      await db.transaction().execute(async (trx) => {
+        for (const patient of patients) await upsertPatient(trx, patient);
+        for (const encounter of encounters) await upsertEncounter(trx, encounter);
+      });
+      await audit.record({ ...adminEvent(request), type: 'patient.imported', details: { patients: patients.length, encounters: encounters.length } });
+      return { patients: patients.length, encounters: encounters.length };
+    },
+  );
+}

@@ -1,0 +1,234 @@
+import { createHash } from 'node:crypto';
+
+import { sql, type Kysely, type Selectable } from 'kysely';
+import type { Logger } from 'pino';
+
+import type { DB } from '../db/schema.js';
+import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
+
+/**
+ * The audit trail: every security decision, in one append-only table whose rows are hash-chained.
+ *
+ * Event types form one dotted vocabulary (docs/audit.md). Events never carry secrets, passwords, codes or
+ * tokens: only identifiers (user, client, patient, grant), the scope, and small details.
+ */
+export const AUDIT_EVENT_TYPES = [
+  'login.success',
+  'login.failure',
+  'consent.granted',
+  'consent.denied',
+  'token.issued',
+  'token.refreshed',
+  'token.revoked',
+  'token.introspected',
+  'token.failed',
+  'code.reused',
+  'refresh_token.reused',
+  'client_assertion.failed',
+  'client_assertion.replayed',
+  'client_auth.failed',
+  'client.created',
+  'client.updated',
+  'client.deleted',
+  'client.secret_rotated',
+  'client.registered',
+  'user.created',
+  'user.updated',
+  'user.password_reset',
+  'launch.created',
+  'launch.used',
+  'grant.revoked',
+  'patient.imported',
+  'key.rotated',
+  'admin.request',
+] as const;
+export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
+
+export interface AuditEvent {
+  readonly type: AuditEventType;
+  readonly outcome?: AuditOutcome;
+  readonly actorType: AuditActorType;
+  readonly actorId?: string | undefined;
+  readonly userId?: string | undefined;
+  readonly clientId?: string | undefined;
+  readonly patientId?: string | undefined;
+  readonly grantId?: string | undefined;
+  readonly scope?: string | undefined;
+  readonly sourceIp?: string | undefined;
+  readonly requestId?: string | undefined;
+  readonly details?: Record<string, unknown>;
+}
+
+export type AuditRow = Selectable<AuditEventsTable>;
+
+/** The hash before the first event. */
+export const GENESIS_HASH = '0'.repeat(64);
+const LOCK = sql`select pg_advisory_xact_lock(hashtext('smart-auth:audit'))`;
+
+/**
+ * Writes events. Each write appends under a database lock (the chain spans every server process), and
+ * events that arrive while a write is under way go together in the next one: no waiting at low load, one
+ * transaction per batch under high load. `record` resolves once the event is committed.
+ */
+export class AuditLog {
+  readonly #db: Kysely<DB>;
+  readonly #log: Logger;
+  #queue: { event: AuditEvent; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #writing: Promise<void> | undefined;
+
+  constructor(db: Kysely<DB>, log: Logger) {
+    this.#db = db;
+    this.#log = log;
+  }
+
+  record(event: AuditEvent): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#queue.push({ event, resolve, reject });
+      this.#writing ??= this.#drain();
+    });
+  }
+
+  /** For callers that must not fail because the audit could not be written (a response already sent). */
+  recordQuietly(event: AuditEvent): void {
+    this.record(event).catch((error: unknown) => this.#log.error({ err: error, type: event.type }, 'audit event could not be written'));
+  }
+
+  /** Resolves when everything recorded so far is written. */
+  async flush(): Promise<void> {
+    while (this.#writing) await this.#writing;
+  }
+
+  async #drain(): Promise<void> {
+    try {
+      while (this.#queue.length) {
+        const batch = this.#queue.splice(0, 500);
+        try {
+          await this.#write(batch.map((b) => b.event));
+          for (const b of batch) b.resolve();
+        } catch (error) {
+          for (const b of batch) b.reject(error);
+        }
+      }
+    } finally {
+      this.#writing = undefined;
+    }
+  }
+
+  async #write(events: readonly AuditEvent[]): Promise<void> {
+    await this.#db.transaction().execute(async (trx) => {
+      await LOCK.execute(trx);
+      const last = await trx.selectFrom('audit_events').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
+      let prev = last?.hash ?? GENESIS_HASH;
+      const rows = events.map((event) => {
+        const row = toRow(event, new Date());
+        const hash = chainHash(prev, row);
+        const full = { ...row, details: JSON.stringify(row.details), prev_hash: prev, hash };
+        prev = hash;
+        return full;
+      });
+      await trx.insertInto('audit_events').values(rows).execute();
+    });
+  }
+}
+
+interface RowContent {
+  recorded_at: Date;
+  type: string;
+  outcome: AuditOutcome;
+  actor_type: AuditActorType;
+  actor_id: string | null;
+  user_id: string | null;
+  client_id: string | null;
+  patient_id: string | null;
+  grant_id: string | null;
+  scope: string | null;
+  source_ip: string | null;
+  request_id: string | null;
+  details: Record<string, unknown>;
+}
+
+function toRow(event: AuditEvent, at: Date): RowContent {
+  return {
+    recorded_at: at,
+    type: event.type,
+    outcome: event.outcome ?? 'success',
+    actor_type: event.actorType,
+    actor_id: event.actorId ?? null,
+    user_id: event.userId ?? null,
+    client_id: event.clientId ?? null,
+    patient_id: event.patientId ?? null,
+    grant_id: event.grantId ?? null,
+    scope: event.scope ?? null,
+    source_ip: event.sourceIp ?? null,
+    request_id: event.requestId ?? null,
+    details: event.details ?? {},
+  };
+}
+
+/** sha256 over the previous hash and the row's content in a canonical form (sorted keys, ISO time). */
+export function chainHash(prev: string, row: RowContent): string {
+  const content = [prev, row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
+  return createHash('sha256').update(JSON.stringify(content)).digest('hex');
+}
+
+function canonical(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (value && typeof value === 'object') {
+    return `{${Object.keys(value)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical((value as Record<string, unknown>)[k])}`)
+      .join(',')}}`;
+  }
+  return JSON.stringify(value ?? null);
+}
+
+export interface VerifyResult {
+  readonly ok: boolean;
+  readonly checked: number;
+  /** The first row whose hash does not match its content or its predecessor. */
+  readonly brokenAt?: { readonly seq: string; readonly reason: string };
+}
+
+/** Walks the chain in order, in pages, recomputing every hash. */
+export async function verifyAuditChain(db: Kysely<DB>, pageSize = 1000): Promise<VerifyResult> {
+  let prev = GENESIS_HASH;
+  let after = '0';
+  let checked = 0;
+  for (;;) {
+    const rows = await db.selectFrom('audit_events').selectAll().where(sql<string>`seq`, '>', after).orderBy('seq').limit(pageSize).execute();
+    for (const row of rows) {
+      if (row.prev_hash !== prev) return { ok: false, checked, brokenAt: { seq: String(row.seq), reason: 'prev_hash is not the hash of the row before (a row was removed or inserted)' } };
+      if (chainHash(prev, row) !== row.hash) return { ok: false, checked, brokenAt: { seq: String(row.seq), reason: 'the row does not match its hash (it was modified)' } };
+      prev = row.hash;
+      checked++;
+    }
+    if (rows.length < pageSize) return { ok: true, checked };
+    after = String(rows.at(-1)!.seq);
+  }
+}
+
+export interface AuditQuery {
+  readonly from?: Date | undefined;
+  readonly to?: Date | undefined;
+  readonly type?: string | undefined;
+  readonly client?: string | undefined;
+  readonly user?: string | undefined;
+  readonly patient?: string | undefined;
+  readonly outcome?: AuditOutcome | undefined;
+  /** Return events after this sequence number (the `next` of the previous page). */
+  readonly after?: string | undefined;
+  readonly limit: number;
+}
+
+export async function queryAudit(db: Kysely<DB>, query: AuditQuery): Promise<AuditRow[]> {
+  let q = db.selectFrom('audit_events').selectAll();
+  if (query.from) q = q.where('recorded_at', '>=', query.from);
+  if (query.to) q = q.where('recorded_at', '<', query.to);
+  if (query.type) q = query.type.endsWith('.') ? q.where('type', 'like', `${query.type}%`) : q.where('type', '=', query.type);
+  if (query.client) q = q.where('client_id', '=', query.client);
+  if (query.user) q = q.where('user_id', '=', query.user);
+  if (query.patient) q = q.where('patient_id', '=', query.patient);
+  if (query.outcome) q = q.where('outcome', '=', query.outcome);
+  if (query.after) q = q.where(sql<string>`seq`, '>', query.after);
+  return q.orderBy('seq').limit(query.limit).execute();
+}

@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+
+import { sql, type Kysely } from 'kysely';
+
+import type { DB } from '../db/schema.js';
+import type { ClientStatus } from '../db/tables/clients.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { parseScopes } from '../smart/scopes/scope.js';
+
+/**
+ * The clients table as operators see it: RFC 7591 metadata (our `scope` is every scope the client may be
+ * granted), a status, and a secret that is generated here, sealed at rest and shown once.
+ */
+export interface ClientRecord {
+  readonly client_id: string;
+  readonly status: ClientStatus;
+  readonly metadata: Record<string, unknown>;
+  readonly has_secret: boolean;
+  readonly created_at: Date;
+  readonly updated_at: Date;
+}
+
+export class ClientProblem extends Error {
+  override name = 'ClientProblem';
+  constructor(
+    message: string,
+    readonly status: 400 | 404 | 409 = 400,
+  ) {
+    super(message);
+  }
+}
+
+/** 256 random bits: a secret no one guesses, which is why it can be encrypted rather than slowly hashed. */
+export function generateClientSecret(): string {
+  return randomBytes(32).toString('base64url');
+}
+
+export function generateClientId(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+const SYMMETRIC = new Set(['client_secret_basic', 'client_secret_post']);
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * Rules RFC 7591 leaves to the server, checked before oidc-provider's own validation (which the caller
+ * runs too): what SMART and this server need from each kind of client.
+ */
+export function checkClientMetadata(metadata: Record<string, unknown>): void {
+  const method = (metadata.token_endpoint_auth_method as string | undefined) ?? 'client_secret_basic';
+  const grants = (metadata.grant_types as string[] | undefined) ?? ['authorization_code'];
+  const redirects = (metadata.redirect_uris as string[] | undefined) ?? [];
+  if (grants.includes('authorization_code') && !redirects.length) throw new ClientProblem('redirect_uris: at least one is required for the authorization_code grant');
+  for (const uri of redirects) {
+    const url = URL.canParse(uri) ? new URL(uri) : undefined;
+    if (!url) throw new ClientProblem(`redirect_uris: ${uri} is not an absolute URL`);
+    if (url.hash) throw new ClientProblem(`redirect_uris: ${uri} must not have a fragment`);
+    if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname)) throw new ClientProblem(`redirect_uris: ${uri} must use https (http only on localhost)`);
+  }
+  if (grants.includes('client_credentials') && method === 'none') throw new ClientProblem('token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
+  if (method === 'private_key_jwt' && !metadata.jwks && !metadata.jwks_uri) throw new ClientProblem('jwks or jwks_uri is required for private_key_jwt');
+  if (metadata.jwks && metadata.jwks_uri) throw new ClientProblem('jwks and jwks_uri are mutually exclusive');
+  if (typeof metadata.jwks_uri === 'string' && !metadata.jwks_uri.startsWith('https://') && !LOOPBACK.has(URL.canParse(metadata.jwks_uri) ? new URL(metadata.jwks_uri).hostname : '')) {
+    throw new ClientProblem('jwks_uri must use https');
+  }
+  if (typeof metadata.scope === 'string') {
+    const invalid = parseScopes(metadata.scope).errors;
+    if (invalid.length) throw new ClientProblem(`scope: ${invalid.map((e) => e.message).join('; ')}`);
+  }
+}
+
+export function needsSecret(metadata: Record<string, unknown>): boolean {
+  return SYMMETRIC.has((metadata.token_endpoint_auth_method as string | undefined) ?? 'client_secret_basic');
+}
+
+export async function insertClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ record: ClientRecord; secret: string | undefined }> {
+  const secret = needsSecret(metadata) ? generateClientSecret() : undefined;
+  const exists = await db.selectFrom('clients').select('client_id').where('client_id', '=', clientId).executeTakeFirst();
+  if (exists) throw new ClientProblem(`client_id ${clientId} is taken`, 409);
+  const row = await db
+    .insertInto('clients')
+    .values({ client_id: clientId, metadata: JSON.stringify({ ...metadata, client_id: clientId }), client_secret: secret ? box.seal(secret, 'client-secret', clientId) : null, status })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return { record: toRecord(row), secret };
+}
+
+export async function getClient(db: Kysely<DB>, clientId: string): Promise<ClientRecord | undefined> {
+  const row = await db.selectFrom('clients').selectAll().where('client_id', '=', clientId).executeTakeFirst();
+  return row && toRecord(row);
+}
+
+export async function listClients(db: Kysely<DB>, options: { after?: string | undefined; limit: number; status?: ClientStatus | undefined }): Promise<ClientRecord[]> {
+  let q = db.selectFrom('clients').selectAll();
+  if (options.after) q = q.where('client_id', '>', options.after);
+  if (options.status) q = q.where('status', '=', options.status);
+  return (await q.orderBy('client_id').limit(options.limit).execute()).map(toRecord);
+}
+
+/** Replaces the metadata (and the status if given); a secret is created when the client becomes symmetric. */
+export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus | undefined): Promise<{ record: ClientRecord; secret: string | undefined }> {
+  const current = await db.selectFrom('clients').select(['client_secret']).where('client_id', '=', clientId).executeTakeFirst();
+  if (!current) throw new ClientProblem(`no client ${clientId}`, 404);
+  const secret = needsSecret(metadata) && !current.client_secret ? generateClientSecret() : undefined;
+  const row = await db
+    .updateTable('clients')
+    .set({
+      metadata: JSON.stringify({ ...metadata, client_id: clientId }),
+      ...(status ? { status } : {}),
+      ...(secret ? { client_secret: box.seal(secret, 'client-secret', clientId) } : {}),
+      ...(!needsSecret(metadata) ? { client_secret: null } : {}),
+      updated_at: sql<Date>`now()`,
+    })
+    .where('client_id', '=', clientId)
+    .returningAll()
+    .executeTakeFirstOrThrow();
+  return { record: toRecord(row), secret };
+}
+
+export async function rotateClientSecret(db: Kysely<DB>, box: SecretBox, clientId: string): Promise<string> {
+  const client = await getClient(db, clientId);
+  if (!client) throw new ClientProblem(`no client ${clientId}`, 404);
+  if (!needsSecret(client.metadata)) throw new ClientProblem(`client ${clientId} authenticates with ${String(client.metadata.token_endpoint_auth_method)}: it has no secret`);
+  const secret = generateClientSecret();
+  await db.updateTable('clients').set({ client_secret: box.seal(secret, 'client-secret', clientId), updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).execute();
+  return secret;
+}
+
+/** Removes the client and everything issued to it: grants, tokens, codes, their contexts. */
+export async function deleteClient(db: Kysely<DB>, clientId: string): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const deleted = await trx.deleteFrom('clients').where('client_id', '=', clientId).executeTakeFirst();
+    await trx.deleteFrom('oidc_payloads').where(sql<string>`payload->>'clientId'`, '=', clientId).execute();
+    await trx.deleteFrom('grant_contexts').where('client_id', '=', clientId).execute();
+    return Number(deleted.numDeletedRows) > 0;
+  });
+}
+
+function toRecord(row: { client_id: string; status: ClientStatus; metadata: Record<string, unknown>; client_secret: string | null; created_at: Date; updated_at: Date }): ClientRecord {
+  return { client_id: row.client_id, status: row.status, metadata: row.metadata, has_secret: row.client_secret !== null, created_at: row.created_at, updated_at: row.updated_at };
+}

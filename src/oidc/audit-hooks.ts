@@ -1,0 +1,65 @@
+import type { KoaContextWithOIDC } from 'oidc-provider';
+
+import type { AuditEvent, AuditEventType, AuditLog } from '../audit/audit.js';
+import { oidcOf } from './context.js';
+
+interface DetailState {
+  errorDetail?: string;
+  clientAuthProblem?: string;
+}
+
+/**
+ * Audit events for the token, introspection and revocation endpoints, written after oidc-provider has
+ * answered and before the answer leaves: a token is not handed out without its record. Only identifiers,
+ * scopes and reasons are recorded; never a token, code, secret or assertion.
+ */
+export function auditMiddleware(audit: AuditLog) {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    const oidc = oidcOf(ctx);
+    if (!oidc || (oidc.route !== 'token' && oidc.route !== 'introspection' && oidc.route !== 'revocation')) return;
+    const body = (ctx.body ?? {}) as Record<string, unknown>;
+    const clientId = oidc.client?.clientId ?? (typeof oidc.params?.client_id === 'string' ? oidc.params.client_id : undefined);
+    const base = {
+      actorType: clientId ? ('client' as const) : ('anonymous' as const),
+      actorId: clientId,
+      clientId,
+      sourceIp: ctx.ip,
+      requestId: ctx.response.get('x-request-id') || undefined,
+    };
+    const event = classify(oidc, ctx.status, body, ctx.state);
+    if (event) await audit.record({ ...base, ...event });
+  };
+}
+
+function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record<string, unknown>, state: DetailState): Omit<AuditEvent, 'actorType'> | undefined {
+  const grantType = typeof oidc.params?.grant_type === 'string' ? oidc.params.grant_type : undefined;
+  if (status === 200) {
+    if (oidc.route === 'token') {
+      const token = oidc.entities.AccessToken;
+      return {
+        type: grantType === 'refresh_token' ? 'token.refreshed' : 'token.issued',
+        userId: token?.accountId,
+        grantId: token?.grantId,
+        patientId: typeof body.patient === 'string' ? body.patient : undefined,
+        scope: typeof body.scope === 'string' ? body.scope : undefined,
+        details: { grant_type: grantType },
+      };
+    }
+    if (oidc.route === 'introspection') return { type: 'token.introspected', details: { active: body.active === true, token_client_id: body.client_id } };
+    return { type: 'token.revoked', details: { token_type_hint: oidc.params?.token_type_hint } };
+  }
+  const error = typeof body.error === 'string' ? body.error : undefined;
+  if (!error) return undefined;
+  const detail = state.clientAuthProblem ?? state.errorDetail;
+  let type: AuditEventType = 'token.failed';
+  if (error === 'invalid_client') {
+    const assertion = typeof oidc.params?.client_assertion === 'string';
+    type = detail?.includes('jti was already used') ? 'client_assertion.replayed' : assertion ? 'client_assertion.failed' : 'client_auth.failed';
+  } else if (error === 'invalid_grant' && detail?.includes('authorization code already consumed')) {
+    type = 'code.reused';
+  } else if (error === 'invalid_grant' && detail?.includes('refresh token already used')) {
+    type = 'refresh_token.reused';
+  }
+  return { type, outcome: 'failure', details: { route: oidc.route, grant_type: grantType, error, reason: detail } };
+}
