@@ -104,6 +104,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
+    ajv: { customOptions: { removeAdditional: false } },
   });
 
   const audit = new AuditLog(db, log);

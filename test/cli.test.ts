@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -125,5 +125,39 @@ describe('command line', () => {
     const forced = await run(['keys', 'rotate', '--alg', 'RS256', '--force'], { DATA_DIR: dataDir }, cwd);
     assert.equal(forced.code, 0, forced.stderr);
     assert.match(forced.stdout, /^RS256: now signing with [A-Za-z0-9_-]{43}; retired [A-Za-z0-9_-]{43}; next [A-Za-z0-9_-]{43}\nRunning servers pick the new keys up within 60 s\.\n$/);
+  });
+
+  it('operator commands: clients, users, patients import, launch create, audit export and verify', async () => {
+    const env = { DATA_DIR: join(cwd, 'data-ops'), LOG_LEVEL: 'warn' };
+    const created = await run(['clients', 'create', JSON.stringify({ client_id: 'cli-app', client_name: 'CLI App', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/*.rs' })], env, cwd);
+    assert.equal(created.code, 0, created.stderr);
+    const client = JSON.parse(created.stdout) as { client_id: string; client_secret: string };
+    assert.equal(client.client_id, 'cli-app');
+    assert.match(client.client_secret, /^[A-Za-z0-9_-]{43}$/);
+    const invalid = await run(['clients', 'create', JSON.stringify({ grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' })], env, cwd);
+    assert.equal(invalid.code, 1);
+    assert.equal(invalid.stderr, 'Failed: token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt\n');
+    const listed = await run(['clients', 'list'], env, cwd);
+    assert.deepEqual(listed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { client_id: string }).client_id), ['cli-app']);
+
+    const user = await run(['users', 'create', '--username', 'ops', '--password', 'ops-password-1', '--fhir-user', 'Practitioner/ops', '--name', 'Ops Person', '--role', 'clinician'], env, cwd);
+    assert.equal(user.code, 0, user.stderr);
+    assert.equal((JSON.parse(user.stdout) as { username: string }).username, 'ops');
+
+    const file = join(cwd, 'patients.ndjson');
+    await writeFile(file, `${JSON.stringify({ resourceType: 'Patient', id: 'cli-p1', name: [{ family: 'Cli' }] })}\n${JSON.stringify({ resourceType: 'Encounter', id: 'cli-e1', status: 'finished', class: { code: 'AMB' }, subject: { reference: 'Patient/cli-p1' } })}\n`);
+    const imported = await run(['patients', 'import', file], env, cwd);
+    assert.equal(imported.stdout, 'Imported 1 patients and 1 encounters.\n', imported.stderr);
+
+    const launch = await run(['launch', 'create', '--patient', 'cli-p1', '--encounter', 'cli-e1', '--client', 'cli-app'], env, cwd);
+    assert.match(launch.stdout, /^[A-Za-z0-9_-]{32}\n$/, launch.stderr);
+
+    const exported = await run(['audit', 'export'], env, cwd);
+    const events = exported.stdout.trim().split('\n').map((l) => JSON.parse(l) as { resourceType: string; subtype: { code: string }[] });
+    assert.ok(events.every((e) => e.resourceType === 'AuditEvent'));
+    assert.deepEqual(events.map((e) => e.subtype[0]!.code).filter((t) => t !== 'admin.request'), ['client.created', 'user.created', 'patient.imported', 'launch.created']);
+    const verified = await run(['audit', 'verify'], env, cwd);
+    assert.equal(verified.code, 0);
+    assert.match(verified.stdout, /^Audit chain intact: \d+ events\.\n$/);
   });
 });

@@ -75,7 +75,9 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const user = session ? await findUser(db, session.accountId) : undefined;
     if (!session || !user) return signIn(reply);
     const apps = await connectedApps(db, user.id);
-    const clients = apps.length ? await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', apps.map((a) => a.client_id)).execute() : [];
+    const revokedId = typeof request.query.revoked === 'string' ? request.query.revoked.slice(0, 256) : undefined;
+    const ids = [...apps.map((a) => a.client_id), ...(revokedId ? [revokedId] : [])];
+    const clients = ids.length ? await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', ids).execute() : [];
     const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
     const nameOf = (clientId: string | undefined): string | undefined => (clientId ? (clients.find((c) => c.client_id === clientId)?.name ?? clientId) : undefined);
     pageHeaders(reply, config);
@@ -85,7 +87,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
       action: `${basePath}${ACCOUNT_APPS_PATH}/revoke`,
       csrf: csrfFor(session.uid),
       signOut: `${basePath}${ROUTES.end_session}`,
-      revoked: nameOf(typeof request.query.revoked === 'string' ? request.query.revoked.slice(0, 256) : undefined) ?? null,
+      revoked: nameOf(revokedId) ?? null,
       apps: apps
         .filter((a) => a.client_id !== ACCOUNT_CLIENT_ID)
         .map((a, index) => ({

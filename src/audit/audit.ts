@@ -161,7 +161,8 @@ function toRow(event: AuditEvent, at: Date): RowContent {
     scope: event.scope ?? null,
     source_ip: event.sourceIp ?? null,
     request_id: event.requestId ?? null,
-    details: event.details ?? {},
+    // Exactly what jsonb will hold (undefined members dropped), so that the hash covers what is stored.
+    details: JSON.parse(JSON.stringify(event.details ?? {})) as Record<string, unknown>,
   };
 }
 

@@ -1,0 +1,265 @@
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+
+import { clientKey } from './helpers/assertions.js';
+import { testApp, TEST_FHIR_BASE } from './helpers/app.js';
+import { basicAuth, form } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
+
+type Body = Record<string, unknown>;
+const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
+
+describeEachDatabase('admin API', (ctx) => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true' });
+  });
+  after(() => app.close());
+
+  const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: unknown, token = ADMIN_TOKEN, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> =>
+    app.inject({ method, url: `/admin/api${url}`, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers }, ...(payload === undefined ? {} : { payload: payload as string }) });
+  const expectError = (res: LightMyRequestResponse, status: number, error: string, description: string | RegExp) => {
+    assert.equal(res.statusCode, status, res.body);
+    const body = res.json<Body>();
+    assert.equal(body.error, error);
+    if (typeof description === 'string') assert.equal(body.error_description, description);
+    else assert.match(String(body.error_description), description);
+  };
+
+  it('authenticates before anything else: 401 without or with a wrong token, before any 400', async () => {
+    const none = await call('POST', '/clients', { nonsense: true }, '');
+    expectError(none, 401, 'invalid_token', 'send Authorization: Bearer with ADMIN_TOKEN or an access token carrying the admin scope');
+    assert.match(String(none.headers['www-authenticate']), /^Bearer realm="admin", error="invalid_token"/);
+    expectError(await call('GET', '/clients', undefined, 'wrong-token'), 401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
+    expectError(await call('GET', '/users/nobody', undefined, ''), 401, 'invalid_token', /ADMIN_TOKEN/);
+    assert.equal((await call('GET', '/clients')).headers['cache-control'], 'no-store');
+  });
+
+  it('serves its OpenAPI 3 document without authentication, covering every admin route', async () => {
+    const res = await app.inject({ method: 'GET', url: '/admin/api/openapi.json' });
+    assert.equal(res.statusCode, 200);
+    const doc = res.json<{ openapi: string; paths: Record<string, Record<string, unknown>> }>();
+    assert.equal(doc.openapi, '3.0.3');
+    const routes = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`)).sort();
+    assert.deepEqual(routes, [
+      'DELETE /admin/api/clients/{client_id}',
+      'DELETE /admin/api/grants/{grant_id}',
+      'DELETE /admin/api/patients/{id}',
+      'GET /admin/api/audit',
+      'GET /admin/api/audit/export',
+      'GET /admin/api/clients',
+      'GET /admin/api/clients/{client_id}',
+      'GET /admin/api/grants',
+      'GET /admin/api/keys',
+      'GET /admin/api/patients',
+      'GET /admin/api/patients/{id}',
+      'GET /admin/api/patients/{id}/encounters',
+      'GET /admin/api/users',
+      'GET /admin/api/users/{id}',
+      'PATCH /admin/api/clients/{client_id}',
+      'PATCH /admin/api/users/{id}',
+      'POST /admin/api/clients',
+      'POST /admin/api/clients/{client_id}/secret',
+      'POST /admin/api/keys/rotate',
+      'POST /admin/api/launches',
+      'POST /admin/api/patients',
+      'POST /admin/api/patients/$import',
+      'POST /admin/api/patients/{id}/encounters',
+      'POST /admin/api/registration-tokens',
+      'POST /admin/api/users',
+      'POST /admin/api/users/{id}/password',
+    ]);
+  });
+
+  it('clients: create (secret shown once), read, list with paging, change, suspend, rotate the secret, delete', async () => {
+    const created = await call('POST', '/clients', { client_id: 'admin-made', client_name: 'Admin Made', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code', 'refresh_token', 'client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'openid launch/patient patient/*.rs system/Patient.rs', contacts: ['ops@example.org'] });
+    assert.equal(created.statusCode, 201, created.body);
+    const client = created.json<Body>();
+    assert.equal(client.client_id, 'admin-made');
+    assert.match(client.client_secret as string, /^[A-Za-z0-9_-]{43}$/);
+    assert.equal(client.status, 'active');
+    assert.deepEqual(client.response_types, ['code']);
+    const secret = client.client_secret as string;
+
+    const read = (await call('GET', '/clients/admin-made')).json<Body>();
+    assert.equal(read.client_secret, undefined, 'never shown again');
+    assert.equal(read.has_secret, true);
+    assert.equal(read.scope, 'openid launch/patient patient/*.rs system/Patient.rs');
+
+    const token = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', secret) });
+    assert.equal(token.statusCode, 200, token.body);
+
+    const page1 = (await call('GET', '/clients?limit=1')).json<{ items: Body[]; next: string | null }>();
+    assert.equal(page1.items.length, 1);
+    assert.ok(page1.next);
+    const page2 = (await call('GET', `/clients?limit=1&after=${encodeURIComponent(page1.next)}`)).json<{ items: Body[] }>();
+    assert.notEqual(page2.items[0]?.client_id, page1.items[0]?.client_id);
+
+    const suspended = await call('PATCH', '/clients/admin-made', { status: 'suspended' });
+    assert.equal(suspended.json<Body>().status, 'suspended');
+    const refused = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', secret) });
+    assert.equal(refused.statusCode, 401, 'a suspended client cannot authenticate');
+    await call('PATCH', '/clients/admin-made', { status: 'active', client_name: 'Renamed' });
+    assert.equal((await call('GET', '/clients/admin-made')).json<Body>().client_name, 'Renamed');
+
+    const rotated = (await call('POST', '/clients/admin-made/secret')).json<Body>();
+    assert.notEqual(rotated.client_secret, secret);
+    assert.equal((await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', secret) })).statusCode, 401, 'the old secret stops working');
+    const fresh = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', rotated.client_secret as string) });
+    assert.equal(fresh.statusCode, 200);
+
+    assert.equal((await call('DELETE', '/clients/admin-made')).statusCode, 204);
+    expectError(await call('GET', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
+    expectError(await call('DELETE', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
+    const introspected = await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('admin-made', rotated.client_secret as string) }, payload: form({ token: fresh.json<Body>().access_token as string }) });
+    assert.equal(introspected.statusCode, 401, 'the deleted client no longer exists');
+    const rows = await ctx.current.database.db.selectFrom('oidc_payloads').select('id').where('id', '=', fresh.json<Body>().access_token as string).execute();
+    assert.deepEqual(rows, [], 'its tokens are gone');
+  });
+
+  it('clients: refuses bad metadata, naming what is wrong', async () => {
+    expectError(await call('POST', '/clients', { client_name: 'x', grant_types: ['authorization_code'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'redirect_uris: at least one is required for the authorization_code grant');
+    expectError(await call('POST', '/clients', { redirect_uris: ['http://app.example/cb'] }), 400, 'invalid_request', 'redirect_uris: http://app.example/cb must use https (http only on localhost)');
+    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
+    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt' }), 400, 'invalid_request', 'jwks or jwks_uri is required for private_key_jwt');
+    const key = await clientKey('ES384');
+    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...key.jwk, d: 'secret' }] } }), 400, 'invalid_request', 'jwks: publish public keys only (a key holds private or symmetric material)');
+    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], scope: 'patient/Observation.dus' }), 400, 'invalid_request', 'scope: patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s');
+    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], unknown_field: 1 }), 400, 'invalid_request', 'body must NOT have additional properties');
+    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'client_secret_jwt' }), 400, 'invalid_request', /token_endpoint_auth_method must be equal to one of the allowed values/);
+    expectError(await call('POST', '/clients', { client_id: 'urn:smart-auth:account', redirect_uris: [REDIRECT_URI] }), 400, 'invalid_request', 'client_id: the urn:smart-auth: prefix is reserved');
+    assert.equal((await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] })).statusCode, 201);
+    expectError(await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] }), 409, 'conflict', 'client_id taken is taken');
+    expectError(await call('PATCH', '/clients/taken', {}), 400, 'invalid_request', 'body must NOT have fewer than 1 properties');
+    expectError(await call('PATCH', '/clients/nobody', { client_name: 'x' }), 404, 'not_found', 'no client nobody');
+    assert.equal((await call('POST', '/clients', { client_id: 'public-one', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' })).statusCode, 201);
+    expectError(await call('POST', '/clients/public-one/secret'), 400, 'invalid_request', 'client public-one authenticates with none: it has no secret');
+  });
+
+  it('users: create, read, list, change, disable (ends their access), reset the password', async () => {
+    const created = await call('POST', '/users', { id: 'u-admin', username: 'nurse.jo', password: 'correct horse battery', fhirUser: 'Practitioner/nurse-jo', name: 'Jo Nurse', roles: ['clinician'] });
+    assert.equal(created.statusCode, 201, created.body);
+    const user = created.json<Body>();
+    assert.deepEqual(Object.keys(user).sort(), ['created_at', 'disabled', 'fhirUser', 'id', 'last_login_at', 'name', 'patients', 'roles', 'updated_at', 'username']);
+    assert.ok(!JSON.stringify(user).includes('correct horse'), 'no password, no hash');
+    expectError(await call('POST', '/users', { username: 'nurse.jo', fhirUser: 'Practitioner/x', name: 'Dup' }), 409, 'conflict', 'username nurse.jo or id is taken');
+    expectError(await call('POST', '/users', { username: 'x', fhirUser: 'Organization/1', name: 'X' }), 400, 'invalid_request', /fhirUser must match pattern/);
+    expectError(await call('POST', '/users', { username: 'y', password: 'short', fhirUser: 'Patient/1', name: 'Y' }), 400, 'invalid_request', 'body/password must NOT have fewer than 10 characters');
+    expectError(await call('POST', '/users', { username: 'z', fhirUser: 'RelatedPerson/z', name: 'Z', patients: ['not-in-directory'] }), 400, 'invalid_request', 'patients: not in the directory: not-in-directory');
+    assert.equal((await call('GET', '/users/u-admin')).json<Body>().username, 'nurse.jo');
+    expectError(await call('GET', '/users/nobody'), 404, 'not_found', 'no user nobody');
+    assert.deepEqual((await call('GET', '/users?q=nurse')).json<{ items: Body[] }>().items.map((u) => u.id), ['u-admin']);
+
+    await registerPublic();
+    const flow = await startAuthorization(app, { client_id: 'admin-public', scope: 'launch/patient patient/Patient.rs offline_access' });
+    await login(flow, 'nurse.jo', 'correct horse battery');
+    assert.match(flow.page.res.body, /Choose a patient/);
+
+    const disabled = await call('PATCH', '/users/u-admin', { disabled: true, name: 'Jo N.' });
+    assert.equal(disabled.json<Body>().disabled, true);
+    const again = await startAuthorization(app, { client_id: 'admin-public', scope: 'openid' });
+    await login(again, 'nurse.jo', 'correct horse battery');
+    assert.equal(again.page.res.statusCode, 401, 'a disabled user cannot sign in');
+
+    await call('PATCH', '/users/u-admin', { disabled: false });
+    assert.equal((await call('POST', '/users/u-admin/password', { password: 'a new long password' })).statusCode, 204);
+    const third = await startAuthorization(app, { client_id: 'admin-public', scope: 'openid' });
+    await login(third, 'nurse.jo', 'a new long password');
+    assert.match(third.page.res.body, /Allow /);
+    expectError(await call('POST', '/users/nobody/password', { password: 'long enough password' }), 404, 'not_found', 'no user nobody');
+  });
+
+  async function registerPublic(): Promise<void> {
+    if ((await call('GET', '/clients/admin-public')).statusCode === 200) return;
+    const res = await call('POST', '/clients', { client_id: 'admin-public', client_name: 'Admin Public', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' });
+    assert.equal(res.statusCode, 201, res.body);
+  }
+
+  it('patients: FHIR R4 Patient and Encounter in, searchable out, Bundle and NDJSON import all or nothing', async () => {
+    const patient = { resourceType: 'Patient', id: 'adm-p1', name: [{ family: 'Rossi', given: ['Maria'] }], birthDate: '1980-05-06', gender: 'female', identifier: [{ system: 'urn:mrn', value: 'R-77' }] };
+    assert.equal((await call('POST', '/patients', patient)).statusCode, 201);
+    assert.deepEqual((await call('GET', '/patients/adm-p1')).json(), patient);
+    assert.deepEqual((await call('GET', '/patients?q=rossi')).json<{ items: Body[] }>().items, [{ id: 'adm-p1', name: 'Maria Rossi', birthDate: '1980-05-06', gender: 'female', identifiers: ['R-77'] }]);
+    expectError(await call('POST', '/patients', { resourceType: 'Patient', name: [] }), 400, 'invalid_request', 'Patient.id is required: 1–64 characters of A–Z, a–z, 0–9, - and .');
+    expectError(await call('POST', '/patients', { resourceType: 'Observation', id: 'o' }), 400, 'invalid_request', 'expected a FHIR R4 Patient resource (resourceType "Patient")');
+    expectError(await call('POST', '/patients', { resourceType: 'Patient', id: 'p', birthDate: '05/06/1980' }), 400, 'invalid_request', 'Patient/p: birthDate must be a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)');
+
+    const encounter = { resourceType: 'Encounter', id: 'adm-e1', status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period: { start: '2026-01-02T10:00:00Z' } };
+    const added = await call('POST', '/patients/adm-p1/encounters', encounter);
+    assert.equal(added.statusCode, 201, added.body);
+    assert.deepEqual(added.json<Body>().subject, { reference: 'Patient/adm-p1' });
+    assert.deepEqual((await call('GET', '/patients/adm-p1/encounters')).json<{ items: Body[] }>().items.map((e) => e.id), ['adm-e1']);
+    expectError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, subject: { reference: 'Patient/other' } }), 400, 'invalid_request', 'Encounter/adm-e1: subject.reference is Patient/other, not Patient/adm-p1');
+    expectError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, status: 'done' }), 400, 'invalid_request', /^Encounter\/adm-e1: status must be one of planned/);
+    expectError(await call('POST', '/patients/nobody/encounters', encounter), 404, 'not_found', 'no patient nobody');
+
+    const bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id: 'adm-p2', name: [{ text: 'Kim Lee' }] } }, { resource: { ...encounter, id: 'adm-e2', subject: { reference: 'Patient/adm-p2' } } }] };
+    assert.deepEqual((await call('POST', '/patients/$import', JSON.stringify(bundle), ADMIN_TOKEN, { 'content-type': 'application/fhir+json' })).json(), { patients: 1, encounters: 1 });
+    const ndjson = `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p3', name: [{ family: 'Ng' }] })}\n${JSON.stringify({ ...encounter, id: 'adm-e3', subject: { reference: 'Patient/adm-p3' } })}\n`;
+    assert.deepEqual((await call('POST', '/patients/$import', ndjson, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' })).json(), { patients: 1, encounters: 1 });
+    const bad = `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p4' })}\n${JSON.stringify({ resourceType: 'Observation', id: 'x' })}\n`;
+    expectError(await call('POST', '/patients/$import', bad, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' }), 400, 'invalid_request', 'resource 2: only Patient and Encounter resources are imported, not Observation');
+    expectError(await call('GET', '/patients/adm-p4'), 404, 'not_found', 'no patient adm-p4');
+    expectError(await call('POST', '/patients/$import', '{"resourceType":"Bundle"}', ADMIN_TOKEN, { 'content-type': 'application/fhir+json' }), 400, 'invalid_request', 'expected a FHIR Bundle with entry[]');
+
+    assert.equal((await call('DELETE', '/patients/adm-p3')).statusCode, 204);
+    expectError(await call('GET', '/patients/adm-p3/encounters'), 404, 'not_found', 'no patient adm-p3');
+  });
+
+  it('launches: created by the admin token or an EHR client with ehr-launch, and used by an EHR launch', async () => {
+    const created = await call('POST', '/launches', { patient: 'demo-amy-shaw', encounter: 'demo-enc-amy-1', intent: 'summary', need_patient_banner: false, fhirContext: [{ reference: 'DiagnosticReport/1' }], aud: TEST_FHIR_BASE });
+    assert.equal(created.statusCode, 201, created.body);
+    assert.equal(created.json<Body>().expires_in, 300);
+    expectError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', /fhirContext\/0 must match a schema in anyOf/);
+    expectError(await call('POST', '/launches', { encounter: 'e1' }), 400, 'invalid_request', 'encounter needs patient');
+    expectError(await call('POST', '/launches', { client_id: 'nobody' }), 400, 'invalid_request', 'no client nobody');
+    expectError(await call('POST', '/launches', { aud: 'https://other.example/fhir' }), 400, 'invalid_request', "aud https://other.example/fhir is not one of this server's FHIR base URLs");
+
+    const ehr = await clientKey('ES384');
+    await call('POST', '/clients', { client_id: 'the-ehr', client_name: 'The EHR', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: 'ehr-launch' });
+    const secret = (await call('POST', '/clients/the-ehr/secret')).json<Body>().client_secret as string;
+    const token = (await tokenRequest(app, { grant_type: 'client_credentials', scope: 'ehr-launch', client_id: 'the-ehr', client_secret: secret })).json<Body>().access_token as string;
+    assert.ok(token, `an ehr-launch token (key ${ehr.kid} unused)`);
+    const byEhr = await call('POST', '/launches', { patient: 'demo-daniel-okafor' }, token);
+    assert.equal(byEhr.statusCode, 201);
+    expectError(await call('GET', '/clients', undefined, token), 403, 'insufficient_scope', 'this request needs an access token with the admin scope');
+
+    await registerPublic();
+    const flow = await startAuthorization(app, { client_id: 'admin-public', scope: 'launch patient/*.rs', launch: byEhr.json<Body>().launch as string });
+    await login(flow, 'clinician', 'clinician-demo');
+    await consent(flow);
+    assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-daniel-okafor');
+  });
+
+  it('grants: listed by user, client and patient; revoking one ends its tokens', async () => {
+    await registerPublic();
+    const flow = await startAuthorization(app, { client_id: 'admin-public', scope: 'launch/patient patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const tokens = (await exchange(app, flow)).json<Body>();
+    const byUser = (await call('GET', '/grants?user=demo-patient&client=admin-public')).json<{ items: Body[] }>().items;
+    assert.equal(byUser.length, 1);
+    const grant = byUser[0]!;
+    assert.equal(grant.patient, 'demo-amy-shaw');
+    assert.equal(grant.scope, 'launch/patient patient/Patient.rs offline_access');
+    assert.ok(grant.last_used_at, 'the code exchange used it');
+    assert.equal((await call('GET', '/grants?patient=demo-amy-shaw')).json<{ items: Body[] }>().items.some((g) => g.grant_id === grant.grant_id), true);
+    assert.equal((await call('DELETE', `/grants/${String(grant.grant_id)}`)).statusCode, 204);
+    assert.equal((await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token as string, client_id: 'admin-public' })).statusCode, 400);
+    expectError(await call('DELETE', `/grants/${String(grant.grant_id)}`), 404, 'not_found', `no grant ${String(grant.grant_id)}`);
+  });
+
+  it('keys: listed; rotation refused while the next key is new, forced otherwise, then published', async () => {
+    const keys = (await call('GET', '/keys')).json<{ items: Body[] }>().items;
+    assert.equal(keys.filter((k) => k.state === 'active').length, 4);
+    expectError(await call('POST', '/keys/rotate', { algs: ['RS256'] }), 409, 'conflict', /^the next RS256 key \(.+\) has been published for \d+ s, less than the 360 s/);
+    const rotated = (await call('POST', '/keys/rotate', { algs: ['RS256'], force: true })).json<{ rotated: Body[] }>().rotated;
+    assert.equal(rotated.length, 1);
+    const jwks = (await app.inject({ method: 'GET', url: '/jwks' })).json<{ keys: Body[] }>().keys;
+    assert.equal(jwks.find((k) => k.alg === 'RS256')?.kid, rotated[0]!.activated, 'this process signs with the promoted key at once');
+    expectError(await call('POST', '/keys/rotate', { algs: ['HS256'] }), 400, 'invalid_request', /algs\/0 must be equal to one of the allowed values/);
+  });
+});

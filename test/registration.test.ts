@@ -1,0 +1,102 @@
+import assert from 'node:assert/strict';
+import { it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+
+import { testApp, TEST_ISSUER } from './helpers/app.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
+
+type Body = Record<string, string | undefined> & Record<string, unknown>;
+const ADMIN_TOKEN = 'registration-admin-token-0123456789abcdef';
+const METADATA = { client_name: 'Registered App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' };
+
+async function withApp(ctx: { current: { database: Parameters<typeof testApp>[0] } }, env: Record<string, string>, fn: (app: FastifyInstance) => Promise<void>): Promise<void> {
+  const app = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true', ...env });
+  try {
+    await fn(app);
+  } finally {
+    await app.close();
+  }
+}
+
+describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) => {
+  it('open: anyone registers a SMART app, reads, updates and deletes it with its registration access token', async () => {
+    await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'active' }, async (app) => {
+      const res = await app.inject({ method: 'POST', url: '/reg', payload: METADATA });
+      assert.equal(res.statusCode, 201, res.body);
+      const client = res.json<Body>();
+      assert.equal(client.scope, METADATA.scope, 'SMART scopes come back in scope');
+      assert.equal(client.allowed_scope, undefined);
+      assert.ok(client.registration_access_token);
+      assert.equal(client.registration_client_uri, `${TEST_ISSUER}/reg/${String(client.client_id)}`);
+      const stored = await app.runtime.database.db.selectFrom('clients').select(['status', 'metadata']).where('client_id', '=', String(client.client_id)).executeTakeFirstOrThrow();
+      assert.equal(stored.status, 'active');
+      assert.equal(stored.metadata.scope, METADATA.scope, 'stored in RFC 7591 names');
+
+      const rat = { authorization: `Bearer ${client.registration_access_token}` };
+      const read = await app.inject({ method: 'GET', url: `/reg/${String(client.client_id)}`, headers: rat });
+      assert.equal(read.statusCode, 200);
+      assert.equal(read.json<Body>().scope, METADATA.scope);
+      const newRat = { authorization: `Bearer ${(read.json<Body>().registration_access_token ?? client.registration_access_token)}` };
+      const updated = await app.inject({ method: 'PUT', url: `/reg/${String(client.client_id)}`, headers: newRat, payload: { ...METADATA, client_id: client.client_id, client_name: 'Renamed App' } });
+      assert.equal(updated.statusCode, 200, updated.body);
+      assert.equal(updated.json<Body>().client_name, 'Renamed App');
+
+      const flow = await startAuthorization(app, { client_id: String(client.client_id), scope: 'launch/patient patient/Patient.rs' });
+      await login(flow, 'patient', 'patient-demo');
+      assert.match(title(flow.page), /^Allow Renamed App/);
+
+      const finalRat = { authorization: `Bearer ${String(updated.json<Body>().registration_access_token)}` };
+      assert.equal((await app.inject({ method: 'DELETE', url: `/reg/${String(client.client_id)}`, headers: finalRat })).statusCode, 204);
+      const audit = await app.runtime.database.db.selectFrom('audit_events').select('type').where('client_id', '=', String(client.client_id)).execute();
+      assert.ok(audit.some((e) => e.type === 'client.registered'));
+    });
+  });
+
+  it('refuses invalid SMART scopes and self-granted pre-approval', async () => {
+    await withApp(ctx, { REGISTRATION: 'open' }, async (app) => {
+      const badScope = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, scope: 'patient/Observation.dus' } });
+      assert.equal(badScope.statusCode, 400);
+      assert.deepEqual(badScope.json(), { error: 'invalid_client_metadata', error_description: 'patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s' });
+      const preApproved = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, consent: 'pre-approved' } });
+      assert.equal(preApproved.statusCode, 400);
+      assert.deepEqual(preApproved.json(), { error: 'invalid_client_metadata', error_description: 'consent pre-approved can only be set by an operator' });
+    });
+  });
+
+  it('pending: a registered client can do nothing until an operator approves it', async () => {
+    await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'pending' }, async (app) => {
+      const client = (await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).json<Body>();
+      const blocked = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
+      assert.equal(blocked.page.res.statusCode, 400);
+      assert.match(blocked.page.res.body, /invalid_client/);
+      const approved = await app.inject({ method: 'PATCH', url: `/admin/api/clients/${String(client.client_id)}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { status: 'active' } });
+      assert.equal(approved.statusCode, 200, approved.body);
+      const flow = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
+      assert.equal(title(flow.page), 'Sign in');
+    });
+  });
+
+  it('token: registration needs an initial access token from the admin API', async () => {
+    await withApp(ctx, { REGISTRATION: 'token' }, async (app) => {
+      const anonymous = await app.inject({ method: 'POST', url: '/reg', payload: METADATA });
+      assert.equal(anonymous.statusCode, 401);
+      assert.equal(anonymous.json<Body>().error, 'invalid_token');
+      const iat = await app.inject({ method: 'POST', url: '/admin/api/registration-tokens', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { expires_in: 600 } });
+      assert.equal(iat.statusCode, 201);
+      const res = await app.inject({ method: 'POST', url: '/reg', headers: { authorization: `Bearer ${String(iat.json<Body>().token)}` }, payload: METADATA });
+      assert.equal(res.statusCode, 201, res.body);
+    });
+  });
+
+  it('off: no registration endpoint at all', async () => {
+    await withApp(ctx, { REGISTRATION: 'off' }, async (app) => {
+      assert.equal((await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).statusCode, 404);
+      const iat = await app.inject({ method: 'POST', url: '/admin/api/registration-tokens', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: {} });
+      assert.equal(iat.statusCode, 409);
+      const flow = await startAuthorization(app, { client_id: 'nope', scope: 'openid' });
+      assert.equal(flow.page.res.statusCode, 400);
+    });
+  });
+});
