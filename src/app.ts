@@ -4,6 +4,7 @@ import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
 import ejs from 'ejs';
 import Fastify, { type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import type { AdapterPayload } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { Config } from './config/config.js';
@@ -21,6 +22,7 @@ import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
 import { AuditLog } from './audit/audit.js';
+import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys } from './keys/signing-keys.js';
@@ -51,6 +53,8 @@ export interface Runtime {
   readonly host: ProviderHost;
   readonly maintenance: Maintenance;
   readonly audit: AuditLog;
+  /** Client metadata cached per process: whatever changes a client drops its entry. */
+  readonly clients: ClientCache<AdapterPayload>;
 }
 
 declare module 'fastify' {
@@ -109,6 +113,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   });
 
   const audit = new AuditLog(db, log);
+  const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
   const host = await ProviderHost.create({
     config,
     db,
@@ -117,10 +122,11 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     audit,
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
+    clients,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
   });
   const maintenance = new Maintenance({ config, db, box, host, log });
-  app.decorate('runtime', { config, database, box, host, maintenance, audit } satisfies Runtime);
+  app.decorate('runtime', { config, database, box, host, maintenance, audit, clients } satisfies Runtime);
 
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
@@ -137,7 +143,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
-  await app.register(adminApi, { config, db, box, host, audit, maintenance });
+  await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
 
   if (options.background ?? true) {

@@ -250,7 +250,7 @@ async function operate(command: string, args: readonly string[]): Promise<number
       }
       case 'audit verify': {
         const result = await verifyAuditChain(app.runtime.database.db);
-        if (result.ok) process.stdout.write(`Audit chain intact: ${result.checked} events.\n`);
+        if (result.ok) process.stdout.write(`Audit trail intact: ${result.checked} events in ${result.chains} chains.\n`);
         else process.stderr.write(`Audit chain broken at event ${result.brokenAt!.seq}: ${result.brokenAt!.reason} (${result.checked} events before it are intact).\n`);
         return result.ok ? 0 : 1;
       }

@@ -166,17 +166,54 @@ describeEachDatabase('audit trail', (ctx) => {
 });
 
 describeEachDatabase('audit chain across processes', (ctx) => {
-  it('two server processes writing at once keep one intact chain', async () => {
+  it('two server processes writing at once each keep an intact chain, anchored in the trail', async () => {
+    const db = ctx.current.database.db;
     const [a, b] = [await testApp(ctx.current.database), await testApp(ctx.current.database)];
     try {
       await Promise.all(
         Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i } })),
       );
-      const result = await verifyAuditChain(ctx.current.database.db);
-      assert.deepEqual(result, { ok: true, checked: 40 });
+      // A third process, started later, anchors its chain to a hash the others wrote.
+      const c = await testApp(ctx.current.database);
+      await c.runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i: 40 } });
+      await c.close();
+      assert.deepEqual(await verifyAuditChain(db, 9), { ok: true, checked: 41, chains: 3 });
+      const rows = await db.selectFrom('audit_events').select(['seq', 'chain', 'prev_hash', 'hash']).orderBy('seq').execute();
+      const chains = new Map<string, typeof rows>();
+      for (const row of rows) chains.set(row.chain, [...(chains.get(row.chain) ?? []), row]);
+      assert.equal(chains.size, 3);
+      const last = rows.at(-1)!;
+      assert.ok(rows.slice(0, -1).some((r) => r.hash === last.prev_hash), 'the third chain starts from an existing hash');
+      for (const chain of chains.values()) for (let i = 1; i < chain.length; i++) assert.equal(chain[i]!.prev_hash, chain[i - 1]!.hash);
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  it('names a chain whose anchor was removed, and a row removed from the middle of a chain', async () => {
+    const db = ctx.current.database.db;
+    const rows = await db.selectFrom('audit_events').select(['seq', 'chain', 'prev_hash', 'hash']).orderBy('seq').execute();
+    const [late, anchor] = [rows.at(-1)!, rows.at(-2)!];
+    assert.equal(late.prev_hash, anchor.hash, 'the last chain is anchored to the newest row before it');
+    await sql`alter table audit_events disable trigger audit_events_no_change`.execute(db);
+    try {
+      // The anchor is the tail of its own chain: removing it leaves that chain whole but the later one unanchored.
+      await sql`delete from audit_events where seq = ${String(anchor.seq)}`.execute(db);
+      assert.deepEqual(await verifyAuditChain(db), {
+        ok: false,
+        checked: rows.length - 2,
+        chains: 2,
+        brokenAt: { seq: String(late.seq), reason: 'the chain starts from a hash that is not in the trail (rows before it were removed)' },
+      });
+      const chain = rows.filter((r) => r.chain === rows[0]!.chain);
+      await sql`delete from audit_events where seq = ${String(chain[1]!.seq)}`.execute(db);
+      assert.deepEqual((await verifyAuditChain(db)).brokenAt, {
+        seq: String(chain[2]!.seq),
+        reason: 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)',
+      });
+    } finally {
+      await sql`alter table audit_events enable trigger audit_events_no_change`.execute(db);
     }
   });
 });

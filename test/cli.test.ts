@@ -158,6 +158,6 @@ describe('command line', () => {
     assert.deepEqual(events.map((e) => e.subtype[0]!.code).filter((t) => t !== 'admin.request'), ['client.created', 'user.created', 'patient.imported', 'launch.created']);
     const verified = await run(['audit', 'verify'], env, cwd);
     assert.equal(verified.code, 0);
-    assert.match(verified.stdout, /^Audit chain intact: \d+ events\.\n$/);
+    assert.match(verified.stdout, /^Audit trail intact: \d+ events in \d+ chains\.\n$/);
   });
 });

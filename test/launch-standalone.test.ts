@@ -68,6 +68,23 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal(style.json<Body>().color_highlight, '#0b5cad');
   });
 
+  it('two apps authorizing at once in one signed-in browser (two tabs) each finish with their own patient', async () => {
+    const first = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/*.rs' });
+    await login(first, 'clinician', 'clinician-demo');
+    await pickPatient(first, 'demo-henry-nguyen');
+    // The second tab starts while the first waits at its consent page: the browser is signed in now.
+    const second = await startAuthorization(app, { client_id: 'limited-app', scope: 'launch/patient patient/Observation.rs', state: 'state-2' }, { browser: first.browser });
+    await pickPatient(second, 'demo-amy-shaw');
+    assert.match(title(second.page), /^Allow limited-app to access Amy V\. Shaw/);
+    await consent(first);
+    await consent(second);
+    const [a, b] = [await exchange(app, first), await exchange(app, second)];
+    assert.deepEqual([a.statusCode, b.statusCode], [200, 200], `${a.body} ${b.body}`);
+    assert.deepEqual([a.json<Body>().patient, a.json<Body>().scope], ['demo-henry-nguyen', 'openid fhirUser launch/patient patient/*.rs']);
+    assert.deepEqual([b.json<Body>().patient, b.json<Body>().scope], ['demo-amy-shaw', 'launch/patient patient/Observation.rs']);
+    assert.equal(callback(second).state, 'state-2');
+  });
+
   it('a patient shares their own record without a picker; a caregiver picks among the records they may act for', async () => {
     const own = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
     await login(own, 'patient', 'patient-demo');

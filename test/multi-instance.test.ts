@@ -10,6 +10,8 @@ import { buildApp } from '../src/app.js';
 import { openDatabase } from '../src/db/database.js';
 import { rotateSigningKeys } from '../src/keys/signing-keys.js';
 import { testApp, testConfig } from './helpers/app.js';
+import { basicAuth } from './helpers/clients.js';
+import { tokenRequest } from './helpers/flow.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
 const jwks = async (app: FastifyInstance) => (await app.inject({ method: 'GET', url: '/jwks' })).json<{ keys: { kid: string; alg: string }[] }>().keys;
@@ -51,6 +53,38 @@ describeEachDatabase('several server instances on one database', (ctx) => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+});
+
+describeEachDatabase('client changes across instances', (ctx) => {
+  const ADMIN_TOKEN = 'b'.repeat(43);
+  const cc = (app: FastifyInstance, secret: string) => tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('shared', secret) });
+
+  it('reach another instance within CLIENT_CACHE_SECONDS, and at once with 0', async () => {
+    const [a, b, uncached] = [
+      await testApp(ctx.current.database, { ADMIN_TOKEN }),
+      await testApp(ctx.current.database, { CLIENT_CACHE_SECONDS: '1' }),
+      await testApp(ctx.current.database, { CLIENT_CACHE_SECONDS: '0' }),
+    ];
+    const admin = (method: 'POST' | 'PATCH', url: string, payload?: object) => a.inject({ method, url: `/admin/api${url}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, ...(payload ? { payload } : {}) });
+    try {
+      const created = await admin('POST', '/clients', { client_id: 'shared', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/*.rs' });
+      const secret = created.json<{ client_secret: string }>().client_secret;
+      for (const app of [a, b, uncached]) assert.equal((await cc(app, secret)).statusCode, 200);
+      assert.equal(b.runtime.clients.size, 1, 'b now holds the client');
+      assert.equal(uncached.runtime.clients.size, 0, 'nothing is kept with CLIENT_CACHE_SECONDS=0');
+
+      assert.equal((await admin('PATCH', '/clients/shared', { status: 'suspended' })).statusCode, 200);
+      assert.equal((await cc(a, secret)).statusCode, 401, 'the instance that made the change applies it at once');
+      assert.equal((await cc(uncached, secret)).statusCode, 401, 'so does an instance without the cache');
+      assert.equal((await cc(b, secret)).statusCode, 200, 'another instance may answer from its cache for up to a second');
+      await new Promise((r) => setTimeout(r, 1100));
+      const refused = await cc(b, secret);
+      assert.equal(refused.statusCode, 401, 'and no longer');
+      assert.equal(refused.json<{ error: string }>().error, 'invalid_client');
+    } finally {
+      await Promise.all([a.close(), b.close(), uncached.close()]);
     }
   });
 });

@@ -57,7 +57,7 @@ interface ClientBody {
 }
 
 export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, box, host, audit } = deps;
+  const { db, box, host, audit, clients } = deps;
 
   /** Our checks, then oidc-provider's own validation of what it will be served. */
   async function validated(metadata: Record<string, unknown>): Promise<Record<string, unknown>> {
@@ -143,6 +143,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       const currentMetadata = Object.fromEntries(Object.entries(current.metadata).filter(([key]) => key !== 'client_id'));
       const full = await validated({ ...currentMetadata, ...changes });
       const updated = await updateClient(db, box, current.client_id, full, status);
+      clients.invalidate(current.client_id);
       await audit.record({ ...adminEvent(request), type: 'client.updated', clientId: current.client_id, details: { changed: Object.keys(request.body), status: updated.record.status } });
       return view(updated.record, updated.secret);
     },
@@ -153,6 +154,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     { schema: { ...tagged, summary: 'Delete a client and everything issued to it', params: idParams('client_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
       if (!(await deleteClient(db, request.params.client_id))) throw problem(404, `no client ${request.params.client_id}`);
+      clients.invalidate(request.params.client_id);
       await audit.record({ ...adminEvent(request), type: 'client.deleted', clientId: request.params.client_id });
       return reply.code(204).send();
     },
@@ -165,6 +167,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       let secret: string;
       try {
         secret = await rotateClientSecret(db, box, request.params.client_id);
+        clients.invalidate(request.params.client_id);
       } catch (error) {
         if (error instanceof ClientProblem) throw problem(error.status === 404 ? 404 : error.status, error.message);
         throw error;

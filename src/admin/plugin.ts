@@ -4,6 +4,7 @@ import fp from 'fastify-plugin';
 import type { Kysely } from 'kysely';
 
 import type { AuditLog } from '../audit/audit.js';
+import type { ClientCache } from '../clients/client-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { redactUrl } from '../http/logger.js';
@@ -26,6 +27,8 @@ export interface AdminDeps {
   readonly host: ProviderHost;
   readonly audit: AuditLog;
   readonly maintenance: Maintenance;
+  /** Dropped for a client whenever the client changes, so this process applies the change at once. */
+  readonly clients: ClientCache<unknown>;
 }
 
 export const ADMIN_PREFIX = '/admin/api';

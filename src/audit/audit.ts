@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
@@ -61,18 +61,22 @@ export interface AuditEvent {
 
 export type AuditRow = Selectable<AuditEventsTable>;
 
-/** The hash before the first event. */
+/** The hash before the first event of the first chain. */
 export const GENESIS_HASH = '0'.repeat(64);
-const LOCK = sql`select pg_advisory_xact_lock(hashtext('smart-auth:audit'))`;
 
 /**
- * Writes events. Each write appends under a database lock (the chain spans every server process), and
- * events that arrive while a write is under way go together in the next one: no waiting at low load, one
- * transaction per batch under high load. `record` resolves once the event is committed.
+ * Writes events. Each server process appends to a chain of its own, in order, one multi-row INSERT per
+ * batch: no lock and no read shared with other processes, so auditing costs one round trip per batch
+ * whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
+ * so a whole chain cannot vanish unnoticed either. Events that arrive while a write is under way go
+ * together in the next one; `record` resolves once its event is committed.
  */
 export class AuditLog {
   readonly #db: Kysely<DB>;
   readonly #log: Logger;
+  readonly #chain = randomUUID();
+  /** The hash of this chain's last committed row; undefined until the chain is anchored. */
+  #last: string | undefined;
   #queue: { event: AuditEvent; resolve: () => void; reject: (error: unknown) => void }[] = [];
   #writing: Promise<void> | undefined;
 
@@ -115,23 +119,22 @@ export class AuditLog {
   }
 
   async #write(events: readonly AuditEvent[]): Promise<void> {
-    await this.#db.transaction().execute(async (trx) => {
-      await LOCK.execute(trx);
-      const last = await trx.selectFrom('audit_events').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst();
-      let prev = last?.hash ?? GENESIS_HASH;
-      const rows = events.map((event) => {
-        const row = toRow(event, new Date());
-        const hash = chainHash(prev, row);
-        const full = { ...row, details: JSON.stringify(row.details), prev_hash: prev, hash };
-        prev = hash;
-        return full;
-      });
-      await trx.insertInto('audit_events').values(rows).execute();
+    this.#last ??= (await this.#db.selectFrom('audit_events').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst())?.hash ?? GENESIS_HASH;
+    let prev = this.#last;
+    const rows = events.map((event) => {
+      const row = toRow(this.#chain, event, new Date());
+      const hash = chainHash(prev, row);
+      const full = { ...row, details: JSON.stringify(row.details), prev_hash: prev, hash };
+      prev = hash;
+      return full;
     });
+    await this.#db.insertInto('audit_events').values(rows).execute();
+    this.#last = prev;
   }
 }
 
 interface RowContent {
+  chain: string;
   recorded_at: Date;
   type: string;
   outcome: AuditOutcome;
@@ -147,8 +150,9 @@ interface RowContent {
   details: Record<string, unknown>;
 }
 
-function toRow(event: AuditEvent, at: Date): RowContent {
+function toRow(chain: string, event: AuditEvent, at: Date): RowContent {
   return {
+    chain,
     recorded_at: at,
     type: event.type,
     outcome: event.outcome ?? 'success',
@@ -168,7 +172,7 @@ function toRow(event: AuditEvent, at: Date): RowContent {
 
 /** sha256 over the previous hash and the row's content in a canonical form (sorted keys, ISO time). */
 export function chainHash(prev: string, row: RowContent): string {
-  const content = [prev, row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
+  const content = [prev, row.chain, row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
   return createHash('sha256').update(JSON.stringify(content)).digest('hex');
 }
 
@@ -186,24 +190,35 @@ function canonical(value: unknown): string {
 export interface VerifyResult {
   readonly ok: boolean;
   readonly checked: number;
-  /** The first row whose hash does not match its content or its predecessor. */
+  readonly chains: number;
+  /** The first row whose hash does not match its content, its predecessor or an anchor. */
   readonly brokenAt?: { readonly seq: string; readonly reason: string };
 }
 
-/** Walks the chain in order, in pages, recomputing every hash. */
+/**
+ * Walks every chain in order, in pages, recomputing each hash; the first row of a chain must be anchored
+ * to the genesis hash or to a hash written before it.
+ */
 export async function verifyAuditChain(db: Kysely<DB>, pageSize = 1000): Promise<VerifyResult> {
-  let prev = GENESIS_HASH;
+  const last = new Map<string, string>();
   let after = '0';
   let checked = 0;
   for (;;) {
     const rows = await db.selectFrom('audit_events').selectAll().where(sql<string>`seq`, '>', after).orderBy('seq').limit(pageSize).execute();
     for (const row of rows) {
-      if (row.prev_hash !== prev) return { ok: false, checked, brokenAt: { seq: String(row.seq), reason: 'prev_hash is not the hash of the row before (a row was removed or inserted)' } };
-      if (chainHash(prev, row) !== row.hash) return { ok: false, checked, brokenAt: { seq: String(row.seq), reason: 'the row does not match its hash (it was modified)' } };
-      prev = row.hash;
+      const seq = String(row.seq);
+      const prev = last.get(row.chain);
+      if (prev === undefined) {
+        const anchored = row.prev_hash === GENESIS_HASH || (await db.selectFrom('audit_events').select('seq').where('hash', '=', row.prev_hash).where(sql<string>`seq`, '<', seq).executeTakeFirst());
+        if (!anchored) return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'the chain starts from a hash that is not in the trail (rows before it were removed)' } };
+      } else if (row.prev_hash !== prev) {
+        return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)' } };
+      }
+      if (chainHash(row.prev_hash, row) !== row.hash) return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'the row does not match its hash (it was modified)' } };
+      last.set(row.chain, row.hash);
       checked++;
     }
-    if (rows.length < pageSize) return { ok: true, checked };
+    if (rows.length < pageSize) return { ok: true, checked, chains: last.size };
     after = String(rows.at(-1)!.seq);
   }
 }

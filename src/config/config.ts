@@ -46,6 +46,8 @@ export interface Config {
   readonly registration: 'open' | 'token' | 'off';
   /** The status a dynamically registered client starts in. */
   readonly registrationStatus: 'active' | 'pending';
+  /** How long each process keeps a client's metadata before reading it again (0: every request). */
+  readonly clientCacheSeconds: number;
 }
 
 export type DatabaseConfig =
@@ -96,6 +98,7 @@ const schema = {
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
+    CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
     FRAME_ANCESTORS: { type: 'string', pattern: '^https?://[^,\\s/]+(,https?://[^,\\s/]+)*$', description: 'comma-separated origins (scheme://host[:port]) allowed to frame the sign-in pages' },
     LAUNCHER: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     REGISTRATION: { type: 'string', enum: ['open', 'token', 'off'], description: 'open, token or off' },
@@ -183,6 +186,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
+    clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
     launcher: v.LAUNCHER === undefined ? database.kind === 'pglite' : v.LAUNCHER === 'true',

@@ -2,6 +2,7 @@ import { decodeProtectedHeader } from 'jose';
 import { sql, type Kysely } from 'kysely';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 
+import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -46,6 +47,8 @@ export interface AdapterDeps {
   readonly jwks?: JwksCache | undefined;
   /** The status of a client created by dynamic registration. */
   readonly registrationStatus?: 'active' | 'pending' | undefined;
+  /** Active clients' metadata, shared with whatever else changes clients in this process. */
+  readonly clients?: ClientCache<AdapterPayload> | undefined;
 }
 
 /** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
@@ -145,17 +148,28 @@ export class ClientAdapter implements Adapter {
 
   readonly #jwks: JwksCache | undefined;
   readonly #registrationStatus: 'active' | 'pending';
+  readonly #cache: ClientCache<AdapterPayload> | undefined;
 
-  constructor({ db, box, jwks, registrationStatus }: AdapterDeps) {
+  constructor({ db, box, jwks, registrationStatus, clients }: AdapterDeps) {
     this.#db = db;
     this.#box = box;
     this.#jwks = jwks;
     this.#registrationStatus = registrationStatus ?? 'active';
+    this.#cache = clients;
   }
 
   async find(clientId: string): Promise<AdapterPayload | undefined> {
     // A pending client can read and change its own registration, and nothing else until approved.
     const management = MANAGEMENT_ROUTES.has(Provider.ctx?.oidc.route ?? '');
+    const cached = management ? undefined : this.#cache?.get(clientId);
+    const metadata = cached ? structuredClone(cached) : await this.#read(clientId, management);
+    if (!metadata) return undefined;
+    if (!cached && !management) this.#cache?.set(clientId, structuredClone(metadata));
+    if (typeof metadata.jwks_uri === 'string') await this.#inlineJwks(metadata, metadata.jwks_uri);
+    return metadata;
+  }
+
+  async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {
     const row = await this.#db
       .selectFrom('clients')
       .select(['metadata', 'client_secret'])
@@ -169,7 +183,6 @@ export class ClientAdapter implements Adapter {
     const metadata = { ...rest, client_id: clientId } as AdapterPayload;
     if (typeof scope === 'string') (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = scope;
     if (row.client_secret) metadata.client_secret = this.#box.open(row.client_secret, 'client-secret', clientId);
-    if (typeof metadata.jwks_uri === 'string') await this.#inlineJwks(metadata, metadata.jwks_uri);
     return metadata;
   }
 
@@ -224,10 +237,12 @@ export class ClientAdapter implements Adapter {
       .values({ client_id: clientId, ...row, status: this.#registrationStatus })
       .onConflict((oc) => oc.column('client_id').doUpdateSet(row))
       .execute();
+    this.#cache?.invalidate(clientId);
   }
 
   async destroy(clientId: string): Promise<void> {
     await this.#db.deleteFrom('clients').where('client_id', '=', clientId).execute();
+    this.#cache?.invalidate(clientId);
   }
 
   findByUid(): Promise<undefined> {

@@ -1,8 +1,9 @@
 import type { Kysely } from 'kysely';
-import Provider, { errors, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
+import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import { accountClient } from '../account/routes.js';
 import type { Config } from '../config/config.js';
@@ -56,6 +57,8 @@ export interface ProviderDeps {
   /** Renders one of views/ with the data given (escaped by the template). */
   readonly renderPage: (view: string, data: Record<string, unknown>) => Promise<string>;
   readonly jwks?: JwksCache | undefined;
+  /** Client metadata, cached per process (see ClientCache). */
+  readonly clients?: ClientCache<AdapterPayload> | undefined;
   readonly audit: AuditLog;
 }
 
@@ -76,7 +79,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus }),
+    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients }),
     // Static clients: the identity Bearer-token introspection continues under (introspection.ts), and the
     // connected-apps page signing people in (account/routes.ts).
     clients: [bearerClient.metadata, accountClient(config)],

@@ -10,7 +10,8 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 export class Browser {
   readonly #app: FastifyInstance;
   readonly #origin: string;
-  readonly #cookies = new Map<string, { value: string; path: string }>();
+  /** Keyed by name and path, as a browser keeps them: the same name on two paths is two cookies. */
+  readonly #cookies = new Map<string, { name: string; value: string; path: string }>();
 
   constructor(app: FastifyInstance, origin: string) {
     this.#app = app;
@@ -18,7 +19,7 @@ export class Browser {
   }
 
   cookieNames(): string[] {
-    return [...this.#cookies.keys()];
+    return [...new Set([...this.#cookies.values()].map((c) => c.name))];
   }
 
   clearCookies(): void {
@@ -29,7 +30,7 @@ export class Browser {
   async send(method: 'GET' | 'POST', url: string, form?: Record<string, string | string[]>): Promise<LightMyRequestResponse> {
     const target = new URL(url, this.#origin);
     assert.equal(target.origin, this.#origin, `the browser only talks to the server under test, not ${target.origin}`);
-    const cookie = [...this.#cookies.entries()].filter(([, c]) => target.pathname.startsWith(c.path)).map(([name, c]) => `${name}=${c.value}`).join('; ');
+    const cookie = [...this.#cookies.values()].filter((c) => target.pathname.startsWith(c.path)).map((c) => `${c.name}=${c.value}`).join('; ');
     const payload = form ? encodeForm(form) : undefined;
     const res = await this.#app.inject({
       method,
@@ -69,8 +70,8 @@ export class Browser {
       if (key.toLowerCase() === 'expires' && Date.parse(v) < Date.now()) expired = true;
       if (key.toLowerCase() === 'max-age' && Number(v) <= 0) expired = true;
     }
-    if (expired || value === '') this.#cookies.delete(name);
-    else this.#cookies.set(name, { value, path });
+    if (expired || value === '') this.#cookies.delete(`${name} ${path}`);
+    else this.#cookies.set(`${name} ${path}`, { name, value, path });
   }
 }
 

@@ -14,7 +14,7 @@ export interface TestClient {
 export async function registerClient(app: FastifyInstance, metadata: Record<string, unknown>): Promise<TestClient> {
   const client_id = (metadata.client_id as string | undefined) ?? `client-${randomBytes(6).toString('hex')}`;
   const full = { redirect_uris: [], ...metadata, client_id };
-  await new ClientAdapter({ db: app.runtime.database.db, box: app.runtime.box }).upsert(client_id, full);
+  await new ClientAdapter({ db: app.runtime.database.db, box: app.runtime.box, clients: app.runtime.clients }).upsert(client_id, full);
   return full;
 }
 

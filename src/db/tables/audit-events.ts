@@ -3,10 +3,12 @@ import type { ColumnType } from 'kysely';
 export type AuditOutcome = 'success' | 'failure';
 export type AuditActorType = 'user' | 'client' | 'admin' | 'system' | 'anonymous';
 
-/** Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); `hash` chains each row to the one before. */
+/** Append-only (a trigger refuses UPDATE, DELETE and TRUNCATE); `hash` chains each row to the one before in its chain. */
 export interface AuditEventsTable {
   /** bigint: a string from pg, a bigint from PGlite. */
   seq: ColumnType<string | bigint, never, never>;
+  /** The chain the row belongs to: one per server process run. */
+  chain: string;
   recorded_at: Date;
   type: string;
   outcome: AuditOutcome;
