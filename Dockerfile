@@ -27,4 +27,4 @@ EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "dist/src/main.js", "healthcheck"]
 # exec form: the server is PID 1's child-free process and receives SIGTERM itself for a graceful shutdown.
-CMD ["node", "--enable-source-maps", "dist/src/main.js", "serve"]
+CMD ["node", "--enable-source-maps", "--max-semi-space-size=4", "dist/src/main.js", "serve"]

@@ -1,0 +1,154 @@
+/**
+ * The ceiling: bare oidc-provider with tokens kept in a Map, nothing of ours, serving the same grants with
+ * the same client authentication. The runner starts it as a separate process and measures it in the same
+ * run as our server, so that the ratio holds on a noisy machine where absolute figures do not.
+ *
+ * Configuration arrives as JSON in BARE_CONFIG: { port, clients: [client metadata…], databaseUrl? }. With
+ * a databaseUrl, tokens, codes and grants are stored in Postgres by our PayloadAdapter (the same table and
+ * queries our server uses), clients stay in memory: the second baseline, oidc-provider plus the storage it
+ * cannot do without. A preparation endpoint (outside the timed window) mints codes and refresh tokens.
+ */
+import { createServer } from 'node:http';
+
+import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
+
+import { openDatabase } from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { PayloadAdapter, ReplayDetectionAdapter } from '../src/oidc/adapter.js';
+import { ROUTES } from '../src/oidc/routes.js';
+
+interface BareConfig {
+  port: number;
+  clients: Record<string, unknown>[];
+  databaseUrl?: string;
+}
+
+const { port, clients, databaseUrl } = JSON.parse(process.env.BARE_CONFIG ?? '{}') as BareConfig;
+const issuer = `http://127.0.0.1:${port}`;
+
+/**
+ * oidc-provider's own memory adapter keeps at most 1,000 entries (an LRU) and would evict the codes and
+ * refresh tokens prepared for a run; this one keeps everything in a Map, which is all a baseline needs.
+ */
+class MapAdapter implements Adapter {
+  static readonly entries = new Map<string, AdapterPayload>();
+  static readonly byGrant = new Map<string, Set<string>>();
+  constructor(readonly model: string) {}
+  #key(id: string) {
+    return `${this.model}:${id}`;
+  }
+  upsert(id: string, payload: AdapterPayload): Promise<void> {
+    const key = this.#key(id);
+    MapAdapter.entries.set(key, payload);
+    if (payload.grantId) {
+      const set = MapAdapter.byGrant.get(payload.grantId) ?? new Set();
+      MapAdapter.byGrant.set(payload.grantId, set.add(key));
+    }
+    return Promise.resolve();
+  }
+  find(id: string): Promise<AdapterPayload | undefined> {
+    return Promise.resolve(MapAdapter.entries.get(this.#key(id)));
+  }
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return Promise.resolve([...MapAdapter.entries.values()].find((p) => p.uid === uid));
+  }
+  findByUserCode(): Promise<undefined> {
+    return Promise.resolve(undefined);
+  }
+  consume(id: string): Promise<void> {
+    const payload = MapAdapter.entries.get(this.#key(id));
+    if (payload) payload.consumed = Math.floor(Date.now() / 1000);
+    return Promise.resolve();
+  }
+  destroy(id: string): Promise<void> {
+    MapAdapter.entries.delete(this.#key(id));
+    return Promise.resolve();
+  }
+  revokeByGrantId(grantId: string): Promise<void> {
+    for (const key of MapAdapter.byGrant.get(grantId) ?? []) MapAdapter.entries.delete(key);
+    MapAdapter.byGrant.delete(grantId);
+    return Promise.resolve();
+  }
+}
+
+let adapter: (model: string) => Adapter = (model) => new MapAdapter(model);
+if (databaseUrl) {
+  const { db } = await openDatabase({ kind: 'postgres', url: databaseUrl });
+  await migrateToLatest(db);
+  adapter = (model) => (model === 'ReplayDetection' ? new ReplayDetectionAdapter(db) : new PayloadAdapter(db, model));
+}
+
+const provider = new Provider(issuer, {
+  clients: clients as never,
+  // Our paths, so that the runner sends every target the same requests.
+  routes: ROUTES,
+  adapter,
+  clientAuthMethods: ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'],
+  enabledJWA: { clientAuthSigningAlgValues: ['RS384', 'ES384', 'RS256', 'ES256'] },
+  features: {
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true, allowedPolicy: () => true },
+    revocation: { enabled: true, allowedPolicy: () => true },
+    devInteractions: { enabled: false },
+    dPoP: { enabled: false },
+  },
+  scopes: ['openid', 'offline_access', 'system/Patient.rs', 'system/Observation.rs'],
+  pkce: { required: () => true },
+  ttl: { AccessToken: 3600, ClientCredentials: 300, AuthorizationCode: 600, RefreshToken: 86400, Grant: 86400, IdToken: 3600, Interaction: 3600, Session: 3600 },
+  rotateRefreshToken: true,
+  issueRefreshToken: () => true,
+  findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+});
+
+const callback = provider.callback();
+const CHALLENGE_OF_VERIFIER = process.env.BARE_CHALLENGE ?? '';
+
+async function mint(kind: 'codes' | 'refresh', n: number, clientId: string): Promise<string[]> {
+  const out: string[] = [];
+  // Eight at a time: the Postgres variant's pool has ten connections.
+  let next = 0;
+  await Promise.all(Array.from({ length: 8 }, () => mintSome(kind, n, clientId, out, () => next++)));
+  return out;
+}
+
+async function mintSome(kind: 'codes' | 'refresh', n: number, clientId: string, out: string[], take: () => number): Promise<void> {
+  for (let i = take(); i < n; i = take()) {
+    const grant = new provider.Grant({ accountId: `user-${i}`, clientId });
+    grant.addOIDCScope('openid offline_access');
+    const grantId = await grant.save();
+    if (kind === 'codes') {
+      out.push(
+        await new provider.AuthorizationCode({
+          accountId: `user-${i}`,
+          client: await provider.Client.find(clientId),
+          grantId,
+          scope: 'openid offline_access',
+          redirectUri: 'https://bench.example/cb',
+          codeChallenge: CHALLENGE_OF_VERIFIER,
+          codeChallengeMethod: 'S256',
+        } as never).save(),
+      );
+    } else {
+      out.push(await new provider.RefreshToken({ accountId: `user-${i}`, client: await provider.Client.find(clientId), grantId, scope: 'openid offline_access', gty: 'authorization_code' } as never).save());
+    }
+  }
+}
+
+createServer((req, res) => {
+  const url = new URL(req.url ?? '/', issuer);
+  if (url.pathname === '/__prepare') {
+    const kind = url.searchParams.get('kind') === 'refresh' ? 'refresh' : 'codes';
+    mint(kind, Number(url.searchParams.get('n') ?? '0'), url.searchParams.get('client') ?? '').then(
+      (values) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(values));
+      },
+      (error: unknown) => {
+        res.writeHead(500);
+        res.end(String(error));
+      },
+    );
+    return;
+  }
+  void callback(req, res);
+}).listen(port, '127.0.0.1', () => process.stdout.write(`bare oidc-provider listening on ${issuer}\n`));
