@@ -8,6 +8,8 @@ export class ClientCache<T> {
   readonly #ttlMs: number;
   readonly #max: number;
   readonly #entries = new Map<string, { value: T; expires: number }>();
+  /** Moves on at every invalidation, so that a read begun before a change cannot store what it read. */
+  #generation = 0;
 
   constructor(ttlSeconds: number, max = 10_000) {
     this.#ttlMs = ttlSeconds * 1000;
@@ -22,8 +24,13 @@ export class ClientCache<T> {
     return undefined;
   }
 
-  set(clientId: string, value: T): void {
-    if (!this.#ttlMs) return;
+  /** Where a read of the database begins: pass it to `set` with what was read. */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  set(clientId: string, value: T, readAt: number): void {
+    if (!this.#ttlMs || readAt !== this.#generation) return;
     this.#entries.delete(clientId);
     // The oldest entry goes first: a Map iterates in insertion order.
     if (this.#entries.size >= this.#max) this.#entries.delete(this.#entries.keys().next().value!);
@@ -31,10 +38,12 @@ export class ClientCache<T> {
   }
 
   invalidate(clientId: string): void {
+    this.#generation++;
     this.#entries.delete(clientId);
   }
 
   clear(): void {
+    this.#generation++;
     this.#entries.clear();
   }
 

@@ -162,9 +162,10 @@ export class ClientAdapter implements Adapter {
     // A pending client can read and change its own registration, and nothing else until approved.
     const management = MANAGEMENT_ROUTES.has(Provider.ctx?.oidc.route ?? '');
     const cached = management ? undefined : this.#cache?.get(clientId);
+    const readAt = this.#cache?.generation ?? 0;
     const metadata = cached ? structuredClone(cached) : await this.#read(clientId, management);
     if (!metadata) return undefined;
-    if (!cached && !management) this.#cache?.set(clientId, structuredClone(metadata));
+    if (!cached && !management) this.#cache?.set(clientId, structuredClone(metadata), readAt);
     if (typeof metadata.jwks_uri === 'string') await this.#inlineJwks(metadata, metadata.jwks_uri);
     return metadata;
   }
