@@ -133,22 +133,8 @@ export class AuditLog {
   }
 }
 
-interface RowContent {
-  chain: string;
-  recorded_at: Date;
-  type: string;
-  outcome: AuditOutcome;
-  actor_type: AuditActorType;
-  actor_id: string | null;
-  user_id: string | null;
-  client_id: string | null;
-  patient_id: string | null;
-  grant_id: string | null;
-  scope: string | null;
-  source_ip: string | null;
-  request_id: string | null;
-  details: Record<string, unknown>;
-}
+/** What a row's hash covers: every column but the sequence number and the hashes. */
+type RowContent = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
 
 function toRow(chain: string, event: AuditEvent, at: Date): RowContent {
   return {

@@ -9,7 +9,7 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
-import { consumeLaunch, saveGrantContext, type FhirContextItem } from '../launch/context.js';
+import { consumeLaunch, launchContextOf, saveGrantContext, type LaunchContext } from '../launch/context.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY, STATIC_SCOPES } from '../oidc/provider.js';
 import { registeredScopes } from '../oidc/resource-server.js';
@@ -45,20 +45,10 @@ export interface InteractionDeps {
 interface SmartState {
   resolved?: boolean;
   launchId?: string;
-  launch?: LaunchSnapshot;
+  launch?: LaunchContext;
   patient?: string;
   /** The chosen encounter; null when the user chose none, or there is none to choose. */
   encounter?: string | null;
-}
-
-interface LaunchSnapshot {
-  readonly patient?: string | undefined;
-  readonly encounter?: string | undefined;
-  readonly fhirContext?: readonly FhirContextItem[] | undefined;
-  readonly intent?: string | undefined;
-  readonly need_patient_banner?: boolean | undefined;
-  readonly smart_style_url?: string | undefined;
-  readonly tenant?: string | undefined;
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -193,7 +183,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
       await auditFor(request, details, { type: 'launch.used', userId: user.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
       smart.launchId = launch.id;
-      smart.launch = { patient: launch.patient, encounter: launch.encounter, fhirContext: launch.fhirContext, intent: launch.intent, need_patient_banner: launch.need_patient_banner, smart_style_url: launch.smart_style_url, tenant: launch.tenant };
+      smart.launch = launchContextOf(launch);
       if (launch.patient) smart.patient = launch.patient;
       if (launch.encounter) smart.encounter = launch.encounter;
       await remember(details, smart);

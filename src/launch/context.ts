@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 
-import { sql, type Kysely, type Selectable } from 'kysely';
+import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import type { LaunchesTable } from '../db/tables/launches.js';
+import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
 
 /**
  * SMART launch context: what an EHR establishes before it opens an app (a launch), and what one
@@ -30,6 +30,37 @@ export interface LaunchContext {
   readonly tenant?: string | undefined;
 }
 
+/** The context members of anything that carries them, and nothing else. */
+export function launchContextOf(from: LaunchContext): LaunchContext {
+  const { patient, encounter, fhirContext, intent, need_patient_banner, smart_style_url, tenant } = from;
+  return { patient, encounter, fhirContext, intent, need_patient_banner, smart_style_url, tenant };
+}
+
+/** A launch context as the columns launches and grant_contexts share. An empty fhirContext is none. */
+function contextColumns(context: LaunchContext): Insertable<LaunchContextColumns> {
+  return {
+    patient: context.patient ?? null,
+    encounter: context.encounter ?? null,
+    fhir_context: context.fhirContext?.length ? JSON.stringify(context.fhirContext) : null,
+    intent: context.intent ?? null,
+    need_patient_banner: context.need_patient_banner ?? null,
+    smart_style_url: context.smart_style_url ?? null,
+    tenant: context.tenant ?? null,
+  };
+}
+
+function contextFromColumns(row: Selectable<LaunchContextColumns>): LaunchContext {
+  return {
+    patient: row.patient ?? undefined,
+    encounter: row.encounter ?? undefined,
+    fhirContext: row.fhir_context ?? undefined,
+    intent: row.intent ?? undefined,
+    need_patient_banner: row.need_patient_banner ?? undefined,
+    smart_style_url: row.smart_style_url ?? undefined,
+    tenant: row.tenant ?? undefined,
+  };
+}
+
 export interface LaunchInput extends LaunchContext {
   readonly client_id?: string | undefined;
   readonly fhir_base?: string | undefined;
@@ -54,13 +85,7 @@ export async function createLaunch(db: Kysely<DB>, input: LaunchInput, ttlSecond
       client_id: input.client_id ?? null,
       fhir_base: input.fhir_base ?? null,
       user_id: input.user ?? null,
-      patient: input.patient ?? null,
-      encounter: input.encounter ?? null,
-      fhir_context: input.fhirContext ? JSON.stringify(input.fhirContext) : null,
-      intent: input.intent ?? null,
-      need_patient_banner: input.need_patient_banner ?? null,
-      smart_style_url: input.smart_style_url ?? null,
-      tenant: input.tenant ?? null,
+      ...contextColumns(input),
       expires_at: new Date(Date.now() + ttlSeconds * 1000),
     })
     .execute();
@@ -94,13 +119,7 @@ function toLaunch(row: Selectable<LaunchesTable>): Launch {
     client_id: row.client_id ?? undefined,
     fhir_base: row.fhir_base ?? undefined,
     user: row.user_id ?? undefined,
-    patient: row.patient ?? undefined,
-    encounter: row.encounter ?? undefined,
-    fhirContext: row.fhir_context ?? undefined,
-    intent: row.intent ?? undefined,
-    need_patient_banner: row.need_patient_banner ?? undefined,
-    smart_style_url: row.smart_style_url ?? undefined,
-    tenant: row.tenant ?? undefined,
+    ...contextFromColumns(row),
     expiresAt: row.expires_at,
     consumedAt: row.consumed_at,
   };
@@ -126,13 +145,7 @@ export async function saveGrantContext(db: Kysely<DB>, grantId: string, context:
     .values({
       grant_id: grantId,
       fhir_base: context.fhirBase,
-      patient: context.patient ?? null,
-      encounter: context.encounter ?? null,
-      fhir_context: context.fhirContext?.length ? JSON.stringify(context.fhirContext) : null,
-      intent: context.intent ?? null,
-      need_patient_banner: context.need_patient_banner ?? null,
-      smart_style_url: context.smart_style_url ?? null,
-      tenant: context.tenant ?? null,
+      ...contextColumns(context),
       launch_id: context.launchId ?? null,
       fhir_user: context.fhirUser ?? null,
       client_id: holder.clientId,
@@ -148,13 +161,7 @@ export async function findGrantContext(db: Kysely<DB>, grantId: string): Promise
   if (!row) return undefined;
   return {
     fhirBase: row.fhir_base,
-    patient: row.patient ?? undefined,
-    encounter: row.encounter ?? undefined,
-    fhirContext: row.fhir_context ?? undefined,
-    intent: row.intent ?? undefined,
-    need_patient_banner: row.need_patient_banner ?? undefined,
-    smart_style_url: row.smart_style_url ?? undefined,
-    tenant: row.tenant ?? undefined,
+    ...contextFromColumns(row),
     launchId: row.launch_id ?? undefined,
     fhirUser: row.fhir_user ?? undefined,
   };

@@ -1,17 +1,10 @@
-import type { ColumnType, Generated } from 'kysely';
+import type { Generated } from 'kysely';
 
-import type { FhirContextItem } from '../../launch/context.js';
+import type { LaunchContextColumns } from './launches.js';
 
-export interface GrantContextsTable {
+export interface GrantContextsTable extends LaunchContextColumns {
   grant_id: string;
   fhir_base: string;
-  patient: string | null;
-  encounter: string | null;
-  fhir_context: ColumnType<FhirContextItem[] | null, string | null, string | null>;
-  intent: string | null;
-  need_patient_banner: boolean | null;
-  smart_style_url: string | null;
-  tenant: string | null;
   launch_id: string | null;
   /** The user's FHIR resource as an absolute URL, when fhirUser was granted. */
   fhir_user: string | null;
