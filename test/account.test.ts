@@ -54,6 +54,10 @@ describeEachDatabase('connected apps page', (ctx) => {
     const revoked = await browser.go('POST', formAction(page.res.body, '/revoke'), { csrf: inputValue(page.res.body, 'csrf'), client_id: 'health-app' });
     assert.match(revoked.res.body, /Health App no longer has access\./);
     assert.match(revoked.res.body, /No app has access\./);
+    const spoofed = await browser.go('GET', `/account/apps?revoked=${encodeURIComponent('Your account is locked, call 555')}`);
+    assert.equal(spoofed.res.statusCode, 200);
+    assert.ok(!spoofed.res.body.includes('Your account is locked'), 'the banner names only apps that exist');
+    assert.ok(!spoofed.res.body.includes('no longer has access'));
 
     const refresh = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token as string, client_id: 'health-app' });
     assert.equal(refresh.statusCode, 400, 'the refresh token is refused at once');

@@ -94,6 +94,16 @@ describeEachDatabase('EHR launch', (ctx) => {
     assert.deepEqual(callback(flow), { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in', state: 'state-1', iss: TEST_ISSUER });
   });
 
+  it("a launch for a patient the signed-in user may not act for is refused; their own is accepted", async () => {
+    const foreign = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), { patient: 'demo-grace-miller' })).launch });
+    await login(foreign, 'patient', 'patient-demo');
+    assert.deepEqual(callback(foreign), { error: 'access_denied', error_description: "the signed-in user may not act for the launch's patient", state: 'state-1', iss: TEST_ISSUER });
+    const own = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), { patient: 'demo-amy-shaw' })).launch });
+    await login(own, 'patient', 'patient-demo');
+    await consent(own);
+    assert.equal((await exchange(app, own)).json<{ patient: string }>().patient, 'demo-amy-shaw');
+  });
+
   it('two tabs racing with one launch: only one authorization takes it', async () => {
     const { launch } = await createLaunch(db(), { patient: 'demo-amy-shaw' });
     const [a, b] = [await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch }), await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch })];

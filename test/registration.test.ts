@@ -65,6 +65,36 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
     });
   });
 
+  it('no client gives itself admin, EHR-launch or introspection rights, nor system/ scopes without an operator', async () => {
+    const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [] }, response_types: [], redirect_uris: [] };
+    const refused = (scope: string) => ({ error: 'invalid_client_metadata', error_description: `scope ${scope}: only an operator can register a client for this (admin API, or REGISTRATION_STATUS=pending for approval)` });
+    const clients = async () => Number((await ctx.current.database.db.selectFrom('clients').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow()).n);
+    await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'active' }, async (app) => {
+      const before = await clients();
+      for (const scope of ['admin', 'ehr-launch', 'introspect', 'system/*.rs', 'system/Patient.read']) {
+        const res = await app.inject({ method: 'POST', url: '/reg', payload: { ...BACKEND, scope } });
+        assert.equal(res.statusCode, 400, scope);
+        assert.deepEqual(res.json(), refused(scope));
+      }
+      const mixed = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, scope: `${METADATA.scope} admin` } });
+      assert.deepEqual(mixed.json(), refused('admin'));
+      // Nor by updating a registration it already has.
+      const client = (await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).json<Body>();
+      const update = await app.inject({ method: 'PUT', url: `/reg/${String(client.client_id)}`, headers: { authorization: `Bearer ${String(client.registration_access_token)}` }, payload: { ...METADATA, client_id: client.client_id, scope: 'openid introspect' } });
+      assert.deepEqual(update.json(), refused('introspect'));
+      assert.equal(await clients(), before + 1, 'only the plain app was stored');
+    });
+    await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'pending' }, async (app) => {
+      assert.equal((await app.inject({ method: 'POST', url: '/reg', payload: { ...BACKEND, scope: 'system/*.rs' } })).statusCode, 201, 'an operator approves it before it can be used');
+      assert.deepEqual((await app.inject({ method: 'POST', url: '/reg', payload: { ...BACKEND, scope: 'admin' } })).json(), refused('admin'));
+    });
+    await withApp(ctx, { REGISTRATION: 'token' }, async (app) => {
+      const iat = (await app.inject({ method: 'POST', url: '/admin/api/registration-tokens', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { expires_in: 600 } })).json<Body>();
+      const res = await app.inject({ method: 'POST', url: '/reg', headers: { authorization: `Bearer ${String(iat.token)}` }, payload: { ...BACKEND, scope: 'system/*.rs' } });
+      assert.equal(res.statusCode, 201, 'the operator vouched for it with the initial access token');
+    });
+  });
+
   it('pending: a registered client can do nothing until an operator approves it', async () => {
     await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'pending' }, async (app) => {
       const client = (await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).json<Body>();

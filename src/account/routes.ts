@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -79,7 +79,9 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const ids = [...apps.map((a) => a.client_id), ...(revokedId ? [revokedId] : [])];
     const clients = ids.length ? await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', ids).execute() : [];
     const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
-    const nameOf = (clientId: string | undefined): string | undefined => (clientId ? (clients.find((c) => c.client_id === clientId)?.name ?? clientId) : undefined);
+    const nameOf = (clientId: string): string => clients.find((c) => c.client_id === clientId)?.name ?? clientId;
+    // Only an app that exists is named in the banner: the query string is not a place for any text.
+    const revoked = clients.find((c) => c.client_id === revokedId);
     pageHeaders(reply, config);
     return reply.view('account-apps.ejs', {
       basePath,
@@ -87,7 +89,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
       action: `${basePath}${ACCOUNT_APPS_PATH}/revoke`,
       csrf: csrfFor(session.uid),
       signOut: `${basePath}${ROUTES.end_session}`,
-      revoked: nameOf(revokedId) ?? null,
+      revoked: revoked ? nameOf(revoked.client_id) : null,
       apps: apps
         .filter((a) => a.client_id !== ACCOUNT_CLIENT_ID)
         .map((a, index) => ({
@@ -108,9 +110,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     async (request, reply) => {
       const session = await sessionOf(request, reply);
       if (!session) return signIn(reply);
-      const expected = Buffer.from(csrfFor(session.uid));
-      const given = Buffer.from(request.body.csrf);
-      if (expected.length !== given.length || !timingSafeEqual(expected, given)) throw Object.assign(new Error('this page has expired; reload it'), { statusCode: 403 });
+      if (!box.verifyMac('account', session.uid, request.body.csrf)) throw Object.assign(new Error('this page has expired; reload it'), { statusCode: 403 });
       const app = (await connectedApps(db, session.accountId)).find((a) => a.client_id === request.body.client_id);
       if (app) {
         await revokeGrants(db, app.grant_ids);

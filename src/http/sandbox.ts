@@ -33,6 +33,7 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
 
   if (!config.launcher) return;
   await app.register(formbody, { bodyLimit: 16 * 1024 });
+  // The launcher is open to whoever can load it; the token keeps other sites from submitting it.
   const csrf = box.mac('launcher', 'v1');
 
   app.get('/launcher', async (_request, reply) => {
@@ -75,7 +76,7 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
     },
     async (request, reply) => {
       const body = request.body;
-      if (body.csrf !== csrf) throw Object.assign(new Error('the launcher form has expired; reload it'), { statusCode: 403 });
+      if (!box.verifyMac('launcher', 'v1', body.csrf ?? '')) throw Object.assign(new Error('the launcher form has expired; reload it'), { statusCode: 403 });
       if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw Object.assign(new Error('unknown FHIR server'), { statusCode: 400 });
       const client = await db.selectFrom('clients').select(sql<string | null>`metadata->>'launch_uri'`.as('launch_uri')).where('client_id', '=', body.client_id ?? '').where('status', '=', 'active').executeTakeFirst();
       if (!client?.launch_uri) throw Object.assign(new Error('that app has no launch_uri'), { statusCode: 400 });

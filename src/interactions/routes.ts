@@ -1,5 +1,3 @@
-import { timingSafeEqual } from 'node:crypto';
-
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -125,9 +123,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   }
 
   function checkCsrf(request: Req): boolean {
-    const expected = Buffer.from(csrfFor(request.params.uid));
-    const given = Buffer.from(request.body.csrf);
-    return expected.length === given.length && timingSafeEqual(expected, given);
+    return box.verifyMac('csrf', request.params.uid, request.body.csrf);
   }
 
   /** Ends the interaction: oidc-provider resumes with this result (a decision, or an error for the app). */
@@ -181,6 +177,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       const launch = await consumeLaunch(db, launchId);
       if (!launch) return finish(request, reply, { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one' }, false);
       if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
+      // The EHR's patient is one the signed-in user may act for, as in the picker (clinicians: any).
+      const own = launch.patient ? await patientsOf(db, user) : undefined;
+      if (own && !own.includes(launch.patient!)) return finish(request, reply, { error: 'access_denied', error_description: "the signed-in user may not act for the launch's patient" }, false);
       await auditFor(request, details, { type: 'launch.used', userId: user.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
       smart.launchId = launch.id;
       smart.launch = launchContextOf(launch);

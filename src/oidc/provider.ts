@@ -9,6 +9,7 @@ import { accountClient } from '../account/routes.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { operatorOnlyScopes } from '../smart/scopes/grant.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { createAdapterFactory } from './adapter.js';
 import { auditMiddleware } from './audit-hooks.js';
@@ -172,14 +173,17 @@ export function createProvider(deps: ProviderDeps): Provider {
           (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = value;
           delete metadata.scope;
         }
-        if (key === CONSENT_PROPERTY && value === 'pre-approved' && ['registration', 'client_update'].includes((ctx ? oidcOf(ctx)?.route : undefined) ?? '')) {
+        const selfRegistered = ['registration', 'client_update'].includes((ctx ? oidcOf(ctx)?.route : undefined) ?? '');
+        if (key === CONSENT_PROPERTY && value === 'pre-approved' && selfRegistered) {
           throw new errors.InvalidClientMetadata('consent pre-approved can only be set by an operator');
         }
         if (value === undefined) return;
         if (key === ALLOWED_SCOPE_PROPERTY) {
           if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
-          const invalid = parseScopes(value).errors;
+          const { scopes, errors: invalid } = parseScopes(value);
           if (invalid.length) throw new errors.InvalidClientMetadata(invalid.map((e) => e.message).join('; '));
+          const reserved = selfRegistered ? operatorOnlyScopes(scopes, config.registration === 'token' || config.registrationStatus === 'pending') : [];
+          if (reserved.length) throw new errors.InvalidClientMetadata(`scope ${reserved.join(' ')}: only an operator can register a client for this (admin API, or REGISTRATION_STATUS=pending for approval)`);
         }
         if (key === CONSENT_PROPERTY && value !== 'required' && value !== 'pre-approved') throw new errors.InvalidClientMetadata('consent must be required or pre-approved');
         if (key === 'launch_uri' && (typeof value !== 'string' || !URL.canParse(value))) throw new errors.InvalidClientMetadata('launch_uri must be an absolute URL');

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
  * Authenticated encryption at rest (AES-256-GCM) for private keys and client secrets.
@@ -53,6 +53,13 @@ export class SecretBox {
   /** A MAC of `data` under a subkey for `purpose` (base64url): for tokens that must not be forged, such as CSRF tokens. */
   mac(purpose: string, data: string): string {
     return createHmac('sha256', subkey(this.#current, purpose)).update(data).digest('base64url');
+  }
+
+  /** Whether `given` is the MAC of `data` for `purpose`, compared in constant time. */
+  verifyMac(purpose: string, data: string, given: string): boolean {
+    const expected = Buffer.from(this.mac(purpose, data));
+    const actual = Buffer.from(given);
+    return expected.length === actual.length && timingSafeEqual(expected, actual);
   }
 
   /** True when the value was sealed by an earlier key and should be sealed again with the current one. */

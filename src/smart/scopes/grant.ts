@@ -39,6 +39,15 @@ const CONTEXTS_FOR: Record<GrantFlow, readonly ScopeContext[]> = { interactive: 
 const RESTRICTED_FIXED = new Set<string>(['introspect', 'admin', 'ehr-launch']);
 
 /**
+ * The scopes a client may not give itself through dynamic registration: this server's own (administration,
+ * EHR launches, introspection) always, and system/ scopes (bulk access to every record) unless an operator
+ * vouches for the client, by approving it or by handing out the initial access token it registers with.
+ */
+export function operatorOnlyScopes(scopes: readonly Scope[], vouched: boolean): string[] {
+  return scopes.filter((s) => (s.kind === 'fixed' && RESTRICTED_FIXED.has(s.name)) || (!vouched && s.kind === 'resource' && s.context === 'system')).map(formatScope);
+}
+
+/**
  * The interactive grant before consent: each requested scope narrowed to what the client is registered
  * for; what cannot be granted at all is refused with the reason. Scopes granted as requested keep their
  * exact text; narrowed ones are written in the syntax (v1 or v2) of the request where it can say them.
