@@ -4,12 +4,10 @@ import { sql, type Kysely } from 'kysely';
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
 export async function up(db: Kysely<any>): Promise<void> {
-  // The audit trail: append-only, each row's hash covering the previous row of its chain (one chain per
-  // server process), each chain anchored to a hash that existed when it began, so that an edit shows.
+  // The audit trail: append-only, each row's hash covering the previous row's, so that an edit shows.
   await db.schema
     .createTable('audit_events')
     .addColumn('seq', 'bigint', (c) => c.primaryKey().generatedAlwaysAsIdentity())
-    .addColumn('chain', 'text', (c) => c.notNull())
     .addColumn('recorded_at', 'timestamptz', (c) => c.notNull())
     .addColumn('type', 'text', (c) => c.notNull())
     .addColumn('outcome', 'text', (c) => c.notNull().check(sql`outcome in ('success', 'failure')`))
@@ -29,7 +27,6 @@ export async function up(db: Kysely<any>): Promise<void> {
   for (const column of ['recorded_at', 'type', 'client_id', 'user_id', 'patient_id']) {
     await sql`create index ${sql.raw(`audit_events_${column}`)} on audit_events (${sql.raw(column === 'recorded_at' ? 'recorded_at' : `${column}, recorded_at`)})`.execute(db);
   }
-  await sql`create index audit_events_chain on audit_events (chain, seq)`.execute(db);
   await sql`create function audit_events_append_only() returns trigger language plpgsql as $$
     begin
       raise exception 'audit_events is append-only: % is not allowed', tg_op;

@@ -5,11 +5,13 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 
-import { verifyAuditChain } from '../src/audit/audit.js';
+import { chainHash, GENESIS_HASH, verifyAuditChain } from '../src/audit/audit.js';
 import { EVENT_SUBTYPE_SYSTEM } from '../src/audit/fhir.js';
 import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
 import { testApp, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { migrations } from '../migrations/index.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
@@ -217,6 +219,38 @@ describeEachDatabase('audit chain across processes', (ctx) => {
     }
   });
 });
+
+describeEachDatabase(
+  'audit trail written before chains had names',
+  (ctx) => {
+    it('keeps verifying after the upgrade, as chain "", and new chains anchor to it', async () => {
+      const { db } = ctx.current.database;
+      const { Migrator } = await import('kysely/migration');
+      const migrator = new Migrator({ db, provider: { getMigrations: () => Promise.resolve(migrations) } });
+      assert.equal((await migrator.migrateTo('2026-11-28T02-00-audit')).error, undefined);
+      // Two rows as the earlier release wrote them: no chain column, the hash over the rest.
+      let prev = GENESIS_HASH;
+      for (const i of [1, 2]) {
+        const row = { chain: '', recorded_at: new Date(Date.UTC(2026, 10, 28, 2, 0, i)), type: 'admin.request', outcome: 'success' as const, actor_type: 'system' as const, actor_id: null, user_id: null, client_id: null, patient_id: null, grant_id: null, scope: null, source_ip: null, request_id: null, details: { i } };
+        const hash = chainHash(prev, row);
+        await sql`insert into audit_events (recorded_at, type, outcome, actor_type, details, prev_hash, hash) values (${row.recorded_at}, ${row.type}, ${row.outcome}, ${row.actor_type}, ${JSON.stringify(row.details)}, ${prev}, ${hash})`.execute(db);
+        prev = hash;
+      }
+      assert.deepEqual(await migrateToLatest(db), ['2026-11-28T03-00-audit-chains']);
+      const app = await testApp(ctx.current.database);
+      try {
+        await app.runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i: 3 } });
+      } finally {
+        await app.close();
+      }
+      assert.deepEqual(await verifyAuditChain(db), { ok: true, checked: 3, chains: 2 });
+      const newest = await db.selectFrom('audit_events').select(['chain', 'prev_hash']).orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow();
+      assert.equal(newest.prev_hash, prev, 'the new chain starts from the last row of the old one');
+      assert.notEqual(newest.chain, '');
+    });
+  },
+  { migrate: false },
+);
 
 /** The R4 AuditEvent structure: required elements, cardinalities and the coded values we use. */
 function assertAuditEvent(event: Body): void {

@@ -63,6 +63,8 @@ export type AuditRow = Selectable<AuditEventsTable>;
 
 /** The hash before the first event of the first chain. */
 export const GENESIS_HASH = '0'.repeat(64);
+/** The one chain of the rows written before each process had its own (migration 2026-11-28T03-00). */
+const LEGACY_CHAIN = '';
 
 /**
  * Writes events. Each server process appends to a chain of its own, in order, one multi-row INSERT per
@@ -156,9 +158,12 @@ function toRow(chain: string, event: AuditEvent, at: Date): RowContent {
   };
 }
 
-/** sha256 over the previous hash and the row's content in a canonical form (sorted keys, ISO time). */
+/**
+ * sha256 over the previous hash and the row's content in a canonical form (sorted keys, ISO time). Rows of
+ * the chain '' were written before chains had names, and their hash does not cover the column.
+ */
 export function chainHash(prev: string, row: RowContent): string {
-  const content = [prev, row.chain, row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
+  const content = [prev, ...(row.chain === LEGACY_CHAIN ? [] : [row.chain]), row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
   return createHash('sha256').update(JSON.stringify(content)).digest('hex');
 }
 

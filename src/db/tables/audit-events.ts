@@ -7,7 +7,7 @@ export type AuditActorType = 'user' | 'client' | 'admin' | 'system' | 'anonymous
 export interface AuditEventsTable {
   /** bigint: a string from pg, a bigint from PGlite. */
   seq: ColumnType<string | bigint, never, never>;
-  /** The chain the row belongs to: one per server process run. */
+  /** The chain the row belongs to: one per server process run ('' for rows from before chains). */
   chain: string;
   recorded_at: Date;
   type: string;
