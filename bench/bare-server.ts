@@ -8,6 +8,7 @@
  * queries our server uses), clients stay in memory: the second baseline, oidc-provider plus the storage it
  * cannot do without. A preparation endpoint (outside the timed window) mints codes and refresh tokens.
  */
+import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
@@ -16,6 +17,7 @@ import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { PayloadAdapter, ReplayDetectionAdapter } from '../src/oidc/adapter.js';
 import { ROUTES } from '../src/oidc/routes.js';
+import { SecretBox } from '../src/security/secret-box.js';
 
 interface BareConfig {
   port: number;
@@ -75,7 +77,9 @@ let adapter: (model: string) => Adapter = (model) => new MapAdapter(model);
 if (databaseUrl) {
   const { db } = await openDatabase({ kind: 'postgres', url: databaseUrl });
   await migrateToLatest(db);
-  adapter = (model) => (model === 'ReplayDetection' ? new ReplayDetectionAdapter(db) : new PayloadAdapter(db, model));
+  // The same storage as ours, bearer values hashed at rest included.
+  const box = new SecretBox(randomBytes(32));
+  adapter = (model) => (model === 'ReplayDetection' ? new ReplayDetectionAdapter(db) : new PayloadAdapter(db, box, model));
 }
 
 const provider = new Provider(issuer, {

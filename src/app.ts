@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
+import { clearMark, hasMark } from './db/server-state.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { interactionRoutes } from './interactions/routes.js';
@@ -27,6 +28,8 @@ import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
+import { hashClearLaunchIds } from './launch/context.js';
+import { hashClearBearerIds } from './oidc/adapter.js';
 import { ProviderHost } from './oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
@@ -64,6 +67,8 @@ declare module 'fastify' {
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+/** Set by migration 2026-12-01T00-00-bearer-hashes: rows from before it hold bearer values in clear. */
+const BEARER_IDS_IN_CLEAR = 'bearer_ids_in_clear';
 /** A client's JWKS URL must answer within this, and with no more than JWKS_MAX_BYTES. */
 const JWKS_FETCH_TIMEOUT_MS = 5000;
 const JWKS_MAX_BYTES = 256 * 1024;
@@ -96,6 +101,11 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
   if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
   await ensureCookieKey(db, box);
+  if (await hasMark(db, BEARER_IDS_IN_CLEAR)) {
+    const converted = (await hashClearBearerIds(db, box)) + (await hashClearLaunchIds(db, box));
+    await clearMark(db, BEARER_IDS_IN_CLEAR);
+    if (converted) log.info({ converted }, 'bearer values stored in clear are now stored as keyed hashes');
+  }
   if (config.seedDemo) await seedDemo(db, config);
 
   const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');

@@ -8,7 +8,7 @@ import { keysDueForRotation, pruneRetiredKeys, rotateSigningKeys } from './keys/
 import { purgeExpiredContexts } from './launch/context.js';
 import { purgeExpired } from './oidc/adapter.js';
 import type { ProviderHost } from './oidc/provider-host.js';
-import { JWKS_MAX_AGE_SECONDS } from './oidc/provider.js';
+import { JWKS_MAX_AGE_SECONDS } from './smart/profile.js';
 import type { SecretBox } from './security/secret-box.js';
 
 /**

@@ -4,7 +4,9 @@ import { it } from 'node:test';
 
 import { sql } from 'kysely';
 
-import { ClientAdapter, PAYLOAD_MODELS, PayloadAdapter, purgeExpired } from '../src/oidc/adapter.js';
+import { errors } from 'oidc-provider';
+
+import { BEARER_MODELS, ClientAdapter, PAYLOAD_MODELS, PayloadAdapter, purgeExpired } from '../src/oidc/adapter.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
@@ -12,12 +14,18 @@ const GRANTABLE = ['AccessToken', 'AuthorizationCode', 'RefreshToken', 'DeviceCo
 
 const id = (): string => randomBytes(12).toString('base64url');
 
+const SINGLE_USE = ['AuthorizationCode', 'RefreshToken', 'DeviceCode', 'BackchannelAuthenticationRequest', 'PreAuthorizedCode'];
+
 describeEachDatabase('oidc-provider adapter contract', (ctx) => {
   const db = () => ctx.current.database.db;
+  const box = new SecretBox(randomBytes(32));
+  const adapterFor = (model: string, withBox = box) => new PayloadAdapter(db(), withBox, model);
+  /** The primary key a value is stored under. */
+  const stored = (model: string, value: string) => (BEARER_MODELS.has(model) ? box.bearerId(value) : value);
 
   for (const model of PAYLOAD_MODELS) {
     it(`${model}: upsert, find, update in place, consume, destroy`, async () => {
-      const adapter = new PayloadAdapter(db(), model);
+      const adapter = adapterFor(model);
       const key = id();
       assert.equal(await adapter.find(key), undefined);
 
@@ -33,33 +41,35 @@ describeEachDatabase('oidc-provider adapter contract', (ctx) => {
       assert.ok(consumed, 'a consumed row is still found');
       assert.equal(typeof consumed.consumed, 'number');
       assert.ok(consumed.consumed >= before - 1 && consumed.consumed <= before + 2);
+      if (SINGLE_USE.includes(model)) await assert.rejects(adapter.consume(key), errors.InvalidGrant, 'a second use is refused');
+      else await adapter.consume(key);
 
       await adapter.destroy(key);
       assert.equal(await adapter.find(key), undefined);
     });
 
     it(`${model}: an expired row is not found, then purged; a row without expiry stays`, async () => {
-      const adapter = new PayloadAdapter(db(), model);
+      const adapter = adapterFor(model);
       const [expiring, permanent] = [id(), id()];
       await adapter.upsert(expiring, { jti: expiring }, 60);
       await adapter.upsert(permanent, { jti: permanent });
       assert.ok(await adapter.find(expiring));
 
-      await db().updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('id', '=', expiring).execute();
+      await db().updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('id', '=', stored(model, expiring)).execute();
       assert.equal(await adapter.find(expiring), undefined, 'expired rows are invisible at once');
 
-      await db().updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 hour'` }).where('id', '=', expiring).execute();
+      await db().updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 hour'` }).where('id', '=', stored(model, expiring)).execute();
       assert.ok((await purgeExpired(db())) >= 1);
-      const left = await db().selectFrom('oidc_payloads').select('id').where('id', 'in', [expiring, permanent]).execute();
-      assert.deepEqual(left.map((r) => r.id), [permanent]);
+      const left = await db().selectFrom('oidc_payloads').select('id').where('id', 'in', [stored(model, expiring), stored(model, permanent)]).execute();
+      assert.deepEqual(left.map((r) => r.id), [stored(model, permanent)]);
       assert.deepEqual(await adapter.find(permanent), { jti: permanent });
     });
   }
 
   for (const model of GRANTABLE) {
     it(`${model}: revokeByGrantId removes this model's rows of that grant only`, async () => {
-      const adapter = new PayloadAdapter(db(), model);
-      const other = new PayloadAdapter(db(), model === 'AccessToken' ? 'RefreshToken' : 'AccessToken');
+      const adapter = adapterFor(model);
+      const other = adapterFor(model === 'AccessToken' ? 'RefreshToken' : 'AccessToken');
       const grant = id();
       const [a, b, keep, otherModel] = [id(), id(), id(), id()];
       await adapter.upsert(a, { grantId: grant }, 600);
@@ -75,29 +85,69 @@ describeEachDatabase('oidc-provider adapter contract', (ctx) => {
     });
   }
 
+  for (const model of SINGLE_USE) {
+    it(`${model}: of 20 simultaneous uses exactly one succeeds; the others revoke the grant`, async () => {
+      const adapter = adapterFor(model);
+      const grant = id();
+      const key = id();
+      await adapter.upsert(key, { jti: key, grantId: grant }, 600);
+      const token = id();
+      await adapterFor('AccessToken').upsert(token, { jti: token, grantId: grant }, 600);
+      await db().insertInto('oidc_payloads').values({ model: 'Grant', id: grant, payload: JSON.stringify({ jti: grant }) }).execute();
+      const results = await Promise.allSettled(Array.from({ length: 20 }, () => adapter.consume(key)));
+      assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+      for (const r of results.filter((r): r is PromiseRejectedResult => r.status === 'rejected')) assert.ok(r.reason instanceof errors.InvalidGrant);
+      assert.equal(await adapterFor('AccessToken').find(token), undefined, "the grant's tokens are revoked");
+      assert.equal(await adapterFor('Grant').find(grant), undefined, 'and the grant itself');
+    });
+  }
+
+  for (const model of BEARER_MODELS) {
+    it(`${model}: stored under a keyed hash of its id, which the payload does not hold`, async () => {
+      const key = id();
+      await adapterFor(model).upsert(key, { jti: key, kind: model }, 600);
+      const rows = await db().selectFrom('oidc_payloads').select(['id', 'payload']).where('model', '=', model).where('id', 'in', [key, box.bearerId(key)]).execute();
+      assert.deepEqual(rows.map((r) => r.id), [box.bearerId(key)]);
+      assert.ok(!JSON.stringify(rows).includes(key), 'the value is nowhere in the row');
+      assert.equal(await adapterFor(model, new SecretBox(randomBytes(32))).find(key), undefined, 'another SECRET_KEY finds nothing');
+    });
+  }
+
+  it('a value stored under a previous SECRET_KEY is still found, and moves to the new key when saved again', async () => {
+    const oldKey = randomBytes(32);
+    const newBox = new SecretBox(randomBytes(32), [oldKey]);
+    const key = id();
+    await adapterFor('Session', new SecretBox(oldKey)).upsert(key, { jti: key, uid: id(), accountId: 'u1' }, 600);
+    const sessions = adapterFor('Session', newBox);
+    assert.equal((await sessions.find(key))?.accountId, 'u1');
+    await sessions.upsert(key, { jti: key, accountId: 'u2' }, 600);
+    const rows = await db().selectFrom('oidc_payloads').select('id').where('model', '=', 'Session').where('id', 'in', newBox.bearerIds(key)).execute();
+    assert.deepEqual(rows.map((r) => r.id), [newBox.bearerId(key)]);
+    assert.equal((await sessions.find(key))?.accountId, 'u2');
+  });
+
   it('Session: findByUid; DeviceCode: findByUserCode', async () => {
-    const sessions = new PayloadAdapter(db(), 'Session');
+    const sessions = adapterFor('Session');
     const sessionId = id();
     await sessions.upsert(sessionId, { uid: 'uid-1', accountId: 'u1' }, 600);
     assert.deepEqual(await sessions.findByUid('uid-1'), { uid: 'uid-1', accountId: 'u1' });
     assert.equal(await sessions.findByUid('uid-2'), undefined);
-    assert.equal(await new PayloadAdapter(db(), 'Interaction').findByUid('uid-1'), undefined, 'scoped to the model');
+    assert.equal(await adapterFor('Interaction').findByUid('uid-1'), undefined, 'scoped to the model');
 
-    const devices = new PayloadAdapter(db(), 'DeviceCode');
+    const devices = adapterFor('DeviceCode');
     await devices.upsert(id(), { userCode: 'ABCD-EFGH', grantId: 'g' }, 600);
     assert.deepEqual(await devices.findByUserCode('ABCD-EFGH'), { userCode: 'ABCD-EFGH', grantId: 'g' });
   });
 
   it('the same id under two models are two rows', async () => {
     const key = id();
-    await new PayloadAdapter(db(), 'AccessToken').upsert(key, { kind: 'AccessToken' }, 600);
-    await new PayloadAdapter(db(), 'RefreshToken').upsert(key, { kind: 'RefreshToken' }, 600);
-    assert.deepEqual(await new PayloadAdapter(db(), 'AccessToken').find(key), { kind: 'AccessToken' });
-    assert.deepEqual(await new PayloadAdapter(db(), 'RefreshToken').find(key), { kind: 'RefreshToken' });
+    await adapterFor('AccessToken').upsert(key, { kind: 'AccessToken' }, 600);
+    await adapterFor('RefreshToken').upsert(key, { kind: 'RefreshToken' }, 600);
+    assert.deepEqual(await adapterFor('AccessToken').find(key), { jti: key, kind: 'AccessToken' });
+    assert.deepEqual(await adapterFor('RefreshToken').find(key), { jti: key, kind: 'RefreshToken' });
   });
 
   it('Client: secrets are sealed at rest; only active clients are found; destroy removes', async () => {
-    const box = new SecretBox(randomBytes(32));
     const clients = new ClientAdapter({ db: db(), box });
     const clientId = `client-${id()}`;
     const secret = randomBytes(32).toString('base64url');

@@ -116,7 +116,7 @@ describeEachDatabase('admin API', (ctx) => {
     expectError(await call('DELETE', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
     const introspected = await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('admin-made', rotated.client_secret as string) }, payload: form({ token: fresh.json<Body>().access_token as string }) });
     assert.equal(introspected.statusCode, 401, 'the deleted client no longer exists');
-    const rows = await ctx.current.database.db.selectFrom('oidc_payloads').select('id').where('id', '=', fresh.json<Body>().access_token as string).execute();
+    const rows = await ctx.current.database.db.selectFrom('oidc_payloads').select('id').where('id', '=', app.runtime.box.bearerId(fresh.json<Body>().access_token as string)).execute();
     assert.deepEqual(rows, [], 'its tokens are gone');
   });
 

@@ -54,7 +54,7 @@ describeEachDatabase('introspection and revocation', (ctx) => {
     assert.deepEqual((await introspect('no-such-token')).json(), { active: false });
 
     const expired = (await issue()).access_token as string;
-    await ctx.current.database.db.updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('model', '=', 'ClientCredentials').where('id', '=', expired).execute();
+    await ctx.current.database.db.updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('model', '=', 'ClientCredentials').where('id', '=', app.runtime.box.bearerId(expired)).execute();
     assert.deepEqual((await introspect(expired)).json(), { active: false });
 
     const revoked = (await issue()).access_token as string;

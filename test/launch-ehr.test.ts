@@ -24,7 +24,7 @@ describeEachDatabase('EHR launch', (ctx) => {
 
   it('capability: launch-ehr, context-ehr-patient, context-ehr-encounter, context-banner, context-style, permission-user — the launch context arrives with the token, no picker', async () => {
     const fhirContext = [{ reference: 'DiagnosticReport/dr-1' }, { reference: 'ImagingStudy/is-1', role: 'https://example.org/roles/primary' }, { identifier: { system: 'urn:ehr:orders', value: 'ord-9' }, type: 'ServiceRequest' }];
-    const { launch, expires_in } = await createLaunch(db(), {
+    const { launch, expires_in } = await createLaunch(db(), app.runtime.box, {
       client_id: 'ehr-app',
       fhir_base: TEST_FHIR_BASE,
       patient: 'demo-daniel-okafor',
@@ -55,7 +55,7 @@ describeEachDatabase('EHR launch', (ctx) => {
   });
 
   it('a pre-approved app skips the consent page; the launch decides the patient', async () => {
-    const { launch } = await createLaunch(db(), { patient: 'demo-grace-miller' });
+    const { launch } = await createLaunch(db(), app.runtime.box, { patient: 'demo-grace-miller' });
     const flow = await startAuthorization(app, { client_id: 'trusted-app', scope: 'launch launch/patient patient/*.rs', launch });
     await login(flow, 'clinician', 'clinician-demo');
     const body = (await exchange(app, flow)).json<Body>();
@@ -70,42 +70,42 @@ describeEachDatabase('EHR launch', (ctx) => {
       assert.deepEqual(callback(flow), { error: 'invalid_request', error_description: description, state: 'state-1', iss: TEST_ISSUER });
     };
     await expect('no-such-launch', 'launch is unknown or expired: the EHR must create a new one');
-    const expired = await createLaunch(db(), { patient: 'demo-amy-shaw' }, 1);
-    await db().updateTable('launches').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', expired.launch).execute();
+    const expired = await createLaunch(db(), app.runtime.box, { patient: 'demo-amy-shaw' }, 1);
+    await db().updateTable('launches').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', app.runtime.box.bearerId(expired.launch)).execute();
     await expect(expired.launch, 'launch is unknown or expired: the EHR must create a new one');
-    await expect((await createLaunch(db(), { client_id: 'another-app', patient: 'demo-amy-shaw' })).launch, 'launch was issued for another client');
-    await expect((await createLaunch(db(), { fhir_base: 'https://other.example/fhir', patient: 'demo-amy-shaw' })).launch, 'launch was issued for another FHIR server (aud)');
+    await expect((await createLaunch(db(), app.runtime.box, { client_id: 'another-app', patient: 'demo-amy-shaw' })).launch, 'launch was issued for another client');
+    await expect((await createLaunch(db(), app.runtime.box, { fhir_base: 'https://other.example/fhir', patient: 'demo-amy-shaw' })).launch, 'launch was issued for another FHIR server (aud)');
 
-    const used = await createLaunch(db(), { patient: 'demo-amy-shaw' });
+    const used = await createLaunch(db(), app.runtime.box, { patient: 'demo-amy-shaw' });
     const first = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: used.launch });
     await login(first, 'clinician', 'clinician-demo');
     await consent(first);
     assert.ok(callback(first).code);
     await expect(used.launch, 'launch was already used: the EHR must create a new one for each launch');
 
-    const scopeless = await startAuthorization(app, { client_id: 'ehr-app', scope: 'patient/*.rs', launch: (await createLaunch(db(), {})).launch });
+    const scopeless = await startAuthorization(app, { client_id: 'ehr-app', scope: 'patient/*.rs', launch: (await createLaunch(db(), app.runtime.box, {})).launch });
     assert.deepEqual(callback(scopeless), { error: 'invalid_scope', error_description: 'the launch parameter needs the launch scope', scope: 'launch', state: 'state-1', iss: TEST_ISSUER });
   });
 
   it('a launch created for one user cannot be used by another', async () => {
-    const { launch } = await createLaunch(db(), { user: 'demo-patient', patient: 'demo-amy-shaw' });
+    const { launch } = await createLaunch(db(), app.runtime.box, { user: 'demo-patient', patient: 'demo-amy-shaw' });
     const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch });
     await login(flow, 'clinician', 'clinician-demo');
     assert.deepEqual(callback(flow), { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in', state: 'state-1', iss: TEST_ISSUER });
   });
 
   it("a launch for a patient the signed-in user may not act for is refused; their own is accepted", async () => {
-    const foreign = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), { patient: 'demo-grace-miller' })).launch });
+    const foreign = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), app.runtime.box, { patient: 'demo-grace-miller' })).launch });
     await login(foreign, 'patient', 'patient-demo');
     assert.deepEqual(callback(foreign), { error: 'access_denied', error_description: "the signed-in user may not act for the launch's patient", state: 'state-1', iss: TEST_ISSUER });
-    const own = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), { patient: 'demo-amy-shaw' })).launch });
+    const own = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: (await createLaunch(db(), app.runtime.box, { patient: 'demo-amy-shaw' })).launch });
     await login(own, 'patient', 'patient-demo');
     await consent(own);
     assert.equal((await exchange(app, own)).json<{ patient: string }>().patient, 'demo-amy-shaw');
   });
 
   it('two tabs racing with one launch: only one authorization takes it', async () => {
-    const { launch } = await createLaunch(db(), { patient: 'demo-amy-shaw' });
+    const { launch } = await createLaunch(db(), app.runtime.box, { patient: 'demo-amy-shaw' });
     const [a, b] = [await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch }), await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch })];
     await login(a, 'clinician', 'clinician-demo');
     await login(b, 'clinician', 'clinician-demo');

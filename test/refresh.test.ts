@@ -34,7 +34,9 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
   }
   const refresh = (refreshToken: string, extra: Record<string, string> = {}) => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'app', ...extra });
   const introspect = (token: string) => app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('fhir-server', rsSecret) }, payload: form({ token }) });
-  const expiryOf = async (model: string, id: string) => (await ctx.current.database.db.selectFrom('oidc_payloads').select('expires_at').where('model', '=', model).where('id', '=', id).executeTakeFirstOrThrow()).expires_at!;
+  /** Tokens are stored under a keyed hash of their value; grants under their id. */
+  const storedId = (model: string, id: string) => (model === 'Grant' ? id : app.runtime.box.bearerId(id));
+  const expiryOf = async (model: string, id: string) => (await ctx.current.database.db.selectFrom('oidc_payloads').select('expires_at').where('model', '=', model).where('id', '=', storedId(model, id)).executeTakeFirstOrThrow()).expires_at!;
 
   it('capability: permission-offline — offline tokens live 90 days, each refresh renews them, keeps the context, rotates', async () => {
     const scope = 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.rs offline_access';
@@ -55,7 +57,7 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
     const rt2 = refreshed.refresh_token as string;
     assert.notEqual(rt2, rt1, 'rotated');
     assert.ok((await expiryOf('RefreshToken', rt2)).getTime() > Date.now() + 89 * DAY, 'renewed for a full period');
-    const grantId = (await ctx.current.database.db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', 'RefreshToken').where('id', '=', rt2).executeTakeFirstOrThrow()).grant_id!;
+    const grantId = (await ctx.current.database.db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', 'RefreshToken').where('id', '=', storedId('RefreshToken', rt2)).executeTakeFirstOrThrow()).grant_id!;
     assert.ok((await expiryOf('Grant', grantId)).getTime() > Date.now() + 89 * DAY, 'the grant is renewed too');
 
     const reuse = await refresh(rt1);

@@ -58,10 +58,88 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
     await withApp(ctx, { REGISTRATION: 'open' }, async (app) => {
       const badScope = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, scope: 'patient/Observation.dus' } });
       assert.equal(badScope.statusCode, 400);
-      assert.deepEqual(badScope.json(), { error: 'invalid_client_metadata', error_description: 'patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s' });
+      assert.deepEqual(badScope.json(), { error: 'invalid_client_metadata', error_description: 'scope: patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s' });
       const preApproved = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, consent: 'pre-approved' } });
       assert.equal(preApproved.statusCode, 400);
-      assert.deepEqual(preApproved.json(), { error: 'invalid_client_metadata', error_description: 'consent pre-approved can only be set by an operator' });
+      assert.deepEqual(preApproved.json(), { error: 'invalid_client_metadata', error_description: 'consent can only be set by an operator' });
+      for (const [name, value] of [['consent', 'required'], ['allowed_scope', 'system/*.cruds'], ['registered_jwks_uri', 'https://keys.example/jwks']] as const) {
+        const internal = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, [name]: value } });
+        assert.equal(internal.statusCode, 400, name);
+        assert.equal(internal.json<Body>().error, 'invalid_client_metadata', name);
+      }
+    });
+  });
+
+  it('one set of client rules on every path: /reg, PUT /reg/:id and the admin API refuse the same metadata', async () => {
+    const cases: { metadata: Record<string, unknown>; error: string; description: string }[] = [
+      { metadata: { grant_types: ['client_credentials'], token_endpoint_auth_method: 'none', response_types: [], redirect_uris: [] }, error: 'invalid_client_metadata', description: 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt' },
+      { metadata: { redirect_uris: ['http://evil.example/steal'] }, error: 'invalid_redirect_uri', description: 'redirect_uris: http://evil.example/steal must use https (http only on localhost)' },
+      { metadata: { redirect_uris: ['javascript:alert(1)'] }, error: 'invalid_redirect_uri', description: 'redirect_uris: javascript:alert(1) must not use the javascript scheme' },
+      { metadata: { redirect_uris: ['myapp:/cb'] }, error: 'invalid_redirect_uri', description: 'redirect_uris: myapp:/cb must use https, http on localhost, or a private-use scheme in reverse-domain form (com.example.app:/callback)' },
+      { metadata: { redirect_uris: [`${REDIRECT_URI}#frag`] }, error: 'invalid_redirect_uri', description: `redirect_uris: ${REDIRECT_URI}#frag must not have a fragment` },
+      { metadata: { grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'private_key_jwt', jwks_uri: 'http://keys.example/jwks.json' }, error: 'invalid_client_metadata', description: 'jwks_uri must be an absolute https URL' },
+      { metadata: { launch_uri: 'javascript:alert(1)' }, error: 'invalid_client_metadata', description: 'launch_uri must be an absolute http(s) URL' },
+      { metadata: { sector_identifier_uri: 'https://127.0.0.1/sector.json' }, error: 'invalid_client_metadata', description: 'sector_identifier_uri is not supported: this server issues public subject identifiers only' },
+    ];
+    await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'active' }, async (app) => {
+      const client = (await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).json<Body>();
+      let rat = String(client.registration_access_token);
+      for (const { metadata, error, description } of cases) {
+        const created = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, ...metadata } });
+        assert.deepEqual([created.statusCode, created.json()], [400, { error, error_description: description }], `POST /reg ${JSON.stringify(metadata)}`);
+        const updated = await app.inject({ method: 'PUT', url: `/reg/${String(client.client_id)}`, headers: { authorization: `Bearer ${rat}` }, payload: { ...METADATA, ...metadata, client_id: client.client_id } });
+        assert.deepEqual([updated.statusCode, updated.json()], [400, { error, error_description: description }], `PUT /reg/:id ${JSON.stringify(metadata)}`);
+        if ('sector_identifier_uri' in metadata) continue; // not a property of the admin API at all
+        const adminable: Record<string, unknown> = { ...METADATA, ...metadata };
+        delete adminable.response_types;
+        const admin = await app.inject({ method: 'POST', url: '/admin/api/clients', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: adminable });
+        assert.deepEqual([admin.statusCode, admin.json()], [400, { error: 'invalid_request', error_description: description }], `admin ${JSON.stringify(metadata)}`);
+        rat = (await app.inject({ method: 'GET', url: `/reg/${String(client.client_id)}`, headers: { authorization: `Bearer ${rat}` } })).json<Body>().registration_access_token ?? rat;
+      }
+      const stored = await app.runtime.database.db.selectFrom('clients').select('metadata').where('client_id', '=', String(client.client_id)).executeTakeFirstOrThrow();
+      assert.equal(stored.metadata.client_name, METADATA.client_name, 'no refused update was stored');
+    });
+  });
+
+  it('an approved client that widens its registration goes back for approval; narrowing stays active (RFC 7592 self-update)', async () => {
+    const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [], scope: 'system/Patient.rs' };
+    await withApp(ctx, { REGISTRATION: 'token', REGISTRATION_STATUS: 'pending' }, async (app) => {
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const iat = (await app.inject({ method: 'POST', url: '/admin/api/registration-tokens', headers: admin, payload: { expires_in: 600 } })).json<Body>();
+      const created = await app.inject({ method: 'POST', url: '/reg', headers: { authorization: `Bearer ${String(iat.token)}` }, payload: BACKEND });
+      assert.equal(created.statusCode, 201, created.body);
+      const client = created.json<Body>();
+      const id = String(client.client_id);
+      const status = async () => (await app.runtime.database.db.selectFrom('clients').select('status').where('client_id', '=', id).executeTakeFirstOrThrow()).status;
+      assert.equal(await status(), 'pending');
+      assert.equal((await app.inject({ method: 'PATCH', url: `/admin/api/clients/${id}`, headers: admin, payload: { status: 'active' } })).statusCode, 200);
+      const basic = { authorization: `Basic ${Buffer.from(`${id}:${String(client.client_secret)}`).toString('base64')}` };
+      const cc = (scope: string) => app.inject({ method: 'POST', url: '/token', headers: { ...basic, 'content-type': 'application/x-www-form-urlencoded' }, payload: `grant_type=client_credentials&scope=${encodeURIComponent(scope)}` });
+      assert.equal((await cc('system/Patient.rs')).statusCode, 200);
+
+      // The issue's attack: no credential, client_credentials, every system scope.
+      let rat = String(client.registration_access_token);
+      const put = (metadata: Record<string, unknown>) => app.inject({ method: 'PUT', url: `/reg/${id}`, headers: { authorization: `Bearer ${rat}` }, payload: { ...metadata, client_id: id, client_secret: client.client_secret } });
+      const attack = await put({ token_endpoint_auth_method: 'none', grant_types: ['client_credentials'], scope: 'system/*.cruds' });
+      assert.deepEqual(attack.json(), { error: 'invalid_client_metadata', error_description: 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt' });
+      const noCredential = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `grant_type=client_credentials&client_id=${id}&scope=system%2F*.cruds` });
+      assert.equal(noCredential.statusCode, 401, 'no token without a credential');
+
+      // Narrowing (fewer scopes) keeps it active.
+      const narrowed = await put({ ...BACKEND, scope: 'system/Patient.r' });
+      assert.equal(narrowed.statusCode, 200, narrowed.body);
+      rat = String(narrowed.json<Body>().registration_access_token);
+      assert.equal(await status(), 'active');
+      assert.equal((await cc('system/Patient.r')).statusCode, 200);
+
+      // Widening (every system scope) needs the operator again: until then the client can do nothing.
+      const widened = await put({ ...BACKEND, scope: 'system/*.cruds' });
+      assert.equal(widened.statusCode, 200, widened.body);
+      assert.equal(widened.json<Body>().scope, 'system/*.cruds');
+      assert.equal(await status(), 'pending');
+      assert.equal((await cc('system/*.cruds')).statusCode, 401, 'a pending client cannot get tokens');
+      const audit = await app.runtime.database.db.selectFrom('audit_events').select(['type', 'details']).where('client_id', '=', id).where('type', '=', 'client.updated').orderBy('seq').execute();
+      assert.deepEqual(audit.filter((e) => e.details.by).map((e) => [e.details.widened, e.details.status]), [[[], 'active'], [['scope'], 'pending']]);
     });
   });
 

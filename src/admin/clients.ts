@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { errors } from 'oidc-provider';
 
-import { checkClientMetadata, ClientProblem, deleteClient, generateClientId, getClient, insertClient, listClients, rotateClientSecret, updateClient, type ClientRecord } from '../clients/registry.js';
+import { ClientProblem, deleteClient, generateClientId, getClient, insertClient, listClients, rotateClientSecret, updateClient, type ClientRecord } from '../clients/registry.js';
 import type { ClientStatus } from '../db/tables/clients.js';
-import { ALLOWED_SCOPE_PROPERTY } from '../oidc/resource-server.js';
+import { checkClientMetadata, ClientRuleError, needsSecret, toProviderMetadata } from '../smart/client-rules.js';
 import type { AdminDeps } from './plugin.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
 
@@ -59,18 +59,15 @@ interface ClientBody {
 export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { db, box, host, audit, clients } = deps;
 
-  /** Our checks, then oidc-provider's own validation of what it will be served. */
+  /** The client rules, then oidc-provider's own validation of what it will be served. */
   async function validated(metadata: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const keys = (metadata.jwks as { keys?: Record<string, unknown>[] } | undefined)?.keys ?? [];
-    if (keys.some((k) => ['d', 'p', 'q', 'dp', 'dq', 'qi', 'k'].some((part) => part in k))) throw problem(400, 'jwks: publish public keys only (a key holds private or symmetric material)');
     const grants = (metadata.grant_types as string[] | undefined) ?? ['authorization_code'];
     const full = { token_endpoint_auth_method: 'client_secret_basic', ...metadata, grant_types: grants, response_types: grants.includes('authorization_code') ? ['code'] : [], redirect_uris: metadata.redirect_uris ?? [] };
     try {
-      checkClientMetadata(full);
-      const { scope, ...rest } = full as Record<string, unknown>;
-      await host.provider.Client.validate({ client_id: 'validation', ...(scope === undefined ? {} : { [ALLOWED_SCOPE_PROPERTY]: scope }), ...rest, ...(needsSecretFor(full) ? { client_secret: 'x'.repeat(43) } : {}) });
+      checkClientMetadata(full, { writer: 'operator', vouched: true, allowHttpJwksUri: deps.config.outboundAllowPrivate });
+      await host.provider.Client.validate({ client_id: 'validation', ...toProviderMetadata(full), ...(needsSecret(full) ? { client_secret: 'x'.repeat(43) } : {}) });
     } catch (error) {
-      if (error instanceof ClientProblem) throw problem(error.status === 404 ? 404 : error.status, error.message);
+      if (error instanceof ClientRuleError) throw problem(400, error.message);
       if (error instanceof errors.InvalidClientMetadata || error instanceof errors.InvalidRedirectUri) throw problem(400, String(error.error_description));
       throw error;
     }
@@ -201,10 +198,6 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     if (!client) throw problem(404, `no client ${clientId}`);
     return client;
   }
-}
-
-function needsSecretFor(metadata: Record<string, unknown>): boolean {
-  return metadata.token_endpoint_auth_method === 'client_secret_basic' || metadata.token_endpoint_auth_method === 'client_secret_post';
 }
 
 function view(record: ClientRecord, secret?: string): Record<string, unknown> {

@@ -71,7 +71,7 @@ export async function launchRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       if (context.encounter && !context.patient) throw problem(400, 'encounter needs patient');
       if (client_id && !(await db.selectFrom('clients').select('client_id').where('client_id', '=', client_id).executeTakeFirst())) throw problem(400, `no client ${client_id}`);
       if (user && !(await db.selectFrom('users').select('id').where('id', '=', user).executeTakeFirst())) throw problem(400, `no user ${user}`);
-      const created = await createLaunch(db, { ...context, client_id, user, fhir_base: fhirBase });
+      const created = await createLaunch(db, deps.box, { ...context, client_id, user, fhir_base: fhirBase });
       await audit.record({ ...adminEvent(request), type: 'launch.created', clientId: client_id, userId: user, patientId: context.patient, details: { encounter: context.encounter, intent: context.intent, fhir_base: fhirBase } });
       return reply.code(201).send(created);
     },

@@ -5,7 +5,7 @@ import { sql, type Kysely } from 'kysely';
 import type { DB } from '../db/schema.js';
 import type { ClientStatus } from '../db/tables/clients.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { parseScopes } from '../smart/scopes/scope.js';
+import { needsSecret } from '../smart/client-rules.js';
 
 /**
  * The clients table as operators see it: RFC 7591 metadata (our `scope` is every scope the client may be
@@ -37,40 +37,6 @@ export function generateClientSecret(): string {
 
 export function generateClientId(): string {
   return randomBytes(16).toString('base64url');
-}
-
-const SYMMETRIC = new Set(['client_secret_basic', 'client_secret_post']);
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
-
-/**
- * Rules RFC 7591 leaves to the server, checked before oidc-provider's own validation (which the caller
- * runs too): what SMART and this server need from each kind of client.
- */
-export function checkClientMetadata(metadata: Record<string, unknown>): void {
-  const method = (metadata.token_endpoint_auth_method as string | undefined) ?? 'client_secret_basic';
-  const grants = (metadata.grant_types as string[] | undefined) ?? ['authorization_code'];
-  const redirects = (metadata.redirect_uris as string[] | undefined) ?? [];
-  if (grants.includes('authorization_code') && !redirects.length) throw new ClientProblem('redirect_uris: at least one is required for the authorization_code grant');
-  for (const uri of redirects) {
-    const url = URL.canParse(uri) ? new URL(uri) : undefined;
-    if (!url) throw new ClientProblem(`redirect_uris: ${uri} is not an absolute URL`);
-    if (url.hash) throw new ClientProblem(`redirect_uris: ${uri} must not have a fragment`);
-    if (url.protocol === 'http:' && !LOOPBACK.has(url.hostname)) throw new ClientProblem(`redirect_uris: ${uri} must use https (http only on localhost)`);
-  }
-  if (grants.includes('client_credentials') && method === 'none') throw new ClientProblem('token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
-  if (method === 'private_key_jwt' && !metadata.jwks && !metadata.jwks_uri) throw new ClientProblem('jwks or jwks_uri is required for private_key_jwt');
-  if (metadata.jwks && metadata.jwks_uri) throw new ClientProblem('jwks and jwks_uri are mutually exclusive');
-  if (typeof metadata.jwks_uri === 'string' && !metadata.jwks_uri.startsWith('https://') && !LOOPBACK.has(URL.canParse(metadata.jwks_uri) ? new URL(metadata.jwks_uri).hostname : '')) {
-    throw new ClientProblem('jwks_uri must use https');
-  }
-  if (typeof metadata.scope === 'string') {
-    const invalid = parseScopes(metadata.scope).errors;
-    if (invalid.length) throw new ClientProblem(`scope: ${invalid.map((e) => e.message).join('; ')}`);
-  }
-}
-
-export function needsSecret(metadata: Record<string, unknown>): boolean {
-  return SYMMETRIC.has((metadata.token_endpoint_auth_method as string | undefined) ?? 'client_secret_basic');
 }
 
 export async function insertClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ record: ClientRecord; secret: string | undefined }> {

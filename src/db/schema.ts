@@ -6,6 +6,7 @@ import type { GrantContextsTable } from './tables/grant-contexts.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
 import type { PatientsTable } from './tables/patients.js';
+import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
 import type { UserPatientsTable } from './tables/user-patients.js';
 import type { UsersTable } from './tables/users.js';
@@ -22,4 +23,5 @@ export interface DB {
   grant_contexts: GrantContextsTable;
   user_patients: UserPatientsTable;
   audit_events: AuditEventsTable;
+  server_state: ServerStateTable;
 }

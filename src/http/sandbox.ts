@@ -84,7 +84,7 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
       if (patient && !(await patientExists(db, patient))) throw Object.assign(new Error('unknown patient'), { statusCode: 400 });
       const encounter = body.encounter?.trim() || undefined;
       if (encounter && !(patient && (await encountersOf(db, patient)).some((e) => e.id === encounter))) throw Object.assign(new Error(`encounter ${encounter} is not one of the patient's`), { statusCode: 400 });
-      const { launch } = await createLaunch(db, {
+      const { launch } = await createLaunch(db, box, {
         client_id: body.client_id,
         fhir_base: body.fhir_base,
         patient,

@@ -9,7 +9,8 @@ import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
 import { consumeLaunch, launchContextOf, saveGrantContext, type LaunchContext } from '../launch/context.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { CONSENT_PROPERTY, STATIC_SCOPES } from '../oidc/provider.js';
+import { CONSENT_PROPERTY } from '../smart/client-rules.js';
+import { STATIC_SCOPES } from '../smart/profile.js';
 import { registeredScopes } from '../oidc/resource-server.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
@@ -174,7 +175,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // EHR launch: take the launch (once) and its context.
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     if (launchId && !smart.launchId) {
-      const launch = await consumeLaunch(db, launchId);
+      const launch = await consumeLaunch(db, box, launchId);
       if (!launch) return finish(request, reply, { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one' }, false);
       if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
       // The EHR's patient is one the signed-in user may act for, as in the picker (clinicians: any).

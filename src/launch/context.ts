@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
 import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
 
 /**
@@ -68,20 +69,24 @@ export interface LaunchInput extends LaunchContext {
 }
 
 export interface Launch extends LaunchInput {
+  /** The launch as stored: a keyed hash of the launch id the EHR holds, safe to record. */
   readonly id: string;
   readonly expiresAt: Date;
   readonly consumedAt: Date | null;
 }
 
-/** A launch is a one-time handle the EHR passes through the browser: short-lived and single use. */
+/**
+ * A launch is a one-time handle the EHR passes through the browser: short-lived and single use. Like every
+ * bearer value it is stored only as a keyed hash (SecretBox.bearerId).
+ */
 export const LAUNCH_TTL_SECONDS = 300;
 
-export async function createLaunch(db: Kysely<DB>, input: LaunchInput, ttlSeconds = LAUNCH_TTL_SECONDS): Promise<{ launch: string; expires_in: number }> {
+export async function createLaunch(db: Kysely<DB>, box: SecretBox, input: LaunchInput, ttlSeconds = LAUNCH_TTL_SECONDS): Promise<{ launch: string; expires_in: number }> {
   const id = randomBytes(24).toString('base64url');
   await db
     .insertInto('launches')
     .values({
-      id,
+      id: box.bearerId(id),
       client_id: input.client_id ?? null,
       fhir_base: input.fhir_base ?? null,
       user_id: input.user ?? null,
@@ -92,8 +97,8 @@ export async function createLaunch(db: Kysely<DB>, input: LaunchInput, ttlSecond
   return { launch: id, expires_in: ttlSeconds };
 }
 
-export async function findLaunch(db: Kysely<DB>, id: string): Promise<Launch | undefined> {
-  const row = await db.selectFrom('launches').selectAll().where('id', '=', id).executeTakeFirst();
+export async function findLaunch(db: Kysely<DB>, box: SecretBox, id: string): Promise<Launch | undefined> {
+  const row = await db.selectFrom('launches').selectAll().where('id', 'in', box.bearerIds(id)).executeTakeFirst();
   return row && toLaunch(row);
 }
 
@@ -101,16 +106,23 @@ export async function findLaunch(db: Kysely<DB>, id: string): Promise<Launch | u
  * Takes the launch for one authorization: succeeds once, for an unexpired launch. Irreversible: a failure
  * after this point leaves the launch spent, and the EHR must create another.
  */
-export async function consumeLaunch(db: Kysely<DB>, id: string): Promise<Launch | undefined> {
+export async function consumeLaunch(db: Kysely<DB>, box: SecretBox, id: string): Promise<Launch | undefined> {
   const row = await db
     .updateTable('launches')
     .set({ consumed_at: sql<Date>`now()` })
-    .where('id', '=', id)
+    .where('id', 'in', box.bearerIds(id))
     .where('consumed_at', 'is', null)
     .where('expires_at', '>', sql<Date>`now()`)
     .returningAll()
     .executeTakeFirst();
   return row && toLaunch(row);
+}
+
+/** Hashes launch ids stored in clear before launch ids were hashed; see hashClearBearerIds. */
+export async function hashClearLaunchIds(db: Kysely<DB>, box: SecretBox): Promise<number> {
+  const rows = await db.selectFrom('launches').select('id').where(sql<boolean>`position('.' in id) = 0`).execute();
+  for (const row of rows) await db.updateTable('launches').set({ id: box.bearerId(row.id) }).where('id', '=', row.id).execute();
+  return rows.length;
 }
 
 function toLaunch(row: Selectable<LaunchesTable>): Launch {

@@ -1,12 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { AuditEvent, AuditEventType, AuditLog } from '../audit/audit.js';
-import { oidcOf } from './context.js';
-
-interface DetailState {
-  errorDetail?: string;
-  clientAuthProblem?: string;
-}
+import { oidcOf, stateOf, type ProviderState } from './context.js';
 
 /**
  * Audit events for the token, introspection and revocation endpoints, written after oidc-provider has
@@ -27,12 +22,12 @@ export function auditMiddleware(audit: AuditLog) {
       sourceIp: ctx.ip,
       requestId: ctx.response.get('x-request-id') || undefined,
     };
-    const event = classify(oidc, ctx.status, body, ctx.state);
+    const event = classify(oidc, ctx.status, body, stateOf(ctx));
     if (event) await audit.record({ ...base, ...event });
   };
 }
 
-function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record<string, unknown>, state: DetailState): Omit<AuditEvent, 'actorType'> | undefined {
+function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record<string, unknown>, state: ProviderState): Omit<AuditEvent, 'actorType'> | undefined {
   const grantType = typeof oidc.params?.grant_type === 'string' ? oidc.params.grant_type : undefined;
   if (status === 200) {
     if (oidc.route === 'token') {

@@ -1,5 +1,6 @@
 import { errors, type Client, type KoaContextWithOIDC } from 'oidc-provider';
 
+import { REGISTERED_JWKS_URI } from '../smart/client-rules.js';
 import { ROUTES } from './routes.js';
 
 /**
@@ -13,8 +14,6 @@ import { ROUTES } from './routes.js';
 /** The alg SMART requires servers to accept; RS256 and ES256 only from clients registered for them. */
 const ALWAYS_ACCEPTED_ALGS = new Set(['RS384', 'ES384']);
 const MAX_LIFETIME_SECONDS = 300;
-/** Client metadata property: the JWKS URL as registered, kept for the `jku` check (oidc-provider sees inline keys). */
-export const REGISTERED_JWKS_URI = 'registered_jwks_uri';
 
 export function assertClientAssertion(
   issuer: string,

@@ -1,9 +1,27 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
+import type { GrantContext } from '../launch/context.js';
+
 /**
  * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types
  * declare it always present; middleware that runs for every request must not assume it.
  */
 export function oidcOf(ctx: object): KoaContextWithOIDC['oidc'] | undefined {
   return (ctx as { oidc?: KoaContextWithOIDC['oidc'] }).oidc;
+}
+
+/** What our code at oidc-provider's seams learns during one request and hands on to a later step. */
+export interface ProviderState {
+  /** Why client authentication failed, when we know better than oidc-provider's fixed description. */
+  clientAuthProblem?: string;
+  /** oidc-provider's `error_detail` of the request's error (seen by its error events only). */
+  errorDetail?: string;
+  /** The grant's SMART context, read once per request (null: read, and there is none). */
+  grantContext?: GrantContext | null;
+  /** An RFC 7592 update: what it widened, and the client's status after it. */
+  clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
+}
+
+export function stateOf(ctx: { state: unknown }): ProviderState {
+  return ctx.state as ProviderState;
 }

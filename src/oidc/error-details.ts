@@ -1,12 +1,7 @@
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
-import { oidcOf } from './context.js';
-
-interface DetailState {
-  clientAuthProblem?: string;
-  errorDetail?: string;
-}
+import { oidcOf, stateOf } from './context.js';
 
 /** The errors whose reason oidc-provider hides behind a fixed description. */
 const DETAILED: Record<string, string> = { invalid_client: 'client authentication failed', invalid_grant: 'grant request is invalid' };
@@ -21,7 +16,7 @@ const DETAILED: Record<string, string> = { invalid_client: 'client authenticatio
 export function exposeErrorDetails(provider: Provider): void {
   for (const event of ['grant.error', 'introspection.error', 'revocation.error', 'userinfo.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, error: { error?: string; error_detail?: string }) => {
-      if (error.error && error.error in DETAILED && error.error_detail) (ctx.state as DetailState).errorDetail = error.error_detail;
+      if (error.error && error.error in DETAILED && error.error_detail) stateOf(ctx).errorDetail = error.error_detail;
     });
   }
   provider.use(async (ctx, next) => {
@@ -29,7 +24,7 @@ export function exposeErrorDetails(provider: Provider): void {
     const body = ctx.body as { error?: string; error_description?: string } | undefined;
     const prefix = body?.error === undefined ? undefined : DETAILED[body.error];
     if (!oidcOf(ctx) || !body || !prefix || body.error_description !== prefix) return;
-    const state = ctx.state as DetailState;
+    const state = stateOf(ctx);
     const detail = body.error === 'invalid_client' ? (state.clientAuthProblem ?? state.errorDetail) : state.errorDetail;
     if (detail) body.error_description = `${prefix}: ${detail}`;
   });

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import Provider, { errors, type AdapterPayload, type ClientAuthMethod, type Configuration, type KoaContextWithOIDC, type SigningAlgorithm } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
@@ -9,35 +9,20 @@ import { accountClient } from '../account/routes.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { operatorOnlyScopes } from '../smart/scopes/grant.js';
-import { parseScopes } from '../smart/scopes/scope.js';
+import { ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, JWKS_MAX_AGE_SECONDS, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapter.js';
 import { auditMiddleware } from './audit-hooks.js';
 import { oidcOf } from './context.js';
 import { findAccount } from './accounts.js';
-import { assertClientAssertion, REGISTERED_JWKS_URI } from './client-auth.js';
+import { assertClientAssertion } from './client-auth.js';
 import { exposeErrorDetails } from './error-details.js';
 import { registrationResponse } from './registration.js';
 import { generateClientId, generateClientSecret } from '../clients/registry.js';
 import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
 import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
-import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
+import { defaultResource, getResourceServerInfo } from './resource-server.js';
 import { ROUTES } from './routes.js';
-
-/** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
-export const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'];
-/** `private_key_jwt` assertion algorithms: SMART requires RS384 and ES384; RS256/ES256 for clients registered for them. */
-export const CLIENT_AUTH_SIGNING_ALGS: readonly SigningAlgorithm[] = ['RS384', 'ES384', 'RS256', 'ES256'];
-/**
- * The scopes oidc-provider handles by name: OpenID Connect's, whose claims it puts in id_tokens, and
- * offline_access, which decides refresh tokens. Every other SMART scope is a resource-server scope
- * (resource-server.ts).
- */
-export const STATIC_SCOPES = ['openid', 'fhirUser', 'profile', 'offline_access'];
-export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'];
-
-/** How long clients may cache the JWKS and the discovery documents. Key rotation waits at least this long. */
-export const JWKS_MAX_AGE_SECONDS = 300;
 
 export interface ErrorPage {
   readonly status: number;
@@ -62,12 +47,6 @@ export interface ProviderDeps {
   readonly clients?: ClientCache<AdapterPayload> | undefined;
   readonly audit: AuditLog;
 }
-
-/** Client metadata of ours, besides RFC 7591's (validated in extraClientMetadata). */
-export const CONSENT_PROPERTY = 'consent';
-export type ConsentPolicy = 'required' | 'pre-approved';
-/** A session lasts a working day; an app that needs longer asks for offline_access. */
-export const SESSION_TTL_SECONDS = 12 * 3600;
 
 /**
  * Builds the oidc-provider instance from our configuration. Everything SMART plugs in through the seams
@@ -161,32 +140,31 @@ export function createProvider(deps: ProviderDeps): Provider {
     // indicator in defaultResource); `launch` is the EHR's launch handle.
     extraParams: {
       aud: null,
-      launch: (ctx, value, client) => validateLaunchParam(config, deps.db, ctx, value, client.clientId),
+      launch: (ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId),
     },
     extraClientMetadata: {
       properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
-      validator(ctx, key, value, metadata) {
-        // Dynamic registration sends RFC 7591 `scope` with SMART scopes, which oidc-provider would refuse as
-        // client metadata: they move to our property (and back in the response, registration.ts).
-        if (key === ALLOWED_SCOPE_PROPERTY && value === undefined && typeof metadata.scope === 'string') {
-          value = metadata.scope;
-          (metadata as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY] = value;
-          delete metadata.scope;
+      // Called once per property; a registration is checked as a whole, once, when the first comes by.
+      validator(ctx, key, _value, metadata) {
+        if (key !== ALLOWED_SCOPE_PROPERTY) return;
+        const oidc = ctx ? oidcOf(ctx) : undefined;
+        // Clients read from our table were checked when written (admin API, or here).
+        if (!oidc || (oidc.route !== 'registration' && oidc.route !== 'client_update')) return;
+        try {
+          checkSelfWritten(oidc.body as Record<string, unknown>);
+          checkClientMetadata(toRfc7591Metadata(metadata), { writer: 'self', vouched: config.registration === 'token' || config.registrationStatus === 'pending', allowHttpJwksUri: config.outboundAllowPrivate });
+        } catch (error) {
+          if (!(error instanceof ClientRuleError)) throw error;
+          // oidc-provider's error answers `invalid_redirect_uri` for a description about redirect_uris (RFC 7591 §3.2.2).
+          throw new errors.InvalidClientMetadata(error.message);
         }
-        const selfRegistered = ['registration', 'client_update'].includes((ctx ? oidcOf(ctx)?.route : undefined) ?? '');
-        if (key === CONSENT_PROPERTY && value === 'pre-approved' && selfRegistered) {
-          throw new errors.InvalidClientMetadata('consent pre-approved can only be set by an operator');
+        // RFC 7591 `scope` carries SMART scopes, which oidc-provider would refuse as client metadata: they move
+        // to our property (and back in the response and the table).
+        const record = metadata as Record<string, unknown>;
+        if (typeof record.scope === 'string') {
+          record[ALLOWED_SCOPE_PROPERTY] = record.scope;
+          delete record.scope;
         }
-        if (value === undefined) return;
-        if (key === ALLOWED_SCOPE_PROPERTY) {
-          if (typeof value !== 'string') throw new errors.InvalidClientMetadata(`${ALLOWED_SCOPE_PROPERTY} must be a space-separated string`);
-          const { scopes, errors: invalid } = parseScopes(value);
-          if (invalid.length) throw new errors.InvalidClientMetadata(invalid.map((e) => e.message).join('; '));
-          const reserved = selfRegistered ? operatorOnlyScopes(scopes, config.registration === 'token' || config.registrationStatus === 'pending') : [];
-          if (reserved.length) throw new errors.InvalidClientMetadata(`scope ${reserved.join(' ')}: only an operator can register a client for this (admin API, or REGISTRATION_STATUS=pending for approval)`);
-        }
-        if (key === CONSENT_PROPERTY && value !== 'required' && value !== 'pre-approved') throw new errors.InvalidClientMetadata('consent must be required or pre-approved');
-        if (key === 'launch_uri' && (typeof value !== 'string' || !URL.canParse(value))) throw new errors.InvalidClientMetadata('launch_uri must be an absolute URL');
       },
     },
     // Refresh tokens (SMART App Launch 2.2 §Scopes for requesting a refresh token; ONC: offline tokens at

@@ -1,37 +1,44 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { AuditLog } from '../audit/audit.js';
-import { REGISTERED_JWKS_URI } from './client-auth.js';
-import { oidcOf } from './context.js';
-import { ALLOWED_SCOPE_PROPERTY } from './resource-server.js';
+import { toRfc7591Metadata } from '../smart/client-rules.js';
+import { oidcOf, stateOf } from './context.js';
 
-const ROUTES = new Set(['registration', 'client', 'client_update']);
+const ROUTES = new Set(['registration', 'client', 'client_update', 'client_delete']);
 
 /**
- * Dynamic registration answers in RFC 7591's names: `scope` (oidc-provider holds SMART scopes in our own
- * property) and `jwks_uri` (it sees the keys we fetched from it). New registrations are audited.
+ * Dynamic registration answers in RFC 7591's names (`scope`, `jwks_uri`: oidc-provider holds them under ours),
+ * and every change a client makes to its own registration is audited: created, updated (with what widened,
+ * and whether that sent it back for approval), deleted.
  */
 export function registrationResponse(audit: AuditLog) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
-    if (!oidc || !ROUTES.has(oidc.route) || !ctx.body || typeof ctx.body !== 'object' || 'error' in ctx.body) return;
-    const { [ALLOWED_SCOPE_PROPERTY]: allowed, [REGISTERED_JWKS_URI]: registeredJwksUri, ...body } = ctx.body as Record<string, unknown>;
-    if (typeof allowed === 'string') body.scope = allowed;
-    if (typeof registeredJwksUri === 'string') {
-      body.jwks_uri = registeredJwksUri;
-      delete body.jwks;
+    if (!oidc || !ROUTES.has(oidc.route) || ctx.status >= 400) return;
+    const param = (ctx.params as Record<string, unknown> | undefined)?.clientId;
+    const clientId = oidc.client?.clientId ?? (typeof param === 'string' ? param : undefined);
+    const base = { actorType: 'client' as const, actorId: clientId, clientId, sourceIp: ctx.ip, requestId: ctx.response.get('x-request-id') || undefined };
+    if (oidc.route === 'client_delete') {
+      await audit.record({ ...base, type: 'client.deleted', details: { by: 'registration management (RFC 7592)' } });
+      return;
     }
+    if (!ctx.body || typeof ctx.body !== 'object') return;
+    const body = toRfc7591Metadata(ctx.body as Record<string, unknown>);
     ctx.body = body;
     if (oidc.route === 'registration' && ctx.status === 201) {
+      const id = typeof body.client_id === 'string' ? body.client_id : undefined;
       await audit.record({
-        type: 'client.registered',
+        ...base,
         actorType: 'anonymous',
-        clientId: typeof body.client_id === 'string' ? body.client_id : undefined,
-        sourceIp: ctx.ip,
-        requestId: ctx.response.get('x-request-id') || undefined,
+        actorId: undefined,
+        clientId: id,
+        type: 'client.registered',
         details: { client_name: body.client_name, token_endpoint_auth_method: body.token_endpoint_auth_method, scope: body.scope },
       });
+    } else if (oidc.route === 'client_update') {
+      const update = stateOf(ctx).clientUpdate;
+      await audit.record({ ...base, type: 'client.updated', details: { by: 'registration management (RFC 7592)', widened: update?.widened ?? [], status: update?.status } });
     }
   };
 }

@@ -1,6 +1,8 @@
 import { errors, type Client, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 
 import { normalizeBaseUrl, type Config } from '../config/config.js';
+import { ALLOWED_SCOPE_PROPERTY } from '../smart/client-rules.js';
+import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
 import { parseScopes, type Scope } from '../smart/scopes/scope.js';
 
@@ -21,17 +23,11 @@ import { parseScopes, type Scope } from '../smart/scopes/scope.js';
  * resource-server scopes there).
  */
 
-/** The client metadata property holding the scopes a client may be granted (RFC 7591 `scope`, moved aside). */
-export const ALLOWED_SCOPE_PROPERTY = 'allowed_scope';
-
-export const INTERACTIVE_ACCESS_TOKEN_TTL = 3600;
 /**
  * A JWT access token carries its scope string, and travels in an HTTP header that servers commonly cap at
  * 8 KiB. Past this many characters of scope the token is issued opaque instead (and is introspected).
  */
 export const JWT_MAX_SCOPE_LENGTH = 4096;
-/** SMART Backend Services: access tokens live five minutes at most. */
-export const BACKEND_ACCESS_TOKEN_TTL = 300;
 
 export function registeredScopes(client: Client): RegisteredScopes {
   const value = (client as unknown as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY];

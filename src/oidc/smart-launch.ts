@@ -4,9 +4,11 @@ import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provide
 
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
 import { findGrantContext, findLaunch, tokenResponseContext, touchGrantContext, type GrantContext } from '../launch/context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { oidcOf } from './context.js';
+import { extendGrant } from './adapter.js';
+import { oidcOf, stateOf } from './context.js';
 import { fhirBaseOf } from './resource-server.js';
 import { ROUTES } from './routes.js';
 
@@ -41,12 +43,12 @@ export function smartInteractionPolicy(): interactionPolicy.Prompt[] {
  * `extraParams.launch` (SMART App Launch 2.2 §EHR launch): known, unexpired, unused, issued for this client
  * and this FHIR server, and asked for with the `launch` scope. Refused by redirect before any page.
  */
-export async function validateLaunchParam(config: Config, db: Kysely<DB>, ctx: KoaContextWithOIDC, value: string | undefined, clientId: string): Promise<void> {
+export async function validateLaunchParam(config: Config, db: Kysely<DB>, box: SecretBox, ctx: KoaContextWithOIDC, value: string | undefined, clientId: string): Promise<void> {
   if (value === undefined || (ctx.oidc.route !== 'authorization' && ctx.oidc.route !== 'pushed_authorization_request')) return;
   if (!splitScopes(ctx.oidc.params?.scope as string | undefined).includes('launch')) {
     throw new errors.InvalidScope('the launch parameter needs the launch scope', 'launch');
   }
-  const launch = value.length <= 200 ? await findLaunch(db, value) : undefined;
+  const launch = value.length <= 200 ? await findLaunch(db, box, value) : undefined;
   if (!launch || launch.expiresAt.getTime() <= Date.now()) throw new errors.InvalidRequest('launch is unknown or expired: the EHR must create a new one');
   if (launch.consumedAt) throw new errors.InvalidRequest('launch was already used: the EHR must create a new one for each launch');
   if (launch.client_id && launch.client_id !== clientId) throw new errors.InvalidRequest('launch was issued for another client');
@@ -80,14 +82,10 @@ export function offlineAccessPrompt() {
   };
 }
 
-interface ContextState {
-  grantContext?: GrantContext | null;
-}
-
 /** The grant's context, read once per request. */
 async function contextFor(db: Kysely<DB>, ctx: KoaContextWithOIDC, grantId: string | undefined): Promise<GrantContext | undefined> {
   if (!grantId) return undefined;
-  const state = ctx.state as ContextState;
+  const state = stateOf(ctx);
   if (state.grantContext === undefined) state.grantContext = (await findGrantContext(db, grantId)) ?? null;
   return state.grantContext ?? undefined;
 }
@@ -123,9 +121,8 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     if (!grant) return;
     if (grantType === 'refresh_token') {
       const expiresAt = new Date(Date.now() + refreshTtlSeconds * 1000);
-      // Grant#save keeps the remaining lifetime (exp − now): moving exp renews it.
-      grant.exp = Math.floor(expiresAt.getTime() / 1000);
-      await grant.save();
+      // An update, never a save: a grant revoked meanwhile (a concurrent reuse of this refresh token) stays gone.
+      await extendGrant(db, grant.jti, expiresAt);
       await touchGrantContext(db, grant.jti, expiresAt);
     } else {
       await touchGrantContext(db, grant.jti);

@@ -62,6 +62,24 @@ export class SecretBox {
     return expected.length === actual.length && timingSafeEqual(expected, actual);
   }
 
+  /**
+   * The keyed hash a bearer value (a token, code or launch id) is stored under: `<keyId>.<HMAC-SHA256>`, so that
+   * the database alone never yields a usable value, and a value hashed under a previous key is still found.
+   */
+  bearerId(value: string): string {
+    return bearerIdUnder(this.#current, value);
+  }
+
+  /** Every form the value may be stored under: the current key's first, then each previous key's. */
+  bearerIds(value: string): string[] {
+    return [...this.#byId.values()].map((key) => bearerIdUnder(key, value));
+  }
+
+  /** Whether values may be stored under more than one key (SECRET_KEYS_PREVIOUS is set). */
+  get hasPreviousKeys(): boolean {
+    return this.#byId.size > 1;
+  }
+
   /** True when the value was sealed by an earlier key and should be sealed again with the current one. */
   isStale(sealed: string): boolean {
     return sealed.split('.')[1] !== this.#current.id;
@@ -82,6 +100,10 @@ function toKey(material: Buffer): Key {
   if (material.length !== 32) throw new TypeError('secret key must be 32 bytes');
   const id = createHmac('sha256', material).update('smart-auth key id').digest().subarray(0, 6).toString('base64url');
   return { id, material, subkeys: new Map() };
+}
+
+function bearerIdUnder(key: Key, value: string): string {
+  return `${key.id}.${createHmac('sha256', subkey(key, 'bearer-id')).update(value).digest('base64url')}`;
 }
 
 function subkey(key: Key, purpose: string): Buffer {

@@ -1,0 +1,243 @@
+import { setContains } from './scopes/algebra.js';
+import { operatorOnlyScopes } from './scopes/grant.js';
+import { parseScopes } from './scopes/scope.js';
+import { CLIENT_AUTH_METHODS, GRANT_TYPES } from './profile.js';
+
+/**
+ * What a client may be: one set of rules for every path that creates or changes a client (the admin API and
+ * the CLI through it, dynamic registration at /reg, and RFC 7592 updates at PUT /reg/:id), and the one
+ * mapping between client metadata as stored (RFC 7591 names) and as oidc-provider is served it.
+ *
+ * Pure functions over plain metadata: the callers translate a {@link ClientRuleError} into their protocol's
+ * error (`invalid_client_metadata` or `invalid_redirect_uri` for RFC 7591, `invalid_request` for the admin API).
+ */
+
+/**
+ * RFC 7591 `scope` lists every scope a client may be granted, SMART ones included. oidc-provider would refuse
+ * those as client metadata, so it is served them under this property, read by the scope engine.
+ */
+export const ALLOWED_SCOPE_PROPERTY = 'allowed_scope';
+/**
+ * A client registered by JWKS URL is served to oidc-provider with the keys we fetched inline (see the client
+ * adapter); the URL as registered stays here, for the `jku` check and to be written back.
+ */
+export const REGISTERED_JWKS_URI = 'registered_jwks_uri';
+/** Ours: `pre-approved` clients skip the consent page. Only an operator sets it. */
+export const CONSENT_PROPERTY = 'consent';
+export type ConsentPolicy = 'required' | 'pre-approved';
+
+/** Properties of ours that only the server and operators write: a client never sets them about itself. */
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY] as const;
+
+export type ClientMetadata = Readonly<Record<string, unknown>>;
+
+/** Who writes the metadata: an operator (admin API, CLI), or the client itself (RFC 7591/7592). */
+export type ClientWriter = 'operator' | 'self';
+
+export interface ClientRulesOptions {
+  readonly writer: ClientWriter;
+  /**
+   * Whether an operator vouches for self-registered clients, by approving each one (REGISTRATION_STATUS=pending)
+   * or by handing out the initial access token it registers with (REGISTRATION=token). Only then may a client
+   * register itself for system/ scopes.
+   */
+  readonly vouched: boolean;
+  /** OUTBOUND_ALLOW_PRIVATE (development): a `jwks_uri` may use plain http. */
+  readonly allowHttpJwksUri: boolean;
+}
+
+/** A rule broken; the message names the property first (`redirect_uris: …`), as RFC 7591 §3.2.2's errors are told apart by it. */
+export class ClientRuleError extends Error {
+  override name = 'ClientRuleError';
+}
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
+/** Schemes that are never a place to send a browser with a code, whatever the client says. */
+const FORBIDDEN_SCHEMES = new Set(['javascript:', 'data:', 'vbscript:', 'file:', 'blob:', 'about:', 'ftp:', 'ws:', 'wss:', 'mailto:', 'tel:']);
+/** Key members that only a private or symmetric key has (RFC 7517 §6, RFC 7518 §6). */
+const PRIVATE_KEY_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+/** Fetched by oidc-provider itself at registration, outside our SSRF-safe client: never accepted. */
+const REFUSED_PROPERTIES: Readonly<Record<string, string>> = {
+  sector_identifier_uri: 'sector_identifier_uri is not supported: this server issues public subject identifiers only',
+  request_uris: 'request_uris is not supported: this server does not accept request objects by reference',
+};
+
+const fail = (message: string): never => {
+  throw new ClientRuleError(message);
+};
+
+const strings = (value: unknown, name: string): string[] => {
+  if (value === undefined) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) return fail(`${name} must be an array of strings`);
+  return value;
+};
+
+/**
+ * The redirect URI rules (RFC 9700 §2.1 and RFC 8252 §7): https; plain http only to a loopback host (native
+ * apps' loopback redirection); or a private-use scheme in reverse-domain form such as `com.example.app:/cb`.
+ * No fragment (RFC 6749 §3.1.2).
+ */
+export function checkRedirectUri(uri: string, name = 'redirect_uris'): void {
+  const url = URL.parse(uri);
+  const refuse = (why: string): never => {
+    throw new ClientRuleError(`${name}: ${uri} ${why}`);
+  };
+  if (!url) return refuse('is not an absolute URL');
+  if (uri.includes('#')) refuse('must not have a fragment');
+  if (url.protocol === 'https:') return;
+  if (url.protocol === 'http:') {
+    if (!LOOPBACK_HOSTS.has(url.hostname)) refuse('must use https (http only on localhost)');
+    return;
+  }
+  if (FORBIDDEN_SCHEMES.has(url.protocol)) refuse(`must not use the ${url.protocol.slice(0, -1)} scheme`);
+  // RFC 8252 §7.1: a private-use scheme is a reverse domain name the app controls, so it contains a period.
+  if (!url.protocol.slice(0, -1).includes('.')) refuse('must use https, http on localhost, or a private-use scheme in reverse-domain form (com.example.app:/callback)');
+}
+
+/** An http(s) URL for a person to follow or an app to be opened at; http only on a loopback host. */
+function checkWebUrl(value: unknown, name: string, { httpAnywhere = false } = {}): void {
+  if (value === undefined) return;
+  const url = typeof value === 'string' ? URL.parse(value) : null;
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) fail(`${name} must be an absolute http(s) URL`);
+  if (url!.protocol === 'http:' && !httpAnywhere && !LOOPBACK_HOSTS.has(url!.hostname)) fail(`${name} must use https (http only on localhost)`);
+  if (url!.username || url!.password) fail(`${name} must not carry a user name or password`);
+}
+
+/** Does the client authenticate with a secret we generate (and must hold)? */
+export function needsSecret(metadata: ClientMetadata): boolean {
+  const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
+  return method === 'client_secret_basic' || method === 'client_secret_post';
+}
+
+/**
+ * Checks metadata in RFC 7591 names (as stored, `scope` and `jwks_uri` under their own names) against the
+ * rules. Defaults are RFC 7591's: `client_secret_basic`, `["authorization_code"]`.
+ * @throws {ClientRuleError} naming the first property at fault and what it must be.
+ */
+export function checkClientMetadata(metadata: ClientMetadata, options: ClientRulesOptions): void {
+  for (const [name, why] of Object.entries(REFUSED_PROPERTIES)) if (metadata[name] !== undefined) fail(why);
+
+  const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
+  if (typeof method !== 'string' || !(CLIENT_AUTH_METHODS as readonly string[]).includes(method)) fail(`token_endpoint_auth_method must be one of ${CLIENT_AUTH_METHODS.join(', ')}`);
+  const grants = metadata.grant_types === undefined ? ['authorization_code'] : strings(metadata.grant_types, 'grant_types');
+  for (const grant of grants) if (!(GRANT_TYPES as readonly string[]).includes(grant)) fail(`grant_types: ${grant} is not supported; use ${GRANT_TYPES.join(', ')}`);
+  if (grants.includes('client_credentials') && method === 'none') {
+    fail('token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
+  }
+
+  const redirects = strings(metadata.redirect_uris, 'redirect_uris');
+  if (grants.includes('authorization_code') && !redirects.length) {
+    fail('redirect_uris: at least one is required for the authorization_code grant');
+  }
+  for (const uri of redirects) checkRedirectUri(uri);
+  for (const uri of strings(metadata.post_logout_redirect_uris, 'post_logout_redirect_uris')) checkRedirectUri(uri, 'post_logout_redirect_uris');
+
+  if (metadata.jwks !== undefined && metadata.jwks_uri !== undefined) fail('jwks and jwks_uri are mutually exclusive');
+  if (metadata.jwks !== undefined) checkJwks(metadata.jwks);
+  if (metadata.jwks_uri !== undefined) {
+    const url = typeof metadata.jwks_uri === 'string' ? URL.parse(metadata.jwks_uri) : null;
+    if (!url || !(url.protocol === 'https:' || (options.allowHttpJwksUri && url.protocol === 'http:'))) fail('jwks_uri must be an absolute https URL');
+  }
+  if (method === 'private_key_jwt' && metadata.jwks === undefined && metadata.jwks_uri === undefined) fail('jwks or jwks_uri is required for private_key_jwt');
+
+  checkWebUrl(metadata.launch_uri, 'launch_uri');
+  for (const name of ['logo_uri', 'client_uri', 'policy_uri', 'tos_uri']) checkWebUrl(metadata[name], name, { httpAnywhere: true });
+
+  if (metadata.scope !== undefined) {
+    if (typeof metadata.scope !== 'string') fail('scope must be a space-separated string');
+    const { scopes, errors } = parseScopes(metadata.scope as string);
+    if (errors.length) fail(`scope: ${errors.map((e) => e.message).join('; ')}`);
+    const reserved = options.writer === 'self' ? operatorOnlyScopes(scopes, options.vouched) : [];
+    if (reserved.length) fail(`scope ${reserved.join(' ')}: only an operator can register a client for this (admin API, or REGISTRATION_STATUS=pending for approval)`);
+  }
+  const consent = metadata[CONSENT_PROPERTY];
+  if (consent !== undefined && consent !== 'required' && consent !== 'pre-approved') fail('consent must be required or pre-approved');
+}
+
+function checkJwks(jwks: unknown): void {
+  const keys: unknown = (jwks as { keys?: unknown } | null)?.keys;
+  const isKey = (k: unknown): k is Record<string, unknown> => k !== null && typeof k === 'object' && typeof (k as { kty?: unknown }).kty === 'string';
+  if (!Array.isArray(keys) || !keys.every(isKey)) return fail('jwks must be a JWK Set: {"keys": [{"kty": …}, …]}');
+  if (keys.some((k) => PRIVATE_KEY_MEMBERS.some((part) => part in k))) fail('jwks: publish public keys only (a key holds private or symmetric material)');
+}
+
+/**
+ * A client writing its own registration (RFC 7591 §2, RFC 7592 §2.2) never sets our internal properties:
+ * pre-approval is an operator's decision, and the others are the server's bookkeeping.
+ * @throws {ClientRuleError} naming the property.
+ */
+export function checkSelfWritten(body: ClientMetadata): void {
+  for (const name of INTERNAL_PROPERTIES) {
+    if (body[name] !== undefined) fail(name === CONSENT_PROPERTY ? 'consent can only be set by an operator' : `${name} is not client metadata a client can set`);
+  }
+}
+
+/**
+ * What a change of registration adds to what the client may do or where it may send people: wider scopes,
+ * more grant types, another authentication method, new redirect or launch URLs, other keys. Names the
+ * properties that widen; an empty list means the change only narrows or renames. Metadata in RFC 7591 names.
+ */
+export function widenedProperties(before: ClientMetadata, after: ClientMetadata): string[] {
+  const widened: string[] = [];
+  const set = (m: ClientMetadata, name: string) => new Set(Array.isArray(m[name]) ? (m[name] as unknown[]).map(String) : []);
+  const grows = (name: string) => {
+    const old = set(before, name);
+    return [...set(after, name)].some((v) => !old.has(v));
+  };
+  if (!scopesWithin(after.scope, before.scope)) widened.push('scope');
+  if (grows('grant_types')) widened.push('grant_types');
+  if ((after.token_endpoint_auth_method ?? 'client_secret_basic') !== (before.token_endpoint_auth_method ?? 'client_secret_basic')) widened.push('token_endpoint_auth_method');
+  if (grows('redirect_uris')) widened.push('redirect_uris');
+  if (grows('post_logout_redirect_uris')) widened.push('post_logout_redirect_uris');
+  if (after.launch_uri !== undefined && after.launch_uri !== before.launch_uri) widened.push('launch_uri');
+  if (after.jwks_uri !== undefined && after.jwks_uri !== before.jwks_uri) widened.push('jwks_uri');
+  if (after.jwks !== undefined && !keysWithin(after.jwks, before.jwks)) widened.push('jwks');
+  return widened;
+}
+
+/** Is every scope of `after` contained in the scopes of `before`? No registered scope means any patient/user scope. */
+function scopesWithin(after: unknown, before: unknown): boolean {
+  if (after === before) return true;
+  if (typeof after !== 'string') return before === undefined;
+  if (typeof before !== 'string') return false;
+  const old = parseScopes(before).scopes;
+  return parseScopes(after).scopes.every((s) => setContains(old, s));
+}
+
+function keysWithin(after: unknown, before: unknown): boolean {
+  const keys = (jwks: unknown) => ((jwks as { keys?: unknown[] } | undefined)?.keys ?? []).map((k) => JSON.stringify(canonicalKey(k)));
+  const old = new Set(keys(before));
+  return keys(after).every((k) => old.has(k));
+}
+
+function canonicalKey(key: unknown): Record<string, unknown> {
+  const record = (key ?? {}) as Record<string, unknown>;
+  return Object.fromEntries(Object.keys(record).sort().map((k) => [k, record[k]]));
+}
+
+/**
+ * Stored metadata (RFC 7591 names) as oidc-provider is served it: `scope` under {@link ALLOWED_SCOPE_PROPERTY},
+ * `jwks_uri` under {@link REGISTERED_JWKS_URI} with an empty key set that the client adapter fills.
+ */
+export function toProviderMetadata(stored: ClientMetadata): Record<string, unknown> {
+  const { scope, jwks_uri: jwksUri, ...rest } = stored;
+  const out: Record<string, unknown> = { ...rest };
+  if (typeof scope === 'string') out[ALLOWED_SCOPE_PROPERTY] = scope;
+  if (typeof jwksUri === 'string') {
+    out[REGISTERED_JWKS_URI] = jwksUri;
+    out.jwks = { keys: [] };
+  }
+  return out;
+}
+
+/** oidc-provider's metadata back in RFC 7591 names: the inverse of {@link toProviderMetadata}. */
+export function toRfc7591Metadata(served: ClientMetadata): Record<string, unknown> {
+  const { [ALLOWED_SCOPE_PROPERTY]: allowed, [REGISTERED_JWKS_URI]: registered, ...rest } = served;
+  const out: Record<string, unknown> = { ...rest };
+  if (typeof allowed === 'string') out.scope = allowed;
+  if (typeof registered === 'string') {
+    out.jwks_uri = registered;
+    delete out.jwks;
+  }
+  return out;
+}

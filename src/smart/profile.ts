@@ -1,0 +1,33 @@
+/**
+ * The server profile: what this server offers, in one place. oidc-provider is configured from these
+ * constants (src/oidc/provider.ts), the discovery documents list them (smart-configuration.ts), and the
+ * client rules (client-rules.ts) check registrations against them, so the three cannot disagree.
+ */
+
+/** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
+export const CLIENT_AUTH_METHODS = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'] as const;
+export type ClientAuthMethodName = (typeof CLIENT_AUTH_METHODS)[number];
+
+/** `private_key_jwt` assertion algorithms: SMART requires RS384 and ES384; RS256/ES256 for clients registered for them. */
+export const CLIENT_AUTH_SIGNING_ALGS = ['RS384', 'ES384', 'RS256', 'ES256'] as const;
+
+export const GRANT_TYPES = ['authorization_code', 'refresh_token', 'client_credentials'] as const;
+export type GrantTypeName = (typeof GRANT_TYPES)[number];
+
+/**
+ * The scopes oidc-provider handles by name: OpenID Connect's, whose claims it puts in id_tokens, and
+ * offline_access, which decides refresh tokens. Every other SMART scope is a resource-server scope
+ * (src/oidc/resource-server.ts).
+ */
+export const STATIC_SCOPES: readonly string[] = ['openid', 'fhirUser', 'profile', 'offline_access'];
+
+/** A session lasts a working day; an app that needs longer asks for offline_access. */
+export const SESSION_TTL_SECONDS = 12 * 3600;
+/** Access tokens of interactive launches (SMART: at most an hour). */
+export const INTERACTIVE_ACCESS_TOKEN_TTL = 3600;
+/** SMART Backend Services: access tokens live five minutes at most. */
+export const BACKEND_ACCESS_TOKEN_TTL = 300;
+/** Authorization codes are single use and short-lived (SMART checklist: about a minute). */
+export const AUTHORIZATION_CODE_TTL = 60;
+/** How long clients may cache the JWKS and the discovery documents. Key rotation waits at least this long. */
+export const JWKS_MAX_AGE_SECONDS = 300;

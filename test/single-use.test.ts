@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, it } from 'node:test';
+
+import type { FastifyInstance } from 'fastify';
+
+import { createLaunch } from '../src/launch/context.js';
+import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
+import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { formAction, inputValue } from './helpers/browser.js';
+import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title, tokenRequest, type Authorization } from './helpers/flow.js';
+
+/**
+ * Everything single-use stays single-use when the same value arrives many times at once (RFC 6749 §4.1.2,
+ * RFC 9700 §4.14): of 20 simultaneous requests exactly one succeeds, and for codes and refresh tokens the
+ * losers revoke the grant as a sequential reuse does.
+ */
+type Body = Record<string, unknown>;
+const PARALLEL = 20;
+const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+
+describeEachDatabase('single use under concurrency', (ctx) => {
+  let app: FastifyInstance;
+  const rsSecret = randomBytes(32).toString('base64url');
+  before(async () => {
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
+    await registerClient(app, { ...PUBLIC, client_id: 'app' });
+    await registerClient(app, { client_id: 'fhir-server', client_secret: rsSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+  });
+  after(() => app.close());
+
+  const active = async (token: string): Promise<boolean> =>
+    (await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('fhir-server', rsSecret) }, payload: form({ token }) })).json<Body>().active === true;
+
+  async function authorized(scope: string): Promise<Authorization> {
+    const flow = await startAuthorization(app, { client_id: 'app', scope });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    return flow;
+  }
+
+  it(`an authorization code: ${PARALLEL} exchanges at once, exactly one token set, and the grant is revoked`, async () => {
+    const flow = await authorized('launch/patient patient/Patient.rs offline_access');
+    const since = new Date();
+    const results = await Promise.all(Array.from({ length: PARALLEL }, () => exchange(app, flow)));
+    const ok = results.filter((r) => r.statusCode === 200);
+    assert.equal(ok.length, 1, `statuses: ${results.map((r) => r.statusCode).join(' ')}`);
+    for (const r of results.filter((x) => x.statusCode !== 200)) {
+      assert.equal(r.statusCode, 400);
+      assert.equal(r.json<Body>().error, 'invalid_grant');
+    }
+    await app.runtime.audit.flush();
+    const audit = await app.runtime.database.db.selectFrom('audit_events').select('type').where('client_id', '=', 'app').where('outcome', '=', 'failure').where('recorded_at', '>=', since).execute();
+    assert.equal(audit.length, PARALLEL - 1, 'every refused exchange is audited');
+    // The first loser finds the code used and revokes the grant, code included; later ones find no code.
+    assert.ok(audit.some((e) => e.type === 'code.reused'), audit.map((e) => e.type).join(' '));
+    const winner = ok[0]!.json<Body>();
+    assert.equal(await active(winner.access_token as string), false, 'the reuse revoked what the code issued');
+    const refreshed = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: winner.refresh_token as string, client_id: 'app' });
+    assert.equal(refreshed.statusCode, 400, 'its refresh token too');
+  });
+
+  it(`a refresh token: ${PARALLEL} refreshes at once, exactly one new token set, and the grant is revoked`, async () => {
+    const tokens = (await exchange(app, await authorized('launch/patient patient/Patient.rs offline_access'))).json<Body>();
+    const results = await Promise.all(Array.from({ length: PARALLEL }, () => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token as string, client_id: 'app' })));
+    const ok = results.filter((r) => r.statusCode === 200);
+    assert.equal(ok.length, 1, `statuses: ${results.map((r) => r.statusCode).join(' ')}`);
+    for (const r of results.filter((x) => x.statusCode !== 200)) assert.deepEqual([r.statusCode, r.json<Body>().error], [400, 'invalid_grant']);
+    const winner = ok[0]!.json<Body>();
+    assert.equal(await active(winner.access_token as string), false, 'the reuse revoked the new access token');
+    assert.equal(await active(tokens.access_token as string), false, 'and the first one');
+    assert.equal((await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: winner.refresh_token as string, client_id: 'app' })).statusCode, 400, 'and the new refresh token');
+  });
+
+  it(`an EHR launch: ${PARALLEL} authorizations with one launch id at once, exactly one goes on`, async () => {
+    const { launch } = await createLaunch(app.runtime.database.db, app.runtime.box, { client_id: 'app', fhir_base: TEST_FHIR_BASE, patient: 'demo-amy-shaw' });
+    const flows = await Promise.all(Array.from({ length: PARALLEL }, () => startAuthorization(app, { client_id: 'app', scope: 'launch patient/Patient.rs', launch })));
+    for (const flow of flows) assert.equal(title(flow.page), 'Sign in');
+    // Signing in is where the launch is taken; every flow does it at the same moment.
+    await Promise.all(flows.map(async (flow) => {
+      const body = flow.page.res.body;
+      flow.page = await flow.browser.go('POST', formAction(body, '/login'), { csrf: inputValue(body, 'csrf'), username: 'clinician', password: 'clinician-demo' });
+    }));
+    const onwards = flows.filter((f) => !f.page.location);
+    assert.equal(onwards.length, 1, flows.map((f) => title(f.page)).join(' | '));
+    assert.match(title(onwards[0]!.page), /^Allow /);
+    for (const flow of flows.filter((f) => f.page.location)) {
+      assert.deepEqual(callback(flow), { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one', state: 'state-1', iss: TEST_ISSUER });
+    }
+  });
+
+  it(`a client assertion: ${PARALLEL} token requests with one jti at once, exactly one token`, async () => {
+    const key = await clientKey('ES384');
+    await registerClient(app, { client_id: 'backend', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.jwk] }, scope: 'system/Patient.rs' });
+    const assertion = await clientAssertion(key, { clientId: 'backend', audience: `${TEST_ISSUER}/token` });
+    const results = await Promise.all(Array.from({ length: PARALLEL }, () => tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: assertion })));
+    assert.equal(results.filter((r) => r.statusCode === 200).length, 1, `statuses: ${results.map((r) => r.statusCode).join(' ')}`);
+    for (const r of results.filter((x) => x.statusCode !== 200)) {
+      assert.deepEqual([r.statusCode, r.json<Body>().error_description], [401, 'client authentication failed: client assertion rejected: its jti was already used; every assertion needs a new jti']);
+    }
+  });
+});
