@@ -17,6 +17,7 @@ import { exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK } from 'j
 import pg from 'pg';
 
 import { PACKAGE_ROOT } from '../src/paths.js';
+import { SecretBox } from '../src/security/secret-box.js';
 import { CHALLENGE, HttpBrowser, mintCodes, REDIRECT_URI, standaloneLaunch, VERIFIER } from './lib/flows.js';
 import { load, loadFlows, median, paced, type RequestSpec, type Run } from './lib/load.js';
 import { startBare, startOurs, type ServerProcess } from './lib/servers.js';
@@ -134,26 +135,28 @@ async function cloneGrants(kind: 'codes' | 'refresh', seeds: readonly string[], 
   try {
     const model = kind === 'codes' ? 'AuthorizationCode' : 'RefreshToken';
     const columns = (await db.query<{ column_name: string }>(`select column_name from information_schema.columns where table_name = 'grant_contexts' and column_name <> 'grant_id'`)).rows.map((r) => `"${r.column_name}"`);
-    // 43 base64url characters, as oidc-provider's own ids.
-    const id = `translate(rtrim(encode(sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8')), 'base64'), '='), '+/', '-_')`;
+    // New values as oidc-provider makes them (43 base64url characters), stored as the server stores them: a
+    // keyed hash under SECRET_KEY, the value itself nowhere.
+    const box = new SecretBox(Buffer.from(SECRET_KEY, 'hex'));
+    const plan = seeds.flatMap((seed) => Array.from({ length: copies }, () => ({ seed: box.bearerId(seed), value: randomBytes(32).toString('base64url'), grant: randomBytes(16).toString('base64url') })));
     await db.query('begin');
     await db.query(
       `create temp table clones on commit drop as
-       select t.payload as token, t.expires_at as token_expires, g.payload as grant_payload, g.expires_at as grant_expires, g.id as seed_grant, ${id} as new_id, ${id} as new_grant
-       from oidc_payloads t join oidc_payloads g on g.model = 'Grant' and g.id = t.payload->>'grantId', generate_series(1, $3)
-       where t.model = $1 and t.id = any($2)`,
-      [model, seeds, copies],
+       select t.payload as token, t.expires_at as token_expires, g.payload as grant_payload, g.expires_at as grant_expires, g.id as seed_grant, p.stored_id as new_id, p.new_grant
+       from unnest($2::text[], $3::text[], $4::text[]) as p(seed, stored_id, new_grant)
+       join oidc_payloads t on t.model = $1 and t.id = p.seed
+       join oidc_payloads g on g.model = 'Grant' and g.id = t.payload->>'grantId'`,
+      [model, plan.map((p) => p.seed), plan.map((p) => box.bearerId(p.value)), plan.map((p) => p.grant)],
     );
     await db.query(`insert into oidc_payloads (model, id, payload, expires_at) select 'Grant', new_grant, grant_payload || jsonb_build_object('jti', new_grant), grant_expires from clones`);
     await db.query(`insert into grant_contexts (grant_id, ${columns.join(', ')}) select c.new_grant, ${columns.map((c) => `gc.${c}`).join(', ')} from clones c join grant_contexts gc on gc.grant_id = c.seed_grant`);
-    const { rows } = await db.query<{ new_id: string }>(
+    await db.query(
       `insert into oidc_payloads (model, id, payload, grant_id, expires_at)
-       select $1, new_id, token || jsonb_build_object('jti', new_id, 'grantId', new_grant), new_grant, token_expires from clones
-       returning id as new_id`,
+       select $1, new_id, token || jsonb_build_object('grantId', new_grant), new_grant, token_expires from clones`,
       [model],
     );
     await db.query('commit');
-    return rows.map((r) => r.new_id);
+    return plan.map((p) => p.value);
   } finally {
     await db.end();
   }

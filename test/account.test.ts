@@ -3,9 +3,9 @@ import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
-import { testApp, TEST_ISSUER } from './helpers/app.js';
+import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, formAction, inputValue } from './helpers/browser.js';
-import { form, registerClient } from './helpers/clients.js';
+import { form, pkce, registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
@@ -19,6 +19,26 @@ describeEachDatabase('connected apps page', (ctx) => {
     await registerClient(app, { client_id: 'other-app', client_name: 'Other App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
   });
   after(() => app.close());
+
+  it('its own client is granted openid and nothing else, whatever it asks for', async () => {
+    const browser = new Browser(app, TEST_ISSUER);
+    const { verifier, challenge } = pkce();
+    const query = form({ client_id: 'urn:smart-auth:account', response_type: 'code', redirect_uri: `${TEST_ISSUER}/account/callback`, scope: 'openid user/*.cruds patient/*.cruds launch/patient offline_access', aud: TEST_FHIR_BASE, code_challenge: challenge, code_challenge_method: 'S256', state: 's' });
+    const signIn = await browser.go('GET', `/auth?${query}`);
+    let res = await browser.send('POST', formAction(signIn.res.body, '/login'), { csrf: inputValue(signIn.res.body, 'csrf'), username: 'clinician', password: 'clinician-demo' });
+    // Follow our redirects by hand up to the callback, to read the code the page itself would ignore.
+    while (res.statusCode === 303 || res.statusCode === 302) {
+      const location = new URL(String(res.headers.location), TEST_ISSUER);
+      if (location.pathname === '/account/callback') break;
+      res = await browser.send('GET', location.href);
+    }
+    const code = new URL(String(res.headers.location), TEST_ISSUER).searchParams.get('code');
+    assert.ok(code, `a code at the callback: ${res.statusCode} ${String(res.headers.location)}`);
+    const token = await tokenRequest(app, { grant_type: 'authorization_code', code, redirect_uri: `${TEST_ISSUER}/account/callback`, client_id: 'urn:smart-auth:account', code_verifier: verifier });
+    assert.equal(token.statusCode, 200, token.body);
+    assert.equal(token.json<Body>().scope, 'openid', 'no FHIR scope, no refresh token, no launch context without a consent page');
+    assert.equal(token.json<Body>().refresh_token, undefined);
+  });
 
   it('is the management_endpoint of SMART discovery', async () => {
     const smart = (await app.inject({ method: 'GET', url: '/.well-known/smart-configuration' })).json<Body>();

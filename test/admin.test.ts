@@ -215,6 +215,14 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(created.json<Body>().expires_in, 300);
     expectError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', /fhirContext\/0 must match a schema in anyOf/);
     expectError(await call('POST', '/launches', { encounter: 'e1' }), 400, 'invalid_request', 'encounter needs patient');
+    // SMART 2.2 §fhirContext: what the spec forbids never reaches a token response.
+    expectError(await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-amy-shaw' }] }), 400, 'invalid_request', 'fhirContext[0]: a Patient in the launch role is given as patient, not in fhirContext; give it another role to include it');
+    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1' }, { type: 'Encounter', identifier: { value: 'v1' }, role: 'launch' }] }), 400, 'invalid_request', 'fhirContext[1]: a Encounter in the launch role is given as encounter, not in fhirContext; give it another role to include it');
+    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1', role: 'primary' }] }), 400, 'invalid_request', 'fhirContext[0].role "primary" must be an absolute URI (or "launch")');
+    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'https://attacker.example/fhir/DiagnosticReport/1' }] }), 400, 'invalid_request', 'fhirContext[0].reference "https://attacker.example/fhir/DiagnosticReport/1" must be a relative reference such as Observation/123');
+    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'Observation/1', type: 'DiagnosticReport' }] }), 400, 'invalid_request', "fhirContext[0].type DiagnosticReport does not match the reference's type Observation");
+    const otherRole = await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-grace-miller', role: 'https://example.org/roles/mother' }, { reference: 'Observation/1/_history/2', role: 'launch' }] });
+    assert.equal(otherRole.statusCode, 201, 'a Patient in a role of its own, and a version reference, are fine');
     expectError(await call('POST', '/launches', { client_id: 'nobody' }), 400, 'invalid_request', 'no client nobody');
     expectError(await call('POST', '/launches', { aud: 'https://other.example/fhir' }), 400, 'invalid_request', "aud https://other.example/fhir is not one of this server's FHIR base URLs");
 

@@ -36,6 +36,16 @@ describeEachDatabase('discovery documents and JWKS', (ctx) => {
     assert.deepEqual(doc.subject_types_supported, ['public']);
     assert.deepEqual(doc.code_challenge_methods_supported, ['S256']);
     assert.ok((doc.id_token_signing_alg_values_supported as string[]).includes('RS256'));
+    // Only what answers is advertised: no pushed authorization requests, no userinfo (every access token is
+    // bound to a FHIR base, which a userinfo endpoint would refuse).
+    assert.equal(doc.pushed_authorization_request_endpoint, undefined);
+    assert.equal(doc.userinfo_endpoint, undefined);
+    for (const [key, value] of Object.entries(doc)) {
+      if (!key.endsWith('_endpoint') || typeof value !== 'string') continue;
+      const path = new URL(value).pathname;
+      const res = await app.inject({ method: 'GET', url: path });
+      assert.notEqual(res.statusCode, 404, `${key} ${path} answers`);
+    }
   });
 
   it('the OAuth 2.0 metadata document (RFC 8414) is served too', async () => {

@@ -57,6 +57,11 @@ describeEachDatabase('introspection and revocation', (ctx) => {
     await ctx.current.database.db.updateTable('oidc_payloads').set({ expires_at: sql<Date>`now() - interval '1 second'` }).where('model', '=', 'ClientCredentials').where('id', '=', app.runtime.box.bearerId(expired)).execute();
     assert.deepEqual((await introspect(expired)).json(), { active: false });
 
+    // RFC 7662 §2.2: whatever is not an access token of ours is inactive, an id_token as much as garbage.
+    const idToken = `${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'k' })).toString('base64url')}.${Buffer.from(JSON.stringify({ iss: TEST_ISSUER, sub: 'u', aud: 'backend' })).toString('base64url')}.c2ln`;
+    const inactive = await introspect(idToken);
+    assert.deepEqual([inactive.statusCode, inactive.json()], [200, { active: false }]);
+
     const revoked = (await issue()).access_token as string;
     const revocation = await post('/revoke', { token: revoked }, basicAuth('backend', secret));
     assert.equal(revocation.statusCode, 200);

@@ -6,7 +6,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 
 import { hashPassword } from '../src/security/password.js';
 import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
-import { choices } from './helpers/browser.js';
+import { choices, formAction } from './helpers/browser.js';
 import { registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
@@ -268,6 +268,22 @@ describeEachDatabase('standalone launch', (ctx) => {
     const stale = await flow.browser.send('GET', action.replace(/\/login$/, ''));
     assert.equal(stale.statusCode, 400);
     assert.match(stale.body, /This sign-in has expired, or was started in another browser/);
+  });
+
+  it('an app suspended or removed while someone signs in: a page saying so, never a server error', async () => {
+    for (const [change, id] of [['suspend', 'short-lived-1'], ['delete', 'short-lived-2']] as const) {
+      await registerClient(app, { client_id: id, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] });
+      const flow = await startAuthorization(app, { client_id: id, scope: 'openid launch/patient patient/Patient.rs' });
+      await login(flow, 'clinician', 'clinician-demo');
+      assert.equal(title(flow.page), 'Choose a patient');
+      const db = ctx.current.database.db;
+      if (change === 'suspend') await db.updateTable('clients').set({ status: 'suspended' }).where('client_id', '=', id).execute();
+      else await db.deleteFrom('clients').where('client_id', '=', id).execute();
+      app.runtime.clients.invalidate(id);
+      const page = await flow.browser.go('GET', formAction(flow.page.res.body, '/patient').replace(/\/patient$/, ''));
+      assert.equal(page.res.statusCode, 400, change);
+      assert.match(page.res.body, /This app is no longer available here/, change);
+    }
   });
 
   it('pages: no caching, no framing, escaped output, labelled fields', async () => {

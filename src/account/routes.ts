@@ -4,7 +4,6 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { sql } from 'kysely';
-import type { ClientMetadata } from 'oidc-provider';
 
 import type { AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
@@ -15,6 +14,7 @@ import { pageHeaders } from '../http/page-headers.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { ROUTES } from '../oidc/routes.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../smart/profile.js';
 import { describeScope } from '../smart/scopes/consent.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { findUser } from '../users/users.js';
@@ -22,22 +22,9 @@ import { findUser } from '../users/users.js';
 /**
  * The signed-in user's connected apps (ONC (g)(10): a patient can revoke an app's access at any time), and
  * the `management_endpoint` of SMART discovery. The page signs people in the way apps do: it is an OpenID
- * client of this server (a static, pre-approved one), so there is one sign-in page and one session.
+ * client of this server (static and pre-approved, see ACCOUNT_CLIENT_ID), so there is one sign-in page and
+ * one session.
  */
-export const ACCOUNT_CLIENT_ID = 'urn:smart-auth:account';
-export const ACCOUNT_APPS_PATH = '/account/apps';
-
-export function accountClient(config: Config): ClientMetadata {
-  return {
-    client_id: ACCOUNT_CLIENT_ID,
-    client_name: 'Your account',
-    redirect_uris: [`${config.issuer}/account/callback`],
-    token_endpoint_auth_method: 'none',
-    grant_types: ['authorization_code'],
-    response_types: ['code'],
-    consent: 'pre-approved',
-  };
-}
 
 export async function accountRoutes(app: FastifyInstance, deps: { config: Config; db: Kysely<DB>; box: SecretBox; host: ProviderHost; audit: AuditLog }): Promise<void> {
   const { config, db, box, host, audit } = deps;
@@ -58,7 +45,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const params = new URLSearchParams({
       client_id: ACCOUNT_CLIENT_ID,
       response_type: 'code',
-      redirect_uri: `${config.issuer}/account/callback`,
+      redirect_uri: `${config.issuer}${ACCOUNT_CALLBACK_PATH}`,
       scope: 'openid',
       aud: config.fhirBaseUrls[0]!,
       code_challenge: challenge,
@@ -123,5 +110,5 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
   );
 
   // Where the sign-in for this page comes back: the session now exists; the code is not needed.
-  app.get('/account/callback', async (_request, reply) => reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}`, 303));
+  app.get(ACCOUNT_CALLBACK_PATH, async (_request, reply) => reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}`, 303));
 }

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 
-import { createLaunch, type FhirContextItem } from '../launch/context.js';
+import { createLaunch } from '../launch/context.js';
+import { fhirContextProblem, type FhirContextItem } from '../smart/launch-context.js';
 import { fhirBaseOf } from '../oidc/resource-server.js';
 import { EHR_LAUNCH_SCOPE } from './auth.js';
 import type { AdminDeps } from './plugin.js';
@@ -69,6 +70,8 @@ export async function launchRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       const fhirBase = aud === undefined ? undefined : fhirBaseOf(config, aud);
       if (aud !== undefined && !fhirBase) throw problem(400, `aud ${aud} is not one of this server's FHIR base URLs`);
       if (context.encounter && !context.patient) throw problem(400, 'encounter needs patient');
+      const invalidContext = context.fhirContext && fhirContextProblem(context.fhirContext);
+      if (invalidContext) throw problem(400, invalidContext);
       if (client_id && !(await db.selectFrom('clients').select('client_id').where('client_id', '=', client_id).executeTakeFirst())) throw problem(400, `no client ${client_id}`);
       if (user && !(await db.selectFrom('users').select('id').where('id', '=', user).executeTakeFirst())) throw problem(400, `no user ${user}`);
       const created = await createLaunch(db, deps.box, { ...context, client_id, user, fhir_base: fhirBase });

@@ -123,6 +123,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     return reply.code(status).view(`${view}.ejs`, { basePath, ...data });
   }
 
+  const appGone = (request: FastifyRequest, reply: FastifyReply) =>
+    errorPage(request, reply, 400, 'invalid_client', 'This app is no longer available here: an administrator suspended or removed it while you were signing in. Nothing was shared with it.');
+
   function checkCsrf(request: Req): boolean {
     return box.verifyMac('csrf', request.params.uid, request.body.csrf);
   }
@@ -140,9 +143,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     await details.persist();
   }
 
-  async function clientView(details: Details): Promise<{ client: Client; view: Record<string, string | null> }> {
+  /** The app asking, as the pages show it; undefined once it was suspended or removed mid-way. */
+  async function clientView(details: Details): Promise<{ client: Client; view: Record<string, string | null> } | undefined> {
     const client = await host.provider.Client.find(String(details.params.client_id));
-    if (!client) throw new Error('interaction for a client that no longer exists');
+    if (!client) return undefined;
     const meta = client.metadata();
     return {
       client,
@@ -162,7 +166,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string } = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
-    const { client, view: clientInfo } = await clientView(details);
+    const asking = await clientView(details);
+    if (!asking) return appGone(request, reply);
+    const { client, view: clientInfo } = asking;
 
     if (details.prompt.name === 'login') {
       return page(reply, extra.status ?? 200, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
@@ -341,7 +347,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
     const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
     if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
-    const { client } = await clientView(details);
+    const asking = await clientView(details);
+    if (!asking) return appGone(request, reply);
+    const { client } = asking;
     const smart = smartOf(details);
     const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
     const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);

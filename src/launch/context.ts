@@ -4,6 +4,7 @@ import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import type { FhirContextItem } from '../smart/launch-context.js';
 import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
 
 /**
@@ -12,14 +13,6 @@ import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.
  * report (SMART App Launch 2.2 §Launch context arrives with your access_token).
  */
 
-/** SMART 2.2 fhirContext item: at least one of reference, canonical, identifier; role never empty. */
-export interface FhirContextItem {
-  readonly reference?: string;
-  readonly canonical?: string;
-  readonly identifier?: { readonly system?: string; readonly value?: string };
-  readonly type?: string;
-  readonly role?: string;
-}
 
 export interface LaunchContext {
   readonly patient?: string | undefined;

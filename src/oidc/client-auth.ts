@@ -1,13 +1,12 @@
-import { errors, type Client, type KoaContextWithOIDC } from 'oidc-provider';
+import { errors, type Client } from 'oidc-provider';
 
 import { REGISTERED_JWKS_URI } from '../smart/client-rules.js';
-import { ROUTES } from './routes.js';
 
 /**
  * SMART's rules for `private_key_jwt` client assertions (SMART App Launch 2.2 §Client Authentication:
  * Asymmetric, and §Backend Services) that oidc-provider does not check itself. It calls this after it has
- * verified the signature and checked `iss`, `exp` (not past), `jti` present and `aud` (one of issuer, token
- * endpoint or current endpoint), and before it records the `jti` (see {@link ReplayDetectionAdapter}).
+ * verified the signature and checked `iss`, `exp` (not past), `jti` present and `aud` (the token endpoint, as
+ * SMART says, the endpoint called, or the issuer, as RFC 7523bis asks and current OAuth libraries send), and before it records the `jti` (see {@link ReplayDetectionAdapter}).
  * Every failure is `invalid_client` with a description that says what to fix.
  */
 
@@ -16,9 +15,7 @@ const ALWAYS_ACCEPTED_ALGS = new Set(['RS384', 'ES384']);
 const MAX_LIFETIME_SECONDS = 300;
 
 export function assertClientAssertion(
-  issuer: string,
   clockSkewSeconds: number,
-  ctx: KoaContextWithOIDC,
   claims: Record<string, unknown>,
   header: Record<string, unknown>,
   client: Client,
@@ -39,12 +36,6 @@ export function assertClientAssertion(
     fail(registeredJku ? `jku ${JSON.stringify(header.jku)} is not the registered jwks_uri ${registeredJku}` : 'jku is not accepted: this client has no registered jwks_uri');
   }
   if (claims.sub !== client.clientId) fail(`sub must equal iss and the client_id (${client.clientId})`);
-
-  const tokenEndpoint = `${issuer}${ROUTES.token}`;
-  const route = ctx.oidc.route;
-  const endpoint = route in ROUTES ? `${issuer}${ROUTES[route as keyof typeof ROUTES]}` : tokenEndpoint;
-  const audiences = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
-  if (!audiences.includes(tokenEndpoint) && !audiences.includes(endpoint)) fail(`aud must be the token endpoint URL ${tokenEndpoint}`);
 
   const now = Math.floor(Date.now() / 1000);
   const exp = claims.exp as number;

@@ -14,7 +14,7 @@ const DETAILED: Record<string, string> = { invalid_client: 'client authenticatio
  * are about the request's own credentials (a wrong secret says so, never what the right one is).
  */
 export function exposeErrorDetails(provider: Provider): void {
-  for (const event of ['grant.error', 'introspection.error', 'revocation.error', 'userinfo.error']) {
+  for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
     (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, error: { error?: string; error_detail?: string }) => {
       if (error.error && error.error in DETAILED && error.error_detail) stateOf(ctx).errorDetail = error.error_detail;
     });

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 
+import { decodeProtectedHeader } from 'jose';
 import type Provider from 'oidc-provider';
 import type { Client, ClientMetadata, KoaContextWithOIDC } from 'oidc-provider';
 
 import { splitScopes } from '../smart/scopes/scope.js';
 import { registeredScopes } from './resource-server.js';
+import { oidcOf } from './context.js';
 import { ROUTES } from './routes.js';
 
 /**
@@ -56,6 +58,33 @@ async function bearerProblem(provider: Provider, value: string): Promise<string 
   if (!token?.isValid) return 'the access token is unknown, expired or revoked';
   if (!splitScopes(token.scope).includes('introspect')) return 'the access token does not carry the introspect scope';
   return undefined;
+}
+
+/**
+ * RFC 7662 §2.2: a token that is not an access token of this server, whatever it is, is `{"active": false}`.
+ * oidc-provider refuses every JWT with 400 `unsupported_token_type` instead; for a JWT that is not an access
+ * token (an id_token, a client assertion, anything else) that answer becomes the inactive one. Our own JWT
+ * access tokens (RFC 9068, `typ: at+jwt`, opt-in per FHIR base) keep the refusal: they are verified by
+ * signature where they are used, and saying "inactive" of a valid one would be false.
+ */
+export function inactiveForForeignTokens() {
+  return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
+    await next();
+    const body = ctx.body as { error?: unknown } | undefined;
+    if (oidcOf(ctx)?.route === 'introspection' && ctx.status === 400 && body?.error === 'unsupported_token_type' && !isJwtAccessToken(ctx.oidc.params?.token)) {
+      ctx.status = 200;
+      ctx.body = { active: false };
+    }
+  };
+}
+
+function isJwtAccessToken(token: unknown): boolean {
+  if (typeof token !== 'string') return false;
+  try {
+    return decodeProtectedHeader(token).typ?.toLowerCase() === 'at+jwt';
+  } catch {
+    return false;
+  }
 }
 
 /**

@@ -1,15 +1,14 @@
 import type { Kysely } from 'kysely';
-import Provider, { errors, type AdapterPayload, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
-import { accountClient } from '../account/routes.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
+import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, JWKS_MAX_AGE_SECONDS, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapter.js';
 import { auditMiddleware } from './audit-hooks.js';
@@ -19,10 +18,13 @@ import { assertClientAssertion } from './client-auth.js';
 import { exposeErrorDetails } from './error-details.js';
 import { registrationResponse } from './registration.js';
 import { generateClientId, generateClientSecret } from '../clients/registry.js';
-import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
+import { bearerIntrospection, bearerIntrospectionClient, inactiveForForeignTokens, introspectionAllowed } from './introspection.js';
 import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
 import { ROUTES } from './routes.js';
+
+/** Errors that mean the client went away mid-request: nothing for an operator to fix. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
 
 export interface ErrorPage {
   readonly status: number;
@@ -62,7 +64,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients }),
     // Static clients: the identity Bearer-token introspection continues under (introspection.ts), and the
     // connected-apps page signing people in (account/routes.ts).
-    clients: [bearerClient.metadata, accountClient(config)],
+    clients: [bearerClient.metadata, accountClientMetadata(config.issuer) as ClientMetadata],
     clockTolerance: config.clockSkewSeconds,
     jwks: { keys: deps.signingKeys },
     cookies: {
@@ -100,7 +102,11 @@ export function createProvider(deps: ProviderDeps): Provider {
           ctx.body = await deps.renderPage('signed-out', {});
         },
       },
-      userinfo: { enabled: true },
+      // Every access token is bound to a FHIR base (its audience), which oidc-provider's userinfo endpoint refuses;
+      // SMART apps read fhirUser from the id_token. So no userinfo endpoint is served, nor advertised.
+      userinfo: { enabled: false },
+      // Not served (the Fastify bridge routes no /par), so not advertised: discovery lists only what answers.
+      pushedAuthorizationRequests: { enabled: false },
       resourceIndicators: {
         enabled: true,
         defaultResource: (ctx, _client, oneOf) => defaultResource(config, ctx, oneOf),
@@ -133,8 +139,8 @@ export function createProvider(deps: ProviderDeps): Provider {
       },
       registrationManagement: { enabled: config.registration !== 'off', rotateRegistrationAccessToken: true },
     },
-    assertJwtClientAuthClaimsAndHeader: (ctx, claims, header, client) => {
-      assertClientAssertion(config.issuer, config.clockSkewSeconds, ctx, claims, header, client);
+    assertJwtClientAuthClaimsAndHeader: (_ctx, claims, header, client) => {
+      assertClientAssertion(config.clockSkewSeconds, claims, header, client);
     },
     // SMART App Launch 2.2 §Authorization request: `aud` names the FHIR server (validated as the resource
     // indicator in defaultResource); `launch` is the EHR's launch handle.
@@ -178,7 +184,6 @@ export function createProvider(deps: ProviderDeps): Provider {
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
-      userinfoSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
     },
     interactions: {
       policy: smartInteractionPolicy(),
@@ -217,6 +222,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   });
   provider.use(auditMiddleware(deps.audit));
   provider.use(bearerIntrospection(provider, bearerClient.authorization));
+  provider.use(inactiveForForeignTokens());
   provider.use(offlineAccessPrompt());
   provider.use(tokenResponseMiddleware(deps.db, refreshTtlSeconds));
   provider.use(registrationResponse(deps.audit));
@@ -225,9 +231,14 @@ export function createProvider(deps: ProviderDeps): Provider {
   provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
     log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
   });
-  // Koa's own error channel: anything that escaped oidc-provider's handlers.
-  (provider as unknown as NodeJS.EventEmitter).on('error', (error: Error) => {
-    log.error({ err: error }, 'unhandled error in the OAuth core');
+  // Koa's own error channel: whatever oidc-provider's handlers did not answer themselves, answered by Koa. A
+  // request Koa refuses as malformed (bad percent-encoding, say) is the client's error, not ours.
+  (provider as unknown as NodeJS.EventEmitter).on('error', (error: Error & { status?: number; expose?: boolean; code?: string }) => {
+    if (error.expose || (error.status !== undefined && error.status < 500) || CLIENT_GONE.has(error.code ?? '')) {
+      log.info({ err: { type: error.name, code: error.code, message: error.message }, status: error.status }, 'request refused or abandoned: a client error');
+    } else {
+      log.error({ err: error }, 'unhandled error in the OAuth core');
+    }
   });
   return provider;
 }

@@ -38,7 +38,6 @@ export const PROVIDER_ENDPOINTS: readonly {
   { path: ROUTES.authorization, methods: ['GET', 'POST'] },
   { path: `${ROUTES.authorization}/:uid`, methods: ['GET'] },
   { path: ROUTES.token, methods: ['POST', 'OPTIONS'] },
-  { path: ROUTES.userinfo, methods: ['GET', 'POST', 'OPTIONS'] },
   { path: ROUTES.jwks, methods: ['GET', 'OPTIONS'] },
   { path: OIDC_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },
   { path: OAUTH_DISCOVERY_PATH, methods: ['GET', 'OPTIONS'] },

@@ -1,7 +1,7 @@
 import { setContains } from './scopes/algebra.js';
 import { operatorOnlyScopes } from './scopes/grant.js';
 import { parseScopes } from './scopes/scope.js';
-import { CLIENT_AUTH_METHODS, GRANT_TYPES } from './profile.js';
+import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, CLIENT_AUTH_METHODS, GRANT_TYPES } from './profile.js';
 
 /**
  * What a client may be: one set of rules for every path that creates or changes a client (the admin API and
@@ -240,4 +240,22 @@ export function toRfc7591Metadata(served: ClientMetadata): Record<string, unknow
     delete out.jwks;
   }
   return out;
+}
+
+/**
+ * The connected-apps page is a static OpenID client of this server, pre-approved so that signing in to it
+ * asks nothing more. It is granted `openid` and nothing else: a pre-approved client that could ask for FHIR
+ * scopes would hand its user a token no consent page ever showed.
+ */
+export function accountClientMetadata(issuer: string): Record<string, unknown> {
+  return {
+    client_id: ACCOUNT_CLIENT_ID,
+    client_name: 'Your account',
+    redirect_uris: [`${issuer}${ACCOUNT_CALLBACK_PATH}`],
+    token_endpoint_auth_method: 'none',
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    consent: 'pre-approved',
+    [ALLOWED_SCOPE_PROPERTY]: 'openid',
+  };
 }

@@ -21,6 +21,11 @@ export type GrantTypeName = (typeof GRANT_TYPES)[number];
  */
 export const STATIC_SCOPES: readonly string[] = ['openid', 'fhirUser', 'profile', 'offline_access'];
 
+/** The connected-apps page: SMART discovery's `management_endpoint`. */
+export const ACCOUNT_APPS_PATH = '/account/apps';
+export const ACCOUNT_CALLBACK_PATH = '/account/callback';
+export const ACCOUNT_CLIENT_ID = 'urn:smart-auth:account';
+
 /** A session lasts a working day; an app that needs longer asks for offline_access. */
 export const SESSION_TTL_SECONDS = 12 * 3600;
 /** Access tokens of interactive launches (SMART: at most an hour). */

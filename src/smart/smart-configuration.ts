@@ -1,9 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 
 import type { Config } from '../config/config.js';
-import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_TYPES, JWKS_MAX_AGE_SECONDS, STATIC_SCOPES } from './profile.js';
+import { ACCOUNT_APPS_PATH, CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_TYPES, JWKS_MAX_AGE_SECONDS, STATIC_SCOPES } from './profile.js';
 import { ROUTES } from '../oidc/routes.js';
-import { ACCOUNT_APPS_PATH } from '../account/routes.js';
 import { CAPABILITIES } from './capabilities.js';
 
 export const SMART_CONFIGURATION_PATH = '/.well-known/smart-configuration';

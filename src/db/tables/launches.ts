@@ -1,6 +1,6 @@
 import type { ColumnType, Generated } from 'kysely';
 
-import type { FhirContextItem } from '../../launch/context.js';
+import type { FhirContextItem } from '../../smart/launch-context.js';
 
 /** The launch context columns, the same in a launch and in the grant it becomes. */
 export interface LaunchContextColumns {
