@@ -42,6 +42,13 @@ const SECRET_KEY = randomBytes(32).toString('hex');
 const CLIENT_SECRET = randomBytes(32).toString('base64url');
 const SYSTEM_SCOPE = 'system/Patient.rs system/Observation.rs';
 const APP_SCOPE = 'openid fhirUser launch/patient patient/*.rs offline_access';
+/**
+ * One person per concurrent browser, as in real use: the sign-in throttle counts attempts on a user name
+ * before checking them, so eight browsers signing in as one user at the same moment are slowed as a guesser.
+ */
+const PEOPLE = 8;
+const PEOPLE_PASSWORD = 'bench-password';
+const person = (role: 'patient' | 'clinician', n: number) => ({ username: `bench-${role}-${n % PEOPLE}`, password: PEOPLE_PASSWORD });
 const started = Date.now();
 const PACED_MAX = 3000;
 const log = (message: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`);
@@ -112,7 +119,7 @@ async function ccToken(url: string): Promise<string> {
 
 /**
  * Codes or refresh tokens. On bare, by its preparation endpoint. On ours, through the real flow: browsers
- * signed in as the demo patient get codes at the authorization endpoint, and refresh tokens are what their
+ * signed in as patients get codes at the authorization endpoint, and refresh tokens are what their
  * exchange returns. That runs at the speed of whole authorizations, far below the exchange rate being
  * measured, so on Postgres a few dozen are made that way and the rest cloned from them in SQL: each clone
  * is a new grant (payload, launch context) and a new code or token bound to it, with fresh random ids,
@@ -180,14 +187,14 @@ async function realGrants(target: Target, kind: 'codes' | 'refresh', count: numb
 }
 
 const browsers = new Map<string, HttpBrowser[]>();
-/** Eight browsers signed in as the demo patient, for minting codes in parallel. */
+/** Eight browsers signed in as patients, for minting codes in parallel. */
 async function signedInBrowsers(target: Target): Promise<HttpBrowser[]> {
   let signedIn = browsers.get(target.server.url);
   if (!signedIn) {
     signedIn = await Promise.all(
-      Array.from({ length: 8 }, async () => {
+      Array.from({ length: PEOPLE }, async (_, n) => {
         const browser = new HttpBrowser(target.server.url);
-        await standaloneLaunch(browser, { clientId: 'bench-app', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, username: 'patient', password: 'patient-demo' });
+        await standaloneLaunch(browser, { clientId: 'bench-app', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...person('patient', n) });
         return browser;
       }),
     );
@@ -197,6 +204,8 @@ async function signedInBrowsers(target: Target): Promise<HttpBrowser[]> {
 }
 
 function scenarios(es384: Key, rs384: Key): Scenario[] {
+  /** Numbers the browsers of the launch flows, one person each. */
+  let workers = 0;
   const jwtScenario = (k: Key): Scenario => ({
     name: `cc-${k.alg.toLowerCase()}`,
     description: `client_credentials, private_key_jwt ${k.alg}, fresh jti`,
@@ -265,7 +274,10 @@ function scenarios(es384: Key, rs384: Key): Scenario[] {
       name: 'launch',
       description: 'whole standalone launch, new browser: authorize, sign in, pick patient, consent, code, token',
       bare: false,
-      flow: (target) => () => standaloneLaunch(new HttpBrowser(target.server.url), { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, username: 'clinician', password: 'clinician-demo', patient: 'demo-amy-shaw' }),
+      flow: (target) => {
+        const who = person('clinician', workers++);
+        return () => standaloneLaunch(new HttpBrowser(target.server.url), { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...who, patient: 'demo-amy-shaw' });
+      },
     },
     {
       name: 'launch-session',
@@ -274,7 +286,8 @@ function scenarios(es384: Key, rs384: Key): Scenario[] {
       flow: (target) => {
         const browser = new HttpBrowser(target.server.url);
         let ready: Promise<unknown> | undefined;
-        const run = () => standaloneLaunch(browser, { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, username: 'clinician', password: 'clinician-demo', patient: 'demo-amy-shaw' });
+        const who = person('clinician', workers++);
+        const run = () => standaloneLaunch(browser, { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...who, patient: 'demo-amy-shaw' });
         return async () => {
           ready ??= run();
           await ready;
@@ -329,6 +342,10 @@ async function adminSetup(target: Target, es384: Key, rs384: Key): Promise<void>
   await call('/clients', { client_id: 'bench-jwt', grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [es384.jwk, rs384.jwk] }, scope: 'system/*.rs' });
   await call('/clients', { client_id: 'bench-app', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none', consent: 'pre-approved' });
   await call('/clients', { client_id: 'bench-launch', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' });
+  for (let n = 0; n < PEOPLE; n++) {
+    await call('/users', { ...person('patient', n), fhirUser: 'Patient/demo-amy-shaw', name: `Bench Patient ${n}` });
+    await call('/users', { ...person('clinician', n), fhirUser: 'Practitioner/demo-practitioner', name: `Bench Clinician ${n}` });
+  }
 }
 
 let databaseUrl = '';

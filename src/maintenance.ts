@@ -10,6 +10,7 @@ import { purgeExpired } from './oidc/adapter.js';
 import type { ProviderHost } from './oidc/provider-host.js';
 import { JWKS_MAX_AGE_SECONDS } from './smart/profile.js';
 import type { SecretBox } from './security/secret-box.js';
+import { purgeLoginThrottle } from './users/login-throttle.js';
 
 /**
  * Retired signing keys stay published this long: longer than anything they signed lives (id_tokens and JWT
@@ -61,10 +62,10 @@ export class Maintenance {
     await this.#running.catch(() => undefined);
   }
 
-  /** Purges expired rows, prunes retired keys and rotates keys that are due. */
+  /** Purges expired rows (OAuth records, launch contexts, sign-in throttle), prunes retired keys and rotates keys that are due. */
   async housekeeping(): Promise<{ purged: number; rotated: string[] }> {
     const { config, db, box, host, log } = this.#deps;
-    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db));
+    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db)) + (await purgeLoginThrottle(db));
     await pruneRetiredKeys(db);
     await pruneCookieKeys(db, COOKIE_KEY_KEEP_SECONDS);
     let rotated: string[] = [];

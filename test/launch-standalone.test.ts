@@ -247,10 +247,10 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal(flow.page.res.statusCode, 429, 'locked even with the right password');
     assert.match(flow.page.res.body, /Too many failed attempts\. Try again in 1 minute\(s\)\./);
     assert.ok(Number(flow.page.res.headers['retry-after']) > 0);
-    const row = await ctx.current.database.db.selectFrom('users').select(['failed_logins', 'locked_until']).where('id', '=', 'caregiver').executeTakeFirstOrThrow();
-    assert.equal(row.failed_logins, 5);
-    assert.ok(row.locked_until && row.locked_until.getTime() > Date.now());
-    await ctx.current.database.db.updateTable('users').set({ failed_logins: 0, locked_until: null }).where('id', '=', 'caregiver').execute();
+    const row = await ctx.current.database.db.selectFrom('login_throttle').select(['hits', 'next_at']).where('kind', '=', 'account').executeTakeFirstOrThrow();
+    assert.equal(row.hits, 5);
+    assert.ok(row.next_at.getTime() > Date.now());
+    await ctx.current.database.db.deleteFrom('login_throttle').execute();
 
     const unknown = await login(flow, 'no-such-user', 'x');
     assert.equal(unknown.res.statusCode, 401);

@@ -30,7 +30,7 @@ const userResponse = {
 } as const;
 
 export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, audit } = deps;
+  const { db, box, audit } = deps;
   const rethrow = (error: unknown): never => {
     if (error instanceof UserProblem) throw problem(error.status, error.message);
     throw error;
@@ -108,14 +108,14 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
     {
       schema: {
         ...tagged,
-        summary: 'Set a new password (lifts a lockout)',
+        summary: 'Set a new password (lifts the sign-in slowdown on the user name)',
         params: idParams('id'),
         body: { type: 'object', additionalProperties: false, required: ['password'], properties: { password } },
         response: { 204: { type: 'null' }, ...errorResponses },
       },
     },
     async (request, reply) => {
-      await resetPassword(db, request.params.id, request.body.password).catch(rethrow);
+      await resetPassword(db, box, request.params.id, request.body.password).catch(rethrow);
       await audit.record({ ...adminEvent(request), type: 'user.password_reset', userId: request.params.id });
       return reply.code(204).send();
     },

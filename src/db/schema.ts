@@ -4,6 +4,7 @@ import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
 import type { GrantContextsTable } from './tables/grant-contexts.js';
 import type { LaunchesTable } from './tables/launches.js';
+import type { LoginThrottleTable } from './tables/login-throttle.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
 import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
@@ -24,4 +25,5 @@ export interface DB {
   user_patients: UserPatientsTable;
   audit_events: AuditEventsTable;
   server_state: ServerStateTable;
+  login_throttle: LoginThrottleTable;
 }

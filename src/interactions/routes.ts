@@ -16,7 +16,9 @@ import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
 import { grantableScopes, needsPatient, requirePatientContext } from '../smart/scopes/grant.js';
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
-import { authenticate, findUser, patientsOf, type User } from '../users/users.js';
+import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
+import { signIn } from '../users/sign-in.js';
+import { findUser, patientsOf, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
 
@@ -303,17 +305,22 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       return handler(request as Req, reply, details);
     });
 
+  // Only the sign-in form reads the device cookie: its path keeps it to the interaction pages.
+  const deviceCookieAttributes = `Path=${basePath}/interaction; Max-Age=${DEVICE_COOKIE_SECONDS}; HttpOnly; SameSite=Lax${config.issuer.startsWith('https:') ? '; Secure' : ''}`;
+
   post('login', async (request, reply, details) => {
     if (details.prompt.name !== 'login') return reply.redirect(urls(details.uid).self, 303);
     const username = (request.body.username ?? '').trim();
-    const result = await authenticate(db, username, request.body.password ?? '');
+    const result = await signIn(db, box, { username, password: request.body.password ?? '', ip: request.ip, deviceCookie: readCookie(request.headers.cookie, DEVICE_COOKIE) });
     if (!result.ok) {
       await auditFor(request, details, { type: 'login.failure', outcome: 'failure', userId: result.userId, details: { reason: result.reason } });
-      const message = result.reason === 'locked' ? `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).` : 'Wrong user name or password.';
-      if (result.reason === 'locked') void reply.header('retry-after', String(result.retryAfterSeconds));
-      return step(request, reply, details, { loginError: message, status: result.reason === 'locked' ? 429 : 401, username });
+      if (result.reason === 'invalid') return step(request, reply, details, { loginError: 'Wrong user name or password.', status: 401, username });
+      // RFC 6585 §4. The same answer whichever limit was reached and whether or not the user exists.
+      void reply.header('retry-after', String(result.retryAfterSeconds));
+      return step(request, reply, details, { loginError: `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).`, status: 429, username });
     }
     await auditFor(request, details, { type: 'login.success', userId: result.user.id });
+    void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
     return finish(request, reply, { login: { accountId: result.user.id } }, false);
   });
 

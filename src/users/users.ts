@@ -1,7 +1,9 @@
 import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import { hashPassword, verifyPassword } from '../security/password.js';
+import { hashPassword } from '../security/password.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { loginName, resetThrottle, throttleKey } from './login-throttle.js';
 
 export interface User {
   readonly id: string;
@@ -10,53 +12,6 @@ export interface User {
   readonly fhirUser: string;
   readonly name: string;
   readonly roles: readonly string[];
-}
-
-/** Failures allowed before logins back off; then 30 s, doubling per failure, at most 15 minutes. */
-export const FREE_LOGIN_ATTEMPTS = 5;
-const BASE_LOCK_SECONDS = 30;
-const MAX_LOCK_SECONDS = 15 * 60;
-
-/** A failure names the user only when the user name exists (for the audit trail, never for the page). */
-export type LoginResult =
-  | { readonly ok: true; readonly user: User }
-  | { readonly ok: false; readonly reason: 'invalid'; readonly userId: string | undefined }
-  | { readonly ok: false; readonly reason: 'locked'; readonly retryAfterSeconds: number; readonly userId: string };
-
-/**
- * Checks a user name and password. Unknown users, disabled users and wrong passwords look the same and
- * cost the same (argon2id against a dummy hash). Failures are counted in the database, so the backoff holds
- * across server processes; a locked account is refused without checking the password.
- */
-export async function authenticate(db: Kysely<DB>, username: string, password: string): Promise<LoginResult> {
-  const row = await db
-    .selectFrom('users')
-    .select(['id', 'username', 'password_hash', 'fhir_user', 'name', 'roles', 'disabled', 'locked_until'])
-    .where('username', '=', username)
-    .executeTakeFirst();
-  if (row?.locked_until && row.locked_until.getTime() > Date.now()) {
-    return { ok: false, reason: 'locked', retryAfterSeconds: Math.ceil((row.locked_until.getTime() - Date.now()) / 1000), userId: row.id };
-  }
-  const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, password);
-  if (!row || row.disabled || !valid) {
-    if (row) await recordFailure(db, row.id);
-    return { ok: false, reason: 'invalid', userId: row?.id };
-  }
-  await db.updateTable('users').set({ failed_logins: 0, locked_until: null, last_login_at: sql<Date>`now()` }).where('id', '=', row.id).execute();
-  return { ok: true, user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles } };
-}
-
-async function recordFailure(db: Kysely<DB>, userId: string): Promise<void> {
-  await db
-    .updateTable('users')
-    .set({
-      failed_logins: sql<number>`failed_logins + 1`,
-      locked_until: sql<Date | null>`case when failed_logins + 1 >= ${FREE_LOGIN_ATTEMPTS}
-        then now() + make_interval(secs => least(${BASE_LOCK_SECONDS} * power(2, failed_logins + 1 - ${FREE_LOGIN_ATTEMPTS}), ${MAX_LOCK_SECONDS}))
-        else null end`,
-    })
-    .where('id', '=', userId)
-    .execute();
 }
 
 export async function findUser(db: Kysely<DB>, id: string): Promise<User | undefined> {
@@ -162,10 +117,11 @@ export async function updateUser(
   return (await getUser(db, id))!;
 }
 
-/** Sets a new password and lifts any lockout. */
-export async function resetPassword(db: Kysely<DB>, id: string, password: string): Promise<void> {
-  const result = await db.updateTable('users').set({ password_hash: await hashPassword(password), failed_logins: 0, locked_until: null, updated_at: sql<Date>`now()` }).where('id', '=', id).executeTakeFirst();
-  if (!Number(result.numUpdatedRows)) throw new UserProblem(`no user ${id}`, 404);
+/** Sets a new password and lifts the slowdown on the user name: attempts on the old password no longer count. */
+export async function resetPassword(db: Kysely<DB>, box: SecretBox, id: string, password: string): Promise<void> {
+  const row = await db.updateTable('users').set({ password_hash: await hashPassword(password), updated_at: sql<Date>`now()` }).where('id', '=', id).returning('username').executeTakeFirst();
+  if (!row) throw new UserProblem(`no user ${id}`, 404);
+  await resetThrottle(db, throttleKey(box, 'account', loginName(row.username)));
 }
 
 function toUserRecord(row: { id: string; username: string; fhir_user: string; name: string; roles: string[]; disabled: boolean; created_at: Date; updated_at: Date; last_login_at: Date | null }, patients: string[]): UserRecord {

@@ -26,8 +26,18 @@ export class Browser {
     this.#cookies.clear();
   }
 
-  /** One request, no redirect followed. */
-  async send(method: 'GET' | 'POST', url: string, form?: Record<string, string | string[]>): Promise<LightMyRequestResponse> {
+  /** The value of a cookie the browser holds. */
+  cookie(name: string): string | undefined {
+    return [...this.#cookies.values()].find((c) => c.name === name)?.value;
+  }
+
+  /** Stores a cookie as if a response had set it: to copy one into another browser, or forge one. */
+  setCookie(name: string, value: string, path: string): void {
+    this.#cookies.set(`${name} ${path}`, { name, value, path });
+  }
+
+  /** One request, no redirect followed; from `remoteAddress` (default 127.0.0.1). */
+  async send(method: 'GET' | 'POST', url: string, form?: Record<string, string | string[]>, remoteAddress?: string): Promise<LightMyRequestResponse> {
     const target = new URL(url, this.#origin);
     assert.equal(target.origin, this.#origin, `the browser only talks to the server under test, not ${target.origin}`);
     const cookie = [...this.#cookies.values()].filter((c) => target.pathname.startsWith(c.path)).map((c) => `${c.name}=${c.value}`).join('; ');
@@ -37,6 +47,7 @@ export class Browser {
       url: `${target.pathname}${target.search}`,
       headers: { accept: 'text/html,application/xhtml+xml', ...(cookie ? { cookie } : {}), ...(payload !== undefined ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
       ...(payload !== undefined ? { payload } : {}),
+      ...(remoteAddress ? { remoteAddress } : {}),
     });
     const setCookies = res.headers['set-cookie'];
     for (const line of Array.isArray(setCookies) ? setCookies : setCookies ? [setCookies] : []) this.#store(line);

@@ -10,8 +10,6 @@ export interface UsersTable {
   name: string;
   roles: ColumnType<string[], string | undefined, string>;
   disabled: Generated<boolean>;
-  failed_logins: Generated<number>;
-  locked_until: Date | null;
   last_login_at: Date | null;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;

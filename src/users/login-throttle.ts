@@ -1,0 +1,165 @@
+import { isIPv6 } from 'node:net';
+
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+
+import type { DB } from '../db/schema.js';
+import type { LoginThrottleTable } from '../db/tables/login-throttle.js';
+import type { SecretBox } from '../security/secret-box.js';
+
+/**
+ * Sign-in throttling, shared by every server process through the database (NIST SP 800-63B §5.2.2 rate
+ * limiting; OWASP Authentication Cheat Sheet §Protect against automated attacks).
+ *
+ * Each attempt is counted, in one `INSERT … ON CONFLICT DO UPDATE` per key, before its password is checked:
+ * concurrent attempts queue on the row lock and each sees the count the previous one left, so a burst of N
+ * is counted N times and those over budget are refused without running argon2. Keys are a user name
+ * (`account`: unknown names are throttled exactly like real ones, so a refusal tells nothing), a device
+ * cookie (`device`, device-cookie.ts) and the client's address (`source`, across every user name). They are
+ * stored as keyed hashes only.
+ */
+export type ThrottleKind = LoginThrottleTable['kind'];
+
+/**
+ * How fast attempts on one key may come. The first `free` attempts pass at once; after the n-th (n ≥ free)
+ * the next is due `baseSeconds · growth^(n − free)` later, at most `maxSeconds`; an attempt passes when it is
+ * at most `toleranceSeconds` early. A key is forgotten `forgetSeconds` after its next attempt became due.
+ */
+export interface ThrottlePolicy {
+  readonly free: number;
+  readonly baseSeconds: number;
+  readonly growth: number;
+  readonly maxSeconds: number;
+  readonly toleranceSeconds: number;
+  readonly forgetSeconds: number;
+}
+
+/**
+ * Per user name, or per device for a browser with a device cookie: five attempts cover typing mistakes
+ * and a stale saved password; then the wait doubles from 30 s to 15 min. That slows, and never locks: the
+ * owner can always sign in again later, and at once from a browser they signed in with before. It lets
+ * through 12 guesses in the first hour and 4 an hour after that (about 100 a day), whatever the number of
+ * attacking addresses. A day without attempts forgets the key: last week's typos do not slow today's
+ * sign-in, and an attacker gains nothing by pausing for less.
+ */
+const PER_ACCOUNT: ThrottlePolicy = { free: 5, baseSeconds: 30, growth: 2, maxSeconds: 15 * 60, toleranceSeconds: 0, forgetSeconds: 24 * 3600 };
+
+/**
+ * Per source address, across user names (against password spraying): 100 failed attempts an hour with bursts
+ * of 10, as a generic cell rate algorithm (one attempt every 36 s, up to 9 intervals early), so at most 10 in
+ * any minute and 110 in any hour. Successful sign-ins are given back (`uncountAttempt`), so many people
+ * behind one address (a hospital's NAT) only share the allowance for their mistakes. The address is the one
+ * Fastify determined under TRUST_PROXY; behind a proxy that is not trusted every client shares the proxy's.
+ */
+const SOURCE_FAILURES_PER_HOUR = 100;
+const SOURCE_BURST = 10;
+const PER_SOURCE: ThrottlePolicy = {
+  free: 0,
+  baseSeconds: 3600 / SOURCE_FAILURES_PER_HOUR,
+  growth: 1,
+  maxSeconds: 3600 / SOURCE_FAILURES_PER_HOUR,
+  toleranceSeconds: ((SOURCE_BURST - 1) * 3600) / SOURCE_FAILURES_PER_HOUR,
+  forgetSeconds: 0,
+};
+
+const POLICIES: Readonly<Record<ThrottleKind, ThrottlePolicy>> = { account: PER_ACCOUNT, device: PER_ACCOUNT, source: PER_SOURCE };
+
+export interface ThrottleKey {
+  readonly kind: ThrottleKind;
+  readonly hash: string;
+}
+
+/**
+ * The key for a normalised user name, a device id or a source (`sourceOf`). A MAC, not a plain hash: user
+ * names and addresses are guessable, so only the server can tell which row is whose. A new SECRET_KEY
+ * starts every key afresh.
+ */
+export function throttleKey(box: SecretBox, kind: ThrottleKind, value: string): ThrottleKey {
+  return { kind, hash: box.mac('login-throttle', `${kind}:${value}`) };
+}
+
+/** The user name as throttled: case and Unicode compatibility forms do not make a new name to guess on. */
+export function loginName(username: string): string {
+  return username.trim().normalize('NFKC').toLowerCase();
+}
+
+/**
+ * The source an address belongs to. An IPv6 client is normally given a whole /64 and can change the rest at
+ * will, so the /64 is the source; an IPv4-mapped IPv6 address is its IPv4 address.
+ */
+export function sourceOf(ip: string): string {
+  const address = ip.replace(/%.*$/, '');
+  const mapped = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!isIPv6(address)) return address;
+  const [head = '', tail] = address.split('::');
+  const groups = (part: string) => (part ? part.split(':').flatMap((g) => (g.includes('.') ? ['0', '0'] : [g])) : []);
+  const first = groups(head);
+  const all = tail === undefined ? first : [...first, ...Array<string>(8 - first.length - groups(tail).length).fill('0'), ...groups(tail)];
+  return `${all.slice(0, 4).map((g) => parseInt(g, 16).toString(16)).join(':')}::/64`;
+}
+
+export interface Admission {
+  readonly admitted: boolean;
+  /** Seconds until an attempt on this key would pass (meaningful when refused). */
+  readonly retryAfterSeconds: number;
+}
+
+/**
+ * Counts one attempt on `key` and says whether it may go on to the password check. Atomic: one statement,
+ * serialised per key by its row lock. `clock_timestamp()`, not `now()`: a statement that started first may
+ * take the lock last, and must not find the previous holder's time in its future.
+ */
+export async function countAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<Admission> {
+  const p = POLICIES[key.kind];
+  const { rows } = await sql<{ admitted: boolean; retry_after: number }>`
+    insert into login_throttle as t (kind, key_hash, hits, next_at, expires_at, last_admitted)
+    select ${key.kind}, ${key.hash}, 1, c.now + ${delay(p, sql`1`)}, c.now + ${delay(p, sql`1`)} + ${seconds(p.forgetSeconds)}, true
+    from (select clock_timestamp() as now) c
+    on conflict (kind, key_hash) do update set (hits, next_at, expires_at, last_admitted) = (
+      select case when s.admitted then s.hits + 1 else t.hits end,
+             case when s.admitted then s.due + ${delay(p, sql`s.hits + 1`)} else t.next_at end,
+             case when s.admitted then s.due + ${delay(p, sql`s.hits + 1`)} + ${seconds(p.forgetSeconds)} else t.expires_at end,
+             s.admitted
+      from (
+        select f.hits, f.due, f.due <= f.now + ${seconds(p.toleranceSeconds)} as admitted
+        from (
+          select c.now,
+                 case when t.expires_at <= c.now then 0 else t.hits end as hits,
+                 case when t.expires_at <= c.now then c.now else greatest(t.next_at, c.now) end as due
+          from (select clock_timestamp() as now) c
+        ) f
+      ) s
+    )
+    returning last_admitted as admitted, greatest(1, ceil(extract(epoch from next_at - clock_timestamp()) - ${p.toleranceSeconds}::float8))::int as retry_after
+  `.execute(db);
+  const row = rows[0]!;
+  return { admitted: row.admitted, retryAfterSeconds: row.retry_after };
+}
+
+/** Gives back the last attempt counted on `key`: for an attempt that checked no password, or succeeded. */
+export async function uncountAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
+  const p = POLICIES[key.kind];
+  await sql`
+    update login_throttle set hits = hits - 1, next_at = next_at - ${delay(p, sql`hits`)}
+    where kind = ${key.kind} and key_hash = ${key.hash} and hits > 0
+  `.execute(db);
+}
+
+/** Starts `key` afresh (a successful sign-in, a new password). */
+export async function resetThrottle(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
+  await db.deleteFrom('login_throttle').where('kind', '=', key.kind).where('key_hash', '=', key.hash).execute();
+}
+
+export async function purgeLoginThrottle(db: Kysely<DB>): Promise<number> {
+  const result = await db.deleteFrom('login_throttle').where('expires_at', '<', sql<Date>`now()`).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
+
+/** The wait after the `hits`-th attempt passed. */
+function delay(p: ThrottlePolicy, hits: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`(case when (${hits}) < ${p.free}::int then 0 else least(${p.baseSeconds}::float8 * power(${p.growth}::float8, (${hits}) - ${p.free}::int), ${p.maxSeconds}::float8) end) * interval '1 second'`;
+}
+
+function seconds(value: number): RawBuilder<unknown> {
+  return sql`${value}::float8 * interval '1 second'`;
+}

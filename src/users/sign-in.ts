@@ -1,0 +1,67 @@
+import { sql, type Kysely } from 'kysely';
+
+import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { verifyPassword } from '../security/password.js';
+import { deviceOf, rememberDevice } from './device-cookie.js';
+import { countAttempt, loginName, resetThrottle, sourceOf, throttleKey, uncountAttempt } from './login-throttle.js';
+import type { User } from './users.js';
+
+export interface SignInAttempt {
+  readonly username: string;
+  readonly password: string;
+  /** The client's address, as Fastify determined it under TRUST_PROXY. */
+  readonly ip: string;
+  /** The device cookie the browser sent (device-cookie.ts), if any. */
+  readonly deviceCookie: string | undefined;
+}
+
+export type ThrottledReason = 'throttled_source' | 'throttled_account' | 'throttled_device';
+
+/** A failure names the user only when the user name exists (for the audit trail, never for the page). */
+export type SignInResult =
+  | { readonly ok: true; readonly user: User; readonly deviceCookie: string }
+  | { readonly ok: false; readonly reason: 'invalid'; readonly userId: string | undefined }
+  | { readonly ok: false; readonly reason: ThrottledReason; readonly retryAfterSeconds: number; readonly userId: string | undefined };
+
+/**
+ * Checks a user name and password under the sign-in throttle (login-throttle.ts), in this order:
+ *
+ * 1. count the attempt against its source; over budget, refuse;
+ * 2. count it against its device, when the browser holds a device cookie for this user name, or else
+ *    against the user name; over budget, refuse, and give the source its attempt back (no password was
+ *    checked);
+ * 3. check the password. Unknown users, disabled users and wrong passwords look the same and cost the same
+ *    (argon2id against a dummy hash), and so do refusals: unknown names are throttled like real ones.
+ *
+ * A success gives the source its attempt back and resets the counter it passed, device or user name, and
+ * only that one: the owner signing in from a known browser must not hand an attacker who is slowed on the
+ * user name a fresh set of free attempts.
+ */
+export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAttempt): Promise<SignInResult> {
+  const name = loginName(attempt.username);
+  const source = throttleKey(box, 'source', sourceOf(attempt.ip));
+  const [row, bySource] = await Promise.all([
+    db.selectFrom('users').select(['id', 'username', 'password_hash', 'fhir_user', 'name', 'roles', 'disabled']).where('username', '=', attempt.username).executeTakeFirst(),
+    countAttempt(db, source),
+  ]);
+  const userId = row?.id;
+  if (!bySource.admitted) return { ok: false, reason: 'throttled_source', retryAfterSeconds: bySource.retryAfterSeconds, userId };
+
+  const device = deviceOf(box, attempt.deviceCookie, name);
+  const own = device ? throttleKey(box, 'device', device) : throttleKey(box, 'account', name);
+  const byOwn = await countAttempt(db, own);
+  if (!byOwn.admitted) {
+    await uncountAttempt(db, source);
+    return { ok: false, reason: device ? 'throttled_device' : 'throttled_account', retryAfterSeconds: byOwn.retryAfterSeconds, userId };
+  }
+
+  const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, attempt.password);
+  if (!row || row.disabled || !valid) return { ok: false, reason: 'invalid', userId };
+  await Promise.all([resetThrottle(db, own), uncountAttempt(db, source), db.updateTable('users').set({ last_login_at: sql<Date>`now()` }).where('id', '=', row.id).execute()]);
+  return {
+    ok: true,
+    user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },
+    deviceCookie: rememberDevice(box, attempt.deviceCookie, name),
+  };
+}

@@ -1,0 +1,259 @@
+import assert from 'node:assert/strict';
+import { after, before, beforeEach, it } from 'node:test';
+
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { sql } from 'kysely';
+
+import { sourceOf } from '../src/users/login-throttle.js';
+import { testApp, TEST_ISSUER } from './helpers/app.js';
+import { Browser, formAction, inputValue } from './helpers/browser.js';
+import { registerClient } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { REDIRECT_URI, startAuthorization, title, type Authorization } from './helpers/flow.js';
+
+const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
+const CLIENT = { client_id: 'throttle-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] };
+const SLOWED = /Too many failed attempts\. Try again in 1 minute\(s\)\./;
+
+/** A distinct client address per number. */
+const address = (n: number): string => `10.1.${Math.floor(n / 250)}.${(n % 250) + 1}`;
+
+/** One submission of the sign-in form of `flow` from `ip`; no redirect followed. The form stays valid after failures. */
+function submit(flow: Authorization, username: string, password: string, ip: string): Promise<LightMyRequestResponse> {
+  const body = flow.page.res.body;
+  return flow.browser.send('POST', formAction(body, '/login'), { csrf: inputValue(body, 'csrf'), username, password }, ip);
+}
+
+function tally(values: readonly unknown[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const value of values) counts[String(value)] = (counts[String(value)] ?? 0) + 1;
+  return counts;
+}
+const statuses = (answers: readonly LightMyRequestResponse[]) => tally(answers.map((r) => r.statusCode));
+
+function assertSlowed(res: LightMyRequestResponse, maxSeconds: number): void {
+  assert.equal(res.statusCode, 429, res.body);
+  assert.match(res.body, SLOWED);
+  const retryAfter = Number(res.headers['retry-after']);
+  assert.ok(retryAfter >= 1 && retryAfter <= maxSeconds, `Retry-After ${String(res.headers['retry-after'])}`);
+}
+
+it('IPv6 clients are one source per /64; IPv4-mapped addresses are their IPv4 address', () => {
+  assert.equal(sourceOf('2001:db8:1:2::1'), '2001:db8:1:2::/64');
+  assert.equal(sourceOf('2001:0db8:0001:0002:ffff:eeee:dddd:cccc'), '2001:db8:1:2::/64');
+  assert.equal(sourceOf('2001:db8::1'), '2001:db8:0:0::/64');
+  assert.equal(sourceOf('::1'), '0:0:0:0::/64');
+  assert.equal(sourceOf('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  assert.equal(sourceOf('::ffff:192.0.2.7'), '192.0.2.7');
+  assert.equal(sourceOf('192.0.2.7'), '192.0.2.7');
+});
+
+describeEachDatabase('sign-in throttle', (ctx) => {
+  let app: FastifyInstance;
+  const db = () => ctx.current.database.db;
+  const start = (target: FastifyInstance = app, browser?: Browser, params: Record<string, string> = {}) =>
+    startAuthorization(target, { client_id: CLIENT.client_id, scope: 'openid', ...params }, browser ? { browser } : {});
+  /** Moves the throttle's clock forward: every due time comes `seconds` sooner. */
+  const advance = (seconds: number) =>
+    db()
+      .updateTable('login_throttle')
+      .set({ next_at: sql<Date>`next_at - ${seconds}::float8 * interval '1 second'`, expires_at: sql<Date>`expires_at - ${seconds}::float8 * interval '1 second'` })
+      .execute();
+  /** The login.failure events from these addresses, oldest first (the audit trail cannot be emptied between tests). */
+  const failures = (ips: readonly string[]) => db().selectFrom('audit_events').select(['user_id', 'source_ip', 'details']).where('type', '=', 'login.failure').where('source_ip', 'in', ips).orderBy('seq').execute();
+
+  before(async () => {
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN });
+    await registerClient(app, CLIENT);
+  });
+  after(() => app.close());
+  beforeEach(() => db().deleteFrom('login_throttle').execute());
+
+  it('20 concurrent wrong passwords for one user name: 5 are checked, 15 refused unchecked; then even the right password waits', async () => {
+    const flow = await start();
+    const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(flow, 'patient', `guess-${i}`, address(i))));
+    assert.deepEqual(statuses(answers), { 401: 5, 429: 15 }, 'each 401 is one password check; a 429 ran none');
+    for (const res of answers.filter((r) => r.statusCode === 429)) assertSlowed(res, 30);
+    assertSlowed(await submit(flow, 'patient', 'patient-demo', address(20)), 30);
+    const reasons = (await failures(Array.from({ length: 21 }, (_, i) => address(i)))).map((f) => f.details.reason);
+    assert.deepEqual(tally(reasons), { invalid: 5, throttled_account: 16 });
+  });
+
+  it('one address spraying many user names: 10 wrong passwords at once, then one every 36 s; other addresses go on', async () => {
+    const flow = await start();
+    const sprayer = address(30);
+    const answers: LightMyRequestResponse[] = [];
+    for (let i = 0; i < 14; i++) answers.push(await submit(flow, ['patient', 'clinician'][i] ?? `sprayed-${i}`, 'Winter2026!', sprayer));
+    assert.deepEqual(answers.map((r) => r.statusCode), [...Array<number>(10).fill(401), ...Array<number>(4).fill(429)]);
+    for (const res of answers.slice(10)) assertSlowed(res, 36);
+    assert.equal((await submit(flow, 'sprayed-x', 'Winter2026!', address(31))).statusCode, 401, 'another address has its own allowance');
+    assertSlowed(await submit(flow, 'patient', 'patient-demo', sprayer), 36);
+
+    await advance(36);
+    assert.equal((await submit(flow, 'sprayed-20', 'Winter2026!', sprayer)).statusCode, 401, '36 s later, one more');
+    assertSlowed(await submit(flow, 'sprayed-21', 'Winter2026!', sprayer), 36);
+    const reasons = (await failures([sprayer])).map((f) => f.details.reason);
+    assert.deepEqual(reasons, [...Array<string>(10).fill('invalid'), ...Array<string>(5).fill('throttled_source'), 'invalid', 'throttled_source']);
+  });
+
+  it('successful sign-ins do not use up an address’s allowance: many people behind one NAT share it only for their mistakes', async () => {
+    const nat = address(40);
+    const flow = await start();
+    for (let i = 0; i < 9; i++) assert.equal((await submit(flow, `typo-${i}`, 'wrong', nat)).statusCode, 401);
+    for (let i = 0; i < 5; i++) {
+      const signIn = await start();
+      assert.equal((await submit(signIn, 'clinician', 'clinician-demo', nat)).statusCode, 303);
+    }
+    assert.equal((await submit(flow, 'typo-9', 'wrong', nat)).statusCode, 401, 'the tenth mistake');
+    assertSlowed(await submit(flow, 'typo-10', 'wrong', nat), 36);
+  });
+
+  it('an unknown user name is answered exactly like a real one, before and after the budget: same status, page and headers', async () => {
+    const flow = await start();
+    // Same length, so that the echoed user name is the only difference in the page.
+    const [real, unknown] = ['clinician', 'clinic1an'];
+    const same = (a: LightMyRequestResponse, b: LightMyRequestResponse) => {
+      assert.equal(a.statusCode, b.statusCode);
+      assert.equal(a.body.replaceAll(real, 'NAME'), b.body.replaceAll(unknown, 'NAME'));
+      const headers = (res: LightMyRequestResponse) => Object.fromEntries(Object.entries(res.headers).filter(([name]) => name !== 'date' && name !== 'x-request-id'));
+      assert.deepEqual(headers(a), headers(b));
+    };
+    for (let i = 0; i < 5; i++) {
+      const [a, b] = [await submit(flow, real, 'wrong', address(50 + i)), await submit(flow, unknown, 'wrong', address(60 + i))];
+      assert.equal(a.statusCode, 401);
+      same(a, b);
+    }
+    const [a, b] = [await submit(flow, real, 'clinician-demo', address(55)), await submit(flow, unknown, 'clinician-demo', address(65))];
+    assertSlowed(a, 30);
+    same(a, b);
+
+    const rows = await failures(Array.from({ length: 16 }, (_, i) => address(50 + i)));
+    assert.deepEqual(
+      rows.map((r) => [r.user_id, r.details.reason]),
+      [...Array.from({ length: 5 }, () => [['demo-clinician', 'invalid'], [null, 'invalid']]).flat(), ['demo-clinician', 'throttled_account'], [null, 'throttled_account']],
+    );
+    assert.ok(!JSON.stringify(rows).includes('clinician-demo'), 'no password in the audit trail');
+  });
+
+  it('the owner, with the device cookie of an earlier sign-in, signs in while an attacker slows the user name', async () => {
+    const owner = new Browser(app, TEST_ISSUER);
+    const home = address(70);
+    const first = await submit(await start(app, owner), 'patient', 'patient-demo', home);
+    assert.equal(first.statusCode, 303);
+    const setCookie = ([] as string[]).concat(first.headers['set-cookie'] ?? []).find((c) => c.startsWith('smart_device='));
+    assert.match(setCookie ?? '', /^smart_device=[0-9a-z]+\.[\w-]{22}\.[\w-]{43}; Path=\/interaction; Max-Age=15552000; HttpOnly; SameSite=Lax$/);
+    const device = owner.cookie('smart_device');
+
+    const attack = await start();
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => submit(attack, 'patient', `guess-${i}`, address(100 + i))));
+    assert.deepEqual(statuses(answers), { 401: 5, 429: 7 });
+    assertSlowed(await submit(attack, 'patient', 'patient-demo', address(120)), 30);
+
+    // A signed-in browser is asked again with prompt=login (OIDC Core §3.1.2.1).
+    const again = await start(app, owner, { prompt: 'login' });
+    assert.equal(title(again.page), 'Sign in');
+    assert.equal((await submit(again, 'patient', 'patient-demo', home)).statusCode, 303, 'the owner signs in at once');
+    assert.notEqual(owner.cookie('smart_device'), device, 'a new device token at each sign-in');
+    assertSlowed(await submit(attack, 'patient', 'guess-x', address(121)), 30);
+  });
+
+  it('a device cookie counts only for its own user name, has an allowance of its own, and cannot be forged', async () => {
+    const owner = new Browser(app, TEST_ISSUER);
+    const home = address(80);
+    assert.equal((await submit(await start(app, owner), 'patient', 'patient-demo', home)).statusCode, 303);
+    const attack = await start();
+    for (let i = 0; i < 5; i++) {
+      assert.equal((await submit(attack, 'clinician', `guess-${i}`, address(130 + i))).statusCode, 401);
+      assert.equal((await submit(attack, 'patient', `guess-${i}`, address(140 + i))).statusCode, 401);
+    }
+    const flow = await start(app, owner, { prompt: 'login' });
+    assertSlowed(await submit(flow, 'clinician', 'clinician-demo', home), 30);
+
+    const forged = new Browser(app, TEST_ISSUER);
+    const [issued, id, mac] = owner.cookie('smart_device')!.split('.') as [string, string, string];
+    forged.setCookie('smart_device', `${issued}.${id}.${mac.slice(0, -1)}${mac.endsWith('A') ? 'B' : 'A'}`, '/interaction');
+    assertSlowed(await submit(await start(app, forged), 'patient', 'patient-demo', address(150)), 30);
+
+    for (let i = 0; i < 5; i++) assert.equal((await submit(flow, 'patient', `mistake-${i}`, home)).statusCode, 401);
+    assertSlowed(await submit(flow, 'patient', 'patient-demo', home), 30);
+    assert.equal((await failures([home])).at(-1)?.details.reason, 'throttled_device');
+  });
+
+  it('the limits hold across two server processes on one database', async () => {
+    const other = await testApp(ctx.current.database);
+    try {
+      const [here, there] = [await start(), await start(other)];
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => submit(i % 2 ? here : there, 'clinician', `guess-${i}`, address(160 + i))));
+      assert.deepEqual(statuses(answers), { 401: 5, 429: 15 });
+
+      const sprayer = address(190);
+      const sprayed: number[] = [];
+      for (let i = 0; i < 12; i++) sprayed.push((await submit(i % 2 ? here : there, `sprayed-${i}`, 'wrong', sprayer)).statusCode);
+      assert.deepEqual(sprayed, [...Array<number>(10).fill(401), 429, 429]);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('a new password set by an operator lifts the slowdown on the user name', async () => {
+    const created = await app.inject({ method: 'POST', url: '/admin/api/users', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { username: 'resettable', password: 'first-password-1', fhirUser: 'Practitioner/r', name: 'Re Settable' } });
+    assert.equal(created.statusCode, 201, created.body);
+    const flow = await start();
+    for (let i = 0; i < 5; i++) assert.equal((await submit(flow, 'resettable', `guess-${i}`, address(200 + i))).statusCode, 401);
+    assertSlowed(await submit(flow, 'resettable', 'first-password-1', address(205)), 30);
+    const reset = await app.inject({ method: 'POST', url: `/admin/api/users/${created.json<{ id: string }>().id}/password`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { password: 'second-password-2' } });
+    assert.equal(reset.statusCode, 204);
+    assert.equal((await submit(flow, 'resettable', 'second-password-2', address(206))).statusCode, 303);
+  });
+
+  it('housekeeping deletes throttle rows once they are forgotten', async () => {
+    const flow = await start();
+    assert.equal((await submit(flow, 'patient', 'wrong', address(210))).statusCode, 401);
+    const kinds = async () => (await db().selectFrom('login_throttle').select('kind').orderBy('kind').execute()).map((r) => r.kind);
+    assert.deepEqual(await kinds(), ['account', 'source']);
+    await app.runtime.maintenance.housekeeping();
+    assert.deepEqual(await kinds(), ['account', 'source'], 'nothing forgotten yet');
+    await advance(37);
+    await app.runtime.maintenance.housekeeping();
+    assert.deepEqual(await kinds(), ['account'], 'the source is back to its full allowance: nothing to keep');
+    await advance(24 * 3600);
+    await app.runtime.maintenance.housekeeping();
+    assert.deepEqual(await kinds(), [], 'a day without attempts forgets the user name');
+  });
+
+  /**
+   * The figures of the hardening report: instead of waiting, the throttle's clock is moved forward by each
+   * Retry-After (the time an attacker would wait; the time the requests take counts too), and every 401 is
+   * a password checked.
+   */
+  it('lets through 12 guesses in the first hour against one user name, then 4 an hour; 109 from one address, then 100 an hour', async (t) => {
+    const flow = await start();
+    const guessesPerHour = async (attempt: (i: number) => Promise<LightMyRequestResponse>, hours: number): Promise<number[]> => {
+      const perHour = Array<number>(hours).fill(0);
+      const started = performance.now();
+      let skipped = 0;
+      const clock = () => skipped + (performance.now() - started) / 1000;
+      for (let i = 0; clock() < hours * 3600; i++) {
+        const res = await attempt(i);
+        if (res.statusCode === 401) {
+          perHour[Math.floor(clock() / 3600)]!++;
+          continue;
+        }
+        assert.equal(res.statusCode, 429);
+        const wait = Number(res.headers['retry-after']);
+        await advance(wait);
+        skipped += wait;
+      }
+      return perHour;
+    };
+
+    const account = await guessesPerHour((i) => submit(flow, 'patient', `guess-${i}`, address(1000 + i)), 2);
+    t.diagnostic(`one user name, a new address for every guess: ${account.join(', ')} guesses in hours 1, 2`);
+    assert.deepEqual(account, [12, 4]);
+
+    await db().deleteFrom('login_throttle').execute();
+    const source = await guessesPerHour((i) => submit(flow, `sprayed-${i}`, 'Winter2026!', address(220)), 2);
+    t.diagnostic(`one address, a new user name for every guess: ${source.join(', ')} guesses in hours 1, 2`);
+    assert.deepEqual(source, [109, 100]);
+  });
+});
