@@ -4,6 +4,7 @@ import * as foundation from './2026-11-28T00-00-foundation.js';
 import * as launch from './2026-11-28T01-00-launch.js';
 import * as audit from './2026-11-28T02-00-audit.js';
 import * as auditChains from './2026-11-28T03-00-audit-chains.js';
+import * as auditCheckpoints from './2026-12-01T02-00-audit-checkpoints.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -11,4 +12,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-11-28T01-00-launch': launch,
   '2026-11-28T02-00-audit': audit,
   '2026-11-28T03-00-audit-chains': auditChains,
+  '2026-12-01T02-00-audit-checkpoints': auditCheckpoints,
 };

@@ -1,3 +1,4 @@
+import type { AuditCheckpointsTable } from './tables/audit-checkpoints.js';
 import type { AuditEventsTable } from './tables/audit-events.js';
 import type { ClientsTable } from './tables/clients.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
@@ -22,4 +23,5 @@ export interface DB {
   grant_contexts: GrantContextsTable;
   user_patients: UserPatientsTable;
   audit_events: AuditEventsTable;
+  audit_checkpoints: AuditCheckpointsTable;
 }
