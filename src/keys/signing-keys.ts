@@ -185,9 +185,11 @@ export async function ownSigningKey(db: Kysely<DB>, box: SecretBox, kid: string)
   }
 }
 
+/** The algorithm too is taken from the sealed JWK, not from the row's other columns. */
 function openKey(box: SecretBox, row: { kid: string; alg: string; private_jwk: string }): OwnSigningKey {
-  const privateKey = createPrivateKey({ key: JSON.parse(box.open(row.private_jwk, SEAL_PURPOSE, row.kid)) as JsonWebKey, format: 'jwk' });
-  return { kid: row.kid, alg: row.alg as SigningAlg, privateKey, publicKey: createPublicKey(privateKey) };
+  const jwk = JSON.parse(box.open(row.private_jwk, SEAL_PURPOSE, row.kid)) as JsonWebKey & { alg?: string };
+  const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
+  return { kid: row.kid, alg: (jwk.alg ?? row.alg) as SigningAlg, privateKey, publicKey: createPublicKey(privateKey) };
 }
 
 export async function listSigningKeys(db: Kysely<DB>): Promise<SigningKeyRow[]> {
