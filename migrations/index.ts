@@ -6,6 +6,7 @@ import * as audit from './2026-11-28T02-00-audit.js';
 import * as auditChains from './2026-11-28T03-00-audit-chains.js';
 import * as bearerHashes from './2026-12-01T00-00-bearer-hashes.js';
 import * as loginThrottle from './2026-12-01T01-00-login-throttle.js';
+import * as auditCheckpoints from './2026-12-01T02-00-audit-checkpoints.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -15,4 +16,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-11-28T03-00-audit-chains': auditChains,
   '2026-12-01T00-00-bearer-hashes': bearerHashes,
   '2026-12-01T01-00-login-throttle': loginThrottle,
+  '2026-12-01T02-00-audit-checkpoints': auditCheckpoints,
 };

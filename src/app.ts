@@ -122,7 +122,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     ajv: { customOptions: { removeAdditional: false } },
   });
 
-  const audit = new AuditLog(db, log);
+  const audit = new AuditLog(db, log, box);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
   const host = await ProviderHost.create({
     config,

@@ -5,7 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
 import { buildApp } from './app.js';
-import { verifyAuditChain } from './audit/audit.js';
+import { createCheckpoint } from './audit/checkpoints.js';
+import { verifyAudit, type VerifyResult } from './audit/verify.js';
 import { ConfigError, loadConfig, SIGNING_ALGS, type Config, type SigningAlg } from './config/config.js';
 import { openDatabase } from './db/database.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -37,7 +38,11 @@ Commands:
                              Create an EHR launch context; prints the launch id
   audit export [--format ndjson|bundle] [--from ISO] [--to ISO] [--type T] [--limit N]
                              Print audit events as FHIR AuditEvent resources
-  audit verify               Check the hash chain of the audit trail
+  audit verify [--checkpoint FILE]...
+                             Check the audit trail's keyed hash chains and every stored signed checkpoint,
+                             and hold the trail to each FILE that audit checkpoint printed
+  audit checkpoint           Sign a checkpoint of the audit trail as it stands and print it as JSON, to
+                             keep where the database's owner cannot change it
   healthcheck                Exit 0 when the server on PORT answers /readyz (for container health checks)
   gen-secret                 Print a new random SECRET_KEY
   help                       Show this text
@@ -192,6 +197,7 @@ async function operate(command: string, args: readonly string[]): Promise<number
       to: { type: 'string' },
       type: { type: 'string' },
       limit: { type: 'string' },
+      checkpoint: { type: 'string', multiple: true },
     },
   });
   if (existsSync('.env')) process.loadEnvFile('.env');
@@ -249,10 +255,19 @@ async function operate(command: string, args: readonly string[]): Promise<number
         return 0;
       }
       case 'audit verify': {
-        const result = await verifyAuditChain(app.runtime.database.db);
-        if (result.ok) process.stdout.write(`Audit trail intact: ${result.checked} events in ${result.chains} chains.\n`);
-        else process.stderr.write(`Audit chain broken at event ${result.brokenAt!.seq}: ${result.brokenAt!.reason} (${result.checked} events before it are intact).\n`);
+        const checkpoints = await Promise.all((values.checkpoint ?? []).map(async (file) => ({ source: `checkpoint ${file}`, jws: await readCheckpointFile(file) })));
+        const result = await verifyAudit(app.runtime.database.db, app.runtime.box, { checkpoints });
+        process.stdout.write(verifyReport(result, checkpoints.map((c) => c.source)));
+        if (result.brokenAt) process.stderr.write(`Audit chain broken at event ${result.brokenAt.seq}: ${result.brokenAt.reason} (${result.checked} events before it are intact).\n`);
+        if (result.refused) process.stderr.write(`Audit ${result.refused.checkpoint}: ${result.refused.reason}.\n`);
         return result.ok ? 0 : 1;
+      }
+      case 'audit checkpoint': {
+        const { runtime } = app;
+        const checkpoint = await createCheckpoint(runtime.database.db, runtime.box, runtime.config.issuer);
+        const { id, createdAt, jws, header, claims, key } = checkpoint;
+        process.stdout.write(`${JSON.stringify({ id, created_at: createdAt.toISOString(), jws, header, payload: claims, key }, null, 2)}\n`);
+        return 0;
       }
       default:
         throw new UsageError(`unknown command "${key.trim()}"`);
@@ -267,6 +282,35 @@ async function operate(command: string, args: readonly string[]): Promise<number
 }
 
 class CommandFailed extends Error {}
+
+/** The JWS from what `audit checkpoint` printed (or from a file holding the bare compact JWS). */
+async function readCheckpointFile(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = (await readFile(file, 'utf8')).trim();
+  } catch (error) {
+    throw new CommandFailed(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(text)) return text;
+  try {
+    const { jws } = JSON.parse(text) as { jws?: unknown };
+    if (typeof jws === 'string') return jws;
+  } catch {
+    // not JSON: refused below
+  }
+  throw new CommandFailed(`${file} holds no checkpoint: expected the JSON that audit checkpoint prints, or a compact JWS`);
+}
+
+function verifyReport(result: VerifyResult, given: readonly string[]): string {
+  const lines: string[] = [];
+  if (!result.brokenAt) lines.push(`Audit trail intact: ${result.checked} events in ${result.chains} chains.`);
+  const { stored, newestStored } = result.checkpoints;
+  if (!result.refused) {
+    lines.push(newestStored ? `Stored checkpoints: ${stored}, all signed by our keys and matched; the newest (${newestStored.issuedAt.toISOString()}) covers ${newestStored.total} events.` : 'Stored checkpoints: none.');
+    result.checkpoints.given.forEach((c, i) => lines.push(`${given[i]!}: signed by our key and matched (${c.issuedAt.toISOString()}, ${c.total} events in ${c.chains} chains).`));
+  }
+  return lines.map((l) => `${l}\n`).join('');
+}
 
 async function withDatabase<T>(config: Config, job: (db: Awaited<ReturnType<typeof openDatabase>>, box: () => Promise<SecretBox>) => Promise<T>): Promise<T> {
   const log = createLogger(config.logLevel);

@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 
+import { checkpointDue, createCheckpoint, type StoredCheckpoint } from './audit/checkpoints.js';
 import type { Config } from './config/config.js';
 import type { DB } from './db/schema.js';
 import { pruneCookieKeys, rotateCookieKeys } from './keys/cookie-keys.js';
@@ -38,7 +39,8 @@ export function minPublishedSeconds(config: Config): number {
 
 /**
  * Background work every process does on timers: re-read the key set (so processes agree after a rotation
- * elsewhere), purge expired oidc-provider rows, retire old keys, and rotate keys when due. Each job takes
+ * elsewhere), purge expired oidc-provider rows, retire old keys, rotate keys when due, and sign a checkpoint
+ * of the audit trail when one is due. Each job takes
  * the database locks it needs, so running it in every process is safe. A failing job is logged and tried
  * again at its next tick; it never stops the server.
  */
@@ -55,6 +57,7 @@ export class Maintenance {
     const { config } = this.#deps;
     this.#every(config.keyRefreshSeconds, 'key refresh', () => this.#deps.host.refresh());
     this.#every(config.purgeIntervalSeconds, 'housekeeping', () => this.housekeeping());
+    if (config.auditCheckpointSeconds > 0) this.#every(config.auditCheckpointSeconds, 'audit checkpoint', () => this.auditCheckpoint());
   }
 
   async stop(): Promise<void> {
@@ -88,6 +91,15 @@ export class Maintenance {
     await host.refresh();
     if (purged) log.debug({ purged }, 'expired OAuth records purged');
     return { purged, rotated };
+  }
+
+  /** Signs and stores a checkpoint of the audit trail when one is due (src/audit/checkpoints.ts). */
+  async auditCheckpoint(): Promise<StoredCheckpoint | undefined> {
+    const { config, db, box, log } = this.#deps;
+    if (!(await checkpointDue(db, box, config.auditCheckpointSeconds))) return undefined;
+    const checkpoint = await createCheckpoint(db, box, config.issuer);
+    log.info({ checkpoint: checkpoint.id, events: checkpoint.claims.total, chains: checkpoint.claims.chains.length }, 'audit checkpoint signed');
+    return checkpoint;
   }
 
   #every(seconds: number, name: string, job: () => Promise<unknown>): void {

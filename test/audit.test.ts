@@ -5,17 +5,21 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 
-import { chainHash, GENESIS_HASH, verifyAuditChain } from '../src/audit/audit.js';
+import { GENESIS_HASH, legacyChainHash } from '../src/audit/audit.js';
+import { verifyAudit } from '../src/audit/verify.js';
 import { EVENT_SUBTYPE_SYSTEM } from '../src/audit/fhir.js';
 import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
-import { testApp, TEST_ISSUER } from './helpers/app.js';
+import { testApp, testConfig, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { migrations } from '../migrations/index.js';
+import { SecretBox } from '../src/security/secret-box.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
 type Body = Record<string, unknown>;
+/** The SecretBox of every test app (TEST_SECRET_KEY). */
+const box = new SecretBox(testConfig().secretKey!);
 const ADMIN_TOKEN = 'audit-admin-token-0123456789abcdefghij';
 
 describeEachDatabase('audit trail', (ctx) => {
@@ -153,7 +157,7 @@ describeEachDatabase('audit trail', (ctx) => {
 
   it('verifies the hash chain, and finds a modified row', async () => {
     const db = ctx.current.database.db;
-    const intact = await verifyAuditChain(db, 7);
+    const intact = await verifyAudit(db, app.runtime.box, { pageSize: 7 });
     assert.equal(intact.ok, true);
     assert.ok(intact.checked > 20);
     const victim = await db.selectFrom('audit_events').select('seq').where('type', '=', 'consent.denied').executeTakeFirstOrThrow();
@@ -161,7 +165,7 @@ describeEachDatabase('audit trail', (ctx) => {
     await sql`alter table audit_events disable trigger audit_events_no_change`.execute(db);
     await sql`update audit_events set outcome = 'success' where seq = ${String(victim.seq)}`.execute(db);
     await sql`alter table audit_events enable trigger audit_events_no_change`.execute(db);
-    const broken = await verifyAuditChain(db);
+    const broken = await verifyAudit(db, app.runtime.box);
     assert.equal(broken.ok, false);
     assert.deepEqual(broken.brokenAt, { seq: String(victim.seq), reason: 'the row does not match its hash (it was modified)' });
   });
@@ -179,7 +183,7 @@ describeEachDatabase('audit chain across processes', (ctx) => {
       const c = await testApp(ctx.current.database);
       await c.runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i: 40 } });
       await c.close();
-      assert.deepEqual(await verifyAuditChain(db, 9), { ok: true, checked: 41, chains: 3 });
+      assert.deepEqual(await verifyAudit(db, a.runtime.box, { pageSize: 9 }), { ok: true, checked: 41, chains: 3, checkpoints: { stored: 0, given: [] } });
       const rows = await db.selectFrom('audit_events').select(['seq', 'chain', 'prev_hash', 'hash']).orderBy('seq').execute();
       const chains = new Map<string, typeof rows>();
       for (const row of rows) chains.set(row.chain, [...(chains.get(row.chain) ?? []), row]);
@@ -202,15 +206,16 @@ describeEachDatabase('audit chain across processes', (ctx) => {
     try {
       // The anchor is the tail of its own chain: removing it leaves that chain whole but the later one unanchored.
       await sql`delete from audit_events where seq = ${String(anchor.seq)}`.execute(db);
-      assert.deepEqual(await verifyAuditChain(db), {
+      assert.deepEqual(await verifyAudit(db, box), {
         ok: false,
         checked: rows.length - 2,
         chains: 2,
+        checkpoints: { stored: 0, given: [] },
         brokenAt: { seq: String(late.seq), reason: 'the chain starts from a hash that is not in the trail (rows before it were removed)' },
       });
       const chain = rows.filter((r) => r.chain === rows[0]!.chain);
       await sql`delete from audit_events where seq = ${String(chain[1]!.seq)}`.execute(db);
-      assert.deepEqual((await verifyAuditChain(db)).brokenAt, {
+      assert.deepEqual((await verifyAudit(db, box)).brokenAt, {
         seq: String(chain[2]!.seq),
         reason: 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)',
       });
@@ -223,31 +228,45 @@ describeEachDatabase('audit chain across processes', (ctx) => {
 describeEachDatabase(
   'audit trail written before chains had names',
   (ctx) => {
-    it('keeps verifying after the upgrade, as chain "", and new chains anchor to it', async () => {
+    it('keeps verifying after each upgrade: chain "", then per-process chains, then keyed chains anchored to them', async () => {
       const { db } = ctx.current.database;
       const { Migrator } = await import('kysely/migration');
       const migrator = new Migrator({ db, provider: { getMigrations: () => Promise.resolve(migrations) } });
       assert.equal((await migrator.migrateTo('2026-11-28T02-00-audit')).error, undefined);
-      // Two rows as the earlier release wrote them: no chain column, the hash over the rest.
+      const legacyRow = (chain: string, i: number) => ({ chain, recorded_at: new Date(Date.UTC(2026, 10, 28, 2, 0, i)), type: 'admin.request', outcome: 'success' as const, actor_type: 'system' as const, actor_id: null, user_id: null, client_id: null, patient_id: null, grant_id: null, scope: null, source_ip: null, request_id: null, details: { i } });
+      // Two rows as the first release wrote them: no chain column, the hash over the rest.
       let prev = GENESIS_HASH;
       for (const i of [1, 2]) {
-        const row = { chain: '', recorded_at: new Date(Date.UTC(2026, 10, 28, 2, 0, i)), type: 'admin.request', outcome: 'success' as const, actor_type: 'system' as const, actor_id: null, user_id: null, client_id: null, patient_id: null, grant_id: null, scope: null, source_ip: null, request_id: null, details: { i } };
-        const hash = chainHash(prev, row);
+        const row = legacyRow('', i);
+        const hash = legacyChainHash(prev, row);
         await sql`insert into audit_events (recorded_at, type, outcome, actor_type, details, prev_hash, hash) values (${row.recorded_at}, ${row.type}, ${row.outcome}, ${row.actor_type}, ${JSON.stringify(row.details)}, ${prev}, ${hash})`.execute(db);
         prev = hash;
       }
+      // Then a process of the next release: a chain of its own, still plain sha256, anchored to the rows before.
+      assert.equal((await migrator.migrateTo('2026-11-28T03-00-audit-chains')).error, undefined);
+      const writeLegacy = async (chain: string, i: number) => {
+        const row = legacyRow(chain, i);
+        const hash = legacyChainHash(prev, row);
+        await sql`insert into audit_events (chain, recorded_at, type, outcome, actor_type, details, prev_hash, hash) values (${chain}, ${row.recorded_at}, ${row.type}, ${row.outcome}, ${row.actor_type}, ${JSON.stringify(row.details)}, ${prev}, ${hash})`.execute(db);
+        prev = hash;
+      };
+      await writeLegacy('process-of-the-last-release', 3);
+      await writeLegacy('process-of-the-last-release', 4);
+
       const names = Object.keys(migrations);
-      assert.deepEqual(await migrateToLatest(db), names.slice(names.indexOf('2026-11-28T03-00-audit-chains')), 'the chains migration and any after it');
+      assert.deepEqual(await migrateToLatest(db), names.slice(names.indexOf('2026-11-28T03-00-audit-chains') + 1), 'every migration after the chains one');
       const app = await testApp(ctx.current.database);
       try {
-        await app.runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i: 3 } });
+        await app.runtime.audit.record({ type: 'admin.request', actorType: 'system', details: { i: 5 } });
       } finally {
         await app.close();
       }
-      assert.deepEqual(await verifyAuditChain(db), { ok: true, checked: 3, chains: 2 });
-      const newest = await db.selectFrom('audit_events').select(['chain', 'prev_hash']).orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow();
-      assert.equal(newest.prev_hash, prev, 'the new chain starts from the last row of the old one');
-      assert.notEqual(newest.chain, '');
+      const newest = await db.selectFrom('audit_events').select(['chain', 'prev_hash', 'hash']).orderBy('seq', 'desc').limit(1).executeTakeFirstOrThrow();
+      assert.equal(newest.prev_hash, prev, 'the keyed chain starts from the last row of the last release');
+      assert.match(newest.hash, /^v2\.[A-Za-z0-9_-]{8}\.[0-9a-f]{64}$/);
+      // During a rolling upgrade a process of the last release goes on writing plain hashes in its own chain.
+      await writeLegacy('process-of-the-last-release', 6);
+      assert.deepEqual(await verifyAudit(db, box), { ok: true, checked: 6, chains: 3, checkpoints: { stored: 0, given: [] } });
     });
   },
   { migrate: false },

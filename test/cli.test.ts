@@ -5,8 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
+import { sql } from 'kysely';
+
 import { migrations } from '../migrations/index.js';
 import { loadConfig } from '../src/config/config.js';
+import { openDatabase } from '../src/db/database.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
 
 const MAIN = join(PACKAGE_ROOT, 'src', 'main.ts');
@@ -157,7 +160,49 @@ describe('command line', () => {
     assert.ok(events.every((e) => e.resourceType === 'AuditEvent'));
     assert.deepEqual(events.map((e) => e.subtype[0]!.code).filter((t) => t !== 'admin.request'), ['client.created', 'user.created', 'patient.imported', 'launch.created']);
     const verified = await run(['audit', 'verify'], env, cwd);
-    assert.equal(verified.code, 0);
-    assert.match(verified.stdout, /^Audit trail intact: \d+ events in \d+ chains\.\n$/);
+    assert.equal(verified.code, 0, verified.stderr);
+    assert.match(verified.stdout, /^Audit trail intact: \d+ events in \d+ chains\.\nStored checkpoints: none\.\n$/);
+  });
+
+  it('audit checkpoint prints a signed checkpoint to keep elsewhere; audit verify --checkpoint finds the newest rows deleted after it', async () => {
+    const dataDir = join(cwd, 'data-audit');
+    const env = { DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    assert.equal((await run(['users', 'create', '--username', 'cp', '--password', 'cp-password-1', '--fhir-user', 'Practitioner/cp', '--name', 'CP'], env, cwd)).code, 0);
+    const signed = await run(['audit', 'checkpoint'], env, cwd);
+    assert.equal(signed.code, 0, signed.stderr);
+    const checkpoint = JSON.parse(signed.stdout) as { id: string; jws: string; header: { alg: string; kid: string; typ: string }; payload: { total: number; chains: { chain: string; seq: string; hash: string; count: number }[] }; key: { kid: string; kty: string } };
+    assert.match(checkpoint.jws, /^[\w-]+\.[\w-]+\.[\w-]+$/);
+    assert.deepEqual([checkpoint.header.alg, checkpoint.header.typ, checkpoint.key.kid, checkpoint.key.kty], ['RS256', 'audit-checkpoint+jwt', checkpoint.header.kid, 'RSA']);
+    assert.equal(checkpoint.payload.chains.length, 1, 'one chain per command run');
+    const file = join(cwd, 'checkpoint.json');
+    await writeFile(file, signed.stdout);
+
+    const intact = await run(['audit', 'verify', '--checkpoint', file], env, cwd);
+    assert.equal(intact.code, 0, intact.stderr);
+    const total = checkpoint.payload.total;
+    assert.match(intact.stdout, new RegExp(`^Audit trail intact: ${total} events in 1 chains\\.\\nStored checkpoints: 1, all signed by our keys and matched; the newest \\(\\S+\\) covers ${total} events\\.\\ncheckpoint ${file.replaceAll('.', '\\.')}: signed by our key and matched \\(\\S+, ${total} events in 1 chains\\)\\.\\n$`));
+
+    // Someone with write access to the database removes the newest event, and the stored checkpoints with it.
+    const [newest] = checkpoint.payload.chains;
+    const database = await openDatabase({ kind: 'pglite', dataDir });
+    const { db } = database;
+    try {
+      await sql`alter table audit_events disable trigger audit_events_no_change`.execute(db);
+      await sql`alter table audit_checkpoints disable trigger audit_checkpoints_no_change`.execute(db);
+      await sql`delete from audit_events where seq = ${newest!.seq}`.execute(db);
+      await sql`delete from audit_checkpoints`.execute(db);
+    } finally {
+      await database.close();
+    }
+    const unnoticed = await run(['audit', 'verify'], env, cwd);
+    assert.equal(unnoticed.code, 0, 'without a checkpoint, rows removed from the end leave no trace');
+    const found = await run(['audit', 'verify', '--checkpoint', file], env, cwd);
+    assert.equal(found.code, 1);
+    assert.equal(found.stdout, `Audit trail intact: ${total - 1} events in 1 chains.\n`);
+    assert.equal(found.stderr, `Audit checkpoint ${file}: the trail does not match it: event ${newest!.seq}, the head of chain ${JSON.stringify(newest!.chain)} (${total} events) it names, is no longer in the trail (rows were removed).\n`);
+
+    await writeFile(join(cwd, 'not-a-checkpoint.json'), '{"hello": "world"}');
+    const bad = await run(['audit', 'verify', '--checkpoint', join(cwd, 'not-a-checkpoint.json')], env, cwd);
+    assert.deepEqual([bad.code, bad.stderr], [1, `Failed: ${join(cwd, 'not-a-checkpoint.json')} holds no checkpoint: expected the JSON that audit checkpoint prints, or a compact JWS\n`]);
   });
 });

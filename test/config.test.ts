@@ -69,6 +69,12 @@ describe('configuration', () => {
     }
   });
 
+  it('AUDIT_CHECKPOINT_SECONDS: an hour by default, 0 for off, at most a week', () => {
+    assert.equal(loadConfig({}).auditCheckpointSeconds, 3600);
+    assert.equal(loadConfig({ AUDIT_CHECKPOINT_SECONDS: '0' }).auditCheckpointSeconds, 0);
+    assert.deepEqual(problems({ AUDIT_CHECKPOINT_SECONDS: '604801' }), ['AUDIT_CHECKPOINT_SECONDS="604801" is invalid: expected an integer number of seconds from 0 (off) to 604800 (a week)']);
+  });
+
   it('names each bad variable with what it expects', () => {
     assert.deepEqual(problems({ PORT: 'eighty' }), ['PORT="eighty" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);
     assert.deepEqual(problems({ PORT: '70000' }), ['PORT="70000" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);

@@ -41,6 +41,17 @@ describe('SecretBox', () => {
     assert.equal(rotated.isStale(rotated.seal('x', 'p', 'c')), false);
   });
 
+  it('MACs under a named key, the current or a previous one, and knows no other', () => {
+    const oldKey = randomBytes(32);
+    const old = new SecretBox(oldKey);
+    const rotated = new SecretBox(randomBytes(32), [oldKey]);
+    assert.deepEqual(rotated.macWith(old.keyId, 'audit-chain', 'data'), old.macWith(old.keyId, 'audit-chain', 'data'));
+    assert.notDeepEqual(rotated.macWith(rotated.keyId, 'audit-chain', 'data'), old.macWith(old.keyId, 'audit-chain', 'data'));
+    assert.notDeepEqual(old.macWith(old.keyId, 'csrf', 'data'), old.macWith(old.keyId, 'audit-chain', 'data'), 'a subkey per purpose');
+    assert.equal(old.macWith(rotated.keyId, 'audit-chain', 'data'), undefined);
+    assert.equal(rotated.mac('csrf', 'data'), rotated.macWith(rotated.keyId, 'csrf', 'data')!.toString('base64url'));
+  });
+
   it('names an unknown key instead of failing obscurely', () => {
     const sealed = new SecretBox(randomBytes(32)).seal('s3cret', 'p', 'c');
     assert.throws(() => box.open(sealed, 'p', 'c'), /sealed with an unknown key \([A-Za-z0-9_-]{8}\); is SECRET_KEY the one this database was created with\?/);

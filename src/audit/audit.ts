@@ -1,13 +1,16 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
 
 import type { DB } from '../db/schema.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
+import type { SecretBox } from '../security/secret-box.js';
+import { AUDIT_LIMITS, cleanDetails, cleanOptionalText, cleanText } from './sanitize.js';
 
 /**
- * The audit trail: every security decision, in one append-only table whose rows are hash-chained.
+ * The audit trail: every security decision, in one append-only table whose rows are hash-chained under a
+ * key (verification and signed checkpoints: src/audit/verify.ts, src/audit/checkpoints.ts).
  *
  * Event types form one dotted vocabulary (docs/audit.md). Events never carry secrets, passwords, codes or
  * tokens: only identifiers (user, client, patient, grant), the scope, and small details.
@@ -65,6 +68,16 @@ export type AuditRow = Selectable<AuditEventsTable>;
 export const GENESIS_HASH = '0'.repeat(64);
 /** The one chain of the rows written before each process had its own (migration 2026-11-28T03-00). */
 const LEGACY_CHAIN = '';
+/** The SecretBox purpose whose subkey keys the chain. */
+const CHAIN_PURPOSE = 'audit-chain';
+/** Rows at most this many to one INSERT. */
+const BATCH_SIZE = 500;
+
+interface Pending {
+  readonly row: Omit<RowContent, 'chain' | 'recorded_at'>;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
 
 /**
  * Writes events. Each server process appends to a chain of its own, in order, one multi-row INSERT per
@@ -72,24 +85,35 @@ const LEGACY_CHAIN = '';
  * whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
  * so a whole chain cannot vanish unnoticed either. Events that arrive while a write is under way go
  * together in the next one; `record` resolves once its event is committed.
+ *
+ * Each row's hash is an HMAC under a subkey of SECRET_KEY: someone who can write the database but does not
+ * hold the key cannot rewrite a row and rehash the rest of its chain.
  */
 export class AuditLog {
   readonly #db: Kysely<DB>;
   readonly #log: Logger;
+  readonly #box: SecretBox;
   readonly #chain = randomUUID();
   /** The hash of this chain's last committed row; undefined until the chain is anchored. */
   #last: string | undefined;
-  #queue: { event: AuditEvent; resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #queue: Pending[] = [];
   #writing: Promise<void> | undefined;
 
-  constructor(db: Kysely<DB>, log: Logger) {
+  constructor(db: Kysely<DB>, log: Logger, box: SecretBox) {
     this.#db = db;
     this.#log = log;
+    this.#box = box;
   }
 
   record(event: AuditEvent): Promise<void> {
+    let row: Pending['row'];
+    try {
+      row = toRow(event);
+    } catch (error) {
+      return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
+    }
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ event, resolve, reject });
+      this.#queue.push({ row, resolve, reject });
       this.#writing ??= this.#drain();
     });
   }
@@ -106,27 +130,51 @@ export class AuditLog {
 
   async #drain(): Promise<void> {
     try {
-      while (this.#queue.length) {
-        const batch = this.#queue.splice(0, 500);
-        try {
-          await this.#write(batch.map((b) => b.event));
-          for (const b of batch) b.resolve();
-        } catch (error) {
-          for (const b of batch) b.reject(error);
-        }
-      }
+      while (this.#queue.length) await this.#write(this.#queue.splice(0, BATCH_SIZE));
     } finally {
       this.#writing = undefined;
     }
   }
 
-  async #write(events: readonly AuditEvent[]): Promise<void> {
-    this.#last ??= (await this.#db.selectFrom('audit_events').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst())?.hash ?? GENESIS_HASH;
-    let prev = this.#last;
-    const rows = events.map((event) => {
-      const row = toRow(this.#chain, event, new Date());
-      const hash = chainHash(prev, row);
-      const full = { ...row, details: JSON.stringify(row.details), prev_hash: prev, hash };
+  /**
+   * One INSERT for the batch. Should the database refuse it for its content, each row is tried on its own,
+   * so that a row the database refuses fails only its own event.
+   */
+  async #write(batch: readonly Pending[]): Promise<void> {
+    const at = new Date();
+    try {
+      await this.#insert(batch, at);
+      for (const p of batch) p.resolve();
+      return;
+    } catch (error) {
+      if (batch.length === 1 || !isRowError(error)) {
+        for (const p of batch) p.reject(error);
+        return;
+      }
+      this.#log.warn({ err: error, events: batch.length }, 'audit batch refused: writing its events one by one');
+    }
+    for (const [i, p] of batch.entries()) {
+      try {
+        await this.#insert([p], at);
+        p.resolve();
+      } catch (error) {
+        p.reject(error);
+        // The database itself is failing, not this row: the others would wait for it in vain.
+        if (!isRowError(error)) {
+          for (const rest of batch.slice(i + 1)) rest.reject(error);
+          return;
+        }
+      }
+    }
+  }
+
+  /** Chains the rows on from the chain's last committed row; the chain only moves on once they are committed. */
+  async #insert(batch: readonly Pending[], at: Date): Promise<void> {
+    let prev = (this.#last ??= (await this.#db.selectFrom('audit_events').select('hash').orderBy('seq', 'desc').limit(1).executeTakeFirst())?.hash ?? GENESIS_HASH);
+    const rows = batch.map(({ row }) => {
+      const content: RowContent = { ...row, chain: this.#chain, recorded_at: at };
+      const hash = keyedChainHash(this.#box, prev, content);
+      const full = { ...content, details: JSON.stringify(content.details), prev_hash: prev, hash };
       prev = hash;
       return full;
     });
@@ -135,36 +183,73 @@ export class AuditLog {
   }
 }
 
-/** What a row's hash covers: every column but the sequence number and the hashes. */
-type RowContent = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
+/**
+ * Whether the database refused the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
+ * constraint violation), as opposed to failing whatever was sent (connection lost, server shutting down).
+ */
+function isRowError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^2[23]/.test(code);
+}
 
-function toRow(chain: string, event: AuditEvent, at: Date): RowContent {
+/** What a row's hash covers: every column but the sequence number and the hashes. */
+export type RowContent = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
+
+/** The event as it will be stored, every value cleaned (src/audit/sanitize.ts), so the hash covers exactly that. */
+function toRow(event: AuditEvent): Omit<RowContent, 'chain' | 'recorded_at'> {
   return {
-    chain,
-    recorded_at: at,
-    type: event.type,
+    type: cleanText(event.type),
     outcome: event.outcome ?? 'success',
     actor_type: event.actorType,
-    actor_id: event.actorId ?? null,
-    user_id: event.userId ?? null,
-    client_id: event.clientId ?? null,
-    patient_id: event.patientId ?? null,
-    grant_id: event.grantId ?? null,
-    scope: event.scope ?? null,
-    source_ip: event.sourceIp ?? null,
-    request_id: event.requestId ?? null,
-    // Exactly what jsonb will hold (undefined members dropped), so that the hash covers what is stored.
-    details: JSON.parse(JSON.stringify(event.details ?? {})) as Record<string, unknown>,
+    actor_id: cleanOptionalText(event.actorId),
+    user_id: cleanOptionalText(event.userId),
+    client_id: cleanOptionalText(event.clientId),
+    patient_id: cleanOptionalText(event.patientId),
+    grant_id: cleanOptionalText(event.grantId),
+    scope: cleanOptionalText(event.scope, AUDIT_LIMITS.scope),
+    source_ip: cleanOptionalText(event.sourceIp),
+    request_id: cleanOptionalText(event.requestId),
+    details: cleanDetails(event.details),
   };
 }
 
+/** The previous hash and the row's content in a canonical form (sorted keys, ISO time). */
+function chainContent(prev: string, row: RowContent, withChain: boolean): string {
+  const content = [prev, ...(withChain ? [row.chain] : []), row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
+  return JSON.stringify(content);
+}
+
+/** Hashes written since the chain was keyed: `v2.<SecretBox key id>.<HMAC-SHA256, hex>`. */
+const KEYED_HASH = /^v2\.([A-Za-z0-9_-]+)\.([0-9a-f]{64})$/;
+
+/** The keyed hash of a row: HMAC-SHA256 under the `audit-chain` subkey of SECRET_KEY, naming that key. */
+export function keyedChainHash(box: SecretBox, prev: string, row: RowContent, keyId = box.keyId): string {
+  const mac = box.macWith(keyId, CHAIN_PURPOSE, chainContent(prev, row, true));
+  if (!mac) throw new Error(`no secret key ${keyId}`);
+  return `v2.${keyId}.${mac.toString('hex')}`;
+}
+
 /**
- * sha256 over the previous hash and the row's content in a canonical form (sorted keys, ISO time). Rows of
- * the chain '' were written before chains had names, and their hash does not cover the column.
+ * The hash rows had before the chain was keyed: plain sha256, which anyone can recompute. Rows of the chain
+ * '' were written before chains had names, and their hash does not cover the column.
  */
-export function chainHash(prev: string, row: RowContent): string {
-  const content = [prev, ...(row.chain === LEGACY_CHAIN ? [] : [row.chain]), row.recorded_at.toISOString(), row.type, row.outcome, row.actor_type, row.actor_id, row.user_id, row.client_id, row.patient_id, row.grant_id, row.scope, row.source_ip, row.request_id, canonical(row.details)];
-  return createHash('sha256').update(JSON.stringify(content)).digest('hex');
+export function legacyChainHash(prev: string, row: RowContent): string {
+  return createHash('sha256').update(chainContent(prev, row, row.chain !== LEGACY_CHAIN)).digest('hex');
+}
+
+export function isKeyedHash(hash: string): boolean {
+  return hash.startsWith('v2.');
+}
+
+/** Why the row does not match its hash, or undefined when it does. */
+export function rowHashProblem(box: SecretBox, row: AuditRow): string | undefined {
+  if (!isKeyedHash(row.hash)) return legacyChainHash(row.prev_hash, row) === row.hash ? undefined : 'the row does not match its hash (it was modified)';
+  const match = KEYED_HASH.exec(row.hash);
+  if (!match) return 'the row\'s hash is malformed (it was modified)';
+  const keyId = match[1]!;
+  const mac = box.macWith(keyId, CHAIN_PURPOSE, chainContent(row.prev_hash, row, true));
+  if (!mac) return `the row is hashed under a SECRET_KEY this server does not hold (key id ${keyId}): set the key it was written with in SECRET_KEYS_PREVIOUS, or the row was forged`;
+  return timingSafeEqual(mac, Buffer.from(match[2]!, 'hex')) ? undefined : 'the row does not match its hash (it was modified)';
 }
 
 function canonical(value: unknown): string {
@@ -176,42 +261,6 @@ function canonical(value: unknown): string {
       .join(',')}}`;
   }
   return JSON.stringify(value ?? null);
-}
-
-export interface VerifyResult {
-  readonly ok: boolean;
-  readonly checked: number;
-  readonly chains: number;
-  /** The first row whose hash does not match its content, its predecessor or an anchor. */
-  readonly brokenAt?: { readonly seq: string; readonly reason: string };
-}
-
-/**
- * Walks every chain in order, in pages, recomputing each hash; the first row of a chain must be anchored
- * to the genesis hash or to a hash written before it.
- */
-export async function verifyAuditChain(db: Kysely<DB>, pageSize = 1000): Promise<VerifyResult> {
-  const last = new Map<string, string>();
-  let after = '0';
-  let checked = 0;
-  for (;;) {
-    const rows = await db.selectFrom('audit_events').selectAll().where(sql<string>`seq`, '>', after).orderBy('seq').limit(pageSize).execute();
-    for (const row of rows) {
-      const seq = String(row.seq);
-      const prev = last.get(row.chain);
-      if (prev === undefined) {
-        const anchored = row.prev_hash === GENESIS_HASH || (await db.selectFrom('audit_events').select('seq').where('hash', '=', row.prev_hash).where(sql<string>`seq`, '<', seq).executeTakeFirst());
-        if (!anchored) return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'the chain starts from a hash that is not in the trail (rows before it were removed)' } };
-      } else if (row.prev_hash !== prev) {
-        return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)' } };
-      }
-      if (chainHash(row.prev_hash, row) !== row.hash) return { ok: false, checked, chains: last.size, brokenAt: { seq, reason: 'the row does not match its hash (it was modified)' } };
-      last.set(row.chain, row.hash);
-      checked++;
-    }
-    if (rows.length < pageSize) return { ok: true, checked, chains: last.size };
-    after = String(rows.at(-1)!.seq);
-  }
 }
 
 export interface AuditQuery {

@@ -48,6 +48,8 @@ export interface Config {
   readonly registrationStatus: 'active' | 'pending';
   /** How long each process keeps a client's metadata before reading it again (0: every request). */
   readonly clientCacheSeconds: number;
+  /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
+  readonly auditCheckpointSeconds: number;
 }
 
 export type DatabaseConfig =
@@ -105,6 +107,7 @@ const schema = {
     REGISTRATION_STATUS: { type: 'string', enum: ['active', 'pending'], description: 'active or pending' },
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
+    AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
   },
 } as const;
 
@@ -187,6 +190,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,
+    auditCheckpointSeconds: (v.AUDIT_CHECKPOINT_SECONDS as number | undefined) ?? 3600,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
     launcher: v.LAUNCHER === undefined ? database.kind === 'pglite' : v.LAUNCHER === 'true',

@@ -1,3 +1,4 @@
+import type { AuditCheckpointsTable } from './tables/audit-checkpoints.js';
 import type { AuditEventsTable } from './tables/audit-events.js';
 import type { ClientsTable } from './tables/clients.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
@@ -26,4 +27,5 @@ export interface DB {
   audit_events: AuditEventsTable;
   server_state: ServerStateTable;
   login_throttle: LoginThrottleTable;
+  audit_checkpoints: AuditCheckpointsTable;
 }

@@ -1,4 +1,4 @@
-import { generateKeyPair, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPair, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
 
 import { calculateJwkThumbprint, type JWK } from 'jose';
@@ -7,7 +7,7 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { SigningAlg } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SigningKeyState } from '../db/tables/signing-keys.js';
-import type { SecretBox } from '../security/secret-box.js';
+import { SecretBoxError, type SecretBox } from '../security/secret-box.js';
 
 const generate = promisify(generateKeyPair);
 
@@ -136,10 +136,60 @@ export async function keysDueForRotation(db: Kysely<DB>, days: number): Promise<
   return rows.map((r) => r.alg as SigningAlg);
 }
 
-/** Drops retired keys whose publication period is over. */
+/**
+ * Drops retired keys whose publication period is over, except those that signed an audit checkpoint: a
+ * checkpoint must stay verifiable for as long as it is kept, here or exported, and what makes a key ours is
+ * its private part sealed under SECRET_KEY (see {@link ownSigningKey}), so the row itself must stay. Such a
+ * key is no longer published and never signs again; there is one per RS256 rotation, a handful a year.
+ * Keeping a public key alone would not do: anyone who can write the database could add one of their own.
+ */
 export async function pruneRetiredKeys(db: Kysely<DB>): Promise<number> {
-  const result = await db.deleteFrom('signing_keys').where('state', '=', 'retired').where('publish_until', '<', sql<Date>`now()`).executeTakeFirst();
+  const result = await db
+    .deleteFrom('signing_keys')
+    .where('state', '=', 'retired')
+    .where('publish_until', '<', sql<Date>`now()`)
+    .where((eb) => eb.not(eb.exists(eb.selectFrom('audit_checkpoints').select('audit_checkpoints.kid').whereRef('audit_checkpoints.kid', '=', 'signing_keys.kid'))))
+    .executeTakeFirst();
   return Number(result.numDeletedRows);
+}
+
+/** One of our signing keys, opened: for statements the server signs itself (audit checkpoints). */
+export interface OwnSigningKey {
+  readonly kid: string;
+  readonly alg: SigningAlg;
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
+}
+
+/** The key that signs now for `alg`. */
+export async function activeSigningKey(db: Kysely<DB>, box: SecretBox, alg: SigningAlg): Promise<OwnSigningKey> {
+  const row = await db.selectFrom('signing_keys').select(['kid', 'alg', 'private_jwk']).where('alg', '=', alg).where('state', '=', 'active').executeTakeFirst();
+  if (!row) throw new KeyRotationError(`no active ${alg} key yet; start the server once to create it`);
+  return openKey(box, row);
+}
+
+/**
+ * The signing key `kid`, whatever its state, when it is ours: its sealed private part opens under our
+ * SecretBox (the seal is bound to the kid). Someone who can write the database could add a row with a key of
+ * their own, or replace a row's public_jwk, but cannot seal without SECRET_KEY; so the public key is derived
+ * from the private part, never read from public_jwk.
+ */
+export async function ownSigningKey(db: Kysely<DB>, box: SecretBox, kid: string): Promise<OwnSigningKey | undefined> {
+  const row = await db.selectFrom('signing_keys').select(['kid', 'alg', 'private_jwk']).where('kid', '=', kid).executeTakeFirst();
+  if (!row) return undefined;
+  try {
+    return openKey(box, row);
+  } catch (error) {
+    if (error instanceof SecretBoxError) return undefined;
+    throw error;
+  }
+}
+
+/** The algorithm too is taken from the sealed JWK, not from the row's other columns. */
+function openKey(box: SecretBox, row: { kid: string; alg: string; private_jwk: string }): OwnSigningKey {
+  const jwk = JSON.parse(box.open(row.private_jwk, SEAL_PURPOSE, row.kid)) as JsonWebKey & { alg?: string };
+  const privateKey = createPrivateKey({ key: jwk, format: 'jwk' });
+  return { kid: row.kid, alg: (jwk.alg ?? row.alg) as SigningAlg, privateKey, publicKey: createPublicKey(privateKey) };
 }
 
 export async function listSigningKeys(db: Kysely<DB>): Promise<SigningKeyRow[]> {

@@ -52,7 +52,17 @@ export class SecretBox {
 
   /** A MAC of `data` under a subkey for `purpose` (base64url): for tokens that must not be forged, such as CSRF tokens. */
   mac(purpose: string, data: string): string {
-    return createHmac('sha256', subkey(this.#current, purpose)).update(data).digest('base64url');
+    return this.macWith(this.#current.id, purpose, data)!.toString('base64url');
+  }
+
+  /**
+   * A MAC of `data` under the subkey for `purpose` of the key `keyId`, or undefined when that key is neither
+   * SECRET_KEY nor one of SECRET_KEYS_PREVIOUS: for MACs stored with the id of their key (the audit chain),
+   * which must stay verifiable after SECRET_KEY changes.
+   */
+  macWith(keyId: string, purpose: string, data: string): Buffer | undefined {
+    const key = this.#byId.get(keyId);
+    return key && createHmac('sha256', subkey(key, purpose)).update(data).digest();
   }
 
   /** Whether `given` is the MAC of `data` for `purpose`, compared in constant time. */
