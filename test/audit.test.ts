@@ -76,7 +76,7 @@ describeEachDatabase('audit trail', (ctx) => {
     const cc = (await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: assertion })).json<Body>();
     secrets.push(cc.access_token as string);
     await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: assertion });
-    await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: await clientAssertion(key, { clientId: 'audited-backend', audience: TEST_ISSUER }) });
+    await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: await clientAssertion(key, { clientId: 'audited-backend', audience: 'https://elsewhere.example/token' }) });
     await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('audited-rs', rsSecret) }, payload: form({ token: cc.access_token as string }) });
     await app.runtime.audit.flush();
 
