@@ -34,6 +34,7 @@ import { ProviderHost } from './oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
 import { seedDemo } from './seed/demo.js';
+import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users/login-throttle.js';
 import { SecretBox } from './security/secret-box.js';
 import { loadOrCreateSecretKey } from './security/secret-key-file.js';
 import { SMART_CONFIGURATION_PATH, smartConfigurationRoutes } from './smart/smart-configuration.js';
@@ -149,7 +150,19 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
   await app.register(healthRoutes, { prefix: basePath, database });
   await app.register(smartConfigurationRoutes, { config });
-  await app.register(providerRoutes, { prefix: basePath, host, issuer: config.issuer, registration: config.registration !== 'off' });
+  const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
+  await app.register(providerRoutes, {
+    prefix: basePath,
+    host,
+    issuer: config.issuer,
+    registration: config.registration !== 'off',
+    admitRegistration: registrationsPerSource
+      ? async (request) => {
+          const admission = await countAttempt(db, throttleKey(box, 'registration', sourceOf(request.ip)), registrationsPerSource);
+          return admission.admitted ? undefined : admission.retryAfterSeconds;
+        }
+      : undefined,
+  });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box });

@@ -12,7 +12,8 @@ const ADMIN_TOKEN = 'registration-admin-token-0123456789abcdef';
 const METADATA = { client_name: 'Registered App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' };
 
 async function withApp(ctx: { current: { database: Parameters<typeof testApp>[0] } }, env: Record<string, string>, fn: (app: FastifyInstance) => Promise<void>): Promise<void> {
-  const app = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true', ...env });
+  // These tests register many clients from one address; the limit has its own test.
+  const app = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true', REGISTRATION_PER_HOUR: '0', ...env });
   try {
     await fn(app);
   } finally {
@@ -184,6 +185,26 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
       const flow = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
       assert.equal(title(flow.page), 'Sign in');
     });
+  });
+
+  it('a flood of registrations from one address is refused with 429 past its allowance, across processes', async () => {
+    const env = { REGISTRATION: 'open', REGISTRATION_PER_HOUR: '3' };
+    const first = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true', ...env });
+    const second = await testApp(ctx.current.database, { ADMIN_TOKEN, SEED_DEMO: 'true', ...env });
+    try {
+      const register = (app: FastifyInstance, remoteAddress = '203.0.113.7', payload: unknown = METADATA) => app.inject({ method: 'POST', url: '/reg', remoteAddress, payload: payload as Record<string, unknown> });
+      assert.equal((await register(first)).statusCode, 201);
+      assert.equal((await register(second, '203.0.113.7', { redirect_uris: 'not a list' })).statusCode, 400, 'a refused registration counts too');
+      assert.equal((await register(first)).statusCode, 201);
+      const refused = await register(second);
+      assert.equal(refused.statusCode, 429, 'the allowance (a burst of 3) is shared by both processes');
+      assert.equal(refused.json<Body>().error, 'too_many_requests');
+      assert.ok(Number(refused.headers['retry-after']) > 1000, 'one registration every 20 minutes after the burst');
+      assert.equal((await register(first, '198.51.100.9')).statusCode, 201, 'another address has its own allowance');
+    } finally {
+      await first.close();
+      await second.close();
+    }
   });
 
   it('token: registration needs an initial access token from the admin API', async () => {

@@ -46,6 +46,8 @@ export interface Config {
   readonly registration: 'open' | 'token' | 'off';
   /** The status a dynamically registered client starts in. */
   readonly registrationStatus: 'active' | 'pending';
+  /** Dynamic registrations per hour from one source (0: no limit). */
+  readonly registrationPerHour: number;
   /** How long each process keeps a client's metadata before reading it again (0: every request). */
   readonly clientCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
@@ -105,6 +107,7 @@ const schema = {
     LAUNCHER: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     REGISTRATION: { type: 'string', enum: ['open', 'token', 'off'], description: 'open, token or off' },
     REGISTRATION_STATUS: { type: 'string', enum: ['active', 'pending'], description: 'active or pending' },
+    REGISTRATION_PER_HOUR: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'an integer from 0 (no limit) to 1000000' },
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
@@ -197,6 +200,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     refreshTokenTtlDays: (v.REFRESH_TOKEN_TTL_DAYS as number | undefined) ?? 90,
     registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (database.kind === 'pglite' ? 'open' : 'token'),
     registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
+    registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
   });
 }
 

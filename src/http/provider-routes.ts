@@ -10,6 +10,11 @@ export interface ProviderRoutesOptions {
   /** The issuer's public URL: the only origin oidc-provider builds URLs for. */
   readonly issuer: string;
   readonly registration: boolean;
+  /**
+   * Counts a dynamic registration against its source's allowance; the seconds to wait when over it. Checked
+   * before oidc-provider reads the request, so a flood costs one statement per request.
+   */
+  readonly admitRegistration?: ((request: FastifyRequest) => Promise<number | undefined>) | undefined;
 }
 
 /**
@@ -53,9 +58,18 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
     void options.host.callback(raw, reply.raw);
   };
 
+  const admitRegistration = options.admitRegistration;
+  const limited = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    if (!admitRegistration || request.method !== 'POST') return;
+    const retryAfter = await admitRegistration(request);
+    if (retryAfter === undefined) return;
+    // RFC 6585 §4; RFC 7591 defines no error code for it.
+    void reply.code(429).header('retry-after', String(retryAfter)).header('cache-control', 'no-store').send({ error: 'too_many_requests', error_description: `too many registrations from this address; try again in ${retryAfter} s` });
+  };
+
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
     if (feature === 'registration' && !options.registration) continue;
-    app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false });
+    app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
   }
 }
 

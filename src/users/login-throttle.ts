@@ -61,7 +61,13 @@ const PER_SOURCE: ThrottlePolicy = {
   forgetSeconds: 0,
 };
 
-const POLICIES: Readonly<Record<ThrottleKind, ThrottlePolicy>> = { account: PER_ACCOUNT, device: PER_ACCOUNT, source: PER_SOURCE };
+/** Registrations from one source: `perHour` an hour, in bursts of at most 20 (REGISTRATION_PER_HOUR). */
+export function registrationPolicy(perHour: number): ThrottlePolicy {
+  const interval = 3600 / perHour;
+  return { free: 0, baseSeconds: interval, growth: 1, maxSeconds: interval, toleranceSeconds: (Math.min(20, perHour) - 1) * interval, forgetSeconds: 0 };
+}
+
+const POLICIES: Readonly<Record<Exclude<ThrottleKind, 'registration'>, ThrottlePolicy>> = { account: PER_ACCOUNT, device: PER_ACCOUNT, source: PER_SOURCE };
 
 export interface ThrottleKey {
   readonly kind: ThrottleKind;
@@ -109,8 +115,8 @@ export interface Admission {
  * serialised per key by its row lock. `clock_timestamp()`, not `now()`: a statement that started first may
  * take the lock last, and must not find the previous holder's time in its future.
  */
-export async function countAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<Admission> {
-  const p = POLICIES[key.kind];
+export async function countAttempt(db: Kysely<DB>, key: ThrottleKey, policy?: ThrottlePolicy): Promise<Admission> {
+  const p = policy ?? POLICIES[key.kind as keyof typeof POLICIES];
   const { rows } = await sql<{ admitted: boolean; retry_after: number }>`
     insert into login_throttle as t (kind, key_hash, hits, next_at, expires_at, last_admitted)
     select ${key.kind}, ${key.hash}, 1, c.now + ${delay(p, sql`1`)}, c.now + ${delay(p, sql`1`)} + ${seconds(p.forgetSeconds)}, true
@@ -138,7 +144,7 @@ export async function countAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<Ad
 
 /** Gives back the last attempt counted on `key`: for an attempt that checked no password, or succeeded. */
 export async function uncountAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
-  const p = POLICIES[key.kind];
+  const p = POLICIES[key.kind as keyof typeof POLICIES];
   await sql`
     update login_throttle set hits = hits - 1, next_at = next_at - ${delay(p, sql`hits`)}
     where kind = ${key.kind} and key_hash = ${key.hash} and hits > 0

@@ -1,6 +1,6 @@
-/** One throttled key of the sign-in page (src/users/login-throttle.ts). */
+/** One throttled key: of the sign-in page, or of dynamic registration (src/users/login-throttle.ts). */
 export interface LoginThrottleTable {
-  kind: 'account' | 'device' | 'source';
+  kind: 'account' | 'device' | 'source' | 'registration';
   /** SecretBox MAC of the user name, device or source: never the value itself. */
   key_hash: string;
   /** Attempts let through since the key was last reset or forgotten. */
