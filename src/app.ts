@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
 import ejs from 'ejs';
-import Fastify, { type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import type { AdapterPayload } from 'oidc-provider';
 import type { Logger } from 'pino';
 
@@ -13,6 +13,7 @@ import { migrateToLatest } from './db/migrate.js';
 import { clearMark, hasMark } from './db/server-state.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
+import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
 import { accountRoutes } from './account/routes.js';
 import { adminApi } from './admin/plugin.js';
@@ -121,6 +122,10 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     return503OnClosing: true,
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
+    // A URL Fastify cannot route (bad percent-encoding): the client's error, in our error shape.
+    frameworkErrors: (error, _request, reply: FastifyReply) => {
+      void reply.code(400).header('cache-control', 'no-store').send({ error: 'invalid_request', error_description: error.message });
+    },
   });
 
   const audit = new AuditLog(db, log, box);
@@ -147,6 +152,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
   await app.register(errorHandling, { basePath, methodsByPath });
+  await app.register(inputGuard);
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
   await app.register(healthRoutes, { prefix: basePath, database });
   await app.register(smartConfigurationRoutes, { config });

@@ -49,13 +49,27 @@ const eventResponse = {
   },
 } as const;
 
+/** Event numbers are Postgres bigints. */
+const MAX_SEQ = 2n ** 63n - 1n;
+
+/**
+ * An RFC 3339 date-time as a Date. The format allows a leap second (`23:59:60`), which JavaScript dates cannot
+ * hold: it means the instant after `23:59:59`.
+ */
+function instant(name: string, value: string): Date {
+  const date = new Date(value.replace(/:60(?=(\.\d+)?(Z|[+-]\d{2}:\d{2})$)/i, ':59'));
+  if (Number.isNaN(date.getTime())) throw problem(400, `${name} ${value} is not a date-time this server can use`);
+  return value.includes(':60') ? new Date(date.getTime() + 1000) : date;
+}
+
 /** The audit trail: who did what, through which app, to whose data, when; also as FHIR AuditEvents. */
 export async function auditRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { config, db } = deps;
   const query = (q: Filters): AuditQuery => {
-    const from = q.from ? new Date(q.from) : undefined;
-    const to = q.to ? new Date(q.to) : undefined;
+    const from = q.from === undefined ? undefined : instant('from', q.from);
+    const to = q.to === undefined ? undefined : instant('to', q.to);
     if (from && to && from > to) throw problem(400, 'from is after to');
+    if (q.after !== undefined && BigInt(q.after) > MAX_SEQ) throw problem(400, `after ${q.after} is past the largest event number (${MAX_SEQ})`);
     return { from, to, type: q.type, client: q.client, user: q.user, patient: q.patient, outcome: q.outcome, after: q.after, limit: q.limit };
   };
 

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 
 import { checkEncounter, checkPatient, ResourceProblem, resourcesOf } from '../directory/fhir.js';
 import { encountersOf, patientExists, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
+import { describeInputProblem, inputProblem } from '../security/text.js';
 import type { AdminDeps } from './plugin.js';
 import { adminEvent, errorResponses, idParams, problem, tagged } from './schemas.js';
 
@@ -114,6 +115,8 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
       const patients: PatientResource[] = [];
       const encounters: EncounterResource[] = [];
       for (const [i, resource] of resources.entries()) {
+        const unfit = inputProblem(resource, `resource ${i + 1}`);
+        if (unfit) throw problem(400, describeInputProblem(unfit));
         const type = (resource as { resourceType?: unknown }).resourceType;
         if (type === 'Patient') patients.push(checked(() => checkPatient(resource)));
         else if (type === 'Encounter') encounters.push(checked(() => checkEncounter(resource)));

@@ -17,13 +17,11 @@ export const AUDIT_LIMITS = {
   detailDepth: 6,
 } as const;
 
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one (code units, no `u` flag). */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
 /** Marks a value cut at its limit. */
 const ELLIPSIS = '…';
 
 export function cleanText(value: string, limit: number = AUDIT_LIMITS.text): string {
-  const clean = value.replaceAll('\u0000', '').replace(LONE_SURROGATE, '\uFFFD');
+  const clean = value.replaceAll('\u0000', '').toWellFormed();
   if (clean.length <= limit) return clean;
   let end = limit - ELLIPSIS.length;
   // Never cut a surrogate pair in two: that would leave a lone surrogate again.

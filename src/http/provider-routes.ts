@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS, ROUTES } from '../oidc/routes.js';
+import { describeInputProblem, inputProblem } from '../security/text.js';
 
 export interface ProviderRoutesOptions {
   readonly host: ProviderHost;
@@ -41,6 +42,9 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
       if (query === undefined) {
         throw Object.assign(new Error('an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB'), { statusCode: 400 });
       }
+      // The form becomes a query, which the input guard saw only as an unread body.
+      const unfit = inputProblem(Object.fromEntries(new URLSearchParams(query)), 'body');
+      if (unfit) throw Object.assign(new Error(describeInputProblem(unfit)), { statusCode: 400 });
       raw.method = 'GET';
       raw.url = `${mountPath}${ROUTES.authorization}?${query}`;
       delete raw.headers['content-type'];

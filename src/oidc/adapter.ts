@@ -7,6 +7,7 @@ import type { JwksCache } from '../clients/jwks-cache.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, widenedProperties } from '../smart/client-rules.js';
+import { describeInputProblem, inputProblem, isStorableText } from '../security/text.js';
 import { stateOf } from './context.js';
 
 /**
@@ -122,6 +123,10 @@ export class PayloadAdapter implements Adapter {
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    // Request parameters end up in payloads (an interaction's `state`, say); what Postgres cannot hold is the
+    // request's error, not ours. Queries are refused earlier (input-guard.ts); this covers bodies oidc-provider read.
+    const unfit = inputProblem(payload, '');
+    if (unfit) throw new errors.InvalidRequest(describeInputProblem(unfit));
     const stored = this.#hashed ? withoutJti(payload) : payload;
     const row = {
       payload: JSON.stringify(stored),
@@ -189,6 +194,8 @@ export class PayloadAdapter implements Adapter {
   }
 
   async #findBy(column: 'id' | 'uid' | 'user_code', values: readonly string[]): Promise<AdapterPayload | undefined> {
+    // A value no row can hold (a NUL from a cookie or a URL) finds nothing, rather than failing in Postgres.
+    if (!values.every(isStorableText)) return undefined;
     const row = await this.#db
       .selectFrom('oidc_payloads')
       .select(['payload', 'consumed_at'])
@@ -257,6 +264,8 @@ export class ClientAdapter implements Adapter {
   }
 
   async find(clientId: string): Promise<AdapterPayload | undefined> {
+    if (!isStorableText(clientId)) return undefined; // no client is registered under such an id
+
     // A pending client can read and change its own registration, and nothing else until approved.
     const management = MANAGEMENT_ROUTES.has(Provider.ctx?.oidc.route ?? '');
     const cached = management ? undefined : this.#cache?.get(clientId);
@@ -370,6 +379,7 @@ export class ReplayDetectionAdapter implements Adapter {
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
+    if (!isStorableText(id)) throw new errors.InvalidClientAuth('client assertion rejected: its jti holds a NUL character or an unpaired surrogate');
     const result = await this.#db
       .insertInto('oidc_payloads')
       .values({

@@ -1,3 +1,4 @@
+import { describeInputProblem, inputProblem } from '../security/text.js';
 import { setContains } from './scopes/algebra.js';
 import { operatorOnlyScopes } from './scopes/grant.js';
 import { parseScopes } from './scopes/scope.js';
@@ -115,6 +116,8 @@ export function needsSecret(metadata: ClientMetadata): boolean {
  * @throws {ClientRuleError} naming the first property at fault and what it must be.
  */
 export function checkClientMetadata(metadata: ClientMetadata, options: ClientRulesOptions): void {
+  const unfit = inputProblem(metadata, '');
+  if (unfit) fail(describeInputProblem(unfit));
   for (const [name, why] of Object.entries(REFUSED_PROPERTIES)) if (metadata[name] !== undefined) fail(why);
 
   const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
