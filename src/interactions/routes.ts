@@ -7,14 +7,16 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
-import { consumeLaunch, launchContextOf, saveGrantContext, type LaunchContext } from '../launch/context.js';
+import { consumeLaunch, saveGrantContext } from '../launch/context.js';
+import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
+import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
 import { STATIC_SCOPES } from '../smart/profile.js';
 import { registeredScopes } from '../oidc/resource-server.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
-import { grantableScopes, needsPatient, requirePatientContext } from '../smart/scopes/grant.js';
+import { grantableScopes, requirePatientContext } from '../smart/scopes/grant.js';
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
@@ -46,7 +48,7 @@ export interface InteractionDeps {
 interface SmartState {
   resolved?: boolean;
   launchId?: string;
-  launch?: LaunchContext;
+  launch?: TakenLaunch;
   patient?: string;
   /** The chosen encounter; null when the user chose none, or there is none to choose. */
   encounter?: string | null;
@@ -164,82 +166,88 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const grantableOf = (details: Details, client: Client): Scope[] =>
     grantableScopes(parseScopes(typeof details.params.scope === 'string' ? details.params.scope : undefined).scopes, registeredScopes(client)).granted;
 
-  /** Shows the page the authorization needs next, or decides it when no page is needed. */
+  /**
+   * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
+   * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
+   */
   async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string } = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client, view: clientInfo } = asking;
+    const status = extra.status ?? 200;
 
-    if (details.prompt.name === 'login') {
-      return page(reply, extra.status ?? 200, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
-    }
-
-    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
-    if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
+    const user = details.prompt.name !== 'login' && details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
     const smart = smartOf(details);
-
-    // EHR launch: take the launch (once) and its context.
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
-    if (launchId && !smart.launchId) {
-      const launch = await consumeLaunch(db, box, launchId);
-      if (!launch) return finish(request, reply, { error: 'invalid_request', error_description: 'launch was already used or has expired: the EHR must create a new one' }, false);
-      if (launch.user && launch.user !== user.id) return finish(request, reply, { error: 'access_denied', error_description: 'the launch was created for another user than the one who signed in' }, false);
-      // The EHR's patient is one the signed-in user may act for, as in the picker (clinicians: any).
-      const own = launch.patient ? await patientsOf(db, user) : undefined;
-      if (own && !own.includes(launch.patient!)) return finish(request, reply, { error: 'access_denied', error_description: "the signed-in user may not act for the launch's patient" }, false);
-      await auditFor(request, details, { type: 'launch.used', userId: user.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
-      smart.launchId = launch.id;
-      smart.launch = launchContextOf(launch);
-      if (launch.patient) smart.patient = launch.patient;
-      if (launch.encounter) smart.encounter = launch.encounter;
-      await remember(details, smart);
-    }
-
-    const grantable = grantableOf(details, client);
-
-    // A patient is needed: by scope (patient/ scopes, launch/patient), and the EHR did not give one.
-    if (needsPatient(grantable) && !smart.patient) {
-      const own = await patientsOf(db, user);
-      if (own?.length === 1) {
-        smart.patient = own[0];
-        await remember(details, smart);
-      } else if (own?.length === 0) {
-        return finish(request, reply, { error: 'access_denied', error_description: 'the signed-in user has no patient record to share' }, false);
-      } else {
-        const query = (request.query.q ?? '').slice(0, 200);
-        const patients = own ? await findPatients(db, own) : await searchPatients(db, query);
-        return page(reply, extra.status ?? 200, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: !own, query, patients });
+    const state: { -readonly [K in keyof LaunchState]: LaunchState[K] } = {
+      signIn: details.prompt.name === 'login',
+      user: user && { id: user.id, patients: await patientsOf(db, user) },
+      launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
+      grantable: grantableOf(details, client),
+      patient: smart.patient,
+      encounter: smart.encounter,
+      encounters: undefined,
+      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved',
+    };
+    for (;;) {
+      const next = nextStep(state);
+      switch (next.kind) {
+        case 'sign-in':
+          return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
+        case 'refuse':
+          return finish(request, reply, { error: next.refusal.error, error_description: next.refusal.description }, false);
+        case 'take-launch': {
+          // Irreversible: the launch is spent whatever happens next; the EHR makes a new one for a new try.
+          const launch = await consumeLaunch(db, box, launchId!);
+          const taken = launch && { ...launchContextOf(launch), user: launch.user };
+          state.launch = taken ? { kind: 'taken', launch: taken } : { kind: 'gone' };
+          if (!launch || !taken || takenLaunchRefusal(taken, state.user!)) continue;
+          await auditFor(request, details, { type: 'launch.used', userId: user!.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
+          smart.launchId = launch.id;
+          smart.launch = taken;
+          if (launch.patient) smart.patient = state.patient = launch.patient;
+          if (launch.encounter) smart.encounter = state.encounter = launch.encounter;
+          await remember(details, smart);
+          continue;
+        }
+        case 'set-patient':
+          smart.patient = state.patient = next.patient;
+          await remember(details, smart);
+          continue;
+        case 'pick-patient': {
+          const query = (request.query.q ?? '').slice(0, 200);
+          const patients = next.among === 'directory' ? await searchPatients(db, query) : await findPatients(db, next.among);
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: next.among === 'directory', query, patients });
+        }
+        case 'look-up-encounters':
+          state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
+          continue;
+        case 'set-no-encounter':
+          smart.encounter = state.encounter = null;
+          await remember(details, smart);
+          continue;
+        case 'pick-encounter': {
+          const [patient] = await findPatients(db, [state.patient!]);
+          return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
+        }
+        case 'finish':
+          return decide(request, reply, details, client, user!, smart, next.granted);
+        case 'consent': {
+          const [patient] = state.patient ? await findPatients(db, [state.patient]) : [];
+          return page(reply, status, 'consent', {
+            client: clientInfo,
+            csrf,
+            action: urls(uid).consent,
+            userName: user!.name,
+            patientName: patient?.name ?? (state.patient ? `patient ${state.patient}` : null),
+            groups: groupOptions(consentOptions(next.offered)),
+            appsPage: `${basePath}/account/apps`,
+          });
+        }
       }
     }
-
-    // An encounter is asked for (launch/encounter) and the EHR did not give one.
-    if (grantable.some((s) => s.kind === 'launch-context' && s.resourceType === 'Encounter') && smart.encounter === undefined && smart.patient) {
-      const encounters = await encountersOf(db, smart.patient);
-      if (!encounters.length) {
-        smart.encounter = null;
-        await remember(details, smart);
-      } else {
-        const [patient] = await findPatients(db, [smart.patient]);
-        return page(reply, extra.status ?? 200, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters, patientName: patient?.name ?? smart.patient });
-      }
-    }
-
-    const offered = requirePatientContext(grantable, !!smart.patient).granted;
-    if ((client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved') {
-      return decide(request, reply, details, client, user, smart, offered);
-    }
-    const [patient] = smart.patient ? await findPatients(db, [smart.patient]) : [];
-    return page(reply, extra.status ?? 200, 'consent', {
-      client: clientInfo,
-      csrf,
-      action: urls(uid).consent,
-      userName: user.name,
-      patientName: patient?.name ?? (smart.patient ? `patient ${smart.patient}` : null),
-      groups: groupOptions(consentOptions(offered)),
-      appsPage: `${basePath}/account/apps`,
-    });
   }
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
@@ -252,27 +260,18 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
     const grantId = await grant.save();
-    const launch = smart.launch ?? {};
     const patient = smart.patient;
-    await saveGrantContext(
-      db,
-      grantId,
-      {
-        fhirBase,
-        patient,
-        encounter: smart.encounter ?? undefined,
-        fhirContext: launch.fhirContext,
-        intent: launch.intent,
-        // The app shows a patient banner unless the EHR says it shows its own.
-        need_patient_banner: launch.need_patient_banner ?? (patient ? true : undefined),
-        smart_style_url: launch.smart_style_url ?? `${config.issuer}/smart-style.json`,
-        tenant: launch.tenant,
-        launchId: smart.launchId,
-        fhirUser: texts.includes('fhirUser') ? `${fhirBase}/${user.fhirUser}` : undefined,
-      },
-      { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') },
-      new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000),
-    );
+    const context = grantContextOf({
+      fhirBase,
+      launch: smart.launch,
+      launchId: smart.launchId,
+      patient,
+      encounter: smart.encounter ?? undefined,
+      userFhirResource: user.fhirUser,
+      grantedScopes: texts,
+      defaultStyleUrl: `${config.issuer}/smart-style.json`,
+    });
+    await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000));
     await auditFor(request, details, {
       type: 'consent.granted',
       userId: user.id,
@@ -327,9 +326,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('patient', async (request, reply, details) => {
     const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
     const chosen = request.body.patient ?? '';
-    const own = user ? await patientsOf(db, user) : [];
-    const allowed = own ? own.includes(chosen) : await patientExists(db, chosen);
-    if (!user || !allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+    const patients = user ? await patientsOf(db, user) : [];
+    const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, !patients && (await patientExists(db, chosen)));
+    if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     const smart = smartOf(details);
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
     await remember(details, { ...smart, patient: chosen, encounter: undefined });

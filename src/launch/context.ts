@@ -4,31 +4,14 @@ import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import type { FhirContextItem } from '../smart/launch-context.js';
 import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
+import type { GrantContext, LaunchContext } from '../smart/token-context.js';
 
 /**
- * SMART launch context: what an EHR establishes before it opens an app (a launch), and what one
- * authorization ends up with (a grant context), which the token response, every refresh and introspection
- * report (SMART App Launch 2.2 §Launch context arrives with your access_token).
+ * Where SMART launch contexts are kept (the decisions about them are in src/smart/token-context.ts): the
+ * launches EHRs create before they open an app, and the context each authorization ends up with, which the
+ * token response, every refresh and introspection report.
  */
-
-
-export interface LaunchContext {
-  readonly patient?: string | undefined;
-  readonly encounter?: string | undefined;
-  readonly fhirContext?: readonly FhirContextItem[] | undefined;
-  readonly intent?: string | undefined;
-  readonly need_patient_banner?: boolean | undefined;
-  readonly smart_style_url?: string | undefined;
-  readonly tenant?: string | undefined;
-}
-
-/** The context members of anything that carries them, and nothing else. */
-export function launchContextOf(from: LaunchContext): LaunchContext {
-  const { patient, encounter, fhirContext, intent, need_patient_banner, smart_style_url, tenant } = from;
-  return { patient, encounter, fhirContext, intent, need_patient_banner, smart_style_url, tenant };
-}
 
 /** A launch context as the columns launches and grant_contexts share. An empty fhirContext is none. */
 function contextColumns(context: LaunchContext): Insertable<LaunchContextColumns> {
@@ -130,13 +113,6 @@ function toLaunch(row: Selectable<LaunchesTable>): Launch {
   };
 }
 
-export interface GrantContext extends LaunchContext {
-  readonly fhirBase: string;
-  readonly launchId?: string | undefined;
-  /** Absolute URL of the user's FHIR resource, when fhirUser was granted. */
-  readonly fhirUser?: string | undefined;
-}
-
 /** Who holds a grant and what it allows: for the connected-apps page, the admin API and audit events. */
 export interface GrantHolder {
   readonly clientId: string;
@@ -185,17 +161,4 @@ export async function purgeExpiredContexts(db: Kysely<DB>): Promise<number> {
   const grants = await db.deleteFrom('grant_contexts').where('expires_at', '<', sql<Date>`now() - interval '1 hour'`).executeTakeFirst();
   const launches = await db.deleteFrom('launches').where('expires_at', '<', sql<Date>`now() - interval '1 day'`).executeTakeFirst();
   return Number(grants.numDeletedRows) + Number(launches.numDeletedRows);
-}
-
-/** The launch-context members of a token response, from a grant's context (SMART App Launch 2.2 §Token response). */
-export function tokenResponseContext(context: GrantContext): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  if (context.patient) out.patient = context.patient;
-  if (context.encounter) out.encounter = context.encounter;
-  if (context.fhirContext?.length) out.fhirContext = context.fhirContext;
-  if (context.need_patient_banner !== undefined) out.need_patient_banner = context.need_patient_banner;
-  if (context.smart_style_url) out.smart_style_url = context.smart_style_url;
-  if (context.intent) out.intent = context.intent;
-  if (context.tenant) out.tenant = context.tenant;
-  return out;
 }

@@ -5,7 +5,9 @@ import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provide
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { findGrantContext, findLaunch, tokenResponseContext, touchGrantContext, type GrantContext } from '../launch/context.js';
+import { findGrantContext, findLaunch, touchGrantContext } from '../launch/context.js';
+import { launchParamRefusal } from '../smart/launch-policy.js';
+import { accessTokenContext, tokenResponseContext, type GrantContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 import { extendGrant } from './adapter.js';
 import { oidcOf, stateOf } from './context.js';
@@ -40,20 +42,17 @@ export function smartInteractionPolicy(): interactionPolicy.Prompt[] {
 }
 
 /**
- * `extraParams.launch` (SMART App Launch 2.2 §EHR launch): known, unexpired, unused, issued for this client
- * and this FHIR server, and asked for with the `launch` scope. Refused by redirect before any page.
+ * `extraParams.launch` (SMART App Launch 2.2 §EHR launch), checked by the launch policy before any page:
+ * refused by redirect with the policy's error.
  */
 export async function validateLaunchParam(config: Config, db: Kysely<DB>, box: SecretBox, ctx: KoaContextWithOIDC, value: string | undefined, clientId: string): Promise<void> {
   if (value === undefined || (ctx.oidc.route !== 'authorization' && ctx.oidc.route !== 'pushed_authorization_request')) return;
-  if (!splitScopes(ctx.oidc.params?.scope as string | undefined).includes('launch')) {
-    throw new errors.InvalidScope('the launch parameter needs the launch scope', 'launch');
-  }
   const launch = value.length <= 200 ? await findLaunch(db, box, value) : undefined;
-  if (!launch || launch.expiresAt.getTime() <= Date.now()) throw new errors.InvalidRequest('launch is unknown or expired: the EHR must create a new one');
-  if (launch.consumedAt) throw new errors.InvalidRequest('launch was already used: the EHR must create a new one for each launch');
-  if (launch.client_id && launch.client_id !== clientId) throw new errors.InvalidRequest('launch was issued for another client');
   const aud = typeof ctx.oidc.params?.aud === 'string' ? fhirBaseOf(config, ctx.oidc.params.aud) : undefined;
-  if (launch.fhir_base && launch.fhir_base !== aud) throw new errors.InvalidRequest('launch was issued for another FHIR server (aud)');
+  const refusal = launchParamRefusal(launch, { scopes: splitScopes(ctx.oidc.params?.scope as string | undefined), clientId, fhirBase: aud, now: new Date() });
+  if (!refusal) return;
+  if (refusal.error === 'invalid_scope') throw new errors.InvalidScope(refusal.description, 'launch');
+  throw new errors.InvalidRequest(refusal.description);
 }
 
 /**
@@ -98,8 +97,7 @@ export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, 
   if (token.kind !== 'AccessToken') return undefined;
   const context = await contextFor(db, ctx, token.grantId);
   if (!context) return undefined;
-  const claims = tokenResponseContext(context);
-  if (context.fhirUser && splitScopes(token.scope).includes('fhirUser')) claims.fhirUser = context.fhirUser;
+  const claims = accessTokenContext(context, splitScopes(token.scope));
   return Object.keys(claims).length ? claims : undefined;
 }
 
