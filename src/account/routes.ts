@@ -3,9 +3,9 @@ import { randomBytes } from 'node:crypto';
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
-import { sql } from 'kysely';
 
 import type { AuditLog } from '../audit/audit.js';
+import { clientNames } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { findPatients } from '../directory/patients.js';
@@ -64,11 +64,11 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const apps = await connectedApps(db, user.id);
     const revokedId = typeof request.query.revoked === 'string' ? request.query.revoked.slice(0, 256) : undefined;
     const ids = [...apps.map((a) => a.client_id), ...(revokedId ? [revokedId] : [])];
-    const clients = ids.length ? await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', ids).execute() : [];
+    const names = await clientNames(db, ids);
     const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
-    const nameOf = (clientId: string): string => clients.find((c) => c.client_id === clientId)?.name ?? clientId;
+    const nameOf = (clientId: string): string => names.get(clientId) ?? clientId;
     // Only an app that exists is named in the banner: the query string is not a place for any text.
-    const revoked = clients.find((c) => c.client_id === revokedId);
+    const revoked = revokedId !== undefined && names.has(revokedId) ? revokedId : undefined;
     pageHeaders(reply, config);
     return reply.view('account-apps.ejs', {
       basePath,
@@ -76,7 +76,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
       action: `${basePath}${ACCOUNT_APPS_PATH}/revoke`,
       csrf: csrfFor(session.uid),
       signOut: `${basePath}${ROUTES.end_session}`,
-      revoked: revoked ? nameOf(revoked.client_id) : null,
+      revoked: revoked ? nameOf(revoked) : null,
       apps: apps
         .filter((a) => a.client_id !== ACCOUNT_CLIENT_ID)
         .map((a, index) => ({

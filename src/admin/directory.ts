@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 
 import { checkEncounter, checkPatient, ResourceProblem, resourcesOf } from '../directory/fhir.js';
-import { encountersOf, patientExists, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
+import { deletePatient, encountersOf, importDirectory, patientExists, patientResource, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 import type { AdminDeps } from './plugin.js';
 import { adminEvent, errorResponses, idParams, problem, tagged } from './schemas.js';
@@ -60,14 +60,13 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
   );
 
   app.get<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Read a patient', params: idParams('id'), response: { 200: resourceResponse, ...errorResponses } } }, async (request) => {
-    const row = await db.selectFrom('patients').select('resource').where('id', '=', request.params.id).executeTakeFirst();
-    if (!row) throw problem(404, `no patient ${request.params.id}`);
-    return row.resource;
+    const resource = await patientResource(db, request.params.id);
+    if (!resource) throw problem(404, `no patient ${request.params.id}`);
+    return resource;
   });
 
   app.delete<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Remove a patient and their encounters from the directory', params: idParams('id'), response: { 204: { type: 'null' }, ...errorResponses } } }, async (request, reply) => {
-    const result = await db.deleteFrom('patients').where('id', '=', request.params.id).executeTakeFirst();
-    if (!Number(result.numDeletedRows)) throw problem(404, `no patient ${request.params.id}`);
+    if (!(await deletePatient(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
     return reply.code(204).send();
   });
 
@@ -127,10 +126,7 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
         const patientId = encounter.subject.reference.slice('Patient/'.length);
         if (!ids.has(patientId) && !(await patientExists(db, patientId))) throw problem(400, `Encounter/${encounter.id}: its patient ${patientId} is neither imported nor in the directory`);
       }
-      await db.transaction().execute(async (trx) => {
-        for (const patient of patients) await upsertPatient(trx, patient);
-        for (const encounter of encounters) await upsertEncounter(trx, encounter);
-      });
+      await importDirectory(db, patients, encounters);
       await audit.record({ ...adminEvent(request), type: 'patient.imported', details: { patients: patients.length, encounters: encounters.length } });
       return { patients: patients.length, encounters: encounters.length };
     },

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 
-import { listGrants, revokeGrants } from '../grants/grants.js';
+import { listGrants, grantHolder, revokeGrants } from '../grants/grants.js';
 import type { AdminDeps } from './plugin.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
 
@@ -41,9 +41,9 @@ export async function grantRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     '/grants/:grant_id',
     { schema: { ...tagged, summary: 'Revoke a grant and every token issued under it', params: idParams('grant_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      const grant = await db.selectFrom('grant_contexts').select(['client_id', 'account_id', 'patient']).where('grant_id', '=', request.params.grant_id).executeTakeFirst();
+      const holder = await grantHolder(db, request.params.grant_id);
       if (!(await revokeGrants(db, [request.params.grant_id]))) throw problem(404, `no grant ${request.params.grant_id}`);
-      await audit.record({ ...adminEvent(request), type: 'grant.revoked', grantId: request.params.grant_id, clientId: grant?.client_id ?? undefined, userId: grant?.account_id ?? undefined, patientId: grant?.patient ?? undefined });
+      await audit.record({ ...adminEvent(request), type: 'grant.revoked', grantId: request.params.grant_id, ...holder });
       return reply.code(204).send();
     },
   );

@@ -1,6 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 
+import { getClient } from '../clients/registry.js';
 import { createLaunch } from '../launch/context.js';
+import { getUser } from '../users/users.js';
 import { fhirContextProblem, type FhirContextItem } from '../smart/launch-context.js';
 import { fhirBaseOf } from '../oidc/resource-server.js';
 import { EHR_LAUNCH_SCOPE } from './auth.js';
@@ -72,8 +74,8 @@ export async function launchRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       if (context.encounter && !context.patient) throw problem(400, 'encounter needs patient');
       const invalidContext = context.fhirContext && fhirContextProblem(context.fhirContext);
       if (invalidContext) throw problem(400, invalidContext);
-      if (client_id && !(await db.selectFrom('clients').select('client_id').where('client_id', '=', client_id).executeTakeFirst())) throw problem(400, `no client ${client_id}`);
-      if (user && !(await db.selectFrom('users').select('id').where('id', '=', user).executeTakeFirst())) throw problem(400, `no user ${user}`);
+      if (client_id && !(await getClient(db, client_id))) throw problem(400, `no client ${client_id}`);
+      if (user && !(await getUser(db, user))) throw problem(400, `no user ${user}`);
       const created = await createLaunch(db, deps.box, { ...context, client_id, user, fhir_base: fhirBase });
       await audit.record({ ...adminEvent(request), type: 'launch.created', clientId: client_id, userId: user, patientId: context.patient, details: { encounter: context.encounter, intent: context.intent, fhir_base: fhirBase } });
       return reply.code(201).send(created);

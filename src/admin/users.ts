@@ -1,7 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { sql } from 'kysely';
 
-import { revokeGrants } from '../grants/grants.js';
 import { createUser, getUser, listUsers, resetPassword, updateUser, UserProblem, type UserRecord } from '../users/users.js';
 import type { AdminDeps } from './plugin.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
@@ -93,11 +91,6 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
     },
     async (request) => {
       const user = await updateUser(db, request.params.id, request.body).catch(rethrow);
-      if (request.body.disabled === true) {
-        const grants = await db.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', user.id).execute();
-        await revokeGrants(db, grants.map((g) => g.grant_id));
-        await db.deleteFrom('oidc_payloads').where('model', '=', 'Session').where(sql<string>`payload->>'accountId'`, '=', user.id).execute();
-      }
       await audit.record({ ...adminEvent(request), type: 'user.updated', userId: user.id, details: { changed: Object.keys(request.body), disabled: user.disabled } });
       return view(user);
     },

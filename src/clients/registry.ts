@@ -56,6 +56,25 @@ export async function getClient(db: Kysely<DB>, clientId: string): Promise<Clien
   return row && toRecord(row);
 }
 
+/** The display names of these clients (their client_id where they have none); unknown ids are left out. */
+export async function clientNames(db: Kysely<DB>, clientIds: readonly string[]): Promise<Map<string, string>> {
+  if (!clientIds.length) return new Map();
+  const rows = await db.selectFrom('clients').select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name')]).where('client_id', 'in', clientIds).execute();
+  return new Map(rows.map((r) => [r.client_id, r.name ?? r.client_id]));
+}
+
+/** Active clients registered with a launch_uri: the apps an EHR (or the launcher) can launch. */
+export async function launchableClients(db: Kysely<DB>): Promise<{ id: string; name: string; launchUri: string }[]> {
+  const rows = await db
+    .selectFrom('clients')
+    .select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name'), sql<string>`metadata->>'launch_uri'`.as('launch_uri')])
+    .where('status', '=', 'active')
+    .where(sql<boolean>`metadata ? 'launch_uri'`)
+    .orderBy('client_id')
+    .execute();
+  return rows.map((c) => ({ id: c.client_id, name: c.name ?? c.client_id, launchUri: c.launch_uri }));
+}
+
 export async function listClients(db: Kysely<DB>, options: { after?: string | undefined; limit: number; status?: ClientStatus | undefined }): Promise<ClientRecord[]> {
   let q = db.selectFrom('clients').selectAll();
   if (options.after) q = q.where('client_id', '>', options.after);

@@ -100,6 +100,25 @@ export async function findPatients(db: Kysely<DB>, ids: readonly string[]): Prom
   return rows.map(toSummary);
 }
 
+/** The patient's FHIR resource as imported. */
+export async function patientResource(db: Kysely<DB>, id: string): Promise<Record<string, unknown> | undefined> {
+  return (await db.selectFrom('patients').select('resource').where('id', '=', id).executeTakeFirst())?.resource;
+}
+
+/** Removes a patient and their encounters; whether there was one. */
+export async function deletePatient(db: Kysely<DB>, id: string): Promise<boolean> {
+  const result = await db.deleteFrom('patients').where('id', '=', id).executeTakeFirst();
+  return Number(result.numDeletedRows) > 0;
+}
+
+/** Imports patients and encounters together: all or nothing. */
+export async function importDirectory(db: Kysely<DB>, patients: readonly PatientResource[], encounters: readonly EncounterResource[]): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    for (const patient of patients) await upsertPatient(trx, patient);
+    for (const encounter of encounters) await upsertEncounter(trx, encounter);
+  });
+}
+
 export async function patientExists(db: Kysely<DB>, id: string): Promise<boolean> {
   return !!(await db.selectFrom('patients').select('id').where('id', '=', id).executeTakeFirst());
 }

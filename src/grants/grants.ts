@@ -1,4 +1,4 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 
@@ -33,12 +33,32 @@ export async function listGrants(db: Kysely<DB>, filter: { user?: string | undef
  */
 export async function revokeGrants(db: Kysely<DB>, grantIds: readonly string[]): Promise<number> {
   if (!grantIds.length) return 0;
-  return db.transaction().execute(async (trx) => {
-    await trx.deleteFrom('oidc_payloads').where('grant_id', 'in', grantIds).execute();
-    const grants = await trx.deleteFrom('oidc_payloads').where('model', '=', 'Grant').where('id', 'in', grantIds).executeTakeFirst();
-    await trx.deleteFrom('grant_contexts').where('grant_id', 'in', grantIds).execute();
-    return Number(grants.numDeletedRows);
-  });
+  return db.transaction().execute((trx) => revokeGrantsIn(trx, grantIds));
+}
+
+/** {@link revokeGrants} inside a transaction the caller holds. */
+async function revokeGrantsIn(trx: Transaction<DB>, grantIds: readonly string[]): Promise<number> {
+  if (!grantIds.length) return 0;
+  await trx.deleteFrom('oidc_payloads').where('grant_id', 'in', grantIds).execute();
+  const grants = await trx.deleteFrom('oidc_payloads').where('model', '=', 'Grant').where('id', 'in', grantIds).executeTakeFirst();
+  await trx.deleteFrom('grant_contexts').where('grant_id', 'in', grantIds).execute();
+  return Number(grants.numDeletedRows);
+}
+
+/**
+ * Ends everything a user holds, in one transaction: every grant (and so every token and refresh token issued
+ * under it) and every browser session. For a user who was just disabled.
+ */
+export async function endUserAccess(trx: Transaction<DB>, userId: string): Promise<void> {
+  const grants = await trx.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', userId).execute();
+  await revokeGrantsIn(trx, grants.map((g) => g.grant_id));
+  await trx.deleteFrom('oidc_payloads').where('model', '=', 'Session').where(sql<string>`payload->>'accountId'`, '=', userId).execute();
+}
+
+/** Who holds a grant and for whom, for the audit record of its revocation. */
+export async function grantHolder(db: Kysely<DB>, grantId: string): Promise<{ clientId: string | undefined; userId: string | undefined; patientId: string | undefined } | undefined> {
+  const row = await db.selectFrom('grant_contexts').select(['client_id', 'account_id', 'patient']).where('grant_id', '=', grantId).executeTakeFirst();
+  return row && { clientId: row.client_id ?? undefined, userId: row.account_id ?? undefined, patientId: row.patient ?? undefined };
 }
 
 export interface ConnectedApp {

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import formbody from '@fastify/formbody';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 
+import { launchableClients } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, patientExists, searchPatients } from '../directory/patients.js';
@@ -37,19 +38,13 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
   const csrf = box.mac('launcher', 'v1');
 
   app.get('/launcher', async (_request, reply) => {
-    const clients = await db
-      .selectFrom('clients')
-      .select(['client_id', sql<string | null>`metadata->>'client_name'`.as('name'), sql<string | null>`metadata->>'launch_uri'`.as('launch_uri')])
-      .where('status', '=', 'active')
-      .where(sql<boolean>`metadata ? 'launch_uri'`)
-      .orderBy('client_id')
-      .execute();
+    const clients = await launchableClients(db);
     pageHeaders(reply, config);
     return reply.view('launcher.ejs', {
       basePath,
       action: `${basePath}/launcher`,
       csrf,
-      clients: clients.map((c) => ({ id: c.client_id, name: c.name ?? c.client_id, launchUri: c.launch_uri })),
+      clients,
       fhirBases: config.fhirBaseUrls,
       patients: await searchPatients(db, '', 100),
     });
@@ -78,8 +73,8 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
       const body = request.body;
       if (!box.verifyMac('launcher', 'v1', body.csrf ?? '')) throw Object.assign(new Error('the launcher form has expired; reload it'), { statusCode: 403 });
       if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw Object.assign(new Error('unknown FHIR server'), { statusCode: 400 });
-      const client = await db.selectFrom('clients').select(sql<string | null>`metadata->>'launch_uri'`.as('launch_uri')).where('client_id', '=', body.client_id ?? '').where('status', '=', 'active').executeTakeFirst();
-      if (!client?.launch_uri) throw Object.assign(new Error('that app has no launch_uri'), { statusCode: 400 });
+      const client = (await launchableClients(db)).find((c) => c.id === body.client_id);
+      if (!client) throw Object.assign(new Error('that app has no launch_uri'), { statusCode: 400 });
       const patient = body.patient || undefined;
       if (patient && !(await patientExists(db, patient))) throw Object.assign(new Error('unknown patient'), { statusCode: 400 });
       const encounter = body.encounter?.trim() || undefined;
@@ -92,7 +87,7 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
         intent: body.intent?.trim() || undefined,
         need_patient_banner: body.need_patient_banner === 'true',
       });
-      const target = new URL(client.launch_uri);
+      const target = new URL(client.launchUri);
       target.searchParams.set('iss', body.fhir_base!);
       target.searchParams.set('launch', launch);
       return reply.redirect(target.href, 303);

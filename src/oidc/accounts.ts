@@ -4,6 +4,7 @@ import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 import type { Config } from '../config/config.js';
 import { normalizeBaseUrl } from '../config/config.js';
 import type { DB } from '../db/schema.js';
+import { findUser } from '../users/users.js';
 import { oidcOf } from './context.js';
 
 /**
@@ -11,15 +12,15 @@ import { oidcOf } from './context.js';
  * longer exists or was disabled (which ends their sessions and invalidates their tokens).
  */
 export async function findAccount(db: Kysely<DB>, config: Config, ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
-  const user = await db.selectFrom('users').select(['id', 'fhir_user', 'name', 'disabled']).where('id', '=', sub).executeTakeFirst();
-  if (!user || user.disabled) return undefined;
+  const user = await findUser(db, sub);
+  if (!user) return undefined;
   return {
     accountId: user.id,
     claims: () => ({
       sub: user.id,
       // SMART App Launch 2.2 §fhirUser: an absolute URL of the user's FHIR resource, under the FHIR base
       // the token is for.
-      fhirUser: `${fhirBaseFor(config, ctx)}/${user.fhir_user}`,
+      fhirUser: `${fhirBaseFor(config, ctx)}/${user.fhirUser}`,
       name: user.name,
     }),
   };

@@ -1,6 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import { endUserAccess } from '../grants/grants.js';
 import { hashPassword } from '../security/password.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { loginName, resetThrottle, throttleKey } from './login-throttle.js';
@@ -93,6 +94,7 @@ export async function listUsers(db: Kysely<DB>, options: { after?: string | unde
   return rows.map((row) => toUserRecord(row, []));
 }
 
+/** Changes a user; disabling one also ends every grant and session they hold, in the same transaction. */
 export async function updateUser(
   db: Kysely<DB>,
   id: string,
@@ -113,6 +115,7 @@ export async function updateUser(
       .where('id', '=', id)
       .execute();
     if (patch.patients) await setPatients(trx, id, patch.patients);
+    if (patch.disabled === true) await endUserAccess(trx, id);
   });
   return (await getUser(db, id))!;
 }
