@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 
 import type { Config } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
+import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
@@ -43,6 +44,8 @@ export interface AppOptions {
   readonly migrate?: boolean;
   /** Run the background jobs (key refresh, purge, scheduled rotation) once ready (default true). */
   readonly background?: boolean;
+  /** Gives up waiting for an unavailable database at start-up (a shutdown signal before the server listened). */
+  readonly signal?: AbortSignal;
 }
 
 /** What the app is built on, for the CLI and tests. */
@@ -87,16 +90,19 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
 async function assemble(config: Config, options: AppOptions, log: Logger, database: Database, ownsDatabase: boolean): Promise<FastifyInstance> {
   const { db } = database;
-  if (options.migrate ?? true) {
-    const applied = await migrateToLatest(db);
-    if (applied.length) log.info({ migrations: applied }, 'database migrated');
-  }
-
+  // A server started before its database (a restart of both, a failover) waits for it rather than exit.
+  const whenAvailable = <T>(what: string, job: () => Promise<T>): Promise<T> => retryWhileUnavailable(job, { log, what, signal: options.signal });
   const box = new SecretBox(await resolveSecretKey(config), config.previousSecretKeys);
-  const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
-  if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
-  await ensureCookieKey(db, box);
-  if (config.seedDemo) await seedDemo(db, config);
+  await whenAvailable('preparing the database', async () => {
+    if (options.migrate ?? true) {
+      const applied = await migrateToLatest(db);
+      if (applied.length) log.info({ migrations: applied }, 'database migrated');
+    }
+    const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
+    if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
+    await ensureCookieKey(db, box);
+    if (config.seedDemo) await seedDemo(db, config);
+  });
 
   const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
   // pino's Logger is what Fastify logs with; the instance is typed with Fastify's narrower logger interface.
@@ -114,7 +120,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
 
   const audit = new AuditLog(db, log);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
-  const host = await ProviderHost.create({
+  const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
     box,
@@ -124,7 +130,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
-  });
+  }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients } satisfies Runtime);
 

@@ -3,6 +3,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
 
+import { unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 
@@ -67,16 +68,16 @@ export const GENESIS_HASH = '0'.repeat(64);
 const LEGACY_CHAIN = '';
 
 /**
- * Writes events. Each server process appends to a chain of its own, in order, one multi-row INSERT per
- * batch: no lock and no read shared with other processes, so auditing costs one round trip per batch
- * whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
+ * Writes events. Each server process appends to a chain of its own (a new one after a failed write), in
+ * order, one multi-row INSERT per batch: no lock and no read shared with other processes, so auditing costs
+ * one round trip per batch whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
  * so a whole chain cannot vanish unnoticed either. Events that arrive while a write is under way go
  * together in the next one; `record` resolves once its event is committed.
  */
 export class AuditLog {
   readonly #db: Kysely<DB>;
   readonly #log: Logger;
-  readonly #chain = randomUUID();
+  #chain = randomUUID();
   /** The hash of this chain's last committed row; undefined until the chain is anchored. */
   #last: string | undefined;
   #queue: { event: AuditEvent; resolve: () => void; reject: (error: unknown) => void }[] = [];
@@ -96,7 +97,11 @@ export class AuditLog {
 
   /** For callers that must not fail because the audit could not be written (a response already sent). */
   recordQuietly(event: AuditEvent): void {
-    this.record(event).catch((error: unknown) => this.#log.error({ err: error, type: event.type }, 'audit event could not be written'));
+    this.record(event).catch((error: unknown) => {
+      const reason = unavailableReason(error);
+      if (reason) this.#log.warn({ reason, type: event.type }, 'audit event could not be written: database unavailable');
+      else this.#log.error({ err: error, type: event.type }, 'audit event could not be written');
+    });
   }
 
   /** Resolves when everything recorded so far is written. */
@@ -112,6 +117,10 @@ export class AuditLog {
           await this.#write(batch.map((b) => b.event));
           for (const b of batch) b.resolve();
         } catch (error) {
+          // A write whose answer was lost (the connection died at commit) may have been committed: the next
+          // batch cannot know which hash to chain to, so it starts a chain of its own, anchored anew.
+          this.#chain = randomUUID();
+          this.#last = undefined;
           for (const b of batch) b.reject(error);
         }
       }

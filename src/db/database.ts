@@ -8,6 +8,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig } from '../config/config.js';
+import { unavailableReason } from './faults.js';
 import type { DB } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'pglite';
@@ -36,9 +37,14 @@ function openPostgres(url: string, { poolMax = 10, log }: OpenOptions): Database
     idleTimeoutMillis: 30_000,
     application_name: 'smart-auth-server',
   });
-  // An idle client losing its connection (Postgres restart, failover) must not take the process down;
-  // the pool replaces it on the next checkout.
-  pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
+  // A connection lost while idle (Postgres restart, failover) is reported by the pool, which drops it.
+  pool.on('error', (error) => log?.warn({ reason: unavailableReason(error), err: error }, 'idle database connection lost'));
+  // A connection lost while checked out fails its query, which answers its request, and then emits 'error'
+  // on the client, where pg-pool listens only while the client is idle: without a listener of its own that
+  // event would be an uncaught exception. The pool discards the client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
+  });
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
   return { db, kind: 'postgres', close: once(() => db.destroy()) };
 }

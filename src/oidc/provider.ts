@@ -23,6 +23,7 @@ import { bearerIntrospection, bearerIntrospectionClient, introspectionAllowed } 
 import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
 import { ALLOWED_SCOPE_PROPERTY, defaultResource, getResourceServerInfo } from './resource-server.js';
 import { ROUTES } from './routes.js';
+import { databaseFaultResponses, FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
 
 /** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
 export const CLIENT_AUTH_METHODS: readonly ClientAuthMethod[] = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'];
@@ -78,9 +79,10 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
+  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients });
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients }),
+    adapter: (model) => new FaultMappingAdapter(adapterFor(model)),
     // Static clients: the identity Bearer-token introspection continues under (introspection.ts), and the
     // connected-apps page signing people in (account/routes.ts).
     clients: [bearerClient.metadata, accountClient(config)],
@@ -99,7 +101,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     clientAuthMethods: [...CLIENT_AUTH_METHODS],
     // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`).
     pkce: { required: () => true },
-    findAccount: (ctx, sub) => findAccount(deps.db, config, ctx, sub),
+    findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, config, ctx, sub)),
     claims: {
       openid: ['sub'],
       fhirUser: ['fhirUser'],
@@ -161,7 +163,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // indicator in defaultResource); `launch` is the EHR's launch handle.
     extraParams: {
       aud: null,
-      launch: (ctx, value, client) => validateLaunchParam(config, deps.db, ctx, value, client.clientId),
+      launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
       properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
@@ -196,7 +198,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // online_access is enforced when the refresh token is used (rotateRefreshToken), not by binding every
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
-    extraTokenClaims: (ctx, token) => smartTokenClaims(deps.db, ctx, token),
+    extraTokenClaims: mapDatabaseFaults((ctx, token) => smartTokenClaims(deps.db, ctx, token)),
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
@@ -228,6 +230,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
+  provider.use(databaseFaultResponses(log, deps.renderErrorPage));
   provider.use(async (ctx, next) => {
     await next();
     const route = oidcOf(ctx)?.route;
