@@ -11,6 +11,7 @@ import type { Config } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
+import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { interactionRoutes } from './interactions/routes.js';
@@ -114,6 +115,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    ...connectionOptions(config),
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
   });
@@ -134,6 +136,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients } satisfies Runtime);
 
+  await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
   const methodsByPath = new Map<string, string[]>();

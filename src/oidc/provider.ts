@@ -230,6 +230,20 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
+  // A body oidc-provider refused (over its 56 KiB, of a type the endpoint does not take) is left partly
+  // unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it.
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      // `complete` is undefined on requests injected without a connection (light-my-request).
+      const { complete } = ctx.req as { complete?: boolean };
+      if (complete === false && !ctx.headerSent) {
+        ctx.set('connection', 'close');
+        ctx.req.resume();
+      }
+    }
+  });
   provider.use(databaseFaultResponses(log, deps.renderErrorPage));
   provider.use(async (ctx, next) => {
     await next();
