@@ -58,11 +58,20 @@ export class OwnPostgres {
 
   /** Starts the cluster and resolves once it accepts connections (pg_ctl -w). */
   async start(): Promise<void> {
-    const options = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${this.#dir} -c max_connections=40 -c shared_buffers=16MB`;
+    const options = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=${this.#dir} -c max_connections=40 -c shared_buffers=16MB -c log_timezone=UTC`;
     await this.#exec('pg_ctl', ['-D', this.#data, '-l', join(this.#dir, 'log'), '-o', options, '-w', '-t', '30', 'start']).catch((error: unknown) => {
       const log = readFileSync(join(this.#dir, 'log'), 'utf8').split('\n').slice(-10).join('\n');
       throw new Error(`Postgres did not start:\n${log}`, { cause: error });
     });
+  }
+
+  /** When Postgres last said it accepts connections, from its log (wall-clock milliseconds). */
+  readyAt(): number {
+    const lines = readFileSync(join(this.#dir, 'log'), 'utf8').split('\n').filter((l) => l.includes('database system is ready to accept connections'));
+    // log_line_prefix '%m [%p] ': "2026-12-01 15:09:51.922 UTC [22166] LOG:  …"
+    const stamp = /^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}\.\d{3}) UTC/.exec(lines.at(-1) ?? '');
+    if (!stamp) throw new Error('Postgres has not logged that it is ready');
+    return Date.parse(`${stamp[1]}T${stamp[2]}Z`);
   }
 
   /** Whether a new connection gets an answer to a query now. */
