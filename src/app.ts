@@ -79,7 +79,7 @@ const JWKS_MAX_BYTES = 256 * 1024;
  */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
-  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log }));
+  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000 }));
   const ownsDatabase = !options.database;
   try {
     return await assemble(config, options, log, database, ownsDatabase);
@@ -96,7 +96,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const box = new SecretBox(await resolveSecretKey(config), config.previousSecretKeys);
   await whenAvailable('preparing the database', async () => {
     if (options.migrate ?? true) {
-      const applied = await migrateToLatest(db);
+      const applied = await migrate(config, log, database, ownsDatabase);
       if (applied.length) log.info({ migrations: applied }, 'database migrated');
     }
     const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
@@ -167,6 +167,20 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     if (ownsDatabase) await database.close();
   });
   return app;
+}
+
+/**
+ * Applies pending migrations. On a Postgres the app opened, over a connection of their own without the
+ * query timeout: a migration (an index on a large table) may take longer than any request should.
+ */
+async function migrate(config: Config, log: Logger, database: Database, ownsDatabase: boolean): Promise<string[]> {
+  if (!ownsDatabase || config.database.kind !== 'postgres') return migrateToLatest(database.db);
+  const own = await openDatabase(config.database, { poolMax: 1, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000 });
+  try {
+    return await migrateToLatest(own.db);
+  } finally {
+    await own.close();
+  }
 }
 
 async function resolveSecretKey(config: Config): Promise<Buffer> {

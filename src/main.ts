@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
+import type { FastifyInstance } from 'fastify';
+
 import { buildApp } from './app.js';
 import { verifyAuditChain } from './audit/audit.js';
 import { ConfigError, loadConfig, SIGNING_ALGS, type Config, type SigningAlg } from './config/config.js';
@@ -105,7 +107,7 @@ async function serve(config: Config): Promise<number> {
   };
   process.on('SIGTERM', stopStarting);
   process.on('SIGINT', stopStarting);
-  let app: Awaited<ReturnType<typeof buildApp>>;
+  let app: FastifyInstance;
   try {
     app = await buildApp(config, { logger: log, signal: starting.signal });
   } catch (error) {

@@ -176,6 +176,32 @@ describe('Postgres faults (a cluster of our own, crashed with kill -9)', { skip:
     }
   });
 
+  it('a frozen Postgres (as in a network partition): /readyz says so within its timeout, requests get 503 once the query or connect timeout passes, and are served again once it answers', { timeout: 60_000 }, async () => {
+    const app = await buildApp(testConfig({ ...env(), DATABASE_CONNECT_TIMEOUT_SECONDS: '2', DATABASE_QUERY_TIMEOUT_SECONDS: '2' }), { background: false });
+    try {
+      await registerClient(app, CLIENT);
+      assert.equal((await tokenRequest(app)).statusCode, 200);
+      cluster().freeze();
+      try {
+        const ready = await app.inject({ method: 'GET', url: '/readyz' });
+        assert.equal(ready.statusCode, 503);
+        assert.deepEqual(ready.json(), { status: 'not_ready', database: 'postgres', reason: 'database unreachable: no answer within 2000 ms' });
+        // The first on a pooled connection, which gets no answer; the second on a new one, which cannot connect.
+        for (let i = 0; i < 2; i++) {
+          const token = await tokenRequest(app);
+          assert.equal(token.statusCode, 503);
+          assert.deepEqual(token.json(), UNAVAILABLE);
+        }
+      } finally {
+        cluster().thaw();
+      }
+      assert.equal((await tokenRequest(app)).statusCode, 200);
+      assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+    } finally {
+      await app.close();
+    }
+  });
+
   it('starts while Postgres is down, saying why, and is ready once Postgres is up', { timeout: 60_000 }, async () => {
     await cluster().stop();
     const lines: Body[] = [];

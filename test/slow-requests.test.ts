@@ -148,6 +148,16 @@ describeEachDatabase('slow and broken requests', (ctx) => {
     assert.deepEqual(JSON.parse(response.body), { error: 'request_too_large', error_description: 'Request body is too large' });
   });
 
+  it('a request that is not HTTP: 400 in the OAuth error shape, and the connection closes', { timeout: 15_000 }, async () => {
+    const connection = new RawConnection(port);
+    connection.write('HELLO /token\r\n\r\n');
+    await connection.closed;
+    const [response] = connection.responses();
+    assert.equal(response?.status, 400, connection.received);
+    assert.equal(response.headers.connection, 'close');
+    assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'the request is not valid HTTP/1.1' });
+  });
+
   it('a keep-alive connection serves the next request after a complete one', { timeout: 15_000 }, async () => {
     const connection = new RawConnection(port);
     connection.write(`GET /healthz HTTP/1.1\r\nHost: ${host}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);

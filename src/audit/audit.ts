@@ -70,9 +70,9 @@ const LEGACY_CHAIN = '';
 /**
  * Writes events. Each server process appends to a chain of its own (a new one after a failed write), in
  * order, one multi-row INSERT per batch: no lock and no read shared with other processes, so auditing costs
- * one round trip per batch whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
- * so a whole chain cannot vanish unnoticed either. Events that arrive while a write is under way go
- * together in the next one; `record` resolves once its event is committed.
+ * one round trip per batch whatever the number of processes. A chain starts anchored to the newest hash in
+ * the table at that moment, so a whole chain cannot vanish unnoticed either. Events that arrive while a
+ * write is under way go together in the next one; `record` resolves once its event is committed.
  */
 export class AuditLog {
   readonly #db: Kysely<DB>;

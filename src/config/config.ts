@@ -36,6 +36,10 @@ export interface Config {
   /** How long an idle keep-alive connection stays open; longer than any load balancer's idle timeout in front. */
   readonly keepAliveTimeoutSeconds: number;
   readonly databasePoolMax: number;
+  /** How long a new Postgres connection, or a wait for a free one, may take before the request fails (503). */
+  readonly databaseConnectTimeoutSeconds: number;
+  /** How long a Postgres query may go unanswered before it fails (503) and its connection closes; 0: no limit. */
+  readonly databaseQueryTimeoutSeconds: number;
   /** Let outbound fetches (client JWKS URLs) reach loopback and private addresses, and use plain http. */
   readonly outboundAllowPrivate: boolean;
   /** Seconds of clock difference tolerated in client assertions and tokens. */
@@ -105,6 +109,8 @@ const schema = {
     REQUEST_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
     KEEP_ALIVE_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
+    DATABASE_CONNECT_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300' },
+    DATABASE_QUERY_TIMEOUT_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (no limit) to 3600' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
@@ -203,6 +209,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     requestTimeoutSeconds,
     keepAliveTimeoutSeconds: (v.KEEP_ALIVE_TIMEOUT_SECONDS as number | undefined) ?? 72,
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
+    databaseConnectTimeoutSeconds: (v.DATABASE_CONNECT_TIMEOUT_SECONDS as number | undefined) ?? 10,
+    databaseQueryTimeoutSeconds: (v.DATABASE_QUERY_TIMEOUT_SECONDS as number | undefined) ?? 30,
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,

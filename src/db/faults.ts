@@ -34,10 +34,11 @@ const SERVER_FAULTS: Record<string, string> = {
 
 /** node-postgres and pg-pool report a lost or timed-out connection by message only. */
 const DRIVER_FAULTS: readonly [RegExp, string][] = [
+  [/^Connection terminated due to connection timeout/, 'connection timed out'],
   [/^Connection terminated/, 'connection lost'],
   [/^Client has encountered a connection error and is not queryable/, 'connection lost'],
-  [/^timeout exceeded when trying to connect/, 'no connection within the pool timeout'],
-  [/^Connection terminated due to connection timeout/, 'connection timed out'],
+  [/^timeout exceeded when trying to connect/, 'no connection within the connect timeout'],
+  [/^Query read timeout/, 'no answer within the query timeout'],
 ];
 
 /**

@@ -123,9 +123,20 @@ export class OwnPostgres {
     }
   }
 
+  /** Freezes every process of the cluster (SIGSTOP): connections stay open and nothing answers, as in a network partition. */
+  freeze(): void {
+    for (const pid of processesIn(this.#data)) process.kill(pid, 'SIGSTOP');
+  }
+
+  thaw(): void {
+    for (const pid of processesIn(this.#data)) process.kill(pid, 'SIGCONT');
+  }
+
   /** Stops the cluster (if running) and removes its folder. */
   async destroy(): Promise<void> {
+    this.thaw();
     await this.stop();
+    if (processesIn(this.#data).length) await this.kill9();
     await rm(this.#dir, { recursive: true, force: true });
   }
 
