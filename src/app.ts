@@ -9,8 +9,10 @@ import type { Logger } from 'pino';
 
 import type { Config } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
+import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
 import { clearMark, hasMark } from './db/server-state.js';
+import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { inputGuard } from './http/input-guard.js';
@@ -48,6 +50,8 @@ export interface AppOptions {
   readonly migrate?: boolean;
   /** Run the background jobs (key refresh, purge, scheduled rotation) once ready (default true). */
   readonly background?: boolean;
+  /** Gives up waiting for an unavailable database at start-up (a shutdown signal before the server listened). */
+  readonly signal?: AbortSignal;
 }
 
 /** What the app is built on, for the CLI and tests. */
@@ -82,7 +86,7 @@ const JWKS_MAX_BYTES = 256 * 1024;
  */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
-  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log }));
+  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000 }));
   const ownsDatabase = !options.database;
   try {
     return await assemble(config, options, log, database, ownsDatabase);
@@ -94,21 +98,24 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 
 async function assemble(config: Config, options: AppOptions, log: Logger, database: Database, ownsDatabase: boolean): Promise<FastifyInstance> {
   const { db } = database;
-  if (options.migrate ?? true) {
-    const applied = await migrateToLatest(db);
-    if (applied.length) log.info({ migrations: applied }, 'database migrated');
-  }
-
+  // A server started before its database (a restart of both, a failover) waits for it rather than exit.
+  const whenAvailable = <T>(what: string, job: () => Promise<T>): Promise<T> => retryWhileUnavailable(job, { log, what, signal: options.signal });
   const box = new SecretBox(await resolveSecretKey(config), config.previousSecretKeys);
-  const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
-  if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
-  await ensureCookieKey(db, box);
-  if (await hasMark(db, BEARER_IDS_IN_CLEAR)) {
-    const converted = (await hashClearBearerIds(db, box)) + (await hashClearLaunchIds(db, box));
-    await clearMark(db, BEARER_IDS_IN_CLEAR);
-    if (converted) log.info({ converted }, 'bearer values stored in clear are now stored as keyed hashes');
-  }
-  if (config.seedDemo) await seedDemo(db, config);
+  await whenAvailable('preparing the database', async () => {
+    if (options.migrate ?? true) {
+      const applied = await migrate(config, log, database, ownsDatabase);
+      if (applied.length) log.info({ migrations: applied }, 'database migrated');
+    }
+    const createdKeys = await ensureSigningKeys(db, box, config.signingAlgs);
+    if (createdKeys.length) log.info({ kids: createdKeys }, 'signing keys created');
+    await ensureCookieKey(db, box);
+    if (await hasMark(db, BEARER_IDS_IN_CLEAR)) {
+      const converted = (await hashClearBearerIds(db, box)) + (await hashClearLaunchIds(db, box));
+      await clearMark(db, BEARER_IDS_IN_CLEAR);
+      if (converted) log.info({ converted }, 'bearer values stored in clear are now stored as keyed hashes');
+    }
+    if (config.seedDemo) await seedDemo(db, config);
+  });
 
   const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
   // pino's Logger is what Fastify logs with; the instance is typed with Fastify's narrower logger interface.
@@ -120,6 +127,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    ...connectionOptions(config),
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
     // A URL Fastify cannot route (bad percent-encoding): the client's error, in our error shape.
@@ -130,7 +138,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
 
   const audit = new AuditLog(db, log, box);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
-  const host = await ProviderHost.create({
+  const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
     box,
@@ -140,10 +148,11 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
-  });
+  }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients } satisfies Runtime);
 
+  await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
   const methodsByPath = new Map<string, string[]>();
@@ -187,6 +196,20 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     if (ownsDatabase) await database.close();
   });
   return app;
+}
+
+/**
+ * Applies pending migrations. On a Postgres the app opened, over a connection of their own without the
+ * query timeout: a migration (an index on a large table) may take longer than any request should.
+ */
+async function migrate(config: Config, log: Logger, database: Database, ownsDatabase: boolean): Promise<string[]> {
+  if (!ownsDatabase || config.database.kind !== 'postgres') return migrateToLatest(database.db);
+  const own = await openDatabase(config.database, { poolMax: 1, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000 });
+  try {
+    return await migrateToLatest(own.db);
+  } finally {
+    await own.close();
+  }
 }
 
 async function resolveSecretKey(config: Config): Promise<Buffer> {

@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
+import type { FastifyInstance } from 'fastify';
+
 import { buildApp } from './app.js';
 import { createCheckpoint } from './audit/checkpoints.js';
 import { verifyAudit, type VerifyResult } from './audit/verify.js';
@@ -102,7 +104,24 @@ async function serve(config: Config): Promise<number> {
     log.fatal({ err: reason }, 'unhandled promise rejection');
     process.exit(1);
   });
-  const app = await buildApp(config, { logger: log });
+  // Until it listens, the server may be waiting for its database: a stop signal then ends the wait.
+  const starting = new AbortController();
+  const stopStarting = (signal: NodeJS.Signals): void => {
+    log.info({ signal }, 'stopping before the server started');
+    starting.abort();
+  };
+  process.on('SIGTERM', stopStarting);
+  process.on('SIGINT', stopStarting);
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config, { logger: log, signal: starting.signal });
+  } catch (error) {
+    if (starting.signal.aborted) return 0;
+    throw error;
+  } finally {
+    process.off('SIGTERM', stopStarting);
+    process.off('SIGINT', stopStarting);
+  }
   const address = await app.listen({ port: config.port, host: config.host });
   log.info({ address, issuer: config.issuer, database: config.database.kind, startupMs: Math.round(performance.now() - started) }, 'listening');
   if (config.seedDemo) process.stdout.write(banner(config, address));

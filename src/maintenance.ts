@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 
 import { checkpointDue, createCheckpoint, type StoredCheckpoint } from './audit/checkpoints.js';
 import type { Config } from './config/config.js';
+import { unavailableReason } from './db/faults.js';
 import type { DB } from './db/schema.js';
 import { pruneCookieKeys, rotateCookieKeys } from './keys/cookie-keys.js';
 import { keysDueForRotation, pruneRetiredKeys, rotateSigningKeys } from './keys/signing-keys.js';
@@ -104,7 +105,11 @@ export class Maintenance {
 
   #every(seconds: number, name: string, job: () => Promise<unknown>): void {
     const timer = setInterval(() => {
-      this.#running = this.#running.then(job).catch((error: unknown) => this.#deps.log.error({ err: error }, `${name} failed`));
+      this.#running = this.#running.then(job).catch((error: unknown) => {
+        const reason = unavailableReason(error);
+        if (reason) this.#deps.log.warn({ reason }, `${name} skipped: database unavailable`);
+        else this.#deps.log.error({ err: error }, `${name} failed`);
+      });
     }, seconds * 1000);
     timer.unref();
     this.#timers.push(timer);

@@ -136,6 +136,15 @@ describe('configuration', () => {
     ]);
   });
 
+  it('reads the connection timeouts, and refuses a headers timeout longer than the request timeout', () => {
+    const defaults = loadConfig({});
+    assert.deepEqual([defaults.headersTimeoutSeconds, defaults.requestTimeoutSeconds, defaults.keepAliveTimeoutSeconds], [10, 30, 72]);
+    const set = loadConfig({ HEADERS_TIMEOUT_SECONDS: '5', REQUEST_TIMEOUT_SECONDS: '120', KEEP_ALIVE_TIMEOUT_SECONDS: '65' });
+    assert.deepEqual([set.headersTimeoutSeconds, set.requestTimeoutSeconds, set.keepAliveTimeoutSeconds], [5, 120, 65]);
+    assert.deepEqual(problems({ HEADERS_TIMEOUT_SECONDS: '20', REQUEST_TIMEOUT_SECONDS: '15' }), ['HEADERS_TIMEOUT_SECONDS=20 is invalid: expected at most REQUEST_TIMEOUT_SECONDS (15)']);
+    assert.deepEqual(problems({ REQUEST_TIMEOUT_SECONDS: '0' }), ['REQUEST_TIMEOUT_SECONDS="0" is invalid: expected an integer number of seconds from 1 to 3600']);
+  });
+
   it('keeps earlier secret keys for decryption', () => {
     const config = loadConfig({ SECRET_KEY: KEY, SECRET_KEYS_PREVIOUS: `${'cd'.repeat(32)}, ${'ef'.repeat(32)}` });
     assert.deepEqual(config.previousSecretKeys.map((k) => k.toString('hex')), ['cd'.repeat(32), 'ef'.repeat(32)]);

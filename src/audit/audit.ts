@@ -3,6 +3,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
 
+import { unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -80,11 +81,11 @@ interface Pending {
 }
 
 /**
- * Writes events. Each server process appends to a chain of its own, in order, one multi-row INSERT per
- * batch: no lock and no read shared with other processes, so auditing costs one round trip per batch
- * whatever the number of processes. A chain starts anchored to the newest hash in the table at that moment,
- * so a whole chain cannot vanish unnoticed either. Events that arrive while a write is under way go
- * together in the next one; `record` resolves once its event is committed.
+ * Writes events. Each server process appends to a chain of its own (a new one after a write the database
+ * failed), in order, one multi-row INSERT per batch: no lock and no read shared with other processes, so
+ * auditing costs one round trip per batch whatever the number of processes. A chain starts anchored to the
+ * newest hash in the table at that moment, so a whole chain cannot vanish unnoticed either. Events that
+ * arrive while a write is under way go together in the next one; `record` resolves once its event is committed.
  *
  * Each row's hash is an HMAC under a subkey of SECRET_KEY: someone who can write the database but does not
  * hold the key cannot rewrite a row and rehash the rest of its chain.
@@ -93,7 +94,7 @@ export class AuditLog {
   readonly #db: Kysely<DB>;
   readonly #log: Logger;
   readonly #box: SecretBox;
-  readonly #chain = randomUUID();
+  #chain = randomUUID();
   /** The hash of this chain's last committed row; undefined until the chain is anchored. */
   #last: string | undefined;
   #queue: Pending[] = [];
@@ -120,7 +121,11 @@ export class AuditLog {
 
   /** For callers that must not fail because the audit could not be written (a response already sent). */
   recordQuietly(event: AuditEvent): void {
-    this.record(event).catch((error: unknown) => this.#log.error({ err: error, type: event.type }, 'audit event could not be written'));
+    this.record(event).catch((error: unknown) => {
+      const reason = unavailableReason(error);
+      if (reason) this.#log.warn({ reason, type: event.type }, 'audit event could not be written: database unavailable');
+      else this.#log.error({ err: error, type: event.type }, 'audit event could not be written');
+    });
   }
 
   /** Resolves when everything recorded so far is written. */
@@ -147,6 +152,7 @@ export class AuditLog {
       for (const p of batch) p.resolve();
       return;
     } catch (error) {
+      if (!isRowError(error)) this.#startNewChain();
       if (batch.length === 1 || !isRowError(error)) {
         for (const p of batch) p.reject(error);
         return;
@@ -161,11 +167,22 @@ export class AuditLog {
         p.reject(error);
         // The database itself is failing, not this row: the others would wait for it in vain.
         if (!isRowError(error)) {
+          this.#startNewChain();
           for (const rest of batch.slice(i + 1)) rest.reject(error);
           return;
         }
       }
     }
+  }
+
+  /**
+   * After a write the database failed (the connection died, perhaps at commit), whether its rows were
+   * committed is unknown: the next batch cannot know which hash to chain to, so it starts a chain of its own,
+   * anchored anew. A row the database refused for its content is known not to be there, and changes nothing.
+   */
+  #startNewChain(): void {
+    this.#chain = randomUUID();
+    this.#last = undefined;
   }
 
   /** Chains the rows on from the chain's last committed row; the chain only moves on once they are committed. */

@@ -29,7 +29,17 @@ export interface Config {
   readonly keyRefreshSeconds: number;
   readonly purgeIntervalSeconds: number;
   readonly shutdownTimeoutSeconds: number;
+  /** How long a client may take to send a request's headers; then 408 and the connection closes. */
+  readonly headersTimeoutSeconds: number;
+  /** How long a client may take to send a whole request, body included; then 408 and the connection closes. */
+  readonly requestTimeoutSeconds: number;
+  /** How long an idle keep-alive connection stays open; longer than any load balancer's idle timeout in front. */
+  readonly keepAliveTimeoutSeconds: number;
   readonly databasePoolMax: number;
+  /** How long a new Postgres connection, or a wait for a free one, may take before the request fails (503). */
+  readonly databaseConnectTimeoutSeconds: number;
+  /** How long a Postgres query may go unanswered before it fails (503) and its connection closes; 0: no limit. */
+  readonly databaseQueryTimeoutSeconds: number;
   /** Let outbound fetches (client JWKS URLs) reach loopback and private addresses, and use plain http. */
   readonly outboundAllowPrivate: boolean;
   /** Seconds of clock difference tolerated in client assertions and tokens. */
@@ -99,7 +109,12 @@ const schema = {
     KEY_REFRESH_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
     PURGE_INTERVAL_SECONDS: { type: 'integer', minimum: 1, maximum: 86400, description: 'an integer number of seconds from 1 to 86400' },
     SHUTDOWN_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
+    HEADERS_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300, at most REQUEST_TIMEOUT_SECONDS' },
+    REQUEST_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
+    KEEP_ALIVE_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 3600, description: 'an integer number of seconds from 1 to 3600' },
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
+    DATABASE_CONNECT_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300' },
+    DATABASE_QUERY_TIMEOUT_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (no limit) to 3600' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
@@ -170,6 +185,13 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     if (!fhirBaseUrls.includes(aud)) problems.push(`JWT_ACCESS_TOKEN_AUDIENCES entry ${JSON.stringify(aud)} is invalid: expected one of FHIR_BASE_URLS (${fhirBaseUrls.join(', ')})`);
   }
 
+  const headersTimeoutSeconds = (v.HEADERS_TIMEOUT_SECONDS as number | undefined) ?? 10;
+  const requestTimeoutSeconds = (v.REQUEST_TIMEOUT_SECONDS as number | undefined) ?? 30;
+  // Node refuses a headers timeout longer than the request timeout (the headers are part of the request).
+  if (headersTimeoutSeconds > requestTimeoutSeconds) {
+    problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is invalid: expected at most REQUEST_TIMEOUT_SECONDS (${requestTimeoutSeconds})`);
+  }
+
   if (problems.length) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -189,7 +211,12 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     keyRefreshSeconds: (v.KEY_REFRESH_SECONDS as number | undefined) ?? 60,
     purgeIntervalSeconds: (v.PURGE_INTERVAL_SECONDS as number | undefined) ?? 300,
     shutdownTimeoutSeconds: (v.SHUTDOWN_TIMEOUT_SECONDS as number | undefined) ?? 10,
+    headersTimeoutSeconds,
+    requestTimeoutSeconds,
+    keepAliveTimeoutSeconds: (v.KEEP_ALIVE_TIMEOUT_SECONDS as number | undefined) ?? 72,
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
+    databaseConnectTimeoutSeconds: (v.DATABASE_CONNECT_TIMEOUT_SECONDS as number | undefined) ?? 10,
+    databaseQueryTimeoutSeconds: (v.DATABASE_QUERY_TIMEOUT_SECONDS as number | undefined) ?? 30,
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,

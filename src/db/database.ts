@@ -2,12 +2,13 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect } from 'kysely';
+import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig } from '../config/config.js';
+import { unavailableReason } from './faults.js';
 import type { DB } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'pglite';
@@ -22,25 +23,72 @@ export interface Database {
 export interface OpenOptions {
   readonly poolMax?: number;
   readonly log?: Logger;
+  /** How long a new Postgres connection, or a wait for a free one, may take (default 10 s). */
+  readonly connectTimeoutMs?: number;
+  /**
+   * How long a Postgres query may go unanswered before it fails and its connection is closed (default:
+   * no limit). A server that stopped answering (frozen, or gone behind a network partition) otherwise holds
+   * every request on it until TCP gives up, many minutes later.
+   */
+  readonly queryTimeoutMs?: number;
 }
 
 export async function openDatabase(config: DatabaseConfig, options: OpenOptions = {}): Promise<Database> {
   return config.kind === 'postgres' ? openPostgres(config.url, options) : openPglite(config.dataDir);
 }
 
-function openPostgres(url: string, { poolMax = 10, log }: OpenOptions): Database {
+function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs }: OpenOptions): Database {
   const pool = new pg.Pool({
     connectionString: url,
     max: poolMax,
-    connectionTimeoutMillis: 10_000,
+    connectionTimeoutMillis: connectTimeoutMs,
+    ...(queryTimeoutMs ? { query_timeout: queryTimeoutMs } : {}),
     idleTimeoutMillis: 30_000,
+    // TCP keepalive finds connections to a host that vanished (a failover, a partition) while they idle.
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
     application_name: 'smart-auth-server',
   });
-  // An idle client losing its connection (Postgres restart, failover) must not take the process down;
-  // the pool replaces it on the next checkout.
-  pool.on('error', (error) => log?.warn({ err: error }, 'idle database connection failed'));
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
+  // A connection lost while idle (Postgres restart, failover) is reported by the pool, which drops it.
+  pool.on('error', (error) => log?.warn({ reason: unavailableReason(error), err: error }, 'idle database connection lost'));
+  // A connection lost while checked out fails its query, which answers its request, and then emits 'error'
+  // on the client, where pg-pool listens only while the client is idle: without a listener of its own that
+  // event would be an uncaught exception. The pool discards the client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
+  });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: discardingFaultyClients(pool) }) });
   return { db, kind: 'postgres', close: once(() => db.destroy()) };
+}
+
+/**
+ * The pool as kysely uses it, except that a client whose query failed for want of its connection (lost, or
+ * no answer within the query timeout) is released as broken: pg-pool then closes it instead of handing it
+ * to the next request, whose query would queue behind the one that never got its answer.
+ */
+function discardingFaultyClients(pool: pg.Pool): PostgresPool {
+  return {
+    options: pool.options,
+    end: () => pool.end(),
+    async connect(): Promise<PostgresPoolClient> {
+      const client = await pool.connect();
+      let broken = false;
+      const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
+        try {
+          return await client.query(text, [...values]);
+        } catch (error) {
+          if (unavailableReason(error)) broken = true;
+          throw error;
+        }
+      };
+      return {
+        // kysely's type also admits a cursor, which it passes only when given a `cursor` option (never here).
+        query: query as unknown as PostgresPoolClient['query'],
+        release: (destroy) => client.release(destroy || broken),
+        processID: (client as { processID?: number }).processID,
+      };
+    },
+  };
 }
 
 /** close() may be reached from several shutdown paths; the second call waits for the first. */

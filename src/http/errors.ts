@@ -1,6 +1,8 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 
+import { RETRY_AFTER_SECONDS, unavailableReason } from '../db/faults.js';
+import { TEMPORARILY_UNAVAILABLE } from '../oidc/unavailable.js';
 import { renderErrorPage, wantsHtml } from './pages.js';
 
 export interface ErrorHandlingOptions {
@@ -17,9 +19,15 @@ export interface ErrorHandlingOptions {
 export const errorHandling = fp(
   (app: FastifyInstance, options: ErrorHandlingOptions, done: (err?: Error) => void) => {
     app.setErrorHandler(async (error: FastifyError, request, reply) => {
-      const status = error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
+      const unavailable = unavailableReason(error);
+      const status = unavailable ? 503 : error.statusCode && error.statusCode >= 400 && error.statusCode < 600 ? error.statusCode : 500;
       let body: { error: string; error_description: string };
-      if (status >= 500) {
+      if (unavailable) {
+        // RFC 6749 §4.1.2.1 and §5.2 name the condition; the reason stays in the log.
+        request.log.warn({ reason: unavailable }, 'database unavailable');
+        void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+        body = { ...TEMPORARILY_UNAVAILABLE };
+      } else if (status >= 500) {
         request.log.error({ err: error }, 'request failed');
         body = { error: status === 503 ? 'temporarily_unavailable' : 'server_error', error_description: 'the server could not complete the request' };
       } else {

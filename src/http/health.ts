@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 
 import type { Database } from '../db/database.js';
+import { unavailableReason } from '../db/faults.js';
 import { pendingMigrations } from '../db/migrate.js';
 
 const READY_TIMEOUT_MS = 2000;
@@ -28,8 +29,9 @@ export async function healthRoutes(app: FastifyInstance, options: { readonly dat
   app.get('/readyz', { schema: { response: { 200: statusSchema, 503: statusSchema } } }, async (request, reply) => {
     void reply.header('cache-control', 'no-store');
     const reason = await withTimeout(checkReady(), READY_TIMEOUT_MS).catch((error: unknown) => {
-      request.log.warn({ err: error }, 'readiness check failed');
-      return 'database unreachable';
+      const why = error instanceof ReadinessTimeout ? error.message : (unavailableReason(error) ?? 'unexpected error (see the server log)');
+      request.log.warn({ reason: why, err: error }, 'not ready');
+      return `database unreachable: ${why}`;
     });
     if (reason) return reply.code(503).send({ status: 'not_ready', database: kind, reason });
     return { status: 'ready', database: kind };
@@ -42,10 +44,16 @@ export async function healthRoutes(app: FastifyInstance, options: { readonly dat
   }
 }
 
+class ReadinessTimeout extends Error {}
+
+/**
+ * The probe answers within `ms` even when the pool waits longer for a connection (a silent network
+ * partition): a load balancer must learn at once that this process cannot serve.
+ */
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new ReadinessTimeout(`no answer within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -90,7 +90,8 @@ async function authorizationFormAsQuery(raw: IncomingMessage): Promise<string | 
   if (!/^application\/x-www-form-urlencoded\b/i.test(raw.headers['content-type'] ?? '')) return undefined;
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of raw as AsyncIterable<Buffer>) {
+  // Not destroyed on the early return: the 400 must still reach the client (and closes the connection).
+  for await (const chunk of raw.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > MAX_AUTHORIZATION_FORM_BYTES) return undefined;
     chunks.push(chunk);

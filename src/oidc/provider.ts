@@ -22,6 +22,7 @@ import { bearerIntrospection, bearerIntrospectionClient, inactiveForForeignToken
 import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
 import { ROUTES } from './routes.js';
+import { databaseFaultResponses, FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
 
 /** Errors that mean the client went away mid-request: nothing for an operator to fix. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
@@ -59,9 +60,10 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
+  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients });
 
   const configuration: Configuration = {
-    adapter: createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients }),
+    adapter: (model) => new FaultMappingAdapter(adapterFor(model)),
     // Static clients: the identity Bearer-token introspection continues under (introspection.ts), and the
     // connected-apps page signing people in (account/routes.ts).
     clients: [bearerClient.metadata, accountClientMetadata(config.issuer) as ClientMetadata],
@@ -80,7 +82,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     clientAuthMethods: [...CLIENT_AUTH_METHODS],
     // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`).
     pkce: { required: () => true },
-    findAccount: (ctx, sub) => findAccount(deps.db, config, ctx, sub),
+    findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, config, ctx, sub)),
     claims: {
       openid: ['sub'],
       fhirUser: ['fhirUser'],
@@ -146,7 +148,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // indicator in defaultResource); `launch` is the EHR's launch handle.
     extraParams: {
       aud: null,
-      launch: (ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId),
+      launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
       properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
@@ -180,7 +182,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // online_access is enforced when the refresh token is used (rotateRefreshToken), not by binding every
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
-    extraTokenClaims: (ctx, token) => smartTokenClaims(deps.db, ctx, token),
+    extraTokenClaims: mapDatabaseFaults((ctx, token) => smartTokenClaims(deps.db, ctx, token)),
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],
@@ -211,6 +213,21 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
+  // A body oidc-provider refused (over its 56 KiB, of a type the endpoint does not take) is left partly
+  // unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it.
+  provider.use(async (ctx, next) => {
+    try {
+      await next();
+    } finally {
+      // `complete` is undefined on requests injected without a connection (light-my-request).
+      const { complete } = ctx.req as { complete?: boolean };
+      if (complete === false && !ctx.headerSent) {
+        ctx.set('connection', 'close');
+        ctx.req.resume();
+      }
+    }
+  });
+  provider.use(databaseFaultResponses(log, deps.renderErrorPage));
   provider.use(async (ctx, next) => {
     await next();
     const route = oidcOf(ctx)?.route;
