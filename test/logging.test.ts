@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 
 import { createLogger, redactUrl } from '../src/http/logger.js';
-import { testApp } from './helpers/app.js';
+import { listeningApp, testApp } from './helpers/app.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
 describe('redactUrl', () => {
@@ -47,5 +48,42 @@ describeEachDatabase('request logs', (ctx) => {
     assert.ok(incoming, 'the request was logged with its id');
     assert.equal(incoming.req?.url, '/jwks?access_token=[redacted]');
     assert.equal(incoming.level, 'info');
+  });
+
+  it('malformed or abandoned requests are the client\'s error: nothing is logged at error level', { timeout: 30_000 }, async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const { app, issuer } = await listeningApp(ctx.current.database, {}, { logger: createLogger('info', sink) });
+    const port = Number(new URL(issuer).port);
+    const raw = (data: string, closeAfterMs?: number) =>
+      new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(data);
+          if (closeAfterMs !== undefined) setTimeout(() => socket.destroy(), closeAfterMs);
+        });
+        socket.on('error', () => undefined);
+        socket.on('data', () => undefined);
+        socket.on('close', () => resolve());
+        socket.setTimeout(5000, () => socket.destroy());
+      });
+    try {
+      await raw('GARBAGE \u0001 / NOT-HTTP\r\n\r\n');
+      await raw('GET /auth?client_id=%E0%A4%A HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      await raw('GET /%E0%A4%A HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+      // A client that goes away halfway through its body, on oidc-provider's route and on ours.
+      await raw('POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=', 200);
+      await raw('POST /admin/api/clients HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"client', 200);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      await app.close();
+    }
+    const logged = lines.map((l) => JSON.parse(l) as { level: string; msg: string });
+    assert.ok(logged.some((l) => l.msg === 'request completed'), 'the requests were logged');
+    assert.deepEqual(logged.filter((l) => l.level === 'error' || l.level === 'fatal'), []);
   });
 });

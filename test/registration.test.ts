@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
@@ -185,6 +187,27 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
       const flow = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
       assert.equal(title(flow.page), 'Sign in');
     });
+  });
+
+  it('sector_identifier_uri is refused before oidc-provider could fetch it: no request reaches an internal address (SSRF)', async () => {
+    let requests = 0;
+    const internal = createServer((_req, res) => {
+      requests++;
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify([REDIRECT_URI]));
+    });
+    await new Promise<void>((resolve) => internal.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(internal.address() as AddressInfo).port}/sector.json`;
+      await withApp(ctx, { REGISTRATION: 'open', REGISTRATION_STATUS: 'active' }, async (app) => {
+        for (const sector of [url, url.replace('http:', 'https:'), 'https://[::1]/sector.json']) {
+          const res = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, sector_identifier_uri: sector, subject_type: 'pairwise' } });
+          assert.deepEqual([res.statusCode, res.json()], [400, { error: 'invalid_client_metadata', error_description: 'sector_identifier_uri is not supported: this server issues public subject identifiers only' }]);
+        }
+      });
+      assert.equal(requests, 0, 'nothing was fetched');
+    } finally {
+      internal.close();
+    }
   });
 
   it('a flood of registrations from one address is refused with 429 past its allowance, across processes', async () => {

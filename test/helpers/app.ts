@@ -30,10 +30,10 @@ export async function testApp(database: Database, env: Record<string, string> = 
 }
 
 /** The app listening on a free loopback port, its ISSUER that address: for clients that speak real HTTP. */
-export async function listeningApp(database: Database, env: Record<string, string> = {}): Promise<{ app: FastifyInstance; issuer: string }> {
+export async function listeningApp(database: Database, env: Record<string, string> = {}, options: Omit<AppOptions, 'database'> = {}): Promise<{ app: FastifyInstance; issuer: string }> {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
-  const app = await testApp(database, { ISSUER: issuer, FHIR_BASE_URLS: `${issuer}/fhir`, ...env });
+  const app = await testApp(database, { ISSUER: issuer, FHIR_BASE_URLS: `${issuer}/fhir`, ...env }, options);
   await app.listen({ port, host: '127.0.0.1' });
   return { app, issuer };
 }
