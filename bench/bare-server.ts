@@ -15,8 +15,9 @@ import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 
 import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
-import { PayloadAdapter, ReplayDetectionAdapter } from '../src/oidc/adapter.js';
-import { ROUTES } from '../src/oidc/routes.js';
+import { PayloadAdapter } from '../src/oidc/adapters/payload.js';
+import { ReplayDetectionAdapter } from '../src/oidc/adapters/replay-detection.js';
+import { ROUTES } from '../src/smart/profile.js';
 import { SecretBox } from '../src/security/secret-box.js';
 
 interface BareConfig {

@@ -32,7 +32,7 @@ import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
 import { hashClearLaunchIds } from './launch/context.js';
-import { hashClearBearerIds } from './oidc/adapter.js';
+import { hashClearBearerIds } from './oidc/adapters/payload.js';
 import { ProviderHost } from './oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
@@ -40,7 +40,8 @@ import { seedDemo } from './seed/demo.js';
 import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users/login-throttle.js';
 import { SecretBox } from './security/secret-box.js';
 import { loadOrCreateSecretKey } from './security/secret-key-file.js';
-import { SMART_CONFIGURATION_PATH, smartConfigurationRoutes } from './smart/smart-configuration.js';
+import { smartConfigurationRoutes } from './http/smart-configuration.js';
+import { SMART_CONFIGURATION_PATH } from './smart/smart-configuration.js';
 
 export interface AppOptions {
   /** A database to use instead of opening the configured one; the app then leaves it open on close. */

@@ -8,7 +8,7 @@ import type { DB } from './db/schema.js';
 import { pruneCookieKeys, rotateCookieKeys } from './keys/cookie-keys.js';
 import { keysDueForRotation, pruneRetiredKeys, rotateSigningKeys } from './keys/signing-keys.js';
 import { purgeExpiredContexts } from './launch/context.js';
-import { purgeExpired } from './oidc/adapter.js';
+import { purgeExpired } from './oidc/adapters/payload.js';
 import type { ProviderHost } from './oidc/provider-host.js';
 import { JWKS_MAX_AGE_SECONDS } from './smart/profile.js';
 import type { SecretBox } from './security/secret-box.js';

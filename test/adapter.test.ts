@@ -6,7 +6,8 @@ import { sql } from 'kysely';
 
 import { errors } from 'oidc-provider';
 
-import { BEARER_MODELS, ClientAdapter, PAYLOAD_MODELS, PayloadAdapter, purgeExpired } from '../src/oidc/adapter.js';
+import { ClientAdapter } from '../src/oidc/adapters/client.js';
+import { BEARER_MODELS, PAYLOAD_MODELS, PayloadAdapter, purgeExpired } from '../src/oidc/adapters/payload.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { describeEachDatabase } from './helpers/databases.js';
 

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance, InjectOptions } from 'fastify';
 import fc from 'fast-check';
 
+import { createLogger } from '../src/http/logger.js';
 import { testApp, TEST_FHIR_BASE } from './helpers/app.js';
 import { inputValue } from './helpers/browser.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
@@ -34,8 +36,17 @@ describeEachDatabase('fuzzing every endpoint', (ctx) => {
   const secret = randomBytes(32).toString('base64url');
   const live: Record<string, string> = {};
 
+  /** What the server logged at error level, for the message of a failure. */
+  const errors: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      errors.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      if (errors.length > 20) errors.splice(0, errors.length - 20);
+      done();
+    },
+  });
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN, REGISTRATION: 'open', LAUNCHER: 'true', OUTBOUND_ALLOW_PRIVATE: 'false' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN, REGISTRATION: 'open', LAUNCHER: 'true', OUTBOUND_ALLOW_PRIVATE: 'false' }, { logger: createLogger('error', sink) });
     await registerClient(app, { client_id: 'fuzz-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
     await registerClient(app, { client_id: 'fuzz-backend', client_secret: secret, grant_types: ['client_credentials'], response_types: [], scope: 'system/*.rs introspect' });
     const flow = await startAuthorization(app, { client_id: 'fuzz-app', scope: 'openid launch/patient patient/*.rs' });
@@ -113,7 +124,7 @@ describeEachDatabase('fuzzing every endpoint', (ctx) => {
         };
         const res = await app.inject(options);
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
-        assert.ok(res.statusCode < 500, `${r.method} ${url.slice(0, 300)} → ${res.statusCode} ${res.body.slice(0, 300)}`);
+        assert.ok(res.statusCode < 500, `${r.method} ${url.slice(0, 300)} → ${res.statusCode} ${res.body.slice(0, 300)}; logged: ${errors.join('\n').slice(-3000)}`);
       }),
       { numRuns: RUNS, ...(SEED === undefined ? {} : { seed: SEED }), endOnFailure: true },
     );

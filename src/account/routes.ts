@@ -4,6 +4,7 @@ import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 
+import { HttpProblem } from '../errors.js';
 import type { AuditLog } from '../audit/audit.js';
 import { clientNames } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
@@ -12,9 +13,8 @@ import { findPatients } from '../directory/patients.js';
 import { connectedApps, revokeGrants } from '../grants/grants.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { ROUTES } from '../oidc/routes.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID } from '../smart/profile.js';
+import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, ROUTES } from '../smart/profile.js';
 import { describeScope } from '../smart/scopes/consent.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { findUser } from '../users/users.js';
@@ -97,7 +97,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     async (request, reply) => {
       const session = await sessionOf(request, reply);
       if (!session) return signIn(reply);
-      if (!box.verifyMac('account', session.uid, request.body.csrf)) throw Object.assign(new Error('this page has expired; reload it'), { statusCode: 403 });
+      if (!box.verifyMac('account', session.uid, request.body.csrf)) throw HttpProblem.forbidden('this page has expired; reload it');
       const app = (await connectedApps(db, session.accountId)).find((a) => a.client_id === request.body.client_id);
       if (app) {
         await revokeGrants(db, app.grant_ids);

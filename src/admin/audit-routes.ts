@@ -1,9 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 
+import { HttpProblem } from '../errors.js';
 import { AUDIT_EVENT_TYPES, queryAudit, type AuditQuery, type AuditRow } from '../audit/audit.js';
 import { toAuditEvent } from '../audit/fhir.js';
-import type { AdminDeps } from './plugin.js';
-import { errorResponses, nextCursor, problem, tagged } from './schemas.js';
+import type { AdminDeps } from './deps.js';
+import { errorResponses, nextCursor, tagged } from './schemas.js';
 
 const filters = {
   from: { type: 'string', format: 'date-time' },
@@ -58,7 +59,7 @@ const MAX_SEQ = 2n ** 63n - 1n;
  */
 function instant(name: string, value: string): Date {
   const date = new Date(value.replace(/:60(?=(\.\d+)?(Z|[+-]\d{2}:\d{2})$)/i, ':59'));
-  if (Number.isNaN(date.getTime())) throw problem(400, `${name} ${value} is not a date-time this server can use`);
+  if (Number.isNaN(date.getTime())) throw HttpProblem.invalid(`${name} ${value} is not a date-time this server can use`);
   return value.includes(':60') ? new Date(date.getTime() + 1000) : date;
 }
 
@@ -68,8 +69,8 @@ export async function auditRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   const query = (q: Filters): AuditQuery => {
     const from = q.from === undefined ? undefined : instant('from', q.from);
     const to = q.to === undefined ? undefined : instant('to', q.to);
-    if (from && to && from > to) throw problem(400, 'from is after to');
-    if (q.after !== undefined && BigInt(q.after) > MAX_SEQ) throw problem(400, `after ${q.after} is past the largest event number (${MAX_SEQ})`);
+    if (from && to && from > to) throw HttpProblem.invalid('from is after to');
+    if (q.after !== undefined && BigInt(q.after) > MAX_SEQ) throw HttpProblem.invalid(`after ${q.after} is past the largest event number (${MAX_SEQ})`);
     return { from, to, type: q.type, client: q.client, user: q.user, patient: q.patient, outcome: q.outcome, after: q.after, limit: q.limit };
   };
 

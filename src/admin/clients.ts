@@ -1,11 +1,12 @@
 import type { FastifyInstance } from 'fastify';
 import { errors } from 'oidc-provider';
 
-import { ClientProblem, deleteClient, generateClientId, getClient, insertClient, listClients, rotateClientSecret, updateClient, type ClientRecord } from '../clients/registry.js';
+import { HttpProblem } from '../errors.js';
+import { deleteClient, generateClientId, getClient, insertClient, listClients, rotateClientSecret, updateClient, type ClientRecord } from '../clients/registry.js';
 import type { ClientStatus } from '../db/tables/clients.js';
 import { checkClientMetadata, ClientRuleError, needsSecret, toProviderMetadata } from '../smart/client-rules.js';
-import type { AdminDeps } from './plugin.js';
-import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
+import type { AdminDeps } from './deps.js';
+import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
 
 const uri = { type: 'string', minLength: 1, maxLength: 2048 } as const;
 
@@ -67,8 +68,8 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       checkClientMetadata(full, { writer: 'operator', vouched: true, allowHttpJwksUri: deps.config.outboundAllowPrivate });
       await host.provider.Client.validate({ client_id: 'validation', ...toProviderMetadata(full), ...(needsSecret(full) ? { client_secret: 'x'.repeat(43) } : {}) });
     } catch (error) {
-      if (error instanceof ClientRuleError) throw problem(400, error.message);
-      if (error instanceof errors.InvalidClientMetadata || error instanceof errors.InvalidRedirectUri) throw problem(400, String(error.error_description));
+      if (error instanceof ClientRuleError) throw HttpProblem.invalid(error.message);
+      if (error instanceof errors.InvalidClientMetadata || error instanceof errors.InvalidRedirectUri) throw HttpProblem.invalid(String(error.error_description));
       throw error;
     }
     return full;
@@ -87,15 +88,9 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     async (request, reply) => {
       const { client_id: requestedId, status = 'active', ...metadata } = request.body;
       const clientId = requestedId ?? generateClientId();
-      if (clientId.startsWith('urn:smart-auth:')) throw problem(400, 'client_id: the urn:smart-auth: prefix is reserved');
+      if (clientId.startsWith('urn:smart-auth:')) throw HttpProblem.invalid('client_id: the urn:smart-auth: prefix is reserved');
       const full = await validated(metadata);
-      let created;
-      try {
-        created = await insertClient(db, box, clientId, full, status);
-      } catch (error) {
-        if (error instanceof ClientProblem) throw problem(error.status === 404 ? 404 : error.status, error.message);
-        throw error;
-      }
+      const created = await insertClient(db, box, clientId, full, status, { withSecret: needsSecret(full) });
       await audit.record({ ...adminEvent(request), type: 'client.created', clientId, details: { status, token_endpoint_auth_method: full.token_endpoint_auth_method, grant_types: full.grant_types, scope: full.scope } });
       return reply.code(201).send(view(created.record, created.secret));
     },
@@ -139,7 +134,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       const { status, ...changes } = request.body;
       const currentMetadata = Object.fromEntries(Object.entries(current.metadata).filter(([key]) => key !== 'client_id'));
       const full = await validated({ ...currentMetadata, ...changes });
-      const updated = await updateClient(db, box, current.client_id, full, status);
+      const updated = await updateClient(db, box, current.client_id, full, status, { withSecret: needsSecret(full) });
       clients.invalidate(current.client_id);
       await audit.record({ ...adminEvent(request), type: 'client.updated', clientId: current.client_id, details: { changed: Object.keys(request.body), status: updated.record.status } });
       return view(updated.record, updated.secret);
@@ -150,7 +145,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     '/clients/:client_id',
     { schema: { ...tagged, summary: 'Delete a client and everything issued to it', params: idParams('client_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      if (!(await deleteClient(db, request.params.client_id))) throw problem(404, `no client ${request.params.client_id}`);
+      if (!(await deleteClient(db, request.params.client_id))) throw HttpProblem.notFound(`no client ${request.params.client_id}`);
       clients.invalidate(request.params.client_id);
       await audit.record({ ...adminEvent(request), type: 'client.deleted', clientId: request.params.client_id });
       return reply.code(204).send();
@@ -161,14 +156,10 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     '/clients/:client_id/secret',
     { schema: { ...tagged, summary: 'Replace the client secret (shown once)', params: idParams('client_id'), response: { 200: clientResponse, ...errorResponses } } },
     async (request) => {
-      let secret: string;
-      try {
-        secret = await rotateClientSecret(db, box, request.params.client_id);
-        clients.invalidate(request.params.client_id);
-      } catch (error) {
-        if (error instanceof ClientProblem) throw problem(error.status === 404 ? 404 : error.status, error.message);
-        throw error;
-      }
+      const current = await existing(request.params.client_id);
+      if (!needsSecret(current.metadata)) throw HttpProblem.invalid(`client ${current.client_id} authenticates with ${String(current.metadata.token_endpoint_auth_method)}: it has no secret`);
+      const secret = await rotateClientSecret(db, box, current.client_id);
+      clients.invalidate(current.client_id);
       await audit.record({ ...adminEvent(request), type: 'client.secret_rotated', clientId: request.params.client_id });
       return view(await existing(request.params.client_id), secret);
     },
@@ -185,7 +176,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       },
     },
     async (request, reply) => {
-      if (deps.config.registration !== 'token') throw problem(409, `dynamic registration is ${deps.config.registration}: initial access tokens are used only with REGISTRATION=token`);
+      if (deps.config.registration !== 'token') throw HttpProblem.conflict(`dynamic registration is ${deps.config.registration}: initial access tokens are used only with REGISTRATION=token`);
       const expiresIn = request.body.expires_in ?? 86_400;
       const token = await new host.provider.InitialAccessToken({ expiresIn }).save();
       await audit.record({ ...adminEvent(request), type: 'client.updated', details: { initial_access_token: 'created', expires_in: expiresIn } });
@@ -195,7 +186,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
 
   async function existing(clientId: string): Promise<ClientRecord> {
     const client = await getClient(db, clientId);
-    if (!client) throw problem(404, `no client ${clientId}`);
+    if (!client) throw HttpProblem.notFound(`no client ${clientId}`);
     return client;
   }
 }

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 
-import { checkEncounter, checkPatient, ResourceProblem, resourcesOf } from '../directory/fhir.js';
+import { HttpProblem } from '../errors.js';
+import { checkEncounter, checkPatient, resourcesOf } from '../directory/fhir.js';
 import { deletePatient, encountersOf, importDirectory, patientExists, patientResource, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
-import type { AdminDeps } from './plugin.js';
-import { adminEvent, errorResponses, idParams, problem, tagged } from './schemas.js';
+import type { AdminDeps } from './deps.js';
+import { adminEvent, errorResponses, idParams, tagged } from './schemas.js';
 
 const resourceBody = { type: 'object', required: ['resourceType'], properties: { resourceType: { type: 'string' } }, additionalProperties: true } as const;
 const patientSummary = {
@@ -18,19 +19,11 @@ const MAX_IMPORT_BYTES = 32 * 1024 * 1024;
 /** The patient directory the pickers search, and each patient's encounters; FHIR R4 resources in. */
 export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { db, audit } = deps;
-  const checked = <T>(fn: () => T): T => {
-    try {
-      return fn();
-    } catch (error) {
-      if (error instanceof ResourceProblem) throw problem(400, error.message);
-      throw error;
-    }
-  };
   app.addContentTypeParser(['application/fhir+json'], { parseAs: 'string' }, (_request, body, done) => {
     try {
       done(null, JSON.parse(body as string));
     } catch {
-      done(Object.assign(new Error('the body is not JSON'), { statusCode: 400 }), undefined);
+      done(HttpProblem.invalid('the body is not JSON'), undefined);
     }
   });
   app.addContentTypeParser(['application/fhir+ndjson', 'application/x-ndjson', 'application/ndjson'], { parseAs: 'string', bodyLimit: MAX_IMPORT_BYTES }, (_request, body, done) => done(null, { ndjson: body }));
@@ -39,7 +32,7 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
     '/patients',
     { schema: { ...tagged, summary: 'Add or replace a patient: a FHIR R4 Patient whose id becomes the patient id', body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
     async (request, reply) => {
-      const patient = checked(() => checkPatient(request.body));
+      const patient = checkPatient(request.body);
       await upsertPatient(db, patient);
       await audit.record({ ...adminEvent(request), type: 'patient.imported', patientId: patient.id, details: { patients: 1 } });
       return reply.code(201).send(patient);
@@ -61,12 +54,12 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
 
   app.get<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Read a patient', params: idParams('id'), response: { 200: resourceResponse, ...errorResponses } } }, async (request) => {
     const resource = await patientResource(db, request.params.id);
-    if (!resource) throw problem(404, `no patient ${request.params.id}`);
+    if (!resource) throw HttpProblem.notFound(`no patient ${request.params.id}`);
     return resource;
   });
 
   app.delete<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Remove a patient and their encounters from the directory', params: idParams('id'), response: { 204: { type: 'null' }, ...errorResponses } } }, async (request, reply) => {
-    if (!(await deletePatient(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
+    if (!(await deletePatient(db, request.params.id))) throw HttpProblem.notFound(`no patient ${request.params.id}`);
     return reply.code(204).send();
   });
 
@@ -74,8 +67,8 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
     '/patients/:id/encounters',
     { schema: { ...tagged, summary: "Add or replace one of the patient's encounters: a FHIR R4 Encounter", params: idParams('id'), body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
     async (request, reply) => {
-      if (!(await patientExists(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
-      const encounter = checked(() => checkEncounter(request.body, request.params.id));
+      if (!(await patientExists(db, request.params.id))) throw HttpProblem.notFound(`no patient ${request.params.id}`);
+      const encounter = checkEncounter(request.body, request.params.id);
       await upsertEncounter(db, encounter);
       return reply.code(201).send(encounter);
     },
@@ -92,7 +85,7 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
       },
     },
     async (request) => {
-      if (!(await patientExists(db, request.params.id))) throw problem(404, `no patient ${request.params.id}`);
+      if (!(await patientExists(db, request.params.id))) throw HttpProblem.notFound(`no patient ${request.params.id}`);
       return { items: await encountersOf(db, request.params.id) };
     },
   );
@@ -110,21 +103,21 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
     },
     async (request) => {
       const body = request.body;
-      const resources = checked(() => (typeof body.ndjson === 'string' ? resourcesOf(body.ndjson, 'ndjson') : resourcesOf(JSON.stringify(body), 'bundle')));
+      const resources = typeof body.ndjson === 'string' ? resourcesOf(body.ndjson, 'ndjson') : resourcesOf(JSON.stringify(body), 'bundle');
       const patients: PatientResource[] = [];
       const encounters: EncounterResource[] = [];
       for (const [i, resource] of resources.entries()) {
         const unfit = inputProblem(resource, `resource ${i + 1}`);
-        if (unfit) throw problem(400, describeInputProblem(unfit));
+        if (unfit) throw HttpProblem.invalid(describeInputProblem(unfit));
         const type = (resource as { resourceType?: unknown }).resourceType;
-        if (type === 'Patient') patients.push(checked(() => checkPatient(resource)));
-        else if (type === 'Encounter') encounters.push(checked(() => checkEncounter(resource)));
-        else throw problem(400, `resource ${i + 1}: only Patient and Encounter resources are imported, not ${String(type)}`);
+        if (type === 'Patient') patients.push(checkPatient(resource));
+        else if (type === 'Encounter') encounters.push(checkEncounter(resource));
+        else throw HttpProblem.invalid(`resource ${i + 1}: only Patient and Encounter resources are imported, not ${String(type)}`);
       }
       const ids = new Set(patients.map((p) => p.id));
       for (const encounter of encounters) {
         const patientId = encounter.subject.reference.slice('Patient/'.length);
-        if (!ids.has(patientId) && !(await patientExists(db, patientId))) throw problem(400, `Encounter/${encounter.id}: its patient ${patientId} is neither imported nor in the directory`);
+        if (!ids.has(patientId) && !(await patientExists(db, patientId))) throw HttpProblem.invalid(`Encounter/${encounter.id}: its patient ${patientId} is neither imported nor in the directory`);
       }
       await importDirectory(db, patients, encounters);
       await audit.record({ ...adminEvent(request), type: 'patient.imported', details: { patients: patients.length, encounters: encounters.length } });

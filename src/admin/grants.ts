@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 
+import { HttpProblem } from '../errors.js';
 import { listGrants, grantHolder, revokeGrants } from '../grants/grants.js';
-import type { AdminDeps } from './plugin.js';
-import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
+import type { AdminDeps } from './deps.js';
+import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
 
 const grantResponse = {
   type: 'object',
@@ -42,7 +43,7 @@ export async function grantRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     { schema: { ...tagged, summary: 'Revoke a grant and every token issued under it', params: idParams('grant_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
       const holder = await grantHolder(db, request.params.grant_id);
-      if (!(await revokeGrants(db, [request.params.grant_id]))) throw problem(404, `no grant ${request.params.grant_id}`);
+      if (!(await revokeGrants(db, [request.params.grant_id]))) throw HttpProblem.notFound(`no grant ${request.params.grant_id}`);
       await audit.record({ ...adminEvent(request), type: 'grant.revoked', grantId: request.params.grant_id, ...holder });
       return reply.code(204).send();
     },

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
 
+import { HttpProblem } from '../errors.js';
 import { KeyRotationError, listSigningKeys, rotateSigningKeys } from '../keys/signing-keys.js';
 import { minPublishedSeconds, RETIRED_KEY_PUBLISH_SECONDS } from '../maintenance.js';
 import { SIGNING_ALGS, type SigningAlg } from '../config/config.js';
-import type { AdminDeps } from './plugin.js';
-import { adminEvent, errorResponses, problem, tagged } from './schemas.js';
+import type { AdminDeps } from './deps.js';
+import { adminEvent, errorResponses, tagged } from './schemas.js';
 
 const keyResponse = {
   type: 'object',
@@ -59,7 +60,7 @@ export async function keyRoutes(app: FastifyInstance, deps: AdminDeps): Promise<
         await audit.record({ ...adminEvent(request), type: 'key.rotated', details: { rotated } });
         return { rotated: rotated.map((r) => ({ ...r, retired: r.retired ?? null })) };
       } catch (error) {
-        if (error instanceof KeyRotationError) throw problem(409, error.message);
+        if (error instanceof KeyRotationError) throw HttpProblem.conflict(error.message);
         throw error;
       }
     },

@@ -1,16 +1,8 @@
 import swagger from '@fastify/swagger';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Kysely } from 'kysely';
 
-import type { AuditLog } from '../audit/audit.js';
-import type { ClientCache } from '../clients/client-cache.js';
-import type { Config } from '../config/config.js';
-import type { DB } from '../db/schema.js';
 import { redactUrl } from '../http/logger.js';
-import type { Maintenance } from '../maintenance.js';
-import type { ProviderHost } from '../oidc/provider-host.js';
-import type { SecretBox } from '../security/secret-box.js';
 import { auditRoutes } from './audit-routes.js';
 import { adminAuthentication } from './auth.js';
 import { clientRoutes } from './clients.js';
@@ -19,17 +11,7 @@ import { grantRoutes } from './grants.js';
 import { keyRoutes } from './keys.js';
 import { launchRoutes } from './launches.js';
 import { userRoutes } from './users.js';
-
-export interface AdminDeps {
-  readonly config: Config;
-  readonly db: Kysely<DB>;
-  readonly box: SecretBox;
-  readonly host: ProviderHost;
-  readonly audit: AuditLog;
-  readonly maintenance: Maintenance;
-  /** Dropped for a client whenever the client changes, so this process applies the change at once. */
-  readonly clients: ClientCache<unknown>;
-}
+import type { AdminDeps } from './deps.js';
 
 export const ADMIN_PREFIX = '/admin/api';
 

@@ -26,11 +26,6 @@ export const pageQuery = {
 
 export const tagged = { tags: [ADMIN_TAG] } as const;
 
-/** An error the error handler turns into `{ error, error_description }` with this status. */
-export function problem(status: 400 | 403 | 404 | 409, message: string): Error & { statusCode: number } {
-  return Object.assign(new Error(message), { statusCode: status });
-}
-
 /** The next-page cursor: the last item's key, or null at the end. */
 export function nextCursor<T>(items: readonly T[], limit: number, key: (item: T) => string): string | null {
   return items.length === limit ? key(items.at(-1)!) : null;

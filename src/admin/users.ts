@@ -1,8 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 
-import { createUser, getUser, listUsers, resetPassword, updateUser, UserProblem, type UserRecord } from '../users/users.js';
-import type { AdminDeps } from './plugin.js';
-import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, problem, tagged } from './schemas.js';
+import { HttpProblem } from '../errors.js';
+import { createUser, getUser, listUsers, resetPassword, updateUser, type UserRecord } from '../users/users.js';
+import type { AdminDeps } from './deps.js';
+import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
 
 /** `Practitioner/123`, relative to the FHIR base: the resource types SMART allows for fhirUser. */
 const fhirUser = { type: 'string', pattern: '^(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9\\-.]{1,64}$' } as const;
@@ -29,10 +30,6 @@ const userResponse = {
 
 export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   const { db, box, audit } = deps;
-  const rethrow = (error: unknown): never => {
-    if (error instanceof UserProblem) throw problem(error.status, error.message);
-    throw error;
-  };
 
   app.post<{ Body: { id?: string; username: string; password?: string; fhirUser: string; name: string; roles?: string[]; patients?: string[] } }>(
     '/users',
@@ -50,7 +47,7 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
       },
     },
     async (request, reply) => {
-      const user = await createUser(db, request.body).catch(rethrow);
+      const user = await createUser(db, request.body);
       await audit.record({ ...adminEvent(request), type: 'user.created', userId: user.id, details: { username: user.username, fhirUser: user.fhirUser, roles: user.roles } });
       return reply.code(201).send(view(user));
     },
@@ -74,7 +71,7 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
 
   app.get<{ Params: { id: string } }>('/users/:id', { schema: { ...tagged, summary: 'Read a user', params: idParams('id'), response: { 200: userResponse, ...errorResponses } } }, async (request) => {
     const user = await getUser(db, request.params.id);
-    if (!user) throw problem(404, `no user ${request.params.id}`);
+    if (!user) throw HttpProblem.notFound(`no user ${request.params.id}`);
     return view(user);
   });
 
@@ -90,7 +87,7 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
       },
     },
     async (request) => {
-      const user = await updateUser(db, request.params.id, request.body).catch(rethrow);
+      const user = await updateUser(db, request.params.id, request.body);
       await audit.record({ ...adminEvent(request), type: 'user.updated', userId: user.id, details: { changed: Object.keys(request.body), disabled: user.disabled } });
       return view(user);
     },
@@ -108,7 +105,7 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
       },
     },
     async (request, reply) => {
-      await resetPassword(db, box, request.params.id, request.body.password).catch(rethrow);
+      await resetPassword(db, box, request.params.id, request.body.password);
       await audit.record({ ...adminEvent(request), type: 'user.password_reset', userId: request.params.id });
       return reply.code(204).send();
     },

@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 
 import { sql, type Kysely } from 'kysely';
 
+import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
 import type { ClientStatus } from '../db/tables/clients.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { needsSecret } from '../smart/client-rules.js';
 
 /**
  * The clients table as operators see it: RFC 7591 metadata (our `scope` is every scope the client may be
@@ -20,16 +20,6 @@ export interface ClientRecord {
   readonly updated_at: Date;
 }
 
-export class ClientProblem extends Error {
-  override name = 'ClientProblem';
-  constructor(
-    message: string,
-    readonly status: 400 | 404 | 409 = 400,
-  ) {
-    super(message);
-  }
-}
-
 /** 256 random bits: a secret no one guesses, which is why it can be encrypted rather than slowly hashed. */
 export function generateClientSecret(): string {
   return randomBytes(32).toString('base64url');
@@ -39,16 +29,44 @@ export function generateClientId(): string {
   return randomBytes(16).toString('base64url');
 }
 
-export async function insertClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ record: ClientRecord; secret: string | undefined }> {
-  const secret = needsSecret(metadata) ? generateClientSecret() : undefined;
+/** Stores a new client; with `withSecret` (a symmetric client), a secret generated here, returned once. */
+export async function insertClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus, { withSecret }: { withSecret: boolean }): Promise<{ record: ClientRecord; secret: string | undefined }> {
+  const secret = withSecret ? generateClientSecret() : undefined;
   const exists = await db.selectFrom('clients').select('client_id').where('client_id', '=', clientId).executeTakeFirst();
-  if (exists) throw new ClientProblem(`client_id ${clientId} is taken`, 409);
+  if (exists) throw HttpProblem.conflict(`client_id ${clientId} is taken`);
   const row = await db
     .insertInto('clients')
     .values({ client_id: clientId, metadata: JSON.stringify({ ...metadata, client_id: clientId }), client_secret: secret ? box.seal(secret, 'client-secret', clientId) : null, status })
     .returningAll()
     .executeTakeFirstOrThrow();
   return { record: toRecord(row), secret };
+}
+
+/** A client of one of these statuses, as oidc-provider is to be served it: its metadata and its secret opened. */
+export async function readClient(db: Kysely<DB>, box: SecretBox, clientId: string, statuses: readonly ClientStatus[]): Promise<{ metadata: Record<string, unknown>; secret: string | undefined } | undefined> {
+  const row = await db.selectFrom('clients').select(['metadata', 'client_secret']).where('client_id', '=', clientId).where('status', 'in', statuses).executeTakeFirst();
+  if (!row) return undefined;
+  return { metadata: row.metadata, secret: row.client_secret ? box.open(row.client_secret, 'client-secret', clientId) : undefined };
+}
+
+/**
+ * Writes a registration made or changed by the client itself (RFC 7591, RFC 7592): a new one starts as
+ * `newStatus`; a changed one keeps its status, unless `reapprove` sends it back for approval. The secret is
+ * sealed, never stored in the metadata. Returns the status it ends in.
+ */
+export async function saveRegisteredClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, secret: string | undefined, { newStatus, reapprove }: { newStatus: ClientStatus; reapprove: boolean }): Promise<ClientStatus> {
+  const row = {
+    metadata: JSON.stringify({ ...metadata, client_id: clientId }),
+    client_secret: secret === undefined ? null : box.seal(secret, 'client-secret', clientId),
+    updated_at: sql<Date>`now()`,
+  };
+  const saved = await db
+    .insertInto('clients')
+    .values({ client_id: clientId, ...row, status: newStatus })
+    .onConflict((oc) => oc.column('client_id').doUpdateSet(reapprove ? { ...row, status: 'pending' } : row))
+    .returning('status')
+    .executeTakeFirstOrThrow();
+  return saved.status;
 }
 
 export async function getClient(db: Kysely<DB>, clientId: string): Promise<ClientRecord | undefined> {
@@ -82,18 +100,21 @@ export async function listClients(db: Kysely<DB>, options: { after?: string | un
   return (await q.orderBy('client_id').limit(options.limit).execute()).map(toRecord);
 }
 
-/** Replaces the metadata (and the status if given); a secret is created when the client becomes symmetric. */
-export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus | undefined): Promise<{ record: ClientRecord; secret: string | undefined }> {
+/**
+ * Replaces the metadata (and the status if given). `withSecret`: the client authenticates with a secret;
+ * one is created when it had none, and dropped when it no longer does.
+ */
+export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: string, metadata: Record<string, unknown>, status: ClientStatus | undefined, { withSecret }: { withSecret: boolean }): Promise<{ record: ClientRecord; secret: string | undefined }> {
   const current = await db.selectFrom('clients').select(['client_secret']).where('client_id', '=', clientId).executeTakeFirst();
-  if (!current) throw new ClientProblem(`no client ${clientId}`, 404);
-  const secret = needsSecret(metadata) && !current.client_secret ? generateClientSecret() : undefined;
+  if (!current) throw HttpProblem.notFound(`no client ${clientId}`);
+  const secret = withSecret && !current.client_secret ? generateClientSecret() : undefined;
   const row = await db
     .updateTable('clients')
     .set({
       metadata: JSON.stringify({ ...metadata, client_id: clientId }),
       ...(status ? { status } : {}),
       ...(secret ? { client_secret: box.seal(secret, 'client-secret', clientId) } : {}),
-      ...(!needsSecret(metadata) ? { client_secret: null } : {}),
+      ...(!withSecret ? { client_secret: null } : {}),
       updated_at: sql<Date>`now()`,
     })
     .where('client_id', '=', clientId)
@@ -102,10 +123,8 @@ export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: str
   return { record: toRecord(row), secret };
 }
 
+/** A new secret for a symmetric client, returned once. */
 export async function rotateClientSecret(db: Kysely<DB>, box: SecretBox, clientId: string): Promise<string> {
-  const client = await getClient(db, clientId);
-  if (!client) throw new ClientProblem(`no client ${clientId}`, 404);
-  if (!needsSecret(client.metadata)) throw new ClientProblem(`client ${clientId} authenticates with ${String(client.metadata.token_endpoint_auth_method)}: it has no secret`);
   const secret = generateClientSecret();
   await db.updateTable('clients').set({ client_secret: box.seal(secret, 'client-secret', clientId), updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).execute();
   return secret;

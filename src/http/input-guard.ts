@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 
+import { HttpProblem } from '../errors.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 
 /**
@@ -13,7 +14,7 @@ export const inputGuard = fp(
   async (app: FastifyInstance) => {
     app.addHook('preValidation', async (request: FastifyRequest) => {
       const problem = inputProblem(request.query, 'query') ?? inputProblem(request.params, 'path') ?? inputProblem(request.body, 'body');
-      if (problem) throw Object.assign(new Error(describeInputProblem(problem)), { statusCode: 400 });
+      if (problem) throw HttpProblem.invalid(describeInputProblem(problem));
     });
   },
   { name: 'input-guard', fastify: '5.x' },

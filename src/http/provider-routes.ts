@@ -2,8 +2,10 @@ import type { IncomingMessage } from 'node:http';
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { PROVIDER_ENDPOINTS, ROUTES } from '../oidc/routes.js';
+import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
+import { ROUTES } from '../smart/profile.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 
 export interface ProviderRoutesOptions {
@@ -40,11 +42,11 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
     if (raw.method === 'POST' && request.routeOptions.url === `${mountPath}${ROUTES.authorization}`) {
       const query = await authorizationFormAsQuery(raw);
       if (query === undefined) {
-        throw Object.assign(new Error('an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB'), { statusCode: 400 });
+        throw HttpProblem.invalid('an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB');
       }
       // The form becomes a query, which the input guard saw only as an unread body.
       const unfit = inputProblem(Object.fromEntries(new URLSearchParams(query)), 'body');
-      if (unfit) throw Object.assign(new Error(describeInputProblem(unfit)), { statusCode: 400 });
+      if (unfit) throw HttpProblem.invalid(describeInputProblem(unfit));
       raw.method = 'GET';
       raw.url = `${mountPath}${ROUTES.authorization}?${query}`;
       delete raw.headers['content-type'];

@@ -7,6 +7,7 @@ import fastifyStatic from '@fastify/static';
 import type { FastifyInstance } from 'fastify';
 import type { Kysely } from 'kysely';
 
+import { HttpProblem } from '../errors.js';
 import { launchableClients } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
@@ -71,14 +72,14 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
     },
     async (request, reply) => {
       const body = request.body;
-      if (!box.verifyMac('launcher', 'v1', body.csrf ?? '')) throw Object.assign(new Error('the launcher form has expired; reload it'), { statusCode: 403 });
-      if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw Object.assign(new Error('unknown FHIR server'), { statusCode: 400 });
+      if (!box.verifyMac('launcher', 'v1', body.csrf ?? '')) throw HttpProblem.forbidden('the launcher form has expired; reload it');
+      if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw HttpProblem.invalid('unknown FHIR server');
       const client = (await launchableClients(db)).find((c) => c.id === body.client_id);
-      if (!client) throw Object.assign(new Error('that app has no launch_uri'), { statusCode: 400 });
+      if (!client) throw HttpProblem.invalid('that app has no launch_uri');
       const patient = body.patient || undefined;
-      if (patient && !(await patientExists(db, patient))) throw Object.assign(new Error('unknown patient'), { statusCode: 400 });
+      if (patient && !(await patientExists(db, patient))) throw HttpProblem.invalid('unknown patient');
       const encounter = body.encounter?.trim() || undefined;
-      if (encounter && !(patient && (await encountersOf(db, patient)).some((e) => e.id === encounter))) throw Object.assign(new Error(`encounter ${encounter} is not one of the patient's`), { statusCode: 400 });
+      if (encounter && !(patient && (await encountersOf(db, patient)).some((e) => e.id === encounter))) throw HttpProblem.invalid(`encounter ${encounter} is not one of the patient's`);
       const { launch } = await createLaunch(db, box, {
         client_id: body.client_id,
         fhir_base: body.fhir_base,

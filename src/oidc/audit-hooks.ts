@@ -47,14 +47,7 @@ function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record
   const error = typeof body.error === 'string' ? body.error : undefined;
   if (!error) return undefined;
   const detail = state.clientAuthProblem ?? state.errorDetail;
-  let type: AuditEventType = 'token.failed';
-  if (error === 'invalid_client') {
-    const assertion = typeof oidc.params?.client_assertion === 'string';
-    type = detail?.includes('jti was already used') ? 'client_assertion.replayed' : assertion ? 'client_assertion.failed' : 'client_auth.failed';
-  } else if (error === 'invalid_grant' && detail?.includes('authorization code already consumed')) {
-    type = 'code.reused';
-  } else if (error === 'invalid_grant' && detail?.includes('refresh token already used')) {
-    type = 'refresh_token.reused';
-  }
+  let type: AuditEventType = state.auditFailure ?? 'token.failed';
+  if (!state.auditFailure && error === 'invalid_client') type = typeof oidc.params?.client_assertion === 'string' ? 'client_assertion.failed' : 'client_auth.failed';
   return { type, outcome: 'failure', details: { route: oidc.route, grant_type: grantType, error, reason: detail } };
 }

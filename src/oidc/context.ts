@@ -20,8 +20,22 @@ export interface ProviderState {
   grantContext?: GrantContext | null;
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
+  /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */
+  databaseFault?: string;
+  /** A failure the audit trail names by its own type rather than as a plain token failure. */
+  auditFailure?: AuditFailure;
 }
+
+/** Failures that are attacks or their traces: a single-use value used again, an assertion replayed. */
+export type AuditFailure = 'code.reused' | 'refresh_token.reused' | 'client_assertion.replayed';
 
 export function stateOf(ctx: { state: unknown }): ProviderState {
   return ctx.state as ProviderState;
+}
+
+/** An error page oidc-provider (or our middleware in front of it) shows a person. */
+export interface ErrorPage {
+  readonly status: number;
+  readonly error: string;
+  readonly description: string | undefined;
 }

@@ -7,7 +7,7 @@ import type { Client, ClientMetadata, KoaContextWithOIDC } from 'oidc-provider';
 import { splitScopes } from '../smart/scopes/scope.js';
 import { registeredScopes } from './resource-server.js';
 import { oidcOf } from './context.js';
-import { ROUTES } from './routes.js';
+import { ROUTES } from '../smart/profile.js';
 
 /**
  * Introspection (RFC 7662, SMART App Launch 2.2 §Token Introspection). oidc-provider authenticates callers

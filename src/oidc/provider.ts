@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely';
-import Provider, { errors, type AdapterPayload, type ClientMetadata, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, type AdapterPayload, type ClientMetadata, type Configuration } from 'oidc-provider';
 import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
@@ -9,29 +9,17 @@ import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
-import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, JWKS_MAX_AGE_SECONDS, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
-import { createAdapterFactory } from './adapter.js';
-import { auditMiddleware } from './audit-hooks.js';
-import { oidcOf } from './context.js';
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
+import { createAdapterFactory } from './adapters/factory.js';
+import { oidcOf, type ErrorPage } from './context.js';
 import { findAccount } from './accounts.js';
 import { assertClientAssertion } from './client-auth.js';
-import { exposeErrorDetails } from './error-details.js';
-import { registrationResponse } from './registration.js';
 import { generateClientId, generateClientSecret } from '../clients/registry.js';
-import { bearerIntrospection, bearerIntrospectionClient, inactiveForForeignTokens, introspectionAllowed } from './introspection.js';
-import { offlineAccessPrompt, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, tokenResponseMiddleware, validateLaunchParam } from './smart-launch.js';
+import { bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
+import { installPipeline } from './pipeline.js';
+import { rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, validateLaunchParam } from './smart-launch.js';
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
-import { ROUTES } from './routes.js';
-import { databaseFaultResponses, FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
-
-/** Errors that mean the client went away mid-request: nothing for an operator to fix. */
-const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
-
-export interface ErrorPage {
-  readonly status: number;
-  readonly error: string;
-  readonly description: string | undefined;
-}
+import { FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
 
 export interface ProviderDeps {
   readonly config: Config;
@@ -213,49 +201,6 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
-  // A body oidc-provider refused (over its 56 KiB, of a type the endpoint does not take) is left partly
-  // unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it.
-  provider.use(async (ctx, next) => {
-    try {
-      await next();
-    } finally {
-      // `complete` is undefined on requests injected without a connection (light-my-request).
-      const { complete } = ctx.req as { complete?: boolean };
-      if (complete === false && !ctx.headerSent) {
-        ctx.set('connection', 'close');
-        ctx.req.resume();
-      }
-    }
-  });
-  provider.use(databaseFaultResponses(log, deps.renderErrorPage));
-  provider.use(async (ctx, next) => {
-    await next();
-    const route = oidcOf(ctx)?.route;
-    if (route === 'jwks' || route === 'discovery') {
-      ctx.set('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
-    }
-    // SMART App Launch 2.2 §Token response (and Inferno) want both; oidc-provider sets only Cache-Control.
-    if (route === 'token' || route === 'introspection') ctx.set('pragma', 'no-cache');
-  });
-  provider.use(auditMiddleware(deps.audit));
-  provider.use(bearerIntrospection(provider, bearerClient.authorization));
-  provider.use(inactiveForForeignTokens());
-  provider.use(offlineAccessPrompt());
-  provider.use(tokenResponseMiddleware(deps.db, refreshTtlSeconds));
-  provider.use(registrationResponse(deps.audit));
-  exposeErrorDetails(provider);
-
-  provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
-    log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
-  });
-  // Koa's own error channel: whatever oidc-provider's handlers did not answer themselves, answered by Koa. A
-  // request Koa refuses as malformed (bad percent-encoding, say) is the client's error, not ours.
-  (provider as unknown as NodeJS.EventEmitter).on('error', (error: Error & { status?: number; expose?: boolean; code?: string }) => {
-    if (error.expose || (error.status !== undefined && error.status < 500) || CLIENT_GONE.has(error.code ?? '')) {
-      log.info({ err: { type: error.name, code: error.code, message: error.message }, status: error.status }, 'request refused or abandoned: a client error');
-    } else {
-      log.error({ err: error }, 'unhandled error in the OAuth core');
-    }
-  });
+  installPipeline(provider, { log, audit: deps.audit, db: deps.db, refreshTtlSeconds, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
   return provider;
 }

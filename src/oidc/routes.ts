@@ -1,32 +1,8 @@
-/** Paths of oidc-provider's endpoints, and which of them the Fastify bridge hands to it. */
+import { OAUTH_DISCOVERY_PATH, OIDC_DISCOVERY_PATH, ROUTES } from '../smart/profile.js';
 
 /**
- * Where oidc-provider's endpoints live, relative to the issuer. Named after what they do rather than
- * oidc-provider's defaults (`/token/introspection`, `/me`), as the design's request flow lists them.
- */
-export const ROUTES = {
-  authorization: '/auth',
-  token: '/token',
-  userinfo: '/userinfo',
-  jwks: '/jwks',
-  registration: '/reg',
-  introspection: '/introspect',
-  revocation: '/revoke',
-  end_session: '/logout',
-  pushed_authorization_request: '/par',
-  backchannel_authentication: '/backchannel',
-  code_verification: '/device',
-  device_authorization: '/device/auth',
-  challenge: '/challenge',
-  credential: '/credential',
-} as const;
-
-export const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
-export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
-
-/**
- * The (path, methods) pairs oidc-provider answers with the features enabled below; the Fastify bridge
- * routes exactly these to it. Keep in step with `features` in provider.ts.
+ * The (path, methods) pairs oidc-provider answers with the features enabled in provider.ts; the Fastify
+ * bridge routes exactly these to it. Keep in step with `features` there.
  */
 export const PROVIDER_ENDPOINTS: readonly {
   readonly path: string;

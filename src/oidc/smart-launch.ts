@@ -9,10 +9,10 @@ import { findGrantContext, findLaunch, touchGrantContext } from '../launch/conte
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext, type GrantContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { extendGrant } from './adapter.js';
+import { extendGrant } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { fhirBaseOf } from './resource-server.js';
-import { ROUTES } from './routes.js';
+import { ROUTES } from '../smart/profile.js';
 
 /**
  * The SMART launch at oidc-provider's seams: the interaction policy, the `launch` parameter, refresh tokens,

@@ -2,15 +2,10 @@ import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWit
 import type { Logger } from 'pino';
 
 import { RETRY_AFTER_SECONDS, unavailableReason } from '../db/faults.js';
-import { oidcOf } from './context.js';
-import type { ErrorPage } from './provider.js';
+import { oidcOf, stateOf, type ErrorPage } from './context.js';
 
 /** RFC 6749 §4.1.2.1 (authorization) and §5.2 as used for every OAuth endpoint: try again later. */
 export const TEMPORARILY_UNAVAILABLE = { error: 'temporarily_unavailable', error_description: 'the service is temporarily unavailable; try again shortly' } as const;
-
-interface FaultState {
-  databaseFault?: string;
-}
 
 /**
  * The database is unavailable: an OAuth error oidc-provider answers as it answers its own (JSON, an error
@@ -31,7 +26,7 @@ function asProtocolError(error: unknown): unknown {
   const reason = unavailableReason(error);
   if (!reason) return error;
   const ctx = Provider.ctx;
-  if (ctx) (ctx.state as FaultState).databaseFault = reason;
+  if (ctx) stateOf(ctx).databaseFault = reason;
   return new DatabaseUnavailable(reason, error);
 }
 
@@ -92,7 +87,7 @@ export class FaultMappingAdapter implements Adapter {
  */
 export function databaseFaultResponses(log: Logger, renderErrorPage: (page: ErrorPage) => Promise<string>) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
-    const state = ctx.state as FaultState;
+    const state = stateOf(ctx);
     try {
       await next();
     } catch (error) {

@@ -4,6 +4,30 @@
  * client rules (client-rules.ts) check registrations against them, so the three cannot disagree.
  */
 
+/**
+ * Where the OAuth endpoints live, relative to the issuer (oidc-provider's `routes`). Named after what they do
+ * rather than oidc-provider's defaults (`/token/introspection`, `/me`), as the design's request flow lists them.
+ */
+export const ROUTES = {
+  authorization: '/auth',
+  token: '/token',
+  userinfo: '/userinfo',
+  jwks: '/jwks',
+  registration: '/reg',
+  introspection: '/introspect',
+  revocation: '/revoke',
+  end_session: '/logout',
+  pushed_authorization_request: '/par',
+  backchannel_authentication: '/backchannel',
+  code_verification: '/device',
+  device_authorization: '/device/auth',
+  challenge: '/challenge',
+  credential: '/credential',
+} as const;
+
+export const OIDC_DISCOVERY_PATH = '/.well-known/openid-configuration';
+export const OAUTH_DISCOVERY_PATH = '/.well-known/oauth-authorization-server';
+
 /** Token endpoint client authentication (SMART App Launch 2.2 §Client authentication). */
 export const CLIENT_AUTH_METHODS = ['private_key_jwt', 'client_secret_basic', 'client_secret_post', 'none'] as const;
 export type ClientAuthMethodName = (typeof CLIENT_AUTH_METHODS)[number];

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 
+import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
 import { endUserAccess } from '../grants/grants.js';
 import { hashPassword } from '../security/password.js';
@@ -43,22 +44,12 @@ export interface UserRecord extends User {
 
 const USER_COLUMNS = ['id', 'username', 'fhir_user', 'name', 'roles', 'disabled', 'created_at', 'updated_at', 'last_login_at'] as const;
 
-export class UserProblem extends Error {
-  override name = 'UserProblem';
-  constructor(
-    message: string,
-    readonly status: 400 | 404 | 409 = 400,
-  ) {
-    super(message);
-  }
-}
-
 export async function createUser(
   db: Kysely<DB>,
   input: { id?: string | undefined; username: string; password?: string | undefined; fhirUser: string; name: string; roles?: readonly string[] | undefined; patients?: readonly string[] | undefined },
 ): Promise<UserRecord> {
   const taken = await db.selectFrom('users').select('id').where((eb) => eb.or([eb('username', '=', input.username), ...(input.id ? [eb('id', '=', input.id)] : [])])).executeTakeFirst();
-  if (taken) throw new UserProblem(`username ${input.username} or id is taken`, 409);
+  if (taken) throw HttpProblem.conflict(`username ${input.username} or id is taken`);
   const id = input.id ?? crypto.randomUUID();
   await db.transaction().execute(async (trx) => {
     await trx
@@ -75,7 +66,7 @@ async function setPatients(db: Kysely<DB>, userId: string, patients: readonly st
   if (!patients.length) return;
   const known = await db.selectFrom('patients').select('id').where('id', 'in', patients).execute();
   const missing = patients.filter((p) => !known.some((k) => k.id === p));
-  if (missing.length) throw new UserProblem(`patients: not in the directory: ${missing.join(', ')}`);
+  if (missing.length) throw HttpProblem.invalid(`patients: not in the directory: ${missing.join(', ')}`);
   await db.insertInto('user_patients').values(patients.map((patient_id) => ({ user_id: userId, patient_id }))).execute();
 }
 
@@ -101,7 +92,7 @@ export async function updateUser(
   patch: { fhirUser?: string | undefined; name?: string | undefined; roles?: readonly string[] | undefined; disabled?: boolean | undefined; patients?: readonly string[] | undefined },
 ): Promise<UserRecord> {
   const exists = await db.selectFrom('users').select('id').where('id', '=', id).executeTakeFirst();
-  if (!exists) throw new UserProblem(`no user ${id}`, 404);
+  if (!exists) throw HttpProblem.notFound(`no user ${id}`);
   await db.transaction().execute(async (trx) => {
     await trx
       .updateTable('users')
@@ -123,7 +114,7 @@ export async function updateUser(
 /** Sets a new password and lifts the slowdown on the user name: attempts on the old password no longer count. */
 export async function resetPassword(db: Kysely<DB>, box: SecretBox, id: string, password: string): Promise<void> {
   const row = await db.updateTable('users').set({ password_hash: await hashPassword(password), updated_at: sql<Date>`now()` }).where('id', '=', id).returning('username').executeTakeFirst();
-  if (!row) throw new UserProblem(`no user ${id}`, 404);
+  if (!row) throw HttpProblem.notFound(`no user ${id}`);
   await resetThrottle(db, throttleKey(box, 'account', loginName(row.username)));
 }
 

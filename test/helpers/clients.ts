@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 
 import type { FastifyInstance } from 'fastify';
 
-import { ClientAdapter } from '../../src/oidc/adapter.js';
+import { ClientAdapter } from '../../src/oidc/adapters/client.js';
 
 export interface TestClient {
   readonly client_id: string;

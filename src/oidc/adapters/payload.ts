@@ -1,14 +1,10 @@
-import { decodeProtectedHeader } from 'jose';
 import { sql, type Kysely } from 'kysely';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 
-import type { ClientCache } from '../clients/client-cache.js';
-import type { JwksCache } from '../clients/jwks-cache.js';
-import type { DB } from '../db/schema.js';
-import type { SecretBox } from '../security/secret-box.js';
-import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, widenedProperties } from '../smart/client-rules.js';
-import { describeInputProblem, inputProblem, isStorableText } from '../security/text.js';
-import { stateOf } from './context.js';
+import type { DB } from '../../db/schema.js';
+import type { SecretBox } from '../../security/secret-box.js';
+import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
+import { stateOf } from '../context.js';
 
 /**
  * Models whose rows carry a grantId and are removed by `revokeByGrantId` when a grant is revoked
@@ -69,29 +65,6 @@ export const PAYLOAD_MODELS = [
   'BackchannelAuthenticationRequest',
   'PreAuthorizedCode',
 ] as const;
-
-export interface AdapterDeps {
-  readonly db: Kysely<DB>;
-  readonly box: SecretBox;
-  /** Key sets of clients registered by JWKS URL; without it such clients have no keys. */
-  readonly jwks?: JwksCache | undefined;
-  /** The status of a client created by dynamic registration. */
-  readonly registrationStatus?: 'active' | 'pending' | undefined;
-  /** Active clients' metadata, shared with whatever else changes clients in this process. */
-  readonly clients?: ClientCache<AdapterPayload> | undefined;
-}
-
-/** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
-const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete', 'registration']);
-
-/** The `adapter` option of oidc-provider: one instance per model name. */
-export function createAdapterFactory(deps: AdapterDeps): (model: string) => Adapter {
-  return (model) => {
-    if (model === 'Client') return new ClientAdapter(deps);
-    if (model === 'ReplayDetection') return new ReplayDetectionAdapter(deps.db);
-    return new PayloadAdapter(deps.db, deps.box, model);
-  };
-}
 
 /**
  * One JSONB table for every model, keyed by (model, id). Expired rows are invisible to `find` at once and
@@ -179,6 +152,8 @@ export class PayloadAdapter implements Adapter {
       .where('consumed_at', 'is', null)
       .executeTakeFirst();
     if (Number(flipped.numUpdatedRows) > 0 || !(this.#model in REUSE_LABELS)) return;
+    const ctx = Provider.ctx;
+    if (ctx) stateOf(ctx).auditFailure = this.#model === 'RefreshToken' ? 'refresh_token.reused' : 'code.reused';
     const row = await this.#db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', this.#model).where('id', 'in', ids).executeTakeFirst();
     if (row?.grant_id) await revokeGrant(this.#db, row.grant_id);
     throw new errors.InvalidGrant(REUSE_LABELS[this.#model]);
@@ -241,179 +216,6 @@ async function revokeGrant(db: Kysely<DB>, grantId: string): Promise<void> {
   });
   const ctx = Provider.ctx;
   ctx?.oidc.provider.emit('grant.revoked', ctx, grantId);
-}
-
-/**
- * Clients live in our own `clients` table (written by the admin API and dynamic registration) so that they
- * carry a status and their secrets are sealed at rest. Only active clients exist for oidc-provider.
- */
-export class ClientAdapter implements Adapter {
-  readonly #db: Kysely<DB>;
-  readonly #box: SecretBox;
-
-  readonly #jwks: JwksCache | undefined;
-  readonly #registrationStatus: 'active' | 'pending';
-  readonly #cache: ClientCache<AdapterPayload> | undefined;
-
-  constructor({ db, box, jwks, registrationStatus, clients }: AdapterDeps) {
-    this.#db = db;
-    this.#box = box;
-    this.#jwks = jwks;
-    this.#registrationStatus = registrationStatus ?? 'active';
-    this.#cache = clients;
-  }
-
-  async find(clientId: string): Promise<AdapterPayload | undefined> {
-    if (!isStorableText(clientId)) return undefined; // no client is registered under such an id
-
-    // A pending client can read and change its own registration, and nothing else until approved.
-    const management = MANAGEMENT_ROUTES.has(Provider.ctx?.oidc.route ?? '');
-    const cached = management ? undefined : this.#cache?.get(clientId);
-    const readAt = this.#cache?.generation ?? 0;
-    const metadata = cached ? structuredClone(cached) : await this.#read(clientId, management);
-    if (!metadata) return undefined;
-    if (!cached && !management) this.#cache?.set(clientId, structuredClone(metadata), readAt);
-    const jwksUri = (metadata as Record<string, unknown>)[REGISTERED_JWKS_URI];
-    if (typeof jwksUri === 'string') await this.#inlineJwks(metadata, jwksUri);
-    return metadata;
-  }
-
-  async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {
-    const row = await this.#db
-      .selectFrom('clients')
-      .select(['metadata', 'client_secret'])
-      .where('client_id', '=', clientId)
-      .where('status', 'in', management ? ['active', 'pending'] : ['active'])
-      .executeTakeFirst();
-    if (!row) return undefined;
-    const metadata = { ...toProviderMetadata(row.metadata), client_id: clientId } as AdapterPayload;
-    if (row.client_secret) metadata.client_secret = this.#box.open(row.client_secret, 'client-secret', clientId);
-    return metadata;
-  }
-
-  /**
-   * oidc-provider caches a JWKS URL's keys for at least 60 s whatever the response says; SMART wants no
-   * longer than Cache-Control allows, a fresh fetch when a client rotates to a new kid, and no SSRF. So the
-   * keys are fetched by our JwksCache and handed to oidc-provider inline, and only when this request
-   * carries a client assertion to verify. A fetch failure leaves the key set empty and says why.
-   */
-  async #inlineJwks(metadata: AdapterPayload, uri: string): Promise<void> {
-    const ctx = Provider.ctx;
-    const assertion = ctx?.oidc.params?.client_assertion;
-    if (!ctx || typeof assertion !== 'string' || !this.#jwks) return;
-    let kid: string | undefined;
-    try {
-      kid = decodeProtectedHeader(assertion).kid;
-    } catch {
-      kid = undefined; // malformed: oidc-provider reports it
-    }
-    const result = await this.#jwks.get(uri, kid);
-    if ('error' in result) stateOf(ctx).clientAuthProblem = `the client's JWKS could not be used: ${result.error}`;
-    else metadata.jwks = { keys: [...result.keys] };
-  }
-
-  /**
-   * Dynamic registration and its updates write here (RFC 7591, RFC 7592); the secret is sealed and kept out of
-   * the metadata column. When an operator must approve registrations, an update that widens what an approved
-   * client may do (see widenedProperties) sends it back for approval; one that narrows keeps it active.
-   */
-  async upsert(clientId: string, payload: AdapterPayload): Promise<void> {
-    const { client_secret: secret, ...served } = payload as Record<string, unknown>;
-    const metadata = toRfc7591Metadata(served);
-    const ctx = Provider.ctx;
-    const current = ctx?.oidc.route === 'client_update' ? ctx.oidc.client : undefined;
-    const widened = current ? widenedProperties(toRfc7591Metadata(current.metadata()), metadata) : [];
-    const reapprove = widened.length > 0 && this.#registrationStatus === 'pending';
-    const row = {
-      metadata: JSON.stringify({ ...metadata, client_id: clientId }),
-      client_secret: typeof secret === 'string' ? this.#box.seal(secret, 'client-secret', clientId) : null,
-      updated_at: sql<Date>`now()`,
-    };
-    const saved = await this.#db
-      .insertInto('clients')
-      .values({ client_id: clientId, ...row, status: this.#registrationStatus })
-      .onConflict((oc) => oc.column('client_id').doUpdateSet(reapprove ? { ...row, status: 'pending' } : row))
-      .returning('status')
-      .executeTakeFirstOrThrow();
-    this.#cache?.invalidate(clientId);
-    if (ctx && current) stateOf(ctx).clientUpdate = { widened, status: saved.status };
-  }
-
-  async destroy(clientId: string): Promise<void> {
-    await this.#db.deleteFrom('clients').where('client_id', '=', clientId).execute();
-    this.#cache?.invalidate(clientId);
-  }
-
-  findByUid(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-
-  findByUserCode(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-
-  consume(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  revokeByGrantId(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
-/**
- * Client assertion `jti`s, recorded so that each assertion is used once across every server process.
- * oidc-provider's ReplayDetection.unique() looks the id up and then saves it: two processes receiving the
- * same assertion at the same moment would both find nothing. Here the lookup always misses and the save
- * is a single insert-if-absent; a conflict is the replay, reported as oidc-provider reports one.
- */
-export class ReplayDetectionAdapter implements Adapter {
-  readonly #db: Kysely<DB>;
-
-  constructor(db: Kysely<DB>) {
-    this.#db = db;
-  }
-
-  find(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-
-  async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-    if (!isStorableText(id)) throw new errors.InvalidClientAuth('client assertion rejected: its jti holds a NUL character or an unpaired surrogate');
-    const result = await this.#db
-      .insertInto('oidc_payloads')
-      .values({
-        model: 'ReplayDetection',
-        id,
-        payload: JSON.stringify(payload),
-        expires_at: new Date(Date.now() + (expiresIn ?? 600) * 1000),
-      })
-      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet({ expires_at: sql<Date>`excluded.expires_at` }).where('oidc_payloads.expires_at', '<', sql<Date>`now()`))
-      .executeTakeFirst();
-    if (Number(result.numInsertedOrUpdatedRows ?? 0n) === 0) {
-      throw new errors.InvalidClientAuth('client assertion rejected: its jti was already used; every assertion needs a new jti');
-    }
-  }
-
-  findByUid(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-
-  findByUserCode(): Promise<undefined> {
-    return Promise.resolve(undefined);
-  }
-
-  consume(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  async destroy(id: string): Promise<void> {
-    await this.#db.deleteFrom('oidc_payloads').where('model', '=', 'ReplayDetection').where('id', '=', id).execute();
-  }
-
-  revokeByGrantId(): Promise<void> {
-    return Promise.resolve();
-  }
 }
 
 /**

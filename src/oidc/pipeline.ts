@@ -1,0 +1,110 @@
+import type { Kysely } from 'kysely';
+import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Logger } from 'pino';
+
+import type { AuditLog } from '../audit/audit.js';
+import type { DB } from '../db/schema.js';
+import { JWKS_MAX_AGE_SECONDS } from '../smart/profile.js';
+import { auditMiddleware } from './audit-hooks.js';
+import { oidcOf, type ErrorPage } from './context.js';
+import { recordErrorDetails, withErrorDetails } from './error-details.js';
+import { bearerIntrospection, inactiveForForeignTokens } from './introspection.js';
+import { registrationResponse } from './registration.js';
+import { offlineAccessPrompt, tokenResponseMiddleware } from './smart-launch.js';
+import { databaseFaultResponses } from './unavailable.js';
+
+type Middleware = (ctx: KoaContextWithOIDC, next: () => Promise<void>) => Promise<void>;
+
+export interface PipelineDeps {
+  readonly log: Logger;
+  readonly audit: AuditLog;
+  readonly db: Kysely<DB>;
+  readonly refreshTtlSeconds: number;
+  /** The Authorization header Bearer-token introspection continues with (introspection.ts). */
+  readonly bearerAuthorization: string;
+  readonly renderErrorPage: (page: ErrorPage) => Promise<string>;
+}
+
+/**
+ * Everything of ours that runs around oidc-provider's own handling of a request, in the order it runs.
+ * Koa runs middleware as an onion: each `use` wraps the ones after it, so the code before `await next()`
+ * runs top to bottom and the code after it bottom to top. Routes are oidc-provider's route names
+ * (`ctx.oidc.route`); a middleware that acts before routing matches on the method and path instead.
+ *
+ *  1. closeAfterUnreadBody        every route, after: a body left unread (refused) closes the connection.
+ *  2. databaseFaultResponses      every route, around: a database fault anywhere inside, ours included,
+ *                                 becomes 503 `temporarily_unavailable`. Outermost but for 1, so that it
+ *                                 catches what the middlewares below throw after oidc-provider answered.
+ *  3. cachingHeaders              jwks, discovery: public for JWKS_MAX_AGE_SECONDS; token, introspection:
+ *                                 `Pragma: no-cache` besides oidc-provider's `Cache-Control: no-store`.
+ *  4. auditMiddleware             token, introspection, revocation, after: one audit event per answer,
+ *                                 committed before the answer leaves. Above 5–9, so it sees their final
+ *                                 body (the launch context added, an inactive answer rewritten).
+ *  5. withErrorDetails            every route, after: oidc-provider's fixed descriptions get their reason.
+ *  6. bearerIntrospection         POST /introspect, before: a Bearer token with `introspect` authenticates;
+ *                                 before routing, since oidc-provider authenticates the client itself.
+ *  7. inactiveForForeignTokens    introspection, after: a JWT that is no access token is `{"active": false}`.
+ *  8. offlineAccessPrompt         GET /auth, before: `offline_access` survives (prompt=consent added).
+ *  9. tokenResponseMiddleware     token, after: the launch context joins the token response; a refresh
+ *                                 renews the grant.
+ * 10. registrationResponse        registration and its management, after: RFC 7591 names in the answer,
+ *                                 and the registration audited.
+ */
+export function installPipeline(provider: Provider, deps: PipelineDeps): void {
+  const middleware: Middleware[] = [
+    closeAfterUnreadBody,
+    databaseFaultResponses(deps.log, deps.renderErrorPage),
+    cachingHeaders,
+    auditMiddleware(deps.audit),
+    withErrorDetails,
+    bearerIntrospection(provider, deps.bearerAuthorization),
+    inactiveForForeignTokens(),
+    offlineAccessPrompt(),
+    tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds),
+    registrationResponse(deps.audit),
+  ];
+  for (const m of middleware) provider.use(m);
+
+  recordErrorDetails(provider);
+  provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
+    deps.log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
+  });
+  // Koa's own error channel: whatever oidc-provider's handlers did not answer themselves, answered by Koa. A
+  // request Koa refuses as malformed (bad percent-encoding, say) is the client's error, not ours.
+  (provider as unknown as NodeJS.EventEmitter).on('error', (error: Error & { status?: number; expose?: boolean; code?: string }) => {
+    if (error.expose || (error.status !== undefined && error.status < 500) || CLIENT_GONE.has(error.code ?? '')) {
+      deps.log.info({ err: { type: error.name, code: error.code, message: error.message }, status: error.status }, 'request refused or abandoned: a client error');
+    } else {
+      deps.log.error({ err: error }, 'unhandled error in the OAuth core');
+    }
+  });
+}
+
+/** Errors that mean the client went away mid-request: nothing for an operator to fix. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
+
+/**
+ * A body oidc-provider refused (over its 56 KiB, of a type the endpoint does not take) is left partly
+ * unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it.
+ */
+async function closeAfterUnreadBody(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  try {
+    await next();
+  } finally {
+    // `complete` is undefined on requests injected without a connection (light-my-request).
+    const { complete } = ctx.req as { complete?: boolean };
+    if (complete === false && !ctx.headerSent) {
+      ctx.set('connection', 'close');
+      ctx.req.resume();
+    }
+  }
+}
+
+async function cachingHeaders(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  await next();
+  const route = oidcOf(ctx)?.route;
+  if (route === 'jwks' || route === 'discovery') ctx.set('cache-control', `public, max-age=${JWKS_MAX_AGE_SECONDS}`);
+  // SMART App Launch 2.2 §Token response (and Inferno) want both; oidc-provider sets only Cache-Control.
+  if (route === 'token' || route === 'introspection') ctx.set('pragma', 'no-cache');
+}
