@@ -4,14 +4,36 @@ import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import type { LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
-import type { GrantContext, LaunchContext } from '../smart/token-context.js';
+import type { FhirContextItem, LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
 
 /**
  * Where SMART launch contexts are kept (the decisions about them are in src/smart/token-context.ts): the
  * launches EHRs create before they open an app, and the context each authorization ends up with, which the
  * token response, every refresh and introspection report.
  */
+
+/*
+ * The launch context's types live with what stores it; what they mean and their defaults are decided in
+ * src/smart/token-context.ts.
+ */
+/** What an EHR establishes before it opens an app. */
+export interface LaunchContext {
+  readonly patient?: string | undefined;
+  readonly encounter?: string | undefined;
+  readonly fhirContext?: readonly FhirContextItem[] | undefined;
+  readonly intent?: string | undefined;
+  readonly need_patient_banner?: boolean | undefined;
+  readonly smart_style_url?: string | undefined;
+  readonly tenant?: string | undefined;
+}
+
+/** What one authorization ends up with: its launch context, for one FHIR base, and the user's fhirUser. */
+export interface GrantContext extends LaunchContext {
+  readonly fhirBase: string;
+  readonly launchId?: string | undefined;
+  /** Absolute URL of the user's FHIR resource, when fhirUser was granted. */
+  readonly fhirUser?: string | undefined;
+}
 
 /** A launch context as the columns launches and grant_contexts share. An empty fhirContext is none. */
 function contextColumns(context: LaunchContext): Insertable<LaunchContextColumns> {

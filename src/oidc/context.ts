@@ -1,6 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
-import type { GrantContext } from '../smart/token-context.js';
+import type { GrantContext } from '../launch/context.js';
 
 /**
  * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types

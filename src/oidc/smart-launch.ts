@@ -5,9 +5,9 @@ import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provide
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { findGrantContext, findLaunch, touchGrantContext } from '../launch/context.js';
+import { findGrantContext, findLaunch, touchGrantContext, type GrantContext } from '../launch/context.js';
 import { launchParamRefusal } from '../smart/launch-policy.js';
-import { accessTokenContext, tokenResponseContext, type GrantContext } from '../smart/token-context.js';
+import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 import { extendGrant } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';

@@ -5,13 +5,7 @@
  * token response.
  */
 
-export interface FhirContextItem {
-  readonly reference?: string;
-  readonly canonical?: string;
-  readonly identifier?: { readonly system?: string; readonly value?: string };
-  readonly type?: string;
-  readonly role?: string;
-}
+import type { FhirContextItem } from '../db/tables/launches.js';
 
 /** The role an item has when it names none: the resource is in context for the launch itself. */
 export const LAUNCH_ROLE = 'launch';

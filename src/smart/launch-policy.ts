@@ -1,4 +1,4 @@
-import type { LaunchContext } from './token-context.js';
+import type { LaunchContext } from '../launch/context.js';
 import { needsPatient, requirePatientContext } from './scopes/grant.js';
 import type { Scope } from './scopes/scope.js';
 

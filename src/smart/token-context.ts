@@ -1,29 +1,10 @@
-import type { FhirContextItem } from './launch-context.js';
+import type { GrantContext, LaunchContext } from '../launch/context.js';
 
 /**
  * The SMART context of an authorization (SMART App Launch 2.2 §Launch context arrives with your access_token):
  * what an EHR launch brings, what the authorization ends up with, and what of it the token response, every
  * refresh, introspection and the access token itself carry. One place decides each member and its default.
  */
-
-/** What an EHR establishes before it opens an app. */
-export interface LaunchContext {
-  readonly patient?: string | undefined;
-  readonly encounter?: string | undefined;
-  readonly fhirContext?: readonly FhirContextItem[] | undefined;
-  readonly intent?: string | undefined;
-  readonly need_patient_banner?: boolean | undefined;
-  readonly smart_style_url?: string | undefined;
-  readonly tenant?: string | undefined;
-}
-
-/** What one authorization ends up with: its launch context, for one FHIR base, and the user's fhirUser. */
-export interface GrantContext extends LaunchContext {
-  readonly fhirBase: string;
-  readonly launchId?: string | undefined;
-  /** Absolute URL of the user's FHIR resource, when fhirUser was granted. */
-  readonly fhirUser?: string | undefined;
-}
 
 /** The context members of anything that carries them, and nothing else. */
 export function launchContextOf(from: LaunchContext): LaunchContext {

@@ -1,6 +1,14 @@
 import type { ColumnType, Generated } from 'kysely';
 
-import type { FhirContextItem } from '../../smart/launch-context.js';
+
+/** SMART App Launch 2.2 fhirContext item: a resource in context, by reference, canonical or identifier. */
+export interface FhirContextItem {
+  readonly reference?: string;
+  readonly canonical?: string;
+  readonly identifier?: { readonly system?: string; readonly value?: string };
+  readonly type?: string;
+  readonly role?: string;
+}
 
 /** The launch context columns, the same in a launch and in the grant it becomes. */
 export interface LaunchContextColumns {
