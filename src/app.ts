@@ -80,7 +80,7 @@ const JWKS_FETCH_TIMEOUT_MS = 5000;
 const JWKS_MAX_BYTES = 256 * 1024;
 
 /**
- * Builds the whole server as a Fastify app that never listens (src/main.ts does). Opens the database unless
+ * Builds the whole server as a Fastify app that never listens (src/cli/serve.ts does). Opens the database unless
  * given one, applies migrations, makes sure keys exist, seeds the sandbox when configured, and mounts
  * oidc-provider and our routes under the issuer's path.
  */

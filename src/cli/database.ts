@@ -1,0 +1,40 @@
+import type { Config } from '../config/config.js';
+import { openDatabase, type Database } from '../db/database.js';
+import { migrateToLatest } from '../db/migrate.js';
+import { createLogger } from '../http/logger.js';
+import { SecretBox } from '../security/secret-box.js';
+import { loadOrCreateSecretKey } from '../security/secret-key-file.js';
+import { seedDemo } from '../seed/demo.js';
+
+/** Runs `job` on the configured database, opened with a small pool and closed after it. */
+export async function withDatabase<T>(config: Config, job: (db: Database, box: () => Promise<SecretBox>) => Promise<T>): Promise<T> {
+  const log = createLogger(config.logLevel);
+  const database = await openDatabase(config.database, { poolMax: 2, log });
+  const box = async (): Promise<SecretBox> => {
+    const key = config.secretKey ?? (config.database.kind === 'pglite' ? (await loadOrCreateSecretKey(config.database.dataDir)).key : undefined);
+    if (!key) throw new Error('SECRET_KEY is required');
+    return new SecretBox(key, config.previousSecretKeys);
+  };
+  try {
+    return await job(database, box);
+  } finally {
+    await database.close();
+  }
+}
+
+export async function migrate(config: Config): Promise<number> {
+  return withDatabase(config, async ({ db }) => {
+    const applied = await migrateToLatest(db);
+    process.stdout.write(applied.length ? `Applied: ${applied.join(', ')}\n` : 'No pending migrations.\n');
+    return 0;
+  });
+}
+
+export async function seed(config: Config): Promise<number> {
+  return withDatabase(config, async ({ db }) => {
+    await migrateToLatest(db);
+    const result = await seedDemo(db, config);
+    process.stdout.write(`Demo data: ${result.users} users, ${result.patients} patients, ${result.clients} clients added.\n`);
+    return 0;
+  });
+}
