@@ -2,21 +2,14 @@ import type { Config } from '../config/config.js';
 import { openDatabase, type Database } from '../db/database.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { createLogger } from '../http/logger.js';
-import { SecretBox } from '../security/secret-box.js';
-import { loadOrCreateSecretKey } from '../security/secret-key-file.js';
 import { seedDemo } from '../seed/demo.js';
 
 /** Runs `job` on the configured database, opened with a small pool and closed after it. */
-export async function withDatabase<T>(config: Config, job: (db: Database, box: () => Promise<SecretBox>) => Promise<T>): Promise<T> {
+export async function withDatabase<T>(config: Config, job: (db: Database) => Promise<T>): Promise<T> {
   const log = createLogger(config.logLevel);
   const database = await openDatabase(config.database, { poolMax: 2, log });
-  const box = async (): Promise<SecretBox> => {
-    const key = config.secretKey ?? (config.database.kind === 'pglite' ? (await loadOrCreateSecretKey(config.database.dataDir)).key : undefined);
-    if (!key) throw new Error('SECRET_KEY is required');
-    return new SecretBox(key, config.previousSecretKeys);
-  };
   try {
-    return await job(database, box);
+    return await job(database);
   } finally {
     await database.close();
   }

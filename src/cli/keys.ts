@@ -6,6 +6,7 @@ import { migrateToLatest } from '../db/migrate.js';
 import { rotateCookieKeys } from '../keys/cookie-keys.js';
 import { KeyRotationError, listSigningKeys, rotateSigningKeys } from '../keys/signing-keys.js';
 import { minPublishedSeconds, RETIRED_KEY_PUBLISH_SECONDS } from '../maintenance.js';
+import { openSecretBox } from '../security/secret-key.js';
 import { withDatabase } from './database.js';
 import { UsageError } from './usage-error.js';
 
@@ -32,9 +33,9 @@ export async function keys(config: Config, args: readonly string[]): Promise<num
     if (!(SIGNING_ALGS as readonly string[]).includes(alg)) throw new UsageError(`--alg ${alg}: expected one of ${SIGNING_ALGS.join(', ')}`);
     return alg as SigningAlg;
   });
-  return withDatabase(config, async ({ db }, box) => {
+  return withDatabase(config, async ({ db }) => {
     await migrateToLatest(db);
-    const secretBox = await box();
+    const secretBox = await openSecretBox(config);
     try {
       const results = await rotateSigningKeys(db, secretBox, {
         ...(algs ? { algs } : {}),
