@@ -38,8 +38,8 @@ import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
 import { seedDemo } from './seed/demo.js';
 import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users/login-throttle.js';
-import { SecretBox } from './security/secret-box.js';
-import { loadOrCreateSecretKey } from './security/secret-key-file.js';
+import type { SecretBox } from './security/secret-box.js';
+import { openSecretBox } from './security/secret-key.js';
 import { smartConfigurationRoutes } from './http/smart-configuration.js';
 import { SMART_CONFIGURATION_PATH } from './smart/smart-configuration.js';
 
@@ -81,7 +81,7 @@ const JWKS_FETCH_TIMEOUT_MS = 5000;
 const JWKS_MAX_BYTES = 256 * 1024;
 
 /**
- * Builds the whole server as a Fastify app that never listens (src/main.ts does). Opens the database unless
+ * Builds the whole server as a Fastify app that never listens (src/cli/serve.ts does). Opens the database unless
  * given one, applies migrations, makes sure keys exist, seeds the sandbox when configured, and mounts
  * oidc-provider and our routes under the issuer's path.
  */
@@ -101,7 +101,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const { db } = database;
   // A server started before its database (a restart of both, a failover) waits for it rather than exit.
   const whenAvailable = <T>(what: string, job: () => Promise<T>): Promise<T> => retryWhileUnavailable(job, { log, what, signal: options.signal });
-  const box = new SecretBox(await resolveSecretKey(config), config.previousSecretKeys);
+  const box = await openSecretBox(config);
   await whenAvailable('preparing the database', async () => {
     if (options.migrate ?? true) {
       const applied = await migrate(config, log, database, ownsDatabase);
@@ -211,10 +211,4 @@ async function migrate(config: Config, log: Logger, database: Database, ownsData
   } finally {
     await own.close();
   }
-}
-
-async function resolveSecretKey(config: Config): Promise<Buffer> {
-  if (config.secretKey) return config.secretKey;
-  if (config.database.kind !== 'pglite') throw new Error('SECRET_KEY is required with DATABASE_URL');
-  return (await loadOrCreateSecretKey(config.database.dataDir)).key;
 }

@@ -3,9 +3,9 @@ import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, formAction, inputValue } from './helpers/browser.js';
-import { form, pkce, registerClient } from './helpers/clients.js';
+import { createClient, form, pkce } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
@@ -14,9 +14,9 @@ type Body = Record<string, unknown>;
 describeEachDatabase('connected apps page', (ctx) => {
   let app: FastifyInstance;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
-    await registerClient(app, { client_id: 'health-app', client_name: 'Health App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
-    await registerClient(app, { client_id: 'other-app', client_name: 'Other App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { client_id: 'health-app', client_name: 'Health App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
+    await createClient(app, { client_id: 'other-app', client_name: 'Other App', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
   });
   after(() => app.close());
 

@@ -8,6 +8,7 @@ import { testApp, TEST_FHIR_BASE } from './helpers/app.js';
 import { basicAuth, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
+import { expectOAuthError } from './helpers/oauth-error.js';
 
 type Body = Record<string, unknown>;
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
@@ -21,20 +22,13 @@ describeEachDatabase('admin API', (ctx) => {
 
   const call = (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: unknown, token = ADMIN_TOKEN, headers: Record<string, string> = {}): Promise<LightMyRequestResponse> =>
     app.inject({ method, url: `/admin/api${url}`, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers }, ...(payload === undefined ? {} : { payload: payload as string }) });
-  const expectError = (res: LightMyRequestResponse, status: number, error: string, description: string | RegExp) => {
-    assert.equal(res.statusCode, status, res.body);
-    const body = res.json<Body>();
-    assert.equal(body.error, error);
-    if (typeof description === 'string') assert.equal(body.error_description, description);
-    else assert.match(String(body.error_description), description);
-  };
 
   it('authenticates before anything else: 401 without or with a wrong token, before any 400', async () => {
     const none = await call('POST', '/clients', { nonsense: true }, '');
-    expectError(none, 401, 'invalid_token', 'send Authorization: Bearer with ADMIN_TOKEN or an access token carrying the admin scope');
+    expectOAuthError(none, 401, 'invalid_token', 'send Authorization: Bearer with ADMIN_TOKEN or an access token carrying the admin scope');
     assert.match(String(none.headers['www-authenticate']), /^Bearer realm="admin", error="invalid_token"/);
-    expectError(await call('GET', '/clients', undefined, 'wrong-token'), 401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
-    expectError(await call('GET', '/users/nobody', undefined, ''), 401, 'invalid_token', /ADMIN_TOKEN/);
+    expectOAuthError(await call('GET', '/clients', undefined, 'wrong-token'), 401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
+    expectOAuthError(await call('GET', '/users/nobody', undefined, ''), 401, 'invalid_token', /ADMIN_TOKEN/);
     assert.equal((await call('GET', '/clients')).headers['cache-control'], 'no-store');
   });
 
@@ -112,8 +106,8 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(fresh.statusCode, 200);
 
     assert.equal((await call('DELETE', '/clients/admin-made')).statusCode, 204);
-    expectError(await call('GET', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
-    expectError(await call('DELETE', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
+    expectOAuthError(await call('GET', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
+    expectOAuthError(await call('DELETE', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');
     const introspected = await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('admin-made', rotated.client_secret as string) }, payload: form({ token: fresh.json<Body>().access_token as string }) });
     assert.equal(introspected.statusCode, 401, 'the deleted client no longer exists');
     const rows = await ctx.current.database.db.selectFrom('oidc_payloads').select('id').where('id', '=', app.runtime.box.bearerId(fresh.json<Body>().access_token as string)).execute();
@@ -121,22 +115,22 @@ describeEachDatabase('admin API', (ctx) => {
   });
 
   it('clients: refuses bad metadata, naming what is wrong', async () => {
-    expectError(await call('POST', '/clients', { client_name: 'x', grant_types: ['authorization_code'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'redirect_uris: at least one is required for the authorization_code grant');
-    expectError(await call('POST', '/clients', { redirect_uris: ['http://app.example/cb'] }), 400, 'invalid_request', 'redirect_uris: http://app.example/cb must use https (http only on localhost)');
-    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
-    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt' }), 400, 'invalid_request', 'jwks or jwks_uri is required for private_key_jwt');
+    expectOAuthError(await call('POST', '/clients', { client_name: 'x', grant_types: ['authorization_code'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'redirect_uris: at least one is required for the authorization_code grant');
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: ['http://app.example/cb'] }), 400, 'invalid_request', 'redirect_uris: http://app.example/cb must use https (http only on localhost)');
+    expectOAuthError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'none' }), 400, 'invalid_request', 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt');
+    expectOAuthError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt' }), 400, 'invalid_request', 'jwks or jwks_uri is required for private_key_jwt');
     const key = await clientKey('ES384');
-    expectError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...key.jwk, d: 'secret' }] } }), 400, 'invalid_request', 'jwks: publish public keys only (a key holds private or symmetric material)');
-    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], scope: 'patient/Observation.dus' }), 400, 'invalid_request', 'scope: patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s');
-    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], unknown_field: 1 }), 400, 'invalid_request', 'body must NOT have additional properties');
-    expectError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'client_secret_jwt' }), 400, 'invalid_request', /token_endpoint_auth_method must be equal to one of the allowed values/);
-    expectError(await call('POST', '/clients', { client_id: 'urn:smart-auth:account', redirect_uris: [REDIRECT_URI] }), 400, 'invalid_request', 'client_id: the urn:smart-auth: prefix is reserved');
+    expectOAuthError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...key.jwk, d: 'secret' }] } }), 400, 'invalid_request', 'jwks: publish public keys only (a key holds private or symmetric material)');
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], scope: 'patient/Observation.dus' }), 400, 'invalid_request', 'scope: patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s');
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], unknown_field: 1 }), 400, 'invalid_request', 'body must NOT have additional properties');
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'client_secret_jwt' }), 400, 'invalid_request', /token_endpoint_auth_method must be equal to one of the allowed values/);
+    expectOAuthError(await call('POST', '/clients', { client_id: 'urn:smart-auth:account', redirect_uris: [REDIRECT_URI] }), 400, 'invalid_request', 'client_id: the urn:smart-auth: prefix is reserved');
     assert.equal((await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] })).statusCode, 201);
-    expectError(await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] }), 409, 'conflict', 'client_id taken is taken');
-    expectError(await call('PATCH', '/clients/taken', {}), 400, 'invalid_request', 'body must NOT have fewer than 1 properties');
-    expectError(await call('PATCH', '/clients/nobody', { client_name: 'x' }), 404, 'not_found', 'no client nobody');
+    expectOAuthError(await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] }), 409, 'conflict', 'client_id taken is taken');
+    expectOAuthError(await call('PATCH', '/clients/taken', {}), 400, 'invalid_request', 'body must NOT have fewer than 1 properties');
+    expectOAuthError(await call('PATCH', '/clients/nobody', { client_name: 'x' }), 404, 'not_found', 'no client nobody');
     assert.equal((await call('POST', '/clients', { client_id: 'public-one', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' })).statusCode, 201);
-    expectError(await call('POST', '/clients/public-one/secret'), 400, 'invalid_request', 'client public-one authenticates with none: it has no secret');
+    expectOAuthError(await call('POST', '/clients/public-one/secret'), 400, 'invalid_request', 'client public-one authenticates with none: it has no secret');
   });
 
   it('users: create, read, list, change, disable (ends their access), reset the password', async () => {
@@ -145,12 +139,12 @@ describeEachDatabase('admin API', (ctx) => {
     const user = created.json<Body>();
     assert.deepEqual(Object.keys(user).sort(), ['created_at', 'disabled', 'fhirUser', 'id', 'last_login_at', 'name', 'patients', 'roles', 'updated_at', 'username']);
     assert.ok(!JSON.stringify(user).includes('correct horse'), 'no password, no hash');
-    expectError(await call('POST', '/users', { username: 'nurse.jo', fhirUser: 'Practitioner/x', name: 'Dup' }), 409, 'conflict', 'username nurse.jo or id is taken');
-    expectError(await call('POST', '/users', { username: 'x', fhirUser: 'Organization/1', name: 'X' }), 400, 'invalid_request', /fhirUser must match pattern/);
-    expectError(await call('POST', '/users', { username: 'y', password: 'short', fhirUser: 'Patient/1', name: 'Y' }), 400, 'invalid_request', 'body/password must NOT have fewer than 10 characters');
-    expectError(await call('POST', '/users', { username: 'z', fhirUser: 'RelatedPerson/z', name: 'Z', patients: ['not-in-directory'] }), 400, 'invalid_request', 'patients: not in the directory: not-in-directory');
+    expectOAuthError(await call('POST', '/users', { username: 'nurse.jo', fhirUser: 'Practitioner/x', name: 'Dup' }), 409, 'conflict', 'username nurse.jo or id is taken');
+    expectOAuthError(await call('POST', '/users', { username: 'x', fhirUser: 'Organization/1', name: 'X' }), 400, 'invalid_request', /fhirUser must match pattern/);
+    expectOAuthError(await call('POST', '/users', { username: 'y', password: 'short', fhirUser: 'Patient/1', name: 'Y' }), 400, 'invalid_request', 'body/password must NOT have fewer than 10 characters');
+    expectOAuthError(await call('POST', '/users', { username: 'z', fhirUser: 'RelatedPerson/z', name: 'Z', patients: ['not-in-directory'] }), 400, 'invalid_request', 'patients: not in the directory: not-in-directory');
     assert.equal((await call('GET', '/users/u-admin')).json<Body>().username, 'nurse.jo');
-    expectError(await call('GET', '/users/nobody'), 404, 'not_found', 'no user nobody');
+    expectOAuthError(await call('GET', '/users/nobody'), 404, 'not_found', 'no user nobody');
     assert.deepEqual((await call('GET', '/users?q=nurse')).json<{ items: Body[] }>().items.map((u) => u.id), ['u-admin']);
 
     await registerPublic();
@@ -169,7 +163,7 @@ describeEachDatabase('admin API', (ctx) => {
     const third = await startAuthorization(app, { client_id: 'admin-public', scope: 'openid' });
     await login(third, 'nurse.jo', 'a new long password');
     assert.match(third.page.res.body, /Allow /);
-    expectError(await call('POST', '/users/nobody/password', { password: 'long enough password' }), 404, 'not_found', 'no user nobody');
+    expectOAuthError(await call('POST', '/users/nobody/password', { password: 'long enough password' }), 404, 'not_found', 'no user nobody');
   });
 
   async function registerPublic(): Promise<void> {
@@ -183,48 +177,48 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal((await call('POST', '/patients', patient)).statusCode, 201);
     assert.deepEqual((await call('GET', '/patients/adm-p1')).json(), patient);
     assert.deepEqual((await call('GET', '/patients?q=rossi')).json<{ items: Body[] }>().items, [{ id: 'adm-p1', name: 'Maria Rossi', birthDate: '1980-05-06', gender: 'female', identifiers: ['R-77'] }]);
-    expectError(await call('POST', '/patients', { resourceType: 'Patient', name: [] }), 400, 'invalid_request', 'Patient.id is required: 1–64 characters of A–Z, a–z, 0–9, - and .');
-    expectError(await call('POST', '/patients', { resourceType: 'Observation', id: 'o' }), 400, 'invalid_request', 'expected a FHIR R4 Patient resource (resourceType "Patient")');
-    expectError(await call('POST', '/patients', { resourceType: 'Patient', id: 'p', birthDate: '05/06/1980' }), 400, 'invalid_request', 'Patient/p: birthDate must be a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)');
+    expectOAuthError(await call('POST', '/patients', { resourceType: 'Patient', name: [] }), 400, 'invalid_request', 'Patient.id is required: 1–64 characters of A–Z, a–z, 0–9, - and .');
+    expectOAuthError(await call('POST', '/patients', { resourceType: 'Observation', id: 'o' }), 400, 'invalid_request', 'expected a FHIR R4 Patient resource (resourceType "Patient")');
+    expectOAuthError(await call('POST', '/patients', { resourceType: 'Patient', id: 'p', birthDate: '05/06/1980' }), 400, 'invalid_request', 'Patient/p: birthDate must be a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)');
 
     const encounter = { resourceType: 'Encounter', id: 'adm-e1', status: 'finished', class: { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'AMB' }, period: { start: '2026-01-02T10:00:00Z' } };
     const added = await call('POST', '/patients/adm-p1/encounters', encounter);
     assert.equal(added.statusCode, 201, added.body);
     assert.deepEqual(added.json<Body>().subject, { reference: 'Patient/adm-p1' });
     assert.deepEqual((await call('GET', '/patients/adm-p1/encounters')).json<{ items: Body[] }>().items.map((e) => e.id), ['adm-e1']);
-    expectError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, subject: { reference: 'Patient/other' } }), 400, 'invalid_request', 'Encounter/adm-e1: subject.reference is Patient/other, not Patient/adm-p1');
-    expectError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, status: 'done' }), 400, 'invalid_request', /^Encounter\/adm-e1: status must be one of planned/);
-    expectError(await call('POST', '/patients/nobody/encounters', encounter), 404, 'not_found', 'no patient nobody');
+    expectOAuthError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, subject: { reference: 'Patient/other' } }), 400, 'invalid_request', 'Encounter/adm-e1: subject.reference is Patient/other, not Patient/adm-p1');
+    expectOAuthError(await call('POST', '/patients/adm-p1/encounters', { ...encounter, status: 'done' }), 400, 'invalid_request', /^Encounter\/adm-e1: status must be one of planned/);
+    expectOAuthError(await call('POST', '/patients/nobody/encounters', encounter), 404, 'not_found', 'no patient nobody');
 
     const bundle = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'Patient', id: 'adm-p2', name: [{ text: 'Kim Lee' }] } }, { resource: { ...encounter, id: 'adm-e2', subject: { reference: 'Patient/adm-p2' } } }] };
     assert.deepEqual((await call('POST', '/patients/$import', JSON.stringify(bundle), ADMIN_TOKEN, { 'content-type': 'application/fhir+json' })).json(), { patients: 1, encounters: 1 });
     const ndjson = `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p3', name: [{ family: 'Ng' }] })}\n${JSON.stringify({ ...encounter, id: 'adm-e3', subject: { reference: 'Patient/adm-p3' } })}\n`;
     assert.deepEqual((await call('POST', '/patients/$import', ndjson, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' })).json(), { patients: 1, encounters: 1 });
     const bad = `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p4' })}\n${JSON.stringify({ resourceType: 'Observation', id: 'x' })}\n`;
-    expectError(await call('POST', '/patients/$import', bad, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' }), 400, 'invalid_request', 'resource 2: only Patient and Encounter resources are imported, not Observation');
-    expectError(await call('GET', '/patients/adm-p4'), 404, 'not_found', 'no patient adm-p4');
-    expectError(await call('POST', '/patients/$import', '{"resourceType":"Bundle"}', ADMIN_TOKEN, { 'content-type': 'application/fhir+json' }), 400, 'invalid_request', 'expected a FHIR Bundle with entry[]');
+    expectOAuthError(await call('POST', '/patients/$import', bad, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' }), 400, 'invalid_request', 'resource 2: only Patient and Encounter resources are imported, not Observation');
+    expectOAuthError(await call('GET', '/patients/adm-p4'), 404, 'not_found', 'no patient adm-p4');
+    expectOAuthError(await call('POST', '/patients/$import', '{"resourceType":"Bundle"}', ADMIN_TOKEN, { 'content-type': 'application/fhir+json' }), 400, 'invalid_request', 'expected a FHIR Bundle with entry[]');
 
     assert.equal((await call('DELETE', '/patients/adm-p3')).statusCode, 204);
-    expectError(await call('GET', '/patients/adm-p3/encounters'), 404, 'not_found', 'no patient adm-p3');
+    expectOAuthError(await call('GET', '/patients/adm-p3/encounters'), 404, 'not_found', 'no patient adm-p3');
   });
 
   it('launches: created by the admin token or an EHR client with ehr-launch, and used by an EHR launch', async () => {
     const created = await call('POST', '/launches', { patient: 'demo-amy-shaw', encounter: 'demo-enc-amy-1', intent: 'summary', need_patient_banner: false, fhirContext: [{ reference: 'DiagnosticReport/1' }], aud: TEST_FHIR_BASE });
     assert.equal(created.statusCode, 201, created.body);
     assert.equal(created.json<Body>().expires_in, 300);
-    expectError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', /fhirContext\/0 must match a schema in anyOf/);
-    expectError(await call('POST', '/launches', { encounter: 'e1' }), 400, 'invalid_request', 'encounter needs patient');
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', /fhirContext\/0 must match a schema in anyOf/);
+    expectOAuthError(await call('POST', '/launches', { encounter: 'e1' }), 400, 'invalid_request', 'encounter needs patient');
     // SMART 2.2 §fhirContext: what the spec forbids never reaches a token response.
-    expectError(await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-amy-shaw' }] }), 400, 'invalid_request', 'fhirContext[0]: a Patient in the launch role is given as patient, not in fhirContext; give it another role to include it');
-    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1' }, { type: 'Encounter', identifier: { value: 'v1' }, role: 'launch' }] }), 400, 'invalid_request', 'fhirContext[1]: a Encounter in the launch role is given as encounter, not in fhirContext; give it another role to include it');
-    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1', role: 'primary' }] }), 400, 'invalid_request', 'fhirContext[0].role "primary" must be an absolute URI (or "launch")');
-    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'https://attacker.example/fhir/DiagnosticReport/1' }] }), 400, 'invalid_request', 'fhirContext[0].reference "https://attacker.example/fhir/DiagnosticReport/1" must be a relative reference such as Observation/123');
-    expectError(await call('POST', '/launches', { fhirContext: [{ reference: 'Observation/1', type: 'DiagnosticReport' }] }), 400, 'invalid_request', "fhirContext[0].type DiagnosticReport does not match the reference's type Observation");
+    expectOAuthError(await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-amy-shaw' }] }), 400, 'invalid_request', 'fhirContext[0]: a Patient in the launch role is given as patient, not in fhirContext; give it another role to include it');
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1' }, { type: 'Encounter', identifier: { value: 'v1' }, role: 'launch' }] }), 400, 'invalid_request', 'fhirContext[1]: a Encounter in the launch role is given as encounter, not in fhirContext; give it another role to include it');
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ reference: 'DiagnosticReport/1', role: 'primary' }] }), 400, 'invalid_request', 'fhirContext[0].role "primary" must be an absolute URI (or "launch")');
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ reference: 'https://attacker.example/fhir/DiagnosticReport/1' }] }), 400, 'invalid_request', 'fhirContext[0].reference "https://attacker.example/fhir/DiagnosticReport/1" must be a relative reference such as Observation/123');
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ reference: 'Observation/1', type: 'DiagnosticReport' }] }), 400, 'invalid_request', "fhirContext[0].type DiagnosticReport does not match the reference's type Observation");
     const otherRole = await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-grace-miller', role: 'https://example.org/roles/mother' }, { reference: 'Observation/1/_history/2', role: 'launch' }] });
     assert.equal(otherRole.statusCode, 201, 'a Patient in a role of its own, and a version reference, are fine');
-    expectError(await call('POST', '/launches', { client_id: 'nobody' }), 400, 'invalid_request', 'no client nobody');
-    expectError(await call('POST', '/launches', { aud: 'https://other.example/fhir' }), 400, 'invalid_request', "aud https://other.example/fhir is not one of this server's FHIR base URLs");
+    expectOAuthError(await call('POST', '/launches', { client_id: 'nobody' }), 400, 'invalid_request', 'no client nobody');
+    expectOAuthError(await call('POST', '/launches', { aud: 'https://other.example/fhir' }), 400, 'invalid_request', "aud https://other.example/fhir is not one of this server's FHIR base URLs");
 
     const ehr = await clientKey('ES384');
     await call('POST', '/clients', { client_id: 'the-ehr', client_name: 'The EHR', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_post', scope: 'ehr-launch' });
@@ -233,7 +227,7 @@ describeEachDatabase('admin API', (ctx) => {
     assert.ok(token, `an ehr-launch token (key ${ehr.kid} unused)`);
     const byEhr = await call('POST', '/launches', { patient: 'demo-daniel-okafor' }, token);
     assert.equal(byEhr.statusCode, 201);
-    expectError(await call('GET', '/clients', undefined, token), 403, 'insufficient_scope', 'this request needs an access token with the admin scope');
+    expectOAuthError(await call('GET', '/clients', undefined, token), 403, 'insufficient_scope', 'this request needs an access token with the admin scope');
 
     await registerPublic();
     const flow = await startAuthorization(app, { client_id: 'admin-public', scope: 'launch patient/*.rs', launch: byEhr.json<Body>().launch as string });
@@ -257,17 +251,17 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal((await call('GET', '/grants?patient=demo-amy-shaw')).json<{ items: Body[] }>().items.some((g) => g.grant_id === grant.grant_id), true);
     assert.equal((await call('DELETE', `/grants/${String(grant.grant_id)}`)).statusCode, 204);
     assert.equal((await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token as string, client_id: 'admin-public' })).statusCode, 400);
-    expectError(await call('DELETE', `/grants/${String(grant.grant_id)}`), 404, 'not_found', `no grant ${String(grant.grant_id)}`);
+    expectOAuthError(await call('DELETE', `/grants/${String(grant.grant_id)}`), 404, 'not_found', `no grant ${String(grant.grant_id)}`);
   });
 
   it('keys: listed; rotation refused while the next key is new, forced otherwise, then published', async () => {
     const keys = (await call('GET', '/keys')).json<{ items: Body[] }>().items;
     assert.equal(keys.filter((k) => k.state === 'active').length, 4);
-    expectError(await call('POST', '/keys/rotate', { algs: ['RS256'] }), 409, 'conflict', /^the next RS256 key \(.+\) has been published for \d+ s, less than the 360 s/);
+    expectOAuthError(await call('POST', '/keys/rotate', { algs: ['RS256'] }), 409, 'conflict', /^the next RS256 key \(.+\) has been published for \d+ s, less than the 360 s/);
     const rotated = (await call('POST', '/keys/rotate', { algs: ['RS256'], force: true })).json<{ rotated: Body[] }>().rotated;
     assert.equal(rotated.length, 1);
     const jwks = (await app.inject({ method: 'GET', url: '/jwks' })).json<{ keys: Body[] }>().keys;
     assert.equal(jwks.find((k) => k.alg === 'RS256')?.kid, rotated[0]!.activated, 'this process signs with the promoted key at once');
-    expectError(await call('POST', '/keys/rotate', { algs: ['HS256'] }), 400, 'invalid_request', /algs\/0 must be equal to one of the allowed values/);
+    expectOAuthError(await call('POST', '/keys/rotate', { algs: ['HS256'] }), 400, 'invalid_request', /algs\/0 must be equal to one of the allowed values/);
   });
 });

@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 
 import { createLaunch } from '../src/launch/context.js';
-import { testApp, TEST_FHIR_BASE } from './helpers/app.js';
-import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
@@ -19,11 +18,11 @@ type Body = Record<string, unknown>;
 
 describeEachDatabase('bearer values at rest', (ctx) => {
   let app: FastifyInstance;
-  const secret = randomBytes(32).toString('base64url');
+  let secret: string;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', REGISTRATION: 'open' });
-    await registerClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
-    await registerClient(app, { client_id: 'backend', client_secret: secret, grant_types: ['client_credentials'], response_types: [], scope: 'system/Patient.rs introspect' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', REGISTRATION: 'open', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
+    secret = (await createClient(app, { client_id: 'backend', grant_types: ['client_credentials'], scope: 'system/Patient.rs introspect' })).client_secret!;
   });
   after(() => app.close());
 

@@ -9,6 +9,7 @@ import { clientAssertion, clientKey, JWT_BEARER, JwksServer, type ClientKey } fr
 import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
+import { expectOAuthError } from './helpers/oauth-error.js';
 
 const TOKEN_URL = `${TEST_ISSUER}/token`;
 const SCOPE = 'system/Patient.rs system/Observation.rs';
@@ -48,12 +49,8 @@ describeEachDatabase('client authentication at the token endpoint', (ctx) => {
   const assertion = (key: ClientKey, options: Partial<Parameters<typeof clientAssertion>[1]> = {}) => clientAssertion(key, { clientId: 'asymmetric', audience: TOKEN_URL, ...options });
 
   const refused = async (res: Awaited<ReturnType<typeof token>>, description: string | RegExp) => {
-    assert.equal(res.statusCode, 401, res.body);
-    const body = res.json<Body>();
-    assert.equal(body.error, 'invalid_client');
-    assert.equal(body.access_token, undefined);
-    if (typeof description === 'string') assert.equal(body.error_description, description);
-    else assert.match(String(body.error_description), description);
+    expectOAuthError(res, 401, 'invalid_client', description);
+    assert.equal(res.json<Body>().access_token, undefined);
   };
 
   it('capability: client-confidential-asymmetric — ES384 and RS384 assertions get a five-minute system token', async () => {

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { after, before, it } from 'node:test';
 
@@ -9,7 +8,7 @@ import fc from 'fast-check';
 import { createLogger } from '../src/http/logger.js';
 import { testApp, TEST_FHIR_BASE } from './helpers/app.js';
 import { inputValue } from './helpers/browser.js';
-import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
@@ -33,7 +32,7 @@ const escape = (value: string): string => (value.isWellFormed() ? encodeURICompo
 
 describeEachDatabase('fuzzing every endpoint', (ctx) => {
   let app: FastifyInstance;
-  const secret = randomBytes(32).toString('base64url');
+  let secret: string;
   const live: Record<string, string> = {};
 
   /** What the server logged at error level, for the message of a failure. */
@@ -47,8 +46,8 @@ describeEachDatabase('fuzzing every endpoint', (ctx) => {
   });
   before(async () => {
     app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN, REGISTRATION: 'open', LAUNCHER: 'true', OUTBOUND_ALLOW_PRIVATE: 'false' }, { logger: createLogger('error', sink) });
-    await registerClient(app, { client_id: 'fuzz-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
-    await registerClient(app, { client_id: 'fuzz-backend', client_secret: secret, grant_types: ['client_credentials'], response_types: [], scope: 'system/*.rs introspect' });
+    await createClient(app, { client_id: 'fuzz-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
+    secret = (await createClient(app, { client_id: 'fuzz-backend', grant_types: ['client_credentials'], scope: 'system/*.rs introspect' })).client_secret!;
     const flow = await startAuthorization(app, { client_id: 'fuzz-app', scope: 'openid launch/patient patient/*.rs' });
     live.uid = /\/interaction\/([^/"]+)\/login/.exec(flow.page.res.body)?.[1] ?? 'none';
     live.csrf = inputValue(flow.page.res.body, 'csrf');

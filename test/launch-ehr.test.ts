@@ -4,21 +4,21 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 
 import { createLaunch } from '../src/launch/context.js';
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
-import { registerClient } from './helpers/clients.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
 
 type Body = Record<string, unknown>;
-const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] };
 
 describeEachDatabase('EHR launch', (ctx) => {
   let app: FastifyInstance;
   const db = () => ctx.current.database.db;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
-    await registerClient(app, { ...PUBLIC, client_id: 'ehr-app', client_name: 'Clinic App' });
-    await registerClient(app, { ...PUBLIC, client_id: 'trusted-app', client_name: 'Trusted App', consent: 'pre-approved' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { ...PUBLIC, client_id: 'ehr-app', client_name: 'Clinic App' });
+    await createClient(app, { ...PUBLIC, client_id: 'trusted-app', client_name: 'Trusted App', consent: 'pre-approved' });
   });
   after(() => app.close());
 

@@ -5,23 +5,23 @@ import type { FastifyInstance } from 'fastify';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 
 import { hashPassword } from '../src/security/password.js';
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { choices, formAction } from './helpers/browser.js';
-import { registerClient } from './helpers/clients.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
 
 type Body = Record<string, unknown>;
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
 const VITALS = 'http://terminology.hl7.org/CodeSystem/observation-category|vital-signs';
-const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] };
 
 describeEachDatabase('standalone launch', (ctx) => {
   let app: FastifyInstance;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
-    await registerClient(app, { ...PUBLIC, client_id: 'patient-app', client_name: 'Patient App' });
-    await registerClient(app, { ...PUBLIC, client_id: 'limited-app', scope: 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.r offline_access' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { ...PUBLIC, client_id: 'patient-app', client_name: 'Patient App' });
+    await createClient(app, { ...PUBLIC, client_id: 'limited-app', scope: 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.r offline_access' });
     const db = ctx.current.database.db;
     await db.insertInto('users').values({ id: 'caregiver', username: 'caregiver', password_hash: await hashPassword('caregiver-pass'), fhir_user: 'RelatedPerson/rp-1', name: 'Casey Giver', roles: JSON.stringify(['patient']) }).execute();
     await db.insertInto('user_patients').values([{ user_id: 'caregiver', patient_id: 'demo-lucia-fernandez' }, { user_id: 'caregiver', patient_id: 'demo-grace-miller' }]).execute();
@@ -272,7 +272,7 @@ describeEachDatabase('standalone launch', (ctx) => {
 
   it('an app suspended or removed while someone signs in: a page saying so, never a server error', async () => {
     for (const [change, id] of [['suspend', 'short-lived-1'], ['delete', 'short-lived-2']] as const) {
-      await registerClient(app, { client_id: id, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] });
+      await createClient(app, { client_id: id, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] });
       const flow = await startAuthorization(app, { client_id: id, scope: 'openid launch/patient patient/Patient.rs' });
       await login(flow, 'clinician', 'clinician-demo');
       assert.equal(title(flow.page), 'Choose a patient');
@@ -303,9 +303,9 @@ describeEachDatabase('standalone launch', (ctx) => {
 
 describeEachDatabase('pages framed by an EHR', (ctx) => {
   it('FRAME_ANCESTORS lets the configured EHR origins frame the sign-in pages', async () => {
-    const app = await testApp(ctx.current.database, { SEED_DEMO: 'true', FRAME_ANCESTORS: 'https://ehr.example.org,https://portal.example.org' });
+    const app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN, FRAME_ANCESTORS: 'https://ehr.example.org,https://portal.example.org' });
     try {
-      await registerClient(app, { ...PUBLIC, client_id: 'framed-app' });
+      await createClient(app, { ...PUBLIC, client_id: 'framed-app' });
       const flow = await startAuthorization(app, { client_id: 'framed-app', scope: 'openid' });
       assert.equal(flow.page.res.headers['x-frame-options'], undefined);
       assert.match(String(flow.page.res.headers['content-security-policy']), /frame-ancestors 'self' https:\/\/ehr\.example\.org https:\/\/portal\.example\.org/);

@@ -7,12 +7,12 @@ import { sql } from 'kysely';
 import { sourceOf } from '../src/users/login-throttle.js';
 import { testApp, TEST_ISSUER } from './helpers/app.js';
 import { Browser, formAction, inputValue } from './helpers/browser.js';
-import { registerClient } from './helpers/clients.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { REDIRECT_URI, startAuthorization, title, type Authorization } from './helpers/flow.js';
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
-const CLIENT = { client_id: 'throttle-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] };
+const CLIENT = { client_id: 'throttle-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] };
 const SLOWED = /Too many failed attempts\. Try again in 1 minute\(s\)\./;
 
 /** A distinct client address per number. */
@@ -64,7 +64,7 @@ describeEachDatabase('sign-in throttle', (ctx) => {
 
   before(async () => {
     app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN });
-    await registerClient(app, CLIENT);
+    await createClient(app, CLIENT);
   });
   after(() => app.close());
   beforeEach(() => db().deleteFrom('login_throttle').execute());

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 import * as client from 'openid-client';
 
 import { clientKey, type ClientKey } from './helpers/assertions.js';
-import { listeningApp } from './helpers/app.js';
+import { listeningApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { Browser } from './helpers/browser.js';
-import { registerClient } from './helpers/clients.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, login, pickPatient, REDIRECT_URI } from './helpers/flow.js';
 
@@ -20,13 +19,13 @@ describeEachDatabase('openid-client as a SMART Backend Services client', (ctx) =
   let app: FastifyInstance;
   let issuer: string;
   let key: ClientKey;
-  const rsSecret = randomBytes(32).toString('base64url');
+  let rsSecret: string;
 
   before(async () => {
-    ({ app, issuer } = await listeningApp(ctx.current.database));
+    ({ app, issuer } = await listeningApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN }));
     key = await clientKey('ES384');
-    await registerClient(app, { client_id: 'bulk-client', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.jwk] }, grant_types: ['client_credentials'], response_types: [], scope: 'system/*.rs' });
-    await registerClient(app, { client_id: 'fhir-server', client_secret: rsSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+    await createClient(app, { client_id: 'bulk-client', token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.jwk] }, grant_types: ['client_credentials'], scope: 'system/*.rs' });
+    rsSecret = (await createClient(app, { client_id: 'fhir-server', token_endpoint_auth_method: 'client_secret_basic', grant_types: [], scope: 'introspect' })).client_secret!;
   });
   after(() => app.close());
 
@@ -65,8 +64,8 @@ describeEachDatabase('openid-client as a SMART app (authorization code, PKCE, id
   let app: FastifyInstance;
   let issuer: string;
   before(async () => {
-    ({ app, issuer } = await listeningApp(ctx.current.database, { SEED_DEMO: 'true' }));
-    await registerClient(app, { client_id: 'oidc-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
+    ({ app, issuer } = await listeningApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN }));
+    await createClient(app, { client_id: 'oidc-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
   });
   after(() => app.close());
 

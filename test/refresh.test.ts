@@ -4,9 +4,9 @@ import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { inputValue } from './helpers/browser.js';
-import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, tokenRequest, type Authorization } from './helpers/flow.js';
 
@@ -15,11 +15,11 @@ const DAY = 86_400_000;
 
 describeEachDatabase('refresh tokens, introspection and revocation of launch tokens', (ctx) => {
   let app: FastifyInstance;
-  const rsSecret = randomBytes(32).toString('base64url');
+  let rsSecret: string;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
-    await registerClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
-    await registerClient(app, { client_id: 'fhir-server', client_secret: rsSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
+    rsSecret = (await createClient(app, { client_id: 'fhir-server', token_endpoint_auth_method: 'client_secret_basic', grant_types: [], scope: 'introspect' })).client_secret!;
   });
   after(() => app.close());
 

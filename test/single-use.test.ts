@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
 import { createLaunch } from '../src/launch/context.js';
 import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
-import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title, tokenRequest, type Authorization } from './helpers/flow.js';
 
@@ -18,15 +17,15 @@ import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, t
  */
 type Body = Record<string, unknown>;
 const PARALLEL = 20;
-const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] };
+const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] };
 
 describeEachDatabase('single use under concurrency', (ctx) => {
   let app: FastifyInstance;
-  const rsSecret = randomBytes(32).toString('base64url');
+  let rsSecret: string;
   before(async () => {
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true' });
-    await registerClient(app, { ...PUBLIC, client_id: 'app' });
-    await registerClient(app, { client_id: 'fhir-server', client_secret: rsSecret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    await createClient(app, { ...PUBLIC, client_id: 'app' });
+    rsSecret = (await createClient(app, { client_id: 'fhir-server', token_endpoint_auth_method: 'client_secret_basic', grant_types: [], scope: 'introspect' })).client_secret!;
   });
   after(() => app.close());
 
@@ -89,7 +88,7 @@ describeEachDatabase('single use under concurrency', (ctx) => {
 
   it(`a client assertion: ${PARALLEL} token requests with one jti at once, exactly one token`, async () => {
     const key = await clientKey('ES384');
-    await registerClient(app, { client_id: 'backend', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.jwk] }, scope: 'system/Patient.rs' });
+    await createClient(app, { client_id: 'backend', grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [key.jwk] }, scope: 'system/Patient.rs' });
     const assertion = await clientAssertion(key, { clientId: 'backend', audience: `${TEST_ISSUER}/token` });
     const results = await Promise.all(Array.from({ length: PARALLEL }, () => tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs', client_assertion_type: JWT_BEARER, client_assertion: assertion })));
     assert.equal(results.filter((r) => r.statusCode === 200).length, 1, `statuses: ${results.map((r) => r.statusCode).join(' ')}`);

@@ -10,6 +10,8 @@ import type { Database } from '../../src/db/database.js';
 export const TEST_SECRET_KEY = 'a'.repeat(64);
 export const TEST_ISSUER = 'http://localhost:3000';
 export const TEST_FHIR_BASE = 'http://localhost:3000/fhir';
+/** For apps that register their clients through the admin API (createClient in ./clients.ts). */
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789abcdefghij';
 
 export function testConfig(env: Record<string, string> = {}): Config {
   return loadConfig({

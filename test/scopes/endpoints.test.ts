@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from '../helpers/app.js';
-import { basicAuth, form, pkce, registerClient, type TestClient } from '../helpers/clients.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from '../helpers/app.js';
+import { basicAuth, createClient, form, pkce, type TestClient } from '../helpers/clients.js';
 import { describeEachDatabase } from '../helpers/databases.js';
 
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -15,8 +14,8 @@ describeEachDatabase('scopes at the authorization endpoint', (ctx) => {
   let app: FastifyInstance;
   let client: TestClient;
   before(async () => {
-    app = await testApp(ctx.current.database);
-    client = await registerClient(app, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'] });
+    app = await testApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    client = await createClient(app, { redirect_uris: [REDIRECT], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
   });
   after(() => app.close());
 
@@ -71,18 +70,16 @@ describeEachDatabase('scopes at the token endpoint (backend services)', (ctx) =>
   let backend: { client_id: string; secret: string };
   let resourceServer: { client_id: string; secret: string };
   before(async () => {
-    app = await testApp(ctx.current.database);
-    backend = { client_id: 'bulk-export', secret: randomBytes(32).toString('base64url') };
-    await registerClient(app, {
-      client_id: backend.client_id,
-      client_secret: backend.secret,
+    app = await testApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    const created = await createClient(app, {
+      client_id: 'bulk-export',
       token_endpoint_auth_method: 'client_secret_basic',
       grant_types: ['client_credentials'],
-      response_types: [],
       scope: `system/Patient.rs system/Observation.rs system/Encounter.read system/Condition.rs?category=http://terminology.hl7.org/CodeSystem/condition-category|problem-list-item`,
     });
-    resourceServer = { client_id: 'fhir-server', secret: randomBytes(32).toString('base64url') };
-    await registerClient(app, { client_id: resourceServer.client_id, client_secret: resourceServer.secret, token_endpoint_auth_method: 'client_secret_basic', grant_types: [], response_types: [], scope: 'introspect' });
+    backend = { client_id: created.client_id, secret: created.client_secret! };
+    const fhirServer = await createClient(app, { client_id: 'fhir-server', token_endpoint_auth_method: 'client_secret_basic', grant_types: [], scope: 'introspect' });
+    resourceServer = { client_id: fhirServer.client_id, secret: fhirServer.client_secret! };
   });
   after(() => app.close());
 

@@ -1,0 +1,104 @@
+import type { FastifyInstance } from 'fastify';
+
+import { buildApp } from '../app.js';
+import type { Config } from '../config/config.js';
+import { createLogger } from '../http/logger.js';
+import { DEMO_CLIENT_ID, DEMO_USERS } from '../seed/demo.js';
+import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
+
+/** Builds the app and listens until SIGTERM or SIGINT, then finishes the requests in flight and exits. */
+export async function serve(config: Config): Promise<number> {
+  const started = performance.now();
+  const log = createLogger(config.logLevel);
+  // State is unknown after either: log it where operators look, and let the supervisor restart us.
+  process.on('uncaughtException', (error) => {
+    log.fatal({ err: error }, 'uncaught exception');
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (reason) => {
+    log.fatal({ err: reason }, 'unhandled promise rejection');
+    process.exit(1);
+  });
+  // Until it listens, the server may be waiting for its database: a stop signal then ends the wait.
+  const starting = new AbortController();
+  const stopStarting = (signal: NodeJS.Signals): void => {
+    log.info({ signal }, 'stopping before the server started');
+    starting.abort();
+  };
+  process.on('SIGTERM', stopStarting);
+  process.on('SIGINT', stopStarting);
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config, { logger: log, signal: starting.signal });
+  } catch (error) {
+    if (starting.signal.aborted) return 0;
+    throw error;
+  } finally {
+    process.off('SIGTERM', stopStarting);
+    process.off('SIGINT', stopStarting);
+  }
+  const address = await app.listen({ port: config.port, host: config.host });
+  log.info({ address, issuer: config.issuer, database: config.database.kind, startupMs: Math.round(performance.now() - started) }, 'listening');
+  if (config.seedDemo) process.stdout.write(banner(config, address));
+
+  let closing = false;
+  const shutdown = (signal: NodeJS.Signals): void => {
+    if (closing) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    closing = true;
+    log.info({ signal }, 'shutting down: finishing requests in flight');
+    const timer = setTimeout(() => {
+      log.error(`requests still in flight after ${config.shutdownTimeoutSeconds} s; exiting`);
+      process.exit(1);
+    }, config.shutdownTimeoutSeconds * 1000);
+    timer.unref();
+    app.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        log.error({ err: error }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', shutdown);
+  process.on('SIGINT', shutdown);
+  return new Promise<number>(() => undefined); // runs until a signal
+}
+
+function banner(config: Config, address: string): string {
+  const fhir = config.fhirBaseUrls[0]!;
+  const db = config.database.kind === 'pglite' ? `embedded (PGlite) in ${config.database.dataDir}` : 'Postgres';
+  return [
+    '',
+    `SMART on FHIR authorization server — sandbox, listening on ${address}`,
+    '',
+    `  Issuer:            ${config.issuer}`,
+    `  FHIR base (aud):   ${config.fhirBaseUrls.join(', ')}`,
+    `  SMART discovery:   ${fhir}${SMART_CONFIGURATION_PATH}`,
+    `  OpenID discovery:  ${config.issuer}/.well-known/openid-configuration`,
+    `  Database:          ${db}`,
+    '',
+    '  Demo logins:',
+    ...DEMO_USERS.map((u) => `    ${u.username.padEnd(10)} password ${u.password.padEnd(16)} ${u.fhirUser} (${u.name})`),
+    `  Demo public client: ${DEMO_CLIENT_ID}`,
+    '',
+  ].join('\n') + '\n';
+}
+
+/** Asks the local server whether it is ready; for Docker's HEALTHCHECK, which has no curl in slim images. */
+export async function healthcheck(config: Config): Promise<number> {
+  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  try {
+    const res = await fetch(`http://127.0.0.1:${config.port}${basePath}/readyz`, { signal: AbortSignal.timeout(3000) });
+    process.stdout.write(`${res.status} ${await res.text()}\n`);
+    return res.ok ? 0 : 1;
+  } catch (error) {
+    process.stdout.write(`unreachable: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
+}

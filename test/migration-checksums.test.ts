@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+
+import { PACKAGE_ROOT } from '../src/paths.js';
+
+/**
+ * The SHA-256 of every migration that has landed. A landed migration may already have run on someone's
+ * database, and kysely never runs it again: an edit would leave that database different from a fresh one,
+ * silently. So a migration is frozen once it lands; a change is a new migration.
+ *
+ * To add a migration: put the file in migrations/, list it at the end of migrations/index.ts, and add its
+ * name and checksum at the end of this list, in the same commit. The failing test prints the line to add;
+ * or run `sha256sum migrations/<name>.ts` (the checksum is of the file with LF line endings, so a checkout
+ * that converts them to CRLF agrees).
+ */
+const LANDED: Readonly<Record<string, string>> = {
+  '2026-11-28T00-00-foundation': '70aa717c3894c57e666d382150c8e2f82a1a2b2e6be86ef6ab878b1697b43365',
+  '2026-11-28T01-00-launch': 'f50dcbed69ce8035653031119c8f12dbda1afbc78996f958016a7e4ceee61237',
+  '2026-11-28T02-00-audit': '5bbaf838d41c56bc931b546fcf710bd7be1a6395b4dc5a28e5ab4aacaa05f4f9',
+  '2026-11-28T03-00-audit-chains': 'a4bbd6ec6c8f48e250e4b181fada5cd2ca229739776d45092d91e19e78063d49',
+  '2026-12-01T00-00-bearer-hashes': 'e736a455336d5152c76a56c4ddaaf89f17aec0cf214beeff3c33fb7b24b56601',
+  '2026-12-01T01-00-login-throttle': '026ce391d9d7fc6c8a512fd00f25abe88830e35f736396d2c8bd1cf1829d3176',
+  '2026-12-01T02-00-audit-checkpoints': 'dfbd23f0b125050a4cd321380404ec511798408eac9728afe1dd877547abebc3',
+};
+
+const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');
+
+/** The migration files by name (without .ts); index.ts lists them and is not one. */
+async function migrationFiles(): Promise<string[]> {
+  const entries = await readdir(MIGRATIONS_DIR, { withFileTypes: true });
+  return entries.filter((e) => e.isFile() && e.name.endsWith('.ts') && e.name !== 'index.ts').map((e) => e.name.slice(0, -'.ts'.length)).sort();
+}
+
+async function checksum(name: string): Promise<string> {
+  const text = (await readFile(join(MIGRATIONS_DIR, `${name}.ts`), 'utf8')).replaceAll('\r\n', '\n');
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+describe('migrations are frozen once landed', () => {
+  it('no landed migration was edited or removed', async () => {
+    const present = new Set(await migrationFiles());
+    for (const [name, expected] of Object.entries(LANDED)) {
+      assert.ok(present.has(name), `migrations/${name}.ts has landed and was removed; a landed migration stays (a change is a new migration)`);
+      assert.equal(await checksum(name), expected, `migrations/${name}.ts has landed and was edited; revert it and make the change in a new migration`);
+    }
+  });
+
+  it('every migration has its checksum in this file', async () => {
+    for (const name of await migrationFiles()) {
+      if (LANDED[name] !== undefined) continue;
+      assert.fail(`migrations/${name}.ts has no checksum: add  '${name}': '${await checksum(name)}',  at the end of LANDED in test/migration-checksums.test.ts`);
+    }
+  });
+});
