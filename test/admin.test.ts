@@ -196,6 +196,7 @@ describeEachDatabase('admin API', (ctx) => {
     assert.deepEqual((await call('POST', '/patients/$import', ndjson, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' })).json(), { patients: 1, encounters: 1 });
     const bad = `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p4' })}\n${JSON.stringify({ resourceType: 'Observation', id: 'x' })}\n`;
     expectOAuthError(await call('POST', '/patients/$import', bad, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' }), 400, 'invalid_request', 'resource 2: only Patient and Encounter resources are imported, not Observation');
+    expectOAuthError(await call('POST', '/patients/$import', `${JSON.stringify({ resourceType: 'Patient', id: 'adm-p4' })}\nnull\n`, ADMIN_TOKEN, { 'content-type': 'application/fhir+ndjson' }), 400, 'invalid_request', 'line 2 is not a FHIR resource (a JSON object)');
     expectOAuthError(await call('GET', '/patients/adm-p4'), 404, 'not_found', 'no patient adm-p4');
     expectOAuthError(await call('POST', '/patients/$import', '{"resourceType":"Bundle"}', ADMIN_TOKEN, { 'content-type': 'application/fhir+json' }), 400, 'invalid_request', 'expected a FHIR Bundle with entry[]');
 

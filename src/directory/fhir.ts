@@ -62,11 +62,14 @@ export function resourcesOf(text: string, format: 'bundle' | 'ndjson'): unknown[
       .map((line, i) => ({ line: line.trim(), i }))
       .filter(({ line }) => line)
       .map(({ line, i }) => {
+        let resource: unknown;
         try {
-          return JSON.parse(line) as unknown;
+          resource = JSON.parse(line);
         } catch {
           throw HttpProblem.invalid(`line ${i + 1} is not JSON`);
         }
+        if (!isObject(resource)) throw HttpProblem.invalid(`line ${i + 1} is not a FHIR resource (a JSON object)`);
+        return resource;
       });
   }
   let bundle: unknown;
