@@ -118,7 +118,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     if (config.seedDemo) await seedDemo(db, config);
   });
 
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
   // pino's Logger is what Fastify logs with; the instance is typed with Fastify's narrower logger interface.
   const app = Fastify<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression>({
     loggerInstance: log,
@@ -171,6 +171,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     prefix: basePath,
     host,
     issuer: config.issuer,
+    basePath,
     registration: config.registration !== 'off',
     admitRegistration: registrationsPerSource
       ? async (request) => {

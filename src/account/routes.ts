@@ -11,6 +11,7 @@ import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { findPatients } from '../directory/patients.js';
 import { connectedApps, revokeGrants } from '../grants/grants.js';
+import { forwardAsIssuer } from '../http/forwarded.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -28,14 +29,13 @@ import { findUser } from '../users/users.js';
 
 export async function accountRoutes(app: FastifyInstance, deps: { config: Config; db: Kysely<DB>; box: SecretBox; host: ProviderHost; audit: AuditLog }): Promise<void> {
   const { config, db, box, host, audit } = deps;
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
   const issuer = new URL(config.issuer);
   await app.register(formbody, { bodyLimit: 8 * 1024 });
 
   /** The session of the browser, read as oidc-provider reads it (signed cookie, forwarded headers as the bridge sets them). */
   async function sessionOf(request: FastifyRequest, reply: FastifyReply): Promise<{ accountId: string; uid: string } | undefined> {
-    request.raw.headers['x-forwarded-proto'] = issuer.protocol.slice(0, -1);
-    request.raw.headers['x-forwarded-host'] = issuer.host;
+    forwardAsIssuer(request.raw, issuer);
     const session = await host.provider.Session.get(host.provider.createContext(request.raw, reply.raw));
     return session.accountId ? { accountId: session.accountId, uid: session.uid } : undefined;
   }

@@ -3,6 +3,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
+import { bearerToken } from '../security/bearer.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 
 /**
@@ -30,8 +31,6 @@ declare module 'fastify' {
   }
 }
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
-
 function sameSecret(a: string, b: string): boolean {
   // Hashing first makes the comparison constant-time whatever the lengths.
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
@@ -39,7 +38,7 @@ function sameSecret(a: string, b: string): boolean {
 
 export function adminAuthentication(adminToken: string | undefined, host: ProviderHost) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const token = BEARER.exec(request.headers.authorization ?? '')?.[1];
+    const token = bearerToken(request.headers.authorization);
     const refuse = (status: 401 | 403, error: string, description: string) => {
       void reply
         .code(status)

@@ -1,12 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 
-import { HttpProblem } from '../errors.js';
-import { getClient } from '../clients/registry.js';
 import { createLaunch } from '../launch/context.js';
-import { getUser } from '../users/users.js';
+import { launchInput } from '../launch/input.js';
 import type { FhirContextItem } from '../db/tables/launches.js';
-import { fhirContextProblem } from '../smart/launch-context.js';
-import { fhirBaseOf } from '../oidc/resource-server.js';
 import { EHR_LAUNCH_SCOPE } from './auth.js';
 import type { AdminDeps } from './deps.js';
 import { adminEvent, errorResponses, tagged } from './schemas.js';
@@ -70,16 +66,9 @@ export async function launchRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       },
     },
     async (request, reply) => {
-      const { aud, user, client_id, ...context } = request.body;
-      const fhirBase = aud === undefined ? undefined : fhirBaseOf(config, aud);
-      if (aud !== undefined && !fhirBase) throw HttpProblem.invalid(`aud ${aud} is not one of this server's FHIR base URLs`);
-      if (context.encounter && !context.patient) throw HttpProblem.invalid('encounter needs patient');
-      const invalidContext = context.fhirContext && fhirContextProblem(context.fhirContext);
-      if (invalidContext) throw HttpProblem.invalid(invalidContext);
-      if (client_id && !(await getClient(db, client_id))) throw HttpProblem.invalid(`no client ${client_id}`);
-      if (user && !(await getUser(db, user))) throw HttpProblem.invalid(`no user ${user}`);
-      const created = await createLaunch(db, deps.box, { ...context, client_id, user, fhir_base: fhirBase });
-      await audit.record({ ...adminEvent(request), type: 'launch.created', clientId: client_id, userId: user, patientId: context.patient, details: { encounter: context.encounter, intent: context.intent, fhir_base: fhirBase } });
+      const input = await launchInput(db, config, request.body, { inDirectory: false });
+      const created = await createLaunch(db, deps.box, input);
+      await audit.record({ ...adminEvent(request), type: 'launch.created', clientId: input.client_id, userId: input.user, patientId: input.patient, details: { encounter: input.encounter, intent: input.intent, fhir_base: input.fhir_base } });
       return reply.code(201).send(created);
     },
   );

@@ -22,7 +22,7 @@ export const ADMIN_PREFIX = '/admin/api';
  */
 export const adminApi = fp(
   async (app: FastifyInstance, deps: AdminDeps) => {
-    const basePath = new URL(deps.config.issuer).pathname.replace(/\/$/, '');
+    const basePath = deps.config.basePath;
     await app.register(swagger, {
       openapi: {
         openapi: '3.0.3',

@@ -44,7 +44,7 @@ export async function operate(command: string, args: readonly string[]): Promise
   const adminToken = randomBytes(32).toString('base64url');
   const config = loadConfig({ ...env, ADMIN_TOKEN: adminToken, SEED_DEMO: 'false', LOG_LEVEL: env.LOG_LEVEL ?? 'warn' });
   const app = await buildApp(config, { background: false });
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
   const call = async (method: 'GET' | 'POST', path: string, payload?: unknown, contentType = 'application/json') => {
     const res = await app.inject({ method, url: `${basePath}/admin/api${path}`, headers: { authorization: `Bearer ${adminToken}`, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: payload as string }) });
     if (res.statusCode >= 400) {

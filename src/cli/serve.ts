@@ -92,7 +92,7 @@ function banner(config: Config, address: string): string {
 
 /** Asks the local server whether it is ready; for Docker's HEALTHCHECK, which has no curl in slim images. */
 export async function healthcheck(config: Config): Promise<number> {
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
   try {
     const res = await fetch(`http://127.0.0.1:${config.port}${basePath}/readyz`, { signal: AbortSignal.timeout(3000) });
     process.stdout.write(`${res.status} ${await res.text()}\n`);

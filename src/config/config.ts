@@ -11,6 +11,8 @@ export interface Config {
   readonly host: string;
   /** Public base URL of this server, without a trailing slash. Every URL we hand out is built from it. */
   readonly issuer: string;
+  /** The issuer's path, without a trailing slash ('' at the root): every route of ours is mounted under it. */
+  readonly basePath: string;
   readonly database: DatabaseConfig;
   /** The FHIR base URLs this server issues tokens for: the only accepted `aud` values. Normalised, no trailing slash. */
   readonly fhirBaseUrls: readonly string[];
@@ -198,6 +200,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     port,
     host: (v.HOST as string | undefined) ?? 'localhost',
     issuer,
+    basePath: new URL(issuer).pathname.replace(/\/$/, ''),
     database: Object.freeze(database),
     fhirBaseUrls: Object.freeze(fhirBaseUrls),
     adminToken: v.ADMIN_TOKEN as string | undefined,
@@ -280,6 +283,20 @@ function parseUrlList(name: string, value: string, problems: string[]): string[]
   }
   if (!out.length && !problems.length) problems.push(`${name} is invalid: expected at least one URL`);
   return out;
+}
+
+/**
+ * The configured FHIR base a URL names (SMART `aud`, a resource indicator, a launcher form), or undefined when
+ * it names none of them or is no URL at all.
+ */
+export function fhirBaseOf(config: Pick<Config, 'fhirBaseUrls'>, value: string): string | undefined {
+  let base: string;
+  try {
+    base = normalizeBaseUrl(value);
+  } catch {
+    return undefined;
+  }
+  return config.fhirBaseUrls.includes(base) ? base : undefined;
 }
 
 /**

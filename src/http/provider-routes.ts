@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
+import { forwardAsIssuer } from './forwarded.js';
 import { ROUTES } from '../smart/profile.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 
@@ -12,6 +13,8 @@ export interface ProviderRoutesOptions {
   readonly host: ProviderHost;
   /** The issuer's public URL: the only origin oidc-provider builds URLs for. */
   readonly issuer: string;
+  /** The issuer's path, where oidc-provider is mounted. */
+  readonly basePath: string;
   readonly registration: boolean;
   /**
    * Counts a dynamic registration against its source's allowance; the seconds to wait when over it. Checked
@@ -24,15 +27,12 @@ export interface ProviderRoutesOptions {
  * Hands oidc-provider's endpoints to its Koa callback from ordinary Fastify routes, so that request ids,
  * logging, security headers and 404s stay Fastify's. Registered with the issuer's path as prefix.
  *
- * Bodies are left unread (oidc-provider reads at most 56 KiB itself), and the forwarded headers are
- * overwritten with the configured issuer's scheme and host and the client address Fastify determined under
- * TRUST_PROXY: oidc-provider builds every URL it returns from the request, and a spoofed Host or
- * X-Forwarded-Host must never change the endpoints we advertise or the cookies' Secure flag.
+ * Bodies are left unread (oidc-provider reads at most 56 KiB itself), and the forwarded headers are the
+ * configured issuer's (forwarded.ts).
  */
 export async function providerRoutes(app: FastifyInstance, options: ProviderRoutesOptions): Promise<void> {
   const issuer = new URL(options.issuer);
-  const proto = issuer.protocol.slice(0, -1);
-  const mountPath = issuer.pathname.replace(/\/$/, '');
+  const mountPath = options.basePath;
 
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
@@ -53,9 +53,7 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
       delete raw.headers['content-length'];
       delete raw.headers['transfer-encoding'];
     }
-    raw.headers['x-forwarded-proto'] = proto;
-    raw.headers['x-forwarded-host'] = issuer.host;
-    raw.headers['x-forwarded-for'] = request.ip;
+    forwardAsIssuer(raw, issuer, request.ip);
     // oidc-provider derives its mount path from originalUrl minus url (lib/helpers/oidc_context.js).
     raw.originalUrl = raw.url;
     raw.url = (raw.url ?? '/').slice(mountPath.length) || '/';

@@ -11,8 +11,9 @@ import { HttpProblem } from '../errors.js';
 import { launchableClients } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
-import { encountersOf, patientExists, searchPatients } from '../directory/patients.js';
+import { searchPatients } from '../directory/patients.js';
 import { createLaunch } from '../launch/context.js';
+import { launchInput } from '../launch/input.js';
 import { PUBLIC_DIR } from '../paths.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { pageHeaders } from './page-headers.js';
@@ -24,7 +25,7 @@ import { pageHeaders } from './page-headers.js';
  */
 export async function sandboxRoutes(app: FastifyInstance, options: { config: Config; db: Kysely<DB>; box: SecretBox }): Promise<void> {
   const { config, db, box } = options;
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
 
   const fhirClientJs = await readFile(createRequire(import.meta.url).resolve('fhirclient/build/fhir-client.min.js'), 'utf8');
   app.get('/sample-app/fhir-client.js', async (_request, reply) => {
@@ -73,23 +74,17 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
     async (request, reply) => {
       const body = request.body;
       if (!box.verifyMac('launcher', 'v1', body.csrf ?? '')) throw HttpProblem.forbidden('the launcher form has expired; reload it');
-      if (!config.fhirBaseUrls.includes(body.fhir_base ?? '')) throw HttpProblem.invalid('unknown FHIR server');
       const client = (await launchableClients(db)).find((c) => c.id === body.client_id);
       if (!client) throw HttpProblem.invalid('that app has no launch_uri');
-      const patient = body.patient || undefined;
-      if (patient && !(await patientExists(db, patient))) throw HttpProblem.invalid('unknown patient');
-      const encounter = body.encounter?.trim() || undefined;
-      if (encounter && !(patient && (await encountersOf(db, patient)).some((e) => e.id === encounter))) throw HttpProblem.invalid(`encounter ${encounter} is not one of the patient's`);
-      const { launch } = await createLaunch(db, box, {
-        client_id: body.client_id,
-        fhir_base: body.fhir_base,
-        patient,
-        encounter,
-        intent: body.intent?.trim() || undefined,
-        need_patient_banner: body.need_patient_banner === 'true',
-      });
+      const input = await launchInput(
+        db,
+        config,
+        { aud: body.fhir_base, client_id: client.id, patient: body.patient || undefined, encounter: body.encounter?.trim() || undefined, intent: body.intent?.trim() || undefined, need_patient_banner: body.need_patient_banner === 'true' },
+        { inDirectory: true },
+      );
+      const { launch } = await createLaunch(db, box, input);
       const target = new URL(client.launchUri);
-      target.searchParams.set('iss', body.fhir_base!);
+      target.searchParams.set('iss', input.fhir_base!); // fhir_base is required by the form's schema
       target.searchParams.set('launch', launch);
       return reply.redirect(target.href, 303);
     },

@@ -14,7 +14,7 @@ export async function smartConfigurationRoutes(
   options: { readonly config: Config },
 ): Promise<void> {
   const document = JSON.stringify(buildSmartConfiguration(options.config));
-  const paths = new Set<string>([`${new URL(options.config.issuer).pathname.replace(/\/$/, '')}${SMART_CONFIGURATION_PATH}`]);
+  const paths = new Set<string>([`${options.config.basePath}${SMART_CONFIGURATION_PATH}`]);
   for (const base of options.config.fhirBaseUrls) paths.add(`${new URL(base).pathname.replace(/\/$/, '')}${SMART_CONFIGURATION_PATH}`);
 
   for (const url of paths) {

@@ -86,7 +86,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const { config, db, box, host, audit } = deps;
   const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>): Promise<void> =>
     audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event });
-  const basePath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const basePath = config.basePath;
   await app.register(formbody, { bodyLimit: 64 * 1024 });
 
   const csrfFor = (uid: string): string => box.mac('csrf', uid);

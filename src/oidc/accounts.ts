@@ -1,8 +1,7 @@
 import type { Kysely } from 'kysely';
 import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 
-import type { Config } from '../config/config.js';
-import { normalizeBaseUrl } from '../config/config.js';
+import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { findUser } from '../users/users.js';
 import { oidcOf } from './context.js';
@@ -31,13 +30,8 @@ function fhirBaseFor(config: Config, ctx: KoaContextWithOIDC): string {
   const params = oidcOf(ctx)?.params;
   const candidates = [params?.aud, params?.resource].flat();
   for (const candidate of candidates) {
-    if (typeof candidate !== 'string') continue;
-    try {
-      const base = normalizeBaseUrl(candidate);
-      if (config.fhirBaseUrls.includes(base)) return base;
-    } catch {
-      // not a URL: not ours
-    }
+    const base = typeof candidate === 'string' ? fhirBaseOf(config, candidate) : undefined;
+    if (base) return base;
   }
   return config.fhirBaseUrls[0]!;
 }

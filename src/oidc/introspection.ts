@@ -6,6 +6,7 @@ import type { Client, ClientMetadata, KoaContextWithOIDC } from 'oidc-provider';
 
 import { splitScopes } from '../smart/scopes/scope.js';
 import { registeredScopes } from './resource-server.js';
+import { bearerToken } from '../security/bearer.js';
 import { oidcOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -32,15 +33,13 @@ export function bearerIntrospectionClient(): { metadata: ClientMetadata; authori
   };
 }
 
-const BEARER = /^Bearer\s+([A-Za-z0-9._~+/-]+=*)\s*$/i;
-
 /** Koa middleware (before oidc-provider's router): lets a Bearer token with `introspect` authenticate. */
 export function bearerIntrospection(provider: Provider, internalAuthorization: string) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     if (ctx.method !== 'POST' || ctx.path !== ROUTES.introspection) return next();
-    const match = BEARER.exec(ctx.get('authorization'));
-    if (!match) return next();
-    const problem = await bearerProblem(provider, match[1]!);
+    const token = bearerToken(ctx.get('authorization'));
+    if (!token) return next();
+    const problem = await bearerProblem(provider, token);
     if (problem) {
       ctx.status = 401;
       ctx.set('www-authenticate', `Bearer error="invalid_token", error_description="${problem}"`);

@@ -45,7 +45,7 @@ export interface ProviderDeps {
  */
 export function createProvider(deps: ProviderDeps): Provider {
   const { config, log } = deps;
-  const issuerPath = new URL(config.issuer).pathname.replace(/\/$/, '');
+  const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
   const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients });

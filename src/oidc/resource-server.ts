@@ -1,6 +1,6 @@
 import { errors, type Client, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 
-import { normalizeBaseUrl, type Config } from '../config/config.js';
+import { fhirBaseOf, type Config } from '../config/config.js';
 import { ALLOWED_SCOPE_PROPERTY } from '../smart/client-rules.js';
 import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
@@ -32,17 +32,6 @@ export const JWT_MAX_SCOPE_LENGTH = 4096;
 export function registeredScopes(client: Client): RegisteredScopes {
   const value = (client as unknown as Record<string, unknown>)[ALLOWED_SCOPE_PROPERTY];
   return parseRegisteredScopes(typeof value === 'string' ? value : undefined);
-}
-
-/** The FHIR base a resource indicator or `aud` names, or undefined when it is none of ours. */
-export function fhirBaseOf(config: Config, value: string): string | undefined {
-  let base: string;
-  try {
-    base = normalizeBaseUrl(value);
-  } catch {
-    return undefined;
-  }
-  return config.fhirBaseUrls.includes(base) ? base : undefined;
 }
 
 /**

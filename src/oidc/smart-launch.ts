@@ -2,7 +2,7 @@ import type { Kysely } from 'kysely';
 import type Provider from 'oidc-provider';
 import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 
-import type { Config } from '../config/config.js';
+import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { findGrantContext, findLaunch, touchGrantContext, type GrantContext } from '../launch/context.js';
@@ -11,7 +11,6 @@ import { accessTokenContext, tokenResponseContext } from '../smart/token-context
 import { splitScopes } from '../smart/scopes/scope.js';
 import { extendGrant } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
-import { fhirBaseOf } from './resource-server.js';
 import { ROUTES } from '../smart/profile.js';
 
 /**
