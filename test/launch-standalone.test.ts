@@ -286,6 +286,15 @@ describeEachDatabase('standalone launch', (ctx) => {
     }
   });
 
+  it('the resume endpoint ignores a query string: a stale or foreign one is a page, never a server error', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
+    for (const url of ['/auth/not-this-one?client_id=patient-app&state=x', '/auth/not-this-one?client_id=urn%3Asmart-auth%3Aaccount']) {
+      const res = await flow.browser.send('GET', url);
+      assert.equal(res.statusCode, 400, url);
+      assert.match(res.body, /<!doctype html>/);
+    }
+  });
+
   it('pages: no caching, no framing, escaped output, labelled fields', async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid' });
     const { res } = flow.page;

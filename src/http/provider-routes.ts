@@ -53,6 +53,10 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
       delete raw.headers['content-length'];
       delete raw.headers['transfer-encoding'];
     }
+    // The resume endpoint (/auth/:uid) takes its parameters from the interaction, never from a query string;
+    // oidc-provider's error handler for it would read a client_id there and then fail on parameters that do
+    // not exist (a 500), so none reaches it.
+    if (request.routeOptions.url === `${mountPath}${ROUTES.authorization}/:uid`) raw.url = raw.url?.split('?')[0];
     forwardAsIssuer(raw, issuer, request.ip);
     // oidc-provider derives its mount path from originalUrl minus url (lib/helpers/oidc_context.js).
     raw.originalUrl = raw.url;
