@@ -3,6 +3,40 @@ import js from '@eslint/js';
 import { defineConfig } from 'eslint/config';
 import tseslint from 'typescript-eslint';
 
+/** Folders (or top-level files) of src/, by layer. */
+const ENTRY = ['cli', 'app', 'main'];
+const HTTP_ADAPTERS = ['http', 'interactions', 'account', 'admin', 'gateway', 'sandbox', 'maintenance'];
+const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed'];
+
+/**
+ * Files matching `files` may not import from the named folders (or top-level files) of src/; from
+ * `typesOnly` they may import types.
+ * @param {string} files
+ * @param {string[]} forbidden
+ * @param {string} why
+ * @param {string[]} [typesOnly]
+ */
+function layer(files, forbidden, why, typesOnly = []) {
+  /** @param {string[]} names */
+  const pattern = (names) => `(^|/)(${names.join('|')})(/|\\.js$)`;
+  return [
+    {
+      files: [files],
+      rules: {
+        '@typescript-eslint/no-restricted-imports': [
+          'error',
+          {
+            patterns: [
+              { regex: pattern(forbidden), message: `layering: ${why}` },
+              ...(typesOnly.length ? [{ regex: pattern(typesOnly), allowTypeImports: true, message: `layering: ${why}` }] : []),
+            ],
+          },
+        ],
+      },
+    },
+  ];
+}
+
 export default defineConfig(
   { ignores: ['dist/', 'node_modules/', '.data/', 'coverage/', 'public/'] },
   js.configs.recommended,
@@ -26,6 +60,17 @@ export default defineConfig(
       eqeqeq: ['error', 'always'],
     },
   },
+  // The layers (docs/architecture.md): dependencies point down only. Entry (main, cli, app) → HTTP adapters
+  // (http, interactions, account, admin, maintenance) → protocol adapters (oidc) → policy (smart, pure) →
+  // stores (db and each area's repository) → foundation (config, security, errors, paths). The policy layer
+  // may read the stores' types; nothing below it imports it. test/architecture.test.ts finds cycles.
+  ...layer('src/{config,security}/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
+  ...layer('src/{errors,paths}.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
+  ...layer(`src/{${STORES.join(',')}}/**/*.ts`, ['smart', 'oidc', ...HTTP_ADAPTERS, ...ENTRY], 'a store uses the database and other stores only'),
+  ...layer('src/smart/**/*.ts', ['oidc', ...HTTP_ADAPTERS, ...ENTRY], 'the policy layer is pure: types of the stores only', STORES),
+  ...layer('src/oidc/**/*.ts', [...HTTP_ADAPTERS, ...ENTRY], 'oidc-provider\'s seams sit below the HTTP adapters'),
+  ...layer(`src/{${HTTP_ADAPTERS.filter((d) => d !== 'maintenance').join(',')}}/**/*.ts`, ENTRY, 'adapters are wired by the entry, never the reverse'),
+  ...layer('src/maintenance.ts', ENTRY, 'adapters are wired by the entry, never the reverse'),
   {
     // Benchmarks and scripts report on the terminal.
     files: ['bench/**/*.ts', 'scripts/**/*.ts'],

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 
 import { createLaunch } from '../launch/context.js';
-import { launchInput } from '../launch/input.js';
+import { launchInput } from '../http/launch-input.js';
 import type { FhirContextItem } from '../db/tables/launches.js';
 import { EHR_LAUNCH_SCOPE } from './auth.js';
 import type { AdminDeps } from './deps.js';

@@ -13,7 +13,7 @@ import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { searchPatients } from '../directory/patients.js';
 import { createLaunch } from '../launch/context.js';
-import { launchInput } from '../launch/input.js';
+import { launchInput } from './launch-input.js';
 import { PUBLIC_DIR } from '../paths.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { pageHeaders } from './page-headers.js';

@@ -7,7 +7,7 @@ import { encountersOf, patientExists } from '../directory/patients.js';
 import { HttpProblem } from '../errors.js';
 import { fhirContextProblem } from '../smart/launch-context.js';
 import { getUser } from '../users/users.js';
-import type { LaunchContext, LaunchInput } from './context.js';
+import type { LaunchContext, LaunchInput } from '../launch/context.js';
 
 /** A launch as an EHR (the admin API, the CLI) or the sandbox launcher asks for it. */
 export interface LaunchRequest extends LaunchContext {
