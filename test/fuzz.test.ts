@@ -130,7 +130,9 @@ describeEachDatabase('fuzzing every endpoint', (ctx) => {
     t.diagnostic(`statuses over ${RUNS} requests: ${JSON.stringify(Object.fromEntries([...statuses].sort((a, b) => a[0] - b[0])))}`);
 
     assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200, 'still ready');
-    const token = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('fuzz-backend', secret) });
+    // The run may have changed any client through the admin API (its secret rotated, say): a new one proves it.
+    const after = await createClient(app, { client_id: 'after-the-fuzz', grant_types: ['client_credentials'], scope: 'system/Patient.rs' });
+    const token = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth(after.client_id, after.client_secret!) });
     assert.equal(token.statusCode, 200, 'still issues tokens');
   });
 });

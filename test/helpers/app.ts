@@ -40,7 +40,8 @@ export async function listeningApp(database: Database, env: Record<string, strin
   return { app, issuer };
 }
 
-function freePort(): Promise<number> {
+/** A loopback port free at the moment of asking. */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
