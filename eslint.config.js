@@ -71,6 +71,8 @@ export default defineConfig(
   ...layer('src/oidc/**/*.ts', [...HTTP_ADAPTERS, ...ENTRY], 'oidc-provider\'s seams sit below the HTTP adapters'),
   ...layer(`src/{${HTTP_ADAPTERS.filter((d) => d !== 'maintenance').join(',')}}/**/*.ts`, ENTRY, 'adapters are wired by the entry, never the reverse'),
   ...layer('src/maintenance.ts', ENTRY, 'adapters are wired by the entry, never the reverse'),
+  // The embedded FHIR server (the sandbox's, the gateway tests' upstream) is an upstream like any other.
+  ...layer('src/fhir/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the embedded FHIR server stands alone: the gateway knows it only as an upstream'),
   {
     // Benchmarks and scripts report on the terminal.
     files: ['bench/**/*.ts', 'scripts/**/*.ts'],

@@ -18,6 +18,7 @@ import { healthRoutes } from './http/health.js';
 import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
 import { accountRoutes } from './account/routes.js';
+import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
@@ -185,6 +186,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
+  await app.register(gatewayRoutes, { config, db, box, host, audit, log });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {

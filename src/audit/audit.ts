@@ -45,6 +45,7 @@ export const AUDIT_EVENT_TYPES = [
   'patient.imported',
   'key.rotated',
   'admin.request',
+  'fhir.access',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

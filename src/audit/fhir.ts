@@ -59,14 +59,17 @@ export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unkn
     });
   }
 
+  const access = row.type === 'fhir.access' ? fhirAccessOf(row) : undefined;
+  if (access?.entity) entities.push(access.entity);
+
   return {
     resourceType: 'AuditEvent',
     id: String(row.seq),
     type,
-    subtype: [{ system: EVENT_SUBTYPE_SYSTEM, code: row.type }],
-    action: actionOf(row.type),
+    subtype: [{ system: EVENT_SUBTYPE_SYSTEM, code: row.type }, ...(access ? [access.subtype] : [])],
+    action: access?.action ?? actionOf(row.type),
     recorded: row.recorded_at.toISOString(),
-    outcome: row.outcome === 'success' ? '0' : '4',
+    outcome: row.outcome === 'success' ? '0' : access?.serious ? '8' : '4',
     ...(typeof row.details.reason === 'string' ? { outcomeDesc: row.details.reason } : {}),
     agent: agents,
     source: { observer: { display: 'smart-auth-server', identifier: { value: issuer } }, type: [{ system: SOURCE_TYPE, code: '4', display: 'Application Server' }] },
@@ -81,4 +84,54 @@ function actionOf(type: string): 'C' | 'R' | 'U' | 'D' | 'E' {
   if (/\.(updated|password_reset|secret_rotated|rotated|refreshed)$/.test(type)) return 'U';
   if (/\.(deleted|revoked)$/.test(type)) return 'D';
   return 'E';
+}
+
+const RESTFUL_INTERACTION = 'http://hl7.org/fhir/restful-interaction';
+
+/** The FHIR restful-interaction code of each interaction the gateway tells apart, and its BALP action. */
+const INTERACTIONS: Readonly<Record<string, { code: string; action: 'C' | 'R' | 'U' | 'D' | 'E' }>> = {
+  read: { code: 'read', action: 'R' },
+  vread: { code: 'vread', action: 'R' },
+  'history-instance': { code: 'history-instance', action: 'R' },
+  'history-type': { code: 'history-type', action: 'E' },
+  'history-system': { code: 'history-system', action: 'E' },
+  'search-type': { code: 'search-type', action: 'E' },
+  'search-system': { code: 'search-system', action: 'E' },
+  create: { code: 'create', action: 'C' },
+  update: { code: 'update', action: 'U' },
+  'conditional-update': { code: 'update', action: 'U' },
+  patch: { code: 'patch', action: 'U' },
+  delete: { code: 'delete', action: 'D' },
+  'conditional-delete': { code: 'delete', action: 'D' },
+  operation: { code: 'operation', action: 'E' },
+  batch: { code: 'batch', action: 'E' },
+  transaction: { code: 'transaction', action: 'E' },
+};
+
+/**
+ * A FHIR access through the gateway, after IHE BALP's RESTful patterns: the interaction as a subtype, its
+ * action (C/R/U/D, E for searches and operations), and the resource as an entity (role 4, Domain Resource).
+ * The query itself is not kept: search parameters may carry names or other identifying values.
+ */
+function fhirAccessOf(row: AuditRow): { subtype: Record<string, unknown>; action: 'C' | 'R' | 'U' | 'D' | 'E'; serious: boolean; entity: Record<string, unknown> | undefined } {
+  const interaction = typeof row.details.interaction === 'string' ? row.details.interaction : 'operation';
+  const known = INTERACTIONS[interaction] ?? { code: 'operation', action: 'E' as const };
+  const type = typeof row.details.resourceType === 'string' ? row.details.resourceType : undefined;
+  const id = typeof row.details.id === 'string' ? row.details.id : undefined;
+  const status = typeof row.details.status === 'number' ? row.details.status : undefined;
+  const resources = typeof row.details.resources === 'number' ? row.details.resources : undefined;
+  const detail = [
+    ...(status !== undefined ? [{ type: 'status', valueString: String(status) }] : []),
+    ...(resources !== undefined ? [{ type: 'resources', valueString: String(resources) }] : []),
+    ...(typeof row.details.operation === 'string' ? [{ type: 'operation', valueString: row.details.operation }] : []),
+  ];
+  const entity = type
+    ? {
+        what: id ? { reference: `${type}/${id}` } : { type },
+        type: { system: ENTITY_TYPE, code: '2', display: 'System Object' },
+        role: { system: OBJECT_ROLE, code: id ? '4' : '24', display: id ? 'Domain Resource' : 'Query' },
+        ...(detail.length ? { detail } : {}),
+      }
+    : undefined;
+  return { subtype: { system: RESTFUL_INTERACTION, code: known.code }, action: known.action, serious: status !== undefined && status >= 500, entity };
 }

@@ -64,6 +64,24 @@ export interface Config {
   readonly clientCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
   readonly auditCheckpointSeconds: number;
+  /** The FHIR bases this server fronts as a gateway, each with its upstream FHIR server. */
+  readonly fhirUpstreams: readonly FhirUpstream[];
+}
+
+/** A FHIR base this server fronts (the gateway), and where its requests go. */
+export interface FhirUpstream {
+  /** The public FHIR base, one of FHIR_BASE_URLS. */
+  readonly base: string;
+  /** The upstream FHIR server's base URL, without a trailing slash. */
+  readonly url: string;
+  /** Headers sent with every upstream request (a static Authorization, say). Never logged. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** How long the upstream may take to answer (headers, then each part of the body): then 504. */
+  readonly timeoutSeconds: number;
+  /** Kept-alive connections to the upstream, at most. */
+  readonly connections: number;
+  /** Operations (`$validate`) and search features (`_filter`, `_query`, `_contained`) let through besides those the gateway reasons about. */
+  readonly allow: readonly string[];
 }
 
 export type DatabaseConfig =
@@ -128,6 +146,10 @@ const schema = {
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
+    FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs, e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
+    FHIR_UPSTREAM_HEADERS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to an object of header names and values, e.g. {"https://ehr.example.org/fhir":{"Authorization":"Basic …"}}' },
+    FHIR_UPSTREAM_OPTIONS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to {"timeoutSeconds": 1-600, "connections": 1-1024, "allow": ["$validate", "_filter", …]}' },
+    FHIR_UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
   },
 } as const;
 
@@ -194,6 +216,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is invalid: expected at most REQUEST_TIMEOUT_SECONDS (${requestTimeoutSeconds})`);
   }
 
+  const fhirUpstreams = v.FHIR_UPSTREAMS
+    ? parseUpstreams(v.FHIR_UPSTREAMS as string, v.FHIR_UPSTREAM_HEADERS as string | undefined, v.FHIR_UPSTREAM_OPTIONS as string | undefined, (v.FHIR_UPSTREAM_TIMEOUT_SECONDS as number | undefined) ?? 30, fhirBaseUrls, issuer, problems)
+    : [];
+  if (!v.FHIR_UPSTREAMS && (v.FHIR_UPSTREAM_HEADERS || v.FHIR_UPSTREAM_OPTIONS)) problems.push('FHIR_UPSTREAM_HEADERS and FHIR_UPSTREAM_OPTIONS apply to the bases in FHIR_UPSTREAMS, which is not set');
+
   if (problems.length) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -231,6 +258,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (database.kind === 'pglite' ? 'open' : 'token'),
     registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
     registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
+    fhirUpstreams: Object.freeze(fhirUpstreams),
   });
 }
 
@@ -245,7 +273,7 @@ function describeProblem(name: string, value: unknown): string {
 }
 
 /** Never echoed back in an error message: they are secrets, or (DATABASE_URL) may contain one. */
-const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL']);
+const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'FHIR_UPSTREAM_HEADERS']);
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
@@ -282,6 +310,95 @@ function parseUrlList(name: string, value: string, problems: string[]): string[]
     if (!out.includes(normalised)) out.push(normalised);
   }
   if (!out.length && !problems.length) problems.push(`${name} is invalid: expected at least one URL`);
+  return out;
+}
+
+/** Headers the gateway sets or must never forward: they are not the operator's to choose. */
+const RESERVED_UPSTREAM_HEADERS = new Set(['host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-connection', 'accept', 'accept-encoding', 'expect']);
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$/;
+/** A header value: visible ASCII, spaces and tabs, nothing that could end the header line. */
+const HEADER_VALUE = /^[\t\x20-\x7e]{0,8192}$/;
+
+/**
+ * FHIR_UPSTREAMS with its per-base headers and options. Each base must be one of FHIR_BASE_URLS and have a
+ * path of its own (the gateway serves everything below it); the upstream is an http(s) URL.
+ */
+function parseUpstreams(value: string, headersJson: string | undefined, optionsJson: string | undefined, defaultTimeout: number, bases: readonly string[], issuer: string, problems: string[]): FhirUpstream[] {
+  const headers = parseJsonByBase('FHIR_UPSTREAM_HEADERS', headersJson, problems, true);
+  const options = parseJsonByBase('FHIR_UPSTREAM_OPTIONS', optionsJson, problems, false);
+  const out: FhirUpstream[] = [];
+  for (const pair of value.split(',')) {
+    const [baseText = '', upstreamText = ''] = pair.split(/=(?=https?:\/\/)/);
+    const shown = JSON.stringify(pair);
+    let base: string;
+    let upstream: URL;
+    try {
+      base = normalizeBaseUrl(baseText);
+      upstream = new URL(upstreamText);
+    } catch {
+      problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs`);
+      continue;
+    }
+    if (!bases.includes(base)) problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: ${base} is not one of FHIR_BASE_URLS (${bases.join(', ')})`);
+    if ((upstream.protocol !== 'http:' && upstream.protocol !== 'https:') || upstream.search || upstream.hash) problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: the upstream must be an http(s) URL without query or fragment`);
+    if (upstream.username || upstream.password) problems.push(`FHIR_UPSTREAMS entry for ${base} is invalid: put the upstream's credentials in FHIR_UPSTREAM_HEADERS, not in its URL`);
+    const path = new URL(base).pathname.replace(/\/$/, '');
+    const issuerPath = new URL(issuer).pathname.replace(/\/$/, '');
+    if (path === '' || path === issuerPath) problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: a fronted FHIR base needs a path of its own (e.g. ${issuer}/fhir), not the server's root`);
+    if (out.some((u) => new URL(u.base).pathname.replace(/\/$/, '') === path)) problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: another fronted base has the path ${path}`);
+
+    const extra = headers.get(base) ?? {};
+    const headerList: Record<string, string> = {};
+    for (const [name, headerValue] of Object.entries(extra)) {
+      if (!HEADER_NAME.test(name) || typeof headerValue !== 'string' || !HEADER_VALUE.test(headerValue)) problems.push(`FHIR_UPSTREAM_HEADERS for ${base} is invalid: header ${JSON.stringify(name)} needs a token name and a string value of printable characters`);
+      else if (RESERVED_UPSTREAM_HEADERS.has(name.toLowerCase())) problems.push(`FHIR_UPSTREAM_HEADERS for ${base} is invalid: ${name} is set by the gateway itself`);
+      else headerList[name.toLowerCase()] = headerValue;
+    }
+    const opts = options.get(base) ?? {};
+    const unknown = Object.keys(opts).filter((k) => !['timeoutSeconds', 'connections', 'allow'].includes(k));
+    if (unknown.length) problems.push(`FHIR_UPSTREAM_OPTIONS for ${base} is invalid: unknown option ${unknown.join(', ')} (expected timeoutSeconds, connections, allow)`);
+    const timeout = opts.timeoutSeconds ?? defaultTimeout;
+    if (!Number.isInteger(timeout) || (timeout as number) < 1 || (timeout as number) > 600) problems.push(`FHIR_UPSTREAM_OPTIONS for ${base} is invalid: timeoutSeconds must be an integer from 1 to 600`);
+    const connections = opts.connections ?? 64;
+    if (!Number.isInteger(connections) || (connections as number) < 1 || (connections as number) > 1024) problems.push(`FHIR_UPSTREAM_OPTIONS for ${base} is invalid: connections must be an integer from 1 to 1024`);
+    const allow = opts.allow ?? [];
+    if (!Array.isArray(allow) || allow.some((a) => typeof a !== 'string' || !/^(\$[A-Za-z][A-Za-z0-9-]{0,63}|_filter|_query|_contained)$/.test(a))) {
+      problems.push(`FHIR_UPSTREAM_OPTIONS for ${base} is invalid: allow must be a list of operations ($name) and search features (_filter, _query, _contained)`);
+    }
+    out.push({ base, url: upstream.href.replace(/\/$/, ''), headers: Object.freeze(headerList), timeoutSeconds: timeout as number, connections: connections as number, allow: Object.freeze([...(allow as string[])]) });
+  }
+  for (const [name, map] of [['FHIR_UPSTREAM_HEADERS', headers], ['FHIR_UPSTREAM_OPTIONS', options]] as const) {
+    for (const base of map.keys()) if (!out.some((u) => u.base === base)) problems.push(`${name} names ${base}, which is not a base in FHIR_UPSTREAMS`);
+  }
+  return out;
+}
+
+/** A JSON object keyed by FHIR base URL (normalised), each value an object. */
+function parseJsonByBase(name: string, json: string | undefined, problems: string[], sensitive: boolean): Map<string, Record<string, unknown>> {
+  const out = new Map<string, Record<string, unknown>>();
+  if (json === undefined) return out;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    problems.push(`${name}${sensitive ? '' : `=${JSON.stringify(json)}`} is invalid: expected a JSON object from FHIR base URL to an object`);
+    return out;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    problems.push(`${name} is invalid: expected a JSON object from FHIR base URL to an object`);
+    return out;
+  }
+  for (const [key, value] of Object.entries(parsed)) {
+    let base: string;
+    try {
+      base = normalizeBaseUrl(key);
+    } catch {
+      problems.push(`${name} is invalid: ${JSON.stringify(key)} is not a URL`);
+      continue;
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) problems.push(`${name} is invalid: the value for ${base} must be an object`);
+    else out.set(base, value as Record<string, unknown>);
+  }
   return out;
 }
 

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 
+import type { JSONWebKeySet, JWK } from 'jose';
 import type Provider from 'oidc-provider';
 
 import { loadCookieKeys } from '../keys/cookie-keys.js';
@@ -18,18 +19,24 @@ export class ProviderHost {
   #provider: Provider;
   #callback: Callback;
   #fingerprint: string;
+  #verificationKeys: JSONWebKeySet;
   readonly #deps: HostDeps;
 
-  private constructor(deps: HostDeps, provider: Provider, fingerprint: string) {
+  private constructor(deps: HostDeps, built: Built) {
     this.#deps = deps;
-    this.#provider = provider;
-    this.#callback = provider.callback();
-    this.#fingerprint = fingerprint;
+    this.#provider = built.provider;
+    this.#callback = built.provider.callback();
+    this.#fingerprint = built.fingerprint;
+    this.#verificationKeys = built.verificationKeys;
   }
 
   static async create(deps: HostDeps): Promise<ProviderHost> {
-    const { provider, fingerprint } = await build(deps);
-    return new ProviderHost(deps, provider, fingerprint);
+    return new ProviderHost(deps, await build(deps));
+  }
+
+  /** The public keys of every published signing key: what verifies the tokens this server signed. */
+  get verificationKeys(): JSONWebKeySet {
+    return this.#verificationKeys;
   }
 
   get provider(): Provider {
@@ -51,22 +58,33 @@ export class ProviderHost {
    * @returns whether the provider was replaced.
    */
   async refresh(): Promise<boolean> {
-    const { provider, fingerprint } = await build(this.#deps, this.#fingerprint);
-    if (!provider) return false;
-    this.#provider = provider;
-    this.#callback = provider.callback();
-    this.#fingerprint = fingerprint;
-    this.#deps.log.info({ keys: fingerprint }, 'key set changed; OAuth core reloaded');
+    const built = await build(this.#deps, this.#fingerprint);
+    if (!built) return false;
+    this.#provider = built.provider;
+    this.#callback = built.provider.callback();
+    this.#fingerprint = built.fingerprint;
+    this.#verificationKeys = built.verificationKeys;
+    this.#deps.log.info({ keys: built.fingerprint }, 'key set changed; OAuth core reloaded');
     return true;
   }
 }
 
-async function build(deps: HostDeps): Promise<{ provider: Provider; fingerprint: string }>;
-async function build(deps: HostDeps, unlessFingerprint: string): Promise<{ provider: Provider | undefined; fingerprint: string }>;
-async function build(deps: HostDeps, unlessFingerprint?: string): Promise<{ provider: Provider | undefined; fingerprint: string }> {
+interface Built {
+  readonly provider: Provider;
+  readonly fingerprint: string;
+  readonly verificationKeys: JSONWebKeySet;
+}
+
+/** Members of a private JWK that its public form leaves out. */
+const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
+
+async function build(deps: HostDeps): Promise<Built>;
+async function build(deps: HostDeps, unlessFingerprint: string): Promise<Built | undefined>;
+async function build(deps: HostDeps, unlessFingerprint?: string): Promise<Built | undefined> {
   const [signing, cookies] = await Promise.all([loadSigningKeys(deps.db, deps.box), loadCookieKeys(deps.db, deps.box)]);
   const fingerprint = [...signing.rows.map((r) => `${r.kid}:${r.state}`), ...cookies.ids.map((id) => `cookie:${id}`)].join(',');
-  if (fingerprint === unlessFingerprint) return { provider: undefined, fingerprint };
+  if (fingerprint === unlessFingerprint) return undefined;
   const provider = createProvider({ ...deps, signingKeys: signing.keys, cookieKeys: cookies.secrets });
-  return { provider, fingerprint };
+  const keys = signing.keys.map((key) => Object.fromEntries(Object.entries(key).filter(([name]) => !PRIVATE_MEMBERS.includes(name))) as JWK);
+  return { provider, fingerprint, verificationKeys: { keys } };
 }

@@ -9,7 +9,7 @@ import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
-import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
+import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
 import { oidcOf, type ErrorPage } from './context.js';
 import { findAccount } from './accounts.js';
@@ -171,6 +171,15 @@ export function createProvider(deps: ProviderDeps): Provider {
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
     extraTokenClaims: mapDatabaseFaults((ctx, token) => smartTokenClaims(deps.db, ctx, token)),
+    // A JWT access token is not stored: the gateway checks, at every request, that the grant it was issued
+    // under still stands (not revoked, the app not disconnected), and so needs to know which grant that is.
+    formats: {
+      customizers: {
+        jwt: (_ctx, token, jwt) => {
+          if (token.kind === 'AccessToken' && 'grantId' in token && typeof token.grantId === 'string') jwt.payload[GRANT_ID_CLAIM] = token.grantId;
+        },
+      },
+    },
     enabledJWA: {
       clientAuthSigningAlgValues: [...CLIENT_AUTH_SIGNING_ALGS],
       idTokenSigningAlgValues: ['RS256', 'RS384', 'ES256', 'ES384'],

@@ -60,3 +60,6 @@ export const BACKEND_ACCESS_TOKEN_TTL = 300;
 export const AUTHORIZATION_CODE_TTL = 60;
 /** How long clients may cache the JWKS and the discovery documents. Key rotation waits at least this long. */
 export const JWKS_MAX_AGE_SECONDS = 300;
+
+/** The claim of a JWT access token naming the grant it was issued under (the gateway checks the grant stands). */
+export const GRANT_ID_CLAIM = 'grant_id';

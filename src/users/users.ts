@@ -27,11 +27,22 @@ export async function findUser(db: Kysely<DB>, id: string): Promise<User | undef
  * for. Undefined for users who search the directory (clinicians).
  */
 export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] | undefined> {
-  const [type, id] = user.fhirUser.split('/');
-  if (type === 'Practitioner' || type === 'PractitionerRole') return undefined;
+  if (actsForEveryPatient(user.fhirUser)) return undefined;
   const others = await db.selectFrom('user_patients').select('patient_id').where('user_id', '=', user.id).orderBy('patient_id').execute();
+  return userPatients(user.fhirUser, others.map((r) => r.patient_id));
+}
+
+/** Clinicians (a Practitioner or PractitionerRole) reach the whole directory; everyone else the records linked to them. */
+export function actsForEveryPatient(fhirUser: string): boolean {
+  const type = fhirUser.split('/')[0];
+  return type === 'Practitioner' || type === 'PractitionerRole';
+}
+
+/** A user's own record (when the user is a Patient) and the records linked to the user, once each. */
+export function userPatients(fhirUser: string, linked: readonly string[]): string[] {
+  const [type, id] = fhirUser.split('/');
   const own = type === 'Patient' && id ? [id] : [];
-  return [...new Set([...own, ...others.map((r) => r.patient_id)])];
+  return [...new Set([...own, ...linked])];
 }
 
 export interface UserRecord extends User {

@@ -77,11 +77,8 @@ export function permits(grant: GrantView, request: FhirRequest): Decision {
   const scopes = typeof grant.scope === 'string' ? parseGrantScopes(grant.scope) : grant.scope;
   const interaction = request.interaction === 'history' ? (request.id === undefined ? 'history-type' : 'history-instance') : request.interaction;
   const letter = PERMISSION_FOR[interaction];
-  const bit = PERMISSION_BITS[letter];
 
-  const candidates = scopes.filter(
-    (s): s is ResourceScope => s.kind === 'resource' && (s.resourceType === '*' || s.resourceType === request.resourceType) && (s.permissions & bit) !== 0,
-  );
+  const candidates = scopesPermitting(scopes, request.resourceType, letter);
   if (!candidates.length) return { allow: false, reason: `no granted scope permits ${interaction} (${letter}) on ${request.resourceType}` };
 
   const usable: ResourceScope[] = [];
@@ -103,6 +100,12 @@ export function permits(grant: GrantView, request: FhirRequest): Decision {
   return { allow: true, scope: usable.map(text).join(' '), mustMatch: usable.map((s) => s.query) };
 }
 
+/** The resource scopes that grant `letter` on `resourceType` (SMART v2 letters; v1 scopes count as their v2 form). */
+export function scopesPermitting(scopes: readonly Scope[], resourceType: string, letter: PermissionLetter): ResourceScope[] {
+  const bit = PERMISSION_BITS[letter];
+  return scopes.filter((s): s is ResourceScope => s.kind === 'resource' && (s.resourceType === '*' || s.resourceType === resourceType) && (s.permissions & bit) !== 0);
+}
+
 function contextProblem(scope: ResourceScope, grant: GrantView, request: FhirRequest): string | undefined {
   if (scope.context !== 'patient') return undefined;
   if (!grant.patient) return `${text(scope)} needs a patient in context, and the grant has none`;
@@ -119,12 +122,18 @@ function contextProblem(scope: ResourceScope, grant: GrantView, request: FhirReq
  */
 function searchNarrowedBy(scopes: readonly ResourceScope[], request: FhirRequest): string | undefined {
   const params = request.params ?? {};
-  const valuesOf = (name: string): string[] => {
+  return scopesSearchIsConfinedTo(scopes, (name) => {
     const given = params[name];
     if (given === undefined) return [];
     return (typeof given === 'string' ? [given] : [...given]).flatMap(splitOr);
-  };
+  });
+}
 
+/**
+ * The granular scopes a search is confined to (as a scope string), given the values it sends for each
+ * parameter (OR-ed values split): undefined when it is not confined to any.
+ */
+export function scopesSearchIsConfinedTo(scopes: readonly ResourceScope[], valuesOf: (name: string) => readonly string[]): string | undefined {
   for (const scope of scopes) {
     if (scope.query.every((q) => {
       const values = valuesOf(q.name);
@@ -144,7 +153,7 @@ function searchNarrowedBy(scopes: readonly ResourceScope[], request: FhirRequest
 }
 
 /** Splits a FHIR search value on the commas that separate OR-ed values (`\,` is an escaped comma). */
-function splitOr(value: string): string[] {
+export function splitOr(value: string): string[] {
   return value.split(/(?<!\\),/).filter((v) => v !== '');
 }
 

@@ -1,0 +1,410 @@
+import { scopesPermitting, scopesSearchIsConfinedTo, splitOr } from '../scopes/permits.js';
+import type { PermissionLetter, ResourceScope, Scope } from '../scopes/scope.js';
+import { searchParameter, type FhirModel } from './model.js';
+import type { FhirCall, SearchParam } from './request.js';
+import { inPatientCompartment, isResource, matchesAll, patientsOf, type FhirResource } from './resources.js';
+
+/**
+ * What a SMART token may do at a FHIR server, request by request and resource by resource: the rules the
+ * gateway (src/gateway) enforces at the door, and that a FHIR server can call itself (`smart-auth-server/enforce`).
+ *
+ * - Scopes permit interactions per resource type (SMART App Launch 2.2 §Scopes: c create; r read, vread,
+ *   instance history; u update, patch; d delete; s search, type history).
+ * - `patient/` scopes reach the Patient compartment (FHIR R4 CompartmentDefinition-patient) of the patient in
+ *   context; `user/` scopes the patients the user may act for (all of them for a clinician); `system/`
+ *   scopes every patient. Resource types outside the compartment (Practitioner, Organization, Medication…)
+ *   carry no one's record and are reached by any scope for their type.
+ * - Granular scopes (`?category=…`) reach only resources matching all of their parameters.
+ *
+ * Requests are confined before they are sent (a search narrowed to the patients reached and, where it can
+ * say it, to a granular scope's parameters) and every resource that comes back is checked again: a resource
+ * no granted scope reaches is never returned, wherever it sits (a match, an `_include`, a history entry, a
+ * `$everything` or batch entry, a contained resource).
+ */
+
+export interface AccessGrant {
+  /** The token's scopes, parsed. */
+  readonly scopes: readonly Scope[];
+  /** The patient in context (the token's `patient`), which `patient/` scopes reach. */
+  readonly patient: string | undefined;
+  /** Whom `user/` scopes reach: the user's patients, `all` (a clinician), or undefined with no user (a backend). */
+  readonly userPatients: readonly string[] | 'all' | undefined;
+}
+
+export interface AccessOptions {
+  /** Operations (`$name`) and search features (`_filter`, `_query`) the operator lets through this upstream. */
+  readonly allowedOperations: ReadonlySet<string>;
+}
+
+export type Letter = PermissionLetter;
+
+/** What a scope permitting an interaction reaches: which patients, and which resources (its parameters). */
+interface Reach {
+  readonly scope: ResourceScope;
+  readonly patients: ReadonlySet<string> | 'all';
+}
+
+export type Access =
+  | {
+      readonly allow: false;
+      readonly status: 403 | 404;
+      readonly reason: string;
+      /** For 403 insufficient_scope: a scope that would have permitted it (RFC 6750 §3.1 `scope`). */
+      readonly needed?: string | undefined;
+    }
+  | {
+      readonly allow: true;
+      /** Search parameters to add before the request goes on: the confinement. */
+      readonly addParams: readonly SearchParam[];
+      /** The resource as it stands must be read and reached first (update, patch, delete, an instance operation). */
+      readonly checkCurrent: Letter | undefined;
+      /** The letters each resource of the answer is checked with (one of them must reach it). */
+      readonly resultLetters: readonly Letter[];
+      /**
+       * The request as sent upstream selects only what the grant reaches, so a count (`total`,
+       * `_summary=count`) is the grant's to see. When false, only the answer is checked: totals are dropped.
+       */
+      readonly countable: boolean;
+    };
+
+const deny = (status: 403 | 404, reason: string, needed?: string): Access => ({ allow: false, status, reason, needed });
+const allow = (resultLetter: Letter, options: { addParams?: readonly SearchParam[]; checkCurrent?: Letter; countable?: boolean } = {}): Access => ({
+  allow: true,
+  addParams: options.addParams ?? [],
+  checkCurrent: options.checkCurrent,
+  resultLetters: [resultLetter],
+  countable: options.countable ?? true,
+});
+
+/** The scopes of the grant that permit `letter` on `resourceType`, with what each reaches. */
+function reaches(grant: AccessGrant, resourceType: string, letter: Letter): Reach[] {
+  const out: Reach[] = [];
+  for (const scope of scopesPermitting(grant.scopes, resourceType, letter)) {
+    if (scope.context === 'system') out.push({ scope, patients: 'all' });
+    else if (scope.context === 'patient') {
+      if (grant.patient !== undefined) out.push({ scope, patients: new Set([grant.patient]) });
+    } else if (grant.userPatients !== undefined) {
+      out.push({ scope, patients: grant.userPatients === 'all' ? 'all' : new Set(grant.userPatients) });
+    }
+  }
+  return out;
+}
+
+/** A scope that would permit it, in the contexts the grant uses: for `WWW-Authenticate: … scope="…"`. */
+function neededScope(grant: AccessGrant, resourceType: string, letter: Letter): string {
+  const contexts = [...new Set(grant.scopes.filter((s): s is ResourceScope => s.kind === 'resource').map((s) => s.context))];
+  return (contexts.length ? contexts : ['patient', 'user', 'system']).map((c) => `${c}/${resourceType}.${letter}`).join(' ');
+}
+
+function insufficient(grant: AccessGrant, resourceType: string, letter: Letter, what: string): Access {
+  return deny(403, `no granted scope permits ${what} (${letter}) on ${resourceType}`, neededScope(grant, resourceType, letter));
+}
+
+/** The patients reached on the type, or `all`. Empty: nobody's record. */
+function reachedPatients(model: FhirModel, resourceType: string, list: readonly Reach[]): ReadonlySet<string> | 'all' {
+  if (!inPatientCompartment(model, resourceType) || list.some((r) => r.patients === 'all')) return 'all';
+  return new Set(list.flatMap((r) => [...(r.patients as ReadonlySet<string>)]));
+}
+
+/** Does some scope that permits `letter` on the resource's type reach this resource? */
+export function reachesResource(grant: AccessGrant, model: FhirModel, resource: FhirResource, letter: Letter): boolean {
+  const list = reaches(grant, resource.resourceType, letter);
+  if (!list.length) return false;
+  const compartment = inPatientCompartment(model, resource.resourceType);
+  const patients = compartment ? patientsOf(model, resource) : undefined;
+  return list.some((r) => (r.patients === 'all' || !patients || [...patients].some((p) => (r.patients as ReadonlySet<string>).has(p))) && matchesAll(model, resource, r.scope.query));
+}
+
+/** May the grant do this? And if so, how is the request confined, and how is its answer checked. */
+export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, options: AccessOptions): Access {
+  switch (call.kind) {
+    case 'capabilities':
+      return allow('r');
+    case 'invalid':
+      return deny(403, call.reason);
+    case 'read':
+    case 'vread':
+    case 'history-instance':
+      return instanceAccess(grant, model, call.type, call.id, 'r', call.kind === 'history-instance' ? 'instance history' : 'read');
+    case 'search-type':
+      return searchAccess(grant, model, call.type, call.params, options);
+    case 'search-system':
+      return systemSearchAccess(grant, model, call.params, options);
+    case 'history-type': {
+      const list = reaches(grant, call.type, 's');
+      if (!list.length) return insufficient(grant, call.type, 's', 'type history');
+      if (reachedPatients(model, call.type, list) !== 'all') return deny(403, `the history of every ${call.type} cannot be confined to the patients this token reaches; read the history of each resource instead`);
+      return allow('s');
+    }
+    case 'history-system':
+      return everyType(grant, 's') ? allow('s') : deny(403, 'the history of the whole server needs a system/*.s scope (or *.s reaching every patient)', neededScope(grant, '*', 's'));
+    case 'create': {
+      if (!reaches(grant, call.type, 'c').length) return insufficient(grant, call.type, 'c', 'create');
+      if (!isResource(call.resource) || call.resource.resourceType !== call.type) return deny(403, `the body must be a ${call.type} resource`);
+      if (!reachesResource(grant, model, call.resource, 'c')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
+      if (call.ifNoneExist !== undefined && reachedPatients(model, call.type, reaches(grant, call.type, 's')) !== 'all') {
+        return deny(403, 'a conditional create (If-None-Exist) searches every patient; it needs a scope that reaches them all');
+      }
+      return allow('c');
+    }
+    case 'update': {
+      if (!reaches(grant, call.type, 'u').length) return insufficient(grant, call.type, 'u', 'update');
+      if (!isResource(call.resource) || call.resource.resourceType !== call.type || call.resource.id !== call.id) return deny(403, `the body must be the ${call.type} with id ${call.id}`);
+      if (!reachesResource(grant, model, call.resource, 'u')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
+      return allow('u', { checkCurrent: 'u' });
+    }
+    case 'patch':
+      return reaches(grant, call.type, 'u').length ? allow('u', { checkCurrent: 'u' }) : insufficient(grant, call.type, 'u', 'patch');
+    case 'delete':
+      return reaches(grant, call.type, 'd').length ? allow('d', { checkCurrent: 'd' }) : insufficient(grant, call.type, 'd', 'delete');
+    case 'conditional-update':
+    case 'conditional-delete': {
+      const letter = call.kind === 'conditional-update' ? 'u' : 'd';
+      const list = reaches(grant, call.type, letter);
+      if (!list.length) return insufficient(grant, call.type, letter, call.kind);
+      if (reachedPatients(model, call.type, list) !== 'all' || list.every((r) => r.scope.query.length)) {
+        return deny(403, `a ${call.kind} selects resources by search across every record; it needs a scope that reaches them all, without granular parameters`);
+      }
+      return allow(letter);
+    }
+    case 'operation':
+      return operationAccess(grant, model, call, options);
+    case 'batch':
+    case 'transaction':
+      // Each entry is authorized on its own (authorizeEntries).
+      return allow('r');
+  }
+}
+
+function instanceAccess(grant: AccessGrant, model: FhirModel, type: string, id: string, letter: Letter, what: string): Access {
+  const list = reaches(grant, type, letter);
+  if (!list.length) return insufficient(grant, type, letter, what);
+  // A Patient is its own compartment: one not reached is not even looked for (404, as if it did not exist).
+  const patients = reachedPatients(model, type, list);
+  if (type === 'Patient' && patients !== 'all' && !patients.has(id)) return deny(404, `Patient/${id} is not known`);
+  return allow(letter);
+}
+
+function searchAccess(grant: AccessGrant, model: FhirModel, type: string, params: readonly SearchParam[], options: AccessOptions): Access {
+  const list = reaches(grant, type, 's');
+  if (!list.length) return insufficient(grant, type, 's', 'search');
+  const features = featureProblem(grant, model, type, params, options);
+  if (features) return features;
+  const add: SearchParam[] = [];
+
+  const patients = reachedPatients(model, type, list);
+  if (patients !== 'all') {
+    if (!patients.size) return deny(403, 'this token reaches no patient record');
+    const confined = patientParams(model, type, params);
+    if (confined.foreign) return deny(403, `the search names ${confined.foreign}, outside the records this token reaches`);
+    const named = confined.patients.filter((p) => !patients.has(p));
+    if (named.length) return deny(403, `the search names Patient/${named[0]!}, outside the records this token reaches`);
+    if (!confined.patients.length) {
+      const narrowing = narrowingParam(model, type);
+      if (!narrowing) return deny(403, `a search of ${type} cannot be confined to a patient here`);
+      add.push([narrowing.name, [...patients].map((p) => (narrowing.reference ? `Patient/${p}` : p)).join(',')]);
+    }
+  }
+
+  // Granular scopes (SMART 2.2): said in the search when one parameter says them all; checked on the answer anyway.
+  let countable = true;
+  if (list.every((r) => r.scope.query.length) && !narrowedByScopes(list, params)) {
+    const names = new Set(list.flatMap((r) => r.scope.query.map((q) => q.name)));
+    if (names.size === 1 && list.every((r) => r.scope.query.length === 1)) {
+      const [name] = names;
+      add.push([name!, [...new Set(list.map((r) => escapeValue(r.scope.query[0]!.value)))].join(',')]);
+    } else {
+      countable = false;
+    }
+  }
+  if (!countable && params.some(([n, v]) => n === '_summary' && v === 'count')) {
+    return deny(403, `_summary=count would count ${type} resources outside this token's granular scopes; search without it`);
+  }
+  return allow('s', { addParams: add, countable });
+}
+
+function systemSearchAccess(grant: AccessGrant, model: FhirModel, params: readonly SearchParam[], options: AccessOptions): Access {
+  // A page of a search the upstream keeps (HAPI's `_getpages`): whatever it holds, the answer is checked.
+  if (params.some(([n]) => n === '_getpages')) return allow('s', { countable: false });
+  const types = params.filter(([n]) => n === '_type').flatMap(([, v]) => v.split(','));
+  if (!types.length) return deny(403, 'a search of the whole server must name its types with _type');
+  for (const type of types) {
+    const list = reaches(grant, type, 's');
+    if (!list.length) return insufficient(grant, type, 's', 'search');
+    if (reachedPatients(model, type, list) !== 'all' || list.every((r) => r.scope.query.length)) return deny(403, `search ${type} on its own: a search across types cannot be confined to the records this token reaches`);
+    const features = featureProblem(grant, model, type, params, options);
+    if (features) return features;
+  }
+  return allow('s');
+}
+
+function operationAccess(grant: AccessGrant, model: FhirModel, call: Extract<FhirCall, { kind: 'operation' }>, options: AccessOptions): Access {
+  if (call.name === '$everything' && call.type === 'Patient') {
+    if (call.id === undefined) return everyType(grant, 'r') ? allow('r') : deny(403, 'Patient/$everything for every patient needs a scope that reaches every record');
+    const access = instanceAccess(grant, model, 'Patient', call.id, 'r', '$everything');
+    return access.allow ? allow('r') : access;
+  }
+  if (!options.allowedOperations.has(call.name)) return deny(403, `the operation ${call.name} is not let through this gateway (an operator may allow it)`);
+  if (call.type === undefined) return everyType(grant, 'r') ? allow('r') : deny(403, `${call.name} on the whole server needs a scope that reaches every record`);
+  if (call.id !== undefined) {
+    const access = instanceAccess(grant, model, call.type, call.id, 'r', call.name);
+    return access.allow ? allow('r', { checkCurrent: 'r' }) : access;
+  }
+  const list = reaches(grant, call.type, 'r');
+  if (!list.length) return insufficient(grant, call.type, 'r', call.name);
+  return reachedPatients(model, call.type, list) === 'all' ? allow('r') : deny(403, `${call.name} on every ${call.type} cannot be confined to the records this token reaches`);
+}
+
+/** A scope for every type, reaching every record, without granular parameters. */
+function everyType(grant: AccessGrant, letter: Letter): boolean {
+  return reaches(grant, '*', letter).some((r) => r.scope.resourceType === '*' && r.patients === 'all' && !r.scope.query.length);
+}
+
+/** Search features the rules cannot see through: refused unless the operator allows them; `_has` and chains need the types they touch. */
+function featureProblem(grant: AccessGrant, model: FhirModel, type: string, params: readonly SearchParam[], options: AccessOptions): Access | undefined {
+  for (const [name] of params) {
+    if ((name === '_filter' || name === '_query' || name === '_contained') && !options.allowedOperations.has(name)) return deny(403, `${name} is not let through this gateway (an operator may allow it)`);
+    // `_has` and chains select by what other resources hold: the token must be able to search those freely
+    // (without granular parameters), or the answer would tell what it may not see.
+    for (const [, other] of name.matchAll(/_has:([A-Za-z]+):/g)) {
+      if (!searchesFreely(grant, other!)) return insufficient(grant, other!, 's', `a search through _has (a scope for ${other} without granular parameters)`);
+    }
+    const chain = /^([^.:_][^.:]*)(?::([A-Za-z]+))?\./.exec(name);
+    if (chain) {
+      const targets = chain[2] ? [chain[2]] : (searchParameter(model, type, chain[1]!)?.target ?? []);
+      if (!targets.length) return deny(403, `the chained parameter ${name} is not one this gateway knows`);
+      for (const target of targets) if (!searchesFreely(grant, target)) return insufficient(grant, target, 's', `a chained search (${name}; a scope for ${target} without granular parameters, or name the type: ${chain[1]!}:Patient.…)`);
+    }
+  }
+  return undefined;
+}
+
+function searchesFreely(grant: AccessGrant, type: string): boolean {
+  return reaches(grant, type, 's').some((r) => !r.scope.query.length);
+}
+
+/** The patients a search names through its compartment parameters, or a value that names something else. */
+function patientParams(model: FhirModel, type: string, params: readonly SearchParam[]): { patients: string[]; foreign: string | undefined } {
+  // The compartment's parameters, and `patient` where the type has one (Observation's is not a compartment
+  // parameter: `subject` is, but `patient` is what apps send).
+  const names = new Set(type === 'Patient' ? ['_id'] : [...(model.compartment.get(type) ?? []), ...(searchParameter(model, type, 'patient') ? ['patient'] : [])]);
+  const patients: string[] = [];
+  for (const [rawName, value] of params) {
+    const name = rawName.replace(/:Patient$/, '');
+    if (!names.has(name)) continue;
+    // A bare id names a patient where the parameter can only point to one (`patient`, `subject:Patient`).
+    const bareIsPatient = name === 'patient' || rawName.endsWith(':Patient');
+    for (const v of value.split(',')) {
+      const id = type === 'Patient' ? v : /^(?:.*\/)?Patient\/([A-Za-z0-9\-.]{1,64})$/.exec(v)?.[1] ?? (/^[A-Za-z0-9\-.]{1,64}$/.test(v) && bareIsPatient ? v : undefined);
+      if (id === undefined) return { patients, foreign: `${rawName}=${v}` };
+      patients.push(id);
+    }
+  }
+  return { patients, foreign: undefined };
+}
+
+/** The parameter that confines a search of the type to patients: `_id` for Patient, else `patient` or the first compartment parameter. */
+function narrowingParam(model: FhirModel, type: string): { name: string; reference: boolean } | undefined {
+  if (type === 'Patient') return { name: '_id', reference: false };
+  const params = model.compartment.get(type) ?? [];
+  if (searchParameter(model, type, 'patient')?.type === 'reference') return { name: 'patient', reference: false };
+  const first = params.find((p) => searchParameter(model, type, p)?.type === 'reference');
+  return first ? { name: first, reference: true } : undefined;
+}
+
+/** The search is already confined to the granular scopes (the scope engine's rule, as `permits` applies it). */
+function narrowedByScopes(list: readonly Reach[], params: readonly SearchParam[]): boolean {
+  return scopesSearchIsConfinedTo(list.map((r) => r.scope), (name) => params.filter(([n]) => n === name).flatMap(([, v]) => splitOr(v))) !== undefined;
+}
+
+/** A value as it goes into a search: its commas escaped (FHIR R4 §3.1.1.2). */
+function escapeValue(value: string): string {
+  return value.replace(/,/g, '\\,');
+}
+
+/** What filtering an answer found: how many resources it returns, whose records, and whether it removed any. */
+export interface Filtered {
+  readonly body: unknown;
+  readonly resources: number;
+  readonly patients: ReadonlySet<string>;
+  /** A resource of the answer itself (not only an included one) was not reached. */
+  readonly removedMatch: boolean;
+}
+
+/**
+ * The answer as the grant may see it: a resource not reached becomes nothing (the caller answers 404), a
+ * Bundle loses every entry not reached (matches, includes, history, `$everything`), and every resource loses
+ * the contained resources whose type the grant may not read. A resource counts as reached when a scope
+ * permitting one of `letters` on its type reaches it; included resources are read through the search (r or s).
+ */
+export function filterAnswer(grant: AccessGrant, model: FhirModel, body: unknown, letters: readonly Letter[]): Filtered {
+  const patients = new Set<string>();
+  let resources = 0;
+  let removedMatch = false;
+  const reached = (resource: FhirResource, with_: readonly Letter[]): boolean => {
+    if (resource.resourceType === 'OperationOutcome') return true;
+    if (!with_.some((l) => reachesResource(grant, model, resource, l))) return false;
+    resources++;
+    if (inPatientCompartment(model, resource.resourceType)) for (const p of patientsOf(model, resource)) patients.add(p);
+    return true;
+  };
+  const visit = (value: unknown, with_: readonly Letter[]): unknown => {
+    if (!isResource(value)) return value;
+    if (value.resourceType === 'Bundle') return visitBundle(value, with_);
+    if (value.resourceType === 'Parameters') return visitParameters(value, with_);
+    return reached(value, with_) ? withoutForeignContained(grant, value) : undefined;
+  };
+  const visitBundle = (bundle: FhirResource, with_: readonly Letter[]): FhirResource => {
+    const entries = Array.isArray(bundle.entry) ? (bundle.entry as Record<string, unknown>[]) : [];
+    const kept: Record<string, unknown>[] = [];
+    let removed = false;
+    for (const entry of entries) {
+      if (entry.resource === undefined) {
+        kept.push(entry);
+        continue;
+      }
+      const include = (entry.search as { mode?: unknown } | undefined)?.mode === 'include';
+      const resource = visit(entry.resource, include ? READ_THROUGH_SEARCH : with_);
+      if (resource === undefined) {
+        if (!include) removed = true;
+        continue;
+      }
+      kept.push({ ...entry, resource });
+    }
+    const out: Record<string, unknown> = { ...bundle, entry: kept };
+    if (!kept.length) delete out.entry;
+    // A total counted before resources were taken out would tell what the token may not see.
+    if (removed) {
+      delete out.total;
+      removedMatch = true;
+    }
+    return out as FhirResource;
+  };
+  // An operation's output: the resources among its parameters are checked; the rest is the operation's own.
+  const visitParameters = (parameters: FhirResource, with_: readonly Letter[]): FhirResource => {
+    const visitParameter = (parameter: unknown): unknown => {
+      if (typeof parameter !== 'object' || parameter === null) return parameter;
+      const out: Record<string, unknown> = { ...(parameter as Record<string, unknown>) };
+      if (out.resource !== undefined) {
+        const resource = visit(out.resource, with_);
+        if (resource === undefined) return undefined;
+        out.resource = resource;
+      }
+      if (Array.isArray(out.part)) out.part = out.part.map(visitParameter).filter((p) => p !== undefined);
+      return out;
+    };
+    const list = Array.isArray(parameters.parameter) ? parameters.parameter.map(visitParameter).filter((p) => p !== undefined) : undefined;
+    return list ? { ...parameters, parameter: list } : parameters;
+  };
+  const filtered = visit(body, letters);
+  return { body: filtered, resources, patients, removedMatch };
+}
+
+const READ_THROUGH_SEARCH: readonly Letter[] = ['r', 's'];
+
+function withoutForeignContained(grant: AccessGrant, resource: FhirResource): FhirResource {
+  if (!Array.isArray(resource.contained)) return resource;
+  const contained = (resource.contained as unknown[]).filter((c) => isResource(c) && (reaches(grant, c.resourceType, 'r').length > 0 || reaches(grant, c.resourceType, 's').length > 0));
+  if (contained.length === resource.contained.length) return resource;
+  return { ...resource, contained };
+}

