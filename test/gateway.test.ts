@@ -12,14 +12,31 @@ import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, CATEGORY, DANIEL, GRACE, LOINC, PRACTITIONER, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
 
-type Json = Record<string, any>;
+interface Resource {
+  readonly resourceType: string;
+  readonly id?: string;
+  readonly [member: string]: unknown;
+}
+interface Bundle extends Resource {
+  readonly entry?: { readonly resource: Resource & Bundle; readonly fullUrl?: string; readonly response?: { readonly status: string } }[];
+  readonly link?: { readonly relation: string; readonly url: string }[];
+  readonly total?: number;
+}
+interface Outcome {
+  readonly issue: { readonly severity: string; readonly code: string; readonly diagnostics: string }[];
+}
+interface Statement {
+  readonly implementation: { readonly url: string };
+  readonly rest: { readonly security: { readonly cors: boolean; readonly service: { readonly coding: unknown[] }[]; readonly extension: { readonly url: string; readonly extension: { readonly url: string; readonly valueUri: string }[] }[] } }[];
+}
+type Json = Record<string, unknown>;
 const PUBLIC = { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] };
 const LAB = `${CATEGORY}|laboratory`;
 const REALM = `Bearer realm="${TEST_FHIR_BASE}"`;
 
 /** The ids of a Bundle's entries, `Type/id`, in order; matches and includes alike. */
-const ids = (bundle: Json): string[] => (bundle.entry ?? []).map((e: Json) => `${e.resource.resourceType}/${e.resource.id}`);
-const outcome = (res: LightMyRequestResponse): string => res.json<Json>().issue[0].diagnostics;
+const ids = (bundle: Bundle): string[] => (bundle.entry ?? []).map((e) => `${e.resource.resourceType}/${e.resource.id ?? ''}`);
+const outcome = (res: LightMyRequestResponse): string => res.json<Outcome>().issue[0]!.diagnostics;
 
 describeEachDatabase('FHIR gateway', (ctx) => {
   let app: FastifyInstance;
@@ -76,14 +93,14 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.headers['content-type'], 'application/fhir+json; charset=utf-8');
     assert.equal(res.headers['access-control-allow-origin'], '*');
-    const statement = res.json<Json>();
+    const statement = res.json<Statement & Resource>();
     assert.equal(statement.resourceType, 'CapabilityStatement');
     assert.equal(statement.implementation.url, TEST_FHIR_BASE, 'the upstream base is rewritten');
-    const security = statement.rest[0].security;
-    assert.deepEqual(security.service[0].coding[0], { system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR', display: 'SMART-on-FHIR' });
+    const security = statement.rest[0]!.security;
+    assert.deepEqual(security.service[0]!.coding[0], { system: 'http://terminology.hl7.org/CodeSystem/restful-security-service', code: 'SMART-on-FHIR', display: 'SMART-on-FHIR' });
     assert.equal(security.cors, true);
-    const uris = security.extension.find((e: Json) => e.url === 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris');
-    assert.deepEqual(Object.fromEntries(uris.extension.map((e: Json) => [e.url, e.valueUri])), {
+    const uris = security.extension.find((e) => e.url === 'http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris');
+    assert.deepEqual(Object.fromEntries((uris?.extension ?? []).map((e) => [e.url, e.valueUri])), {
       authorize: `${TEST_ISSUER}/auth`,
       token: `${TEST_ISSUER}/token`,
       revoke: `${TEST_ISSUER}/revoke`,
@@ -117,22 +134,22 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     const token = (await launchToken('patient/*.rs')).access_token as string;
     const amy = await get(token, `/Patient/${AMY}`);
     assert.equal(amy.statusCode, 200, amy.body);
-    assert.equal(amy.json<Json>().id, AMY);
+    assert.equal(amy.json<Resource>().id, AMY);
     assert.match(amy.headers.etag as string, /^W\/"/);
 
     for (const url of [`/Patient/${DANIEL}`, '/Observation/obs-daniel-lab', '/Condition/cond-daniel', `/Observation/obs-daniel-lab/_history`, '/Observation/no-such-id']) {
       const res = await get(token, url);
       assert.equal(res.statusCode, 404, `${url}: ${res.body}`);
-      assert.equal(res.json<Json>().issue[0].code, 'not-found');
+      assert.equal(res.json<Outcome>().issue[0]!.code, 'not-found');
     }
 
     const search = await get(token, '/Observation');
     assert.equal(search.statusCode, 200, search.body);
-    const bundle = search.json<Json>();
+    const bundle = search.json<Bundle>();
     assert.deepEqual(ids(bundle).sort(), ['Observation/obs-amy-contained', 'Observation/obs-amy-lab', 'Observation/obs-amy-social', 'Observation/obs-amy-vital']);
     assert.equal(bundle.total, 4);
-    for (const link of bundle.link) assert.ok(link.url.startsWith(`${TEST_FHIR_BASE}/Observation?`), link.url);
-    for (const entry of bundle.entry) assert.ok(entry.fullUrl.startsWith(`${TEST_FHIR_BASE}/Observation/`), entry.fullUrl);
+    for (const link of bundle.link ?? []) assert.ok(link.url.startsWith(`${TEST_FHIR_BASE}/Observation?`), link.url);
+    for (const entry of bundle.entry ?? []) assert.ok(entry.fullUrl?.startsWith(`${TEST_FHIR_BASE}/Observation/`), entry.fullUrl);
     assert.ok(!search.body.includes(upstream.url), 'the upstream base appears nowhere');
 
     assert.deepEqual(ids((await get(token, `/Patient?name=Okafor`)).json()), [], 'a Patient search is narrowed to the patient');
@@ -147,11 +164,11 @@ describeEachDatabase('FHIR gateway', (ctx) => {
 
   it('_include, _revinclude and contained resources never bring in what no scope reaches', async () => {
     const token = (await launchToken('patient/Observation.rs patient/Patient.rs')).access_token as string;
-    const included = (await get(token, '/Observation?_include=Observation:performer&_include=Observation:subject')).json<Json>();
+    const included = (await get(token, '/Observation?_include=Observation:performer&_include=Observation:subject')).json<Bundle>();
     assert.ok(ids(included).includes(`Patient/${AMY}`), 'the patient is included');
     assert.ok(!ids(included).includes(`Practitioner/${PRACTITIONER}`), 'no Practitioner scope: not included');
 
-    const contained = (await get(token, '/Observation/obs-amy-contained')).json<Json>();
+    const contained = (await get(token, '/Observation/obs-amy-contained')).json<Resource>();
     assert.deepEqual(contained.contained ?? [], [], 'contained Practitioner and Condition dropped: no scope reads them');
 
     const wide = (await launchToken('patient/*.rs')).access_token as string;
@@ -188,23 +205,23 @@ describeEachDatabase('FHIR gateway', (ctx) => {
       ],
     });
     assert.equal(batch.statusCode, 200, batch.body);
-    const entries = batch.json<Json>().entry as Json[];
+    const entries = batch.json<Bundle>().entry ?? [];
     assert.equal(entries.length, 5);
     assert.equal(entries[0]!.resource.id, AMY);
-    assert.equal(entries[1]!.response.status, '404 Not Found');
-    assert.equal(entries[2]!.response.status, '404 Not Found');
+    assert.equal(entries[1]!.response?.status, '404 Not Found');
+    assert.equal(entries[2]!.response?.status, '404 Not Found');
     assert.deepEqual(ids(entries[3]!.resource).sort(), ['Observation/obs-amy-contained', 'Observation/obs-amy-lab'], 'the search entry is narrowed');
-    assert.equal(entries[4]!.response.status, '403 Forbidden');
+    assert.equal(entries[4]!.response?.status, '403 Forbidden');
   });
 
   it('granular scopes: searches narrowed to the category, reads outside it 404', async () => {
     const token = (await launchToken(`patient/Observation.rs?category=${LAB}`)).access_token as string;
-    const search = (await get(token, '/Observation')).json<Json>();
+    const search = (await get(token, '/Observation')).json<Bundle>();
     assert.deepEqual(ids(search).sort(), ['Observation/obs-amy-contained', 'Observation/obs-amy-lab']);
     assert.equal(search.total, 2);
     assert.equal((await get(token, '/Observation/obs-amy-vital')).statusCode, 404);
     assert.equal((await get(token, '/Observation/obs-amy-lab')).statusCode, 200);
-    assert.equal((await get(token, '/Observation?_summary=count')).json<Json>().total, 2, 'the count is of what the scope reaches');
+    assert.equal((await get(token, '/Observation?_summary=count')).json<Bundle>().total, 2, 'the count is of what the scope reaches');
   });
 
   it('insufficient scope: 403 with WWW-Authenticate error="insufficient_scope" and the scope that would do', async () => {
@@ -238,7 +255,7 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal((await get(amy, '/Observation/obs-daniel-lab')).statusCode, 404);
 
     const backend = await backendToken('system/Observation.rs');
-    const all = (await get(backend, '/Observation?_count=100')).json<Json>();
+    const all = (await get(backend, '/Observation?_count=100')).json<Bundle>();
     assert.equal(all.total, 7);
     const refused = await get(backend, '/Patient');
     assert.equal(refused.statusCode, 403, 'the token carries only what was asked for');
@@ -249,9 +266,9 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     const mine = { resourceType: 'Observation', status: 'final', category: [{ coding: [{ system: CATEGORY, code: 'vital-signs' }] }], code: { coding: [{ system: LOINC, code: '8867-4' }] }, subject: { reference: `Patient/${AMY}` } };
     const created = await fhir(token, 'POST', '/Observation', { ...mine, id: 'obs-daniel-lab' });
     assert.equal(created.statusCode, 201, created.body);
-    const id = created.json<Json>().id as string;
+    const id = created.json<Resource>().id!;
     assert.notEqual(id, 'obs-daniel-lab', 'an id sent with a create is dropped: it never overwrites another resource');
-    assert.ok((created.headers.location as string).startsWith(`${TEST_FHIR_BASE}/Observation/${id}`), created.headers.location as string);
+    assert.ok((created.headers.location as string).startsWith(`${TEST_FHIR_BASE}/Observation/${id}`), created.headers.location);
 
     const foreign = await fhir(token, 'POST', '/Observation', { ...mine, subject: { reference: `Patient/${DANIEL}` } });
     assert.equal(foreign.statusCode, 403);
@@ -261,7 +278,7 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal(moved.statusCode, 403);
     const updated = await fhir(token, 'PUT', `/Observation/${id}`, { ...mine, id, status: 'amended' });
     assert.equal(updated.statusCode, 200, updated.body);
-    assert.equal(updated.json<Json>().status, 'amended');
+    assert.equal(updated.json<Resource>().status, 'amended');
 
     const overwrite = await fhir(token, 'PUT', '/Observation/obs-daniel-lab', { ...mine, id: 'obs-daniel-lab' });
     assert.equal(overwrite.statusCode, 404, 'Daniel\'s observation cannot be taken over');
@@ -276,7 +293,7 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     const transaction = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: mine, request: { method: 'POST', url: 'Observation' } }, { resource: { ...mine, subject: { reference: `Patient/${DANIEL}` } }, request: { method: 'POST', url: 'Observation' } }] });
     assert.equal(transaction.statusCode, 403, transaction.body);
     assert.match(outcome(transaction), /^Bundle\.entry\[1\] \(POST Observation\): /);
-    assert.equal((await get(token, '/Observation?_count=100')).json<Json>().total, 5, 'nothing of the refused transaction was written');
+    assert.equal((await get(token, '/Observation?_count=100')).json<Bundle>().total, 5, 'nothing of the refused transaction was written');
 
     assert.equal((await fhir(token, 'DELETE', `/Observation/${id}`)).statusCode, 200);
   });
@@ -290,10 +307,10 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal((await fhir(token, 'GET', `/Patient/${AMY}`, undefined, { accept: 'application/fhir+xml' })).statusCode, 406);
     const text = await app.inject({ method: 'POST', url: '/fhir/Observation', headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain' }, payload: 'hello' });
     assert.equal(text.statusCode, 415);
-    assert.equal(text.json<Json>().resourceType, 'OperationOutcome');
+    assert.equal(text.json<Resource>().resourceType, 'OperationOutcome');
     const broken = await app.inject({ method: 'POST', url: '/fhir/Observation', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, payload: '{"resourceType":' });
     assert.equal(broken.statusCode, 400);
-    assert.equal(broken.json<Json>().resourceType, 'OperationOutcome');
+    assert.equal(broken.json<Resource>().resourceType, 'OperationOutcome');
     assert.equal((await get(token, '/NotAType/1')).statusCode, 404);
   });
 
