@@ -145,6 +145,41 @@ describe('configuration', () => {
     assert.deepEqual(problems({ REQUEST_TIMEOUT_SECONDS: '0' }), ['REQUEST_TIMEOUT_SECONDS="0" is invalid: expected an integer number of seconds from 1 to 3600']);
   });
 
+  it('FHIR_UPSTREAMS: each fronted base with its upstream, headers and options; every mistake named', () => {
+    const config = loadConfig({
+      FHIR_BASE_URLS: 'http://localhost:3000/fhir,http://localhost:3000/r4',
+      FHIR_UPSTREAMS: 'http://localhost:3000/fhir/=http://hapi:8080/fhir/,http://localhost:3000/r4=https://fhir.internal/r4',
+      FHIR_UPSTREAM_HEADERS: JSON.stringify({ 'http://localhost:3000/fhir': { Authorization: 'Basic abc', 'X-Api-Key': 'k' } }),
+      FHIR_UPSTREAM_OPTIONS: JSON.stringify({ 'http://localhost:3000/r4': { timeoutSeconds: 5, connections: 8, allow: ['$validate', '_filter'] } }),
+      FHIR_UPSTREAM_TIMEOUT_SECONDS: '20',
+    });
+    assert.deepEqual(config.fhirUpstreams, [
+      { base: 'http://localhost:3000/fhir', url: 'http://hapi:8080/fhir', headers: { authorization: 'Basic abc', 'x-api-key': 'k' }, timeoutSeconds: 20, connections: 64, allow: [] },
+      { base: 'http://localhost:3000/r4', url: 'https://fhir.internal/r4', headers: {}, timeoutSeconds: 5, connections: 8, allow: ['$validate', '_filter'] },
+    ]);
+    assert.deepEqual(loadConfig({}).fhirUpstreams, [], 'no upstream: discovery only, as before');
+
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/other=http://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000/other=http://hapi/fhir" is invalid: http://localhost:3000/other is not one of FHIR_BASE_URLS (http://localhost:3000/fhir)']);
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=ftp://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000/fhir=ftp://hapi/fhir" is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs']);
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://user:pw@hapi/fhir' }), ['FHIR_UPSTREAMS entry for http://localhost:3000/fhir is invalid: put the upstream\'s credentials in FHIR_UPSTREAM_HEADERS, not in its URL']);
+    assert.deepEqual(problems({ FHIR_BASE_URLS: 'http://localhost:3000', FHIR_UPSTREAMS: 'http://localhost:3000=http://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000=http://hapi/fhir" is invalid: a fronted FHIR base needs a path of its own (e.g. http://localhost:3000/fhir), not the server\'s root']);
+    const headers = problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_HEADERS: JSON.stringify({ 'http://localhost:3000/fhir': { Host: 'x', 'Bad Name': 'y', Ok: 'line\nbreak' } }) });
+    assert.deepEqual(headers, [
+      'FHIR_UPSTREAM_HEADERS for http://localhost:3000/fhir is invalid: Host is set by the gateway itself',
+      'FHIR_UPSTREAM_HEADERS for http://localhost:3000/fhir is invalid: header "Bad Name" needs a token name and a string value of printable characters',
+      'FHIR_UPSTREAM_HEADERS for http://localhost:3000/fhir is invalid: header "Ok" needs a token name and a string value of printable characters',
+    ]);
+    const secretHeader = problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_HEADERS: '{"Authorization": "Basic top-secret"' });
+    assert.deepEqual(secretHeader, ['FHIR_UPSTREAM_HEADERS is invalid: expected a JSON object from FHIR base URL to an object'], 'the value, which holds credentials, is never echoed');
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_OPTIONS: JSON.stringify({ 'http://localhost:3000/fhir': { timeoutSeconds: 0, allow: ['rm -rf'], retries: 3 } }) }), [
+      'FHIR_UPSTREAM_OPTIONS for http://localhost:3000/fhir is invalid: unknown option retries (expected timeoutSeconds, connections, allow)',
+      'FHIR_UPSTREAM_OPTIONS for http://localhost:3000/fhir is invalid: timeoutSeconds must be an integer from 1 to 600',
+      'FHIR_UPSTREAM_OPTIONS for http://localhost:3000/fhir is invalid: allow must be a list of operations ($name) and search features (_filter, _query, _contained)',
+    ]);
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_OPTIONS: JSON.stringify({ 'http://localhost:3000/r4': {} }) }), ['FHIR_UPSTREAM_OPTIONS names http://localhost:3000/r4, which is not a base in FHIR_UPSTREAMS']);
+    assert.deepEqual(problems({ FHIR_UPSTREAM_HEADERS: '{}' }), ['FHIR_UPSTREAM_HEADERS and FHIR_UPSTREAM_OPTIONS apply to the bases in FHIR_UPSTREAMS, which is not set']);
+  });
+
   it('keeps earlier secret keys for decryption', () => {
     const config = loadConfig({ SECRET_KEY: KEY, SECRET_KEYS_PREVIOUS: `${'cd'.repeat(32)}, ${'ef'.repeat(32)}` });
     assert.deepEqual(config.previousSecretKeys.map((k) => k.toString('hex')), ['cd'.repeat(32), 'ef'.repeat(32)]);

