@@ -20,7 +20,7 @@ import { PACKAGE_ROOT } from '../src/paths.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { CHALLENGE, HttpBrowser, mintCodes, REDIRECT_URI, standaloneLaunch, VERIFIER } from './lib/flows.js';
 import { load, loadFlows, median, paced, type RequestSpec, type Run } from './lib/load.js';
-import { startBare, startOurs, type ServerProcess } from './lib/servers.js';
+import { startBare, startOurs, startUpstream, type ServerProcess } from './lib/servers.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -83,6 +83,8 @@ interface Scenario {
   readonly flow?: (target: Target) => () => Promise<unknown>;
   /** Single-use requests the pool must hold per second of load, on ours and on bare (refined by each run). */
   readonly poolGuess?: { readonly ours: number; readonly bare: number };
+  /** A gateway scenario: the same request straight to the upstream FHIR server, measured next to it. */
+  readonly direct?: () => RequestSpec;
 }
 
 /** Client secrets per server: ours generates them (shown once at creation); bare is given CLIENT_SECRET. */
@@ -186,6 +188,23 @@ async function realGrants(target: Target, kind: 'codes' | 'refresh', count: numb
   return tokens;
 }
 
+const appTokens = new Map<string, Promise<string>>();
+/** An access token of bench-app for Amy (patient/*.rs), by the real flow; one per server. */
+function appToken(target: Target): Promise<string> {
+  let token = appTokens.get(target.server.url);
+  if (!token) {
+    token = (async () => {
+      const [code] = await mintCodes(await signedInBrowsers(target), { clientId: 'bench-app', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir` }, 1);
+      const res = await fetch(`${target.server.url}/token`, { method: 'POST', headers: FORM, body: form({ grant_type: 'authorization_code', code: code!, redirect_uri: REDIRECT_URI, client_id: 'bench-app', code_verifier: VERIFIER }) });
+      const body = (await res.json()) as { access_token?: string; patient?: string };
+      if (!body.access_token || body.patient !== 'demo-amy-shaw') throw new Error(`no token for Amy: ${JSON.stringify(body)}`);
+      return body.access_token;
+    })();
+    appTokens.set(target.server.url, token);
+  }
+  return token;
+}
+
 const browsers = new Map<string, HttpBrowser[]>();
 /** Eight browsers signed in as patients, for minting codes in parallel. */
 async function signedInBrowsers(target: Target): Promise<HttpBrowser[]> {
@@ -271,6 +290,26 @@ function scenarios(es384: Key, rs384: Key): Scenario[] {
       },
     },
     {
+      name: 'gw-read',
+      description: 'gateway: GET /fhir/Observation/{id} with a patient/*.rs token (door, rules, upstream, check, audit)',
+      bare: false,
+      direct: () => ({ method: 'GET', path: '/fhir/Observation/demo-amy-shaw-obs-3' }),
+      prepare: async (target) => {
+        const authorization = `Bearer ${await appToken(target)}`;
+        return () => ({ method: 'GET', path: '/fhir/Observation/demo-amy-shaw-obs-3', headers: { authorization } });
+      },
+    },
+    {
+      name: 'gw-search',
+      description: 'gateway: GET /fhir/Observation?subject=Patient/…&_count=20 (10 matches) with a patient/*.rs token',
+      bare: false,
+      direct: () => ({ method: 'GET', path: '/fhir/Observation?subject=Patient/demo-amy-shaw&_count=20' }),
+      prepare: async (target) => {
+        const authorization = `Bearer ${await appToken(target)}`;
+        return () => ({ method: 'GET', path: '/fhir/Observation?subject=Patient/demo-amy-shaw&_count=20', headers: { authorization } });
+      },
+    },
+    {
       name: 'launch',
       description: 'whole standalone launch, new browser: authorize, sign in, pick patient, consent, code, token',
       bare: false,
@@ -329,6 +368,14 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
   return { saturation, runs: results.map((r) => Math.round(r.rps)), ...(at70 ? { at70 } : {}) };
 }
 
+async function measureDirect(upstream: ServerProcess, name: string, next: () => RequestSpec): Promise<Measured> {
+  const results: Run[] = [];
+  for (let i = 0; i < RUNS; i++) results.push(await load(upstream.url, next, { duration: DURATION, connections: CONNECTIONS }));
+  const saturation = median(results);
+  log(`${'direct'.padEnd(8)} ${name.padEnd(18)} ${saturation.rps.toFixed(0).padStart(6)} rps  p99 ${saturation.p99.toFixed(1)} ms  errors ${saturation.errors}`);
+  return { saturation, runs: results.map((r) => Math.round(r.rps)) };
+}
+
 async function adminSetup(target: Target, es384: Key, rs384: Key): Promise<void> {
   const call = async (path: string, body: unknown) => {
     const res = await fetch(`${target.server.url}/admin/api${path}`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -377,21 +424,28 @@ async function main(): Promise<void> {
 
   const [es384, rs384] = await Promise.all([key('ES384'), key('RS384')]);
   const all = scenarios(es384, rs384).filter((s) => !args.only || args.only.split(',').includes(s.name));
-  const results: Record<string, Partial<Record<Target['column'], Measured>>> = {};
-  const rss: Partial<Record<Target['column'], number>> = {};
-  const startup: Partial<Record<Target['column'], ServerProcess['startup']>> = {};
+  const results: Record<string, Partial<Record<Target['column'] | 'direct', Measured>>> = {};
+  const rss: Partial<Record<Target['column'] | 'upstream', number>> = {};
+  const startup: Partial<Record<Target['column'] | 'upstream', ServerProcess['startup']>> = {};
   const env = { SECRET_KEY, ADMIN_TOKEN, SEED_DEMO: 'true', KEY_ROTATION_DAYS: '0', LAUNCHER: 'false' };
   const pglitDir = await mkdtemp(join(tmpdir(), 'smart-auth-bench-'));
   const extra: Record<string, unknown> = {};
+  // The gateway's upstream, in a process of its own; every server here fronts it at /fhir.
+  const upstream = all.some((s) => s.direct) ? await startUpstream() : undefined;
+  const withUpstream = (env: Record<string, string>) => (url: string) => (upstream ? { ...env, FHIR_UPSTREAMS: `${url}/fhir=${upstream.url}/fhir` } : env);
   try {
     // Our server on Postgres.
-    const ours = await startOurs('ours (Postgres)', { ...env, DATABASE_URL: databaseUrl });
+    const ours = await startOurs('ours (Postgres)', withUpstream({ ...env, DATABASE_URL: databaseUrl }));
     const postgres: Target = { name: 'ours on Postgres', column: 'postgres', server: ours };
     await adminSetup(postgres, es384, rs384);
     const perToken = await rowsPerToken(databaseUrl, postgres);
     extra.perToken = perToken;
     log(`Postgres per client_credentials token: ${perToken.rows.toFixed(2)} rows, ${perToken.bytes.toFixed(0)} bytes`);
-    for (const scenario of all) (results[scenario.name] ??= {}).postgres = await measure(postgres, scenario, RUNS, true);
+    for (const scenario of all) {
+      (results[scenario.name] ??= {}).postgres = await measure(postgres, scenario, RUNS, true);
+      // The same request straight to the upstream, right after: what the gateway costs.
+      if (scenario.direct && upstream) results[scenario.name]!.direct = await measureDirect(upstream, scenario.name, scenario.direct);
+    }
     rss.postgres = await ours.rssMiB();
     startup.postgres = ours.startup;
 
@@ -419,7 +473,7 @@ async function main(): Promise<void> {
 
     // Our server on the embedded database.
     if (!args['no-pglite']) {
-      const embedded = await startOurs('ours (PGlite)', { ...env, DATA_DIR: pglitDir, SEED_DEMO: 'true' });
+      const embedded = await startOurs('ours (PGlite)', withUpstream({ ...env, DATA_DIR: pglitDir, SEED_DEMO: 'true' }));
       const target: Target = { name: 'ours on PGlite', column: 'pglite', server: embedded };
       await adminSetup(target, es384, rs384);
       for (const scenario of all) (results[scenario.name] ??= {}).pglite = await measure(target, scenario, 1, false);
@@ -427,7 +481,12 @@ async function main(): Promise<void> {
       startup.pglite = embedded.startup;
       await embedded.stop();
     }
+    if (upstream) {
+      rss.upstream = await upstream.rssMiB();
+      startup.upstream = upstream.startup;
+    }
   } finally {
+    await upstream?.stop();
     await rm(pglitDir, { recursive: true, force: true });
     await admin.query(`drop database if exists ${dbName} with (force)`);
     await admin.query(`drop database if exists ${dbName}_bare with (force)`);
@@ -556,6 +615,27 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     lines.push(
       `| ${name} | ${f(bare?.saturation.rps)} | ${f(barePg?.saturation.rps)} | ${f(ours?.saturation.rps)} | ${barePg && ours ? (ours.saturation.rps / barePg.saturation.rps).toFixed(2) : '—'} | ${f(ours?.saturation.p50, 1)} | ${f(ours?.saturation.p90, 1)} | ${f(ours?.saturation.p99, 1)} | ${f(ours?.at70?.p99, 1)} | ${ours ? ours.saturation.errors + (ours.at70?.errors ?? 0) : '—'} | ${f(lite?.saturation.rps)} | ${f(lite?.saturation.p99, 1)} |`,
     );
+  }
+  const gateway = Object.entries(report.scenarios).filter(([, s]) => s.direct);
+  if (gateway.length) {
+    lines.push(
+      '',
+      '## Gateway: the same FHIR request through the gateway and straight to the upstream',
+      '',
+      'The upstream is the embedded FHIR server (@medplum/fhir-router, in memory) in a process of its own on the same two cores. Goal: at least 0.8 × direct throughput for reads, added p50 under 1 ms.',
+      '',
+      '| scenario | direct rps | gateway rps (Postgres) | ÷ direct | direct p50 | gateway p50 | added p50 | gateway p99 | errors | gateway rps (PGlite) |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    );
+    for (const [name, s] of gateway) {
+      const direct = s.direct as Measured;
+      const ours = s.postgres as Measured | undefined;
+      const lite = s.pglite as Measured | undefined;
+      const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
+      lines.push(
+        `| ${name} | ${f(direct.saturation.rps)} | ${f(ours?.saturation.rps)} | ${ours ? (ours.saturation.rps / direct.saturation.rps).toFixed(2) : '—'} | ${f(direct.saturation.p50, 1)} | ${f(ours?.saturation.p50, 1)} | ${ours ? (ours.saturation.p50 - direct.saturation.p50).toFixed(1) : '—'} | ${f(ours?.saturation.p99, 1)} | ${ours ? ours.saturation.errors + direct.saturation.errors : '—'} | ${f(lite?.saturation.rps)} |`,
+      );
+    }
   }
   lines.push('', '| process | start to ready (ms) | resident at ready (MiB) | resident at the end (MiB) |', '| --- | ---: | ---: | ---: |');
   for (const [name, start] of Object.entries(report.startup)) lines.push(`| ${name} | ${start?.ms ?? '—'} | ${start?.rssMiB.toFixed(0) ?? '—'} | ${report.rssMiB[name]?.toFixed(0) ?? '—'} |`);

@@ -72,9 +72,10 @@ async function startFlags(): Promise<string[]> {
 }
 
 /** Our server, built (dist/), as `npm start` runs it, on the given environment. */
-export async function startOurs(name: string, env: Record<string, string>): Promise<ServerProcess> {
+export async function startOurs(name: string, envOf: Record<string, string> | ((url: string) => Record<string, string>)): Promise<ServerProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
+  const env = typeof envOf === 'function' ? envOf(url) : envOf;
   const flags = process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? (await startFlags());
   const spawnedAt = performance.now();
   const child = spawn(process.execPath, [...flags, join(PACKAGE_ROOT, 'dist/src/main.js'), 'serve'], {
@@ -101,4 +102,20 @@ export async function startBare(clients: Record<string, unknown>[], challenge: s
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   await waitFor(`${url}/.well-known/openid-configuration`, child, () => stderr);
   return track(databaseUrl ? 'bare oidc-provider on Postgres' : 'bare oidc-provider', url, child, spawnedAt);
+}
+
+/** The gateway benchmark's upstream (bench/fhir-upstream.ts): the embedded FHIR server in a process of its own, on /fhir. */
+export async function startUpstream(): Promise<ServerProcess> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const spawnedAt = performance.now();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'bench/fhir-upstream.ts')], {
+    cwd: PACKAGE_ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', BENCH_UPSTREAM_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  await waitFor(`${url}/fhir/metadata`, child, () => stderr);
+  return track('embedded FHIR server (upstream)', url, child, spawnedAt);
 }

@@ -41,8 +41,9 @@ describe('enforce: the gateway\'s rules as a library', () => {
     const grant = patientGrant('patient/Observation.rs');
     const search = allowed(enforce({ method: 'GET', url: 'Observation?code=1234' }, grant));
     assert.equal(search.decision, 'narrow');
-    assert.deepEqual(search.params, [['patient', AMY]]);
-    assert.equal(search.url, 'Observation?code=1234&patient=amy');
+    assert.deepEqual(search.params, [['subject', `Patient/${AMY}`]], 'the compartment\'s parameter (Observation\'s is subject)');
+    assert.equal(search.url, 'Observation?code=1234&subject=Patient%2Famy');
+    assert.deepEqual(allowed(enforce({ method: 'GET', url: 'Condition' }, patientGrant('patient/Condition.rs'))).params, [['patient', AMY]], 'Condition\'s compartment parameter is patient');
     assert.equal(allowed(enforce({ method: 'GET', url: `Observation?subject=Patient/${AMY}` }, grant)).decision, 'allow', 'already confined');
     assert.equal(allowed(enforce({ method: 'GET', url: `Observation?subject:Patient=${AMY}` }, grant)).decision, 'allow');
     denied(enforce({ method: 'GET', url: 'Observation?patient=bob' }, grant), 403, /names Patient\/bob/);
@@ -62,7 +63,7 @@ describe('enforce: the gateway\'s rules as a library', () => {
 
   it('user/ scopes reach the user\'s patients; system/ every record; a patient/ scope without a patient in context, no one', () => {
     const family = allowed(enforce({ method: 'GET', url: 'Observation' }, { scope: 'user/Observation.rs', userPatients: [AMY, 'ben'] }));
-    assert.deepEqual(family.params, [['patient', 'amy,ben']]);
+    assert.deepEqual(family.params, [['subject', 'Patient/amy,Patient/ben']]);
     assert.equal(allowed(enforce({ method: 'GET', url: 'Observation' }, { scope: 'user/Observation.rs', userPatients: 'all' })).decision, 'allow');
     assert.equal(allowed(enforce({ method: 'GET', url: 'Observation' }, { scope: 'system/Observation.rs' })).decision, 'allow');
     denied(enforce({ method: 'GET', url: 'Observation' }, { scope: 'user/Observation.rs', userPatients: [] }), 403, /reaches no patient record/);
@@ -73,7 +74,7 @@ describe('enforce: the gateway\'s rules as a library', () => {
 
   it('granular scopes: one parameter is added to the search; several are checked on the answer only, without counts', () => {
     const lab = allowed(enforce({ method: 'GET', url: 'Observation' }, patientGrant(`patient/Observation.rs?category=${CATEGORY}|laboratory`)));
-    assert.deepEqual(lab.params, [['patient', AMY], ['category', `${CATEGORY}|laboratory`]]);
+    assert.deepEqual(lab.params, [['subject', `Patient/${AMY}`], ['category', `${CATEGORY}|laboratory`]]);
     assert.equal(lab.countable, true);
     assert.equal(lab.check(obs('v', AMY, 'vital-signs')).body, undefined);
     const two = patientGrant(`patient/Observation.rs?category=${CATEGORY}|laboratory&code=1234`);
@@ -81,7 +82,7 @@ describe('enforce: the gateway\'s rules as a library', () => {
     assert.equal(search.countable, false);
     denied(enforce({ method: 'GET', url: 'Observation?_summary=count' }, two), 403, /_summary=count/);
     const either = allowed(enforce({ method: 'GET', url: `Observation?category=${encodeURIComponent(`${CATEGORY}|laboratory`)}` }, patientGrant(`patient/Observation.rs?category=${CATEGORY}|laboratory patient/Observation.rs?category=${CATEGORY}|vital-signs`)));
-    assert.deepEqual(either.params, [['patient', AMY]], 'the search already names a granted category');
+    assert.deepEqual(either.params, [['subject', `Patient/${AMY}`]], 'the search already names a granted category');
   });
 
   it('_include, _revinclude and contained resources are checked with the scopes of their own types', () => {

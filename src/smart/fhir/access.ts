@@ -312,11 +312,13 @@ function patientParams(model: FhirModel, type: string, params: readonly SearchPa
   return { patients, foreign: undefined };
 }
 
-/** The parameter that confines a search of the type to patients: `_id` for Patient, else `patient` or the first compartment parameter. */
+/** The parameter that confines a search of the type to patients: `_id` for Patient, else `patient` or the first reference parameter of the compartment. */
 function narrowingParam(model: FhirModel, type: string): { name: string; reference: boolean } | undefined {
   if (type === 'Patient') return { name: '_id', reference: false };
+  // The compartment's own parameter, as the CompartmentDefinition names it (`patient` where it does;
+  // Observation's is `subject`, sent as `subject=Patient/123`): what every FHIR server indexes.
   const params = model.compartment.get(type) ?? [];
-  if (searchParameter(model, type, 'patient')?.type === 'reference') return { name: 'patient', reference: false };
+  if (params.includes('patient')) return { name: 'patient', reference: false };
   const first = params.find((p) => searchParameter(model, type, p)?.type === 'reference');
   return first ? { name: first, reference: true } : undefined;
 }

