@@ -312,6 +312,12 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal(broken.statusCode, 400);
     assert.equal(broken.json<Resource>().resourceType, 'OperationOutcome');
     assert.equal((await get(token, '/NotAType/1')).statusCode, 404);
+    const huge = await app.inject({ method: 'POST', url: '/fhir/Observation', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, payload: JSON.stringify({ resourceType: 'Observation', note: [{ text: 'x'.repeat(16 * 1024 * 1024) }] }) });
+    assert.equal(huge.statusCode, 413);
+    assert.equal(huge.json<Outcome>().issue[0]!.diagnostics, 'the body is larger than 16777216 bytes');
+    const patchType = await fhir(token, 'PATCH', '/Observation', []);
+    assert.equal(patchType.statusCode, 405);
+    assert.equal(patchType.headers.allow, 'GET, POST, PUT, DELETE');
   });
 
   it('CORS: browser apps may call from any origin', async () => {
