@@ -153,6 +153,11 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.ok(!search.body.includes(upstream.url), 'the upstream base appears nowhere');
 
     assert.deepEqual(ids((await get(token, `/Patient?name=Okafor`)).json()), [], 'a Patient search is narrowed to the patient');
+    const posted = await app.inject({ method: 'POST', url: '/fhir/Observation/_search', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ code: '2345-7' }) });
+    assert.equal(posted.statusCode, 200, posted.body);
+    assert.deepEqual(ids(posted.json()).sort(), ['Observation/obs-amy-contained', 'Observation/obs-amy-lab'], 'POST _search is narrowed too');
+    const postedForeign = await app.inject({ method: 'POST', url: '/fhir/Observation/_search', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ patient: DANIEL }) });
+    assert.equal(postedForeign.statusCode, 403);
     assert.deepEqual(ids((await get(token, `/Observation?patient=${AMY}&category=${encodeURIComponent(LAB)}`)).json()).sort(), ['Observation/obs-amy-contained', 'Observation/obs-amy-lab']);
 
     for (const url of [`/Observation?patient=${DANIEL}`, `/Observation?subject=Patient/${DANIEL}`, `/Observation?patient=${AMY},${DANIEL}`, `/Patient?_id=${DANIEL}`]) {

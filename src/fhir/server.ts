@@ -173,6 +173,15 @@ async function readBody(request: IncomingMessage): Promise<Record<string, unknow
     chunks.push(chunk);
   }
   if (!size) return undefined;
+  // A POST _search sends its parameters as a form.
+  if ((request.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === 'application/x-www-form-urlencoded') {
+    const form: Record<string, string | string[]> = {};
+    for (const [name, value] of new URLSearchParams(Buffer.concat(chunks).toString('utf8'))) {
+      const had = form[name];
+      form[name] = had === undefined ? value : [...(Array.isArray(had) ? had : [had]), value];
+    }
+    return form;
+  }
   try {
     const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
     return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : new Error('the body must be a JSON object or array');
