@@ -25,6 +25,7 @@ import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
 import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
@@ -131,6 +132,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     ...connectionOptions(config),
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
+    schemaErrorFormatter,
     // A URL Fastify cannot route (bad percent-encoding): the client's error, in our error shape.
     frameworkErrors: (error, _request, reply: FastifyReply) => {
       void reply.code(400).header('cache-control', 'no-store').send({ error: 'invalid_request', error_description: error.message });

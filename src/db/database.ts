@@ -136,6 +136,17 @@ export function openMemoryDatabase(): Promise<Database> {
   return openPglite(undefined);
 }
 
+/** The embedded database's directory is held by another live process (a running server, most often). */
+export class DataDirInUseError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly pid: number,
+  ) {
+    super(`The embedded database in ${dir} is in use by process ${pid}. It serves one process at a time; stop that process, or set DATABASE_URL to run several processes on Postgres.`);
+    this.name = 'DataDirInUseError';
+  }
+}
+
 async function lockDataDir(dir: string): Promise<() => Promise<void>> {
   const lockPath = join(dir, 'server.pid');
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -148,11 +159,7 @@ async function lockDataDir(dir: string): Promise<() => Promise<void>> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new Error(
-          `The embedded database in ${dir} is in use by process ${pid}. It serves one process at a time; ` +
-            'stop that process, or set DATABASE_URL to run several processes on Postgres.',
-          { cause: error },
-        );
+        throw new DataDirInUseError(dir, pid);
       }
       await rm(lockPath, { force: true }); // left behind by a process that died
     }
