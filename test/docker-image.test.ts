@@ -57,7 +57,7 @@ function execForm(args: string): string[] {
   const json = args.slice(args.indexOf('['));
   const argv = JSON.parse(json) as unknown;
   assert.ok(Array.isArray(argv) && argv.every((a) => typeof a === 'string'), `exec form expected: ${args}`);
-  return argv as string[];
+  return argv;
 }
 
 function parseEnv(args: string): Record<string, string> {

@@ -5,6 +5,8 @@ import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../app.js';
 import type { Config } from '../config/config.js';
 import { createLogger } from '../http/logger.js';
+import { listenForMetrics } from '../http/metrics.js';
+import { startTracing } from '../observability/tracing.js';
 import { CommandFailed } from './errors.js';
 import { DEMO_CLIENT_ID, DEMO_USERS } from '../seed/demo.js';
 import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
@@ -32,6 +34,8 @@ export async function serve(config: Config): Promise<number> {
   process.on('SIGINT', stopStarting);
   // A port another process holds would otherwise be found only after migrations and key creation.
   await checkPortFree(config.host, config.port);
+  if (config.metricsPort !== undefined) await checkPortFree(config.host, config.metricsPort);
+  const tracing = config.otlpEndpoint ? await startTracing(config.otlpEndpoint) : undefined;
   let app: FastifyInstance;
   try {
     app = await buildApp(config, { logger: log, signal: starting.signal });
@@ -49,7 +53,8 @@ export async function serve(config: Config): Promise<number> {
     await app.close();
     throw listenProblem(error, config.host, config.port) ?? error;
   }
-  log.info({ address, issuer: config.issuer, database: config.database.kind, startupMs: Math.round(performance.now() - started) }, 'listening');
+  const metricsServer = config.metricsPort === undefined ? undefined : await listenForMetrics(app.runtime.metrics, config.host, config.metricsPort);
+  log.info({ address, issuer: config.issuer, database: config.database.kind, metricsPort: config.metricsPort, tracing: config.otlpEndpoint, startupMs: Math.round(performance.now() - started) }, 'listening');
   if (config.seedDemo) process.stdout.write(banner(config, address));
 
   let closing = false;
@@ -65,7 +70,10 @@ export async function serve(config: Config): Promise<number> {
       process.exit(1);
     }, config.shutdownTimeoutSeconds * 1000);
     timer.unref();
-    app.close().then(
+    metricsServer?.close();
+    // The spans of the last requests are sent before the process exits.
+    const stopped = app.close().then(() => tracing?.shutdown());
+    stopped.then(
       () => {
         log.info('stopped');
         process.exit(0);

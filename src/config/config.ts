@@ -64,6 +64,12 @@ export interface Config {
   readonly clientCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
   readonly auditCheckpointSeconds: number;
+  /** A port of its own serving `/metrics` without a token (undefined: none). */
+  readonly metricsPort: number | undefined;
+  /** The Bearer token `/metrics` on the server's port asks for (undefined: not served there). */
+  readonly metricsToken: string | undefined;
+  /** Where traces go (OTLP over HTTP); undefined: no tracing, and the SDK is never loaded. */
+  readonly otlpEndpoint: string | undefined;
 }
 
 export type DatabaseConfig =
@@ -127,6 +133,9 @@ const schema = {
     REGISTRATION_PER_HOUR: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'an integer from 0 (no limit) to 1000000' },
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
+    METRICS_PORT: { type: 'integer', minimum: 1, maximum: 65535, description: 'an integer from 1 to 65535, not PORT' },
+    METRICS_TOKEN: { type: 'string', minLength: 32, pattern: '^[\\x21-\\x7e]+$', description: 'at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)' },
+    OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://[^?#\\s]+$', description: 'the http(s) URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
   },
 } as const;
@@ -194,6 +203,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is invalid: expected at most REQUEST_TIMEOUT_SECONDS (${requestTimeoutSeconds})`);
   }
 
+  const metricsPort = v.METRICS_PORT as number | undefined;
+  if (metricsPort !== undefined && metricsPort === port) problems.push(`METRICS_PORT=${metricsPort} is invalid: expected a port other than PORT`);
+
   if (problems.length) throw new ConfigError(problems);
 
   return Object.freeze({
@@ -231,6 +243,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (database.kind === 'pglite' ? 'open' : 'token'),
     registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
     registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
+    metricsPort,
+    metricsToken: v.METRICS_TOKEN as string | undefined,
+    otlpEndpoint: (v.OTEL_EXPORTER_OTLP_ENDPOINT as string | undefined)?.replace(/\/$/, ''),
   });
 }
 
@@ -245,7 +260,7 @@ function describeProblem(name: string, value: unknown): string {
 }
 
 /** Never echoed back in an error message: they are secrets, or (DATABASE_URL) may contain one. */
-const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL']);
+const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'METRICS_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL']);
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 

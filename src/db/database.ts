@@ -17,6 +17,8 @@ export type DatabaseKind = 'postgres' | 'pglite';
 export interface Database {
   readonly db: Kysely<DB>;
   readonly kind: DatabaseKind;
+  /** Postgres pool connections (undefined on PGlite, one connection in process). */
+  poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -58,7 +60,12 @@ function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_00
     client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
   });
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: discardingFaultyClients(pool) }) });
-  return { db, kind: 'postgres', close: once(() => db.destroy()) };
+  return {
+    db,
+    kind: 'postgres',
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    close: once(() => db.destroy()),
+  };
 }
 
 /**
@@ -122,6 +129,7 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
   return {
     db,
     kind: 'pglite',
+    poolStats: () => undefined,
     close: once(async () => {
       await db.destroy();
       // kysely only destroys a driver it initialised, i.e. one that ran a query.
