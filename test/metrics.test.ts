@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
 import { listenForMetrics } from '../src/http/metrics.js';
 import { createMetrics, MAX_CLIENT_LABELS } from '../src/observability/metrics.js';
+import { PACKAGE_ROOT } from '../src/paths.js';
 import { freePort, testApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
@@ -112,6 +115,20 @@ describeEachDatabase('metrics off', (ctx) => {
       assert.equal(app.runtime.metrics.enabled, false);
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('the Grafana dashboard (docs/grafana-dashboard.json)', () => {
+  it('plots only metrics the server exposes', async () => {
+    const dashboard = JSON.parse(await readFile(join(PACKAGE_ROOT, 'docs/grafana-dashboard.json'), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
+    const exposed = new Set([...(await createMetrics().render()).matchAll(/^# TYPE (\S+) /gm)].map((m) => m[1]));
+    for (const panel of dashboard.panels) {
+      for (const { expr } of panel.targets) {
+        for (const [name] of expr.matchAll(/\b(smart_auth|nodejs|process)_[a-z0-9_]+/g)) {
+          assert.ok(exposed.has(name.replace(/_(bucket|count|sum)$/, '')), `${panel.title}: ${name} is not exposed`);
+        }
+      }
     }
   });
 });
