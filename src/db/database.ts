@@ -105,6 +105,16 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 }
 
 /**
+ * The embedded database's settings, for memory. Postgres' default 128 MB of shared buffers cost about
+ * 140 MiB resident at start inside PGlite's WebAssembly memory (measured: 400 → 258 MiB on an existing data
+ * directory); 16 MB hold the sandbox's working set many times over. PGlite already runs without fsync (its
+ * default `-F`), the durability a single-process sandbox can take. The other half of its cost is V8
+ * compiling the 10 MB WebAssembly module with its optimising tier (a transient 500 MiB at each start):
+ * `npm start` and the Docker image run Node with `--liftoff-only` (README, Performance).
+ */
+const PGLITE_OPTIONS = { startParams: [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'] };
+
+/**
  * PGlite is one process, one connection. Two processes opening the same data directory would corrupt it,
  * so the directory is locked for as long as this process holds it.
  */
@@ -112,12 +122,12 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
   let unlock = async (): Promise<void> => {};
   let pglite: PGlite;
   if (dataDir === undefined) {
-    pglite = new PGlite();
+    pglite = new PGlite(PGLITE_OPTIONS);
   } else {
     const dir = resolve(dataDir);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     unlock = await lockDataDir(dir);
-    pglite = new PGlite(join(dir, 'pgdata'));
+    pglite = new PGlite(join(dir, 'pgdata'), PGLITE_OPTIONS);
   }
   try {
     await pglite.waitReady;
