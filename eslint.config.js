@@ -64,7 +64,7 @@ export default defineConfig(
   // (http, interactions, account, admin, maintenance) → protocol adapters (oidc) → policy (smart, pure) →
   // stores (db and each area's repository) → foundation (config, security, errors, paths). The policy layer
   // may read the stores' types; nothing below it imports it. test/architecture.test.ts finds cycles.
-  ...layer('src/{config,security}/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
+  ...layer('src/{config,security,observability}/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
   ...layer('src/{errors,paths}.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
   ...layer(`src/{${STORES.join(',')}}/**/*.ts`, ['smart', 'oidc', ...HTTP_ADAPTERS, ...ENTRY], 'a store uses the database and other stores only'),
   ...layer('src/smart/**/*.ts', ['oidc', ...HTTP_ADAPTERS, ...ENTRY], 'the policy layer is pure: types of the stores only', STORES),

@@ -3,12 +3,15 @@
  * on the embedded database, side by side with bare oidc-provider measured in the same run.
  * Options: --duration S (per run, default 3) --connections N (default 16) --runs N (default 3)
  *          --only a,b (scenario names) --no-pglite --no-growth --no-scaling --no-bare
+ *          --observability (the Postgres scenarios without, with metrics and with traces, in turn)
  * Postgres: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres); a throw-away database
  * is created and dropped. Results: bench/results/<date>-<commit>.{json,md} and bench/results/latest.md.
  */
 import { execSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -32,6 +35,7 @@ const { values: args } = parseArgs({
     'no-growth': { type: 'boolean' },
     'no-scaling': { type: 'boolean' },
     'no-bare': { type: 'boolean' },
+    observability: { type: 'boolean' },
   },
 });
 const DURATION = Number(args.duration);
@@ -452,6 +456,7 @@ async function main(): Promise<void> {
     if (!args['no-growth']) extra.growth = await growth(postgres, all);
     if (!args['no-scaling']) extra.scaling = await scaling(postgres, env);
     await ours.stop();
+    if (args.observability) extra.observability = await observability(postgres, env, all);
 
     // Bare oidc-provider, in memory and on Postgres.
     if (!args['no-bare']) {
@@ -596,7 +601,51 @@ async function scaling(single: Target, env: Record<string, string>): Promise<Rec
   return out;
 }
 
-function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<string, Record<string, unknown>>; rssMiB: Record<string, number | undefined>; startup: Record<string, ServerProcess['startup'] | undefined>; perToken?: unknown; growth?: unknown; scaling?: unknown }): string {
+/**
+ * What metrics and tracing cost: the same scenarios on the same database, three server processes side by
+ * side (no observability, metrics kept with METRICS_TOKEN, traces sent to a collector that discards them:
+ * an OTLP sink in this process), loaded in turn, one run each per round, so that the drift of a shared
+ * machine falls on all three alike. The median of the rounds is kept.
+ */
+async function observability(first: Target, env: Record<string, string>, all: readonly Scenario[]): Promise<Record<string, Record<string, number>>> {
+  const sink = createHttpServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+  const configurations: [string, Record<string, string>][] = [
+    ['off', {}],
+    ['metrics', { METRICS_TOKEN: randomBytes(32).toString('base64url') }],
+    ['tracing', { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}` }],
+  ];
+  const targets: Target[] = [];
+  const out: Record<string, Record<string, number>> = {};
+  try {
+    for (const [name, extra] of configurations) {
+      const server = await startOurs(`ours (Postgres, ${name})`, { ...env, DATABASE_URL: databaseUrl, SEED_DEMO: 'false', ...extra });
+      // The same database, so the same clients and secrets.
+      for (const [k, secret] of [...secrets]) if (k.startsWith(`${first.server.url} `)) secrets.set(k.replace(first.server.url, server.url), secret);
+      targets.push({ name, column: 'postgres', server });
+    }
+    for (const scenario of all) {
+      const runs = new Map<string, Run[]>(targets.map((t) => [t.name, []]));
+      for (let round = 0; round < RUNS; round++) {
+        for (const target of targets) runs.get(target.name)!.push((await measure(target, scenario, 1, false)).saturation);
+      }
+      out[scenario.name] = Object.fromEntries(targets.flatMap((t) => {
+        const m = median(runs.get(t.name)!);
+        return [[t.name, m.rps], [`${t.name} p99`, m.p99]];
+      }));
+      log(`observability ${scenario.name}: ${targets.map((t) => `${t.name} ${out[scenario.name]![t.name]!.toFixed(0)} rps`).join(', ')}`);
+    }
+  } finally {
+    for (const target of targets) await target.server.stop();
+    sink.close();
+  }
+  return out;
+}
+
+function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<string, Record<string, unknown>>; rssMiB: Record<string, number | undefined>; startup: Record<string, ServerProcess['startup'] | undefined>; perToken?: unknown; growth?: unknown; scaling?: unknown; observability?: unknown }): string {
   const m = report.meta;
   const lines = [
     `# Benchmark ${String(m.commit)} (${String(m.date)})`,
@@ -660,6 +709,14 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     for (const name of ['cc-basic', 'introspect-valid']) {
       const one = (report.scenarios[name]?.postgres as Measured | undefined)?.saturation.rps;
       if (s[name]) lines.push(`| ${name} | ${one?.toFixed(0) ?? '—'} | ${s[name].rps.toFixed(0)} |`);
+    }
+  }
+  if (report.observability) {
+    const o = report.observability as Record<string, Record<string, number>>;
+    lines.push('', '## Observability: no metrics or traces, metrics kept, traces sent (three processes, loaded in turn)', '', '| scenario | off rps | metrics rps | tracing rps | off p99 | metrics p99 | tracing p99 |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const [name, r] of Object.entries(o)) {
+      const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
+      lines.push(`| ${name} | ${f(r.off)} | ${f(r.metrics)} | ${f(r.tracing)} | ${f(r['off p99'], 1)} | ${f(r['metrics p99'], 1)} | ${f(r['tracing p99'], 1)} |`);
     }
   }
   return lines.join('\n');

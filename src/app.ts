@@ -3,18 +3,23 @@ import { randomUUID } from 'node:crypto';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
 import ejs from 'ejs';
-import Fastify, { type FastifyInstance, type FastifyReply, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import type { AdapterPayload } from 'oidc-provider';
+import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 
 import type { Config } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
+import type { DB } from './db/schema.js';
 import { clearMark, hasMark } from './db/server-state.js';
 import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
+import { metricsRoute } from './http/metrics.js';
+import { observeRequests } from './http/observe-requests.js';
+import { traceRequests } from './http/trace-requests.js';
 import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
 import { accountRoutes } from './account/routes.js';
@@ -26,16 +31,20 @@ import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
+import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
 import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
-import { ensureSigningKeys } from './keys/signing-keys.js';
+import { ensureSigningKeys, listSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
 import { hashClearLaunchIds } from './launch/context.js';
 import { hashClearBearerIds } from './oidc/adapters/payload.js';
 import { ProviderHost } from './oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from './oidc/routes.js';
+import { createMetrics, DISABLED, type Metrics } from './observability/metrics.js';
+import { QueryObserver } from './observability/query-observer.js';
+import { tracingEnabled } from './observability/tracing.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
 import { seedDemo } from './seed/demo.js';
 import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users/login-throttle.js';
@@ -66,6 +75,8 @@ export interface Runtime {
   readonly audit: AuditLog;
   /** Client metadata cached per process: whatever changes a client drops its entry. */
   readonly clients: ClientCache<AdapterPayload>;
+  /** What `/metrics` reports (DISABLED without METRICS_PORT or METRICS_TOKEN). */
+  readonly metrics: Metrics;
 }
 
 declare module 'fastify' {
@@ -99,7 +110,9 @@ export async function buildApp(config: Config, options: AppOptions = {}): Promis
 }
 
 async function assemble(config: Config, options: AppOptions, log: Logger, database: Database, ownsDatabase: boolean): Promise<FastifyInstance> {
-  const { db } = database;
+  const metrics = config.metricsPort !== undefined || config.metricsToken !== undefined ? createMetrics() : DISABLED;
+  const observer = new QueryObserver(metrics);
+  const db = observer.useful ? database.db.withPlugin(observer) : database.db;
   // A server started before its database (a restart of both, a failover) waits for it rather than exit.
   const whenAvailable = <T>(what: string, job: () => Promise<T>): Promise<T> => retryWhileUnavailable(job, { log, what, signal: options.signal });
   const box = await openSecretBox(config);
@@ -129,16 +142,19 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
     },
     return503OnClosing: true,
+    // One line per request instead, at the level it deserves (src/http/observe-requests.ts).
+    logController: new LogController({ disableRequestLogging: true }),
     ...connectionOptions(config),
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
+    schemaErrorFormatter,
     // A URL Fastify cannot route (bad percent-encoding): the client's error, in our error shape.
     frameworkErrors: (error, _request, reply: FastifyReply) => {
       void reply.code(400).header('cache-control', 'no-store').send({ error: 'invalid_request', error_description: error.message });
     },
   });
 
-  const audit = new AuditLog(db, log, box);
+  const audit = new AuditLog(db, log, box, metrics);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
@@ -152,8 +168,11 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
-  app.decorate('runtime', { config, database, box, host, maintenance, audit, clients } satisfies Runtime);
+  app.decorate('runtime', { config, database, box, host, maintenance, audit, clients, metrics } satisfies Runtime);
+  metrics.observe({ pool: () => database.poolStats(), auditQueue: () => audit.pending, signingKeys: () => signingKeyAges(db) });
 
+  if (tracingEnabled()) await app.register(traceRequests);
+  await app.register(observeRequests, { basePath: config.basePath, metrics });
   await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
@@ -166,6 +185,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(inputGuard);
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
   await app.register(healthRoutes, { prefix: basePath, database });
+  if (config.metricsToken) await app.register(metricsRoute, { prefix: basePath, metrics, token: config.metricsToken });
   await app.register(smartConfigurationRoutes, { config });
   const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
   await app.register(providerRoutes, {
@@ -214,4 +234,13 @@ async function migrate(config: Config, log: Logger, database: Database, ownsData
   } finally {
     await own.close();
   }
+}
+
+/** How long each signing key has been signing (active) or waiting to (next), for the key-age gauge. */
+async function signingKeyAges(db: Kysely<DB>): Promise<{ alg: string; state: string; since: Date }[]> {
+  return (await listSigningKeys(db)).flatMap((key): { alg: string; state: string; since: Date }[] => {
+    if (key.state === 'active') return [{ alg: key.alg, state: key.state, since: key.activatedAt ?? key.createdAt }];
+    if (key.state === 'next') return [{ alg: key.alg, state: key.state, since: key.createdAt }];
+    return [];
+  });
 }

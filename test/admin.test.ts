@@ -122,12 +122,12 @@ describeEachDatabase('admin API', (ctx) => {
     const key = await clientKey('ES384');
     expectOAuthError(await call('POST', '/clients', { grant_types: ['client_credentials'], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [{ ...key.jwk, d: 'secret' }] } }), 400, 'invalid_request', 'jwks: publish public keys only (a key holds private or symmetric material)');
     expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], scope: 'patient/Observation.dus' }), 400, 'invalid_request', 'scope: patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s');
-    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], unknown_field: 1 }), 400, 'invalid_request', 'body must NOT have additional properties');
-    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'client_secret_jwt' }), 400, 'invalid_request', /token_endpoint_auth_method must be equal to one of the allowed values/);
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], unknown_field: 1 }), 400, 'invalid_request', 'unknown_field: is not a known property');
+    expectOAuthError(await call('POST', '/clients', { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'client_secret_jwt' }), 400, 'invalid_request', /^token_endpoint_auth_method: must be one of "none", /);
     expectOAuthError(await call('POST', '/clients', { client_id: 'urn:smart-auth:account', redirect_uris: [REDIRECT_URI] }), 400, 'invalid_request', 'client_id: the urn:smart-auth: prefix is reserved');
     assert.equal((await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] })).statusCode, 201);
     expectOAuthError(await call('POST', '/clients', { client_id: 'taken', redirect_uris: [REDIRECT_URI] }), 409, 'conflict', 'client_id taken is taken');
-    expectOAuthError(await call('PATCH', '/clients/taken', {}), 400, 'invalid_request', 'body must NOT have fewer than 1 properties');
+    expectOAuthError(await call('PATCH', '/clients/taken', {}), 400, 'invalid_request', 'the request body must have at least 1 property');
     expectOAuthError(await call('PATCH', '/clients/nobody', { client_name: 'x' }), 404, 'not_found', 'no client nobody');
     assert.equal((await call('POST', '/clients', { client_id: 'public-one', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' })).statusCode, 201);
     expectOAuthError(await call('POST', '/clients/public-one/secret'), 400, 'invalid_request', 'client public-one authenticates with none: it has no secret');
@@ -140,8 +140,8 @@ describeEachDatabase('admin API', (ctx) => {
     assert.deepEqual(Object.keys(user).sort(), ['created_at', 'disabled', 'fhirUser', 'id', 'last_login_at', 'name', 'patients', 'roles', 'updated_at', 'username']);
     assert.ok(!JSON.stringify(user).includes('correct horse'), 'no password, no hash');
     expectOAuthError(await call('POST', '/users', { username: 'nurse.jo', fhirUser: 'Practitioner/x', name: 'Dup' }), 409, 'conflict', 'username nurse.jo or id is taken');
-    expectOAuthError(await call('POST', '/users', { username: 'x', fhirUser: 'Organization/1', name: 'X' }), 400, 'invalid_request', /fhirUser must match pattern/);
-    expectOAuthError(await call('POST', '/users', { username: 'y', password: 'short', fhirUser: 'Patient/1', name: 'Y' }), 400, 'invalid_request', 'body/password must NOT have fewer than 10 characters');
+    expectOAuthError(await call('POST', '/users', { username: 'x', fhirUser: 'Organization/1', name: 'X' }), 400, 'invalid_request', /^fhirUser: must match the pattern \^\(Practitioner\|/);
+    expectOAuthError(await call('POST', '/users', { username: 'y', password: 'short', fhirUser: 'Patient/1', name: 'Y' }), 400, 'invalid_request', 'password: must have at least 10 characters');
     expectOAuthError(await call('POST', '/users', { username: 'z', fhirUser: 'RelatedPerson/z', name: 'Z', patients: ['not-in-directory'] }), 400, 'invalid_request', 'patients: not in the directory: not-in-directory');
     assert.equal((await call('GET', '/users/u-admin')).json<Body>().username, 'nurse.jo');
     expectOAuthError(await call('GET', '/users/nobody'), 404, 'not_found', 'no user nobody');
@@ -208,7 +208,7 @@ describeEachDatabase('admin API', (ctx) => {
     const created = await call('POST', '/launches', { patient: 'demo-amy-shaw', encounter: 'demo-enc-amy-1', intent: 'summary', need_patient_banner: false, fhirContext: [{ reference: 'DiagnosticReport/1' }], aud: TEST_FHIR_BASE });
     assert.equal(created.statusCode, 201, created.body);
     assert.equal(created.json<Body>().expires_in, 300);
-    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', /fhirContext\/0 must match a schema in anyOf/);
+    expectOAuthError(await call('POST', '/launches', { fhirContext: [{ role: 'x' }] }), 400, 'invalid_request', 'fhirContext[0]: matches none of the allowed forms');
     expectOAuthError(await call('POST', '/launches', { encounter: 'e1' }), 400, 'invalid_request', 'encounter needs patient');
     // SMART 2.2 §fhirContext: what the spec forbids never reaches a token response.
     expectOAuthError(await call('POST', '/launches', { patient: 'demo-amy-shaw', fhirContext: [{ reference: 'Patient/demo-amy-shaw' }] }), 400, 'invalid_request', 'fhirContext[0]: a Patient in the launch role is given as patient, not in fhirContext; give it another role to include it');
@@ -263,6 +263,6 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(rotated.length, 1);
     const jwks = (await app.inject({ method: 'GET', url: '/jwks' })).json<{ keys: Body[] }>().keys;
     assert.equal(jwks.find((k) => k.alg === 'RS256')?.kid, rotated[0]!.activated, 'this process signs with the promoted key at once');
-    expectOAuthError(await call('POST', '/keys/rotate', { algs: ['HS256'] }), 400, 'invalid_request', /algs\/0 must be equal to one of the allowed values/);
+    expectOAuthError(await call('POST', '/keys/rotate', { algs: ['HS256'] }), 400, 'invalid_request', 'algs[0]: must be one of "RS256", "RS384", "ES256", "ES384"');
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,12 +23,14 @@ interface Run {
 }
 
 /** Runs the CLI in `cwd` with only the given environment (no inherited DATABASE_URL or .env). */
-function start(args: string[], env: Record<string, string>, cwd: string): ChildProcess {
-  return spawn(process.execPath, ['--import', TSX, MAIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], env: Record<string, string>, cwd: string, input?: string): ChildProcess {
+  const child = spawn(process.execPath, ['--import', TSX, MAIN, ...args], { cwd, env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env }, stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  if (input !== undefined) child.stdin!.end(input);
+  return child;
 }
 
-function run(args: string[], env: Record<string, string>, cwd: string): Promise<Run> {
-  const child = start(args, env, cwd);
+function run(args: string[], env: Record<string, string>, cwd: string, input?: string): Promise<Run> {
+  const child = start(args, env, cwd, input);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -110,9 +113,17 @@ describe('command line', () => {
       assert.ok(out.includes('Demo logins:'), 'the sandbox banner tells how to log in');
       assert.ok(out.includes('clinician  password clinician-demo'));
 
-      const second = await run(['serve'], env, cwd);
-      assert.equal(second.code, 1);
-      assert.match(second.stderr, /The embedded database in .+ is in use by process \d+/);
+      const second = await run(['serve'], { ...env, DATA_DIR: join(cwd, 'data-other'), PORT: new URL(address).port }, cwd);
+      assert.deepEqual([second.code, second.stderr], [1, `Failed: port ${new URL(address).port} on localhost is in use by another process (another server?): stop it, or set PORT to a free port\n`]);
+      assert.ok(!existsSync(join(cwd, 'data-other')), 'the busy port is found before the database is created');
+
+      const third = await run(['serve'], env, cwd);
+      assert.equal(third.code, 1);
+      assert.match(third.stderr, /^The embedded database in .+ is in use by process \d+\. It serves one process at a time; stop that process, or set DATABASE_URL to run several processes on Postgres\.\n$/);
+
+      const user = await run(['users', 'create', '--username', 'late', '--fhir-user', 'Practitioner/late', '--name', 'Late', '--password-stdin'], env, cwd, 'late-password-1\n');
+      assert.equal(user.code, 1);
+      assert.match(user.stderr, /^Failed: the embedded database in .+ is in use by process \d+, a running server most likely\. Stop it and run this command again, or do this through the running server's admin API \(http:\/\/localhost:3000\/admin\/api, with ADMIN_TOKEN; its OpenAPI document is at \/admin\/api\/openapi\.json\)\n$/);
 
       const keys = await run(['keys', 'rotate', '--alg', 'RS256'], env, cwd);
       assert.equal(keys.code, 1, 'the running server holds the embedded database');
@@ -143,7 +154,12 @@ describe('command line', () => {
     const listed = await run(['clients', 'list'], env, cwd);
     assert.deepEqual(listed.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { client_id: string }).client_id), ['cli-app']);
 
-    const user = await run(['users', 'create', '--username', 'ops', '--password', 'ops-password-1', '--fhir-user', 'Practitioner/ops', '--name', 'Ops Person', '--role', 'clinician'], env, cwd);
+    const onCommandLine = await run(['users', 'create', '--username', 'ops', '--password', 'ops-password-1', '--fhir-user', 'Practitioner/ops', '--name', 'Ops Person'], env, cwd);
+    assert.equal(onCommandLine.code, 2);
+    assert.match(onCommandLine.stderr, /^--password is not accepted: a password on the command line is visible to other users of the machine and kept in shell history\. Type it when asked, or pipe it in with --password-stdin\n/);
+    const short = await run(['users', 'create', '--username', 'ops', '--password-stdin', '--fhir-user', 'Practitioner/ops', '--name', 'Ops Person'], env, cwd, 'short\n');
+    assert.deepEqual([short.code, short.stderr], [1, 'Failed: password: must have at least 10 characters\n']);
+    const user = await run(['users', 'create', '--username', 'ops', '--password-stdin', '--fhir-user', 'Practitioner/ops', '--name', 'Ops Person', '--role', 'clinician'], env, cwd, 'ops-password-1\n');
     assert.equal(user.code, 0, user.stderr);
     assert.equal((JSON.parse(user.stdout) as { username: string }).username, 'ops');
 
@@ -167,7 +183,7 @@ describe('command line', () => {
   it('audit checkpoint prints a signed checkpoint to keep elsewhere; audit verify --checkpoint finds the newest rows deleted after it', async () => {
     const dataDir = join(cwd, 'data-audit');
     const env = { DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
-    assert.equal((await run(['users', 'create', '--username', 'cp', '--password', 'cp-password-1', '--fhir-user', 'Practitioner/cp', '--name', 'CP'], env, cwd)).code, 0);
+    assert.equal((await run(['users', 'create', '--username', 'cp', '--password-stdin', '--fhir-user', 'Practitioner/cp', '--name', 'CP'], env, cwd, 'cp-password-1')).code, 0);
     const signed = await run(['audit', 'checkpoint'], env, cwd);
     assert.equal(signed.code, 0, signed.stderr);
     const checkpoint = JSON.parse(signed.stdout) as { id: string; jws: string; header: { alg: string; kid: string; typ: string }; payload: { total: number; chains: { chain: string; seq: string; hash: string; count: number }[] }; key: { kid: string; kty: string } };

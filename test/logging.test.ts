@@ -3,8 +3,12 @@ import { connect } from 'node:net';
 import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 
+import type { InjectOptions } from 'fastify';
+
 import { createLogger, redactUrl } from '../src/http/logger.js';
-import { listeningApp, testApp } from './helpers/app.js';
+import { listeningApp, testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
+import { REDIRECT_URI } from './helpers/flow.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
 describe('redactUrl', () => {
@@ -44,10 +48,13 @@ describeEachDatabase('request logs', (ctx) => {
     for (const secret of ['SECRET-AT-1', 'SECRET-AT-2', 'SECRET-COOKIE', 'SECRET-CODE', 'SECRET-VERIFIER', 'SECRET-CS', Buffer.from('c:SECRET-PW').toString('base64')]) {
       assert.ok(!all.includes(secret), `${secret} must not be logged`);
     }
-    const incoming = lines.map((l) => JSON.parse(l) as { reqId?: string; msg?: string; level?: string; req?: { url?: string } }).find((l) => l.reqId === 'trace-me' && l.msg === 'incoming request');
-    assert.ok(incoming, 'the request was logged with its id');
-    assert.equal(incoming.req?.url, '/jwks?access_token=[redacted]');
-    assert.equal(incoming.level, 'info');
+    const parsed = lines.map((l) => JSON.parse(l) as { reqId?: string; msg?: string; level?: string; time?: string; req?: { url?: string }; res?: { statusCode?: number } });
+    const forRequest = parsed.filter((l) => l.reqId === 'trace-me');
+    assert.deepEqual(forRequest.map((l) => l.msg), ['request completed'], 'one line per request');
+    assert.equal(forRequest[0]!.req?.url, '/jwks?access_token=[redacted]');
+    assert.equal(forRequest[0]!.res?.statusCode, 200);
+    assert.equal(forRequest[0]!.level, 'info');
+    assert.match(forRequest[0]!.time ?? '', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, 'ISO times');
   });
 
   it('malformed or abandoned requests are the client\'s error: nothing is logged at error level', { timeout: 30_000 }, async () => {
@@ -85,5 +92,55 @@ describeEachDatabase('request logs', (ctx) => {
     const logged = lines.map((l) => JSON.parse(l) as { level: string; msg: string });
     assert.ok(logged.some((l) => l.msg === 'request completed'), 'the requests were logged');
     assert.deepEqual(logged.filter((l) => l.level === 'error' || l.level === 'fatal'), []);
+  });
+
+  it('health probes and successful token requests at debug; refusals a client developer must fix at info, with the reason', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const app = await testApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN }, { logger: createLogger('info', sink) });
+    // oidc-provider prints its notices with console.info (lib/helpers/attention.js).
+    const notices: unknown[] = [];
+    const info = console.info; // eslint-disable-line no-console
+    console.info = (...args: unknown[]) => notices.push(args); // eslint-disable-line no-console
+    try {
+      const { client_secret: secret } = await createClient(app, { client_id: 'log-backend', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs' });
+      await createClient(app, { client_id: 'log-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] });
+      const send = (id: string, options: InjectOptions) => app.inject({ ...options, headers: { ...options.headers, 'x-request-id': id } });
+      const token = (id: string, auth: string) => send(id, { method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: auth }, payload: form({ grant_type: 'client_credentials', scope: 'system/Patient.rs' }) });
+      assert.equal((await send('probe', { method: 'GET', url: '/readyz' })).statusCode, 200);
+      assert.equal((await token('good-token', basicAuth('log-backend', secret!))).statusCode, 200);
+      assert.equal((await token('bad-secret', basicAuth('log-backend', 'wrong'))).statusCode, 401);
+      const auth = (id: string, params: Record<string, string>) => send(id, { method: 'GET', url: `/auth?${form({ response_type: 'code', redirect_uri: REDIRECT_URI, code_challenge: 'x'.repeat(43), code_challenge_method: 'S256', aud: TEST_FHIR_BASE, scope: 'launch/patient', ...params })}` });
+      assert.equal((await auth('unknown-client', { client_id: 'nobody' })).statusCode, 400);
+      assert.equal((await auth('wrong-redirect', { client_id: 'log-app', redirect_uri: 'https://elsewhere.example/cb' })).statusCode, 400);
+      const badScope = await auth('bad-scope', { client_id: 'log-app', scope: 'patient/Observation.dus' });
+      assert.equal(badScope.statusCode, 303, 'invalid_scope goes back to the app by redirect');
+      assert.equal((await send('bad-admin', { method: 'POST', url: '/admin/api/users', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload: { username: 'u', fhirUser: 'Patient/1', name: 'U', password: 'short' } })).statusCode, 400);
+      // A browser app's CORS request: allowed from its redirect URI's origin, and oidc-provider prints no NOTICE.
+      const cors = await send('cors', { method: 'OPTIONS', url: '/token', headers: { origin: 'https://app.example', 'access-control-request-method': 'POST' } });
+      assert.equal(cors.statusCode, 204);
+    } finally {
+      console.info = info; // eslint-disable-line no-console
+      await app.close();
+    }
+    assert.deepEqual(notices, [], 'nothing on stdout besides the log');
+    const byId = new Map(lines.map((l) => JSON.parse(l) as { reqId?: string; level: string; msg: string; error?: string; reason?: string }).filter((l) => l.msg === 'request completed').map((l) => [l.reqId, l]));
+    assert.equal(byId.get('probe'), undefined, 'a health probe is debug');
+    assert.equal(byId.get('good-token'), undefined, 'a token issued is debug');
+    const refused = (id: string) => {
+      const line = byId.get(id);
+      assert.ok(line, `${id} is logged`);
+      return [line.level, line.error, line.reason];
+    };
+    assert.deepEqual(refused('bad-secret'), ['info', 'invalid_client', 'client authentication failed: invalid secret provided']);
+    assert.deepEqual(refused('unknown-client'), ['info', 'invalid_client', 'client is invalid: client not found']);
+    assert.deepEqual(refused('wrong-redirect'), ['info', 'invalid_redirect_uri', "redirect_uri did not match any of the client's registered redirect_uris"]);
+    assert.deepEqual(refused('bad-scope'), ['info', 'invalid_scope', 'patient/Observation.dus: permissions ".dus" must each appear once and in the order c, r, u, d, s']);
+    assert.deepEqual(refused('bad-admin'), ['info', 'invalid_request', 'password: must have at least 10 characters']);
   });
 });

@@ -1,9 +1,7 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
-
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { bearerToken } from '../security/bearer.js';
+import { bearerToken, sameSecret } from '../security/bearer.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 
 /**
@@ -29,11 +27,6 @@ declare module 'fastify' {
     /** The scope a route needs besides ADMIN_TOKEN; `admin` when unset. */
     adminScope?: typeof ADMIN_SCOPE | typeof EHR_LAUNCH_SCOPE;
   }
-}
-
-function sameSecret(a: string, b: string): boolean {
-  // Hashing first makes the comparison constant-time whatever the lengths.
-  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
 export function adminAuthentication(adminToken: string | undefined, host: ProviderHost) {

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
+import { DISABLED, type Metrics } from '../observability/metrics.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { AUDIT_LIMITS, cleanDetails, cleanOptionalText, cleanText } from './sanitize.js';
 
@@ -101,10 +102,19 @@ export class AuditLog {
   #queue: Pending[] = [];
   #writing: Promise<void> | undefined;
 
-  constructor(db: Kysely<DB>, log: Logger, box: SecretBox) {
+  readonly #metrics: Metrics;
+
+  /** @param metrics counts every event (tokens, sign-ins, consents are counted from here) and every write. */
+  constructor(db: Kysely<DB>, log: Logger, box: SecretBox, metrics: Metrics = DISABLED) {
     this.#db = db;
     this.#log = log;
     this.#box = box;
+    this.#metrics = metrics;
+  }
+
+  /** Events recorded and not yet written. */
+  get pending(): number {
+    return this.#queue.length;
   }
 
   record(event: AuditEvent): Promise<void> {
@@ -114,6 +124,7 @@ export class AuditLog {
     } catch (error) {
       return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
     }
+    this.#metrics.securityEvent(event);
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ row, resolve, reject });
       this.#writing ??= this.#drain();
@@ -148,11 +159,14 @@ export class AuditLog {
    */
   async #write(batch: readonly Pending[]): Promise<void> {
     const at = new Date();
+    const started = performance.now();
     try {
       await this.#insert(batch, at);
+      this.#metrics.auditWrite((performance.now() - started) / 1000, batch.length, false);
       for (const p of batch) p.resolve();
       return;
     } catch (error) {
+      this.#metrics.auditWrite((performance.now() - started) / 1000, batch.length, true);
       if (!isRowError(error)) this.#startNewChain();
       if (batch.length === 1 || !isRowError(error)) {
         for (const p of batch) p.reject(error);

@@ -8,7 +8,7 @@ import { KeyRotationError, listSigningKeys, rotateSigningKeys } from '../keys/si
 import { minPublishedSeconds, RETIRED_KEY_PUBLISH_SECONDS } from '../maintenance.js';
 import { openSecretBox } from '../security/secret-key.js';
 import { withDatabase } from './database.js';
-import { UsageError } from './usage-error.js';
+import { UsageError } from './errors.js';
 
 /** `keys list` and `keys rotate`: the signing keys (and, on request, the cookie keys) in the database. */
 export async function keys(config: Config, args: readonly string[]): Promise<number> {

@@ -1,10 +1,11 @@
 import { ConfigError } from '../config/config.js';
+import { DataDirInUseError } from '../db/database.js';
 import { migrate, seed } from './database.js';
 import { readConfig } from './environment.js';
 import { genSecret, keys } from './keys.js';
 import { operate } from './operate.js';
 import { healthcheck, serve } from './serve.js';
-import { UsageError } from './usage-error.js';
+import { CommandFailed, UsageError } from './errors.js';
 
 const USAGE = `Usage: smart-auth [command] [options]
 
@@ -18,8 +19,9 @@ Commands:
                              current one, publish a new next key (--cookies: also rotate cookie keys)
   clients list               List clients (JSON lines)
   clients create JSON        Register a client from RFC 7591 metadata; prints it with its secret
-  users create --username U --password P --fhir-user TYPE/ID --name NAME [--role R]...
-                             Create a user who can sign in
+  users create --username U --fhir-user TYPE/ID --name NAME [--role R]... [--password-stdin]
+                             Create a user who can sign in; the password is asked for on a terminal,
+                             or read from standard input with --password-stdin (never an argument)
   patients import FILE       Import Patient and Encounter resources (FHIR Bundle .json, or .ndjson)
   launch create [--patient ID] [--encounter ID] [--client ID] [--user ID] [--intent TEXT] [--no-banner]
                              Create an EHR launch context; prints the launch id
@@ -53,6 +55,12 @@ export function runCli(argv: readonly string[]): Promise<void> {
       } else if (error instanceof UsageError || (error instanceof TypeError && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
         process.stderr.write(`${error.message}\n\n${USAGE}\n`);
         process.exitCode = 2;
+      } else if (error instanceof CommandFailed) {
+        process.stderr.write(`Failed: ${error.message}\n`);
+        process.exitCode = 1;
+      } else if (error instanceof DataDirInUseError) {
+        process.stderr.write(`${error.message}\n`);
+        process.exitCode = 1;
       } else {
         process.stderr.write(`Failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
         process.exitCode = 1;

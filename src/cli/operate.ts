@@ -2,12 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 
+import type { FastifyInstance } from 'fastify';
+
 import { buildApp } from '../app.js';
 import { createCheckpoint } from '../audit/checkpoints.js';
 import { verifyAudit, type VerifyResult } from '../audit/verify.js';
 import { loadConfig } from '../config/config.js';
+import { DataDirInUseError } from '../db/database.js';
 import { readEnvironment } from './environment.js';
-import { UsageError } from './usage-error.js';
+import { CommandFailed, UsageError } from './errors.js';
+import { promptHidden } from './prompt.js';
 
 /**
  * Operator commands run through the admin API's own routes, in process: the same validation, the same
@@ -22,7 +26,10 @@ export async function operate(command: string, args: readonly string[]): Promise
     strict: true,
     options: {
       username: { type: 'string' },
+      // Refused with a reason (below): a password on the command line is visible to every user of the
+      // machine (ps, /proc) and kept in shell history.
       password: { type: 'string' },
+      'password-stdin': { type: 'boolean' },
       'fhir-user': { type: 'string' },
       name: { type: 'string' },
       role: { type: 'string', multiple: true },
@@ -40,10 +47,20 @@ export async function operate(command: string, args: readonly string[]): Promise
       checkpoint: { type: 'string', multiple: true },
     },
   });
+  if (values.password !== undefined) {
+    throw new UsageError('--password is not accepted: a password on the command line is visible to other users of the machine and kept in shell history. Type it when asked, or pipe it in with --password-stdin');
+  }
+  const password = command === 'users' && sub === 'create' ? await readPassword(values['password-stdin'] === true) : undefined;
   const env = readEnvironment();
   const adminToken = randomBytes(32).toString('base64url');
   const config = loadConfig({ ...env, ADMIN_TOKEN: adminToken, SEED_DEMO: 'false', LOG_LEVEL: env.LOG_LEVEL ?? 'warn' });
-  const app = await buildApp(config, { background: false });
+  let app: FastifyInstance;
+  try {
+    app = await buildApp(config, { background: false });
+  } catch (error) {
+    if (!(error instanceof DataDirInUseError)) throw error;
+    throw new CommandFailed(`the embedded database in ${error.dir} is in use by process ${error.pid}, a running server most likely. Stop it and run this command again, or do this through the running server's admin API (${config.issuer}/admin/api, with ADMIN_TOKEN; its OpenAPI document is at /admin/api/openapi.json)`);
+  }
   const basePath = config.basePath;
   const call = async (method: 'GET' | 'POST', path: string, payload?: unknown, contentType = 'application/json') => {
     const res = await app.inject({ method, url: `${basePath}/admin/api${path}`, headers: { authorization: `Bearer ${adminToken}`, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: payload as string }) });
@@ -71,7 +88,7 @@ export async function operate(command: string, args: readonly string[]): Promise
         return 0;
       case 'users create':
         if (!values.username || !values['fhir-user'] || !values.name) throw new UsageError('users create needs --username, --fhir-user and --name');
-        process.stdout.write(`${JSON.stringify((await call('POST', '/users', { username: values.username, password: values.password, fhirUser: values['fhir-user'], name: values.name, roles: values.role ?? [] })).json(), null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify((await call('POST', '/users', { username: values.username, password, fhirUser: values['fhir-user'], name: values.name, roles: values.role ?? [] })).json(), null, 2)}\n`);
         return 0;
       case 'patients import': {
         const file = positionals[0];
@@ -112,16 +129,38 @@ export async function operate(command: string, args: readonly string[]): Promise
       default:
         throw new UsageError(`unknown command "${key.trim()}"`);
     }
-  } catch (error) {
-    if (!(error instanceof CommandFailed)) throw error;
-    process.stderr.write(`Failed: ${error.message}\n`);
-    return 1;
   } finally {
     await app.close();
   }
 }
 
-class CommandFailed extends Error {}
+/**
+ * The new user's password: from standard input with --password-stdin (one line; a final newline is not
+ * part of it), else asked for on a terminal (twice, not echoed), else none: the user cannot sign in until
+ * an operator sets one.
+ */
+async function readPassword(fromStdin: boolean): Promise<string | undefined> {
+  if (fromStdin) {
+    const text = (await readAll(process.stdin)).replace(/\r?\n$/, '');
+    if (!text) throw new CommandFailed('--password-stdin: standard input held no password');
+    if (text.includes('\n')) throw new CommandFailed('--password-stdin: expected one line on standard input');
+    return text;
+  }
+  if (!process.stdin.isTTY) {
+    process.stderr.write('No password given (--password-stdin): the user cannot sign in until one is set (POST /admin/api/users/{id}/password).\n');
+    return undefined;
+  }
+  const first = await promptHidden('Password for the new user (at least 10 characters; empty: none): ');
+  if (!first) return undefined;
+  if ((await promptHidden('The same password again: ')) !== first) throw new CommandFailed('the two passwords differ');
+  return first;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+  return Buffer.concat(chunks).toString('utf8');
+}
 
 /** The JWS from what `audit checkpoint` printed (or from a file holding the bare compact JWS). */
 async function readCheckpointFile(file: string): Promise<string> {

@@ -1,8 +1,13 @@
+import { createServer } from 'node:net';
+
 import type { FastifyInstance } from 'fastify';
 
 import { buildApp } from '../app.js';
 import type { Config } from '../config/config.js';
 import { createLogger } from '../http/logger.js';
+import { listenForMetrics } from '../http/metrics.js';
+import { startTracing } from '../observability/tracing.js';
+import { CommandFailed } from './errors.js';
 import { DEMO_CLIENT_ID, DEMO_USERS } from '../seed/demo.js';
 import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
 
@@ -27,6 +32,10 @@ export async function serve(config: Config): Promise<number> {
   };
   process.on('SIGTERM', stopStarting);
   process.on('SIGINT', stopStarting);
+  // A port another process holds would otherwise be found only after migrations and key creation.
+  await checkPortFree(config.host, config.port);
+  if (config.metricsPort !== undefined) await checkPortFree(config.host, config.metricsPort);
+  const tracing = config.otlpEndpoint ? await startTracing(config.otlpEndpoint) : undefined;
   let app: FastifyInstance;
   try {
     app = await buildApp(config, { logger: log, signal: starting.signal });
@@ -37,8 +46,15 @@ export async function serve(config: Config): Promise<number> {
     process.off('SIGTERM', stopStarting);
     process.off('SIGINT', stopStarting);
   }
-  const address = await app.listen({ port: config.port, host: config.host });
-  log.info({ address, issuer: config.issuer, database: config.database.kind, startupMs: Math.round(performance.now() - started) }, 'listening');
+  let address: string;
+  try {
+    address = await app.listen({ port: config.port, host: config.host });
+  } catch (error) {
+    await app.close();
+    throw listenProblem(error, config.host, config.port) ?? error;
+  }
+  const metricsServer = config.metricsPort === undefined ? undefined : await listenForMetrics(app.runtime.metrics, config.host, config.metricsPort);
+  log.info({ address, issuer: config.issuer, database: config.database.kind, metricsPort: config.metricsPort, tracing: config.otlpEndpoint, startupMs: Math.round(performance.now() - started) }, 'listening');
   if (config.seedDemo) process.stdout.write(banner(config, address));
 
   let closing = false;
@@ -54,7 +70,10 @@ export async function serve(config: Config): Promise<number> {
       process.exit(1);
     }, config.shutdownTimeoutSeconds * 1000);
     timer.unref();
-    app.close().then(
+    metricsServer?.close();
+    // The spans of the last requests are sent before the process exits.
+    const stopped = app.close().then(() => tracing?.shutdown());
+    stopped.then(
       () => {
         log.info('stopped');
         process.exit(0);
@@ -68,6 +87,36 @@ export async function serve(config: Config): Promise<number> {
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   return new Promise<number>(() => undefined); // runs until a signal
+}
+
+/** Binds the address for a moment: the one-line reason when the server could not listen there. */
+async function checkPortFree(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      probe.once('error', reject);
+      probe.listen({ port, host, exclusive: true }, resolve);
+    });
+  } catch (error) {
+    throw listenProblem(error, host, port) ?? error;
+  } finally {
+    if (probe.listening) await new Promise((resolve) => probe.close(resolve));
+  }
+}
+
+function listenProblem(error: unknown, host: string, port: number): CommandFailed | undefined {
+  switch (String((error as NodeJS.ErrnoException).code)) {
+    case 'EADDRINUSE':
+      return new CommandFailed(`port ${port} on ${host} is in use by another process (another server?): stop it, or set PORT to a free port`);
+    case 'EACCES':
+      return new CommandFailed(`port ${port} on ${host} needs privileges this process does not have: set PORT to 1024 or above`);
+    case 'EADDRNOTAVAIL':
+    case 'ENOTFOUND':
+      return new CommandFailed(`cannot listen on ${host}: no such address on this machine; set HOST to one of its addresses (0.0.0.0: all of them)`);
+    default:
+      return undefined;
+  }
 }
 
 function banner(config: Config, address: string): string {

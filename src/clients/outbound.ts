@@ -3,6 +3,8 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { BlockList, isIP, type LookupFunction } from 'node:net';
 
+import { inSpan, SpanKind, tracingEnabled } from '../observability/tracing.js';
+
 /**
  * Outbound HTTP for URLs that clients register (JWKS URLs): an attacker registering a client must not be
  * able to make this server reach its internal network (SSRF). So:
@@ -62,7 +64,16 @@ function guardedLookup(): LookupFunction {
   }) as LookupFunction;
 }
 
-export async function outboundGet(url: string, options: OutboundOptions, accept = 'application/json'): Promise<OutboundResponse> {
+export function outboundGet(url: string, options: OutboundOptions, accept = 'application/json'): Promise<OutboundResponse> {
+  if (!tracingEnabled()) return get(url, options, accept);
+  return inSpan('GET', SpanKind.CLIENT, { 'http.request.method': 'GET', 'url.full': url }, async (span) => {
+    const response = await get(url, options, accept);
+    span.setAttribute('http.response.status_code', response.status);
+    return response;
+  });
+}
+
+async function get(url: string, options: OutboundOptions, accept: string): Promise<OutboundResponse> {
   let target: URL;
   try {
     target = new URL(url);

@@ -64,6 +64,12 @@ export interface Config {
   readonly clientCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
   readonly auditCheckpointSeconds: number;
+  /** A port of its own serving `/metrics` without a token (undefined: none). */
+  readonly metricsPort: number | undefined;
+  /** The Bearer token `/metrics` on the server's port asks for (undefined: not served there). */
+  readonly metricsToken: string | undefined;
+  /** Where traces go (OTLP over HTTP); undefined: no tracing, and the SDK is never loaded. */
+  readonly otlpEndpoint: string | undefined;
   /** The FHIR bases this server fronts as a gateway, each with its upstream FHIR server. */
   readonly fhirUpstreams: readonly FhirUpstream[];
 }
@@ -145,6 +151,9 @@ const schema = {
     REGISTRATION_PER_HOUR: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'an integer from 0 (no limit) to 1000000' },
     REFRESH_TOKEN_TTL_DAYS: { type: 'integer', minimum: 1, maximum: 3650, description: 'an integer number of days from 1 to 3650' },
     JWT_ACCESS_TOKEN_AUDIENCES: { type: 'string', pattern: '^\\S+$', description: 'comma-separated FHIR base URLs, each one of FHIR_BASE_URLS' },
+    METRICS_PORT: { type: 'integer', minimum: 1, maximum: 65535, description: 'an integer from 1 to 65535, not PORT' },
+    METRICS_TOKEN: { type: 'string', minLength: 32, pattern: '^[\\x21-\\x7e]+$', description: 'at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)' },
+    OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://[^?#\\s]+$', description: 'the http(s) URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
     FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs, e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
     FHIR_UPSTREAM_HEADERS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to an object of header names and values, e.g. {"https://ehr.example.org/fhir":{"Authorization":"Basic …"}}' },
@@ -220,6 +229,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     ? parseUpstreams(v.FHIR_UPSTREAMS as string, v.FHIR_UPSTREAM_HEADERS as string | undefined, v.FHIR_UPSTREAM_OPTIONS as string | undefined, (v.FHIR_UPSTREAM_TIMEOUT_SECONDS as number | undefined) ?? 30, fhirBaseUrls, issuer, problems)
     : [];
   if (!v.FHIR_UPSTREAMS && (v.FHIR_UPSTREAM_HEADERS || v.FHIR_UPSTREAM_OPTIONS)) problems.push('FHIR_UPSTREAM_HEADERS and FHIR_UPSTREAM_OPTIONS apply to the bases in FHIR_UPSTREAMS, which is not set');
+  const metricsPort = v.METRICS_PORT as number | undefined;
+  if (metricsPort !== undefined && metricsPort === port) problems.push(`METRICS_PORT=${metricsPort} is invalid: expected a port other than PORT`);
 
   if (problems.length) throw new ConfigError(problems);
 
@@ -259,6 +270,9 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
     registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
     fhirUpstreams: Object.freeze(fhirUpstreams),
+    metricsPort,
+    metricsToken: v.METRICS_TOKEN as string | undefined,
+    otlpEndpoint: (v.OTEL_EXPORTER_OTLP_ENDPOINT as string | undefined)?.replace(/\/$/, ''),
   });
 }
 
@@ -273,7 +287,7 @@ function describeProblem(name: string, value: unknown): string {
 }
 
 /** Never echoed back in an error message: they are secrets, or (DATABASE_URL) may contain one. */
-const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'FHIR_UPSTREAM_HEADERS']);
+const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'METRICS_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'FHIR_UPSTREAM_HEADERS']);
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 

@@ -17,6 +17,8 @@ export type DatabaseKind = 'postgres' | 'pglite';
 export interface Database {
   readonly db: Kysely<DB>;
   readonly kind: DatabaseKind;
+  /** Postgres pool connections (undefined on PGlite, one connection in process). */
+  poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -58,7 +60,12 @@ function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_00
     client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
   });
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: discardingFaultyClients(pool) }) });
-  return { db, kind: 'postgres', close: once(() => db.destroy()) };
+  return {
+    db,
+    kind: 'postgres',
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    close: once(() => db.destroy()),
+  };
 }
 
 /**
@@ -98,6 +105,16 @@ function once(fn: () => Promise<void>): () => Promise<void> {
 }
 
 /**
+ * The embedded database's settings, for memory. Postgres' default 128 MB of shared buffers cost about
+ * 140 MiB resident at start inside PGlite's WebAssembly memory (measured: 400 → 258 MiB on an existing data
+ * directory); 16 MB hold the sandbox's working set many times over. PGlite already runs without fsync (its
+ * default `-F`), the durability a single-process sandbox can take. The other half of its cost is V8
+ * compiling the 10 MB WebAssembly module with its optimising tier (a transient 500 MiB at each start):
+ * `npm start` and the Docker image run Node with `--liftoff-only` (README, Performance).
+ */
+const PGLITE_OPTIONS = { startParams: [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'] };
+
+/**
  * PGlite is one process, one connection. Two processes opening the same data directory would corrupt it,
  * so the directory is locked for as long as this process holds it.
  */
@@ -105,12 +122,12 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
   let unlock = async (): Promise<void> => {};
   let pglite: PGlite;
   if (dataDir === undefined) {
-    pglite = new PGlite();
+    pglite = new PGlite(PGLITE_OPTIONS);
   } else {
     const dir = resolve(dataDir);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     unlock = await lockDataDir(dir);
-    pglite = new PGlite(join(dir, 'pgdata'));
+    pglite = new PGlite(join(dir, 'pgdata'), PGLITE_OPTIONS);
   }
   try {
     await pglite.waitReady;
@@ -122,6 +139,7 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
   return {
     db,
     kind: 'pglite',
+    poolStats: () => undefined,
     close: once(async () => {
       await db.destroy();
       // kysely only destroys a driver it initialised, i.e. one that ran a query.
@@ -136,6 +154,17 @@ export function openMemoryDatabase(): Promise<Database> {
   return openPglite(undefined);
 }
 
+/** The embedded database's directory is held by another live process (a running server, most often). */
+export class DataDirInUseError extends Error {
+  constructor(
+    readonly dir: string,
+    readonly pid: number,
+  ) {
+    super(`The embedded database in ${dir} is in use by process ${pid}. It serves one process at a time; stop that process, or set DATABASE_URL to run several processes on Postgres.`);
+    this.name = 'DataDirInUseError';
+  }
+}
+
 async function lockDataDir(dir: string): Promise<() => Promise<void>> {
   const lockPath = join(dir, 'server.pid');
   for (let attempt = 0; attempt < 2; attempt++) {
@@ -148,11 +177,7 @@ async function lockDataDir(dir: string): Promise<() => Promise<void>> {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
       const pid = Number((await readFile(lockPath, 'utf8').catch(() => '')).trim());
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && isAlive(pid)) {
-        throw new Error(
-          `The embedded database in ${dir} is in use by process ${pid}. It serves one process at a time; ` +
-            'stop that process, or set DATABASE_URL to run several processes on Postgres.',
-          { cause: error },
-        );
+        throw new DataDirInUseError(dir, pid);
       }
       await rm(lockPath, { force: true }); // left behind by a process that died
     }

@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 
 import { RETRY_AFTER_SECONDS, unavailableReason } from '../db/faults.js';
 import { HttpProblem } from '../errors.js';
+import { recordOutcome } from '../observability/request-outcome.js';
 import { TEMPORARILY_UNAVAILABLE } from '../oidc/unavailable.js';
 import { renderErrorPage, wantsHtml } from './pages.js';
 
@@ -37,6 +38,7 @@ export const errorHandling = fp(
       } else {
         body = { error: 'validation' in error && error.validation ? 'invalid_request' : clientErrorCode(status), error_description: error.message };
       }
+      recordOutcome(request.raw, { error: body.error, description: body.error_description });
       void reply.code(status).header('cache-control', 'no-store');
       if (wantsHtml(request.headers.accept)) {
         return reply.type('text/html; charset=utf-8').send(await renderErrorPage(app, options.basePath, { status, error: body.error, description: body.error_description, requestId: request.id }));

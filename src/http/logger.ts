@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 
 import { pino, type Logger } from 'pino';
+import type PinoPretty from 'pino-pretty';
 
 import type { LogLevel } from '../config/config.js';
 
@@ -43,11 +45,16 @@ export function redactUrl(url: string): string {
   return `${url.slice(0, q)}?${params.join('&')}`;
 }
 
+/**
+ * The server's logger: JSON lines with ISO times for log collectors, or, when stdout is a terminal and no
+ * destination is given, the same lines laid out for a person (pino-pretty, loaded only then).
+ */
 export function createLogger(level: LogLevel, destination?: pino.DestinationStream): Logger {
   return pino(
     {
       level,
       base: { service: 'smart-auth-server' },
+      timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
       // Headers that carry credentials, whatever route logs them.
       redact: {
@@ -70,6 +77,11 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
         err: pino.stdSerializers.err,
       },
     },
-    destination,
+    destination ?? (process.stdout.isTTY ? forPeople() : undefined),
   );
+}
+
+function forPeople(): pino.DestinationStream {
+  const pretty = createRequire(import.meta.url)('pino-pretty') as typeof PinoPretty;
+  return pretty({ sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l' });
 }

@@ -5,6 +5,8 @@ import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
 import type { DB } from '../db/schema.js';
+import { recordOutcome } from '../observability/request-outcome.js';
+import { inSpan, SpanKind, tracingEnabled } from '../observability/tracing.js';
 import { JWKS_MAX_AGE_SECONDS } from '../smart/profile.js';
 import { auditMiddleware } from './audit-hooks.js';
 import { oidcOf, type ErrorPage } from './context.js';
@@ -32,6 +34,8 @@ export interface PipelineDeps {
  * runs top to bottom and the code after it bottom to top. Routes are oidc-provider's route names
  * (`ctx.oidc.route`); a middleware that acts before routing matches on the method and path instead.
  *
+ *  0. recordRefusal              every route, after: an OAuth error in the answer is kept for the request's
+ *                                 log line (errors rendered as pages or redirects: the error events below).
  *  1. closeAfterUnreadBody        every route, after: a body left unread (refused) closes the connection.
  *  2. databaseFaultResponses      every route, around: a database fault anywhere inside, ours included,
  *                                 becomes 503 `temporarily_unavailable`. Outermost but for 1, so that it
@@ -50,23 +54,35 @@ export interface PipelineDeps {
  *                                 renews the grant.
  * 10. registrationResponse        registration and its management, after: RFC 7591 names in the answer,
  *                                 and the registration audited.
+ *
+ * With tracing on, each step runs in a span of its own (`oidc <step>`), nested as the onion nests; the
+ * innermost holds oidc-provider's own handling.
  */
 export function installPipeline(provider: Provider, deps: PipelineDeps): void {
-  const middleware: Middleware[] = [
+  const middleware: Record<string, Middleware> = {
+    recordRefusal,
     closeAfterUnreadBody,
-    databaseFaultResponses(deps.log, deps.renderErrorPage),
+    databaseFaultResponses: databaseFaultResponses(deps.log, deps.renderErrorPage),
     cachingHeaders,
-    auditMiddleware(deps.audit),
+    auditMiddleware: auditMiddleware(deps.audit),
     withErrorDetails,
-    bearerIntrospection(provider, deps.bearerAuthorization),
-    inactiveForForeignTokens(),
-    offlineAccessPrompt(),
-    tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds),
-    registrationResponse(deps.audit),
-  ];
-  for (const m of middleware) provider.use(m);
+    bearerIntrospection: bearerIntrospection(provider, deps.bearerAuthorization),
+    inactiveForForeignTokens: inactiveForForeignTokens(),
+    offlineAccessPrompt: offlineAccessPrompt(),
+    tokenResponseMiddleware: tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds),
+    registrationResponse: registrationResponse(deps.audit),
+  };
+  const tracing = tracingEnabled();
+  for (const [name, m] of Object.entries(middleware)) provider.use(tracing ? traced(name, m) : m);
 
   recordErrorDetails(provider);
+  // Errors oidc-provider renders as a page or sends back by redirect leave no OAuth error body behind.
+  for (const event of ERROR_EVENTS) {
+    (provider as unknown as NodeJS.EventEmitter).on(event, (ctx: KoaContextWithOIDC, error: { error?: string; error_description?: string; error_detail?: string }) => {
+      if (!error.error) return;
+      recordOutcome(ctx.req, { error: error.error, description: error.error_detail ? `${error.error_description ?? ''}: ${error.error_detail}` : error.error_description });
+    });
+  }
   provider.on('server_error', (ctx: KoaContextWithOIDC, error: Error) => {
     deps.log.error({ err: error, route: oidcOf(ctx)?.route }, 'oidc-provider server error');
   });
@@ -79,6 +95,31 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
       deps.log.error({ err: error }, 'unhandled error in the OAuth core');
     }
   });
+}
+
+/** oidc-provider's error events of the endpoints it serves here (lib/actions). */
+const ERROR_EVENTS = [
+  'authorization.error', 'grant.error', 'introspection.error', 'revocation.error', 'jwks.error', 'discovery.error',
+  'registration_create.error', 'registration_read.error', 'registration_update.error', 'registration_delete.error',
+  'end_session.error', 'end_session_confirm.error', 'end_session_success.error',
+];
+
+async function recordRefusal(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  await next();
+  const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+  if (ctx.status >= 400 && typeof body?.error === 'string') {
+    recordOutcome(ctx.req, { error: body.error, description: typeof body.error_description === 'string' ? body.error_description : undefined });
+  }
+}
+
+/** The step in a span of its own, named after it, with the oidc-provider route it served. */
+function traced(name: string, step: Middleware): Middleware {
+  return (ctx, next) =>
+    inSpan(`oidc ${name}`, SpanKind.INTERNAL, {}, async (span) => {
+      await step(ctx, next);
+      const route = oidcOf(ctx)?.route;
+      if (route) span.setAttribute('oidc.route', route);
+    });
 }
 
 /** Errors that mean the client went away mid-request: nothing for an operator to fix. */

@@ -56,6 +56,10 @@ export function createProvider(deps: ProviderDeps): Provider {
     // connected-apps page signing people in (account/routes.ts).
     clients: [bearerClient.metadata, accountClientMetadata(config.issuer) as ClientMetadata],
     clockTolerance: config.clockSkewSeconds,
+    // Browser apps (public clients) call the token and revocation endpoints from their own pages: allowed
+    // from the origin of one of their redirect URIs (a private-use scheme has the opaque origin "null",
+    // never allowed). Confidential clients keep their secrets off browsers: no CORS for them.
+    clientBasedCORS: (_ctx, origin, client) => origin !== 'null' && client.clientAuthMethod === 'none' && client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) === true,
     jwks: { keys: deps.signingKeys },
     cookies: {
       keys: [...deps.cookieKeys],

@@ -1,2 +1,0 @@
-/** Thrown for a wrong command line: printed with the usage, exit code 2. */
-export class UsageError extends Error {}
