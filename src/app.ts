@@ -1,4 +1,7 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
@@ -8,7 +11,7 @@ import type { AdapterPayload } from 'oidc-provider';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 
-import type { Config } from './config/config.js';
+import { EMBEDDED_UPSTREAM, type Config, type FhirUpstream } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -83,6 +86,22 @@ declare module 'fastify' {
   interface FastifyInstance {
     readonly runtime: Runtime;
   }
+}
+
+/**
+ * The fronted FHIR bases with their upstreams. The embedded FHIR server (the sandbox's) is started here, on a
+ * Unix socket only this user can open, so that nothing reaches its data but through the gateway.
+ */
+async function resolveUpstreams(app: FastifyInstance, config: Config): Promise<FhirUpstream[]> {
+  if (!config.fhirUpstreams.some((u) => u.url === EMBEDDED_UPSTREAM)) return [...config.fhirUpstreams];
+  // Imported here: Medplum's FHIR engine is loaded only by a server that runs it.
+  const { startFhirServer } = await import('./fhir/server.js');
+  const embedded = await startFhirServer({ socketPath: join(tmpdir(), `smart-auth-fhir-${process.pid}-${randomBytes(6).toString('hex')}.sock`) });
+  app.addHook('onClose', async () => {
+    await embedded.close();
+    await rm(embedded.socketPath!, { force: true });
+  });
+  return config.fhirUpstreams.map((u) => (u.url === EMBEDDED_UPSTREAM ? { ...u, url: embedded.url, socketPath: embedded.socketPath } : u));
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -206,7 +225,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
-  await app.register(gatewayRoutes, { config, db, box, host, audit, log });
+  await app.register(gatewayRoutes, { config, db, box, host, audit, log, upstreams: await resolveUpstreams(app, config) });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {

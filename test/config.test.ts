@@ -157,10 +157,11 @@ describe('configuration', () => {
       { base: 'http://localhost:3000/fhir', url: 'http://hapi:8080/fhir', headers: { authorization: 'Basic abc', 'x-api-key': 'k' }, timeoutSeconds: 20, connections: 64, allow: [] },
       { base: 'http://localhost:3000/r4', url: 'https://fhir.internal/r4', headers: {}, timeoutSeconds: 5, connections: 8, allow: ['$validate', '_filter'] },
     ]);
-    assert.deepEqual(loadConfig({}).fhirUpstreams, [], 'no upstream: discovery only, as before');
+    assert.deepEqual(loadConfig({ SANDBOX: 'false' }).fhirUpstreams, [], 'no upstream: discovery only, as before');
+    assert.deepEqual(loadConfig({ SANDBOX: 'false', FHIR_UPSTREAMS: 'http://localhost:3000/fhir=embedded' }).fhirUpstreams.map((u) => u.url), ['embedded'], 'the embedded FHIR server, asked for by name');
 
     assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/other=http://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000/other=http://hapi/fhir" is invalid: http://localhost:3000/other is not one of FHIR_BASE_URLS (http://localhost:3000/fhir)']);
-    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=ftp://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000/fhir=ftp://hapi/fhir" is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs']);
+    assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=ftp://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000/fhir=ftp://hapi/fhir" is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs (or UPSTREAM_URL embedded)']);
     assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://user:pw@hapi/fhir' }), ['FHIR_UPSTREAMS entry for http://localhost:3000/fhir is invalid: put the upstream\'s credentials in FHIR_UPSTREAM_HEADERS, not in its URL']);
     assert.deepEqual(problems({ FHIR_BASE_URLS: 'http://localhost:3000', FHIR_UPSTREAMS: 'http://localhost:3000=http://hapi/fhir' }), ['FHIR_UPSTREAMS entry "http://localhost:3000=http://hapi/fhir" is invalid: a fronted FHIR base needs a path of its own (e.g. http://localhost:3000/fhir), not the server\'s root']);
     const headers = problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_HEADERS: JSON.stringify({ 'http://localhost:3000/fhir': { Host: 'x', 'Bad Name': 'y', Ok: 'line\nbreak' } }) });
@@ -178,6 +179,27 @@ describe('configuration', () => {
     ]);
     assert.deepEqual(problems({ FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir', FHIR_UPSTREAM_OPTIONS: JSON.stringify({ 'http://localhost:3000/r4': {} }) }), ['FHIR_UPSTREAM_OPTIONS names http://localhost:3000/r4, which is not a base in FHIR_UPSTREAMS']);
     assert.deepEqual(problems({ FHIR_UPSTREAM_HEADERS: '{}' }), ['FHIR_UPSTREAM_HEADERS and FHIR_UPSTREAM_OPTIONS apply to the bases in FHIR_UPSTREAMS, which is not set']);
+  });
+
+  it('SANDBOX: on by default on the embedded database, off with DATABASE_URL, either way when set; it decides the demo data, registration and the embedded FHIR server', () => {
+    const embedded = loadConfig({});
+    assert.equal(embedded.sandbox, true);
+    assert.equal(embedded.sandboxReason, 'SANDBOX unset and no DATABASE_URL: the embedded database is a sandbox');
+    assert.deepEqual([embedded.seedDemo, embedded.registration, embedded.registrationStatus], [true, 'open', 'active']);
+    assert.deepEqual(embedded.fhirUpstreams, [{ base: 'http://localhost:3000/fhir', url: 'embedded', headers: {}, timeoutSeconds: 30, connections: 64, allow: [] }]);
+
+    const deployment = loadConfig({ DATABASE_URL: 'postgres://db/x', SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://ehr.example.org/fhir' });
+    assert.equal(deployment.sandbox, false);
+    assert.equal(deployment.sandboxReason, 'SANDBOX unset and DATABASE_URL set: a deployment');
+    assert.deepEqual([deployment.seedDemo, deployment.registration, deployment.registrationStatus, deployment.fhirUpstreams.length], [false, 'token', 'pending', 0]);
+
+    const off = loadConfig({ SANDBOX: 'false' });
+    assert.deepEqual([off.sandbox, off.sandboxReason, off.seedDemo, off.registration, off.fhirUpstreams.length], [false, 'SANDBOX=false', false, 'token', 0]);
+    const on = loadConfig({ SANDBOX: 'true', DATABASE_URL: 'postgres://db/x', SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://ehr.example.org/fhir' });
+    assert.deepEqual([on.sandbox, on.seedDemo, on.fhirUpstreams[0]?.url], [true, true, 'embedded']);
+    assert.equal(loadConfig({ SANDBOX: 'true', FHIR_UPSTREAMS: 'http://localhost:3000/fhir=http://hapi/fhir' }).fhirUpstreams[0]?.url, 'http://hapi/fhir', 'FHIR_UPSTREAMS wins over the embedded server');
+    assert.deepEqual(problems({ SANDBOX: 'yes' }), ['SANDBOX="yes" is invalid: expected true or false']);
+    assert.deepEqual(problems({ SANDBOX: 'true', FHIR_BASE_URLS: 'http://localhost:3000' }), ['FHIR_BASE_URLS entry "http://localhost:3000" is invalid in sandbox mode: the embedded FHIR server is served under it, so it needs a path of its own (e.g. http://localhost:3000/fhir)']);
   });
 
   it('keeps earlier secret keys for decryption', () => {

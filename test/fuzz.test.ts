@@ -52,7 +52,7 @@ describeEachDatabase('fuzzing every endpoint', (ctx) => {
   before(async () => {
     upstream = await startFhirServer();
     await upstream.fhir.load(testRecords() as never);
-    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN, REGISTRATION: 'open', LAUNCHER: 'true', OUTBOUND_ALLOW_PRIVATE: 'false', FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=${upstream.url}` }, { logger: createLogger('error', sink) });
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN, REGISTRATION: 'open', SANDBOX: 'true', OUTBOUND_ALLOW_PRIVATE: 'false', FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=${upstream.url}` }, { logger: createLogger('error', sink) });
     await createClient(app, { client_id: 'fuzz-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'] });
     secret = (await createClient(app, { client_id: 'fuzz-backend', grant_types: ['client_credentials'], scope: 'system/*.rs introspect' })).client_secret!;
     const flow = await startAuthorization(app, { client_id: 'fuzz-app', scope: 'openid launch/patient patient/*.rs' });

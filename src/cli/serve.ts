@@ -54,8 +54,9 @@ export async function serve(config: Config): Promise<number> {
     throw listenProblem(error, config.host, config.port) ?? error;
   }
   const metricsServer = config.metricsPort === undefined ? undefined : await listenForMetrics(app.runtime.metrics, config.host, config.metricsPort);
+  log.info({ sandbox: config.sandbox, mode: config.sandboxReason }, config.sandbox ? 'sandbox mode: demo data, the launcher, open registration and the embedded FHIR server are on' : 'deployment mode: no demo data, launcher or embedded FHIR server');
   log.info({ address, issuer: config.issuer, database: config.database.kind, metricsPort: config.metricsPort, tracing: config.otlpEndpoint, startupMs: Math.round(performance.now() - started) }, 'listening');
-  if (config.seedDemo) process.stdout.write(banner(config, address));
+  if (config.sandbox) process.stdout.write(banner(config, address));
 
   let closing = false;
   const shutdown = (signal: NodeJS.Signals): void => {

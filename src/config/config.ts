@@ -50,8 +50,13 @@ export interface Config {
   readonly jwtAccessTokenAudiences: readonly string[];
   /** Origins allowed to frame the login, picker and consent pages (EHRs that embed apps). */
   readonly frameAncestors: readonly string[];
-  /** Serve the launcher page that plays the EHR for sandbox apps. */
-  readonly launcher: boolean;
+  /**
+   * Sandbox mode: demo data, the launcher, open registration and the embedded FHIR server behind the first
+   * FHIR base. On by default on the embedded database, off with DATABASE_URL; SANDBOX decides either way.
+   */
+  readonly sandbox: boolean;
+  /** Why the sandbox mode is what it is, for the start-up log. */
+  readonly sandboxReason: string;
   /** How long an offline_access refresh token lives; each use renews it for this long. */
   readonly refreshTokenTtlDays: number;
   /** Dynamic client registration (RFC 7591): open to anyone, with an initial access token, or off. */
@@ -78,7 +83,7 @@ export interface Config {
 export interface FhirUpstream {
   /** The public FHIR base, one of FHIR_BASE_URLS. */
   readonly base: string;
-  /** The upstream FHIR server's base URL, without a trailing slash. */
+  /** The upstream FHIR server's base URL, without a trailing slash; {@link EMBEDDED_UPSTREAM} for the embedded FHIR server. */
   readonly url: string;
   /** Headers sent with every upstream request (a static Authorization, say). Never logged. */
   readonly headers: Readonly<Record<string, string>>;
@@ -88,7 +93,12 @@ export interface FhirUpstream {
   readonly connections: number;
   /** Operations (`$validate`) and search features (`_filter`, `_query`, `_contained`) let through besides those the gateway reasons about. */
   readonly allow: readonly string[];
+  /** Reach the upstream through this Unix socket (the embedded FHIR server) rather than the network. */
+  readonly socketPath?: string | undefined;
 }
+
+/** FHIR_UPSTREAMS' name for the embedded FHIR server (src/fhir), which the server starts itself. */
+export const EMBEDDED_UPSTREAM = 'embedded';
 
 export type DatabaseConfig =
   | { readonly kind: 'postgres'; readonly url: string }
@@ -145,7 +155,7 @@ const schema = {
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
     FRAME_ANCESTORS: { type: 'string', pattern: '^https?://[^,\\s/]+(,https?://[^,\\s/]+)*$', description: 'comma-separated origins (scheme://host[:port]) allowed to frame the sign-in pages' },
-    LAUNCHER: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
+    SANDBOX: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     REGISTRATION: { type: 'string', enum: ['open', 'token', 'off'], description: 'open, token or off' },
     REGISTRATION_STATUS: { type: 'string', enum: ['active', 'pending'], description: 'active or pending' },
     REGISTRATION_PER_HOUR: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'an integer from 0 (no limit) to 1000000' },
@@ -155,7 +165,7 @@ const schema = {
     METRICS_TOKEN: { type: 'string', minLength: 32, pattern: '^[\\x21-\\x7e]+$', description: 'at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)' },
     OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://[^?#\\s]+$', description: 'the http(s) URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
-    FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs, e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
+    FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs (UPSTREAM_URL an http(s) URL, or embedded), e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
     FHIR_UPSTREAM_HEADERS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to an object of header names and values, e.g. {"https://ehr.example.org/fhir":{"Authorization":"Basic …"}}' },
     FHIR_UPSTREAM_OPTIONS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to {"timeoutSeconds": 1-600, "connections": 1-1024, "allow": ["$validate", "_filter", …]}' },
     FHIR_UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
@@ -225,10 +235,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     problems.push(`HEADERS_TIMEOUT_SECONDS=${headersTimeoutSeconds} is invalid: expected at most REQUEST_TIMEOUT_SECONDS (${requestTimeoutSeconds})`);
   }
 
+  const sandbox = v.SANDBOX === undefined ? database.kind === 'pglite' : v.SANDBOX === 'true';
+  const sandboxReason = v.SANDBOX !== undefined ? `SANDBOX=${v.SANDBOX as string}` : sandbox ? 'SANDBOX unset and no DATABASE_URL: the embedded database is a sandbox' : 'SANDBOX unset and DATABASE_URL set: a deployment';
   const fhirUpstreams = v.FHIR_UPSTREAMS
     ? parseUpstreams(v.FHIR_UPSTREAMS as string, v.FHIR_UPSTREAM_HEADERS as string | undefined, v.FHIR_UPSTREAM_OPTIONS as string | undefined, (v.FHIR_UPSTREAM_TIMEOUT_SECONDS as number | undefined) ?? 30, fhirBaseUrls, issuer, problems)
     : [];
   if (!v.FHIR_UPSTREAMS && (v.FHIR_UPSTREAM_HEADERS || v.FHIR_UPSTREAM_OPTIONS)) problems.push('FHIR_UPSTREAM_HEADERS and FHIR_UPSTREAM_OPTIONS apply to the bases in FHIR_UPSTREAMS, which is not set');
+  // A sandbox has data behind its FHIR base: the embedded FHIR server, unless FHIR_UPSTREAMS says otherwise.
+  const sandboxBase = fhirBaseUrls[0];
+  if (sandbox && sandboxBase && !fhirUpstreams.some((u) => u.base === sandboxBase)) {
+    if (new URL(sandboxBase).pathname.replace(/\/$/, '') === '') problems.push(`FHIR_BASE_URLS entry ${JSON.stringify(sandboxBase)} is invalid in sandbox mode: the embedded FHIR server is served under it, so it needs a path of its own (e.g. ${issuer}/fhir)`);
+    fhirUpstreams.unshift({ base: sandboxBase, url: EMBEDDED_UPSTREAM, headers: {}, timeoutSeconds: (v.FHIR_UPSTREAM_TIMEOUT_SECONDS as number | undefined) ?? 30, connections: 64, allow: [] });
+  }
   const metricsPort = v.METRICS_PORT as number | undefined;
   if (metricsPort !== undefined && metricsPort === port) problems.push(`METRICS_PORT=${metricsPort} is invalid: expected a port other than PORT`);
 
@@ -246,7 +264,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     previousSecretKeys: Object.freeze(previousSecretKeys),
     logLevel: (v.LOG_LEVEL as LogLevel | undefined) ?? 'info',
     trustProxy,
-    seedDemo: v.SEED_DEMO === undefined ? database.kind === 'pglite' : v.SEED_DEMO === 'true',
+    seedDemo: v.SEED_DEMO === undefined ? sandbox : v.SEED_DEMO === 'true',
     signingAlgs: Object.freeze([...signingAlgs]),
     keyRotationDays: (v.KEY_ROTATION_DAYS as number | undefined) ?? 90,
     keyRefreshSeconds: (v.KEY_REFRESH_SECONDS as number | undefined) ?? 60,
@@ -264,10 +282,11 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     auditCheckpointSeconds: (v.AUDIT_CHECKPOINT_SECONDS as number | undefined) ?? 3600,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
-    launcher: v.LAUNCHER === undefined ? database.kind === 'pglite' : v.LAUNCHER === 'true',
+    sandbox,
+    sandboxReason,
     refreshTokenTtlDays: (v.REFRESH_TOKEN_TTL_DAYS as number | undefined) ?? 90,
-    registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (database.kind === 'pglite' ? 'open' : 'token'),
-    registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (database.kind === 'pglite' ? 'active' : 'pending'),
+    registration: (v.REGISTRATION as Config['registration'] | undefined) ?? (sandbox ? 'open' : 'token'),
+    registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (sandbox ? 'active' : 'pending'),
     registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
     fhirUpstreams: Object.freeze(fhirUpstreams),
     metricsPort,
@@ -342,15 +361,15 @@ function parseUpstreams(value: string, headersJson: string | undefined, optionsJ
   const options = parseJsonByBase('FHIR_UPSTREAM_OPTIONS', optionsJson, problems, false);
   const out: FhirUpstream[] = [];
   for (const pair of value.split(',')) {
-    const [baseText = '', upstreamText = ''] = pair.split(/=(?=https?:\/\/)/);
+    const [baseText = '', upstreamText = ''] = pair.split(/=(?=https?:\/\/|embedded$)/);
     const shown = JSON.stringify(pair);
     let base: string;
     let upstream: URL;
     try {
       base = normalizeBaseUrl(baseText);
-      upstream = new URL(upstreamText);
+      upstream = new URL(upstreamText === EMBEDDED_UPSTREAM ? 'http://embedded' : upstreamText);
     } catch {
-      problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs`);
+      problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: expected FHIR_BASE_URL=UPSTREAM_URL, both absolute http(s) URLs (or UPSTREAM_URL embedded)`);
       continue;
     }
     if (!bases.includes(base)) problems.push(`FHIR_UPSTREAMS entry ${shown} is invalid: ${base} is not one of FHIR_BASE_URLS (${bases.join(', ')})`);
@@ -379,7 +398,7 @@ function parseUpstreams(value: string, headersJson: string | undefined, optionsJ
     if (!Array.isArray(allow) || allow.some((a) => typeof a !== 'string' || !/^(\$[A-Za-z][A-Za-z0-9-]{0,63}|_filter|_query|_contained)$/.test(a))) {
       problems.push(`FHIR_UPSTREAM_OPTIONS for ${base} is invalid: allow must be a list of operations ($name) and search features (_filter, _query, _contained)`);
     }
-    out.push({ base, url: upstream.href.replace(/\/$/, ''), headers: Object.freeze(headerList), timeoutSeconds: timeout as number, connections: connections as number, allow: Object.freeze([...(allow as string[])]) });
+    out.push({ base, url: upstreamText === EMBEDDED_UPSTREAM ? EMBEDDED_UPSTREAM : upstream.href.replace(/\/$/, ''), headers: Object.freeze(headerList), timeoutSeconds: timeout as number, connections: connections as number, allow: Object.freeze([...(allow as string[])]) });
   }
   for (const [name, map] of [['FHIR_UPSTREAM_HEADERS', headers], ['FHIR_UPSTREAM_OPTIONS', options]] as const) {
     for (const base of map.keys()) if (!out.some((u) => u.base === base)) problems.push(`${name} names ${base}, which is not a base in FHIR_UPSTREAMS`);

@@ -1,3 +1,4 @@
+import { chmod, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -215,19 +216,40 @@ function capabilityStatement(baseUrl: string): CapabilityStatement {
   };
 }
 
-/** A server of its own on a port (tests, the benchmark, a sandbox upstream on its own). */
-export async function startFhirServer(options: { readonly host?: string; readonly port?: number; readonly path?: string } = {}): Promise<{ readonly url: string; readonly fhir: EmbeddedFhirServer; close(): Promise<void> }> {
+/** The base URL the embedded server names itself by when it listens on a Unix socket. */
+export const SOCKET_BASE_HOST = 'fhir.embedded';
+
+export interface StartOptions {
+  readonly host?: string;
+  readonly port?: number;
+  /** Listen on this Unix socket instead of a TCP port: reachable only by this user (the sandbox's upstream). */
+  readonly socketPath?: string;
+  readonly path?: string;
+}
+
+/** A server of its own (tests, the benchmark, the sandbox's upstream). */
+export async function startFhirServer(options: StartOptions = {}): Promise<{ readonly url: string; readonly socketPath: string | undefined; readonly fhir: EmbeddedFhirServer; close(): Promise<void> }> {
   const host = options.host ?? '127.0.0.1';
   const path = (options.path ?? '/fhir').replace(/\/$/, '');
   const holder: { fhir?: EmbeddedFhirServer } = {};
   const server: Server = createServer((request, response) => holder.fhir!.handle(request, response));
   server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, host, resolve));
-  const url = `http://${host}:${(server.address() as AddressInfo).port}${path}`;
+  let url: string;
+  if (options.socketPath !== undefined) {
+    const socketPath = options.socketPath;
+    await rm(socketPath, { force: true });
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve));
+    await chmod(socketPath, 0o600);
+    url = `http://${SOCKET_BASE_HOST}${path}`;
+  } else {
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(options.port ?? 0, host, resolve));
+    url = `http://${host}:${(server.address() as AddressInfo).port}${path}`;
+  }
   const fhir = createFhirServer({ baseUrl: url });
   holder.fhir = fhir;
   return {
     url,
+    socketPath: options.socketPath,
     fhir,
     close: () =>
       new Promise<void>((resolve) => {

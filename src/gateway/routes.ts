@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
-import type { Config } from '../config/config.js';
+import type { Config, FhirUpstream } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
@@ -37,6 +37,8 @@ export interface GatewayRoutesOptions {
   readonly host: ProviderHost;
   readonly audit: AuditLog;
   readonly log: Logger;
+  /** The fronted bases with their upstreams, the embedded one resolved to where it listens. */
+  readonly upstreams: readonly FhirUpstream[];
 }
 
 /**
@@ -46,9 +48,9 @@ export interface GatewayRoutesOptions {
  */
 export async function gatewayRoutes(app: FastifyInstance, options: GatewayRoutesOptions): Promise<void> {
   const { config } = options;
-  if (!config.fhirUpstreams.length) return;
+  if (!options.upstreams.length) return;
   const door = new Door({ db: options.db, box: options.box, issuer: config.issuer, clockSkewSeconds: config.clockSkewSeconds, verificationKeys: () => options.host.verificationKeys });
-  const gateways = config.fhirUpstreams.map((upstream) => new FhirGateway(upstream, { config, door, model: fhirR4Model(), audit: options.audit, log: options.log }));
+  const gateways = options.upstreams.map((upstream) => new FhirGateway(upstream, { config, door, model: fhirR4Model(), audit: options.audit, log: options.log }));
   app.addHook('onClose', async () => {
     await Promise.all(gateways.map((g) => g.close()));
   });

@@ -66,6 +66,7 @@ export class UpstreamClient {
       headersTimeout: this.#timeoutMs,
       bodyTimeout: this.#timeoutMs,
       connectTimeout: Math.min(this.#timeoutMs, 10_000),
+      ...(upstream.socketPath ? { socketPath: upstream.socketPath } : {}),
       keepAliveTimeout: 30_000,
       pipelining: 1,
     });

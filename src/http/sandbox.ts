@@ -21,7 +21,7 @@ import { pageHeaders } from './page-headers.js';
 /**
  * What an app developer needs on day one besides the server: a sample SMART app (fhirclient, the SMART
  * JavaScript client, served from our origin at the demo client's redirect URI), and a launcher page that
- * plays the EHR. The launcher is on only when LAUNCHER is (by default on the embedded database).
+ * plays the EHR. The launcher is on only in sandbox mode (SANDBOX; by default on the embedded database).
  */
 export async function sandboxRoutes(app: FastifyInstance, options: { config: Config; db: Kysely<DB>; box: SecretBox }): Promise<void> {
   const { config, db, box } = options;
@@ -34,7 +34,7 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
   });
   await app.register(fastifyStatic, { root: join(PUBLIC_DIR, 'sample-app'), prefix: '/sample-app/', decorateReply: false, index: 'index.html', redirect: true });
 
-  if (!config.launcher) return;
+  if (!config.sandbox) return;
   await app.register(formbody, { bodyLimit: 16 * 1024 });
   // The launcher is open to whoever can load it; the token keeps other sites from submitting it.
   const csrf = box.mac('launcher', 'v1');

@@ -34,7 +34,7 @@ describe('fhirclient in headless Chromium', { skip: available ? false : `no brow
 
   before(async () => {
     database = await createTestDatabase('pglite');
-    ({ app, issuer } = await listeningApp(database.database, { SEED_DEMO: 'true', LAUNCHER: 'true' }));
+    ({ app, issuer } = await listeningApp(database.database, { SEED_DEMO: 'true', SANDBOX: 'true' }));
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],

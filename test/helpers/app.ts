@@ -20,6 +20,11 @@ export function testConfig(env: Record<string, string> = {}): Config {
     FHIR_BASE_URLS: TEST_FHIR_BASE,
     LOG_LEVEL: 'silent',
     SEED_DEMO: 'false',
+    // Tests run on the embedded database: without this each would be a sandbox, with the embedded FHIR server.
+    // They keep the sandbox's registration defaults, which most of them rely on; sandbox tests set SANDBOX=true.
+    SANDBOX: 'false',
+    REGISTRATION: 'open',
+    REGISTRATION_STATUS: 'active',
     ...env,
   });
 }
