@@ -56,6 +56,8 @@ describeEachDatabase('admin API', (ctx) => {
       'PATCH /admin/api/clients/{client_id}',
       'PATCH /admin/api/users/{id}',
       'POST /admin/api/clients',
+      'POST /admin/api/clients/{client_id}/approve',
+      'POST /admin/api/clients/{client_id}/reject',
       'POST /admin/api/clients/{client_id}/secret',
       'POST /admin/api/keys/rotate',
       'POST /admin/api/launches',

@@ -36,6 +36,8 @@ export const AUDIT_EVENT_TYPES = [
   'client.deleted',
   'client.secret_rotated',
   'client.registered',
+  'client.approved',
+  'client.rejected',
   'user.created',
   'user.updated',
   'user.password_reset',

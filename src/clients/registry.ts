@@ -123,6 +123,15 @@ export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: str
   return { record: toRecord(row), secret };
 }
 
+/**
+ * Moves a client from status `from` to `to` in one statement, so that of concurrent decisions exactly one
+ * applies; undefined when the client is not (or no longer) in `from`, or does not exist.
+ */
+export async function settleClientStatus(db: Kysely<DB>, clientId: string, from: ClientStatus, to: ClientStatus): Promise<ClientRecord | undefined> {
+  const row = await db.updateTable('clients').set({ status: to, updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).where('status', '=', from).returningAll().executeTakeFirst();
+  return row && toRecord(row);
+}
+
 /** A new secret for a symmetric client, returned once. */
 export async function rotateClientSecret(db: Kysely<DB>, box: SecretBox, clientId: string): Promise<string> {
   const secret = generateClientSecret();
