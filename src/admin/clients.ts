@@ -45,18 +45,18 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     },
   );
 
-  app.get<{ Querystring: { limit: number; after?: string; status?: ClientStatus } }>(
+  app.get<{ Querystring: { limit: number; after?: string; status?: ClientStatus; q?: string } }>(
     '/clients',
     {
       schema: {
         ...tagged,
         summary: 'List clients',
-        querystring: { type: 'object', additionalProperties: false, properties: { ...pageQuery, status: CLIENT_STATUS_PROPERTY } },
+        querystring: { type: 'object', additionalProperties: false, properties: { ...pageQuery, status: CLIENT_STATUS_PROPERTY, q: { type: 'string', maxLength: 200, description: 'a part of the client_id or of the name, in any case' } } },
         response: { 200: { type: 'object', required: ['items', 'next'], properties: { items: { type: 'array', items: clientResponse }, next: { type: ['string', 'null'] } } }, ...errorResponses },
       },
     },
     async (request) => {
-      const items = await listClients(deps.db, { after: request.query.after, limit: request.query.limit, status: request.query.status });
+      const items = await listClients(deps.db, request.query);
       return { items: items.map((c) => view(c)), next: nextCursor(items, request.query.limit, (c) => c.client_id) };
     },
   );

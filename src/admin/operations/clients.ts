@@ -88,12 +88,16 @@ export async function addClient(deps: AdminDeps, by: Operator, input: ClientInpu
   return created;
 }
 
-/** Changes a client's metadata and/or status (the metadata given replaces those properties, the rest stays). */
+/**
+ * Changes a client's metadata and/or status: the properties given replace those of the client, the rest
+ * stays; a property given as undefined is removed (JSON cannot say that; the console's edit form does).
+ */
 export async function changeClient(deps: AdminDeps, by: Operator, clientId: string, input: ClientInput): Promise<{ record: ClientRecord; secret: string | undefined }> {
   const current = await existingClient(deps, clientId);
   const { status, ...changes } = input;
   const currentMetadata = Object.fromEntries(Object.entries(current.metadata).filter(([key]) => key !== 'client_id'));
-  const full = await validated(deps, { ...currentMetadata, ...changes });
+  const merged = Object.fromEntries(Object.entries({ ...currentMetadata, ...changes }).filter(([, value]) => value !== undefined));
+  const full = await validated(deps, merged);
   const updated = await updateClient(deps.db, deps.box, current.client_id, full, status, { withSecret: needsSecret(full) });
   deps.clients.invalidate(current.client_id);
   await deps.audit.record({ ...by, type: 'client.updated', clientId: current.client_id, details: { changed: Object.keys(input), status: updated.record.status } });
