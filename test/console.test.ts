@@ -346,6 +346,17 @@ describeEachDatabase('operator console', (ctx) => {
     assert.equal(self.statusCode, 409);
     assert.equal(alertOf(self), 'you cannot disable the account you are signed in with');
     assert.equal((await browser.send('POST', '/admin/users/new-op/enable', { csrf })).statusCode, 303);
+
+    // Taking the role away ends the session at the next request, and the sign-in page shows its form.
+    const again = await signedIn({ username: 'new-op', password: 'another-password' });
+    assert.equal((await browser.send('POST', '/admin/users/new-op', { csrf, name: 'New Operator', fhirUser: 'Practitioner/n1', other_roles: 'clinician', patients: 'demo-amy-shaw' })).statusCode, 303);
+    const copy = new Browser(app, TEST_ISSUER);
+    copy.setCookie('smart_console', again.browser.cookie('smart_console')!, '/admin');
+    const signInPageFirst = await copy.send('GET', '/admin/sign-in');
+    assert.equal(signInPageFirst.statusCode, 200, 'no redirect loop between the sign-in page and the dashboard');
+    const demoted = await again.browser.send('GET', '/admin/audit');
+    assert.equal(demoted.headers.location, '/admin/sign-in');
+    assert.equal(h1(await again.browser.send('GET', '/admin/sign-in')), 'Sign in to the operator console');
   });
 
   it('patients: import NDJSON or a Bundle (all or nothing), read one with its encounters, remove one', async () => {

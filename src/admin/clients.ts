@@ -80,6 +80,10 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     app.post<{ Params: { client_id: string }; Body: { reason?: string } }>(
       `/clients/:client_id/${decision}`,
       {
+        // The reason is optional for an approval, so a request may come without a body at all.
+        preValidation: async (request) => {
+          request.body ??= {};
+        },
         schema: {
           ...tagged,
           summary: decision === 'approve' ? 'Approve a pending registration (it becomes active), with an optional reason' : 'Reject a pending registration with the reason (it becomes suspended)',

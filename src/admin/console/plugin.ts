@@ -3,7 +3,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 
 import { HttpProblem } from '../../errors.js';
 import { redactUrl } from '../../http/logger.js';
-import { findConsoleSession } from '../../users/console-sessions.js';
+import { closeConsoleSession, findConsoleSession } from '../../users/console-sessions.js';
 import type { AdminDeps } from '../deps.js';
 import { apiDocsPage } from './api-docs.js';
 import { auditPages } from './audit.js';
@@ -77,6 +77,8 @@ export async function operatorConsole(app: FastifyInstance, deps: AdminDeps): Pr
     const session = await findConsoleSession(deps.db, deps.box, sessionId);
     const role = session && (session.user ? consoleRole(session.user.roles) : 'admin');
     if (!session || !role || !sessionId) {
+      // An operator who lost their role keeps no session: the sign-in page then shows its form.
+      if (session) await closeConsoleSession(deps.db, deps.box, sessionId);
       if (sessionId) cookies.clearSession(reply);
       return reply.redirect(`${base}/sign-in`, 303);
     }

@@ -55,7 +55,8 @@ export async function signInPages(app: FastifyInstance, ctx: ConsoleContext): Pr
     '/admin/sign-in',
     { config: { consolePublic: true }, schema: { querystring: { type: 'object', properties: { notice: { type: 'string', maxLength: 64 } } } } },
     async (request, reply) => {
-      if (await findConsoleSession(db, box, cookies.sessionOf(request))) return reply.redirect(base, 303);
+      const session = await findConsoleSession(db, box, cookies.sessionOf(request));
+      if (session && (!session.user || consoleRole(session.user.roles))) return reply.redirect(base, 303);
       return page(request, reply, 200, { notice: noticeOf(request.query.notice) });
     },
   );
