@@ -77,12 +77,12 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
   );
 
   for (const decision of ['approve', 'reject'] as const) {
-    app.post<{ Params: { client_id: string }; Body: { reason?: string } }>(
+    app.post<{ Params: { client_id: string }; Body: { reason?: string } | undefined }>(
       `/clients/:client_id/${decision}`,
       {
         // The reason is optional for an approval, so a request may come without a body at all.
         preValidation: async (request) => {
-          request.body ??= {};
+          if (request.body === undefined) request.body = {};
         },
         schema: {
           ...tagged,
@@ -92,7 +92,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
           response: { 200: clientResponse, ...errorResponses },
         },
       },
-      async (request) => view(await decideRegistration(deps, adminEvent(request), request.params.client_id, decision, request.body.reason)),
+      async (request) => view(await decideRegistration(deps, adminEvent(request), request.params.client_id, decision, request.body?.reason)),
     );
   }
 
