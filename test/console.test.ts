@@ -481,6 +481,20 @@ describeEachDatabase('operator console', (ctx) => {
     assert.match(verified.body, /<h2 id="verify-title">The audit trail verifies<\/h2>/);
     assert.match(verified.body, /held to [1-9]\d* stored checkpoint\(s\)/);
 
+    const signed = await browser.send('POST', '/admin/audit/checkpoint', { csrf });
+    const shown = decodeEntities(/<pre class="json" id="checkpoint"[^>]*>([\s\S]*?)<\/pre>/.exec(signed.body)?.[1] ?? '');
+    const checkpoint = JSON.parse(shown) as { jws: string; header: { typ: string } };
+    assert.equal(checkpoint.header.typ, 'audit-checkpoint+jwt');
+    const held = await browser.send('POST', '/admin/audit/verify', { csrf, checkpoints: JSON.stringify([checkpoint, checkpoint.jws]) });
+    assert.match(held.body, /The audit trail verifies[\s\S]*and 2 pasted checkpoint\(s\)/);
+    const forged = await browser.send('POST', '/admin/audit/verify', { csrf, checkpoints: `${checkpoint.jws.slice(0, -4)}AAAA` });
+    assert.match(forged.body, /The audit trail does not verify[\s\S]*pasted checkpoint 1: it is refused: the signature does not verify/);
+    const garbage = await browser.send('POST', '/admin/audit/verify', { csrf, checkpoints: '{"not": "a checkpoint"}' });
+    assert.equal(garbage.statusCode, 400);
+    assert.equal(alertOf(garbage), 'pasted checkpoint 1 is not a checkpoint: paste the JSON of an exported checkpoint, or its compact JWS');
+    const auditor = await signedIn(AUDITOR);
+    assert.equal((await auditor.browser.send('POST', '/admin/audit/checkpoint', { csrf: auditor.csrf })).statusCode, 403, 'signing is a change: admins only');
+
     await app.runtime.audit.flush();
     const requests = (await events('admin.request')).filter((e) => (e.details as Body).console === true && e.actor_id === operatorId);
     assert.ok(requests.some((e) => (e.details as Body).path === '/admin/audit?type=login.failure' && (e.details as Body).status === 200));
@@ -518,6 +532,29 @@ describeEachDatabase('operator console', (ctx) => {
     assert.match(String(res.headers['set-cookie']), /^smart_console=; Path=\/admin; Max-Age=0/);
     assert.equal(noticeOf(await replay.send('GET', '/admin/sign-in?notice=signed-out')), 'You are signed out.');
     assert.equal(noticeOf(await replay.send('GET', '/admin/sign-in?notice=<b>hi</b>')), undefined, 'only fixed notices are shown');
+  });
+
+  it('with REGISTRATION=token, an initial access token is created on the clients page, shown once, and lets an app register', async () => {
+    const tokenApp = await testApp(ctx.current.database, { ADMIN_TOKEN, REGISTRATION: 'token', REGISTRATION_STATUS: 'active' });
+    try {
+      const browser = new Browser(tokenApp, TEST_ISSUER);
+      const page = await browser.send('GET', '/admin/sign-in');
+      assert.equal((await browser.send('POST', '/admin/sign-in/token', { csrf: inputValue(page.body, 'csrf'), admin_token: ADMIN_TOKEN })).statusCode, 303);
+      const clients = await browser.send('GET', '/admin/clients');
+      assert.match(clients.body, /Create an initial access token/);
+      const created = await browser.send('POST', '/admin/clients/registration-token', { csrf: inputValue(clients.body, 'csrf'), expires_in: '3600' });
+      const token = /<code id="initial-access-token" class="copy">([^<]+)<\/code>/.exec(created.body)?.[1];
+      assert.ok(token);
+      const registered = await tokenApp.inject({ method: 'POST', url: '/reg', headers: { authorization: `Bearer ${token}` }, payload: { client_name: 'Vouched', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [], scope: 'system/Patient.rs' } });
+      assert.equal(registered.statusCode, 201, registered.body);
+      assert.doesNotMatch((await browser.send('GET', '/admin/clients')).body, new RegExp(token), 'shown once');
+    } finally {
+      await tokenApp.close();
+    }
+    const { browser, csrf } = await signedIn(OPERATOR);
+    const refused = await browser.send('POST', '/admin/clients/registration-token', { csrf, expires_in: '3600' });
+    assert.equal(refused.statusCode, 409, 'not with REGISTRATION=open');
+    assert.equal(alertOf(refused), 'dynamic registration is open: initial access tokens are used only with REGISTRATION=token');
   });
 
   it('the admin API\'s OpenAPI document is browsable at /admin/api/docs without a session or any script', async () => {

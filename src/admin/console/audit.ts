@@ -1,6 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+import { HttpProblem } from '../../errors.js';
 import { AUDIT_EVENT_TYPES, queryAudit } from '../../audit/audit.js';
+import { checkpointExport, checkpointJws, createCheckpoint } from '../../audit/checkpoints.js';
 import { verifyAudit, type VerifyResult } from '../../audit/verify.js';
 import { auditExport, auditQuery, type AuditFilters } from '../operations/audit.js';
 import type { ConsoleContext } from './context.js';
@@ -40,6 +42,29 @@ function queryOf(query: Query): URLSearchParams {
 }
 
 /**
+ * Checkpoints kept elsewhere, pasted: one (as exported, or its compact JWS), or a JSON array of them.
+ * @throws {HttpProblem} 400 naming the one that is not a checkpoint.
+ */
+function pastedCheckpoints(text: string | undefined): { source: string; jws: string }[] {
+  const trimmed = text?.trim();
+  if (!trimmed) return [];
+  let items: unknown[] = [trimmed];
+  if (trimmed.startsWith('[')) {
+    try {
+      items = JSON.parse(trimmed) as unknown[];
+    } catch {
+      throw HttpProblem.invalid('the pasted checkpoints are not a JSON array');
+    }
+    if (!Array.isArray(items)) throw HttpProblem.invalid('the pasted checkpoints are not a JSON array');
+  }
+  return items.map((item, i) => {
+    const jws = checkpointJws(typeof item === 'string' ? item : JSON.stringify(item));
+    if (!jws) throw HttpProblem.invalid(`pasted checkpoint ${i + 1} is not a checkpoint: paste the JSON of an exported checkpoint, or its compact JWS`);
+    return { source: `pasted checkpoint ${i + 1}`, jws };
+  });
+}
+
+/**
  * The audit trail: filter, page back from the newest, export as FHIR AuditEvents (NDJSON or a Bundle), and
  * verify the hash chains and the signed checkpoints (docs/audit.md). All of it is open to auditors.
  */
@@ -47,7 +72,8 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
   const { deps, base } = ctx;
   const { db, box, config } = deps;
 
-  async function page(request: FastifyRequest, reply: FastifyReply, query: Query & { before?: string }, verification: VerifyResult | null) {
+  async function page(request: FastifyRequest, reply: FastifyReply, query: Query & { before?: string }, extra: { verification?: VerifyResult; checkpoint?: string } = {}) {
+    const verification = extra.verification;
     const rows = await queryAudit(db, { ...auditQuery(filtersOf(query), PAGE), before: query.before, newestFirst: true });
     const params = queryOf(query);
     const suffix = params.size ? `&${params.toString()}` : '';
@@ -63,11 +89,14 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
       exportBundle: `${base}/audit/export?format=bundle${suffix}`,
       exportLimit: EXPORT_LIMIT,
       verifyAction: `${base}/audit/verify`,
+      checkpointAction: request.consoleOperator?.role === 'admin' ? `${base}/audit/checkpoint` : null,
+      checkpoint: extra.checkpoint ?? null,
       verification: verification && {
         ok: verification.ok,
         checked: verification.checked,
         chains: verification.chains,
         stored: verification.checkpoints.stored,
+        given: verification.checkpoints.given.length,
         newest: verification.checkpoints.newestStored ? `${when(verification.checkpoints.newestStored.issuedAt)}, ${verification.checkpoints.newestStored.total} events, ${verification.checkpoints.newestStored.chains} chains` : null,
         brokenAt: verification.brokenAt ?? null,
         refused: verification.refused ?? null,
@@ -78,7 +107,7 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
   app.get<{ Querystring: Query & { before?: string } }>(
     '/admin/audit',
     { config: { consoleAuditor: true }, schema: { querystring: { type: 'object', properties: { ...filterProperties, before: { type: 'string', pattern: '^[0-9]{1,19}$' } } } } },
-    async (request, reply) => page(request, reply, request.query, null),
+    async (request, reply) => page(request, reply, request.query),
   );
 
   app.get<{ Querystring: Query & { format: 'ndjson' | 'bundle' } }>(
@@ -92,9 +121,15 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
     },
   );
 
-  app.post<{ Body: Query }>(
+  app.post<{ Body: { checkpoints?: string } }>(
     '/admin/audit/verify',
-    { config: { consoleAuditor: true }, schema: { body: { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 } } } } },
-    async (request, reply) => page(request, reply, {}, await verifyAudit(db, box)),
+    { config: { consoleAuditor: true }, schema: { body: { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 }, checkpoints: { type: 'string', maxLength: 1024 * 1024 } } } } },
+    async (request, reply) => page(request, reply, {}, { verification: await verifyAudit(db, box, { checkpoints: pastedCheckpoints(request.body.checkpoints) }) }),
   );
+
+  // Signs a checkpoint now and shows it, to be kept where the database's owner cannot rewrite it.
+  app.post('/admin/audit/checkpoint', { schema: { body: { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 } } } } }, async (request, reply) => {
+    const checkpoint = await createCheckpoint(db, box, config.issuer);
+    return page(request, reply, {}, { checkpoint: JSON.stringify(checkpointExport(checkpoint), null, 2) });
+  });
 }

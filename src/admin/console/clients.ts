@@ -5,7 +5,7 @@ import { queryAudit } from '../../audit/audit.js';
 import { listClients, type ClientRecord } from '../../clients/registry.js';
 import type { ClientStatus } from '../../db/tables/clients.js';
 import { idParams } from '../schemas.js';
-import { addClient, changeClient, checkNewClient, CLIENT_METADATA_PROPERTIES, decideRegistration, existingClient, newClientSecret, removeClient, type ClientInput } from '../operations/clients.js';
+import { addClient, changeClient, checkNewClient, CLIENT_METADATA_PROPERTIES, decideRegistration, existingClient, newClientSecret, newInitialAccessToken, removeClient, type ClientInput } from '../operations/clients.js';
 import { checked, lines, noticeOf, text, words, type ConsoleContext, type FormValue } from './context.js';
 import { eventView, when } from './views.js';
 import { operatorEvent } from './session.js';
@@ -138,34 +138,49 @@ export async function clientPages(app: FastifyInstance, ctx: ConsoleContext): Pr
     });
   }
 
-  app.get<{ Querystring: { q?: string; status?: ClientStatus; after?: string; notice?: string } }>(
+  async function listPage(request: FastifyRequest, reply: FastifyReply, query: { q?: string | undefined; status?: ClientStatus | '' | undefined; after?: string | undefined; notice?: string | undefined }, extra: { initialAccessToken?: { token: string; expiresIn: number } } = {}) {
+    const { q, after } = query;
+    const status = query.status || undefined;
+    const items = await listClients(db, { q, status, after, limit: PAGE });
+    const params = new URLSearchParams({ ...(q ? { q } : {}), ...(status ? { status } : {}) });
+    return ctx.render(request, reply, 'clients', {
+      section: 'clients',
+      notice: noticeOf(query.notice),
+      q: q ?? '',
+      status: status ?? '',
+      statuses: Object.entries(statusLabel).map(([value, label]) => ({ value, label })),
+      paged: !!after,
+      first: `${base}/clients${params.size ? `?${params.toString()}` : ''}`,
+      next: items.length === PAGE ? `${base}/clients?${new URLSearchParams({ ...Object.fromEntries(params), after: items.at(-1)!.client_id }).toString()}` : null,
+      registrationTokens: deps.config.registration === 'token' ? `${base}/clients/registration-token` : null,
+      initialAccessToken: extra.initialAccessToken ?? null,
+      clients: items.map((c) => ({
+        id: c.client_id,
+        href: `${base}${clientPath(c.client_id)}`,
+        name: typeof c.metadata.client_name === 'string' ? c.metadata.client_name : '',
+        status: c.status,
+        statusLabel: statusLabel[c.status],
+        auth: typeof c.metadata.token_endpoint_auth_method === 'string' ? c.metadata.token_endpoint_auth_method : '',
+        grants: Array.isArray(c.metadata.grant_types) ? c.metadata.grant_types.join(', ') : '',
+        created: when(c.created_at),
+      })),
+    });
+  }
+
+  app.get<{ Querystring: { q?: string; status?: ClientStatus | ''; after?: string; notice?: string } }>(
     '/admin/clients',
     { schema: { querystring: { type: 'object', properties: { q: { type: 'string', maxLength: 200 }, status: { type: 'string', enum: ['pending', 'active', 'suspended', ''] }, after: { type: 'string', maxLength: 256 }, notice: { type: 'string', maxLength: 64 } } } } },
+    async (request, reply) => listPage(request, reply, request.query),
+  );
+
+  // An initial access token for dynamic registration (REGISTRATION=token, RFC 7591 §3), shown once.
+  app.post<{ Body: { expires_in: string } }>(
+    '/admin/clients/registration-token',
+    { schema: { body: { type: 'object', required: ['csrf', 'expires_in'], properties: { csrf: { type: 'string', maxLength: 128 }, expires_in: { type: 'string', enum: ['3600', '86400', '604800'] } } } } },
     async (request, reply) => {
-      const { q, after } = request.query;
-      const status = request.query.status || undefined;
-      const items = await listClients(db, { q, status, after, limit: PAGE });
-      const params = new URLSearchParams({ ...(q ? { q } : {}), ...(status ? { status } : {}) });
-      return ctx.render(request, reply, 'clients', {
-        section: 'clients',
-        notice: noticeOf(request.query.notice),
-        q: q ?? '',
-        status: status ?? '',
-        statuses: Object.entries(statusLabel).map(([value, label]) => ({ value, label })),
-        paged: !!after,
-        first: `${base}/clients${params.size ? `?${params.toString()}` : ''}`,
-        next: items.length === PAGE ? `${base}/clients?${new URLSearchParams({ ...Object.fromEntries(params), after: items.at(-1)!.client_id }).toString()}` : null,
-        clients: items.map((c) => ({
-          id: c.client_id,
-          href: `${base}${clientPath(c.client_id)}`,
-          name: typeof c.metadata.client_name === 'string' ? c.metadata.client_name : '',
-          status: c.status,
-          statusLabel: statusLabel[c.status],
-          auth: typeof c.metadata.token_endpoint_auth_method === 'string' ? c.metadata.token_endpoint_auth_method : '',
-          grants: Array.isArray(c.metadata.grant_types) ? c.metadata.grant_types.join(', ') : '',
-          created: when(c.created_at),
-        })),
-      });
+      const expiresIn = Number(request.body.expires_in);
+      const token = await newInitialAccessToken(deps, operatorEvent(request), expiresIn);
+      return listPage(request, reply, {}, { initialAccessToken: { token, expiresIn } });
     },
   );
 
