@@ -155,10 +155,10 @@ describe('operator console in headless Chromium', { skip: available ? false : `n
     await page.waitForSelector('table');
     const rows: string[][] = [];
     for (const row of await page.locator('tbody tr').all()) rows.push((await row.locator('td').allTextContents()).map((cell) => cell.trim()));
-    const failure = rows.find((cells) => cells[2] === 'login.failure' && cells[5] === operatorId);
+    const failure = rows.find((cells) => cells[2] === 'login.failure' && cells[5] === `user ${operatorId}`);
     assert.ok(failure, `the failed sign-in of ${OPERATOR.username} is listed: ${JSON.stringify(rows)}`);
-    assert.match(failure[9] ?? '', /"reason":"invalid"/);
-    assert.match(failure[9] ?? '', /"console":true/);
+    assert.match(failure[7] ?? '', /"reason":"invalid"/);
+    assert.match(failure[7] ?? '', /"console":true/);
     await accessible(page, 'audit');
     const download = page.waitForEvent('download');
     await page.click('a:text("NDJSON")');
@@ -168,6 +168,10 @@ describe('operator console in headless Chromium', { skip: available ? false : `n
     await page.waitForSelector('#verify-title');
     assert.equal(await page.textContent('#verify-title'), 'The audit trail verifies');
     await accessible(page, 'audit-verified');
+    await page.click('button:text("Sign a checkpoint")');
+    await page.waitForSelector('#checkpoint');
+    assert.match((await page.textContent('#checkpoint')) ?? '', /"typ": "audit-checkpoint\+jwt"/);
+    await accessible(page, 'audit-checkpoint');
     await context.close();
   });
 
@@ -205,6 +209,6 @@ describe('operator console in headless Chromium', { skip: available ? false : `n
     assert.equal(await auditorPage.textContent('h1'), 'Not allowed');
     await accessible(auditorPage, 'auditor-forbidden');
     await auditorContext.close();
-    assert.equal(checked.length, 23, `pages checked: ${checked.join(", ")}`);
+    assert.equal(checked.length, 24, `pages checked: ${checked.join(", ")}`);
   });
 });
