@@ -14,7 +14,7 @@ import { directoryPages } from './directory.js';
 import { grantPages } from './grants.js';
 import { keyPages } from './keys.js';
 import { launchPages } from './launches.js';
-import { ConsoleCookies, consoleRole } from './session.js';
+import { ConsoleCookies, consoleRole, operatorEvent } from './session.js';
 import { signInPages } from './sign-in.js';
 import { userPages } from './users.js';
 
@@ -95,15 +95,11 @@ export async function operatorConsole(app: FastifyInstance, deps: AdminDeps): Pr
 
   // As the admin API does: every request of a signed-in operator is audited.
   app.addHook('onResponse', async (request, reply) => {
-    const operator = request.consoleOperator;
-    if (!operator) return;
+    if (!request.consoleOperator) return;
     deps.audit.recordQuietly({
+      ...operatorEvent(request),
       type: 'admin.request',
       outcome: reply.statusCode < 400 ? 'success' : 'failure',
-      actorType: operator.userId ? 'user' : 'admin',
-      actorId: operator.userId ?? 'admin-token',
-      sourceIp: request.ip,
-      requestId: request.id,
       details: { method: request.method, path: redactUrl(request.url), status: reply.statusCode, console: true },
     });
   });
