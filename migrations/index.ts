@@ -7,6 +7,7 @@ import * as auditChains from './2026-11-28T03-00-audit-chains.js';
 import * as bearerHashes from './2026-12-01T00-00-bearer-hashes.js';
 import * as loginThrottle from './2026-12-01T01-00-login-throttle.js';
 import * as auditCheckpoints from './2026-12-01T02-00-audit-checkpoints.js';
+import * as consoleSessions from './2026-12-02T01-00-console-sessions.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -17,4 +18,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-01T00-00-bearer-hashes': bearerHashes,
   '2026-12-01T01-00-login-throttle': loginThrottle,
   '2026-12-01T02-00-audit-checkpoints': auditCheckpoints,
+  '2026-12-02T01-00-console-sessions': consoleSessions,
 };

@@ -12,6 +12,7 @@ import { purgeExpired } from './oidc/adapters/payload.js';
 import type { ProviderHost } from './oidc/provider-host.js';
 import { JWKS_MAX_AGE_SECONDS } from './smart/profile.js';
 import type { SecretBox } from './security/secret-box.js';
+import { purgeConsoleSessions } from './users/console-sessions.js';
 import { purgeLoginThrottle } from './users/login-throttle.js';
 
 /**
@@ -66,10 +67,10 @@ export class Maintenance {
     await this.#running.catch(() => undefined);
   }
 
-  /** Purges expired rows (OAuth records, launch contexts, sign-in throttle), prunes retired keys and rotates keys that are due. */
+  /** Purges expired rows (OAuth records, launch contexts, sign-in throttle, console sessions), prunes retired keys and rotates keys that are due. */
   async housekeeping(): Promise<{ purged: number; rotated: string[] }> {
     const { config, db, box, host, log } = this.#deps;
-    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db)) + (await purgeLoginThrottle(db));
+    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db)) + (await purgeLoginThrottle(db)) + (await purgeConsoleSessions(db));
     await pruneRetiredKeys(db);
     await pruneCookieKeys(db, COOKIE_KEY_KEEP_SECONDS);
     let rotated: string[] = [];

@@ -56,6 +56,8 @@ describeEachDatabase('admin API', (ctx) => {
       'PATCH /admin/api/clients/{client_id}',
       'PATCH /admin/api/users/{id}',
       'POST /admin/api/clients',
+      'POST /admin/api/clients/{client_id}/approve',
+      'POST /admin/api/clients/{client_id}/reject',
       'POST /admin/api/clients/{client_id}/secret',
       'POST /admin/api/keys/rotate',
       'POST /admin/api/launches',
@@ -112,6 +114,28 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(introspected.statusCode, 401, 'the deleted client no longer exists');
     const rows = await ctx.current.database.db.selectFrom('oidc_payloads').select('id').where('id', '=', app.runtime.box.bearerId(fresh.json<Body>().access_token as string)).execute();
     assert.deepEqual(rows, [], 'its tokens are gone');
+  });
+
+  it('clients: a pending registration is approved or rejected with the reason, once; search by name or id', async () => {
+    const pending = async (id: string) => {
+      const res = await call('POST', '/clients', { client_id: id, client_name: `Waiting ${id}`, status: 'pending', grant_types: ['client_credentials'], scope: 'system/Patient.rs' });
+      assert.equal(res.statusCode, 201, res.body);
+    };
+    await pending('wait-1');
+    await pending('wait-2');
+    const approved = await app.inject({ method: 'POST', url: '/admin/api/clients/wait-1/approve', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    assert.equal(approved.statusCode, 200, approved.body);
+    assert.equal(approved.json<Body>().status, 'active');
+    expectOAuthError(await call('POST', '/clients/wait-1/approve', {}), 409, 'conflict', 'client wait-1 is active, not pending: only a pending registration is approved or rejected');
+    expectOAuthError(await call('POST', '/clients/wait-2/reject', {}), 400, 'invalid_request', "body must have required property 'reason'");
+    expectOAuthError(await call('POST', '/clients/wait-2/reject', { reason: '   ' }), 400, 'invalid_request', 'reason: say why the registration is rejected');
+    const rejected = await call('POST', '/clients/wait-2/reject', { reason: 'no contract' });
+    assert.equal(rejected.json<Body>().status, 'suspended');
+    expectOAuthError(await call('POST', '/clients/nobody/approve', {}), 404, 'not_found', 'no client nobody');
+    const audit = (await call('GET', '/audit?type=client.&client=wait-2')).json<{ items: Body[] }>().items.map((e) => [e.type, e.details]);
+    assert.deepEqual(audit, [['client.created', { status: 'pending', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'system/Patient.rs' }], ['client.rejected', { status: 'suspended', reason: 'no contract' }]]);
+    const found = (await call('GET', '/clients?q=WAITING%20WAIT-')).json<{ items: Body[] }>().items.map((c) => c.client_id);
+    assert.deepEqual(found, ['wait-1', 'wait-2']);
   });
 
   it('clients: refuses bad metadata, naming what is wrong', async () => {

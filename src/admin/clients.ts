@@ -1,40 +1,24 @@
 import type { FastifyInstance } from 'fastify';
-import { errors } from 'oidc-provider';
 
-import { HttpProblem } from '../errors.js';
-import { deleteClient, generateClientId, getClient, insertClient, listClients, rotateClientSecret, updateClient, type ClientRecord } from '../clients/registry.js';
+import { listClients, type ClientRecord } from '../clients/registry.js';
 import type { ClientStatus } from '../db/tables/clients.js';
-import { checkClientMetadata, ClientRuleError, needsSecret, toProviderMetadata } from '../smart/client-rules.js';
 import type { AdminDeps } from './deps.js';
+import {
+  addClient,
+  changeClient,
+  CLIENT_CHANGE_SCHEMA,
+  CLIENT_METADATA_PROPERTIES,
+  CLIENT_STATUS_PROPERTY,
+  decideRegistration,
+  DECISION_REASON_PROPERTY,
+  existingClient,
+  newClientSecret,
+  newInitialAccessToken,
+  NEW_CLIENT_SCHEMA,
+  removeClient,
+  type ClientInput,
+} from './operations/clients.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
-
-const uri = { type: 'string', minLength: 1, maxLength: 2048 } as const;
-
-/** RFC 7591 client metadata, as far as this server uses it, plus ours (consent, status). */
-const metadataProperties = {
-  client_name: { type: 'string', minLength: 1, maxLength: 200 },
-  redirect_uris: { type: 'array', maxItems: 50, items: uri },
-  grant_types: { type: 'array', uniqueItems: true, maxItems: 3, items: { type: 'string', enum: ['authorization_code', 'refresh_token', 'client_credentials'] } },
-  token_endpoint_auth_method: { type: 'string', enum: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] },
-  token_endpoint_auth_signing_alg: { type: 'string', enum: ['RS384', 'ES384', 'RS256', 'ES256'] },
-  jwks: {
-    type: 'object',
-    required: ['keys'],
-    additionalProperties: false,
-    properties: { keys: { type: 'array', minItems: 1, maxItems: 20, items: { type: 'object', required: ['kty'], properties: { kty: { type: 'string' }, kid: { type: 'string' } } } } },
-  },
-  jwks_uri: uri,
-  scope: { type: 'string', maxLength: 16384, description: 'every scope the client may be granted, SMART scopes included' },
-  launch_uri: uri,
-  logo_uri: uri,
-  client_uri: uri,
-  policy_uri: uri,
-  tos_uri: uri,
-  contacts: { type: 'array', maxItems: 20, items: { type: 'string', maxLength: 320 } },
-  consent: { type: 'string', enum: ['required', 'pre-approved'], description: 'pre-approved clients skip the consent page' },
-} as const;
-
-const statusProperty = { type: 'string', enum: ['pending', 'active', 'suspended'] } as const;
 
 const clientResponse = {
   type: 'object',
@@ -42,72 +26,37 @@ const clientResponse = {
   properties: {
     client_id: { type: 'string' },
     client_secret: { type: 'string', description: 'only when created or rotated: store it now, it is not shown again' },
-    status: statusProperty,
+    status: CLIENT_STATUS_PROPERTY,
     has_secret: { type: 'boolean' },
     created_at: { type: 'string', format: 'date-time' },
     updated_at: { type: 'string', format: 'date-time' },
-    ...metadataProperties,
+    ...CLIENT_METADATA_PROPERTIES,
     response_types: { type: 'array', items: { type: 'string' } },
   },
 } as const;
 
-interface ClientBody {
-  client_id?: string;
-  status?: ClientStatus;
-  [key: string]: unknown;
-}
-
 export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, box, host, audit, clients } = deps;
-
-  /** The client rules, then oidc-provider's own validation of what it will be served. */
-  async function validated(metadata: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const grants = (metadata.grant_types as string[] | undefined) ?? ['authorization_code'];
-    const full = { token_endpoint_auth_method: 'client_secret_basic', ...metadata, grant_types: grants, response_types: grants.includes('authorization_code') ? ['code'] : [], redirect_uris: metadata.redirect_uris ?? [] };
-    try {
-      checkClientMetadata(full, { writer: 'operator', vouched: true, allowHttpJwksUri: deps.config.outboundAllowPrivate });
-      await host.provider.Client.validate({ client_id: 'validation', ...toProviderMetadata(full), ...(needsSecret(full) ? { client_secret: 'x'.repeat(43) } : {}) });
-    } catch (error) {
-      if (error instanceof ClientRuleError) throw HttpProblem.invalid(error.message);
-      if (error instanceof errors.InvalidClientMetadata || error instanceof errors.InvalidRedirectUri) throw HttpProblem.invalid(String(error.error_description));
-      throw error;
-    }
-    return full;
-  }
-
-  app.post<{ Body: ClientBody }>(
+  app.post<{ Body: ClientInput }>(
     '/clients',
-    {
-      schema: {
-        ...tagged,
-        summary: 'Register a client',
-        body: { type: 'object', additionalProperties: false, properties: { client_id: { type: 'string', pattern: '^[A-Za-z0-9._~-][A-Za-z0-9._~:-]{0,127}$' }, status: statusProperty, ...metadataProperties } },
-        response: { 201: clientResponse, ...errorResponses },
-      },
-    },
+    { schema: { ...tagged, summary: 'Register a client', body: NEW_CLIENT_SCHEMA, response: { 201: clientResponse, ...errorResponses } } },
     async (request, reply) => {
-      const { client_id: requestedId, status = 'active', ...metadata } = request.body;
-      const clientId = requestedId ?? generateClientId();
-      if (clientId.startsWith('urn:smart-auth:')) throw HttpProblem.invalid('client_id: the urn:smart-auth: prefix is reserved');
-      const full = await validated(metadata);
-      const created = await insertClient(db, box, clientId, full, status, { withSecret: needsSecret(full) });
-      await audit.record({ ...adminEvent(request), type: 'client.created', clientId, details: { status, token_endpoint_auth_method: full.token_endpoint_auth_method, grant_types: full.grant_types, scope: full.scope } });
+      const created = await addClient(deps, adminEvent(request), request.body);
       return reply.code(201).send(view(created.record, created.secret));
     },
   );
 
-  app.get<{ Querystring: { limit: number; after?: string; status?: ClientStatus } }>(
+  app.get<{ Querystring: { limit: number; after?: string; status?: ClientStatus; q?: string } }>(
     '/clients',
     {
       schema: {
         ...tagged,
         summary: 'List clients',
-        querystring: { type: 'object', additionalProperties: false, properties: { ...pageQuery, status: statusProperty } },
+        querystring: { type: 'object', additionalProperties: false, properties: { ...pageQuery, status: CLIENT_STATUS_PROPERTY, q: { type: 'string', maxLength: 200, description: 'a part of the client_id or of the name, in any case' } } },
         response: { 200: { type: 'object', required: ['items', 'next'], properties: { items: { type: 'array', items: clientResponse }, next: { type: ['string', 'null'] } } }, ...errorResponses },
       },
     },
     async (request) => {
-      const items = await listClients(db, { after: request.query.after, limit: request.query.limit, status: request.query.status });
+      const items = await listClients(deps.db, request.query);
       return { items: items.map((c) => view(c)), next: nextCursor(items, request.query.limit, (c) => c.client_id) };
     },
   );
@@ -115,39 +64,43 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
   app.get<{ Params: { client_id: string } }>(
     '/clients/:client_id',
     { schema: { ...tagged, summary: 'Read a client', params: idParams('client_id'), response: { 200: clientResponse, ...errorResponses } } },
-    async (request) => view(await existing(request.params.client_id)),
+    async (request) => view(await existingClient(deps, request.params.client_id)),
   );
 
-  app.patch<{ Params: { client_id: string }; Body: ClientBody }>(
+  app.patch<{ Params: { client_id: string }; Body: ClientInput }>(
     '/clients/:client_id',
-    {
-      schema: {
-        ...tagged,
-        summary: 'Change a client (approve or suspend it with status)',
-        params: idParams('client_id'),
-        body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { status: statusProperty, ...metadataProperties } },
-        response: { 200: clientResponse, ...errorResponses },
-      },
-    },
+    { schema: { ...tagged, summary: 'Change a client (approve or suspend it with status)', params: idParams('client_id'), body: CLIENT_CHANGE_SCHEMA, response: { 200: clientResponse, ...errorResponses } } },
     async (request) => {
-      const current = await existing(request.params.client_id);
-      const { status, ...changes } = request.body;
-      const currentMetadata = Object.fromEntries(Object.entries(current.metadata).filter(([key]) => key !== 'client_id'));
-      const full = await validated({ ...currentMetadata, ...changes });
-      const updated = await updateClient(db, box, current.client_id, full, status, { withSecret: needsSecret(full) });
-      clients.invalidate(current.client_id);
-      await audit.record({ ...adminEvent(request), type: 'client.updated', clientId: current.client_id, details: { changed: Object.keys(request.body), status: updated.record.status } });
+      const updated = await changeClient(deps, adminEvent(request), request.params.client_id, request.body);
       return view(updated.record, updated.secret);
     },
   );
+
+  for (const decision of ['approve', 'reject'] as const) {
+    app.post<{ Params: { client_id: string }; Body: { reason?: string } | undefined }>(
+      `/clients/:client_id/${decision}`,
+      {
+        // The reason is optional for an approval, so a request may come without a body at all.
+        preValidation: async (request) => {
+          if (request.body === undefined) request.body = {};
+        },
+        schema: {
+          ...tagged,
+          summary: decision === 'approve' ? 'Approve a pending registration (it becomes active), with an optional reason' : 'Reject a pending registration with the reason (it becomes suspended)',
+          params: idParams('client_id'),
+          body: { type: 'object', additionalProperties: false, ...(decision === 'reject' ? { required: ['reason'] } : {}), properties: { reason: { ...DECISION_REASON_PROPERTY, description: 'kept in the audit trail' } } },
+          response: { 200: clientResponse, ...errorResponses },
+        },
+      },
+      async (request) => view(await decideRegistration(deps, adminEvent(request), request.params.client_id, decision, request.body?.reason)),
+    );
+  }
 
   app.delete<{ Params: { client_id: string } }>(
     '/clients/:client_id',
     { schema: { ...tagged, summary: 'Delete a client and everything issued to it', params: idParams('client_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      if (!(await deleteClient(db, request.params.client_id))) throw HttpProblem.notFound(`no client ${request.params.client_id}`);
-      clients.invalidate(request.params.client_id);
-      await audit.record({ ...adminEvent(request), type: 'client.deleted', clientId: request.params.client_id });
+      await removeClient(deps, adminEvent(request), request.params.client_id);
       return reply.code(204).send();
     },
   );
@@ -156,12 +109,8 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
     '/clients/:client_id/secret',
     { schema: { ...tagged, summary: 'Replace the client secret (shown once)', params: idParams('client_id'), response: { 200: clientResponse, ...errorResponses } } },
     async (request) => {
-      const current = await existing(request.params.client_id);
-      if (!needsSecret(current.metadata)) throw HttpProblem.invalid(`client ${current.client_id} authenticates with ${String(current.metadata.token_endpoint_auth_method)}: it has no secret`);
-      const secret = await rotateClientSecret(db, box, current.client_id);
-      clients.invalidate(current.client_id);
-      await audit.record({ ...adminEvent(request), type: 'client.secret_rotated', clientId: request.params.client_id });
-      return view(await existing(request.params.client_id), secret);
+      const rotated = await newClientSecret(deps, adminEvent(request), request.params.client_id);
+      return view(rotated.record, rotated.secret);
     },
   );
 
@@ -176,19 +125,10 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
       },
     },
     async (request, reply) => {
-      if (deps.config.registration !== 'token') throw HttpProblem.conflict(`dynamic registration is ${deps.config.registration}: initial access tokens are used only with REGISTRATION=token`);
       const expiresIn = request.body.expires_in ?? 86_400;
-      const token = await new host.provider.InitialAccessToken({ expiresIn }).save();
-      await audit.record({ ...adminEvent(request), type: 'client.updated', details: { initial_access_token: 'created', expires_in: expiresIn } });
-      return reply.code(201).send({ token, expires_in: expiresIn });
+      return reply.code(201).send({ token: await newInitialAccessToken(deps, adminEvent(request), expiresIn), expires_in: expiresIn });
     },
   );
-
-  async function existing(clientId: string): Promise<ClientRecord> {
-    const client = await getClient(db, clientId);
-    if (!client) throw HttpProblem.notFound(`no client ${clientId}`);
-    return client;
-  }
 }
 
 function view(record: ClientRecord, secret?: string): Record<string, unknown> {

@@ -1,10 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 
 import { HttpProblem } from '../errors.js';
-import { checkEncounter, checkPatient, resourcesOf } from '../directory/fhir.js';
-import { deletePatient, encountersOf, importDirectory, patientExists, patientResource, searchPatients, upsertEncounter, upsertPatient, type EncounterResource, type PatientResource } from '../directory/patients.js';
-import { describeInputProblem, inputProblem } from '../security/text.js';
+import { encountersOf, patientExists, patientResource, searchPatients } from '../directory/patients.js';
 import type { AdminDeps } from './deps.js';
+import { addEncounter, addPatient, importedResources, importPatients, removePatient } from './operations/directory.js';
 import { adminEvent, errorResponses, idParams, tagged } from './schemas.js';
 
 const resourceBody = { type: 'object', required: ['resourceType'], properties: { resourceType: { type: 'string' } }, additionalProperties: true } as const;
@@ -18,7 +17,7 @@ const MAX_IMPORT_BYTES = 32 * 1024 * 1024;
 
 /** The patient directory the pickers search, and each patient's encounters; FHIR R4 resources in. */
 export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, audit } = deps;
+  const { db } = deps;
   app.addContentTypeParser(['application/fhir+json'], { parseAs: 'string' }, (_request, body, done) => {
     try {
       done(null, JSON.parse(body as string));
@@ -31,12 +30,7 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
   app.post<{ Body: Record<string, unknown> }>(
     '/patients',
     { schema: { ...tagged, summary: 'Add or replace a patient: a FHIR R4 Patient whose id becomes the patient id', body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
-    async (request, reply) => {
-      const patient = checkPatient(request.body);
-      await upsertPatient(db, patient);
-      await audit.record({ ...adminEvent(request), type: 'patient.imported', patientId: patient.id, details: { patients: 1 } });
-      return reply.code(201).send(patient);
-    },
+    async (request, reply) => reply.code(201).send(await addPatient(deps, adminEvent(request), request.body)),
   );
 
   app.get<{ Querystring: { q?: string; limit: number } }>(
@@ -59,19 +53,14 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
   });
 
   app.delete<{ Params: { id: string } }>('/patients/:id', { schema: { ...tagged, summary: 'Remove a patient and their encounters from the directory', params: idParams('id'), response: { 204: { type: 'null' }, ...errorResponses } } }, async (request, reply) => {
-    if (!(await deletePatient(db, request.params.id))) throw HttpProblem.notFound(`no patient ${request.params.id}`);
+    await removePatient(deps, request.params.id);
     return reply.code(204).send();
   });
 
   app.post<{ Params: { id: string }; Body: Record<string, unknown> }>(
     '/patients/:id/encounters',
     { schema: { ...tagged, summary: "Add or replace one of the patient's encounters: a FHIR R4 Encounter", params: idParams('id'), body: resourceBody, response: { 201: resourceResponse, ...errorResponses } } },
-    async (request, reply) => {
-      if (!(await patientExists(db, request.params.id))) throw HttpProblem.notFound(`no patient ${request.params.id}`);
-      const encounter = checkEncounter(request.body, request.params.id);
-      await upsertEncounter(db, encounter);
-      return reply.code(201).send(encounter);
-    },
+    async (request, reply) => reply.code(201).send(await addEncounter(deps, request.params.id, request.body)),
   );
 
   app.get<{ Params: { id: string } }>(
@@ -103,25 +92,8 @@ export async function directoryRoutes(app: FastifyInstance, deps: AdminDeps): Pr
     },
     async (request) => {
       const body = request.body;
-      const resources = typeof body.ndjson === 'string' ? resourcesOf(body.ndjson, 'ndjson') : resourcesOf(JSON.stringify(body), 'bundle');
-      const patients: PatientResource[] = [];
-      const encounters: EncounterResource[] = [];
-      for (const [i, resource] of resources.entries()) {
-        const unfit = inputProblem(resource, `resource ${i + 1}`);
-        if (unfit) throw HttpProblem.invalid(describeInputProblem(unfit));
-        const type = (resource as { resourceType?: unknown }).resourceType;
-        if (type === 'Patient') patients.push(checkPatient(resource));
-        else if (type === 'Encounter') encounters.push(checkEncounter(resource));
-        else throw HttpProblem.invalid(`resource ${i + 1}: only Patient and Encounter resources are imported, not ${String(type)}`);
-      }
-      const ids = new Set(patients.map((p) => p.id));
-      for (const encounter of encounters) {
-        const patientId = encounter.subject.reference.slice('Patient/'.length);
-        if (!ids.has(patientId) && !(await patientExists(db, patientId))) throw HttpProblem.invalid(`Encounter/${encounter.id}: its patient ${patientId} is neither imported nor in the directory`);
-      }
-      await importDirectory(db, patients, encounters);
-      await audit.record({ ...adminEvent(request), type: 'patient.imported', details: { patients: patients.length, encounters: encounters.length } });
-      return { patients: patients.length, encounters: encounters.length };
+      const resources = typeof body.ndjson === 'string' ? importedResources(body.ndjson, 'ndjson') : importedResources(JSON.stringify(body), 'bundle');
+      return importPatients(deps, adminEvent(request), resources);
     },
   );
 }

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 
-import { HttpProblem } from '../errors.js';
-import { listGrants, grantHolder, revokeGrants } from '../grants/grants.js';
+import { listGrants } from '../grants/grants.js';
 import type { AdminDeps } from './deps.js';
+import { revokeGrant } from './operations/grants.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
 
 const grantResponse = {
@@ -21,7 +21,7 @@ const grantResponse = {
 
 /** What users have granted to apps, and cutting it off. */
 export async function grantRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, audit } = deps;
+  const { db } = deps;
   app.get<{ Querystring: { user?: string; client?: string; patient?: string; limit: number; after?: string } }>(
     '/grants',
     {
@@ -42,9 +42,7 @@ export async function grantRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     '/grants/:grant_id',
     { schema: { ...tagged, summary: 'Revoke a grant and every token issued under it', params: idParams('grant_id'), response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      const holder = await grantHolder(db, request.params.grant_id);
-      if (!(await revokeGrants(db, [request.params.grant_id]))) throw HttpProblem.notFound(`no grant ${request.params.grant_id}`);
-      await audit.record({ ...adminEvent(request), type: 'grant.revoked', grantId: request.params.grant_id, ...holder });
+      await revokeGrant(deps, adminEvent(request), request.params.grant_id);
       return reply.code(204).send();
     },
   );

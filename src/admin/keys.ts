@@ -1,10 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 
-import { HttpProblem } from '../errors.js';
-import { KeyRotationError, listSigningKeys, rotateSigningKeys } from '../keys/signing-keys.js';
-import { minPublishedSeconds, RETIRED_KEY_PUBLISH_SECONDS } from '../maintenance.js';
+import { listSigningKeys } from '../keys/signing-keys.js';
 import { SIGNING_ALGS, type SigningAlg } from '../config/config.js';
 import type { AdminDeps } from './deps.js';
+import { rotateKeys } from './operations/keys.js';
 import { adminEvent, errorResponses, tagged } from './schemas.js';
 
 const keyResponse = {
@@ -22,7 +21,7 @@ const keyResponse = {
 
 /** Signing keys: their states, and rotation on demand (see docs/architecture.md §Keys). */
 export async function keyRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { config, db, box, host, audit } = deps;
+  const { db } = deps;
   app.get('/keys', { schema: { ...tagged, summary: 'List signing keys', response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: keyResponse } } }, ...errorResponses } } }, async () => ({
     items: (await listSigningKeys(db)).map((k) => ({
       kid: k.kid,
@@ -49,20 +48,8 @@ export async function keyRoutes(app: FastifyInstance, deps: AdminDeps): Promise<
       },
     },
     async (request) => {
-      try {
-        const rotated = await rotateSigningKeys(db, box, {
-          ...(request.body.algs ? { algs: request.body.algs } : {}),
-          force: request.body.force ?? false,
-          minPublishedSeconds: minPublishedSeconds(config),
-          retiredPublishSeconds: RETIRED_KEY_PUBLISH_SECONDS,
-        });
-        await host.refresh();
-        await audit.record({ ...adminEvent(request), type: 'key.rotated', details: { rotated } });
-        return { rotated: rotated.map((r) => ({ ...r, retired: r.retired ?? null })) };
-      } catch (error) {
-        if (error instanceof KeyRotationError) throw HttpProblem.conflict(error.message);
-        throw error;
-      }
+      const rotated = await rotateKeys(deps, adminEvent(request), { algs: request.body.algs, force: request.body.force ?? false });
+      return { rotated: rotated.map((r) => ({ ...r, retired: r.retired ?? null })) };
     },
   );
 }

@@ -1,15 +1,10 @@
 import type { FastifyInstance } from 'fastify';
 
 import { HttpProblem } from '../errors.js';
-import { createUser, getUser, listUsers, resetPassword, updateUser, type UserRecord } from '../users/users.js';
+import { getUser, listUsers, type UserRecord } from '../users/users.js';
 import type { AdminDeps } from './deps.js';
+import { addUser, changeUser, NEW_PASSWORD_SCHEMA, NEW_USER_SCHEMA, setUserPassword, USER_CHANGE_SCHEMA, type NewUser, type UserChange } from './operations/users.js';
 import { adminEvent, errorResponses, idParams, nextCursor, pageQuery, tagged } from './schemas.js';
-
-/** `Practitioner/123`, relative to the FHIR base: the resource types SMART allows for fhirUser. */
-const fhirUser = { type: 'string', pattern: '^(Practitioner|PractitionerRole|Patient|RelatedPerson|Person)/[A-Za-z0-9\\-.]{1,64}$' } as const;
-const password = { type: 'string', minLength: 10, maxLength: 1024, description: 'at least 10 characters' } as const;
-const patients = { type: 'array', maxItems: 100, uniqueItems: true, items: { type: 'string', maxLength: 64 }, description: 'patients the user may act for (a caregiver), from the directory' } as const;
-const roles = { type: 'array', maxItems: 20, items: { type: 'string', minLength: 1, maxLength: 64 } } as const;
 
 const userResponse = {
   type: 'object',
@@ -29,29 +24,9 @@ const userResponse = {
 } as const;
 
 export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { db, box, audit } = deps;
-
-  app.post<{ Body: { id?: string; username: string; password?: string; fhirUser: string; name: string; roles?: string[]; patients?: string[] } }>(
-    '/users',
-    {
-      schema: {
-        ...tagged,
-        summary: 'Create a user',
-        body: {
-          type: 'object',
-          additionalProperties: false,
-          required: ['username', 'fhirUser', 'name'],
-          properties: { id: { type: 'string', pattern: '^[A-Za-z0-9._-]{1,64}$' }, username: { type: 'string', pattern: '^[A-Za-z0-9._@+-]{1,128}$' }, password, fhirUser, name: { type: 'string', minLength: 1, maxLength: 200 }, roles, patients },
-        },
-        response: { 201: userResponse, ...errorResponses },
-      },
-    },
-    async (request, reply) => {
-      const user = await createUser(db, request.body);
-      await audit.record({ ...adminEvent(request), type: 'user.created', userId: user.id, details: { username: user.username, fhirUser: user.fhirUser, roles: user.roles } });
-      return reply.code(201).send(view(user));
-    },
-  );
+  app.post<{ Body: NewUser }>('/users', { schema: { ...tagged, summary: 'Create a user', body: NEW_USER_SCHEMA, response: { 201: userResponse, ...errorResponses } } }, async (request, reply) => {
+    return reply.code(201).send(view(await addUser(deps, adminEvent(request), request.body)));
+  });
 
   app.get<{ Querystring: { limit: number; after?: string; q?: string } }>(
     '/users',
@@ -64,49 +39,28 @@ export async function userRoutes(app: FastifyInstance, deps: AdminDeps): Promise
       },
     },
     async (request) => {
-      const items = await listUsers(db, request.query);
+      const items = await listUsers(deps.db, request.query);
       return { items: items.map(view), next: nextCursor(items, request.query.limit, (u) => u.id) };
     },
   );
 
   app.get<{ Params: { id: string } }>('/users/:id', { schema: { ...tagged, summary: 'Read a user', params: idParams('id'), response: { 200: userResponse, ...errorResponses } } }, async (request) => {
-    const user = await getUser(db, request.params.id);
+    const user = await getUser(deps.db, request.params.id);
     if (!user) throw HttpProblem.notFound(`no user ${request.params.id}`);
     return view(user);
   });
 
-  app.patch<{ Params: { id: string }; Body: { fhirUser?: string; name?: string; roles?: string[]; disabled?: boolean; patients?: string[] } }>(
+  app.patch<{ Params: { id: string }; Body: UserChange }>(
     '/users/:id',
-    {
-      schema: {
-        ...tagged,
-        summary: 'Change a user; disabled: true also revokes every grant the user holds',
-        params: idParams('id'),
-        body: { type: 'object', additionalProperties: false, minProperties: 1, properties: { fhirUser, name: { type: 'string', minLength: 1, maxLength: 200 }, roles, disabled: { type: 'boolean' }, patients } },
-        response: { 200: userResponse, ...errorResponses },
-      },
-    },
-    async (request) => {
-      const user = await updateUser(db, request.params.id, request.body);
-      await audit.record({ ...adminEvent(request), type: 'user.updated', userId: user.id, details: { changed: Object.keys(request.body), disabled: user.disabled } });
-      return view(user);
-    },
+    { schema: { ...tagged, summary: 'Change a user; disabled: true also revokes every grant the user holds', params: idParams('id'), body: USER_CHANGE_SCHEMA, response: { 200: userResponse, ...errorResponses } } },
+    async (request) => view(await changeUser(deps, adminEvent(request), request.params.id, request.body)),
   );
 
   app.post<{ Params: { id: string }; Body: { password: string } }>(
     '/users/:id/password',
-    {
-      schema: {
-        ...tagged,
-        summary: 'Set a new password (lifts the sign-in slowdown on the user name)',
-        params: idParams('id'),
-        body: { type: 'object', additionalProperties: false, required: ['password'], properties: { password } },
-        response: { 204: { type: 'null' }, ...errorResponses },
-      },
-    },
+    { schema: { ...tagged, summary: 'Set a new password (lifts the sign-in slowdown on the user name)', params: idParams('id'), body: NEW_PASSWORD_SCHEMA, response: { 204: { type: 'null' }, ...errorResponses } } },
     async (request, reply) => {
-      await resetPassword(db, box, request.params.id, request.body.password);
-      await audit.record({ ...adminEvent(request), type: 'user.password_reset', userId: request.params.id });
+      await setUserPassword(deps, adminEvent(request), request.params.id, request.body.password);
       return reply.code(204).send();
     },
   );

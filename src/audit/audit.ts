@@ -37,6 +37,8 @@ export const AUDIT_EVENT_TYPES = [
   'client.deleted',
   'client.secret_rotated',
   'client.registered',
+  'client.approved',
+  'client.rejected',
   'user.created',
   'user.updated',
   'user.password_reset',
@@ -305,6 +307,10 @@ export interface AuditQuery {
   readonly outcome?: AuditOutcome | undefined;
   /** Return events after this sequence number (the `next` of the previous page). */
   readonly after?: string | undefined;
+  /** Return events before this sequence number (paging back, newest first). */
+  readonly before?: string | undefined;
+  /** Oldest first unless asked otherwise. */
+  readonly newestFirst?: boolean | undefined;
   readonly limit: number;
 }
 
@@ -318,5 +324,17 @@ export async function queryAudit(db: Kysely<DB>, query: AuditQuery): Promise<Aud
   if (query.patient) q = q.where('patient_id', '=', query.patient);
   if (query.outcome) q = q.where('outcome', '=', query.outcome);
   if (query.after) q = q.where(sql<string>`seq`, '>', query.after);
-  return q.orderBy('seq').limit(query.limit).execute();
+  if (query.before) q = q.where(sql<string>`seq`, '<', query.before);
+  return q.orderBy('seq', query.newestFirst ? 'desc' : 'asc').limit(query.limit).execute();
+}
+
+/** How many events of each type and outcome were recorded since `since`. */
+export async function auditCounts(db: Kysely<DB>, since: Date): Promise<{ type: string; outcome: AuditOutcome; count: number }[]> {
+  const rows = await db
+    .selectFrom('audit_events')
+    .select(['type', 'outcome', sql<string | number | bigint>`count(*)`.as('count')])
+    .where('recorded_at', '>=', since)
+    .groupBy(['type', 'outcome'])
+    .execute();
+  return rows.map((r) => ({ type: r.type, outcome: r.outcome, count: Number(r.count) }));
 }

@@ -73,6 +73,24 @@ export async function createCheckpoint(db: Kysely<DB>, box: SecretBox, issuer: s
   return { id: String(row.id), createdAt: row.created_at, jws, header, claims, key: await publicJwk(key) };
 }
 
+/** A checkpoint as exported to be kept elsewhere (`smart-auth audit checkpoint`, the console): what it says and the key that verifies it. */
+export function checkpointExport(checkpoint: StoredCheckpoint): Record<string, unknown> {
+  const { id, createdAt, jws, header, claims, key } = checkpoint;
+  return { id, created_at: createdAt.toISOString(), jws, header, payload: claims, key };
+}
+
+/** The compact JWS of an exported checkpoint: its JSON ({@link checkpointExport}), or the bare JWS; undefined for anything else. */
+export function checkpointJws(text: string): string | undefined {
+  const trimmed = text.trim();
+  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(trimmed)) return trimmed;
+  try {
+    const { jws } = JSON.parse(trimmed) as { jws?: unknown };
+    return typeof jws === 'string' ? jws : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Verifies checkpoints: signed by a key of ours (whatever its state), explicitly typed, well formed. Keys
  * are opened once per verifier.

@@ -5,7 +5,7 @@ import { parseArgs } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 
 import { buildApp } from '../app.js';
-import { createCheckpoint } from '../audit/checkpoints.js';
+import { checkpointExport, checkpointJws, createCheckpoint } from '../audit/checkpoints.js';
 import { verifyAudit, type VerifyResult } from '../audit/verify.js';
 import { loadConfig } from '../config/config.js';
 import { DataDirInUseError } from '../db/database.js';
@@ -122,8 +122,7 @@ export async function operate(command: string, args: readonly string[]): Promise
       case 'audit checkpoint': {
         const { runtime } = app;
         const checkpoint = await createCheckpoint(runtime.database.db, runtime.box, runtime.config.issuer);
-        const { id, createdAt, jws, header, claims, key } = checkpoint;
-        process.stdout.write(`${JSON.stringify({ id, created_at: createdAt.toISOString(), jws, header, payload: claims, key }, null, 2)}\n`);
+        process.stdout.write(`${JSON.stringify(checkpointExport(checkpoint), null, 2)}\n`);
         return 0;
       }
       default:
@@ -170,13 +169,8 @@ async function readCheckpointFile(file: string): Promise<string> {
   } catch (error) {
     throw new CommandFailed(`cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
   }
-  if (/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/.test(text)) return text;
-  try {
-    const { jws } = JSON.parse(text) as { jws?: unknown };
-    if (typeof jws === 'string') return jws;
-  } catch {
-    // not JSON: refused below
-  }
+  const jws = checkpointJws(text);
+  if (jws) return jws;
   throw new CommandFailed(`${file} holds no checkpoint: expected the JSON that audit checkpoint prints, or a compact JWS`);
 }
 

@@ -93,10 +93,15 @@ export async function launchableClients(db: Kysely<DB>): Promise<{ id: string; n
   return rows.map((c) => ({ id: c.client_id, name: c.name ?? c.client_id, launchUri: c.launch_uri }));
 }
 
-export async function listClients(db: Kysely<DB>, options: { after?: string | undefined; limit: number; status?: ClientStatus | undefined }): Promise<ClientRecord[]> {
+/** Clients by client_id; `q` finds a part of the client_id or of the name, in any case. */
+export async function listClients(db: Kysely<DB>, options: { after?: string | undefined; limit: number; status?: ClientStatus | undefined; q?: string | undefined }): Promise<ClientRecord[]> {
   let q = db.selectFrom('clients').selectAll();
   if (options.after) q = q.where('client_id', '>', options.after);
   if (options.status) q = q.where('status', '=', options.status);
+  if (options.q) {
+    const pattern = `%${options.q.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    q = q.where((eb) => eb.or([eb(sql<string>`lower(client_id)`, 'like', pattern), eb(sql<string>`lower(metadata->>'client_name')`, 'like', pattern)]));
+  }
   return (await q.orderBy('client_id').limit(options.limit).execute()).map(toRecord);
 }
 
@@ -121,6 +126,23 @@ export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: str
     .returningAll()
     .executeTakeFirstOrThrow();
   return { record: toRecord(row), secret };
+}
+
+/**
+ * Moves a client from status `from` to `to` in one statement, so that of concurrent decisions exactly one
+ * applies; undefined when the client is not (or no longer) in `from`, or does not exist.
+ */
+export async function settleClientStatus(db: Kysely<DB>, clientId: string, from: ClientStatus, to: ClientStatus): Promise<ClientRecord | undefined> {
+  const row = await db.updateTable('clients').set({ status: to, updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).where('status', '=', from).returningAll().executeTakeFirst();
+  return row && toRecord(row);
+}
+
+/** How many clients there are of each status. */
+export async function countClientsByStatus(db: Kysely<DB>): Promise<Record<ClientStatus, number>> {
+  const rows = await db.selectFrom('clients').select(['status', sql<string | number | bigint>`count(*)`.as('count')]).groupBy('status').execute();
+  const counts: Record<ClientStatus, number> = { pending: 0, active: 0, suspended: 0 };
+  for (const row of rows) counts[row.status] = Number(row.count);
+  return counts;
 }
 
 /** A new secret for a symmetric client, returned once. */

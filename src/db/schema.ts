@@ -1,6 +1,7 @@
 import type { AuditCheckpointsTable } from './tables/audit-checkpoints.js';
 import type { AuditEventsTable } from './tables/audit-events.js';
 import type { ClientsTable } from './tables/clients.js';
+import type { ConsoleSessionsTable } from './tables/console-sessions.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
 import type { GrantContextsTable } from './tables/grant-contexts.js';
@@ -28,4 +29,5 @@ export interface DB {
   server_state: ServerStateTable;
   login_throttle: LoginThrottleTable;
   audit_checkpoints: AuditCheckpointsTable;
+  console_sessions: ConsoleSessionsTable;
 }

@@ -26,6 +26,11 @@ export async function listGrants(db: Kysely<DB>, filter: { user?: string | undef
   return q.orderBy('grant_id').limit(filter.limit).execute();
 }
 
+export async function countLiveGrants(db: Kysely<DB>): Promise<number> {
+  const row = await db.selectFrom('grant_contexts').select(sql<string | number | bigint>`count(*)`.as('count')).where('expires_at', '>', sql<Date>`now()`).executeTakeFirstOrThrow();
+  return Number(row.count);
+}
+
 /**
  * Revokes grants at once: the grants, every token, code and refresh token issued under them, and their
  * contexts. A revoked refresh token is refused at its next use, a revoked access token at its next

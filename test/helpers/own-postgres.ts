@@ -107,13 +107,7 @@ export class OwnPostgres {
     const deadline = Date.now() + 10_000;
     for (let alive = processesIn(this.#data); alive.length; alive = processesIn(this.#data)) {
       if (Date.now() > deadline) throw new Error(`Postgres processes ${alive.join(', ')} survived SIGKILL`);
-      for (const pid of alive) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch (error) {
-          if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
-        }
-      }
+      for (const pid of alive) signal(pid, 'SIGKILL');
       await sleep(10);
     }
     // A dead postmaster not yet reaped by init keeps its pid, which the next start would take for a
@@ -126,11 +120,11 @@ export class OwnPostgres {
 
   /** Freezes every process of the cluster (SIGSTOP): connections stay open and nothing answers, as in a network partition. */
   freeze(): void {
-    for (const pid of processesIn(this.#data)) process.kill(pid, 'SIGSTOP');
+    for (const pid of processesIn(this.#data)) signal(pid, 'SIGSTOP');
   }
 
   thaw(): void {
-    for (const pid of processesIn(this.#data)) process.kill(pid, 'SIGCONT');
+    for (const pid of processesIn(this.#data)) signal(pid, 'SIGCONT');
   }
 
   /** Stops the cluster (if running) and removes its folder. */
@@ -172,4 +166,13 @@ function processesIn(dir: string): number[] {
     if (cwd === dir && processState(pid) !== 'Z') found.push(pid);
   }
   return found;
+}
+
+/** A process listed a moment ago may have exited since (a backend ending its connection): that is no error. */
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
 }

@@ -1,0 +1,73 @@
+import { randomBytes } from 'node:crypto';
+
+import { sql, type Kysely } from 'kysely';
+
+import type { DB } from '../db/schema.js';
+import type { SecretBox } from '../security/secret-box.js';
+
+/**
+ * Sessions of the operator console, kept in the database: every process sees a sign-out at once, and each
+ * request reads the operator's current roles and state, so disabling an operator or taking their role away
+ * takes effect on their next click (OWASP Session Management Cheat Sheet: server-side, idle and absolute
+ * timeouts, a new id at every sign-in). The cookie holds 256 random bits; the table holds only their keyed
+ * hash, as for every bearer value.
+ */
+
+/** Idle timeout: an unattended console signs itself out. */
+export const CONSOLE_IDLE_SECONDS = 30 * 60;
+/** Absolute lifetime: a working day, whatever the activity. */
+export const CONSOLE_MAX_SECONDS = 12 * 3600;
+/** The idle timeout is pushed back at most this often, so browsing costs a write a minute, not a click. */
+const TOUCH_SECONDS = 60;
+
+const SESSION_ID = /^[A-Za-z0-9_-]{43}$/;
+
+export interface ConsoleSession {
+  /** Null for a session opened with ADMIN_TOKEN. */
+  readonly user: { readonly id: string; readonly username: string; readonly name: string; readonly roles: readonly string[] } | null;
+}
+
+/** Opens a session; returns its id, for the cookie only. */
+export async function openConsoleSession(db: Kysely<DB>, box: SecretBox, userId: string | null): Promise<string> {
+  const id = randomBytes(32).toString('base64url');
+  await db
+    .insertInto('console_sessions')
+    .values({ id_hash: box.bearerId(id), user_id: userId, expires_at: sql<Date>`now() + make_interval(secs => ${Math.min(CONSOLE_IDLE_SECONDS, CONSOLE_MAX_SECONDS)})` })
+    .execute();
+  return id;
+}
+
+/**
+ * The live session with this id, its operator as they are now; undefined when there is none, it expired,
+ * or its user was disabled or removed.
+ */
+export async function findConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined): Promise<ConsoleSession | undefined> {
+  if (!id || !SESSION_ID.test(id)) return undefined;
+  const row = await db
+    .selectFrom('console_sessions as s')
+    .leftJoin('users as u', 'u.id', 's.user_id')
+    .select(['s.id_hash', 's.user_id', 'u.username', 'u.name', 'u.roles', 'u.disabled', sql<boolean>`s.seen_at < now() - make_interval(secs => ${TOUCH_SECONDS})`.as('stale')])
+    .where('s.id_hash', 'in', box.bearerIds(id))
+    .where('s.expires_at', '>', sql<Date>`now()`)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  if (row.user_id !== null && (row.disabled !== false || row.username === null || row.name === null)) return undefined;
+  if (row.stale) {
+    await db
+      .updateTable('console_sessions')
+      .set({ seen_at: sql<Date>`now()`, expires_at: sql<Date>`least(created_at + make_interval(secs => ${CONSOLE_MAX_SECONDS}), now() + make_interval(secs => ${CONSOLE_IDLE_SECONDS}))` })
+      .where('id_hash', '=', row.id_hash)
+      .execute();
+  }
+  return { user: row.user_id === null ? null : { id: row.user_id, username: row.username!, name: row.name!, roles: row.roles ?? [] } };
+}
+
+export async function closeConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined): Promise<void> {
+  if (!id || !SESSION_ID.test(id)) return;
+  await db.deleteFrom('console_sessions').where('id_hash', 'in', box.bearerIds(id)).execute();
+}
+
+export async function purgeConsoleSessions(db: Kysely<DB>): Promise<number> {
+  const result = await db.deleteFrom('console_sessions').where('expires_at', '<=', sql<Date>`now()`).executeTakeFirst();
+  return Number(result.numDeletedRows);
+}
