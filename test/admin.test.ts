@@ -127,7 +127,7 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(approved.statusCode, 200, approved.body);
     assert.equal(approved.json<Body>().status, 'active');
     expectOAuthError(await call('POST', '/clients/wait-1/approve', {}), 409, 'conflict', 'client wait-1 is active, not pending: only a pending registration is approved or rejected');
-    expectOAuthError(await call('POST', '/clients/wait-2/reject', {}), 400, 'invalid_request', "body must have required property 'reason'");
+    expectOAuthError(await call('POST', '/clients/wait-2/reject', {}), 400, 'invalid_request', 'reason: is required');
     expectOAuthError(await call('POST', '/clients/wait-2/reject', { reason: '   ' }), 400, 'invalid_request', 'reason: say why the registration is rejected');
     const rejected = await call('POST', '/clients/wait-2/reject', { reason: 'no contract' });
     assert.equal(rejected.json<Body>().status, 'suspended');

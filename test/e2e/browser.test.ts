@@ -114,8 +114,11 @@ describe('fhirclient in headless Chromium', { skip: available ? false : `no brow
     await page.click('#go');
     await signIn(page, 'patient', 'patient-demo');
     await page.waitForSelector('button[name="decision"][value="approve"]');
+    // Listen before the click: the sample app exchanges the code at once and takes it out of the address bar,
+    // so on a slow machine a wait that starts after the click can miss the URL it is waiting for.
+    const redirected = page.waitForURL(/\/sample-app\/\?code=[^&]+&state=post-state/, { waitUntil: 'commit' });
     await page.click('button[name="decision"][value="approve"]');
-    await page.waitForURL(/\/sample-app\/\?code=[^&]+&state=post-state/);
+    await redirected;
     await context.close();
   });
 });
