@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
 import { pino } from 'pino';
 
 import { buildApp } from '../src/app.js';
@@ -11,6 +12,7 @@ import { verifyAudit } from '../src/audit/verify.js';
 import { TEST_FHIR_BASE, testConfig } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
 import { OwnPostgres, postgresBinDir } from './helpers/own-postgres.js';
+import { TcpForwarder } from './helpers/tcp-forwarder.js';
 
 type Body = Record<string, unknown>;
 
@@ -220,6 +222,85 @@ describe('Postgres faults (a cluster of our own, crashed with kill -9)', { skip:
       abort.abort();
       const built = app ?? (await building.catch(() => undefined));
       await built?.close();
+    }
+  });
+});
+
+describe('failover to a streaming replica (synchronous replication, the primary crashed under load)', { skip: bin ? false : 'no Postgres binaries found (set POSTGRES_BIN_DIR)' }, () => {
+  let primary: OwnPostgres | undefined;
+  let standby: OwnPostgres | undefined;
+  let address: TcpForwarder | undefined;
+  after(async () => {
+    await address?.close();
+    await standby?.destroy();
+    await primary?.destroy();
+  });
+
+  it('503 temporarily_unavailable during the switch, tokens again from the promoted replica without a restart, none answered 200 lost', { timeout: 120_000 }, async (t) => {
+    primary = await OwnPostgres.create(bin!);
+    await primary.start();
+    standby = await primary.replica();
+    await standby.start();
+    // Synchronous: a commit returns once the standby has it, so what was answered 200 survives the primary.
+    const admin = new pg.Client({ connectionString: primary.url });
+    await admin.connect();
+    try {
+      await admin.query(`alter system set synchronous_standby_names = '*'`);
+      await admin.query('select pg_reload_conf()');
+      await until('the standby streaming synchronously', async () => (await admin.query<{ sync_state: string }>('select sync_state from pg_stat_replication')).rows.some((r) => r.sync_state === 'sync'));
+    } finally {
+      await admin.end();
+    }
+    // The address the server knows, following the primary (a VIP, a DNS name or a pooler in production).
+    address = await TcpForwarder.start(primary.port);
+
+    const lines: Body[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as Body) });
+    const app = await buildApp(testConfig({ DATABASE_URL: `postgres://postgres@127.0.0.1:${address.port}/postgres`, DATABASE_POOL_MAX: '4', ADMIN_TOKEN, DATABASE_CONNECT_TIMEOUT_SECONDS: '2' }), { logger });
+    await app.ready();
+    try {
+      await registerClient(app, CLIENT);
+      const load = new TokenLoad(app, 4, 20_000);
+      let promotedAt = 0;
+      let firstAt = 0;
+      try {
+        await until('tokens issued before the crash', () => load.count(200) >= 50);
+        await primary.kill9();
+        const killedAt = load.outcomes.length;
+        await until('a token request answered 503 after the crash', () => load.count(503, killedAt) >= 5);
+        assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 503);
+
+        // What Patroni does: promote the standby, move the address.
+        await standby.promote();
+        promotedAt = Date.now();
+        address.switchTo(standby.port);
+        const switchedAt = load.outcomes.length;
+        await until('tokens from the promoted replica', () => load.count(200, switchedAt) >= 20, 30_000);
+        firstAt = load.outcomes.slice(switchedAt).find((o) => o.status === 200)!.at;
+        assert.equal((await app.inject({ method: 'GET', url: '/readyz' })).statusCode, 200);
+      } finally {
+        await load.stop();
+      }
+      t.diagnostic(`failover: first token ${firstAt - promotedAt} ms after the replica was promoted`);
+
+      const statuses = new Set(load.outcomes.map((o) => o.status));
+      assert.deepEqual([...statuses].sort(), [200, 503], 'only tokens and 503s, never a 500');
+      for (const o of load.outcomes.filter((o) => o.status === 503)) assert.deepEqual(o.body, UNAVAILABLE);
+
+      const issued = load.outcomes.filter((o) => o.status === 200).map((o) => o.body.access_token as string);
+      let lost = 0;
+      for (const token of issued) {
+        const res = await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(CLIENT.client_id, SECRET) }, payload: form({ token }) });
+        assert.equal(res.statusCode, 200);
+        if (res.json<Body>().active !== true) lost++;
+      }
+      t.diagnostic(`tokens: ${issued.length} answered 200, ${lost} of them lost after the failover; ${load.count(503)} requests answered 503 during it`);
+      assert.equal(lost, 0, 'every token answered 200 before the crash is active on the promoted replica');
+      assert.deepEqual(lines.filter((l) => l.level !== 40), [], 'nothing worse than a warning was logged');
+      const audit = await verifyAudit(app.runtime.database.db, app.runtime.box);
+      assert.equal(audit.ok, true, `audit chain: ${JSON.stringify(audit.brokenAt)}`);
+    } finally {
+      await app.close();
     }
   });
 });

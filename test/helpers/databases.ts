@@ -9,9 +9,16 @@ import { migrateToLatest } from '../../src/db/migrate.js';
 /**
  * Every database test runs on the embedded PGlite and, when TEST_DATABASE_URL names a Postgres server
  * (CI sets it), on a real Postgres too: a throw-away database per test file, dropped afterwards.
+ * TEST_DATABASES=postgres (or pglite) runs one kind only: CI's second pass, through PgBouncer, uses it.
  */
 export function databaseKinds(): DatabaseKind[] {
-  return process.env.TEST_DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  const all: DatabaseKind[] = process.env.TEST_DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
+  const only = process.env.TEST_DATABASES?.split(',').map((kind) => kind.trim()).filter(Boolean);
+  if (!only?.length) return all;
+  const unknown = only.filter((kind) => kind !== 'pglite' && kind !== 'postgres');
+  if (unknown.length) throw new Error(`TEST_DATABASES: unknown kind ${unknown.join(', ')} (pglite, postgres)`);
+  if (only.includes('postgres') && !process.env.TEST_DATABASE_URL) throw new Error('TEST_DATABASES names postgres but TEST_DATABASE_URL is not set');
+  return all.filter((kind) => only.includes(kind));
 }
 
 export interface TestDatabase {

@@ -42,15 +42,35 @@ export class OwnPostgres {
   }
 
   static async create(bin: string): Promise<OwnPostgres> {
+    const cluster = await OwnPostgres.#allocate(bin);
+    await cluster.#exec('initdb', ['-D', cluster.#data, '-U', 'postgres', '-A', 'trust', '--no-sync', '--no-instructions', '-E', 'UTF8']);
+    return cluster;
+  }
+
+  /** A folder of its own (owned by `postgres` when we are root) and a free port; no data yet. */
+  static async #allocate(bin: string): Promise<OwnPostgres> {
     const dir = await realpath(await mkdtemp(join(tmpdir(), 'smart-auth-pg-')));
     const asUser = process.getuid?.() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
     if (asUser.length) {
       const [uid, gid] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])]);
       await chown(dir, Number(uid.stdout), Number(gid.stdout));
     }
-    const cluster = new OwnPostgres(bin, dir, await freePort(), asUser);
-    await cluster.#exec('initdb', ['-D', cluster.#data, '-U', 'postgres', '-A', 'trust', '--no-sync', '--no-instructions', '-E', 'UTF8']);
-    return cluster;
+    return new OwnPostgres(bin, dir, await freePort(), asUser);
+  }
+
+  /**
+   * A streaming replica of this (running) cluster, made with pg_basebackup -R as an operator would: not
+   * started. initdb's trust rules let replication connections in from loopback.
+   */
+  async replica(): Promise<OwnPostgres> {
+    const standby = await OwnPostgres.#allocate(this.#bin);
+    await standby.#exec('pg_basebackup', ['-h', '127.0.0.1', '-p', String(this.port), '-U', 'postgres', '-D', standby.#data, '-R', '-X', 'stream', '--no-sync', '-c', 'fast']);
+    return standby;
+  }
+
+  /** Promotes a standby to primary and resolves once it accepts writes (pg_ctl promote -w). */
+  async promote(): Promise<void> {
+    await this.#exec('pg_ctl', ['-D', this.#data, '-w', '-t', '30', 'promote']);
   }
 
   get url(): string {
