@@ -579,24 +579,29 @@ async function explain(db: pg.Client): Promise<Record<string, string>> {
 }
 
 async function scaling(single: Target, env: Record<string, string>): Promise<Record<string, unknown>> {
-  const second = await startOurs('ours (Postgres, second process)', { ...env, DATABASE_URL: databaseUrl, SEED_DEMO: 'false' });
-  // The same database, so the same clients and secrets.
-  for (const clientId of ['bench-basic', 'bench-rs']) secrets.set(`${second.url} ${clientId}`, secrets.get(`${single.server.url} ${clientId}`)!);
+  // Processes on the same database (so the same clients and secrets), added as the count grows: 2, then 4.
+  const others: ServerProcess[] = [];
   const out: Record<string, unknown> = {};
   try {
-    for (const name of ['cc-basic', 'introspect-valid']) {
-      const target2: Target = { name: 'second', column: 'postgres', server: second };
-      const s = scenarios(await key('ES384'), await key('RS384')).find((x) => x.name === name)!;
-      const [a, b] = await Promise.all([
-        (async () => load(single.server.url, await s.prepare!(single, 0), { duration: DURATION, connections: CONNECTIONS / 2 }))(),
-        (async () => load(second.url, await s.prepare!(target2, 0), { duration: DURATION, connections: CONNECTIONS / 2 }))(),
-      ]);
-      out[name] = { rps: a.rps + b.rps, p99: Math.max(a.p99, b.p99), errors: a.errors + b.errors };
-      log(`scaling  ${name.padEnd(18)} two processes: ${(a.rps + b.rps).toFixed(0)} rps`);
+    for (const count of [2, 4]) {
+      while (others.length < count - 1) {
+        const next = await startOurs(`ours (Postgres, process ${others.length + 2})`, { ...env, DATABASE_URL: databaseUrl, SEED_DEMO: 'false' });
+        for (const clientId of ['bench-basic', 'bench-rs']) secrets.set(`${next.url} ${clientId}`, secrets.get(`${single.server.url} ${clientId}`)!);
+        others.push(next);
+      }
+      const targets: Target[] = [single, ...others.map((server, i): Target => ({ name: `process-${i + 2}`, column: 'postgres', server }))];
+      for (const name of ['cc-basic', 'introspect-valid']) {
+        const s = scenarios(await key('ES384'), await key('RS384')).find((x) => x.name === name)!;
+        const connections = Math.max(2, Math.round(CONNECTIONS / count));
+        const runs = await Promise.all(targets.map(async (target) => load(target.server.url, await s.prepare!(target, 0), { duration: DURATION, connections })));
+        const rps = runs.reduce((sum, r) => sum + r.rps, 0);
+        out[`${name} ×${count}`] = { rps, p99: Math.max(...runs.map((r) => r.p99)), errors: runs.reduce((sum, r) => sum + r.errors, 0) };
+        log(`scaling  ${name.padEnd(18)} ${count} processes: ${rps.toFixed(0)} rps`);
+      }
     }
-    out.rssSecondMiB = await second.rssMiB();
+    out.rssSecondMiB = await others[0]?.rssMiB();
   } finally {
-    await second.stop();
+    for (const other of others) await other.stop();
   }
   return out;
 }
@@ -705,10 +710,11 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
   }
   if (report.scaling) {
     const s = report.scaling as Record<string, { rps: number; p99: number; errors: number }>;
-    lines.push('', '## Scaling: one server process vs two on the same Postgres', '', '| scenario | one process rps | two processes rps |', '| --- | ---: | ---: |');
+    lines.push('', '## Scaling: one, two and four server processes on the same Postgres', '', '| scenario | one process rps | two processes rps | four processes rps |', '| --- | ---: | ---: | ---: |');
     for (const name of ['cc-basic', 'introspect-valid']) {
       const one = (report.scenarios[name]?.postgres as Measured | undefined)?.saturation.rps;
-      if (s[name]) lines.push(`| ${name} | ${one?.toFixed(0) ?? '—'} | ${s[name].rps.toFixed(0)} |`);
+      const at = (count: number): string => s[`${name} ×${count}`]?.rps.toFixed(0) ?? '—';
+      lines.push(`| ${name} | ${one?.toFixed(0) ?? '—'} | ${at(2)} | ${at(4)} |`);
     }
   }
   if (report.observability) {
