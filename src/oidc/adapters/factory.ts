@@ -1,14 +1,15 @@
 import type { Adapter } from 'oidc-provider';
 
 import { ClientAdapter, type AdapterDeps } from './client.js';
-import { PayloadAdapter } from './payload.js';
+import { PayloadAdapter, SharedTokenReads } from './payload.js';
 import { ReplayDetectionAdapter } from './replay-detection.js';
 
 /** The `adapter` option of oidc-provider: one instance per model name. */
 export function createAdapterFactory(deps: AdapterDeps): (model: string) => Adapter {
+  const shared = new SharedTokenReads(deps.db);
   return (model) => {
     if (model === 'Client') return new ClientAdapter(deps);
     if (model === 'ReplayDetection') return new ReplayDetectionAdapter(deps.db);
-    return new PayloadAdapter(deps.db, deps.box, model);
+    return new PayloadAdapter(deps.db, deps.box, model, shared);
   };
 }

@@ -77,12 +77,16 @@ export class PayloadAdapter implements Adapter {
   readonly #grantable: boolean;
   readonly #hashed: boolean;
 
-  constructor(db: Kysely<DB>, box: SecretBox, model: string) {
+  readonly #shared: SharedTokenReads | undefined;
+
+  /** @param shared where lookups of {@link SHARED_READ_MODELS} go, to be shared with others of the same tick. */
+  constructor(db: Kysely<DB>, box: SecretBox, model: string, shared?: SharedTokenReads) {
     this.#db = db;
     this.#box = box;
     this.#model = model;
     this.#grantable = GRANTABLE.has(model);
     this.#hashed = BEARER_MODELS.has(model);
+    this.#shared = SHARED_READ_MODELS.has(model) ? shared : undefined;
   }
 
   /** The id a row is written under. */
@@ -121,7 +125,8 @@ export class PayloadAdapter implements Adapter {
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    const payload = await this.#findBy('id', this.#storedIds(id));
+    const ids = this.#storedIds(id);
+    const payload = this.#shared && ids.every(isStorableText) ? toPayload(await this.#shared.find(this.#model, ids)) : await this.#findBy('id', ids);
     if (payload && this.#hashed) payload.jti = id;
     return payload;
   }
@@ -178,10 +183,74 @@ export class PayloadAdapter implements Adapter {
       .where(column, 'in', values)
       .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
       .executeTakeFirst();
-    if (!row) return undefined;
-    const payload = row.payload as AdapterPayload;
-    if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
-    return payload;
+    return toPayload(row);
+  }
+}
+
+interface PayloadRow {
+  readonly payload: unknown;
+  readonly consumed_at: Date | null;
+}
+
+function toPayload(row: PayloadRow | undefined): AdapterPayload | undefined {
+  if (!row) return undefined;
+  const payload = row.payload as AdapterPayload;
+  if (row.consumed_at) payload.consumed = Math.floor(row.consumed_at.getTime() / 1000);
+  return payload;
+}
+
+/** Token models whose lookups are shared: introspection and revocation try all three for one value at once. */
+export const SHARED_READ_MODELS: ReadonlySet<string> = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
+
+interface Wanted {
+  readonly model: string;
+  readonly ids: readonly string[];
+  readonly resolve: (row: PayloadRow | undefined) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/**
+ * Lookups of tokens by id asked for in the same tick go to the database as one statement: introspection and
+ * revocation look a value up as an access token, client credentials token and refresh token at once
+ * (oidc-provider's findToken), and concurrent requests' lookups join them. Each lookup gets the row of its
+ * own model and ids, as its own statement would have found it (expired rows are invisible).
+ */
+export class SharedTokenReads {
+  readonly #db: Kysely<DB>;
+  #pending: Wanted[] = [];
+
+  constructor(db: Kysely<DB>) {
+    this.#db = db;
+  }
+
+  find(model: string, ids: readonly string[]): Promise<PayloadRow | undefined> {
+    return new Promise((resolve, reject) => {
+      this.#pending.push({ model, ids, resolve, reject });
+      if (this.#pending.length === 1) process.nextTick(() => void this.#flush());
+    });
+  }
+
+  async #flush(): Promise<void> {
+    const batch = this.#pending;
+    this.#pending = [];
+    try {
+      const rows = await this.#db
+        .selectFrom('oidc_payloads')
+        .select(['model', 'id', 'payload', 'consumed_at'])
+        .where('model', 'in', [...new Set(batch.map((w) => w.model))])
+        .where('id', 'in', [...new Set(batch.flatMap((w) => w.ids))])
+        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
+        .execute();
+      const given = new Set<PayloadRow>();
+      for (const wanted of batch) {
+        const row = rows.find((r) => r.model === wanted.model && wanted.ids.includes(r.id));
+        // The same token asked for twice (two requests at once): each gets a payload of its own to change.
+        wanted.resolve(row && given.has(row) ? structuredClone(row) : row);
+        if (row) given.add(row);
+      }
+    } catch (error) {
+      for (const wanted of batch) wanted.reject(error);
+    }
   }
 }
 

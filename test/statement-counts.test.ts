@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+
+import { PGlite } from '@electric-sql/pglite';
+import type { FastifyInstance } from 'fastify';
+import { Kysely, PostgresDialect, sql, type LogEvent } from 'kysely';
+import { PGliteDialect } from 'kysely-pglite-dialect';
+import pg from 'pg';
+
+import type { Database } from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import type { DB } from '../src/db/schema.js';
+import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
+import { testApp, TEST_ISSUER } from './helpers/app.js';
+import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { createTestDatabase, databaseKinds, type TestDatabase } from './helpers/databases.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
+
+/**
+ * How many SQL statements and transactions each hot operation costs, counted on the database connection
+ * (every statement kysely sends, `begin`/`commit` included), after the audit has been written. The counts
+ * are the contract of the performance work (issue 15): a change that adds a statement to one of these paths
+ * fails here and must say why. Lower them here when a change removes one.
+ */
+
+interface Counts {
+  statements: number;
+  transactions: number;
+}
+
+class StatementCounter {
+  #statements = 0;
+  #transactions = 0;
+
+  readonly log = (event: LogEvent): void => {
+    if (event.level !== 'query') return;
+    const text = event.query.sql.trim().toLowerCase();
+    if (text === 'begin' || text.startsWith('start transaction') || text.startsWith('begin ')) this.#transactions++;
+    else if (text !== 'commit' && text !== 'rollback') this.#statements++;
+  };
+
+  reset(): void {
+    this.#statements = 0;
+    this.#transactions = 0;
+  }
+
+  get counts(): Counts {
+    return { statements: this.#statements, transactions: this.#transactions };
+  }
+}
+
+/** A database whose every statement the counter sees: the same SQL and schema the server runs on. */
+async function countedDatabase(kind: 'pglite' | 'postgres', counter: StatementCounter): Promise<{ database: Database; drop: () => Promise<void> }> {
+  if (kind === 'pglite') {
+    const pglite = new PGlite();
+    const db = new Kysely<DB>({ dialect: new PGliteDialect(pglite), log: counter.log });
+    await migrateToLatest(db);
+    return { database: { db, kind, poolStats: () => undefined, close: () => db.destroy() }, drop: () => db.destroy() };
+  }
+  const test: TestDatabase = await createTestDatabase('postgres');
+  await test.database.close();
+  const pool = new pg.Pool({ connectionString: test.url, max: 5 });
+  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }), log: counter.log });
+  return {
+    database: { db, kind, poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }), close: () => db.destroy() },
+    async drop() {
+      await db.destroy();
+      await test.drop();
+    },
+  };
+}
+
+const SECRET = randomBytes(32).toString('base64url');
+const SCOPE = 'system/Patient.rs';
+const TOKEN_URL = `${TEST_ISSUER}/token`;
+
+for (const kind of databaseKinds()) {
+  describe(`SQL statements per operation [${kind}]`, () => {
+    const counter = new StatementCounter();
+    let app: FastifyInstance;
+    let drop: () => Promise<void>;
+    const rs384 = clientKey('RS384');
+
+    before(async () => {
+      const counted = await countedDatabase(kind, counter);
+      drop = counted.drop;
+      // CLIENT_CACHE_SECONDS as deployed (a client read once per 30 s), warmed below before counting.
+      app = await testApp(counted.database, { SEED_DEMO: 'true', CLIENT_CACHE_SECONDS: '30' });
+      await registerClient(app, { client_id: 'backend', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', client_secret: SECRET, scope: SCOPE });
+      await registerClient(app, { client_id: 'asymmetric', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [(await rs384).jwk] }, scope: SCOPE });
+      await registerClient(app, { client_id: 'app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
+    });
+    after(async () => {
+      await app.close();
+      await drop();
+    });
+
+    /** The statements and transactions of one operation, its audit included; the operation's result returned. */
+    async function count<T>(operation: () => Promise<T>): Promise<{ result: T; counts: Counts }> {
+      await app.runtime.audit.flush();
+      counter.reset();
+      const result = await operation();
+      await app.runtime.audit.flush();
+      return { result, counts: counter.counts };
+    }
+    const basic = () => tokenRequest(app, { grant_type: 'client_credentials', scope: SCOPE }, { authorization: basicAuth('backend', SECRET) });
+    const signed = async () => tokenRequest(app, { grant_type: 'client_credentials', scope: SCOPE, client_assertion_type: JWT_BEARER, client_assertion: await clientAssertion(await rs384, { clientId: 'asymmetric', audience: TOKEN_URL }) });
+
+    it('the counter sees each statement and each transaction', async () => {
+      const { counts } = await count(() => app.runtime.database.db.transaction().execute(async (trx) => {
+        await sql`select 1`.execute(trx);
+        await sql`select 2`.execute(trx);
+      }));
+      assert.deepEqual(counts, { statements: 2, transactions: 1 });
+    });
+
+    it('client_credentials with a client secret', async () => {
+      assert.equal((await basic()).statusCode, 200); // warms the client cache
+      const { result, counts } = await count(basic);
+      assert.equal(result.statusCode, 200);
+      assert.deepEqual(counts, { statements: 2, transactions: 0 }, 'the token, its audit event');
+    });
+
+    it('client_credentials with a private_key_jwt assertion (RS384)', async () => {
+      assert.equal((await signed()).statusCode, 200);
+      const { result, counts } = await count(signed);
+      assert.equal(result.statusCode, 200);
+      assert.deepEqual(counts, { statements: 3, transactions: 0 }, 'the assertion replay record, the token, its audit event');
+    });
+
+    it('introspection of an active token', async () => {
+      const token = (await basic()).json<{ access_token: string }>().access_token;
+      const introspect = () => app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('backend', SECRET) }, payload: form({ token }) });
+      const { result, counts } = await count(introspect);
+      assert.equal(result.json<{ active: boolean }>().active, true);
+      assert.deepEqual(counts, { statements: 2, transactions: 0 }, 'one shared lookup for the three token kinds, the audit event');
+    });
+
+    it('authorization code exchange, then refresh', async () => {
+      const flow = await startAuthorization(app, { client_id: 'app', scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
+      await login(flow, 'patient', 'patient-demo');
+      await consent(flow);
+      const { result: exchanged, counts: exchangeCounts } = await count(() => exchange(app, flow));
+      assert.equal(exchanged.statusCode, 200, exchanged.body);
+      assert.deepEqual(exchangeCounts, { statements: 9, transactions: 0 }, 'code exchange');
+      const refresh = exchanged.json<{ refresh_token: string }>().refresh_token;
+      const { result: refreshed, counts: refreshCounts } = await count(() => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refresh, client_id: 'app' }));
+      assert.equal(refreshed.statusCode, 200, refreshed.body);
+      assert.deepEqual(refreshCounts, { statements: 10, transactions: 0 }, 'refresh with rotation');
+    });
+  });
+}
