@@ -4,6 +4,7 @@ import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import type { GrantContextsTable } from '../db/tables/grant-contexts.js';
 import type { FhirContextItem, LaunchContextColumns, LaunchesTable } from '../db/tables/launches.js';
 
 /**
@@ -161,7 +162,16 @@ export async function saveGrantContext(db: Kysely<DB>, grantId: string, context:
 
 export async function findGrantContext(db: Kysely<DB>, grantId: string): Promise<GrantContext | undefined> {
   const row = await db.selectFrom('grant_contexts').selectAll().where('grant_id', '=', grantId).where('expires_at', '>', sql<Date>`now()`).executeTakeFirst();
-  if (!row) return undefined;
+  return row && grantContextOf(row);
+}
+
+/** The columns {@link grantContextOf} reads, for a query that fetches a grant's context along with something else. */
+export const GRANT_CONTEXT_COLUMNS = ['fhir_base', 'patient', 'encounter', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'tenant', 'launch_id', 'fhir_user'] as const;
+
+export type GrantContextRow = Pick<Selectable<GrantContextsTable>, (typeof GRANT_CONTEXT_COLUMNS)[number]>;
+
+/** A grant's context from its row (a live one: the query checks `expires_at`). */
+export function grantContextOf(row: GrantContextRow): GrantContext {
   return {
     fhirBase: row.fhir_base,
     ...contextFromColumns(row),

@@ -4,14 +4,15 @@ import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { findUser } from '../users/users.js';
-import { oidcOf } from './context.js';
+import { oidcOf, stateOf } from './context.js';
 
 /**
  * oidc-provider's `findAccount`: the user behind a session or token, or undefined when the user no
  * longer exists or was disabled (which ends their sessions and invalidates their tokens).
  */
 export async function findAccount(db: Kysely<DB>, config: Config, ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
-  const user = await findUser(db, sub);
+  const prefetched = stateOf(ctx).prefetchedUser;
+  const user = prefetched?.id === sub ? prefetched.user : await findUser(db, sub);
   if (!user) return undefined;
   return {
     accountId: user.id,

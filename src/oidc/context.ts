@@ -1,6 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { GrantContext } from '../launch/context.js';
+import type { User } from '../users/users.js';
 
 /**
  * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types
@@ -16,8 +17,12 @@ export interface ProviderState {
   clientAuthProblem?: string;
   /** oidc-provider's `error_detail` of the request's error (seen by its error events only). */
   errorDetail?: string;
-  /** The grant's SMART context, read once per request (null: read, and there is none). */
-  grantContext?: GrantContext | null;
+  /** A grant's SMART context, read once per request (context null: read, and there is none). */
+  grantContext?: { readonly grantId: string; readonly context: GrantContext | null };
+  /** The grant read along with the token this request presented, for the Grant lookup that follows. */
+  prefetchedGrant?: { readonly id: string; readonly payload: unknown };
+  /** The user the token this request presented was issued to, read along with it (user undefined: disabled or gone). */
+  prefetchedUser?: { readonly id: string; readonly user: User | undefined };
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
   /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */

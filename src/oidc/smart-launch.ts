@@ -84,8 +84,8 @@ export function offlineAccessPrompt() {
 async function contextFor(db: Kysely<DB>, ctx: KoaContextWithOIDC, grantId: string | undefined): Promise<GrantContext | undefined> {
   if (!grantId) return undefined;
   const state = stateOf(ctx);
-  if (state.grantContext === undefined) state.grantContext = (await findGrantContext(db, grantId)) ?? null;
-  return state.grantContext ?? undefined;
+  if (state.grantContext?.grantId !== grantId) state.grantContext = { grantId, context: (await findGrantContext(db, grantId)) ?? null };
+  return state.grantContext.context ?? undefined;
 }
 
 /**

@@ -1,7 +1,8 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 
 import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
+import type { UsersTable } from '../db/tables/users.js';
 import { endUserAccess } from '../grants/grants.js';
 import { hashPassword } from '../security/password.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -17,8 +18,16 @@ export interface User {
 }
 
 export async function findUser(db: Kysely<DB>, id: string): Promise<User | undefined> {
-  const row = await db.selectFrom('users').select(['id', 'username', 'fhir_user', 'name', 'roles', 'disabled']).where('id', '=', id).executeTakeFirst();
-  if (!row || row.disabled) return undefined;
+  const row = await db.selectFrom('users').select(SIGNED_IN_COLUMNS).where('id', '=', id).executeTakeFirst();
+  return row && userOf(row);
+}
+
+/** The columns {@link userOf} reads, for a query that fetches a user along with something else. */
+export const SIGNED_IN_COLUMNS = ['id', 'username', 'fhir_user', 'name', 'roles', 'disabled'] as const;
+
+/** A user from its row; undefined when disabled (a disabled user is no one). */
+export function userOf(row: Pick<Selectable<UsersTable>, (typeof SIGNED_IN_COLUMNS)[number]>): User | undefined {
+  if (row.disabled) return undefined;
   return { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles };
 }
 

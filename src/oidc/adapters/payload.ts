@@ -4,6 +4,8 @@ import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provid
 import type { DB } from '../../db/schema.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
+import { GRANT_CONTEXT_COLUMNS, grantContextOf, type GrantContext, type GrantContextRow } from '../../launch/context.js';
+import { userOf, type User } from '../../users/users.js';
 import { stateOf } from '../context.js';
 
 /**
@@ -126,7 +128,29 @@ export class PayloadAdapter implements Adapter {
 
   async find(id: string): Promise<AdapterPayload | undefined> {
     const ids = this.#storedIds(id);
-    const payload = this.#shared && ids.every(isStorableText) ? toPayload(await this.#shared.find(this.#model, ids)) : await this.#findBy('id', ids);
+    let payload: AdapterPayload | undefined;
+    if (this.#model === 'Grant') {
+      // Brought along with the token this request found under it (SharedTokenReads): no second statement.
+      const state = Provider.ctx && stateOf(Provider.ctx);
+      const prefetched = state?.prefetchedGrant;
+      if (prefetched?.id === id) {
+        delete state!.prefetchedGrant;
+        return prefetched.payload as AdapterPayload;
+      }
+    }
+    if (this.#shared && ids.every(isStorableText)) {
+      const ctx = Provider.ctx;
+      const found = await this.#shared.find(this.#model, ids);
+      payload = toPayload(found);
+      if (ctx && found?.grant) {
+        const state = stateOf(ctx);
+        state.prefetchedGrant = { id: found.grant.id, payload: found.grant.payload };
+        state.grantContext = { grantId: found.grant.id, context: found.grant.context ?? null };
+      }
+      if (ctx && found?.user) stateOf(ctx).prefetchedUser = found.user;
+    } else {
+      payload = await this.#findBy('id', ids);
+    }
     if (payload && this.#hashed) payload.jti = id;
     return payload;
   }
@@ -199,13 +223,24 @@ function toPayload(row: PayloadRow | undefined): AdapterPayload | undefined {
   return payload;
 }
 
-/** Token models whose lookups are shared: introspection and revocation try all three for one value at once. */
-export const SHARED_READ_MODELS: ReadonlySet<string> = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken']);
+/**
+ * Token models whose lookups are shared: introspection and revocation try access token, client credentials
+ * and refresh token for one value at once; the token endpoint finds a code or a refresh token and then its
+ * grant and the grant's launch context.
+ */
+export const SHARED_READ_MODELS: ReadonlySet<string> = new Set(['AccessToken', 'ClientCredentials', 'RefreshToken', 'AuthorizationCode']);
+
+interface TokenRow extends PayloadRow {
+  /** The live grant the token was issued under, and the grant's live launch context, read with it. */
+  readonly grant?: { readonly id: string; readonly payload: unknown; readonly context: GrantContext | undefined };
+  /** The user the token was issued to, read with it: undefined when disabled. */
+  readonly user?: { readonly id: string; readonly user: User | undefined };
+}
 
 interface Wanted {
   readonly model: string;
   readonly ids: readonly string[];
-  readonly resolve: (row: PayloadRow | undefined) => void;
+  readonly resolve: (row: TokenRow | undefined) => void;
   readonly reject: (error: unknown) => void;
 }
 
@@ -213,7 +248,8 @@ interface Wanted {
  * Lookups of tokens by id asked for in the same tick go to the database as one statement: introspection and
  * revocation look a value up as an access token, client credentials token and refresh token at once
  * (oidc-provider's findToken), and concurrent requests' lookups join them. Each lookup gets the row of its
- * own model and ids, as its own statement would have found it (expired rows are invisible).
+ * own model and ids, as its own statement would have found it (expired rows are invisible), with the grant
+ * the token was issued under and that grant's launch context, which the request reads next.
  */
 export class SharedTokenReads {
   readonly #db: Kysely<DB>;
@@ -223,7 +259,7 @@ export class SharedTokenReads {
     this.#db = db;
   }
 
-  find(model: string, ids: readonly string[]): Promise<PayloadRow | undefined> {
+  find(model: string, ids: readonly string[]): Promise<TokenRow | undefined> {
     return new Promise((resolve, reject) => {
       this.#pending.push({ model, ids, resolve, reject });
       if (this.#pending.length === 1) process.nextTick(() => void this.#flush());
@@ -235,18 +271,40 @@ export class SharedTokenReads {
     this.#pending = [];
     try {
       const rows = await this.#db
-        .selectFrom('oidc_payloads')
-        .select(['model', 'id', 'payload', 'consumed_at'])
-        .where('model', 'in', [...new Set(batch.map((w) => w.model))])
-        .where('id', 'in', [...new Set(batch.flatMap((w) => w.ids))])
-        .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
+        .selectFrom('oidc_payloads as t')
+        .leftJoin('oidc_payloads as g', (join) =>
+          join
+            .on('g.model', '=', 'Grant')
+            .onRef('g.id', '=', 't.grant_id')
+            .on((eb) => eb.or([eb('g.expires_at', 'is', null), eb('g.expires_at', '>', sql<Date>`now()`)])),
+        )
+        .leftJoin('grant_contexts as gc', (join) => join.onRef('gc.grant_id', '=', 'g.id').on('gc.expires_at', '>', sql<Date>`now()`))
+        .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`t.payload->>'accountId'`))
+        .select(['t.model', 't.id', 't.payload', 't.consumed_at', 'g.id as grant_row', 'g.payload as grant_payload', 'gc.grant_id as context_row'])
+        .select(GRANT_CONTEXT_COLUMNS.map((column) => `gc.${column}` as const))
+        .select(['u.id as user_row', 'u.username', 'u.name', 'u.roles', 'u.disabled', 'u.fhir_user as user_fhir_user'])
+        .where('t.model', 'in', [...new Set(batch.map((w) => w.model))])
+        .where('t.id', 'in', [...new Set(batch.flatMap((w) => w.ids))])
+        .where((eb) => eb.or([eb('t.expires_at', 'is', null), eb('t.expires_at', '>', sql<Date>`now()`)]))
         .execute();
-      const given = new Set<PayloadRow>();
+      const given = new Set<object>();
       for (const wanted of batch) {
         const row = rows.find((r) => r.model === wanted.model && wanted.ids.includes(r.id));
+        if (!row) {
+          wanted.resolve(undefined);
+          continue;
+        }
         // The same token asked for twice (two requests at once): each gets a payload of its own to change.
-        wanted.resolve(row && given.has(row) ? structuredClone(row) : row);
-        if (row) given.add(row);
+        const fresh = given.has(row) ? structuredClone(row) : row;
+        given.add(row);
+        wanted.resolve({
+          payload: fresh.payload,
+          consumed_at: fresh.consumed_at,
+          ...(fresh.grant_row ? { grant: { id: fresh.grant_row, payload: fresh.grant_payload, context: fresh.context_row ? grantContextOf(fresh as GrantContextRow) : undefined } } : {}),
+          ...(fresh.user_row
+            ? { user: { id: fresh.user_row, user: userOf({ id: fresh.user_row, username: fresh.username!, name: fresh.name!, roles: fresh.roles!, disabled: fresh.disabled!, fhir_user: fresh.user_fhir_user! }) } }
+            : {}),
+        });
       }
     } catch (error) {
       for (const wanted of batch) wanted.reject(error);
