@@ -180,13 +180,9 @@ export function grantContextOf(row: GrantContextRow): GrantContext {
   };
 }
 
-/** A token was issued under the grant; a refresh also renews it, and its context lives as long. */
-export async function touchGrantContext(db: Kysely<DB>, grantId: string, expiresAt?: Date): Promise<void> {
-  await db
-    .updateTable('grant_contexts')
-    .set({ last_used_at: sql<Date>`now()`, ...(expiresAt ? { expires_at: expiresAt } : {}) })
-    .where('grant_id', '=', grantId)
-    .execute();
+/** A token was issued under the grant (a refresh renews it as well: renewGrant). */
+export async function touchGrantContext(db: Kysely<DB>, grantId: string): Promise<void> {
+  await db.updateTable('grant_contexts').set({ last_used_at: sql<Date>`now()` }).where('grant_id', '=', grantId).execute();
 }
 
 export async function purgeExpiredContexts(db: Kysely<DB>): Promise<number> {

@@ -9,7 +9,7 @@ import { findGrantContext, findLaunch, touchGrantContext, type GrantContext } fr
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { extendGrant } from './adapters/payload.js';
+import { renewGrant } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -118,9 +118,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     if (!grant) return;
     if (grantType === 'refresh_token') {
       const expiresAt = new Date(Date.now() + refreshTtlSeconds * 1000);
-      // An update, never a save: a grant revoked meanwhile (a concurrent reuse of this refresh token) stays gone.
-      await extendGrant(db, grant.jti, expiresAt);
-      await touchGrantContext(db, grant.jti, expiresAt);
+      await renewGrant(db, grant.jti, expiresAt);
     } else {
       await touchGrantContext(db, grant.jti);
     }

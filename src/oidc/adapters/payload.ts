@@ -313,15 +313,23 @@ export class SharedTokenReads {
 }
 
 /**
- * Renews a grant until `expiresAt` (each refresh does: oidc-provider never saves a grant again, so its first
- * expiry would cap the chain). Only updates a grant that still exists.
+ * Renews a grant and its launch context until `expiresAt`, in one statement (each refresh does: oidc-provider
+ * never saves a grant again, so its first expiry would cap the chain). An update, never a save: a grant
+ * revoked meanwhile (a concurrent reuse of the refresh token) stays gone.
  */
-export async function extendGrant(db: Kysely<DB>, grantId: string, expiresAt: Date): Promise<void> {
+export async function renewGrant(db: Kysely<DB>, grantId: string, expiresAt: Date): Promise<void> {
   await db
-    .updateTable('oidc_payloads')
-    .set({ expires_at: expiresAt, payload: sql`jsonb_set(payload, '{exp}', to_jsonb(${Math.floor(expiresAt.getTime() / 1000)}::bigint))` })
-    .where('model', '=', 'Grant')
-    .where('id', '=', grantId)
+    .with('renewed', (w) =>
+      w
+        .updateTable('oidc_payloads')
+        .set({ expires_at: expiresAt, payload: sql`jsonb_set(payload, '{exp}', to_jsonb(${Math.floor(expiresAt.getTime() / 1000)}::bigint))` })
+        .where('model', '=', 'Grant')
+        .where('id', '=', grantId)
+        .returning('id'),
+    )
+    .updateTable('grant_contexts')
+    .set({ last_used_at: sql<Date>`now()`, expires_at: expiresAt })
+    .where('grant_id', '=', grantId)
     .execute();
 }
 
