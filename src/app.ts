@@ -195,7 +195,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(observeRequests, { basePath: config.basePath, metrics });
   await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
-  await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
+  // production: each page compiled once; cache: so are the partials it includes (ejs recompiles them at every
+  // render otherwise: 380 µs → 60–130 µs for the error page).
+  await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true, options: { cache: true } });
   const methodsByPath = new Map<string, string[]>();
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
     if (!path.includes(':') && !(feature === 'registration' && config.registration === 'off')) methodsByPath.set(`${basePath}${path}`, [...methods]);
