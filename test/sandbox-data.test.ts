@@ -3,6 +3,8 @@ import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 
+import { startFhirServer } from '../src/fhir/server.js';
+import { fhirResourceStore } from '../src/fhir-store/resources.js';
 import { DEMO_ENCOUNTERS, DEMO_PATIENTS } from '../src/seed/demo.js';
 import { generateSandboxPack, PACK_PATIENTS, SANDBOX_PACK_SEED } from '../src/seed/sandbox-pack.js';
 import { resetSandboxPack } from '../src/seed/sandbox.js';
@@ -119,6 +121,54 @@ describe('the synthetic data pack', () => {
     const note = pack.resources.find((r) => r.resourceType === 'DocumentReference') as unknown as { content: { attachment: { contentType: string; data: string } }[] };
     assert.equal(note.content[0]!.attachment.contentType, 'text/plain; charset=utf-8');
     assert.match(Buffer.from(note.content[0]!.attachment.data, 'base64').toString('utf8'), /^Encounter for check up - Amy Shaw, \d{4}-\d{2}-\d{2}\n/);
+  });
+});
+
+describeEachDatabase('the embedded FHIR server on the database', (ctx) => {
+  const observation = { resourceType: 'Observation', status: 'final', code: { text: 'pulse' }, subject: { reference: 'Patient/p1' } };
+  const stored = async (): Promise<string[]> => (await ctx.current.database.db.selectFrom('fhir_resources').select(['resource_type', 'id']).orderBy('resource_type').orderBy('id').execute()).map((r) => `${r.resource_type}/${r.id}`);
+  const send = (url: string, method: string, body?: unknown): Promise<Response> => fetch(url, { method, headers: { 'content-type': 'application/fhir+json' }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+
+  it('records each write before answering, loads them at start; a failed transaction leaves nothing behind', async () => {
+    const first = await startFhirServer({ persistence: fhirResourceStore(ctx.current.database.db) });
+    try {
+      assert.equal((await send(`${first.url}/Patient/p1`, 'PUT', { resourceType: 'Patient', id: 'p1', name: [{ family: 'One' }] })).status, 200);
+      const created = await send(`${first.url}/Observation`, 'POST', observation);
+      assert.equal(created.status, 201);
+      const id = ((await created.json()) as Resource).id!;
+      assert.deepEqual(await stored(), [`Observation/${id}`, 'Patient/p1'], 'in the database when answered');
+      const failed = await send(first.url, 'POST', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: observation, request: { method: 'POST', url: 'Observation' } }, { resource: { resourceType: 'Patient', id: 'p1' }, request: { method: 'PUT', url: 'Patient/p1', ifMatch: 'W/"stale"' } }] });
+      assert.equal(failed.status, 412, 'the second entry fails after the first was made');
+      assert.equal(((await (await send(`${first.url}/Observation`, 'GET')).json()) as Bundle).total, 1, 'the first entry was undone in memory');
+      assert.deepEqual(await stored(), [`Observation/${id}`, 'Patient/p1'], 'and never written');
+      assert.equal((await send(`${first.url}/Observation/${id}`, 'DELETE')).status, 200);
+      assert.deepEqual(await stored(), ['Patient/p1']);
+    } finally {
+      await first.close();
+    }
+    const second = await startFhirServer({ persistence: fhirResourceStore(ctx.current.database.db) });
+    try {
+      const patient = await send(`${second.url}/Patient/p1`, 'GET');
+      assert.equal(patient.status, 200);
+      assert.deepEqual(((await patient.json()) as { name: unknown }).name, [{ family: 'One' }]);
+      assert.equal(((await (await send(`${second.url}/Observation`, 'GET')).json()) as Bundle).total, 0);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('a write the database refuses is undone and answered 500', async () => {
+    const store = fhirResourceStore(ctx.current.database.db);
+    const server = await startFhirServer({ persistence: { loadAll: () => store.loadAll(), record: () => Promise.reject(new Error('disk full')) } });
+    try {
+      const res = await send(`${server.url}/Patient/p1`, 'PUT', { resourceType: 'Patient', id: 'p1', name: [{ family: 'Changed' }] });
+      assert.equal(res.status, 500);
+      assert.deepEqual(await res.json(), { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'exception', details: { text: 'Internal server error' }, diagnostics: 'Error: the change could not be stored' }] });
+      const patient = await send(`${server.url}/Patient/p1`, 'GET');
+      assert.deepEqual(((await patient.json()) as { name: unknown }).name, [{ family: 'One' }], 'memory holds what the database does');
+    } finally {
+      await server.close();
+    }
   });
 });
 
