@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
+import { globalSchema } from '@medplum/core';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 
-import { startFhirServer } from '../src/fhir/server.js';
+import { createFhirServer, startFhirServer } from '../src/fhir/server.js';
 import { fhirResourceStore } from '../src/fhir-store/resources.js';
 import { DEMO_ENCOUNTERS, DEMO_PATIENTS } from '../src/seed/demo.js';
 import { generateSandboxPack, PACK_PATIENTS, SANDBOX_PACK_SEED } from '../src/seed/sandbox-pack.js';
@@ -155,6 +156,15 @@ describeEachDatabase('the embedded FHIR server on the database', (ctx) => {
     } finally {
       await second.close();
     }
+  });
+
+  it('each type searches with its own branch of a shared parameter\'s expression (all forty evaluated made Observation?patient= take seconds)', () => {
+    createFhirServer({ baseUrl: 'http://fhir.test/fhir' });
+    const expression = (type: string, code: string): string | undefined => (globalSchema.types[type]?.searchParams ?? {})[code]?.expression;
+    assert.equal(expression('Observation', 'patient'), 'Observation.subject.where(resolve() is Patient)');
+    assert.equal(expression('Observation', 'code'), 'Observation.code');
+    assert.equal(expression('Condition', 'patient'), 'Condition.subject.where(resolve() is Patient)');
+    assert.equal(expression('AllergyIntolerance', 'patient'), 'AllergyIntolerance.patient');
   });
 
   it('a write the database refuses is undone and answered 500', async () => {

