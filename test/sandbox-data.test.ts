@@ -14,7 +14,7 @@ import { testApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, CATEGORY, DANIEL } from './helpers/fhir-data.js';
-import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
 
 interface Resource {
   readonly resourceType: string;
@@ -257,6 +257,22 @@ describeEachDatabase('sandbox FHIR data', (ctx) => {
       assert.ok(everyKey.some((k) => k.startsWith(`${type}/`)), `$everything has her ${type}`);
     }
     assert.ok(!refs(everything).some((r) => r.startsWith('Patient/') && r !== `Patient/${AMY}`), 'and nothing of anyone else');
+  });
+
+  it('the demo patient signs in to her own record: Amy Shaw\'s labs, and nobody else\'s', async () => {
+    const flow = await startAuthorization(app, { client_id: 'chart', scope: 'launch/patient patient/*.rs' });
+    await login(flow, 'patient', 'patient-demo');
+    assert.match(title(flow.page), /^Allow Chart to access Amy V\. Shaw/, 'her own record, no picker');
+    await consent(flow);
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    const body = res.json<{ access_token: string; patient: string }>();
+    assert.equal(body.patient, AMY);
+    const labs = await app.inject({ method: 'GET', url: `/fhir/Observation?category=laboratory&_count=1000`, headers: { authorization: `Bearer ${body.access_token}` } });
+    assert.equal(labs.statusCode, 200, labs.body);
+    const expected = pack.resources.filter((r) => r.resourceType === 'Observation' && ofAmy(r as Resource) && codes((r as unknown as Observation).category).includes('laboratory'));
+    assert.ok(expected.length > 0);
+    assert.deepEqual(((labs.json<Bundle>().entry ?? []).map((e) => key(e.resource))).sort(), expected.map((r) => key(r)).sort());
   });
 
   it('writes survive a restart; a transaction is all or nothing; the pack is not written again over them', async () => {
