@@ -11,7 +11,7 @@ import type { AdapterPayload } from 'oidc-provider';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 
-import { EMBEDDED_UPSTREAM, type Config, type FhirUpstream } from './config/config.js';
+import { EMBEDDED_UPSTREAM, usesEmbeddedFhir, type Config, type FhirUpstream } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
@@ -37,6 +37,7 @@ import { providerRoutes } from './http/provider-routes.js';
 import { securityHeaders } from './http/security-headers.js';
 import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
+import { fhirResourceStore } from './fhir-store/resources.js';
 import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
@@ -51,6 +52,7 @@ import { QueryObserver } from './observability/query-observer.js';
 import { tracingEnabled } from './observability/tracing.js';
 import { PUBLIC_DIR, VIEWS_DIR } from './paths.js';
 import { seedDemo } from './seed/demo.js';
+import { seedSandboxPack } from './seed/sandbox.js';
 import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users/login-throttle.js';
 import type { SecretBox } from './security/secret-box.js';
 import { openSecretBox } from './security/secret-key.js';
@@ -93,11 +95,11 @@ declare module 'fastify' {
  * The fronted FHIR bases with their upstreams. The embedded FHIR server (the sandbox's) is started here, on a
  * Unix socket only this user can open, so that nothing reaches its data but through the gateway.
  */
-async function resolveUpstreams(app: FastifyInstance, config: Config): Promise<FhirUpstream[]> {
-  if (!config.fhirUpstreams.some((u) => u.url === EMBEDDED_UPSTREAM)) return [...config.fhirUpstreams];
+async function resolveUpstreams(app: FastifyInstance, config: Config, db: Kysely<DB>): Promise<FhirUpstream[]> {
+  if (!usesEmbeddedFhir(config)) return [...config.fhirUpstreams];
   // Imported here: Medplum's FHIR engine is loaded only by a server that runs it.
   const { startFhirServer } = await import('./fhir/server.js');
-  const embedded = await startFhirServer({ socketPath: join(tmpdir(), `smart-auth-fhir-${process.pid}-${randomBytes(6).toString('hex')}.sock`) });
+  const embedded = await startFhirServer({ socketPath: join(tmpdir(), `smart-auth-fhir-${process.pid}-${randomBytes(6).toString('hex')}.sock`), persistence: fhirResourceStore(db) });
   app.addHook('onClose', async () => {
     await embedded.close();
     await rm(embedded.socketPath!, { force: true });
@@ -150,6 +152,10 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       if (converted) log.info({ converted }, 'bearer values stored in clear are now stored as keyed hashes');
     }
     if (config.seedDemo) await seedDemo(db, config);
+    if (config.seedDemo && usesEmbeddedFhir(config)) {
+      const written = await seedSandboxPack(db);
+      if (written) log.info(written, 'sandbox FHIR data written: the synthetic pack (smart-auth sandbox reset restores it)');
+    }
   });
 
   const basePath = config.basePath;
@@ -229,7 +235,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
-  await app.register(gatewayRoutes, { config, db, box, host, audit, log, upstreams: await resolveUpstreams(app, config) });
+  await app.register(gatewayRoutes, { config, db, box, host, audit, log, upstreams: await resolveUpstreams(app, config, db) });
 
   if (options.background ?? true) {
     app.addHook('onReady', (done) => {

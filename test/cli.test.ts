@@ -12,6 +12,9 @@ import { migrations } from '../migrations/index.js';
 import { loadConfig } from '../src/config/config.js';
 import { openDatabase } from '../src/db/database.js';
 import { PACKAGE_ROOT } from '../src/paths.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { SANDBOX_USAGE } from '../src/cli/sandbox.js';
+import { generateSandboxPack } from '../src/seed/sandbox-pack.js';
 
 const MAIN = join(PACKAGE_ROOT, 'src', 'main.ts');
 const TSX = import.meta.resolve('tsx');
@@ -220,5 +223,38 @@ describe('command line', () => {
     await writeFile(join(cwd, 'not-a-checkpoint.json'), '{"hello": "world"}');
     const bad = await run(['audit', 'verify', '--checkpoint', join(cwd, 'not-a-checkpoint.json')], env, cwd);
     assert.deepEqual([bad.code, bad.stderr], [1, `Failed: ${join(cwd, 'not-a-checkpoint.json')} holds no checkpoint: expected the JSON that audit checkpoint prints, or a compact JWS\n`]);
+  });
+
+  it('sandbox reset: its help, refused outside a sandbox, and on a sandbox database the pack back in place of what apps wrote', async () => {
+    const help = await run(['sandbox', '--help'], {}, cwd);
+    assert.deepEqual([help.code, help.stdout], [0, `${SANDBOX_USAGE}\n`]);
+    const unknown = await run(['sandbox', 'wipe'], {}, cwd);
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.stderr, /^unknown sandbox command "wipe" \(expected reset\)\n/);
+
+    const dataDir = join(cwd, 'data-sandbox');
+    const refused = await run(['sandbox', 'reset'], { DATA_DIR: dataDir, SANDBOX: 'false', LOG_LEVEL: 'warn' }, cwd);
+    assert.deepEqual([refused.code, refused.stdout, refused.stderr], [1, '', 'Failed: sandbox reset works on a sandbox only, and this server is not one (SANDBOX=false). Set SANDBOX=true if this database is a sandbox\'s.\n']);
+    assert.ok(!existsSync(dataDir), 'refused before the database is opened');
+
+    const database = await openDatabase({ kind: 'pglite', dataDir });
+    try {
+      await migrateToLatest(database.db);
+      await database.db.insertInto('fhir_resources').values({ resource_type: 'Observation', id: 'written-by-an-app', version_id: '1', resource: JSON.stringify({ resourceType: 'Observation', id: 'written-by-an-app' }) }).execute();
+    } finally {
+      await database.close();
+    }
+    const reset = await run(['sandbox', 'reset'], { DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, cwd);
+    const pack = generateSandboxPack();
+    assert.deepEqual([reset.code, reset.stderr, reset.stdout], [0, '', `Sandbox data restored: ${pack.resources.length} FHIR resources; ${pack.patients.length} patients and ${pack.encounters.length} encounters in the patient directory.\n`]);
+    const after = await openDatabase({ kind: 'pglite', dataDir });
+    try {
+      const rows = await after.db.selectFrom('fhir_resources').select(['resource_type', 'id']).execute();
+      assert.equal(rows.length, pack.resources.length);
+      assert.ok(!rows.some((r) => r.id === 'written-by-an-app'), 'the app\'s write is gone');
+      assert.equal((await after.db.selectFrom('patients').select('id').execute()).length, pack.patients.length);
+    } finally {
+      await after.close();
+    }
   });
 });

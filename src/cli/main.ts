@@ -4,6 +4,7 @@ import { migrate, seed } from './database.js';
 import { readConfig } from './environment.js';
 import { genSecret, keys } from './keys.js';
 import { operate } from './operate.js';
+import { sandbox } from './sandbox.js';
 import { healthcheck, serve } from './serve.js';
 import { CommandFailed, UsageError } from './errors.js';
 
@@ -23,6 +24,8 @@ Commands:
                              Create a user who can sign in; the password is asked for on a terminal,
                              or read from standard input with --password-stdin (never an argument)
   patients import FILE       Import Patient and Encounter resources (FHIR Bundle .json, or .ndjson)
+  sandbox reset              Restore the sandbox's FHIR data (the synthetic pack) and its patients and
+                             encounters in the directory; what apps wrote is undone (sandbox --help)
   launch create [--patient ID] [--encounter ID] [--client ID] [--user ID] [--intent TEXT] [--no-banner]
                              Create an EHR launch context; prints the launch id
   audit export [--format ndjson|bundle] [--from ISO] [--to ISO] [--type T] [--limit N]
@@ -80,6 +83,8 @@ async function dispatch(argv: readonly string[]): Promise<number> {
       return seed(readConfig());
     case 'keys':
       return keys(readConfig(), rest);
+    case 'sandbox':
+      return sandbox(readConfig(), rest);
     case 'clients':
     case 'users':
     case 'patients':

@@ -100,6 +100,11 @@ export interface FhirUpstream {
 /** FHIR_UPSTREAMS' name for the embedded FHIR server (src/fhir), which the server starts itself. */
 export const EMBEDDED_UPSTREAM = 'embedded';
 
+/** Whether the server runs the embedded FHIR server (in sandbox mode, or named in FHIR_UPSTREAMS). */
+export function usesEmbeddedFhir(config: Pick<Config, 'fhirUpstreams'>): boolean {
+  return config.fhirUpstreams.some((u) => u.url === EMBEDDED_UPSTREAM);
+}
+
 export type DatabaseConfig =
   | { readonly kind: 'postgres'; readonly url: string }
   | { readonly kind: 'pglite'; readonly dataDir: string };

@@ -4,6 +4,7 @@ import type { ClientsTable } from './tables/clients.js';
 import type { ConsoleSessionsTable } from './tables/console-sessions.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
+import type { FhirResourcesTable } from './tables/fhir-resources.js';
 import type { GrantContextsTable } from './tables/grant-contexts.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { LoginThrottleTable } from './tables/login-throttle.js';
@@ -30,4 +31,5 @@ export interface DB {
   login_throttle: LoginThrottleTable;
   audit_checkpoints: AuditCheckpointsTable;
   console_sessions: ConsoleSessionsTable;
+  fhir_resources: FhirResourcesTable;
 }

