@@ -223,7 +223,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
-  await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
+  await app.register(sandboxRoutes, { prefix: basePath, config, db, box, audit, clients });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });

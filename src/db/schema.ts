@@ -5,6 +5,7 @@ import type { ConsoleSessionsTable } from './tables/console-sessions.js';
 import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
 import type { GrantContextsTable } from './tables/grant-contexts.js';
+import type { LauncherOptionsTable } from './tables/launcher-options.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { LoginThrottleTable } from './tables/login-throttle.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
@@ -30,4 +31,5 @@ export interface DB {
   login_throttle: LoginThrottleTable;
   audit_checkpoints: AuditCheckpointsTable;
   console_sessions: ConsoleSessionsTable;
+  launcher_options: LauncherOptionsTable;
 }

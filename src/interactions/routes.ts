@@ -7,7 +7,9 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
-import { consumeLaunch, saveGrantContext } from '../launch/context.js';
+import { consumeLaunch, findLaunch, saveGrantContext } from '../launch/context.js';
+import { findLauncherOptions } from '../launch/launcher-options.js';
+import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
@@ -52,6 +54,8 @@ interface SmartState {
   patient?: string;
   /** The chosen encounter; null when the user chose none, or there is none to choose. */
   encounter?: string | null;
+  /** What the sandbox launcher asked of the launch taken (src/http/launcher.ts). */
+  launcher?: { skipConsent: boolean; simulate?: string | undefined; patients?: readonly string[] | undefined };
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -189,13 +193,19 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       patient: smart.patient,
       encounter: smart.encounter,
       encounters: undefined,
-      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved',
+      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
     };
     for (;;) {
       const next = nextStep(state);
       switch (next.kind) {
-        case 'sign-in':
+        case 'sign-in': {
+          const launcherUser = await launcherSignIn(launchId);
+          if (launcherUser) {
+            await auditFor(request, details, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
+            return finish(request, reply, { login: { accountId: launcherUser } }, false);
+          }
           return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
+        }
         case 'refuse':
           return finish(request, reply, { error: next.refusal.error, error_description: next.refusal.description }, false);
         case 'take-launch': {
@@ -207,6 +217,13 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           await auditFor(request, details, { type: 'launch.used', userId: user!.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
           smart.launchId = launch.id;
           smart.launch = taken;
+          if (config.sandbox) {
+            const options = await findLauncherOptions(db, launch.id);
+            if (options) {
+              smart.launcher = { skipConsent: options.skipConsent, simulate: options.simulate, patients: options.patients };
+              state.preApproved ||= options.skipConsent;
+            }
+          }
           if (launch.patient) smart.patient = state.patient = launch.patient;
           if (launch.encounter) smart.encounter = state.encounter = launch.encounter;
           await remember(details, smart);
@@ -218,8 +235,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           continue;
         case 'pick-patient': {
           const query = (request.query.q ?? '').slice(0, 200);
-          const patients = next.among === 'directory' ? await searchPatients(db, query) : await findPatients(db, next.among);
-          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: next.among === 'directory', query, patients });
+          // The sandbox launcher may offer a few patients: those of them this user may choose.
+          const offered = smart.launcher?.patients;
+          const among = offered ? (next.among === 'directory' ? offered : offered.filter((p) => next.among.includes(p))) : next.among;
+          const patients = among === 'directory' ? await searchPatients(db, query) : await findPatients(db, among);
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients });
         }
         case 'look-up-encounters':
           state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
@@ -233,8 +253,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
         case 'finish':
+          if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
           return decide(request, reply, details, client, user!, smart, next.granted);
         case 'consent': {
+          if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
           const [patient] = state.patient ? await findPatients(db, [state.patient]) : [];
           return page(reply, status, 'consent', {
             client: clientInfo,
@@ -248,6 +270,25 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         }
       }
     }
+  }
+
+  /**
+   * The user the sandbox launcher signs in for a launch that skips sign-in: the launch's user, while the
+   * launch can still be taken. Sandbox mode only.
+   */
+  async function launcherSignIn(launchId: string | undefined): Promise<string | undefined> {
+    if (!config.sandbox || !launchId || launchId.length > 200) return undefined;
+    const launch = await findLaunch(db, box, launchId);
+    if (!launch?.user || launch.consumedAt || launch.expiresAt.getTime() <= Date.now()) return undefined;
+    if (!(await findLauncherOptions(db, launch.id))?.skipLogin) return undefined;
+    return (await findUser(db, launch.user))?.id;
+  }
+
+  /** consent_denied, simulated by the sandbox launcher: the authorization ends as if the user chose Deny. */
+  async function simulatedDenial(request: Req, reply: FastifyReply, details: Details): Promise<FastifyReply> {
+    const simulated = SIMULATED_ERRORS.consent_denied;
+    await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } });
+    return finish(request, reply, { error: simulated.error, error_description: simulated.description }, false);
   }
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
@@ -331,6 +372,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     const smart = smartOf(details);
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
+    if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     await remember(details, { ...smart, patient: chosen, encounter: undefined });
     return reply.redirect(urls(details.uid).self, 303);
   });

@@ -26,9 +26,11 @@ export const REGISTERED_JWKS_URI = 'registered_jwks_uri';
 /** Ours: `pre-approved` clients skip the consent page. Only an operator sets it. */
 export const CONSENT_PROPERTY = 'consent';
 export type ConsentPolicy = 'required' | 'pre-approved';
+/** Ours: an app the sandbox launcher registered for a developer (sandbox mode only); the launcher may change it. */
+export const SANDBOX_APP_PROPERTY = 'sandbox_app';
 
 /** Properties of ours that only the server and operators write: a client never sets them about itself. */
-const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY] as const;
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY] as const;
 
 export type ClientMetadata = Readonly<Record<string, unknown>>;
 
