@@ -29,6 +29,7 @@ import { accountRoutes } from './account/routes.js';
 import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
 import { operatorConsole } from './admin/console/plugin.js';
+import { landingRoutes } from './http/landing.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
@@ -224,6 +225,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box, audit, clients });
+  await app.register(landingRoutes, { prefix: basePath, config });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });

@@ -187,7 +187,7 @@ describeEachDatabase('sandbox launcher', (ctx) => {
 
   it('simulates a bad aud: invalid_request at the app, before any page', async () => {
     const flow = await launch({ patient: AMY, simulate: 'bad_aud' });
-    assert.deepEqual(errorAtApp(flow), { error: 'invalid_request', error_description: 'aud is not a FHIR server of this authorization server (simulated by the sandbox launcher)' });
+    assert.deepEqual(errorAtApp(flow), { error: 'invalid_request', error_description: 'aud is not a FHIR server this server issues tokens for (simulated by the sandbox launcher)' });
   });
 
   it('simulates the user denying consent: access_denied at the app', async () => {

@@ -18,6 +18,7 @@ import { STATIC_SCOPES } from '../smart/profile.js';
 import { registeredScopes } from '../oidc/resource-server.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
+import { DATA_CLASSES } from '../smart/scopes/data-classes.js';
 import { grantableScopes, requirePatientContext } from '../smart/scopes/grant.js';
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
@@ -258,13 +259,16 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         case 'consent': {
           if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
           const [patient] = state.patient ? await findPatients(db, [state.patient]) : [];
+          const options = consentOptions(next.offered);
+          const patientName = patient?.name ?? (state.patient ? `patient ${state.patient}` : null);
           return page(reply, status, 'consent', {
             client: clientInfo,
             csrf,
             action: urls(uid).consent,
             userName: user!.name,
-            patientName: patient?.name ?? (state.patient ? `patient ${state.patient}` : null),
-            groups: groupOptions(consentOptions(next.offered)),
+            headline: consentHeadline(clientInfo.name ?? client.clientId, patientName, options, state.user!.patients),
+            groups: groupOptions(options),
+            data: dataOptions(options),
             appsPage: `${basePath}/account/apps`,
           });
         }
@@ -416,14 +420,35 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('abort', async (request, reply) => finish(request, reply, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
 }
 
-const GROUPS: readonly { key: ConsentOption['group']; title: string; hint?: string }[] = [
-  { key: 'data', title: 'Health information', hint: 'Unchecked alternatives let you share less than the app asked for.' },
+const GROUPS: readonly { key: Exclude<ConsentOption['group'], 'data'>; title: string; hint?: string }[] = [
   { key: 'identity', title: 'About you' },
   { key: 'context', title: 'What is open now' },
   { key: 'refresh', title: 'How long' },
   { key: 'other', title: 'Other' },
 ];
 
+/** The groups of scopes that are not health data, each a fieldset. */
 function groupOptions(options: readonly ConsentOption[]) {
   return GROUPS.map((g) => ({ title: g.title, hint: g.hint ?? null, options: options.filter((o) => o.group === g.key) })).filter((g) => g.options.length);
+}
+
+/**
+ * Health data by USCDI data class: what the app asked for, shown; and the narrower alternatives (share
+ * less), folded away by class, so that a request for everything fits a screen.
+ */
+function dataOptions(options: readonly ConsentOption[]) {
+  const data = options.filter((o) => o.group === 'data');
+  const byClass = (list: readonly ConsentOption[]) =>
+    DATA_CLASSES.map((name) => ({ name, options: list.filter((o) => o.dataClass === name) })).filter((c) => c.options.length);
+  return { requested: byClass(data.filter((o) => o.checked)), alternatives: byClass(data.filter((o) => !o.checked)), alternativeCount: data.filter((o) => !o.checked).length };
+}
+
+/**
+ * The consent page's question. User-level scopes reach every patient the user may access, so with one
+ * patient in context the question names that patient and the others.
+ */
+function consentHeadline(app: string, patientName: string | null, options: readonly ConsentOption[], userPatients: readonly string[] | undefined): string {
+  const manyPatients = options.some((o) => o.checked && o.anyPatient) && (userPatients === undefined || userPatients.length > 1);
+  if (patientName) return manyPatients ? `Allow ${app} to access ${patientName}'s record and those of other patients you can access?` : `Allow ${app} to access ${patientName}'s record?`;
+  return manyPatients ? `Allow ${app} to access the records of the patients you can access?` : `Allow ${app} to access your information?`;
 }

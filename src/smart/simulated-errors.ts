@@ -6,7 +6,7 @@
 export const SIMULATED_ERRORS = {
   launch_invalid: { label: 'Invalid launch', where: 'authorize', status: 302, error: 'invalid_request', description: 'launch is unknown or expired: the EHR must create a new one' },
   launch_expired: { label: 'Expired launch', where: 'authorize', status: 302, error: 'invalid_request', description: 'launch is unknown or expired: the EHR must create a new one' },
-  bad_aud: { label: 'Bad aud (FHIR server) at authorization', where: 'authorize', status: 302, error: 'invalid_request', description: 'aud is not a FHIR server of this authorization server (simulated by the sandbox launcher)' },
+  bad_aud: { label: 'Bad aud (FHIR server) at authorization', where: 'authorize', status: 302, error: 'invalid_request', description: 'aud is not a FHIR server this server issues tokens for (simulated by the sandbox launcher)' },
   consent_denied: { label: 'User denies consent', where: 'authorize', status: 302, error: 'access_denied', description: 'the user denied access (simulated by the sandbox launcher)' },
   token_failure: { label: 'Token endpoint failure', where: 'token', status: 500, error: 'server_error', description: 'the token endpoint failed (simulated by the sandbox launcher)' },
   bad_client_credentials: { label: 'Bad client credentials at the token endpoint', where: 'token', status: 401, error: 'invalid_client', description: 'client authentication failed (simulated by the sandbox launcher)' },
