@@ -30,6 +30,7 @@ import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
 import { operatorConsole } from './admin/console/plugin.js';
 import { landingRoutes } from './http/landing.js';
+import { loopbackOrigin } from './http/loopback-origin.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
@@ -196,6 +197,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(observeRequests, { basePath: config.basePath, metrics });
   await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
+  await app.register(loopbackOrigin, { issuer: config.issuer });
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
   const methodsByPath = new Map<string, string[]>();
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
