@@ -16,7 +16,7 @@ const links = (html: string): string[] => [...html.matchAll(/<a [^>]*href="([^"]
 
 describeEachDatabase('landing page', (ctx) => {
   let sandbox: FastifyInstance;
-  let deployment: FastifyInstance;
+  let deployment: FastifyInstance | undefined;
   before(async () => {
     sandbox = await testApp(ctx.current.database, { SANDBOX: 'true', SEED_DEMO: 'true', REGISTRATION: '', REGISTRATION_STATUS: '' });
   });
@@ -59,6 +59,7 @@ describeEachDatabase('landing page', (ctx) => {
 
   it('a page opened at 127.0.0.1 when the issuer is localhost goes to the issuer; API requests stay', async () => {
     const app = deployment;
+    assert.ok(app, 'the deployment of the test before');
     const page = await app.inject({ method: 'GET', url: '/sample-app/launch.html?iss=x', headers: { ...HTML, host: '127.0.0.1:3000' } });
     assert.equal(page.statusCode, 307);
     assert.equal(page.headers.location, `${TEST_ISSUER}/sample-app/launch.html?iss=x`);
