@@ -178,6 +178,21 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     assert.doesNotMatch(again.body, /id="client-secret"/, 'shown once');
   });
 
+  it('PKCE policy: required by default; an app let off may authorize without it, and its code exchanges without a verifier', async () => {
+    const withoutPkce = { code_challenge: '', code_challenge_method: '' };
+    const required = await launch({ patient: AMY, user: 'demo-clinician', skip_login: 'true', skip_consent: 'true' });
+    const refused = await startAuthorization(app, { client_id: APP, scope: EHR_SCOPE, launch: 'unused', ...withoutPkce }, { browser: required.browser });
+    assert.deepEqual(errorAtApp(refused), { error: 'invalid_request', error_description: 'Authorization Server policy requires PKCE to be used for this request' });
+    const browser = new Browser(app, TEST_ISSUER);
+    const res = await submit(browser, { client_id: 'no-pkce-app', pkce: 'optional', patient: AMY, user: 'demo-clinician', skip_login: 'true', skip_consent: 'true' });
+    assert.equal(res.statusCode, 303, res.body);
+    const launchId = new URL(String(res.headers.location)).searchParams.get('launch')!;
+    const flow = await startAuthorization(app, { client_id: 'no-pkce-app', scope: EHR_SCOPE, launch: launchId, ...withoutPkce }, { browser });
+    const token = await tokenRequest(app, { grant_type: 'authorization_code', code: callback(flow).code!, redirect_uri: REDIRECT_URI, client_id: 'no-pkce-app' });
+    assert.equal(token.statusCode, 200, token.body);
+    assert.equal(token.json<TokenResponse>().patient, AMY);
+  });
+
   it('simulates an invalid and an expired launch: invalid_request at the app', async () => {
     for (const simulate of ['launch_invalid', 'launch_expired']) {
       const flow = await launch({ patient: AMY, simulate });

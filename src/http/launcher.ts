@@ -14,7 +14,7 @@ import { HttpProblem } from '../errors.js';
 import { createLaunch } from '../launch/context.js';
 import { saveLauncherOptions } from '../launch/launcher-options.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { checkClientMetadata, ClientRuleError, SANDBOX_APP_PROPERTY } from '../smart/client-rules.js';
+import { checkClientMetadata, ClientRuleError, isSandboxApp, SANDBOX_APP_PROPERTY, type PkcePolicy } from '../smart/client-rules.js';
 import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
 import { isSimulatedError, MISSING_PATIENT, SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { listUsers } from '../users/users.js';
@@ -56,7 +56,7 @@ const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 const CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
 
 const fields = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, { anyOf: [{ type: 'string', maxLength: 8192 }, { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 256 } }] }]));
-const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_type', 'jwks', 'jwks_uri', 'fhir_base', 'user', 'skip_login', 'patient', 'encounter', 'skip_consent', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'simulate', 'go', 'tab'];
+const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_type', 'pkce', 'jwks', 'jwks_uri', 'fhir_base', 'user', 'skip_login', 'patient', 'encounter', 'skip_consent', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'simulate', 'go', 'tab'];
 
 export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): Promise<void> {
   const { config, db, box, audit } = deps;
@@ -151,6 +151,9 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
     if (!CLIENT_ID.test(clientId)) throw HttpProblem.invalid('client_id: 1 to 128 of A–Z a–z 0–9 . _ ~ -');
     const type = (one(body.client_type) || 'public') as ClientType;
     if (!Object.hasOwn(CLIENT_TYPES, type)) throw HttpProblem.invalid('client type: public, symmetric or asymmetric');
+    const pkceChoice = one(body.pkce) || 'required';
+    if (pkceChoice !== 'required' && pkceChoice !== 'optional') throw HttpProblem.invalid('PKCE: required or optional');
+    const pkce: PkcePolicy = pkceChoice;
     const launchUrl = one(body.launch_url);
     const redirectUri = one(body.redirect_uri);
     if (!redirectUri) throw HttpProblem.invalid('redirect URI: the address the app receives the code at is required');
@@ -160,7 +163,7 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       grant_types: ['authorization_code', 'refresh_token'],
       response_types: ['code'],
       token_endpoint_auth_method: CLIENT_TYPES[type].method,
-      [SANDBOX_APP_PROPERTY]: true,
+      [SANDBOX_APP_PROPERTY]: { pkce },
       ...(launchUrl ? { launch_uri: launchUrl } : {}),
     };
     if (type === 'asymmetric') {
@@ -181,13 +184,13 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       throw error;
     }
     const existing = await getClient(db, clientId);
-    if (existing && existing.metadata[SANDBOX_APP_PROPERTY] !== true) throw HttpProblem.conflict(`client_id ${clientId} belongs to a registered app: choose it from the list, or type another client_id`);
+    if (existing && !isSandboxApp(existing.metadata)) throw HttpProblem.conflict(`client_id ${clientId} belongs to a registered app: choose it from the list, or type another client_id`);
     const withSecret = type === 'symmetric';
     const saved = existing
       ? await updateClient(db, box, clientId, metadata, 'active', { withSecret })
       : await insertClient(db, box, clientId, metadata, 'active', { withSecret });
     deps.clients.invalidate(clientId);
-    await audit.record({ type: existing ? 'client.updated' : 'client.created', actorType: 'anonymous', sourceIp: request.ip, requestId: request.id, clientId, details: { via: 'sandbox launcher', token_endpoint_auth_method: CLIENT_TYPES[type].method, redirect_uris: [redirectUri] } });
+    await audit.record({ type: existing ? 'client.updated' : 'client.created', actorType: 'anonymous', sourceIp: request.ip, requestId: request.id, clientId, details: { via: 'sandbox launcher', token_endpoint_auth_method: CLIENT_TYPES[type].method, redirect_uris: [redirectUri], pkce } });
     return { clientId, launchUrl: launchUrl || undefined, redirectUri, method: CLIENT_TYPES[type].method, secret: saved.secret };
   }
 
