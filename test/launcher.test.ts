@@ -7,6 +7,7 @@ import { startFhirServer } from '../src/fhir/server.js';
 import { MISSING_PATIENT } from '../src/smart/simulated-errors.js';
 import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, choices, decodeEntities, inputValue } from './helpers/browser.js';
+import { registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title, tokenRequest, type Authorization } from './helpers/flow.js';
@@ -48,6 +49,11 @@ interface AuditRow {
   readonly details: Record<string, unknown>;
 }
 
+function errorAtAppOf(flow: Authorization): OAuthError {
+  const params = callback(flow);
+  return { error: params.error!, error_description: params.error_description! };
+}
+
 const SANDBOX = { SANDBOX: 'true', SEED_DEMO: 'true', REGISTRATION: '', REGISTRATION_STATUS: '' };
 
 describeEachDatabase('sandbox launcher', (ctx) => {
@@ -82,10 +88,7 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     return startAuthorization(app, { client_id: APP, scope, launch: target.searchParams.get('launch')!, aud: target.searchParams.get('iss')! }, { browser });
   };
 
-  const errorAtApp = (flow: Authorization): OAuthError => {
-    const params = callback(flow);
-    return { error: params.error!, error_description: params.error_description! };
-  };
+  const errorAtApp = errorAtAppOf;
 
   const fhir = (token: string, path: string) => app.inject({ method: 'GET', url: `/fhir/${path}`, headers: { authorization: `Bearer ${token}` } });
 
@@ -282,5 +285,11 @@ describeEachDatabase('sandbox launcher, sandbox mode off', (ctx) => {
     assert.equal((await app.inject({ method: 'POST', url: '/launcher', payload: { csrf: 'x', app: 'custom', client_id: APP, redirect_uri: REDIRECT_URI } })).statusCode, 404);
     const flow = await startAuthorization(app, { client_id: APP, scope: 'openid launch/patient' });
     assert.match(flow.page.res.body, /invalid_client/);
+  });
+
+  it('a sandbox app left in the database keeps no sandbox setting: PKCE is required of it', async () => {
+    await registerClient(app, { client_id: 'left-over', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'], sandbox_app: { pkce: 'optional' } });
+    const flow = await startAuthorization(app, { client_id: 'left-over', scope: 'openid launch/patient', code_challenge: '', code_challenge_method: '' });
+    assert.deepEqual(errorAtAppOf(flow), { error: 'invalid_request', error_description: 'Authorization Server policy requires PKCE to be used for this request' });
   });
 });

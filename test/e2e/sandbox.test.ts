@@ -18,8 +18,8 @@ import { AMY, CATEGORY, DANIEL, LOINC, testRecords } from '../helpers/fhir-data.
  * the sample app (fhirclient), which reads the chosen patient's vital signs and lab results through the FHIR
  * base with its token; with sign-in and consent, and with both skipped; a simulated error reaches the app.
  * axe-core finds no violation on the landing page, the launcher, the sample app and the consent page, in
- * light and dark mode. With SCREENSHOT_DIR set, each page is saved at desktop and phone size
- * (scripts/sandbox-screenshots.sh).
+ * light and dark mode. With SCREENSHOT_DIR set, each page is saved at desktop and phone size, as the screen
+ * shows it and whole (scripts/sandbox-screenshots.sh).
  */
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const available = existsSync(CHROMIUM);
@@ -96,7 +96,9 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
     const viewport = page.viewportSize();
     for (const [size, dimensions] of Object.entries(SIZES)) {
       await page.setViewportSize(dimensions);
-      await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${size}.png`), fullPage: true });
+      // What fits the screen (the consent page's decision stays in view), and the whole page.
+      await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${size}.png`) });
+      await page.screenshot({ path: join(SCREENSHOT_DIR, `${name}-${size}-full.png`), fullPage: true });
     }
     if (viewport) await page.setViewportSize(viewport);
   }
