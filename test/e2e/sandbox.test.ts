@@ -175,17 +175,29 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
     await context.close();
   });
 
-  it('a simulated error reaches the app as the error it names', async () => {
-    const context = await browser.newContext();
-    const page = await openLauncher(context);
-    await page.selectOption('#user', 'demo-clinician');
-    await page.check('input[name="skip_login"]');
-    await page.check(`input[name="patient"][value="${AMY}"]`);
-    await page.selectOption('#simulate', 'consent_denied');
-    await page.click('button[name="go"][value="launch"]');
-    await page.waitForSelector('body[data-error]', { timeout: 20_000 });
-    assert.match((await page.getAttribute('body', 'data-error')) ?? '', /access_denied/);
-    await context.close();
+  it('each simulated error reaches the app as the error it names', async () => {
+    const expected: Record<string, { attribute: 'data-error' | 'data-fhir-error'; match: RegExp }> = {
+      launch_invalid: { attribute: 'data-error', match: /invalid_request[\s\S]*launch is unknown or expired/ },
+      launch_expired: { attribute: 'data-error', match: /invalid_request[\s\S]*launch is unknown or expired/ },
+      bad_aud: { attribute: 'data-error', match: /invalid_request[\s\S]*aud is not a FHIR server/ },
+      consent_denied: { attribute: 'data-error', match: /access_denied/ },
+      token_failure: { attribute: 'data-error', match: /500[\s\S]*server_error/ },
+      bad_client_credentials: { attribute: 'data-error', match: /401[\s\S]*invalid_client/ },
+      patient_not_found: { attribute: 'data-fhir-error', match: /404/ },
+    };
+    for (const [simulate, { attribute, match }] of Object.entries(expected)) {
+      const context = await browser.newContext();
+      const page = await openLauncher(context);
+      await page.selectOption('#user', 'demo-clinician');
+      await page.check('input[name="skip_login"]');
+      await page.check('input[name="skip_consent"]');
+      await page.check(`input[name="patient"][value="${AMY}"]`);
+      await page.selectOption('#simulate', simulate);
+      await page.click('button[name="go"][value="launch"]');
+      await page.waitForSelector(`body[${attribute}]`, { timeout: 20_000 });
+      assert.match((await page.getAttribute('body', attribute)) ?? '', match, simulate);
+      await context.close();
+    }
   });
 
   it('axe-core checked every sandbox page', () => {
