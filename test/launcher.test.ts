@@ -7,6 +7,7 @@ import { startFhirServer } from '../src/fhir/server.js';
 import { MISSING_PATIENT } from '../src/smart/simulated-errors.js';
 import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, choices, decodeEntities, inputValue } from './helpers/browser.js';
+import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
 import { registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
@@ -179,6 +180,21 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     assert.equal(token.statusCode, 200, token.body);
     const again = await submit(browser, { client_id: 'sym-app', client_type: 'symmetric', go: 'prepare' });
     assert.doesNotMatch(again.body, /id="client-secret"/, 'shown once');
+  });
+
+  it('an asymmetric app: registered with the public JWKS pasted, it authenticates with private_key_jwt', async () => {
+    const key = await clientKey('ES384');
+    const browser = new Browser(app, TEST_ISSUER);
+    const res = await submit(browser, { client_id: 'jwt-app', client_type: 'asymmetric', jwks: JSON.stringify({ keys: [key.jwk] }), user: 'demo-clinician', skip_login: 'true', skip_consent: 'true', patient: AMY });
+    assert.equal(res.statusCode, 303, res.body);
+    const flow = await startAuthorization(app, { client_id: 'jwt-app', scope: EHR_SCOPE, launch: new URL(String(res.headers.location)).searchParams.get('launch')! }, { browser });
+    const params = { grant_type: 'authorization_code', code: callback(flow).code!, redirect_uri: REDIRECT_URI, code_verifier: flow.verifier, client_assertion_type: JWT_BEARER };
+    const token = await tokenRequest(app, { ...params, client_assertion: await clientAssertion(key, { clientId: 'jwt-app', audience: `${TEST_ISSUER}/token` }) });
+    assert.equal(token.statusCode, 200, token.body);
+    assert.equal(token.json<TokenResponse>().patient, AMY);
+    const badJwks = await submit(browser, { client_id: 'jwt-app-2', client_type: 'asymmetric', jwks: '{not json' });
+    assert.equal(badJwks.statusCode, 400);
+    assert.match(badJwks.body, /JWKS: not JSON/);
   });
 
   it('PKCE policy: required by default; an app let off may authorize without it, and its code exchanges without a verifier', async () => {
