@@ -29,6 +29,8 @@ import { accountRoutes } from './account/routes.js';
 import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
 import { operatorConsole } from './admin/console/plugin.js';
+import { landingRoutes } from './http/landing.js';
+import { loopbackOrigin } from './http/loopback-origin.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
@@ -201,6 +203,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(observeRequests, { basePath: config.basePath, metrics });
   await app.register(closeAfterUnreadBody);
   await app.register(securityHeaders, { https: config.issuer.startsWith('https:') });
+  await app.register(loopbackOrigin, { issuer: config.issuer });
   // production: each page compiled once; cache: so are the partials it includes (ejs recompiles them at every
   // render otherwise: 380 µs → 60–130 µs for the error page).
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true, options: { cache: true } });
@@ -231,7 +234,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
-  await app.register(sandboxRoutes, { prefix: basePath, config, db, box });
+  await app.register(sandboxRoutes, { prefix: basePath, config, db, box, audit, clients });
+  await app.register(landingRoutes, { prefix: basePath, config });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });

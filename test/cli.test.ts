@@ -115,6 +115,9 @@ describe('command line', () => {
       assert.equal(smart.status, 200);
       assert.ok(out.includes('Demo logins:'), 'the sandbox banner tells how to log in');
       assert.ok(out.includes('clinician  password clinician-demo'));
+      assert.ok(out.includes('Open http://localhost:3000/\n'), 'the address to open is the issuer');
+      assert.ok(out.includes('  Launcher:          http://localhost:3000/launcher\n'));
+      assert.ok(out.includes('  Sample app:        http://localhost:3000/sample-app/launch.html?iss=http%3A%2F%2Flocalhost%3A3000%2Ffhir\n'));
 
       const second = await run(['serve'], { ...env, DATA_DIR: join(cwd, 'data-other'), PORT: new URL(address).port }, cwd);
       assert.deepEqual([second.code, second.stderr], [1, `Failed: port ${new URL(address).port} on localhost is in use by another process (another server?): stop it, or set PORT to a free port\n`]);

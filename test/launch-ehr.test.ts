@@ -38,7 +38,7 @@ describeEachDatabase('EHR launch', (ctx) => {
     assert.equal(expires_in, 300);
     const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch openid fhirUser user/Observation.rs patient/Patient.rs online_access', launch });
     await login(flow, 'clinician', 'clinician-demo');
-    assert.equal(title(flow.page), 'Allow Clinic App to access Daniel Okafor&#39;s record?', 'no picker: the EHR gave the patient');
+    assert.equal(title(flow.page), 'Allow Clinic App to access Daniel Okafor&#39;s record and those of other patients you can access?', 'no picker: the EHR gave the patient; user/ scopes reach others too');
     await consent(flow);
     const res = await exchange(app, flow);
     assert.equal(res.statusCode, 200, res.body);

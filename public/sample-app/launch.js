@@ -4,6 +4,8 @@
   'use strict';
   var params = new URLSearchParams(window.location.search);
   var ehr = params.has('launch');
+  // For the sample app's "launch again" link: where this launch started.
+  sessionStorage.setItem('sample-app-launch', ehr ? 'ehr' : 'standalone');
   var scope = ehr
     ? 'launch openid fhirUser patient/*.rs user/*.rs offline_access'
     : 'launch/patient launch/encounter openid fhirUser patient/*.rs offline_access';

@@ -123,15 +123,20 @@ function listenProblem(error: unknown, host: string, port: number): CommandFaile
 function banner(config: Config, address: string): string {
   const fhir = config.fhirBaseUrls[0]!;
   const db = config.database.kind === 'pglite' ? `embedded (PGlite) in ${config.database.dataDir}` : 'Postgres';
+  // The issuer is the address to open: a browser on another name for this host (127.0.0.1 for localhost) is
+  // sent to it, since the sample app's redirect URI and the cookies are the issuer's.
   return [
     '',
-    `SMART on FHIR authorization server — sandbox, listening on ${address}`,
+    `SMART on FHIR authorization server — sandbox. Open ${config.issuer}/`,
     '',
+    `  Launcher:          ${config.issuer}/launcher`,
+    `  Sample app:        ${config.issuer}/sample-app/launch.html?iss=${encodeURIComponent(fhir)}`,
     `  Issuer:            ${config.issuer}`,
     `  FHIR base (aud):   ${config.fhirBaseUrls.join(', ')}`,
     `  SMART discovery:   ${fhir}${SMART_CONFIGURATION_PATH}`,
     `  OpenID discovery:  ${config.issuer}/.well-known/openid-configuration`,
     `  Database:          ${db}`,
+    `  Listening on:      ${address}`,
     '',
     '  Demo logins:',
     ...DEMO_USERS.map((u) => `    ${u.username.padEnd(10)} password ${u.password.padEnd(16)} ${u.fhirUser} (${u.name})`),

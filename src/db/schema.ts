@@ -6,6 +6,7 @@ import type { CookieKeysTable } from './tables/cookie-keys.js';
 import type { EncountersTable } from './tables/encounters.js';
 import type { FhirResourcesTable } from './tables/fhir-resources.js';
 import type { GrantContextsTable } from './tables/grant-contexts.js';
+import type { LauncherOptionsTable } from './tables/launcher-options.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { LoginThrottleTable } from './tables/login-throttle.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
@@ -32,4 +33,5 @@ export interface DB {
   audit_checkpoints: AuditCheckpointsTable;
   console_sessions: ConsoleSessionsTable;
   fhir_resources: FhirResourcesTable;
+  launcher_options: LauncherOptionsTable;
 }

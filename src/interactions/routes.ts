@@ -7,7 +7,9 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
-import { consumeLaunch, saveGrantContext } from '../launch/context.js';
+import { consumeLaunch, findLaunch, saveGrantContext } from '../launch/context.js';
+import { findLauncherOptions } from '../launch/launcher-options.js';
+import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
@@ -16,6 +18,7 @@ import { STATIC_SCOPES } from '../smart/profile.js';
 import { registeredScopes } from '../oidc/resource-server.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
+import { DATA_CLASSES } from '../smart/scopes/data-classes.js';
 import { grantableScopes, requirePatientContext } from '../smart/scopes/grant.js';
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
@@ -52,6 +55,8 @@ interface SmartState {
   patient?: string;
   /** The chosen encounter; null when the user chose none, or there is none to choose. */
   encounter?: string | null;
+  /** What the sandbox launcher asked of the launch taken (src/http/launcher.ts). */
+  launcher?: { skipConsent: boolean; simulate?: string | undefined; patients?: readonly string[] | undefined };
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -189,13 +194,19 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       patient: smart.patient,
       encounter: smart.encounter,
       encounters: undefined,
-      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved',
+      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
     };
     for (;;) {
       const next = nextStep(state);
       switch (next.kind) {
-        case 'sign-in':
+        case 'sign-in': {
+          const launcherUser = await launcherSignIn(launchId);
+          if (launcherUser) {
+            await auditFor(request, details, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
+            return finish(request, reply, { login: { accountId: launcherUser } }, false);
+          }
           return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
+        }
         case 'refuse':
           return finish(request, reply, { error: next.refusal.error, error_description: next.refusal.description }, false);
         case 'take-launch': {
@@ -207,6 +218,13 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           await auditFor(request, details, { type: 'launch.used', userId: user!.id, patientId: launch.patient, details: { launch_id: launch.id, encounter: launch.encounter } });
           smart.launchId = launch.id;
           smart.launch = taken;
+          if (config.sandbox) {
+            const options = await findLauncherOptions(db, launch.id);
+            if (options) {
+              smart.launcher = { skipConsent: options.skipConsent, simulate: options.simulate, patients: options.patients };
+              state.preApproved ||= options.skipConsent;
+            }
+          }
           if (launch.patient) smart.patient = state.patient = launch.patient;
           if (launch.encounter) smart.encounter = state.encounter = launch.encounter;
           await remember(details, smart);
@@ -218,8 +236,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           continue;
         case 'pick-patient': {
           const query = (request.query.q ?? '').slice(0, 200);
-          const patients = next.among === 'directory' ? await searchPatients(db, query) : await findPatients(db, next.among);
-          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: next.among === 'directory', query, patients });
+          // The sandbox launcher may offer a few patients: those of them this user may choose.
+          const offered = smart.launcher?.patients;
+          const among = offered ? (next.among === 'directory' ? offered : offered.filter((p) => next.among.includes(p))) : next.among;
+          const patients = among === 'directory' ? await searchPatients(db, query) : await findPatients(db, among);
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients });
         }
         case 'look-up-encounters':
           state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
@@ -233,21 +254,45 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
         case 'finish':
+          if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
           return decide(request, reply, details, client, user!, smart, next.granted);
         case 'consent': {
+          if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
           const [patient] = state.patient ? await findPatients(db, [state.patient]) : [];
+          const options = consentOptions(next.offered);
+          const patientName = patient?.name ?? (state.patient ? `patient ${state.patient}` : null);
           return page(reply, status, 'consent', {
             client: clientInfo,
             csrf,
             action: urls(uid).consent,
             userName: user!.name,
-            patientName: patient?.name ?? (state.patient ? `patient ${state.patient}` : null),
-            groups: groupOptions(consentOptions(next.offered)),
+            headline: consentHeadline(clientInfo.name ?? client.clientId, patientName, options, state.user!.patients),
+            groups: groupOptions(options),
+            data: dataOptions(options),
             appsPage: `${basePath}/account/apps`,
           });
         }
       }
     }
+  }
+
+  /**
+   * The user the sandbox launcher signs in for a launch that skips sign-in: the launch's user, while the
+   * launch can still be taken. Sandbox mode only.
+   */
+  async function launcherSignIn(launchId: string | undefined): Promise<string | undefined> {
+    if (!config.sandbox || !launchId || launchId.length > 200) return undefined;
+    const launch = await findLaunch(db, box, launchId);
+    if (!launch?.user || launch.consumedAt || launch.expiresAt.getTime() <= Date.now()) return undefined;
+    if (!(await findLauncherOptions(db, launch.id))?.skipLogin) return undefined;
+    return (await findUser(db, launch.user))?.id;
+  }
+
+  /** consent_denied, simulated by the sandbox launcher: the authorization ends as if the user chose Deny. */
+  async function simulatedDenial(request: Req, reply: FastifyReply, details: Details): Promise<FastifyReply> {
+    const simulated = SIMULATED_ERRORS.consent_denied;
+    await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } });
+    return finish(request, reply, { error: simulated.error, error_description: simulated.description }, false);
   }
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
@@ -331,6 +376,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     const smart = smartOf(details);
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
+    if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     await remember(details, { ...smart, patient: chosen, encounter: undefined });
     return reply.redirect(urls(details.uid).self, 303);
   });
@@ -374,14 +420,35 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('abort', async (request, reply) => finish(request, reply, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
 }
 
-const GROUPS: readonly { key: ConsentOption['group']; title: string; hint?: string }[] = [
-  { key: 'data', title: 'Health information', hint: 'Unchecked alternatives let you share less than the app asked for.' },
+const GROUPS: readonly { key: Exclude<ConsentOption['group'], 'data'>; title: string; hint?: string }[] = [
   { key: 'identity', title: 'About you' },
   { key: 'context', title: 'What is open now' },
   { key: 'refresh', title: 'How long' },
   { key: 'other', title: 'Other' },
 ];
 
+/** The groups of scopes that are not health data, each a fieldset. */
 function groupOptions(options: readonly ConsentOption[]) {
   return GROUPS.map((g) => ({ title: g.title, hint: g.hint ?? null, options: options.filter((o) => o.group === g.key) })).filter((g) => g.options.length);
+}
+
+/**
+ * Health data by USCDI data class: what the app asked for, shown; and the narrower alternatives (share
+ * less), folded away by class, so that a request for everything fits a screen.
+ */
+function dataOptions(options: readonly ConsentOption[]) {
+  const data = options.filter((o) => o.group === 'data');
+  const byClass = (list: readonly ConsentOption[]) =>
+    DATA_CLASSES.map((name) => ({ name, options: list.filter((o) => o.dataClass === name) })).filter((c) => c.options.length);
+  return { requested: byClass(data.filter((o) => o.checked)), alternatives: byClass(data.filter((o) => !o.checked)), alternativeCount: data.filter((o) => !o.checked).length };
+}
+
+/**
+ * The consent page's question. User-level scopes reach every patient the user may access, so with one
+ * patient in context the question names that patient and the others.
+ */
+function consentHeadline(app: string, patientName: string | null, options: readonly ConsentOption[], userPatients: readonly string[] | undefined): string {
+  const manyPatients = options.some((o) => o.checked && o.anyPatient) && (userPatients === undefined || userPatients.length > 1);
+  if (patientName) return manyPatients ? `Allow ${app} to access ${patientName}'s record and those of other patients you can access?` : `Allow ${app} to access ${patientName}'s record?`;
+  return manyPatients ? `Allow ${app} to access the records of the patients you can access?` : `Allow ${app} to access your information?`;
 }

@@ -23,6 +23,8 @@ export interface PipelineDeps {
   readonly audit: AuditLog;
   readonly db: Kysely<DB>;
   readonly refreshTtlSeconds: number;
+  /** Sandbox mode: the launcher's simulated errors apply. */
+  readonly sandbox: boolean;
   /** The Authorization header Bearer-token introspection continues with (introspection.ts). */
   readonly bearerAuthorization: string;
   readonly renderErrorPage: (page: ErrorPage) => Promise<string>;
@@ -69,7 +71,7 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
     bearerIntrospection: bearerIntrospection(provider, deps.bearerAuthorization),
     inactiveForForeignTokens: inactiveForForeignTokens(),
     offlineAccessPrompt: offlineAccessPrompt(),
-    tokenResponseMiddleware: tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds),
+    tokenResponseMiddleware: tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds, deps.sandbox),
     registrationResponse: registrationResponse(deps.audit),
   };
   const tracing = tracingEnabled();

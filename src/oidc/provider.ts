@@ -8,7 +8,7 @@ import type { JwksCache } from '../clients/jwks-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
+import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, pkceRequired, SANDBOX_APP_PROPERTY, toRfc7591Metadata } from '../smart/client-rules.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
 import { oidcOf, type ErrorPage } from './context.js';
@@ -72,8 +72,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     responseTypes: ['code'],
     scopes: [...STATIC_SCOPES],
     clientAuthMethods: [...CLIENT_AUTH_METHODS],
-    // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`).
-    pkce: { required: () => true },
+    // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`);
+    // in sandbox mode an app the launcher registered may be let off (client-rules.ts, pkceRequired).
+    pkce: { required: (_ctx, client) => pkceRequired(client.metadata(), config.sandbox) },
     findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, config, ctx, sub)),
     claims: {
       openid: ['sub'],
@@ -143,7 +144,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri'],
       // Called once per property; a registration is checked as a whole, once, when the first comes by.
       validator(ctx, key, _value, metadata) {
         if (key !== ALLOWED_SCOPE_PROPERTY) return;
@@ -214,6 +215,6 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
-  installPipeline(provider, { log, audit: deps.audit, db: deps.db, refreshTtlSeconds, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
+  installPipeline(provider, { log, audit: deps.audit, db: deps.db, refreshTtlSeconds, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
   return provider;
 }

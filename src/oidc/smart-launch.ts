@@ -5,11 +5,14 @@ import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provide
 import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { revokeGrants } from '../grants/grants.js';
 import { findGrantContext, findLaunch, touchGrantContext, type GrantContext } from '../launch/context.js';
+import { findLauncherOptions } from '../launch/launcher-options.js';
+import { SIMULATED_ERRORS, simulatedTokenError } from '../smart/simulated-errors.js';
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { renewGrant } from './adapters/payload.js';
+import { expireAccessTokens, renewGrant } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -49,7 +52,11 @@ export async function validateLaunchParam(config: Config, db: Kysely<DB>, box: S
   const launch = value.length <= 200 ? await findLaunch(db, box, value) : undefined;
   const aud = typeof ctx.oidc.params?.aud === 'string' ? fhirBaseOf(config, ctx.oidc.params.aud) : undefined;
   const refusal = launchParamRefusal(launch, { scopes: splitScopes(ctx.oidc.params?.scope as string | undefined), clientId, fhirBase: aud, now: new Date() });
-  if (!refusal) return;
+  if (!refusal) {
+    // bad_aud, simulated by the sandbox launcher: refused as a wrong aud is, before any page.
+    if (config.sandbox && launch && (await findLauncherOptions(db, launch.id))?.simulate === 'bad_aud') throw new errors.InvalidRequest(SIMULATED_ERRORS.bad_aud.description);
+    return;
+  }
   if (refusal.error === 'invalid_scope') throw new errors.InvalidScope(refusal.description, 'launch');
   throw new errors.InvalidRequest(refusal.description);
 }
@@ -105,7 +112,7 @@ export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, 
  * no hook for extra response members), on code exchange and on every refresh; and a refresh renews the
  * grant for another period (oidc-provider never saves a grant again, so its expiry would cap the chain).
  */
-export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number) {
+export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -114,6 +121,19 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     if (grantType !== 'authorization_code' && grantType !== 'refresh_token') return;
     const grant = oidc.entities.Grant;
     const context = await contextFor(db, ctx, grant?.jti);
+    if (sandbox && grant && context?.launchId) {
+      // Errors the sandbox launcher simulates for this launch (src/smart/simulated-errors.ts): the tokens just
+      // issued are revoked and never reach the app; or its access token is expired at once.
+      const simulate = (await findLauncherOptions(db, context.launchId))?.simulate;
+      const simulated = simulatedTokenError(simulate, grantType);
+      if (simulated) {
+        await revokeGrants(db, [grant.jti]);
+        ctx.status = simulated.status;
+        ctx.body = { error: simulated.error, error_description: simulated.description };
+        return;
+      }
+      if (simulate === 'expired_access_token') await expireAccessTokens(db, grant.jti);
+    }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;
     if (grantType === 'refresh_token') {

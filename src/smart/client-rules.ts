@@ -26,9 +26,29 @@ export const REGISTERED_JWKS_URI = 'registered_jwks_uri';
 /** Ours: `pre-approved` clients skip the consent page. Only an operator sets it. */
 export const CONSENT_PROPERTY = 'consent';
 export type ConsentPolicy = 'required' | 'pre-approved';
+/**
+ * Ours: an app the sandbox launcher registered for a developer, with its sandbox settings (`{ pkce }`); the
+ * launcher may change it. Its settings count in sandbox mode only.
+ */
+export const SANDBOX_APP_PROPERTY = 'sandbox_app';
+export type PkcePolicy = 'required' | 'optional';
+
+export function isSandboxApp(metadata: ClientMetadata): boolean {
+  const value = metadata[SANDBOX_APP_PROPERTY];
+  return typeof value === 'object' && value !== null;
+}
+
+/**
+ * SMART App Launch 2.2 §PKCE requires it of every client; a sandbox app may be let off, so that an app that
+ * does not do PKCE yet can be tried (as smart-launcher-v2 allows).
+ */
+export function pkceRequired(metadata: ClientMetadata, sandbox: boolean): boolean {
+  const value = metadata[SANDBOX_APP_PROPERTY];
+  return !(sandbox && typeof value === 'object' && value !== null && (value as { pkce?: unknown }).pkce === 'optional');
+}
 
 /** Properties of ours that only the server and operators write: a client never sets them about itself. */
-const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY] as const;
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY] as const;
 
 export type ClientMetadata = Readonly<Record<string, unknown>>;
 

@@ -86,11 +86,12 @@ describe('fhirclient in headless Chromium', { skip: available ? false : `no brow
     const context = await browser.newContext();
     const page = await context.newPage();
     await page.goto(`${issuer}/launcher`);
-    await page.selectOption('#client_id', 'demo-app');
-    await page.selectOption('#patient', 'demo-daniel-okafor');
-    await page.fill('#encounter', 'demo-enc-daniel-1');
+    await page.selectOption('#app', 'demo-app');
+    await page.check('input[name="patient"][value="demo-daniel-okafor"]');
+    await page.selectOption('#encounter', 'demo-enc-daniel-1');
+    await page.click('details.more > summary');
     await page.uncheck('input[name="need_patient_banner"]');
-    await page.click('button.primary');
+    await page.click('button[name="go"][value="launch"]');
     await signIn(page, 'clinician', 'clinician-demo');
     await page.waitForSelector('button[name="decision"][value="approve"]');
     assert.match((await page.textContent('h1')) ?? '', /Daniel Okafor/);

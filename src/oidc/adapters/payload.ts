@@ -333,6 +333,16 @@ export async function renewGrant(db: Kysely<DB>, grantId: string, expiresAt: Dat
     .execute();
 }
 
+/** Expires the grant's access tokens now: for the sandbox launcher's simulated expired access token. */
+export async function expireAccessTokens(db: Kysely<DB>, grantId: string): Promise<void> {
+  await db
+    .updateTable('oidc_payloads')
+    .set({ expires_at: sql<Date>`now() - interval '1 second'`, payload: sql`jsonb_set(payload, '{exp}', to_jsonb(extract(epoch from now())::bigint - 1))` })
+    .where('model', '=', 'AccessToken')
+    .where('grant_id', '=', grantId)
+    .execute();
+}
+
 function withoutJti(payload: AdapterPayload): AdapterPayload {
   const rest = { ...payload };
   delete rest.jti;

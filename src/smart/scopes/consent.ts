@@ -1,5 +1,6 @@
 import { reduce } from './algebra.js';
 import { categoriesFor, categoryLabel } from './categories.js';
+import { dataClassOf, type DataClass } from './data-classes.js';
 import { formatScope, parseScope, PERMISSION_BITS, PERMISSION_LETTERS, type ResourceScope, type Scope } from './scope.js';
 
 /**
@@ -24,6 +25,10 @@ export interface ConsentOption {
   readonly narrows: string | undefined;
   /** Something the person must know before granting it. */
   readonly note: string | undefined;
+  /** The USCDI data class the page groups a data scope under. */
+  readonly dataClass: DataClass | undefined;
+  /** A user-level data scope: it reaches every patient the user may access, not one. */
+  readonly anyPatient: boolean;
 }
 
 /** The resource types offered instead of `*`: the US Core patient-compartment types ONC tests. */
@@ -41,15 +46,19 @@ export function consentOptions(grantable: readonly Scope[]): ConsentOption[] {
   const options: ConsentOption[] = [];
   for (const scope of grantable) {
     const text = formatScope(scope);
-    options.push({ scope: text, checked: true, narrows: undefined, ...describeScope(scope) });
+    options.push({ scope: text, checked: true, narrows: undefined, ...describeScope(scope), ...reach(scope) });
     if (scope.kind !== 'resource' || scope.query.length) continue;
     for (const alternative of alternativesOf(scope)) {
       const altText = formatScope(alternative);
       if (options.some((o) => o.scope === altText) || grantable.some((g) => formatScope(g) === altText)) continue;
-      options.push({ scope: altText, checked: false, narrows: text, ...describeScope(alternative) });
+      options.push({ scope: altText, checked: false, narrows: text, ...describeScope(alternative), ...reach(alternative) });
     }
   }
   return options;
+}
+
+function reach(scope: Scope): Pick<ConsentOption, 'dataClass' | 'anyPatient'> {
+  return { dataClass: dataClassOf(scope), anyPatient: scope.kind === 'resource' && scope.context === 'user' };
 }
 
 function alternativesOf(scope: ResourceScope): ResourceScope[] {
