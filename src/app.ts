@@ -55,6 +55,7 @@ import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users
 import type { SecretBox } from './security/secret-box.js';
 import { openSecretBox } from './security/secret-key.js';
 import { smartConfigurationRoutes } from './http/smart-configuration.js';
+import { udapDiscoveryRoutes } from './http/udap-discovery.js';
 import { SMART_CONFIGURATION_PATH } from './smart/smart-configuration.js';
 
 export interface AppOptions {
@@ -207,6 +208,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(healthRoutes, { prefix: basePath, database });
   if (config.metricsToken) await app.register(metricsRoute, { prefix: basePath, metrics, token: config.metricsToken });
   await app.register(smartConfigurationRoutes, { config });
+  await app.register(udapDiscoveryRoutes, { config });
   const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
   await app.register(providerRoutes, {
     prefix: basePath,
