@@ -39,6 +39,9 @@ import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
 import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
+import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
+import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
+import { ROUTES } from './smart/profile.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys, listSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
@@ -199,7 +202,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true });
   const methodsByPath = new Map<string, string[]>();
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
-    if (!path.includes(':') && !(feature === 'registration' && config.registration === 'off')) methodsByPath.set(`${basePath}${path}`, [...methods]);
+    const served = feature !== 'registration' || config.registration !== 'off' || (config.udap !== undefined && path === ROUTES.registration);
+    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, [...methods]);
   }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
   await app.register(errorHandling, { basePath, methodsByPath });
@@ -209,6 +213,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   if (config.metricsToken) await app.register(metricsRoute, { prefix: basePath, metrics, token: config.metricsToken });
   await app.register(smartConfigurationRoutes, { config });
   await app.register(udapDiscoveryRoutes, { config });
+  const udap = config.udap;
+  const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
   const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
   await app.register(providerRoutes, {
     prefix: basePath,
@@ -221,6 +227,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
           const admission = await countAttempt(db, throttleKey(box, 'registration', sourceOf(request.ip)), registrationsPerSource);
           return admission.admitted ? undefined : admission.retryAfterSeconds;
         }
+      : undefined,
+    udapRegistration: udap
+      ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });

@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 
 import { Ajv, type ErrorObject } from 'ajv';
 
-import { loadUdapConfig, type UdapConfig } from './udap.js';
+import { loadUdapConfig, type UdapConfig } from './udap-config.js';
 
 /**
  * Server configuration. Built once from the environment by {@link loadConfig}, frozen, and passed to

@@ -12,6 +12,7 @@ import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
 import type { UserPatientsTable } from './tables/user-patients.js';
+import type { UdapJtisTable, UdapRegistrationsTable } from './tables/udap-registrations.js';
 import type { UsersTable } from './tables/users.js';
 
 export interface DB {
@@ -30,4 +31,6 @@ export interface DB {
   login_throttle: LoginThrottleTable;
   audit_checkpoints: AuditCheckpointsTable;
   console_sessions: ConsoleSessionsTable;
+  udap_registrations: UdapRegistrationsTable;
+  udap_jtis: UdapJtisTable;
 }

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { SignJWT } from 'jose';
 
 import type { Config } from '../config/config.js';
-import { communityFor, type UdapCommunity } from '../config/udap.js';
+import { communityFor, type UdapCommunity } from '../config/udap-config.js';
 import { signedMetadataClaims, UDAP_DISCOVERY_PATH, udapMetadata } from '../smart/udap/metadata.js';
 
 /**

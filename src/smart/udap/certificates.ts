@@ -34,7 +34,13 @@ export interface ChainCertificate {
 /** Why a chain was refused: no path to an anchor, a certificate revoked, or anything else wrong with it. */
 export type ChainProblem = { readonly kind: 'untrusted' | 'revoked' | 'invalid'; readonly message: string };
 
-export type ChainResult = { readonly ok: true; readonly leaf: ChainCertificate } | ({ readonly ok: false } & ChainProblem);
+/** One link of a validated path: a certificate and the one that issued it (the last link's issuer is the anchor). */
+export interface PathLink {
+  readonly cert: ChainCertificate;
+  readonly issuer: X509Certificate;
+}
+
+export type ChainResult = { readonly ok: true; readonly leaf: ChainCertificate; readonly path: readonly PathLink[] } | ({ readonly ok: false } & ChainProblem);
 
 /** A CRL as fetched: its DER bytes, or why it could not be had. */
 export type CrlFetch = { readonly der: Buffer } | { readonly error: string };
@@ -90,18 +96,18 @@ export function parseCertificate(der: Buffer): ChainCertificate | undefined {
   return { x509, sanUris, crlUrls, keyUsage };
 }
 
-/** Every CRL the chain's certificates name: the caller fetches these before {@link checkChain}. */
-export function crlUrlsOf(chain: readonly ChainCertificate[]): string[] {
-  return [...new Set(chain.flatMap((c) => c.crlUrls))];
+/** Every CRL the certificates of a validated path name: the caller fetches these for {@link revocationOf}. */
+export function crlUrlsOf(path: readonly PathLink[]): string[] {
+  return [...new Set(path.flatMap((link) => link.cert.crlUrls))];
 }
 
 /**
  * Does `chain` (leaf first) lead to one of `anchors`? Checks each link's signature and issuer name, that
- * every certificate on the path is valid at `now`, that issuers are CAs, that the leaf may sign, and that no
- * certificate on the path is revoked by a CRL it names (a CRL that cannot be had, is not signed by the
- * certificate's issuer or is out of date fails the chain: revocation status unknown is not good).
+ * every certificate on the path is valid at `now`, that issuers are CAs, and that the leaf may sign.
+ * Revocation is checked next, on the path found ({@link revocationOf}): CRLs are fetched only for chains
+ * that lead to an anchor, so an untrusted certificate cannot make this server fetch the URLs it names.
  */
-export function checkChain(chain: readonly ChainCertificate[], anchors: readonly X509Certificate[], crls: ReadonlyMap<string, CrlFetch>, now: Date): ChainResult {
+export function checkChain(chain: readonly ChainCertificate[], anchors: readonly X509Certificate[], now: Date): ChainResult {
   const leaf = chain[0];
   if (!leaf) return { ok: false, kind: 'invalid', message: 'the x5c header is empty' };
   if (leaf.keyUsage !== undefined && (leaf.keyUsage & KeyUsageFlags.digitalSignature) === 0) {
@@ -109,7 +115,7 @@ export function checkChain(chain: readonly ChainCertificate[], anchors: readonly
   }
   // Walk from the leaf: at each step an anchor that issued the current certificate ends the path; otherwise
   // the next certificate of x5c must have issued it.
-  const path: { cert: ChainCertificate; issuer: X509Certificate }[] = [];
+  const path: PathLink[] = [];
   let current = leaf;
   let rest = chain.slice(1);
   for (;;) {
@@ -128,13 +134,21 @@ export function checkChain(chain: readonly ChainCertificate[], anchors: readonly
     rest = rest.filter((c) => c !== next);
     current = next;
   }
+  return { ok: true, leaf, path };
+}
+
+/**
+ * Is a certificate of the path revoked by a CRL it names? A CRL that cannot be had, is not signed by the
+ * certificate's issuer or is out of date fails the path too: revocation status unknown is not good.
+ */
+export function revocationOf(path: readonly PathLink[], crls: ReadonlyMap<string, CrlFetch>, now: Date): ChainProblem | undefined {
   for (const { cert, issuer } of path) {
     for (const url of cert.crlUrls) {
       const problem = revocationProblem(cert.x509, issuer, url, crls.get(url), now);
-      if (problem) return { ok: false, ...problem };
+      if (problem) return problem;
     }
   }
-  return { ok: true, leaf };
+  return undefined;
 }
 
 function issued(issuer: X509Certificate, subject: X509Certificate): boolean {

@@ -1,5 +1,5 @@
 import type { Config } from '../../config/config.js';
-import type { UdapCommunity } from '../../config/udap.js';
+import type { UdapCommunity } from '../../config/udap-config.js';
 import { GRANT_TYPES, ROUTES } from '../profile.js';
 import { SUPPORTED_SCOPES } from '../smart-configuration.js';
 
