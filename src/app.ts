@@ -180,6 +180,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
 
   const audit = new AuditLog(db, log, box, metrics);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
+  const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
@@ -190,6 +191,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
+    crls,
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients, metrics } satisfies Runtime);
@@ -214,7 +216,6 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(smartConfigurationRoutes, { config });
   await app.register(udapDiscoveryRoutes, { config });
   const udap = config.udap;
-  const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
   const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
   await app.register(providerRoutes, {
     prefix: basePath,

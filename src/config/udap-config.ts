@@ -27,6 +27,8 @@ export interface UdapCommunity {
   readonly certificationsRequired: readonly string[];
   /** The purpose_of_use codes hl7-b2b may carry; undefined: any. */
   readonly purposesOfUse: readonly string[] | undefined;
+  /** hl7-b2b must name one of these in consent_policy; undefined: none required. */
+  readonly consentPolicies: readonly string[] | undefined;
 }
 
 export interface UdapConfig {
@@ -59,6 +61,7 @@ const schema = {
           certificationsSupported: { type: 'array', items: { type: 'string', pattern: URI } },
           certificationsRequired: { type: 'array', items: { type: 'string', pattern: URI } },
           purposesOfUse: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+          consentPolicies: { type: 'array', minItems: 1, items: { type: 'string', pattern: URI } },
         },
       },
     },
@@ -75,6 +78,7 @@ interface CommunityJson {
   certificationsSupported?: string[];
   certificationsRequired?: string[];
   purposesOfUse?: string[];
+  consentPolicies?: string[];
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile<{ communities: CommunityJson[] }>(schema);
@@ -172,6 +176,7 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     certificationsSupported: supported,
     certificationsRequired: required,
     purposesOfUse: c.purposesOfUse,
+    consentPolicies: c.consentPolicies,
   };
 }
 
@@ -196,7 +201,7 @@ function describe(error: ErrorObject): string {
     case 'required':
       return 'is required';
     case 'additionalProperties':
-      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse)';
+      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies)';
     case 'pattern':
       return 'must be a URI';
     default:

@@ -266,6 +266,8 @@ export function toProviderMetadata(stored: ClientMetadata): Record<string, unkno
   }
   // Filled by the client adapter from the certificate the client authenticates with.
   if (typeof stored[UDAP_ISS_PROPERTY] === 'string') out.jwks = { keys: [] };
+  // UDAP contacts are URIs (mailto:…); oidc-provider takes e-mail addresses only.
+  if (Array.isArray(stored.contacts)) out.contacts = stored.contacts.filter((c): c is string => typeof c === 'string').map((c) => c.replace(/^mailto:/i, '')).filter((c) => /^[^\s@:]+@[^\s@]+$/.test(c));
   return out;
 }
 

@@ -107,7 +107,8 @@ export function statementMetadata(claims: Record<string, unknown>): Record<strin
     token_endpoint_auth_method: 'private_key_jwt',
     scope: claims.scope,
   };
-  if (code) Object.assign(metadata, { redirect_uris: redirects, response_types: ['code'], logo_uri: claims.logo_uri });
+  // A client_credentials client has no response types (RFC 7591's default is ["code"], which needs redirect URIs).
+  Object.assign(metadata, code ? { redirect_uris: redirects, response_types: ['code'], logo_uri: claims.logo_uri } : { redirect_uris: [], response_types: [] });
   for (const name of ['client_uri', 'policy_uri', 'tos_uri', 'launch_uri']) if (claims[name] !== undefined) metadata[name] = claims[name];
   return metadata;
 }
