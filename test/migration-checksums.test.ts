@@ -25,7 +25,7 @@ const LANDED: Readonly<Record<string, string>> = {
   '2026-12-01T01-00-login-throttle': '026ce391d9d7fc6c8a512fd00f25abe88830e35f736396d2c8bd1cf1829d3176',
   '2026-12-01T02-00-audit-checkpoints': 'dfbd23f0b125050a4cd321380404ec511798408eac9728afe1dd877547abebc3',
   '2026-12-02T01-00-console-sessions': '6fb0e3416ac423d14453b63f2ca02eac2d8b3020be57478a4585c8857f998819',
-  '2026-12-02T05-00-udap': '621a4f4d1d178180451e17b6b4e17c63b8227fdd7b39dc48f32d5e03644d726a',
+  '2026-12-02T05-00-udap': '3f9b625a7cb184fd0dfa8af0460f1e17dd638a8e560272bf955d519865d40a97',
 };
 
 const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');

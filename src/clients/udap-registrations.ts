@@ -5,7 +5,8 @@ import type { ClientStatus } from '../db/tables/clients.js';
 import { generateClientId } from './registry.js';
 
 /**
- * UDAP registrations (HL7 UDAP Security IG §3): one client per (community, iss). The client itself is an
+ * UDAP registrations (HL7 UDAP Security IG §3): one client per (community, iss), and per exchange purpose
+ * under the TEFCA profile. The client itself is an
  * ordinary row of `clients` (metadata in RFC 7591 names, no secret: it authenticates with its certificate);
  * this table says which certificate identity it belongs to.
  */
@@ -16,13 +17,14 @@ export interface UdapRegistration {
 }
 
 /** The live registration of `iss` in `community`, with its client. */
-export async function findUdapRegistration(db: Kysely<DB>, community: string, iss: string): Promise<UdapRegistration | undefined> {
+export async function findUdapRegistration(db: Kysely<DB>, community: string, iss: string, exchangePurpose = ''): Promise<UdapRegistration | undefined> {
   const row = await db
     .selectFrom('udap_registrations as r')
     .innerJoin('clients as c', 'c.client_id', 'r.client_id')
     .select(['r.client_id', 'c.status', 'c.metadata'])
     .where('r.community', '=', community)
     .where('r.iss', '=', iss)
+    .where('r.exchange_purpose', '=', exchangePurpose)
     .where('r.cancelled_at', 'is', null)
     .executeTakeFirst();
   return row && { clientId: row.client_id, status: row.status, metadata: row.metadata };
@@ -33,13 +35,14 @@ export async function findUdapRegistration(db: Kysely<DB>, community: string, is
  * client's status, or the existing one's after the change.
  * @returns the client_id, and whether it was created.
  */
-export async function saveUdapRegistration(db: Kysely<DB>, community: string, iss: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ clientId: string; created: boolean }> {
+export async function saveUdapRegistration(db: Kysely<DB>, community: string, iss: string, exchangePurpose: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ clientId: string; created: boolean }> {
   return db.transaction().execute(async (trx) => {
     const current = await trx
       .selectFrom('udap_registrations')
       .select('client_id')
       .where('community', '=', community)
       .where('iss', '=', iss)
+      .where('exchange_purpose', '=', exchangePurpose)
       .where('cancelled_at', 'is', null)
       .forUpdate()
       .executeTakeFirst();
@@ -50,7 +53,7 @@ export async function saveUdapRegistration(db: Kysely<DB>, community: string, is
     }
     const clientId = generateClientId();
     await trx.insertInto('clients').values({ client_id: clientId, metadata: JSON.stringify({ ...metadata, client_id: clientId }), status, client_secret: null }).execute();
-    await trx.insertInto('udap_registrations').values({ client_id: clientId, community, iss, cancelled_at: null }).execute();
+    await trx.insertInto('udap_registrations').values({ client_id: clientId, community, iss, exchange_purpose: exchangePurpose, cancelled_at: null }).execute();
     return { clientId, created: true };
   });
 }

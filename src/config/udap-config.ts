@@ -29,7 +29,15 @@ export interface UdapCommunity {
   readonly purposesOfUse: readonly string[] | undefined;
   /** hl7-b2b must name one of these in consent_policy; undefined: none required. */
   readonly consentPolicies: readonly string[] | undefined;
+  /**
+   * The TEFCA profile (Facilitated FHIR): the Basic App Certification with one exchange purpose is required,
+   * one client per exchange purpose, and hl7-b2b carries exactly that one purpose_of_use.
+   */
+  readonly tefca: boolean;
 }
+
+/** The certification TEFCA requires of every registration (RCE's UDAP profile), with its `exchange_purposes`. */
+export const TEFCA_BASIC_APP_CERTIFICATION = 'https://rce.sequoiaproject.org/udap/profiles/basic-app-certification';
 
 export interface UdapConfig {
   readonly communities: readonly UdapCommunity[];
@@ -62,6 +70,7 @@ const schema = {
           certificationsRequired: { type: 'array', items: { type: 'string', pattern: URI } },
           purposesOfUse: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
           consentPolicies: { type: 'array', minItems: 1, items: { type: 'string', pattern: URI } },
+          tefca: { type: 'boolean' },
         },
       },
     },
@@ -79,6 +88,7 @@ interface CommunityJson {
   certificationsRequired?: string[];
   purposesOfUse?: string[];
   consentPolicies?: string[];
+  tefca?: boolean;
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile<{ communities: CommunityJson[] }>(schema);
@@ -162,8 +172,10 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     if (!leaf.subjectAltName?.split(', ').some((n) => n.startsWith('URI:'))) at(`${where}.certificate`, 'the first certificate must name this server by a URI in its Subject Alternative Name');
   }
   if (!privateKey || !leaf || !signingAlg || !anchors.length) return undefined;
-  const supported = c.certificationsSupported ?? [];
-  const required = c.certificationsRequired ?? [];
+  const tefca = c.tefca === true;
+  const withTefca = (list: readonly string[]) => (tefca ? [...new Set([...list, TEFCA_BASIC_APP_CERTIFICATION])] : [...list]);
+  const supported = withTefca(c.certificationsSupported ?? []);
+  const required = withTefca(c.certificationsRequired ?? []);
   for (const uri of required) if (!supported.includes(uri)) at(`${where}.certificationsRequired`, `${uri} must also be in certificationsSupported`);
   return {
     uri: c.uri,
@@ -177,6 +189,7 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     certificationsRequired: required,
     purposesOfUse: c.purposesOfUse,
     consentPolicies: c.consentPolicies,
+    tefca,
   };
 }
 
@@ -201,7 +214,7 @@ function describe(error: ErrorObject): string {
     case 'required':
       return 'is required';
     case 'additionalProperties':
-      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies)';
+      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca)';
     case 'pattern':
       return 'must be a URI';
     default:

@@ -34,9 +34,11 @@ export type ConsentPolicy = 'required' | 'pre-approved';
  */
 export const UDAP_ISS_PROPERTY = 'udap_iss';
 export const UDAP_COMMUNITY_PROPERTY = 'udap_community';
+/** TEFCA: the exchange purpose the client registered for (one client per purpose). */
+export const UDAP_EXCHANGE_PURPOSE_PROPERTY = 'udap_exchange_purpose';
 
 /** Properties of ours that only the server and operators write: a client never sets them about itself. */
-const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY] as const;
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY] as const;
 
 export type ClientMetadata = Readonly<Record<string, unknown>>;
 

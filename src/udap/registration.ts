@@ -6,11 +6,11 @@ import type { ClientCache } from '../clients/client-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
 import { cancelUdapRegistration, findUdapRegistration, saveUdapRegistration, useUdapJti } from '../clients/udap-registrations.js';
 import type { Config } from '../config/config.js';
-import type { UdapCommunity, UdapConfig } from '../config/udap-config.js';
+import { TEFCA_BASIC_APP_CERTIFICATION, type UdapCommunity, type UdapConfig } from '../config/udap-config.js';
 import type { DB } from '../db/schema.js';
 import type { ClientStatus } from '../db/tables/clients.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { checkClientMetadata, ClientRuleError, UDAP_COMMUNITY_PROPERTY, UDAP_ISS_PROPERTY, udapRegisteredScope, widenedProperties } from '../smart/client-rules.js';
+import { checkClientMetadata, ClientRuleError, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY, udapRegisteredScope, widenedProperties } from '../smart/client-rules.js';
 import { ROUTES } from '../smart/profile.js';
 import { checkStatementClaims, statementMetadata, UdapRegistrationError } from '../smart/udap/software-statement.js';
 import { verifyCommunityJwt } from './trust.js';
@@ -79,15 +79,16 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
   if (!leaf.sanUris.includes(iss)) {
     throw new UdapRegistrationError('invalid_software_statement', `iss ${iss} is not a URI in the Subject Alternative Name of the certificate (${leaf.sanUris.join(', ') || 'none'})`);
   }
-  await checkCertifications(deps, community, body.certifications);
+  const certifications = await checkCertifications(deps, community, body.certifications);
+  const exchangePurpose = community.tefca ? tefcaExchangePurpose(certifications) : '';
   const requested = statementMetadata(claims);
-  const existing = await findUdapRegistration(db, community.uri, iss);
+  const existing = await findUdapRegistration(db, community.uri, iss, exchangePurpose);
 
   if (!(await useUdapJti(db, deps.box.mac('udap-jti', `${iss}\n${jti}`), new Date((exp + config.clockSkewSeconds) * 1000)))) {
     throw new UdapRegistrationError('invalid_software_statement', 'jti has been used already: every software statement needs a new one');
   }
   const base = { sourceIp: facts.sourceIp, requestId: facts.requestId };
-  const udapDetails = { community: community.uri, iss };
+  const udapDetails = { community: community.uri, iss, ...(exchangePurpose ? { exchange_purpose: exchangePurpose } : {}) };
 
   if (requested === 'cancel') {
     if (!existing) throw new UdapRegistrationError('invalid_client_metadata', `grant_types is empty, which cancels a registration, but ${iss} has none in this community`);
@@ -102,6 +103,7 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
     scope: udapRegisteredScope(requested.scope as string, community.allowedScope),
     [UDAP_ISS_PROPERTY]: iss,
     [UDAP_COMMUNITY_PROPERTY]: community.uri,
+    ...(exchangePurpose ? { [UDAP_EXCHANGE_PURPOSE_PROPERTY]: exchangePurpose } : {}),
   };
   checkClientMetadata(metadata, { writer: 'self', vouched: true, allowHttpJwksUri: config.outboundAllowPrivate });
 
@@ -111,14 +113,15 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
     widened = widenedProperties(existing.metadata, metadata);
     status = existing.status === 'suspended' ? 'suspended' : widened.length && config.registrationStatus === 'pending' ? 'pending' : existing.status;
   }
-  const { clientId, created } = await saveUdapRegistration(db, community.uri, iss, metadata, status);
+  const { clientId, created } = await saveUdapRegistration(db, community.uri, iss, exchangePurpose, metadata, status);
   deps.clients.invalidate(clientId);
   await deps.audit.record(
     created
       ? { ...base, type: 'client.registered', actorType: 'anonymous', clientId, details: { client_name: metadata.client_name, token_endpoint_auth_method: 'private_key_jwt', scope: metadata.scope, status, udap: udapDetails } }
       : { ...base, type: 'client.updated', actorType: 'client', actorId: clientId, clientId, details: { by: 'UDAP registration', widened, status, udap: udapDetails } },
   );
-  const published = Object.fromEntries(Object.entries(metadata).filter(([name]) => name !== UDAP_ISS_PROPERTY && name !== UDAP_COMMUNITY_PROPERTY));
+  const internal = new Set<string>([UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY]);
+  const published = Object.fromEntries(Object.entries(metadata).filter(([name]) => !internal.has(name)));
   return { status: created ? 201 : 200, body: { client_id: clientId, ...published, software_statement: statement } };
 }
 
@@ -127,20 +130,33 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
  * come as a JWT signed by a certificate of the community whose `certification_uris` names it. Unknown ones
  * are ignored (IG §3.3).
  */
-async function checkCertifications(deps: UdapRegistrationDeps, community: UdapCommunity, certifications: unknown): Promise<void> {
-  if (!community.certificationsRequired.length) return;
+async function checkCertifications(deps: UdapRegistrationDeps, community: UdapCommunity, certifications: unknown): Promise<Map<string, Record<string, unknown>>> {
+  const held = new Map<string, Record<string, unknown>>();
+  if (!community.certificationsRequired.length) return held;
   const list = Array.isArray(certifications) ? certifications.filter((c): c is string => typeof c === 'string') : [];
-  const held = new Set<string>();
   for (const certification of list) {
     const trusted = await verifyCommunityJwt(certification, [community], deps.crls);
     if (!trusted.ok) continue;
     const uris = trusted.claims.certification_uris;
     const exp = trusted.claims.exp;
     if (typeof exp === 'number' && exp * 1000 < Date.now()) continue;
-    if (Array.isArray(uris)) for (const uri of uris) if (typeof uri === 'string') held.add(uri);
+    if (Array.isArray(uris)) for (const uri of uris) if (typeof uri === 'string') held.set(uri, trusted.claims);
   }
   const missing = community.certificationsRequired.filter((uri) => !held.has(uri));
   if (missing.length) {
     throw new UdapRegistrationError('unapproved_software_statement', `this community requires the certification${missing.length > 1 ? 's' : ''} ${missing.join(', ')}: send ${missing.length > 1 ? 'them' : 'it'} in certifications, signed by a certificate of the community`);
   }
+  return held;
+}
+
+/**
+ * TEFCA: the Basic App Certification names the exchange purpose the registration is for, exactly one; the
+ * client registers once per exchange purpose.
+ */
+function tefcaExchangePurpose(certifications: ReadonlyMap<string, Record<string, unknown>>): string {
+  const purposes = certifications.get(TEFCA_BASIC_APP_CERTIFICATION)?.exchange_purposes;
+  if (!Array.isArray(purposes) || purposes.length !== 1 || typeof purposes[0] !== 'string' || purposes[0] === '') {
+    throw new UdapRegistrationError('unapproved_software_statement', `the ${TEFCA_BASIC_APP_CERTIFICATION} certification must name exactly one exchange purpose in exchange_purposes: register once per exchange purpose`);
+  }
+  return purposes[0];
 }

@@ -122,6 +122,14 @@ export class TestPki {
       .sign(party.privateKey);
   }
 
+  /** A certification (UDAP Certifications and Endorsements) about `subject`, signed by `certifier`. */
+  async certification(certifier: Party, subject: Party, uris: readonly string[], claims: Record<string, unknown> = {}): Promise<string> {
+    const now = Math.floor(Date.now() / 1000);
+    return new SignJWT({ iss: certifier.san, sub: subject.san, iat: now, exp: now + 86_400, jti: randomUUID(), certification_name: 'Test certification', certification_uris: [...uris], ...claims })
+      .setProtectedHeader({ alg: 'RS256', x5c: certifier.x5c })
+      .sign(certifier.privateKey);
+  }
+
   /** A UDAP authentication token (IG §5.2.1) for `clientId`, signed by `party` with its x5c. */
   async authenticationToken(party: Party, clientId: string, tokenUrl: string, claims: Record<string, unknown> = {}): Promise<string> {
     const now = Math.floor(Date.now() / 1000);

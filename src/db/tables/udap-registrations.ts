@@ -7,6 +7,8 @@ export interface UdapRegistrationsTable {
   community: string;
   /** The software statement's `iss`: the SAN URI of the client's certificate. */
   iss: string;
+  /** TEFCA: the exchange purpose this registration is for (one client per purpose); '' elsewhere. */
+  exchange_purpose: Generated<string>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
   /** Set when the registration was cancelled (or replaced): the client_id is retired, the row kept. */

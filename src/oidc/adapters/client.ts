@@ -11,7 +11,7 @@ import { deleteClient, readClient, saveRegisteredClient } from '../../clients/re
 import type { DB } from '../../db/schema.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { isStorableText } from '../../security/text.js';
-import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_ISS_PROPERTY, widenedProperties } from '../../smart/client-rules.js';
+import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY, widenedProperties } from '../../smart/client-rules.js';
 import { stateOf } from '../context.js';
 
 export interface AdapterDeps {
@@ -69,7 +69,8 @@ export class ClientAdapter implements Adapter {
     if (typeof jwksUri === 'string') await this.#inlineJwks(metadata, jwksUri);
     const record = metadata as Record<string, unknown>;
     const udapIss = record[UDAP_ISS_PROPERTY];
-    if (typeof udapIss === 'string') await this.#certificateKey(metadata, udapIss, String(record[UDAP_COMMUNITY_PROPERTY]));
+    const purpose = record[UDAP_EXCHANGE_PURPOSE_PROPERTY];
+    if (typeof udapIss === 'string') await this.#certificateKey(metadata, udapIss, String(record[UDAP_COMMUNITY_PROPERTY]), typeof purpose === 'string' ? purpose : undefined);
     return metadata;
   }
 
@@ -79,7 +80,7 @@ export class ClientAdapter implements Adapter {
    * registered in, is not revoked, and the certificate names the registered `iss` in its SAN, that key is
    * handed to oidc-provider as the client's key set, which then verifies the token as for any client.
    */
-  async #certificateKey(metadata: AdapterPayload, iss: string, communityUri: string): Promise<void> {
+  async #certificateKey(metadata: AdapterPayload, iss: string, communityUri: string, exchangePurpose: string | undefined): Promise<void> {
     const ctx = Provider.ctx;
     const assertion = ctx?.oidc.params?.client_assertion;
     if (!ctx || typeof assertion !== 'string') return;
@@ -100,7 +101,7 @@ export class ClientAdapter implements Adapter {
     }
     const key = await exportJWK(trusted.leaf.x509.publicKey);
     metadata.jwks = { keys: [{ ...key, alg: trusted.header.alg, ...(trusted.header.kid ? { kid: trusted.header.kid } : {}) }] };
-    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: false } };
+    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose } };
   }
 
   async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {

@@ -11,6 +11,8 @@ export interface B2bPolicy {
   readonly consentPolicies: readonly string[] | undefined;
   /** TEFCA: exactly one purpose_of_use. */
   readonly singlePurpose: boolean;
+  /** TEFCA: the exchange purpose the client registered for, which purpose_of_use must be. */
+  readonly exchangePurpose?: string | undefined;
 }
 
 export class B2bError extends Error {
@@ -50,6 +52,7 @@ export function checkB2bExtension(extensions: unknown, policy: B2bPolicy): Recor
   const purposes = o.purpose_of_use;
   if (!Array.isArray(purposes) || purposes.length === 0 || !purposes.every(isText)) return fail('purpose_of_use is required: a non-empty array of codes');
   if (policy.singlePurpose && purposes.length !== 1) fail(`purpose_of_use must hold exactly one code in this community; it holds ${purposes.length}`);
+  if (policy.exchangePurpose !== undefined && purposes[0] !== policy.exchangePurpose) fail(`purpose_of_use must be ${policy.exchangePurpose}, the exchange purpose this client registered for`);
   const allowed = policy.purposesOfUse;
   if (allowed) for (const code of purposes) if (!allowed.includes(code)) fail(`purpose_of_use ${code} is not one this community allows (${allowed.join(', ')})`);
   // A person acting: subject_id and subject_role describe the person subject_name names.
