@@ -89,6 +89,13 @@ describeEachDatabase('UDAP trusted dynamic registration', (ctx) => {
     assert.notEqual(again.json<Registration>().client_id, id);
   });
 
+  it('two first registrations of one iss at once make one client: one 201, one 200, the same client_id', async () => {
+    const party = await pki.issue(['https://twice.acme.example/app']);
+    const [a, b] = await Promise.all([registerStatement(party), registerStatement(party)]);
+    assert.deepEqual([a.statusCode, b.statusCode].sort(), [200, 201], `${a.body} ${b.body}`);
+    assert.equal(a.json<Registration>().client_id, b.json<Registration>().client_id);
+  });
+
   const refusals: [string, () => Promise<Record<string, unknown>>, string, RegExp][] = [
     ['a certificate of an untrusted anchor', async () => ({ software_statement: await pki.softwareStatement(await pki.issue(['https://rogue.example/app'], { ca: pki.rogueRoot }), REG), udap: '1' }), 'unapproved_software_statement', /does not lead to a trust anchor/],
     ['an expired certificate', async () => ({ software_statement: await pki.softwareStatement(await pki.issue(['https://old.acme.example/app'], { notBefore: new Date(Date.now() - 10 * 86_400_000), notAfter: new Date(Date.now() - 86_400_000) }), REG), udap: '1' }), 'invalid_software_statement', /expired at/],

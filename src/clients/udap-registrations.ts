@@ -37,6 +37,19 @@ export async function findUdapRegistration(db: Kysely<DB>, community: string, is
  */
 export async function saveUdapRegistration(db: Kysely<DB>, community: string, iss: string, exchangePurpose: string, metadata: Record<string, unknown>, status: ClientStatus): Promise<{ clientId: string; created: boolean }> {
   return db.transaction().execute(async (trx) => {
+    // Claim (community, iss, purpose) first: of two first registrations at once, one inserts, the other
+    // finds the row the first wrote (the unique index waits for it) and updates that client instead.
+    const clientId = generateClientId();
+    const claimed = await trx
+      .insertInto('udap_registrations')
+      .values({ client_id: clientId, community, iss, exchange_purpose: exchangePurpose, cancelled_at: null })
+      .onConflict((oc) => oc.columns(['community', 'iss', 'exchange_purpose']).where('cancelled_at', 'is', null).doNothing())
+      .returning('client_id')
+      .executeTakeFirst();
+    if (claimed) {
+      await trx.insertInto('clients').values({ client_id: clientId, metadata: JSON.stringify({ ...metadata, client_id: clientId }), status, client_secret: null }).execute();
+      return { clientId, created: true };
+    }
     const current = await trx
       .selectFrom('udap_registrations')
       .select('client_id')
@@ -44,17 +57,10 @@ export async function saveUdapRegistration(db: Kysely<DB>, community: string, is
       .where('iss', '=', iss)
       .where('exchange_purpose', '=', exchangePurpose)
       .where('cancelled_at', 'is', null)
-      .forUpdate()
-      .executeTakeFirst();
-    if (current) {
-      await trx.updateTable('clients').set({ metadata: JSON.stringify({ ...metadata, client_id: current.client_id }), status, updated_at: sql<Date>`now()` }).where('client_id', '=', current.client_id).execute();
-      await trx.updateTable('udap_registrations').set({ updated_at: sql<Date>`now()` }).where('client_id', '=', current.client_id).execute();
-      return { clientId: current.client_id, created: false };
-    }
-    const clientId = generateClientId();
-    await trx.insertInto('clients').values({ client_id: clientId, metadata: JSON.stringify({ ...metadata, client_id: clientId }), status, client_secret: null }).execute();
-    await trx.insertInto('udap_registrations').values({ client_id: clientId, community, iss, exchange_purpose: exchangePurpose, cancelled_at: null }).execute();
-    return { clientId, created: true };
+      .executeTakeFirstOrThrow();
+    await trx.updateTable('clients').set({ metadata: JSON.stringify({ ...metadata, client_id: current.client_id }), status, updated_at: sql<Date>`now()` }).where('client_id', '=', current.client_id).execute();
+    await trx.updateTable('udap_registrations').set({ updated_at: sql<Date>`now()` }).where('client_id', '=', current.client_id).execute();
+    return { clientId: current.client_id, created: false };
   });
 }
 

@@ -214,6 +214,7 @@ function describe(error: ErrorObject): string {
     case 'required':
       return 'is required';
     case 'additionalProperties':
+      if (error.instancePath === '') return 'is not a known setting (communities)';
       return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca)';
     case 'pattern':
       return 'must be a URI';

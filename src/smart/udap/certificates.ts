@@ -128,7 +128,8 @@ export function checkChain(chain: readonly ChainCertificate[], anchors: readonly
       if (anchorExpired) return { ok: false, kind: 'invalid', message: `the trust anchor: ${anchorExpired}` };
       break;
     }
-    const next = rest.find((c) => c.x509.ca && issued(c.x509, current.x509));
+    // An intermediate must be a CA, and allowed to sign certificates when it says what it may do.
+    const next = rest.find((c) => c.x509.ca && (c.keyUsage === undefined || (c.keyUsage & KeyUsageFlags.keyCertSign) !== 0) && issued(c.x509, current.x509));
     if (!next) return { ok: false, kind: 'untrusted', message: `the certificate chain does not lead to a trust anchor of this community (no issuer found for ${name(current.x509)})` };
     path.push({ cert: current, issuer: next.x509 });
     rest = rest.filter((c) => c !== next);
