@@ -185,6 +185,23 @@ describeEachDatabase('UDAP client authentication, hl7-b2b and the authorization 
     assert.equal(body.patient, 'demo-henry-nguyen');
     assert.equal(body.scope, 'openid launch/patient patient/Patient.rs');
     assert.ok(body.expires_in <= 3600);
+  });
 
+  it('CRLs are fetched once per use when they say no-store, and kept as long as max-age allows', async () => {
+    const fetches = () => [...pki.crlFetches.values()].reduce((a, b) => a + b, 0);
+    const request = () => clientCredentials(backend, backendId, { extensions: b2b() });
+    let before = fetches();
+    assert.equal((await request()).statusCode, 200);
+    // The chain's two CRLs (the intermediate's for the client, the root's for the intermediate).
+    assert.equal(fetches() - before, 2);
+    pki.crlMaxAge = 300;
+    try {
+      assert.equal((await request()).statusCode, 200);
+      before = fetches();
+      for (let i = 0; i < 3; i++) assert.equal((await request()).statusCode, 200);
+      assert.equal(fetches() - before, 0, 'kept for max-age');
+    } finally {
+      pki.crlMaxAge = undefined;
+    }
   });
 });

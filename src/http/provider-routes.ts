@@ -7,6 +7,7 @@ import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
 import { forwardAsIssuer } from './forwarded.js';
+import { recordOutcome } from '../observability/request-outcome.js';
 import { ROUTES } from '../smart/profile.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 
@@ -50,6 +51,8 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
       if (read === undefined) throw HttpProblem.invalid('a registration request must be a JSON body of at most 56 KiB');
       const answer = await options.udapRegistration(request, parseJson(raw, read));
       if (answer) {
+        const { error, error_description: description } = answer.body;
+        if (typeof error === 'string') recordOutcome(raw, { error, description: typeof description === 'string' ? description : undefined });
         void reply.code(answer.status).header('cache-control', 'no-store').header('pragma', 'no-cache').send(answer.body);
         return;
       }

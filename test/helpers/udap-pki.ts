@@ -42,6 +42,8 @@ export class TestPki {
   server!: Party;
   /** How many times each CRL was fetched. */
   readonly crlFetches = new Map<string, number>();
+  /** Served with `Cache-Control: max-age` of this many seconds; undefined: `no-store`. */
+  crlMaxAge: number | undefined;
   #http!: Server;
   #base!: string;
   #serial = 10;
@@ -186,8 +188,8 @@ export class TestPki {
           signingAlgorithm: RSA,
           signingKey: ca.keys.privateKey,
         });
-        // Not cached: a test that revokes a certificate sees the new list at once.
-        res.writeHead(200, { 'content-type': 'application/pkix-crl', 'cache-control': 'no-store' }).end(Buffer.from(crl.rawData));
+        // Not cached unless asked: a test that revokes a certificate sees the new list at once.
+        res.writeHead(200, { 'content-type': 'application/pkix-crl', 'cache-control': this.crlMaxAge === undefined ? 'no-store' : `max-age=${this.crlMaxAge}` }).end(Buffer.from(crl.rawData));
       })();
     });
     await new Promise<void>((resolve) => this.#http.listen(0, '127.0.0.1', resolve));
