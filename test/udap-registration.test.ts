@@ -144,6 +144,10 @@ describeEachDatabase('UDAP trusted dynamic registration', (ctx) => {
     const body = res.json<{ client_id: string; client_name: string; registration_access_token: string }>();
     assert.equal(body.client_name, 'Plain app');
     assert.equal(typeof body.registration_access_token, 'string');
+    // Only a verified software statement makes a UDAP client: a plain registration cannot claim to be one.
+    const claiming = await register({ client_name: 'Impostor', redirect_uris: ['https://plain.example/cb'], token_endpoint_auth_method: 'none', udap_iss: 'https://b2b.acme.example/app', udap_community: pki.community });
+    assert.equal(claiming.statusCode, 400);
+    assert.deepEqual(claiming.json<OAuthError>(), { error: 'invalid_client_metadata', error_description: 'udap_iss is not client metadata a client can set' });
   });
 
   it('with REGISTRATION=off, only UDAP registrations are accepted; with REGISTRATION_STATUS=pending they wait for an operator', async () => {
