@@ -5,6 +5,7 @@ import tseslint from 'typescript-eslint';
 
 /** Folders (or top-level files) of src/, by layer. */
 const ENTRY = ['cli', 'app', 'main'];
+const PROTOCOL = ['oidc', 'udap'];
 const HTTP_ADAPTERS = ['http', 'interactions', 'account', 'admin', 'gateway', 'sandbox', 'maintenance'];
 const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed', 'fhir-store'];
 
@@ -64,15 +65,17 @@ export default defineConfig(
   // (http, interactions, account, admin, maintenance) → protocol adapters (oidc) → policy (smart, pure) →
   // stores (db and each area's repository) → foundation (config, security, errors, paths). The policy layer
   // may read the stores' types; nothing below it imports it. test/architecture.test.ts finds cycles.
-  ...layer('src/{config,security,observability}/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
-  ...layer('src/{errors,paths}.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
-  ...layer(`src/{${STORES.join(',')}}/**/*.ts`, ['smart', 'oidc', ...HTTP_ADAPTERS, ...ENTRY], 'a store uses the database and other stores only'),
-  ...layer('src/smart/**/*.ts', ['oidc', ...HTTP_ADAPTERS, ...ENTRY], 'the policy layer is pure: types of the stores only', STORES),
+  ...layer('src/{config,security,observability}/**/*.ts', ['smart', ...PROTOCOL, ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
+  ...layer('src/{errors,paths}.ts', ['smart', ...PROTOCOL, ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the foundation imports nothing of the server'),
+  ...layer(`src/{${STORES.join(',')}}/**/*.ts`, ['smart', ...PROTOCOL, ...HTTP_ADAPTERS, ...ENTRY], 'a store uses the database and other stores only'),
+  ...layer('src/smart/**/*.ts', [...PROTOCOL, ...HTTP_ADAPTERS, ...ENTRY], 'the policy layer is pure: types of the stores only', STORES),
   ...layer('src/oidc/**/*.ts', [...HTTP_ADAPTERS, ...ENTRY], 'oidc-provider\'s seams sit below the HTTP adapters'),
+  // UDAP (trust of certificates, trusted registration) sits beside oidc; oidc's client adapter uses it, never the reverse.
+  ...layer('src/udap/**/*.ts', ['oidc', ...HTTP_ADAPTERS, ...ENTRY], 'UDAP is a protocol adapter below the HTTP adapters, and oidc-provider\'s seams call it'),
   ...layer(`src/{${HTTP_ADAPTERS.filter((d) => d !== 'maintenance').join(',')}}/**/*.ts`, ENTRY, 'adapters are wired by the entry, never the reverse'),
   ...layer('src/maintenance.ts', ENTRY, 'adapters are wired by the entry, never the reverse'),
   // The embedded FHIR server (the sandbox's, the gateway tests' upstream) is an upstream like any other.
-  ...layer('src/fhir/**/*.ts', ['smart', 'oidc', ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the embedded FHIR server stands alone: the gateway knows it only as an upstream'),
+  ...layer('src/fhir/**/*.ts', ['smart', ...PROTOCOL, ...HTTP_ADAPTERS, ...STORES, ...ENTRY], 'the embedded FHIR server stands alone: the gateway knows it only as an upstream'),
   {
     // Benchmarks and scripts report on the terminal.
     files: ['bench/**/*.ts', 'scripts/**/*.ts'],

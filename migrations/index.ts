@@ -10,6 +10,7 @@ import * as auditCheckpoints from './2026-12-01T02-00-audit-checkpoints.js';
 import * as consoleSessions from './2026-12-02T01-00-console-sessions.js';
 import * as sandboxResources from './2026-12-02T03-00-sandbox-resources.js';
 import * as launcherOptions from './2026-12-02T04-00-launcher-options.js';
+import * as udap from './2026-12-02T05-00-udap.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -23,4 +24,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-02T01-00-console-sessions': consoleSessions,
   '2026-12-02T03-00-sandbox-resources': sandboxResources,
   '2026-12-02T04-00-launcher-options': launcherOptions,
+  '2026-12-02T05-00-udap': udap,
 };

@@ -42,6 +42,9 @@ import { AuditLog } from './audit/audit.js';
 import { fhirResourceStore } from './fhir-store/resources.js';
 import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
+import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
+import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
+import { ROUTES } from './smart/profile.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys, listSigningKeys } from './keys/signing-keys.js';
 import { Maintenance } from './maintenance.js';
@@ -59,6 +62,7 @@ import { countAttempt, registrationPolicy, sourceOf, throttleKey } from './users
 import type { SecretBox } from './security/secret-box.js';
 import { openSecretBox } from './security/secret-key.js';
 import { smartConfigurationRoutes } from './http/smart-configuration.js';
+import { udapDiscoveryRoutes } from './http/udap-discovery.js';
 import { SMART_CONFIGURATION_PATH } from './smart/smart-configuration.js';
 
 export interface AppOptions {
@@ -184,6 +188,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
 
   const audit = new AuditLog(db, log, box, metrics);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
+  const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
@@ -194,6 +199,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
+    crls,
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients, metrics } satisfies Runtime);
@@ -209,7 +215,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true, options: { cache: true } });
   const methodsByPath = new Map<string, string[]>();
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
-    if (!path.includes(':') && !(feature === 'registration' && config.registration === 'off')) methodsByPath.set(`${basePath}${path}`, [...methods]);
+    const served = feature !== 'registration' || config.registration !== 'off' || (config.udap !== undefined && path === ROUTES.registration);
+    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, [...methods]);
   }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
   await app.register(errorHandling, { basePath, methodsByPath });
@@ -218,6 +225,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   await app.register(healthRoutes, { prefix: basePath, database });
   if (config.metricsToken) await app.register(metricsRoute, { prefix: basePath, metrics, token: config.metricsToken });
   await app.register(smartConfigurationRoutes, { config });
+  await app.register(udapDiscoveryRoutes, { config });
+  const udap = config.udap;
   const registrationsPerSource = config.registrationPerHour > 0 ? registrationPolicy(config.registrationPerHour) : undefined;
   await app.register(providerRoutes, {
     prefix: basePath,
@@ -230,6 +239,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
           const admission = await countAttempt(db, throttleKey(box, 'registration', sourceOf(request.ip)), registrationsPerSource);
           return admission.admitted ? undefined : admission.retryAfterSeconds;
         }
+      : undefined,
+    udapRegistration: udap
+      ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
   await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });

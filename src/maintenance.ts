@@ -13,6 +13,7 @@ import type { ProviderHost } from './oidc/provider-host.js';
 import { JWKS_MAX_AGE_SECONDS } from './smart/profile.js';
 import type { SecretBox } from './security/secret-box.js';
 import { purgeConsoleSessions } from './users/console-sessions.js';
+import { purgeUdapJtis } from './clients/udap-registrations.js';
 import { purgeLoginThrottle } from './users/login-throttle.js';
 
 /**
@@ -70,7 +71,7 @@ export class Maintenance {
   /** Purges expired rows (OAuth records, launch contexts, sign-in throttle, console sessions), prunes retired keys and rotates keys that are due. */
   async housekeeping(): Promise<{ purged: number; rotated: string[] }> {
     const { config, db, box, host, log } = this.#deps;
-    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db)) + (await purgeLoginThrottle(db)) + (await purgeConsoleSessions(db));
+    const purged = (await purgeExpired(db)) + (await purgeExpiredContexts(db)) + (await purgeLoginThrottle(db)) + (await purgeConsoleSessions(db)) + (await purgeUdapJtis(db));
     await pruneRetiredKeys(db);
     await pruneCookieKeys(db, COOKIE_KEY_KEEP_SECONDS);
     let rotated: string[] = [];

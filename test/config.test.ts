@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -33,6 +34,17 @@ describe('configuration', () => {
     assert.deepEqual([...config.signingAlgs].sort(), ['ES256', 'ES384', 'RS256', 'RS384']);
     assert.ok(Object.isFrozen(config));
     assert.ok(Object.isFrozen(config.fhirBaseUrls));
+  });
+
+  it('UDAP_CONFIG: unset or empty, UDAP is off; a file that is not there or not JSON is named with the fault', () => {
+    assert.equal(loadConfig({}).udap, undefined);
+    assert.equal(loadConfig({ UDAP_CONFIG: '' }).udap, undefined);
+    assert.deepEqual(problems({ UDAP_CONFIG: '/nonexistent/udap.json' }), ['UDAP_CONFIG (/nonexistent/udap.json): cannot be read: ENOENT']);
+    const misspelt = join(mkdtempSync(join(tmpdir(), 'udap-config-')), 'udap.json');
+    writeFileSync(misspelt, '{"communitys": []}');
+    assert.deepEqual(problems({ UDAP_CONFIG: misspelt }), [`UDAP_CONFIG (${misspelt}) communities: is required`, `UDAP_CONFIG (${misspelt}) communitys: is not a known setting (communities)`]);
+    writeFileSync(misspelt, '{"communities": [');
+    assert.match(problems({ UDAP_CONFIG: misspelt })[0]!, /^UDAP_CONFIG \(.*\): is not JSON: /);
   });
 
   it('derives the default issuer from PORT', () => {

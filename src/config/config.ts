@@ -2,6 +2,8 @@ import { isIP } from 'node:net';
 
 import { Ajv, type ErrorObject } from 'ajv';
 
+import { loadUdapConfig, type UdapConfig } from './udap-config.js';
+
 /**
  * Server configuration. Built once from the environment by {@link loadConfig}, frozen, and passed to
  * whatever needs it; nothing else reads `process.env`.
@@ -77,6 +79,8 @@ export interface Config {
   readonly otlpEndpoint: string | undefined;
   /** The FHIR bases this server fronts as a gateway, each with its upstream FHIR server. */
   readonly fhirUpstreams: readonly FhirUpstream[];
+  /** UDAP trust communities (UDAP_CONFIG); undefined: UDAP is off and not advertised. */
+  readonly udap: UdapConfig | undefined;
 }
 
 /** A FHIR base this server fronts (the gateway), and where its requests go. */
@@ -173,6 +177,7 @@ const schema = {
     FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs (UPSTREAM_URL an http(s) URL, or embedded), e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
     FHIR_UPSTREAM_HEADERS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to an object of header names and values, e.g. {"https://ehr.example.org/fhir":{"Authorization":"Basic …"}}' },
     FHIR_UPSTREAM_OPTIONS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to {"timeoutSeconds": 1-600, "connections": 1-1024, "allow": ["$validate", "_filter", …]}' },
+    UDAP_CONFIG: { type: 'string', minLength: 1, description: 'the path of a JSON file listing UDAP trust communities (docs/udap.md)' },
     FHIR_UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
   },
 } as const;
@@ -226,6 +231,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
 
   const signingAlgs = new Set<SigningAlg>(['RS256']);
   for (const alg of ((v.SIGNING_ALGS as string | undefined) ?? 'RS256,RS384,ES256,ES384').split(',')) signingAlgs.add(alg as SigningAlg);
+
+  const udap = v.UDAP_CONFIG === undefined ? undefined : loadUdapConfig(v.UDAP_CONFIG as string, problems);
 
   const trustProxy = parseTrustProxy((v.TRUST_PROXY as string | undefined) ?? 'false', problems);
   const jwtAccessTokenAudiences = v.JWT_ACCESS_TOKEN_AUDIENCES ? parseUrlList('JWT_ACCESS_TOKEN_AUDIENCES', v.JWT_ACCESS_TOKEN_AUDIENCES as string, problems) : [];
@@ -294,6 +301,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     registrationStatus: (v.REGISTRATION_STATUS as Config['registrationStatus'] | undefined) ?? (sandbox ? 'active' : 'pending'),
     registrationPerHour: (v.REGISTRATION_PER_HOUR as number | undefined) ?? 60,
     fhirUpstreams: Object.freeze(fhirUpstreams),
+    udap,
     metricsPort,
     metricsToken: v.METRICS_TOKEN as string | undefined,
     otlpEndpoint: (v.OTEL_EXPORTER_OTLP_ENDPOINT as string | undefined)?.replace(/\/$/, ''),

@@ -14,6 +14,7 @@ import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
 import type { UserPatientsTable } from './tables/user-patients.js';
+import type { UdapJtisTable, UdapRegistrationsTable } from './tables/udap-registrations.js';
 import type { UsersTable } from './tables/users.js';
 
 export interface DB {
@@ -34,4 +35,6 @@ export interface DB {
   console_sessions: ConsoleSessionsTable;
   fhir_resources: FhirResourcesTable;
   launcher_options: LauncherOptionsTable;
+  udap_registrations: UdapRegistrationsTable;
+  udap_jtis: UdapJtisTable;
 }

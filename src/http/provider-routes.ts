@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { Readable } from 'node:stream';
 
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
@@ -6,6 +7,7 @@ import { HttpProblem } from '../errors.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { PROVIDER_ENDPOINTS } from '../oidc/routes.js';
 import { forwardAsIssuer } from './forwarded.js';
+import { recordOutcome } from '../observability/request-outcome.js';
 import { ROUTES } from '../smart/profile.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 
@@ -21,6 +23,11 @@ export interface ProviderRoutesOptions {
    * before oidc-provider reads the request, so a flood costs one statement per request.
    */
   readonly admitRegistration?: ((request: FastifyRequest) => Promise<number | undefined>) | undefined;
+  /**
+   * UDAP trusted registration (src/udap/registration.ts): given the body of a registration request, its
+   * answer when the body is a UDAP one (it carries `software_statement`), undefined otherwise.
+   */
+  readonly udapRegistration?: ((request: FastifyRequest, body: unknown) => Promise<{ status: number; body: Record<string, unknown> } | undefined>) | undefined;
 }
 
 /**
@@ -38,7 +45,21 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
 
   const handler = async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
-    const raw = request.raw as FastifyRequest['raw'] & { originalUrl?: string };
+    let raw = request.raw as FastifyRequest['raw'] & { originalUrl?: string };
+    if (options.udapRegistration && raw.method === 'POST' && request.routeOptions.url === `${mountPath}${ROUTES.registration}`) {
+      const read = await readBody(raw);
+      if (read === undefined) throw HttpProblem.invalid('a registration request must be a JSON body of at most 56 KiB');
+      const answer = await options.udapRegistration(request, parseJson(raw, read));
+      if (answer) {
+        const { error, error_description: description } = answer.body;
+        if (typeof error === 'string') recordOutcome(raw, { error, description: typeof description === 'string' ? description : undefined });
+        void reply.code(answer.status).header('cache-control', 'no-store').header('pragma', 'no-cache').send(answer.body);
+        return;
+      }
+      if (!options.registration) throw new HttpProblem(400, 'invalid_request', 'only UDAP registrations (with a software_statement) are accepted here');
+      // Not UDAP: oidc-provider reads the body as it came, from a replay of the bytes already read.
+      raw = replayOf(raw, read);
+    }
     if (raw.method === 'POST' && request.routeOptions.url === `${mountPath}${ROUTES.authorization}`) {
       const query = await authorizationFormAsQuery(raw);
       if (query === undefined) {
@@ -76,9 +97,44 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
   };
 
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
-    if (feature === 'registration' && !options.registration) continue;
+    const udapOnly = path === ROUTES.registration && options.udapRegistration !== undefined;
+    if (feature === 'registration' && !options.registration && !udapOnly) continue;
     app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
   }
+}
+
+/** The JSON of a registration body; undefined when it is not JSON (oidc-provider answers for those). */
+function parseJson(raw: IncomingMessage, body: Buffer): unknown {
+  if (!/^application\/json\b/i.test(raw.headers['content-type'] ?? '')) return undefined;
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+async function readBody(raw: IncomingMessage): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of raw.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_AUTHORIZATION_FORM_BYTES) return undefined;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * A request that reads as `raw` did, body included, for oidc-provider after we read the body ourselves
+ * (its fallback for a consumed body would warn on the console). Koa reads the request line, headers and
+ * socket from it; the answer still goes to the original response.
+ */
+function replayOf(raw: IncomingMessage, body: Buffer): IncomingMessage & { originalUrl?: string } {
+  const replay = Readable.from([body]) as Readable & Record<string, unknown>;
+  for (const name of ['headers', 'rawHeaders', 'method', 'url', 'httpVersion', 'httpVersionMajor', 'httpVersionMinor', 'socket', 'trailers'] as const) replay[name] = raw[name];
+  replay.connection = raw.socket;
+  replay.complete = true;
+  return replay as unknown as IncomingMessage;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { errors, type Client } from 'oidc-provider';
 
-import { REGISTERED_JWKS_URI } from '../smart/client-rules.js';
+import { REGISTERED_JWKS_URI, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { UDAP_SIGNING_ALGS } from '../smart/udap/metadata.js';
 
 /**
  * SMART's rules for `private_key_jwt` client assertions (SMART App Launch 2.2 §Client Authentication:
@@ -24,6 +25,10 @@ export function assertClientAssertion(
     throw new errors.InvalidClientAuth(`client assertion rejected: ${detail}`);
   };
   const alg = String(header.alg);
+  if (typeof (client as unknown as Record<string, unknown>)[UDAP_ISS_PROPERTY] === 'string') {
+    assertUdapAssertion(clockSkewSeconds, claims, header, client, fail);
+    return;
+  }
   if (!ALWAYS_ACCEPTED_ALGS.has(alg) && client.clientAuthSigningAlg !== alg) {
     fail(`alg ${alg} is accepted only from clients registered with token_endpoint_auth_signing_alg ${alg}; sign with RS384 or ES384`);
   }
@@ -43,6 +48,23 @@ export function assertClientAssertion(
 
   const keys = ((client.metadata() as { jwks?: { keys?: { kid?: string; kty?: string }[] } }).jwks?.keys ?? []).filter((k) => k.kid === header.kid && k.kty === ktyOf(alg));
   if (keys.length !== 1) fail(`${keys.length} keys of type ${ktyOf(alg)} have kid ${String(header.kid)} in the client's key set; exactly one must`);
+}
+
+/**
+ * A UDAP client (HL7 UDAP Security IG §5.2.1, §7.1): signed with the key of its certificate, sent in `x5c`
+ * (whose chain the client adapter validated against the community before handing oidc-provider that key),
+ * RS256 accepted as UDAP requires, `iat` required and `exp` at most 5 minutes after it.
+ */
+function assertUdapAssertion(clockSkewSeconds: number, claims: Record<string, unknown>, header: Record<string, unknown>, client: Client, fail: (detail: string) => never): void {
+  const alg = String(header.alg);
+  if (!(UDAP_SIGNING_ALGS as readonly string[]).includes(alg)) fail(`alg ${alg} is not accepted; use ${UDAP_SIGNING_ALGS.join(', ')}`);
+  if (!Array.isArray(header.x5c)) fail('a UDAP client signs with the key of its certificate, sent with its chain in the x5c header');
+  if (claims.sub !== client.clientId) fail(`sub must equal iss and the client_id (${client.clientId})`);
+  const { iat, exp } = claims as { iat?: unknown; exp: number };
+  if (typeof iat !== 'number') fail('iat is required');
+  if (exp - iat > MAX_LIFETIME_SECONDS) fail(`exp must be at most ${MAX_LIFETIME_SECONDS} s (5 minutes) after iat`);
+  const now = Math.floor(Date.now() / 1000);
+  if (exp > now + MAX_LIFETIME_SECONDS + clockSkewSeconds) fail(`exp is ${exp - now} s in the future; at most ${MAX_LIFETIME_SECONDS} s (5 minutes) is allowed`);
 }
 
 function ktyOf(alg: string): string {

@@ -2,6 +2,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
+import type { B2bPolicy } from '../smart/udap/b2b.js';
 
 /**
  * `ctx.oidc` exists only once a provider route matched (lib/helpers/initialize_app.js), although the types
@@ -29,6 +30,10 @@ export interface ProviderState {
   databaseFault?: string;
   /** A failure the audit trail names by its own type rather than as a plain token failure. */
   auditFailure?: AuditFailure;
+  /** A UDAP client's authentication token, verified with its certificate chain (the client adapter). */
+  udapAssertion?: { readonly claims: Record<string, unknown>; readonly policy: B2bPolicy };
+  /** Members of an error response's `extensions` (UDAP: hl7-b2b's consent_required). */
+  errorExtensions?: Record<string, unknown>;
 }
 
 /** Failures that are attacks or their traces: a single-use value used again, an assertion replayed. */

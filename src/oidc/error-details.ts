@@ -40,7 +40,9 @@ export function recordErrorDetails(provider: Provider): void {
  */
 export async function withErrorDetails(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
   await next();
-  const body = ctx.body as { error?: string; error_description?: string } | undefined;
+  const body = ctx.body as { error?: string; error_description?: string; extensions?: Record<string, unknown> } | undefined;
+  const extensions = stateOf(ctx).errorExtensions;
+  if (extensions && body?.error !== undefined) body.extensions = extensions;
   const prefix = body?.error === undefined ? undefined : DETAILED[body.error];
   if (!oidcOf(ctx) || !body || !prefix || body.error_description !== prefix) return;
   const state = stateOf(ctx);

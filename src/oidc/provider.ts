@@ -5,10 +5,12 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
+import type { CrlCache } from '../clients/crl-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, pkceRequired, SANDBOX_APP_PROPERTY, toRfc7591Metadata } from '../smart/client-rules.js';
+import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, pkceRequired, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { udapTokenClaims } from './udap-claims.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
 import { oidcOf, type ErrorPage } from './context.js';
@@ -37,6 +39,8 @@ export interface ProviderDeps {
   /** Client metadata, cached per process (see ClientCache). */
   readonly clients?: ClientCache<AdapterPayload> | undefined;
   readonly audit: AuditLog;
+  /** UDAP clients' certificate chains are checked against their community, with these CRLs. */
+  readonly crls?: CrlCache | undefined;
 }
 
 /**
@@ -48,7 +52,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
-  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients });
+  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
 
   const configuration: Configuration = {
     adapter: (model) => new FaultMappingAdapter(adapterFor(model)),
@@ -144,7 +148,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri'],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri', UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY],
       // Called once per property; a registration is checked as a whole, once, when the first comes by.
       validator(ctx, key, _value, metadata) {
         if (key !== ALLOWED_SCOPE_PROPERTY) return;
@@ -175,7 +179,11 @@ export function createProvider(deps: ProviderDeps): Provider {
     // online_access is enforced when the refresh token is used (rotateRefreshToken), not by binding every
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
-    extraTokenClaims: mapDatabaseFaults((ctx, token) => smartTokenClaims(deps.db, ctx, token)),
+    extraTokenClaims: mapDatabaseFaults(async (ctx, token) => {
+      const udap = udapTokenClaims(ctx, token);
+      const smart = await smartTokenClaims(deps.db, ctx, token);
+      return udap ? { ...smart, ...udap } : smart;
+    }),
     // A JWT access token is not stored: the gateway checks, at every request, that the grant it was issued
     // under still stands (not revoked, the app not disconnected), and so needs to know which grant that is.
     formats: {

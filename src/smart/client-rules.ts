@@ -1,7 +1,7 @@
 import { describeInputProblem, inputProblem } from '../security/text.js';
 import { setContains } from './scopes/algebra.js';
 import { operatorOnlyScopes } from './scopes/grant.js';
-import { parseScopes } from './scopes/scope.js';
+import { parseScope, parseScopes } from './scopes/scope.js';
 import { ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, CLIENT_AUTH_METHODS, GRANT_TYPES } from './profile.js';
 
 /**
@@ -47,8 +47,18 @@ export function pkceRequired(metadata: ClientMetadata, sandbox: boolean): boolea
   return !(sandbox && typeof value === 'object' && value !== null && (value as { pkce?: unknown }).pkce === 'optional');
 }
 
+/**
+ * Ours: a client registered by UDAP (HL7 UDAP Security IG §3) carries the `iss` of its software statement (the
+ * SAN URI of its certificate) and its trust community. It has no key set: it authenticates with the key of a
+ * certificate that chains to the community's anchors and names this `iss`, sent along in `x5c`.
+ */
+export const UDAP_ISS_PROPERTY = 'udap_iss';
+export const UDAP_COMMUNITY_PROPERTY = 'udap_community';
+/** TEFCA: the exchange purpose the client registered for (one client per purpose). */
+export const UDAP_EXCHANGE_PURPOSE_PROPERTY = 'udap_exchange_purpose';
+
 /** Properties of ours that only the server and operators write: a client never sets them about itself. */
-const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY] as const;
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY] as const;
 
 export type ClientMetadata = Readonly<Record<string, unknown>>;
 
@@ -161,7 +171,9 @@ export function checkClientMetadata(metadata: ClientMetadata, options: ClientRul
     const url = typeof metadata.jwks_uri === 'string' ? URL.parse(metadata.jwks_uri) : null;
     if (!url || !(url.protocol === 'https:' || (options.allowHttpJwksUri && url.protocol === 'http:'))) fail('jwks_uri must be an absolute https URL');
   }
-  if (method === 'private_key_jwt' && metadata.jwks === undefined && metadata.jwks_uri === undefined) fail('jwks or jwks_uri is required for private_key_jwt');
+  const certified = typeof metadata[UDAP_ISS_PROPERTY] === 'string';
+  if (certified && (metadata.jwks !== undefined || metadata.jwks_uri !== undefined)) fail('jwks and jwks_uri are not used by a UDAP client: its keys are its certificates');
+  if (method === 'private_key_jwt' && !certified && metadata.jwks === undefined && metadata.jwks_uri === undefined) fail('jwks or jwks_uri is required for private_key_jwt');
 
   checkWebUrl(metadata.launch_uri, 'launch_uri');
   for (const name of ['logo_uri', 'client_uri', 'policy_uri', 'tos_uri']) checkWebUrl(metadata[name], name, { httpAnywhere: true });
@@ -170,7 +182,9 @@ export function checkClientMetadata(metadata: ClientMetadata, options: ClientRul
     if (typeof metadata.scope !== 'string') fail('scope must be a space-separated string');
     const { scopes, errors } = parseScopes(metadata.scope as string);
     if (errors.length) fail(`scope: ${errors.map((e) => e.message).join('; ')}`);
-    const reserved = options.writer === 'self' ? operatorOnlyScopes(scopes, options.vouched) : [];
+    // A UDAP client's certificate is the trust an operator would otherwise give: its scopes were narrowed to
+    // what its community allows (udapRegisteredScope) instead.
+    const reserved = options.writer === 'self' && !certified ? operatorOnlyScopes(scopes, options.vouched) : [];
     if (reserved.length) fail(`scope ${reserved.join(' ')}: only an operator can register a client for this (admin API, or REGISTRATION_STATUS=pending for approval)`);
   }
   const consent = metadata[CONSENT_PROPERTY];
@@ -239,6 +253,28 @@ function canonicalKey(key: unknown): Record<string, unknown> {
 }
 
 /**
+ * The scope a UDAP client is registered for: those of the requested scopes that the community's allowed
+ * scopes contain (IG §3.1: the server decides, considering the request).
+ * @throws {ClientRuleError} when none is left, or one cannot be parsed.
+ */
+export function udapRegisteredScope(requested: string, allowed: string): string {
+  const { errors } = parseScopes(requested);
+  if (errors.length) fail(`scope: ${errors.map((e) => e.message).join('; ')}`);
+  const permitted = parseScopes(allowed).scopes;
+  const kept = requested.split(' ').filter((word) => {
+    if (word === '') return false;
+    const scope = parseScope(word);
+    if (scope.kind === 'resource') return setContains(permitted, scope);
+    return scope.kind === 'launch-context' || (scope.kind === 'fixed' && IDENTITY_SCOPES.has(scope.name));
+  });
+  if (!kept.some((w) => w.includes('/') && !w.startsWith('launch/'))) fail(`scope: none of ${requested} is allowed in this trust community (allowed: ${allowed})`);
+  return kept.join(' ');
+}
+
+/** Scopes that name no FHIR data: any UDAP client may register for them. */
+const IDENTITY_SCOPES = new Set<string>(['openid', 'fhirUser', 'profile', 'offline_access', 'online_access', 'launch']);
+
+/**
  * Stored metadata (RFC 7591 names) as oidc-provider is served it: `scope` under {@link ALLOWED_SCOPE_PROPERTY},
  * `jwks_uri` under {@link REGISTERED_JWKS_URI} with an empty key set that the client adapter fills.
  */
@@ -250,6 +286,10 @@ export function toProviderMetadata(stored: ClientMetadata): Record<string, unkno
     out[REGISTERED_JWKS_URI] = jwksUri;
     out.jwks = { keys: [] };
   }
+  // Filled by the client adapter from the certificate the client authenticates with.
+  if (typeof stored[UDAP_ISS_PROPERTY] === 'string') out.jwks = { keys: [] };
+  // UDAP contacts are URIs (mailto:…); oidc-provider takes e-mail addresses only.
+  if (Array.isArray(stored.contacts)) out.contacts = stored.contacts.filter((c): c is string => typeof c === 'string').map((c) => c.replace(/^mailto:/i, '')).filter((c) => /^[^\s@:]+@[^\s@]+$/.test(c));
   return out;
 }
 

@@ -1,14 +1,17 @@
-import { decodeProtectedHeader } from 'jose';
+import { decodeProtectedHeader, exportJWK } from 'jose';
 import type { Kysely } from 'kysely';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 
 import type { ClientCache } from '../../clients/client-cache.js';
 import type { JwksCache } from '../../clients/jwks-cache.js';
+import type { CrlCache } from '../../clients/crl-cache.js';
+import type { UdapConfig } from '../../config/udap-config.js';
+import { verifyCommunityJwt } from '../../udap/trust.js';
 import { deleteClient, readClient, saveRegisteredClient } from '../../clients/registry.js';
 import type { DB } from '../../db/schema.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { isStorableText } from '../../security/text.js';
-import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, widenedProperties } from '../../smart/client-rules.js';
+import { REGISTERED_JWKS_URI, toProviderMetadata, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY, widenedProperties } from '../../smart/client-rules.js';
 import { stateOf } from '../context.js';
 
 export interface AdapterDeps {
@@ -20,6 +23,9 @@ export interface AdapterDeps {
   readonly registrationStatus?: 'active' | 'pending' | undefined;
   /** Active clients' metadata, shared with whatever else changes clients in this process. */
   readonly clients?: ClientCache<AdapterPayload> | undefined;
+  /** UDAP trust communities, and the CRLs their certificates name: UDAP clients' keys come from their certificates. */
+  readonly udap?: UdapConfig | undefined;
+  readonly crls?: CrlCache | undefined;
 }
 
 /** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
@@ -36,8 +42,12 @@ export class ClientAdapter implements Adapter {
   readonly #jwks: JwksCache | undefined;
   readonly #registrationStatus: 'active' | 'pending';
   readonly #cache: ClientCache<AdapterPayload> | undefined;
+  readonly #udap: UdapConfig | undefined;
+  readonly #crls: CrlCache | undefined;
 
-  constructor({ db, box, jwks, registrationStatus, clients }: AdapterDeps) {
+  constructor({ db, box, jwks, registrationStatus, clients, udap, crls }: AdapterDeps) {
+    this.#udap = udap;
+    this.#crls = crls;
     this.#db = db;
     this.#box = box;
     this.#jwks = jwks;
@@ -57,7 +67,41 @@ export class ClientAdapter implements Adapter {
     if (!cached && !management) this.#cache?.set(clientId, structuredClone(metadata), readAt);
     const jwksUri = (metadata as Record<string, unknown>)[REGISTERED_JWKS_URI];
     if (typeof jwksUri === 'string') await this.#inlineJwks(metadata, jwksUri);
+    const record = metadata as Record<string, unknown>;
+    const udapIss = record[UDAP_ISS_PROPERTY];
+    const purpose = record[UDAP_EXCHANGE_PURPOSE_PROPERTY];
+    if (typeof udapIss === 'string') await this.#certificateKey(metadata, udapIss, String(record[UDAP_COMMUNITY_PROPERTY]), typeof purpose === 'string' ? purpose : undefined);
     return metadata;
+  }
+
+  /**
+   * A UDAP client (HL7 UDAP Security IG §5.2.1) signs its authentication token with the key of its
+   * certificate, sent with its chain in `x5c`: when the chain leads to an anchor of the community the client
+   * registered in, is not revoked, and the certificate names the registered `iss` in its SAN, that key is
+   * handed to oidc-provider as the client's key set, which then verifies the token as for any client.
+   */
+  async #certificateKey(metadata: AdapterPayload, iss: string, communityUri: string, exchangePurpose: string | undefined): Promise<void> {
+    const ctx = Provider.ctx;
+    const assertion = ctx?.oidc.params?.client_assertion;
+    if (!ctx || typeof assertion !== 'string') return;
+    const state = stateOf(ctx);
+    const community = this.#udap?.communities.find((c) => c.uri === communityUri);
+    if (!community || !this.#crls) {
+      state.clientAuthProblem = `this server is no longer a member of the trust community ${communityUri} the client registered in`;
+      return;
+    }
+    const trusted = await verifyCommunityJwt(assertion, [community], this.#crls);
+    if (!trusted.ok) {
+      state.clientAuthProblem = `the client assertion's certificate: ${trusted.message}`;
+      return;
+    }
+    if (!trusted.leaf.sanUris.includes(iss)) {
+      state.clientAuthProblem = `the certificate in x5c does not name ${iss}, which the client registered with, in its Subject Alternative Name`;
+      return;
+    }
+    const key = await exportJWK(trusted.leaf.x509.publicKey);
+    metadata.jwks = { keys: [{ ...key, alg: trusted.header.alg, ...(trusted.header.kid ? { kid: trusted.header.kid } : {}) }] };
+    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose } };
   }
 
   async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {
