@@ -6,7 +6,7 @@ import tseslint from 'typescript-eslint';
 /** Folders (or top-level files) of src/, by layer. */
 const ENTRY = ['cli', 'app', 'main'];
 const HTTP_ADAPTERS = ['http', 'interactions', 'account', 'admin', 'gateway', 'sandbox', 'maintenance'];
-const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed'];
+const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed', 'payer'];
 
 /**
  * Files matching `files` may not import from the named folders (or top-level files) of src/; from

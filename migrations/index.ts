@@ -8,6 +8,7 @@ import * as bearerHashes from './2026-12-01T00-00-bearer-hashes.js';
 import * as loginThrottle from './2026-12-01T01-00-login-throttle.js';
 import * as auditCheckpoints from './2026-12-01T02-00-audit-checkpoints.js';
 import * as consoleSessions from './2026-12-02T01-00-console-sessions.js';
+import * as payer from './2026-12-02T06-00-payer.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -19,4 +20,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-01T01-00-login-throttle': loginThrottle,
   '2026-12-01T02-00-audit-checkpoints': auditCheckpoints,
   '2026-12-02T01-00-console-sessions': consoleSessions,
+  '2026-12-02T06-00-payer': payer,
 };

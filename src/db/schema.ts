@@ -8,6 +8,7 @@ import type { GrantContextsTable } from './tables/grant-contexts.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { LoginThrottleTable } from './tables/login-throttle.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
+import type { AttributionListsTable, AttributionMembersTable, MemberConsentsTable, RepresentativesTable } from './tables/payer.js';
 import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
@@ -30,4 +31,8 @@ export interface DB {
   login_throttle: LoginThrottleTable;
   audit_checkpoints: AuditCheckpointsTable;
   console_sessions: ConsoleSessionsTable;
+  attribution_lists: AttributionListsTable;
+  attribution_members: AttributionMembersTable;
+  member_consents: MemberConsentsTable;
+  representatives: RepresentativesTable;
 }

@@ -8,7 +8,7 @@ import type { JwksCache } from '../clients/jwks-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
+import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, ORGANIZATION_PROPERTY, PAYER_ROLE_PROPERTY, REGISTERED_JWKS_URI, toRfc7591Metadata } from '../smart/client-rules.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
 import { oidcOf, type ErrorPage } from './context.js';
@@ -143,7 +143,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, 'launch_uri'],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, PAYER_ROLE_PROPERTY, ORGANIZATION_PROPERTY, 'launch_uri'],
       // Called once per property; a registration is checked as a whole, once, when the first comes by.
       validator(ctx, key, _value, metadata) {
         if (key !== ALLOWED_SCOPE_PROPERTY) return;
