@@ -346,6 +346,11 @@ function narrowingParam(model: FhirModel, type: string): { name: string; referen
   // Observation's is `subject`, sent as `subject=Patient/123`): what every FHIR server indexes.
   const params = model.compartment.get(type) ?? [];
   if (params.includes('patient')) return { name: 'patient', reference: false };
+  // The compartment parameter on the element the type's `patient` parameter reads (Coverage: beneficiary,
+  // not policy-holder): the one that names the patient whose record it is.
+  const element = /^\(?[A-Za-z]+\.([A-Za-z]+)/.exec(searchParameter(model, type, 'patient')?.expression ?? '')?.[1];
+  const own = element === undefined ? undefined : params.find((p) => searchParameter(model, type, p)?.type === 'reference' && new RegExp(`^\\(?${type}\\.${element}\\b`).test(searchParameter(model, type, p)!.expression));
+  if (own) return { name: own, reference: true };
   const first = params.find((p) => searchParameter(model, type, p)?.type === 'reference');
   return first ? { name: first, reference: true } : undefined;
 }
