@@ -22,6 +22,12 @@ export async function findUser(db: Kysely<DB>, id: string): Promise<User | undef
   return { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles };
 }
 
+/** An enabled user by user name (case as stored). */
+export async function findUserByUsername(db: Kysely<DB>, username: string): Promise<User | undefined> {
+  const row = await db.selectFrom('users').select('id').where('username', '=', username).where('disabled', '=', false).executeTakeFirst();
+  return row && findUser(db, row.id);
+}
+
 /**
  * The patients a user may pick without searching: a patient's own record and the records they may act
  * for (linked by an operator, or as an authorized representative whose designation is active now).
