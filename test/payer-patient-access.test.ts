@@ -5,7 +5,8 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 
 import { startFhirServer } from '../src/fhir/server.js';
-import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { Browser, decodeEntities, inputValue } from './helpers/browser.js';
 import { createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
@@ -190,6 +191,22 @@ describeEachDatabase('CMS-0057-F Patient Access metrics', (ctx) => {
     assert.equal(now.patients_transferred_more_than_once, 1, 'Amy, twice');
     assert.deepEqual(line(now), { client_id: 'pa-app', client_name: 'Member App', unique_patients: 2, patients_transferred_more_than_once: 1, transfers: 3 });
     assert.equal(now.apps.some((a) => a.client_id === 'chart-app'), false);
+  });
+
+  it('the console shows the report for a year, to auditors too, with the CSV to send on', async () => {
+    const browser = new Browser(app, TEST_ISSUER);
+    const signIn = await browser.send('GET', '/admin/sign-in');
+    const signedIn = await browser.send('POST', '/admin/sign-in/token', { csrf: inputValue(signIn.body, 'csrf'), admin_token: TEST_ADMIN_TOKEN });
+    assert.equal(signedIn.statusCode, 303, signedIn.body);
+    const page = await browser.send('GET', '/admin/payer?year=2025');
+    assert.equal(page.statusCode, 200, page.body);
+    const text = decodeEntities(page.body);
+    assert.match(text, /<h2 id="patient-access-title">Patient Access API usage, 2025<\/h2>/);
+    assert.match(text, /<tr><th scope="row">All Patient Access apps<\/th><td>5<\/td><td>2<\/td><td>8<\/td><\/tr>/);
+    assert.match(text, /<tr><td>Member App <span class="muted">\(<code>pa-app<\/code>\)<\/span><\/td><td>4<\/td><td>1<\/td><td>6<\/td><\/tr>/);
+    const csv = await browser.send('GET', '/admin/payer/patient-access.csv?year=2025');
+    assert.equal(csv.statusCode, 200);
+    assert.match(csv.body, /^year,client_id,client_name,unique_patients,patients_transferred_more_than_once,transfers\r\n2025,\*,all Patient Access apps,5,2,8\r\n/);
   });
 
   it('refuses a year not begun, a year out of range, and an unknown format, with the reason', async () => {
