@@ -195,6 +195,10 @@ describeEachDatabase('CMS-0057-F Provider Access and Payer-to-Payer through the 
     assert.equal(last.patient_id, AMY);
     assert.deepEqual(last.details.b2b, { subjectId: '1112223339', organizationId: `${NPI}|${CLINIC_NPI}`, purposeOfUse: ['urn:oid:2.16.840.1.113883.5.8#TREAT'] });
     assert.equal(last.details.payerRole, 'provider-access');
+    const exported = await adminCall('GET', '/audit/export?type=fhir.access&client=clinic&format=bundle&limit=10000');
+    const events = exported.json<{ entry: { resource: { agent: { type: { coding: { code: string }[] }; who: unknown; purposeOfUse?: unknown }[] } }[] }>().entry;
+    const performer = events.at(-1)!.resource.agent.find((a) => a.type.coding[0]!.code === 'PPRF');
+    assert.deepEqual(performer && { who: performer.who, purposeOfUse: performer.purposeOfUse }, { who: { identifier: { system: NPI, value: '1112223339' } }, purposeOfUse: [{ coding: [{ system: 'urn:oid:2.16.840.1.113883.5.8', code: 'TREAT' }] }] });
   });
 
   it('Payer-to-Payer: refused before the member opts in, reached after, for the payer named (or any), refused again after withdrawal or when the opt-in has ended', async () => {
