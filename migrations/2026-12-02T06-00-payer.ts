@@ -66,6 +66,8 @@ export async function up(db: Kysely<any>): Promise<void> {
     .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .execute();
   await sql`create index representatives_user on representatives (user_id) where status = 'active'`.execute(db);
+  // One standing designation per person and patient: a second request while one is pending or active is refused.
+  await sql`create unique index representatives_standing on representatives (user_id, patient_id) where status <> 'revoked'`.execute(db);
   await sql`create index representatives_patient on representatives (patient_id)`.execute(db);
 
   // The Patient Access report (CMS-0057-F) reads a year of the gateway's access events of Patient Access apps.

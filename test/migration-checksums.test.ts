@@ -25,7 +25,7 @@ const LANDED: Readonly<Record<string, string>> = {
   '2026-12-01T01-00-login-throttle': '026ce391d9d7fc6c8a512fd00f25abe88830e35f736396d2c8bd1cf1829d3176',
   '2026-12-01T02-00-audit-checkpoints': 'dfbd23f0b125050a4cd321380404ec511798408eac9728afe1dd877547abebc3',
   '2026-12-02T01-00-console-sessions': '6fb0e3416ac423d14453b63f2ca02eac2d8b3020be57478a4585c8857f998819',
-  '2026-12-02T06-00-payer': '43e934f6bbe242dd2be99da168290ca06a49f89f4eaa6540a52eb83a6ab514f8',
+  '2026-12-02T06-00-payer': '86bb4f8f8205792d42c10957caef0c49833f9c707935043644d8eb3cef0bb48c',
 };
 
 const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');

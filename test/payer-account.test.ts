@@ -153,6 +153,9 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     const asked = await member.choose({ action: 'designate', username: 'sam' });
     assert.match(asked.body, /We asked the person to accept\./);
     assert.match(asked.body, /Sam Shaw \(waiting for them to accept\)/);
+    const again = await member.choose({ action: 'designate', username: 'sam' });
+    assert.equal(again.status, 409);
+    assert.match(again.body, /That person already acts for you, or was already asked to\./);
 
     /** The patient a launch by the representative ends with (the only one offered is taken), or none when refused. */
     const actsFor = async (): Promise<string | undefined> => {

@@ -105,6 +105,9 @@ describeEachDatabase('Authorized representatives and CARIN Blue Button scopes', 
 
     await designate(AMY);
     await designate(DANIEL);
+    const twice = await app.inject({ method: 'POST', url: '/admin/api/representatives', headers: admin, payload: { user_id: 'rep', patient_id: AMY } });
+    assert.equal(twice.statusCode, 409);
+    assert.deepEqual(twice.json(), { error: 'conflict', error_description: `user rep already acts, or was asked to act, for patient ${AMY}: revoke that designation first` });
     const flow = await startAuthorization(app, { client_id: 'bb-app', scope: CARIN_V1 });
     await login(flow, 'rep', 'rep-password-1');
     assert.deepEqual(choices(flow.page.res.body, 'patient').map((c) => c.value).sort(), [AMY, DANIEL].sort());

@@ -194,6 +194,7 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
         // The same answer for an unknown name and for someone who cannot represent: no account is revealed.
         if (!person || !isRepresentativeUser(person.fhirUser) || person.id === user.id) throw HttpProblem.invalid('No person with that user name can be named as your representative. Ask them for the user name they sign in with.');
         const representative = await designateRepresentative(db, { userId: person.id, patientId: id, status: 'pending', periodEnd: untilDate(body.until), designatedBy: recordedBy });
+        if (!representative) throw HttpProblem.conflict('That person already acts for you, or was already asked to.');
         await audit.record({ ...by, type: 'representative.designated', patientId: id, details: { representative: representative.id, for_user: person.id, status: 'pending', by: 'account page' } });
         return 'designated';
       }

@@ -43,13 +43,17 @@ export function isRepresentativeUser(fhirUser: string): boolean {
   return type === 'RelatedPerson' || type === 'Person';
 }
 
-export async function designateRepresentative(db: Kysely<DB>, input: NewRepresentative): Promise<Representative> {
+/** A new designation; undefined when the person already acts, or was already asked to act, for the patient. */
+export async function designateRepresentative(db: Kysely<DB>, input: NewRepresentative): Promise<Representative | undefined> {
   const id = randomUUID();
-  await db
+  const inserted = await db
     .insertInto('representatives')
     .values({ id, user_id: input.userId, patient_id: input.patientId, status: input.status, period_end: input.periodEnd ?? null, designated_by: input.designatedBy })
-    .execute();
-  return (await getRepresentative(db, id))!;
+    // The partial unique index representatives_standing: one pending or active designation per person and patient.
+    .onConflict((oc) => oc.columns(['user_id', 'patient_id']).where('status', '<>', 'revoked').doNothing())
+    .returning('id')
+    .executeTakeFirst();
+  return inserted && getRepresentative(db, id);
 }
 
 export async function getRepresentative(db: Kysely<DB>, id: string): Promise<Representative | undefined> {

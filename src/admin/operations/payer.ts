@@ -100,6 +100,7 @@ export async function addRepresentative(deps: AdminDeps, by: Operator, input: Re
   const periodEnd = input.period_end === undefined ? undefined : new Date(input.period_end);
   if (periodEnd && periodEnd <= new Date()) throw HttpProblem.invalid('period_end is in the past');
   const representative = await designateRepresentative(deps.db, { userId: user.id, patientId: input.patient_id, status: 'active', periodEnd, designatedBy: `admin:${by.actorId ?? 'token'}` });
+  if (!representative) throw HttpProblem.conflict(`user ${user.id} already acts, or was asked to act, for patient ${input.patient_id}: revoke that designation first`);
   await deps.audit.record({ ...by, type: 'representative.designated', userId: user.id, patientId: input.patient_id, details: { representative: representative.id, status: representative.status } });
   return representative;
 }
