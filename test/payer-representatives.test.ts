@@ -129,6 +129,12 @@ describeEachDatabase('Authorized representatives and CARIN Blue Button scopes', 
     };
     const forDaniel = await launch(DANIEL);
     const forAmy = await launch(AMY);
+    // user/ scopes (CARIN BB and PDex list them too): every patient the representative acts for, no one else.
+    const userFlow = await startAuthorization(app, { client_id: 'bb-app', scope: 'openid fhirUser user/ExplanationOfBenefit.read' });
+    await login(userFlow, 'rep', 'rep-password-1');
+    await consent(userFlow);
+    const userToken = (await exchange(app, userFlow)).json<TokenBody>().access_token;
+    assert.deepEqual(await ids(userToken, '/ExplanationOfBenefit'), ['ExplanationOfBenefit/eob-amy', 'ExplanationOfBenefit/eob-daniel']);
     assert.equal(forDaniel.patient, DANIEL);
     assert.deepEqual(await ids(forDaniel.access_token, '/ExplanationOfBenefit'), ['ExplanationOfBenefit/eob-daniel']);
     assert.deepEqual(await ids(forDaniel.access_token, '/Coverage'), ['Coverage/cov-daniel']);
@@ -150,6 +156,8 @@ describeEachDatabase('Authorized representatives and CARIN Blue Button scopes', 
     const after = await get(forDaniel.access_token, '/ExplanationOfBenefit');
     assert.equal(after.statusCode, 401, 'the grant for Daniel is gone');
     assert.deepEqual(await ids(forAmy.access_token, '/ExplanationOfBenefit'), ['ExplanationOfBenefit/eob-amy'], 'Amy\'s designation stands');
+    assert.deepEqual(await ids(userToken, '/ExplanationOfBenefit'), ['ExplanationOfBenefit/eob-amy'], 'the user/ token reaches Daniel no more, at its next request');
+    assert.equal((await get(userToken, '/ExplanationOfBenefit/eob-daniel')).statusCode, 404);
     const again = await app.inject({ method: 'POST', url: `/admin/api/representatives/${designation.id}/revoke`, headers: admin });
     assert.equal(again.statusCode, 404);
 
