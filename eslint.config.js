@@ -7,7 +7,7 @@ import tseslint from 'typescript-eslint';
 const ENTRY = ['cli', 'app', 'main'];
 const PROTOCOL = ['oidc', 'udap'];
 const HTTP_ADAPTERS = ['http', 'interactions', 'account', 'admin', 'gateway', 'sandbox', 'maintenance'];
-const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed', 'fhir-store'];
+const STORES = ['db', 'users', 'clients', 'launch', 'directory', 'grants', 'keys', 'audit', 'seed', 'fhir-store', 'payer'];
 
 /**
  * Files matching `files` may not import from the named folders (or top-level files) of src/; from

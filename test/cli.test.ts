@@ -186,6 +186,34 @@ describe('command line', () => {
     assert.match(verified.stdout, /^Audit trail intact: \d+ events in \d+ chains\.\nStored checkpoints: none\.\n$/);
   });
 
+  it('payer commands: clients update sets a payer role, attribution import and list, report patient-access as CSV and JSON', async () => {
+    const env = { DATA_DIR: join(cwd, 'data-payer'), LOG_LEVEL: 'warn' };
+    const created = await run(['clients', 'create', JSON.stringify({ client_id: 'clinic', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/*.rs' })], env, cwd);
+    assert.equal(created.code, 0, created.stderr);
+    const npi = 'http://hl7.org/fhir/sid/us-npi|1234567893';
+    const updated = await run(['clients', 'update', 'clinic', JSON.stringify({ payer_role: 'provider-access', organization_identifiers: [npi] })], env, cwd);
+    assert.equal(updated.code, 0, updated.stderr);
+    assert.deepEqual((JSON.parse(updated.stdout) as { organization_identifiers: string[] }).organization_identifiers, [npi]);
+    const refused = await run(['clients', 'update', 'clinic', JSON.stringify({ payer_role: 'provider-access', organization_identifiers: [] })], env, cwd);
+    assert.deepEqual([refused.code, refused.stderr], [1, 'Failed: organization_identifiers: a provider-access client needs the identifier (NPI or TIN) of the organisation it acts for\n']);
+
+    const file = join(cwd, 'group.json');
+    await writeFile(file, JSON.stringify({ resourceType: 'Group', id: 'clinic-list', identifier: [{ system: 'http://hl7.org/fhir/sid/us-npi', value: '1234567893' }], member: [{ entity: { reference: 'Patient/a' } }, { entity: { reference: 'Patient/b' }, inactive: true }] }));
+    const imported = await run(['attribution', 'import', file], env, cwd);
+    assert.equal(imported.stdout, `Imported attribution list clinic-list of ${npi}: 2 members.\n`, imported.stderr);
+    assert.equal((await run(['attribution', 'import', file], env, cwd)).stdout, `Replaced attribution list clinic-list of ${npi}: 2 members.\n`);
+    const listed = await run(['attribution', 'list'], env, cwd);
+    assert.deepEqual(JSON.parse(listed.stdout.trim()), { ...(JSON.parse(listed.stdout.trim()) as object), id: 'clinic-list', organization: npi, members: 2, attributed_now: 1 });
+
+    const csv = await run(['report', 'patient-access', '--year', '2025'], env, cwd);
+    assert.equal(csv.stdout, 'year,client_id,client_name,unique_patients,patients_transferred_more_than_once,transfers\r\n2025,*,all Patient Access apps,0,0,0\r\n', csv.stderr);
+    const json = await run(['report', 'patient-access', '--year', '2025', '--format', 'json'], env, cwd);
+    assert.deepEqual(JSON.parse(json.stdout), { year: 2025, unique_patients: 0, patients_transferred_more_than_once: 0, transfers: 0, apps: [] });
+    const noYear = await run(['report', 'patient-access'], env, cwd);
+    assert.equal(noYear.code, 2);
+    assert.match(noYear.stderr, /^report patient-access needs --year YYYY\n/);
+  });
+
   it('audit checkpoint prints a signed checkpoint to keep elsewhere; audit verify --checkpoint finds the newest rows deleted after it', async () => {
     const dataDir = join(cwd, 'data-audit');
     const env = { DATA_DIR: dataDir, LOG_LEVEL: 'warn' };

@@ -87,6 +87,16 @@ describe('configuration', () => {
     assert.deepEqual(problems({ AUDIT_CHECKPOINT_SECONDS: '604801' }), ['AUDIT_CHECKPOINT_SECONDS="604801" is invalid: expected an integer number of seconds from 0 (off) to 604800 (a week)']);
   });
 
+  it('SENSITIVE_SECURITY_LABELS: restricted confidentiality and the HL7 sensitivity codes by default; a list of system|code otherwise', () => {
+    const confidentiality = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+    const actCode = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+    assert.deepEqual(loadConfig({}).sensitiveSecurityLabels, [`${confidentiality}|R`, `${confidentiality}|V`, ...['BH', 'ETH', 'SUD', 'HIV', 'SEX', 'STD', 'SDV', 'PSY'].map((c) => `${actCode}|${c}`)]);
+    assert.deepEqual(loadConfig({ SENSITIVE_SECURITY_LABELS: 'urn:example:labels|secret,http://x.example/cs|42' }).sensitiveSecurityLabels, ['urn:example:labels|secret', 'http://x.example/cs|42']);
+    for (const bad of ['R', 'http://x.example/cs|', 'a|b,,c|d', 'a|b c']) {
+      assert.deepEqual(problems({ SENSITIVE_SECURITY_LABELS: bad }), [`SENSITIVE_SECURITY_LABELS=${JSON.stringify(bad)} is invalid: expected comma-separated security labels as system|code, e.g. http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R`]);
+    }
+  });
+
   it('names each bad variable with what it expects', () => {
     assert.deepEqual(problems({ PORT: 'eighty' }), ['PORT="eighty" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);
     assert.deepEqual(problems({ PORT: '70000' }), ['PORT="70000" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);

@@ -443,7 +443,7 @@ describeEachDatabase('operator console', (ctx) => {
     }
     assert.equal((await api('GET', '/clients/demo-app')).json<Body>().status, 'active', 'nothing changed');
     const nav = [...(await browser.send('GET', '/admin')).body.matchAll(/<li><a href="([^"]+)"/g)].map((m) => m[1]);
-    assert.deepEqual(nav, ['/admin', '/admin/grants', '/admin/audit', '/admin/api/docs']);
+    assert.deepEqual(nav, ['/admin', '/admin/grants', '/admin/audit', '/admin/payer', '/admin/api/docs']);
     assert.equal((await browser.send('POST', '/admin/audit/verify', { csrf })).statusCode, 200, 'verifying changes nothing');
   });
 

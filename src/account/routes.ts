@@ -16,10 +16,11 @@ import { forwardAsIssuer } from '../http/forwarded.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, ROUTES } from '../smart/profile.js';
+import { ACCOUNT_APPS_PATH, ACCOUNT_CALLBACK_PATH, ACCOUNT_CLIENT_ID, ACCOUNT_PRIVACY_PATH, ROUTES } from '../smart/profile.js';
 import { describeScope, resourceTypeLabel } from '../smart/scopes/consent.js';
 import { parseScopes } from '../smart/scopes/scope.js';
 import { findUser, patientsOf } from '../users/users.js';
+import { privacyRoutes } from './privacy.js';
 
 /**
  * The signed-in user's connected apps (ONC (g)(10): a patient can revoke an app's access at any time), and
@@ -79,6 +80,7 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
       action: `${basePath}${ACCOUNT_APPS_PATH}/revoke`,
       csrf: csrfFor(session.uid),
       signOut: `${basePath}${ROUTES.end_session}`,
+      privacyPage: `${basePath}${ACCOUNT_PRIVACY_PATH}`,
       revoked: revoked ? nameOf(revoked) : null,
       apps: apps
         .filter((a) => a.client_id !== ACCOUNT_CLIENT_ID)
@@ -116,6 +118,8 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
       return reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}?revoked=${encodeURIComponent(request.body.client_id)}`, 303);
     },
   );
+
+  await privacyRoutes(app, { config, db, audit }, { sessionOf, signIn, csrfFor, verifyCsrf: (uid, csrf) => box.verifyMac('account', uid, csrf) });
 
   // Where the sign-in for this page comes back: the session now exists; the code is not needed.
   app.get(ACCOUNT_CALLBACK_PATH, async (_request, reply) => reply.redirect(`${basePath}${ACCOUNT_APPS_PATH}`, 303));

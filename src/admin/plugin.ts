@@ -10,6 +10,7 @@ import { directoryRoutes } from './directory.js';
 import { grantRoutes } from './grants.js';
 import { keyRoutes } from './keys.js';
 import { launchRoutes } from './launches.js';
+import { payerRoutes } from './payer.js';
 import { userRoutes } from './users.js';
 import type { AdminDeps } from './deps.js';
 
@@ -64,6 +65,7 @@ export const adminApi = fp(
         await admin.register(grantRoutes, deps);
         await admin.register(auditRoutes, deps);
         await admin.register(keyRoutes, deps);
+        await admin.register(payerRoutes, deps);
       },
       { prefix: `${basePath}${ADMIN_PREFIX}` },
     );

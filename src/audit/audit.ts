@@ -49,6 +49,13 @@ export const AUDIT_EVENT_TYPES = [
   'key.rotated',
   'admin.request',
   'fhir.access',
+  'attribution.imported',
+  'attribution.deleted',
+  'member_consent.recorded',
+  'member_consent.withdrawn',
+  'representative.designated',
+  'representative.accepted',
+  'representative.revoked',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

@@ -12,6 +12,13 @@ const OBJECT_ROLE = 'http://terminology.hl7.org/CodeSystem/object-role';
 const SOURCE_TYPE = 'http://terminology.hl7.org/CodeSystem/security-source-type';
 const PARTICIPATION = 'http://terminology.hl7.org/CodeSystem/v3-ParticipationType';
 export const EVENT_SUBTYPE_SYSTEM = 'urn:smart-auth-server:audit-event-type';
+const NPI_SYSTEM = 'http://hl7.org/fhir/sid/us-npi';
+
+/** A UDAP purpose of use (`system#code`, as hl7-b2b carries it) as a Coding. */
+function codingOf(purpose: string): { system?: string; code: string } {
+  const at = purpose.lastIndexOf('#');
+  return at > 0 ? { system: purpose.slice(0, at), code: purpose.slice(at + 1) } : { code: purpose };
+}
 
 export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unknown> {
   const type = row.type.startsWith('login.')
@@ -36,6 +43,17 @@ export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unkn
       who: { identifier: { system: `${issuer}/clients`, value: row.client_id } },
       requestor: row.actor_type === 'client',
       ...(row.user_id ? {} : network),
+    });
+  }
+  // UDAP hl7-b2b: the person at the organisation who asked (subject_id, an NPI for Provider Access), and why.
+  const b2b = row.type === 'fhir.access' ? (row.details.b2b as { subjectId?: unknown; purposeOfUse?: unknown } | undefined) : undefined;
+  if (b2b && typeof b2b.subjectId === 'string') {
+    const purposes = Array.isArray(b2b.purposeOfUse) ? b2b.purposeOfUse.filter((p): p is string => typeof p === 'string') : [];
+    agents.push({
+      type: { coding: [{ system: PARTICIPATION, code: 'PPRF', display: 'primary performer' }] },
+      who: { identifier: /^\d{10}$/.test(b2b.subjectId) ? { system: NPI_SYSTEM, value: b2b.subjectId } : { value: b2b.subjectId } },
+      requestor: false,
+      ...(purposes.length ? { purposeOfUse: purposes.map((p) => ({ coding: [codingOf(p)] })) } : {}),
     });
   }
   if (!agents.some((a) => a.requestor === true)) {

@@ -20,6 +20,8 @@ Commands:
                              current one, publish a new next key (--cookies: also rotate cookie keys)
   clients list               List clients (JSON lines)
   clients create JSON        Register a client from RFC 7591 metadata; prints it with its secret
+  clients update ID JSON     Change a client's metadata (e.g. {"payer_role":"provider-access",
+                             "organization_identifiers":["http://hl7.org/fhir/sid/us-npi|1234567893"]})
   users create --username U --fhir-user TYPE/ID --name NAME [--role R]... [--password-stdin]
                              Create a user who can sign in; the password is asked for on a terminal,
                              or read from standard input with --password-stdin (never an argument)
@@ -28,6 +30,11 @@ Commands:
                              encounters in the directory; what apps wrote is undone (sandbox --help)
   launch create [--patient ID] [--encounter ID] [--client ID] [--user ID] [--intent TEXT] [--no-banner]
                              Create an EHR launch context; prints the launch id
+  report patient-access --year YYYY [--format csv|json]
+                             CMS-0057-F Patient Access API metrics for a calendar year (UTC)
+  attribution import FILE [--organization SYSTEM|VALUE]
+                             Import (or replace) an attribution list: a Da Vinci ATR Group (JSON)
+  attribution list           List attribution lists (JSON lines)
   audit export [--format ndjson|bundle] [--from ISO] [--to ISO] [--type T] [--limit N]
                              Print audit events as FHIR AuditEvent resources
   audit verify [--checkpoint FILE]...
@@ -90,6 +97,8 @@ async function dispatch(argv: readonly string[]): Promise<number> {
     case 'patients':
     case 'launch':
     case 'audit':
+    case 'report':
+    case 'attribution':
       return operate(command, rest);
     case 'healthcheck':
       return healthcheck(readConfig());

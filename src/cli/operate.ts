@@ -45,6 +45,8 @@ export async function operate(command: string, args: readonly string[]): Promise
       type: { type: 'string' },
       limit: { type: 'string' },
       checkpoint: { type: 'string', multiple: true },
+      year: { type: 'string' },
+      organization: { type: 'string' },
     },
   });
   if (values.password !== undefined) {
@@ -62,7 +64,7 @@ export async function operate(command: string, args: readonly string[]): Promise
     throw new CommandFailed(`the embedded database in ${error.dir} is in use by process ${error.pid}, a running server most likely. Stop it and run this command again, or do this through the running server's admin API (${config.issuer}/admin/api, with ADMIN_TOKEN; its OpenAPI document is at /admin/api/openapi.json)`);
   }
   const basePath = config.basePath;
-  const call = async (method: 'GET' | 'POST', path: string, payload?: unknown, contentType = 'application/json') => {
+  const call = async (method: 'GET' | 'POST' | 'PATCH', path: string, payload?: unknown, contentType = 'application/json') => {
     const res = await app.inject({ method, url: `${basePath}/admin/api${path}`, headers: { authorization: `Bearer ${adminToken}`, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: payload as string }) });
     if (res.statusCode >= 400) {
       const body = res.json<{ error_description?: string }>();
@@ -85,6 +87,30 @@ export async function operate(command: string, args: readonly string[]): Promise
       case 'clients create':
         if (!positionals[0]) throw new UsageError('clients create needs the client metadata as JSON');
         process.stdout.write(`${JSON.stringify((await call('POST', '/clients', JSON.parse(positionals[0]))).json(), null, 2)}\n`);
+        return 0;
+      case 'clients update':
+        if (!positionals[0] || !positionals[1]) throw new UsageError('clients update needs the client id and the changes as JSON');
+        process.stdout.write(`${JSON.stringify((await call('PATCH', `/clients/${encodeURIComponent(positionals[0])}`, JSON.parse(positionals[1]))).json(), null, 2)}\n`);
+        return 0;
+      case 'report patient-access': {
+        if (!values.year || !/^\d{4}$/.test(values.year)) throw new UsageError('report patient-access needs --year YYYY');
+        const format = values.format ?? 'csv';
+        if (format !== 'csv' && format !== 'json') throw new UsageError('--format must be csv or json');
+        const res = await call('GET', `/reports/patient-access?year=${values.year}&format=${format}`);
+        process.stdout.write(format === 'json' ? `${JSON.stringify(res.json(), null, 2)}\n` : res.body);
+        return 0;
+      }
+      case 'attribution import': {
+        const file = positionals[0];
+        if (!file) throw new UsageError('attribution import needs a file holding a Group');
+        const text = await readFile(file, 'utf8');
+        const query = values.organization ? `?organization=${encodeURIComponent(values.organization)}` : '';
+        const result = (await call('POST', `/attribution-lists${query}`, text, 'application/fhir+json')).json<{ id: string; organization: string; members: number; created: boolean }>();
+        process.stdout.write(`${result.created ? 'Imported' : 'Replaced'} attribution list ${result.id} of ${result.organization}: ${result.members} members.\n`);
+        return 0;
+      }
+      case 'attribution list':
+        for (const item of (await call('GET', '/attribution-lists')).json<{ items: unknown[] }>().items) process.stdout.write(`${JSON.stringify(item)}\n`);
         return 0;
       case 'users create':
         if (!values.username || !values['fhir-user'] || !values.name) throw new UsageError('users create needs --username, --fhir-user and --name');

@@ -81,6 +81,11 @@ export interface Config {
   readonly fhirUpstreams: readonly FhirUpstream[];
   /** UDAP trust communities (UDAP_CONFIG); undefined: UDAP is off and not advertised. */
   readonly udap: UdapConfig | undefined;
+  /**
+   * Security labels (`system|code`) that mark a resource as sensitive (PDex): withheld from Provider Access
+   * and Payer-to-Payer clients for members who chose to exclude sensitive data. SENSITIVE_SECURITY_LABELS.
+   */
+  readonly sensitiveSecurityLabels: readonly string[];
 }
 
 /** A FHIR base this server fronts (the gateway), and where its requests go. */
@@ -179,6 +184,7 @@ const schema = {
     FHIR_UPSTREAM_OPTIONS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to {"timeoutSeconds": 1-600, "connections": 1-1024, "allow": ["$validate", "_filter", …]}' },
     UDAP_CONFIG: { type: 'string', minLength: 1, description: 'the path of a JSON file listing UDAP trust communities (docs/udap.md)' },
     FHIR_UPSTREAM_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 600, description: 'an integer number of seconds from 1 to 600' },
+    SENSITIVE_SECURITY_LABELS: { type: 'string', pattern: '^[^,|\\s]+\\|[^,|\\s]+(,[^,|\\s]+\\|[^,|\\s]+)*$', description: 'comma-separated security labels as system|code, e.g. http://terminology.hl7.org/CodeSystem/v3-Confidentiality|R' },
   },
 } as const;
 
@@ -305,8 +311,18 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     metricsPort,
     metricsToken: v.METRICS_TOKEN as string | undefined,
     otlpEndpoint: (v.OTEL_EXPORTER_OTLP_ENDPOINT as string | undefined)?.replace(/\/$/, ''),
+    sensitiveSecurityLabels: Object.freeze(v.SENSITIVE_SECURITY_LABELS ? (v.SENSITIVE_SECURITY_LABELS as string).split(',') : DEFAULT_SENSITIVE_LABELS),
   });
 }
+
+const CONFIDENTIALITY = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
+const ACT_CODE = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';
+/**
+ * Restricted and very restricted confidentiality, and the HL7 sensitivity codes for behavioral health,
+ * substance use, HIV/AIDS, sexual and reproductive health, sexually transmitted disease, domestic violence
+ * and psychiatry (the categories US state and federal law single out, 42 CFR Part 2 among them).
+ */
+const DEFAULT_SENSITIVE_LABELS = [`${CONFIDENTIALITY}|R`, `${CONFIDENTIALITY}|V`, ...['BH', 'ETH', 'SUD', 'HIV', 'SEX', 'STD', 'SDV', 'PSY'].map((c) => `${ACT_CODE}|${c}`)];
 
 function failedVariables(errors: readonly ErrorObject[]): string[] {
   return [...new Set(errors.map((e) => e.instancePath.replace(/^\//, '')).filter(Boolean))];

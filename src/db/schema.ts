@@ -10,6 +10,7 @@ import type { LauncherOptionsTable } from './tables/launcher-options.js';
 import type { LaunchesTable } from './tables/launches.js';
 import type { LoginThrottleTable } from './tables/login-throttle.js';
 import type { OidcPayloadsTable } from './tables/oidc-payloads.js';
+import type { AttributionListsTable, AttributionMembersTable, MemberConsentsTable, RepresentativesTable } from './tables/payer.js';
 import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
@@ -37,4 +38,8 @@ export interface DB {
   launcher_options: LauncherOptionsTable;
   udap_registrations: UdapRegistrationsTable;
   udap_jtis: UdapJtisTable;
+  attribution_lists: AttributionListsTable;
+  attribution_members: AttributionMembersTable;
+  member_consents: MemberConsentsTable;
+  representatives: RepresentativesTable;
 }

@@ -2,7 +2,7 @@ import { createLocalJWKSet, decodeProtectedHeader, errors as joseErrors, jwtVeri
 import type { Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import { accessOfGrant, accessOfOpaqueToken, type TokenAccess } from '../grants/token-access.js';
+import { accessOfGrant, accessOfOpaqueToken, b2bOf, type TokenAccess } from '../grants/token-access.js';
 import type { SecretBox } from '../security/secret-box.js';
 import type { AccessGrant } from '../smart/fhir/access.js';
 import { GRANT_ID_CLAIM } from '../smart/profile.js';
@@ -33,6 +33,8 @@ export interface DoorDeps {
   readonly clockSkewSeconds: number;
   /** The public keys of our signing keys, as they are now (they rotate). */
   readonly verificationKeys: () => JSONWebKeySet;
+  /** SENSITIVE_SECURITY_LABELS: withheld from payer clients for members who chose so. */
+  readonly sensitiveLabels: readonly string[];
 }
 
 export class Door {
@@ -58,7 +60,7 @@ export class Door {
     if (!token) throw invalidToken(base, 'the access token is unknown, expired or revoked');
     if (token.audience !== base) throw invalidToken(base, `the access token was issued for another FHIR server (${token.audience ?? 'none'}), not ${base}`);
     const { scopes } = parseScopes(token.scope);
-    return { token, grant: { scopes, patient: token.patient, userPatients: token.userPatients } };
+    return { token, grant: { scopes, patient: token.patient, userPatients: token.userPatients, population: token.population, withheld: token.sensitiveExcluded.length ? { patients: token.sensitiveExcluded, labels: this.#deps.sensitiveLabels } : undefined } };
   }
 
   async #jwt(value: string, base: string): Promise<TokenAccess | undefined> {
@@ -88,6 +90,7 @@ export class Door {
       scope: typeof payload.scope === 'string' ? payload.scope : '',
       audience: base,
       expiresAt: new Date(payload.exp * 1000),
+      b2b: b2bOf((payload.extensions as Record<string, unknown> | undefined)?.['hl7-b2b']),
     };
   }
 

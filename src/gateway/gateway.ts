@@ -331,6 +331,9 @@ export class FhirGateway {
         ...(call.kind === 'batch' || call.kind === 'transaction' ? { entries: call.entries.length, resourceTypes: [...new Set(call.entries.flatMap((e) => ('type' in e.call && e.call.type ? [e.call.type] : [])))] } : {}),
         status,
         resources: summary.resources,
+        ...(token.payerRole ? { payerRole: token.payerRole } : {}),
+        // UDAP hl7-b2b: the rendering provider (subject_id, an NPI for Provider Access), their organisation and purpose.
+        ...(token.b2b ? { b2b: { subjectId: token.b2b.subjectId, organizationId: token.b2b.organizationId, purposeOfUse: token.b2b.purposeOfUse } } : {}),
         ...(patients.length > 1 ? { patients: patients.slice(0, 50) } : {}),
         ...(summary.reason ? { reason: summary.reason } : {}),
       },

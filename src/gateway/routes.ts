@@ -49,7 +49,7 @@ export interface GatewayRoutesOptions {
 export async function gatewayRoutes(app: FastifyInstance, options: GatewayRoutesOptions): Promise<void> {
   const { config } = options;
   if (!options.upstreams.length) return;
-  const door = new Door({ db: options.db, box: options.box, issuer: config.issuer, clockSkewSeconds: config.clockSkewSeconds, verificationKeys: () => options.host.verificationKeys });
+  const door = new Door({ db: options.db, box: options.box, issuer: config.issuer, clockSkewSeconds: config.clockSkewSeconds, verificationKeys: () => options.host.verificationKeys, sensitiveLabels: config.sensitiveSecurityLabels });
   const gateways = options.upstreams.map((upstream) => new FhirGateway(upstream, { config, door, model: fhirR4Model(), audit: options.audit, log: options.log }));
   app.addHook('onClose', async () => {
     await Promise.all(gateways.map((g) => g.close()));

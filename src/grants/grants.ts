@@ -96,3 +96,9 @@ export async function connectedApps(db: Kysely<DB>, userId: string): Promise<Con
   }
   return [...byClient.entries()].map(([client_id, e]) => ({ client_id, grant_ids: e.grant_ids, scope: [...e.scopes].join(' '), patients: [...e.patients], since: e.since, last_used_at: e.last }));
 }
+
+/** Ends a user's grants for one patient (a representative whose designation was revoked), inside the caller's transaction. */
+export async function endUserAccessToPatient(trx: Transaction<DB>, userId: string, patientId: string): Promise<number> {
+  const grants = await trx.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', userId).where('patient', '=', patientId).execute();
+  return revokeGrantsIn(trx, grants.map((g) => g.grant_id));
+}

@@ -1,6 +1,8 @@
 import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import type { PayerRole } from '../db/tables/payer.js';
+import { payerPopulation, representedPatients } from '../payer/population.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { actsForEveryPatient, userPatients } from '../users/users.js';
 
@@ -22,6 +24,24 @@ export interface TokenAccess {
   readonly patient: string | undefined;
   /** Whom `user/` scopes reach: `all` for a clinician, the user's own and linked records otherwise; undefined without a user. */
   readonly userPatients: readonly string[] | 'all' | undefined;
+  /** The client's role for a payer (CMS-0057-F), an operator's setting. */
+  readonly payerRole: PayerRole | undefined;
+  /**
+   * For a provider-access or payer-to-payer client: the only members its token reaches now (attributed to
+   * its organisation and not opted out; opted in). Read at every request, so a change counts at the next one.
+   */
+  readonly population: readonly string[] | undefined;
+  /** Of the patients the token may reach, those who asked that their sensitive data be withheld from payer clients. */
+  readonly sensitiveExcluded: readonly string[];
+  /** The `hl7-b2b` extension the token was issued with (UDAP B2B): who asked, for which organisation, why. */
+  readonly b2b: B2bContext | undefined;
+}
+
+/** The members of the `hl7-b2b` authorization extension kept with the audit (HL7 UDAP Security §5.2.1.1). */
+export interface B2bContext {
+  readonly subjectId: string | undefined;
+  readonly organizationId: string | undefined;
+  readonly purposeOfUse: readonly string[];
 }
 
 interface Row {
@@ -35,6 +55,9 @@ interface Row {
   patient: string | null;
   fhir_user: string | null;
   linked: string[] | string | null;
+  payer_role: string | null;
+  population: [string, boolean][] | string | null;
+  b2b: unknown;
 }
 
 /** An opaque access token (or a backend's client-credentials token), by its value. */
@@ -54,7 +77,10 @@ export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token:
       sql<string | null>`p.payload->>'accountId'`.as('account_id'),
       'gc.patient',
       'u.fhir_user',
-      sql<string[] | null>`(select json_agg(up.patient_id) from user_patients up where up.user_id = u.id)`.as('linked'),
+      representedPatients(sql.ref('u.id')).as('linked'),
+      sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'),
+      payerPopulation(sql.ref('c.metadata')).as('population'),
+      sql`p.payload->'extra'->'extensions'->'hl7-b2b'`.as('b2b'),
     ])
     .where('p.model', 'in', ['AccessToken', 'ClientCredentials'])
     .where('p.id', 'in', box.bearerIds(token))
@@ -67,10 +93,15 @@ export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token:
  * A JWT access token's grant, by the grant id the token carries: alive (not revoked, not expired), its client
  * active. A JWT of a backend service has no grant: its client is checked alone.
  */
-export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined, clientId: string): Promise<Omit<TokenAccess, 'kind' | 'scope' | 'audience' | 'expiresAt'> | undefined> {
+export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined, clientId: string): Promise<Omit<TokenAccess, 'kind' | 'scope' | 'audience' | 'expiresAt' | 'b2b'> | undefined> {
   if (grantId === undefined) {
-    const client = await db.selectFrom('clients').select('client_id').where('client_id', '=', clientId).where('status', '=', 'active').executeTakeFirst();
-    return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined };
+    const client = await db
+      .selectFrom('clients as c')
+      .select(['c.client_id', sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'), payerPopulation(sql.ref('c.metadata')).as('population')])
+      .where('c.client_id', '=', clientId)
+      .where('c.status', '=', 'active')
+      .executeTakeFirst();
+    return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined, ...payerOf(client) };
   }
   const row = await db
     .selectFrom('oidc_payloads as g')
@@ -87,7 +118,10 @@ export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined,
       sql<string | null>`g.payload->>'accountId'`.as('account_id'),
       'gc.patient',
       'u.fhir_user',
-      sql<string[] | null>`(select json_agg(up.patient_id) from user_patients up where up.user_id = u.id)`.as('linked'),
+      representedPatients(sql.ref('u.id')).as('linked'),
+      sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'),
+      payerPopulation(sql.ref('c.metadata')).as('population'),
+      sql`null`.as('b2b'),
     ])
     .where('g.model', '=', 'Grant')
     .where('g.id', '=', grantId)
@@ -95,13 +129,42 @@ export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined,
     .executeTakeFirst();
   if (!row || row.client_id !== clientId) return undefined;
   const access = toAccess(row);
-  return access && { clientId, grantId, userId: access.userId, patient: access.patient, userPatients: access.userPatients };
+  return access && { clientId, grantId, userId: access.userId, patient: access.patient, userPatients: access.userPatients, payerRole: access.payerRole, population: access.population, sensitiveExcluded: access.sensitiveExcluded };
+}
+
+const PAYER_ROLES: readonly string[] = ['patient-access', 'provider-access', 'payer-to-payer'];
+
+/** The payer columns of a row: the role, and the population where the role confines the client to one. */
+function payerOf(row: { payer_role: string | null; population: [string, boolean][] | string | null }): Pick<TokenAccess, 'payerRole' | 'population' | 'sensitiveExcluded'> {
+  const payerRole = row.payer_role !== null && PAYER_ROLES.includes(row.payer_role) ? (row.payer_role as PayerRole) : undefined;
+  if (payerRole !== 'provider-access' && payerRole !== 'payer-to-payer') return { payerRole, population: undefined, sensitiveExcluded: [] };
+  const members = jsonList(row.population);
+  return { payerRole, population: members.map(([id]) => id), sensitiveExcluded: members.filter(([, sensitive]) => sensitive).map(([id]) => id) };
+}
+
+/** A json_agg: an array from pg, a string from PGlite, null for no rows. */
+function jsonList<T>(value: T[] | string | null): T[] {
+  return typeof value === 'string' ? ((JSON.parse(value) as T[] | null) ?? []) : (value ?? []);
+}
+
+/** The `hl7-b2b` extension as the token carries it (whatever of it is well-formed). */
+export function b2bOf(value: unknown): B2bContext | undefined {
+  const parsed: unknown = typeof value === 'string' ? JSON.parse(value) : value;
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const record = parsed as Record<string, unknown>;
+  const text = (v: unknown) => (typeof v === 'string' && v.length <= 256 ? v : undefined);
+  const purposes = Array.isArray(record.purpose_of_use) ? record.purpose_of_use.filter((p): p is string => typeof p === 'string' && p.length <= 256).slice(0, 10) : [];
+  return { subjectId: text(record.subject_id), organizationId: text(record.organization_id), purposeOfUse: purposes };
 }
 
 function toAccess(row: Row): TokenAccess | undefined {
   // A grant made for a user who has since been disabled or removed reaches nothing.
   if (row.account_id && !row.fhir_user) return undefined;
-  const linked = typeof row.linked === 'string' ? (JSON.parse(row.linked) as string[]) : (row.linked ?? []);
+  const linked = jsonList(row.linked);
+  const reached = row.fhir_user ? (actsForEveryPatient(row.fhir_user) ? 'all' : userPatients(row.fhir_user, linked)) : undefined;
+  // A user who is not a clinician acts for a patient in context only while they may (a representative's
+  // designation revoked or ended, a link removed): the grant then reaches no patient through patient/ scopes.
+  const patient = row.patient !== null && (reached === undefined || reached === 'all' || reached.includes(row.patient)) ? row.patient : undefined;
   return {
     kind: row.model === 'ClientCredentials' ? 'ClientCredentials' : 'AccessToken',
     clientId: row.client_id!,
@@ -110,7 +173,9 @@ function toAccess(row: Row): TokenAccess | undefined {
     expiresAt: row.expires_at ?? new Date(0),
     grantId: row.grant_id ?? undefined,
     userId: row.account_id ?? undefined,
-    patient: row.patient ?? undefined,
-    userPatients: row.fhir_user ? (actsForEveryPatient(row.fhir_user) ? 'all' : userPatients(row.fhir_user, linked)) : undefined,
+    patient,
+    userPatients: reached,
+    ...payerOf(row),
+    b2b: b2bOf(row.b2b),
   };
 }

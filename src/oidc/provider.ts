@@ -9,7 +9,7 @@ import type { CrlCache } from '../clients/crl-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, REGISTERED_JWKS_URI, pkceRequired, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, ORGANIZATION_PROPERTY, PAYER_ROLE_PROPERTY, pkceRequired, REGISTERED_JWKS_URI, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
 import { udapTokenClaims } from './udap-claims.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
@@ -148,7 +148,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
     },
     extraClientMetadata: {
-      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri', UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY],
+      properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri', UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, PAYER_ROLE_PROPERTY, ORGANIZATION_PROPERTY],
       // Called once per property; a registration is checked as a whole, once, when the first comes by.
       validator(ctx, key, _value, metadata) {
         if (key !== ALLOWED_SCOPE_PROPERTY) return;

@@ -1,3 +1,4 @@
+import type { PayerRole } from '../db/tables/payer.js';
 import { describeInputProblem, inputProblem } from '../security/text.js';
 import { setContains } from './scopes/algebra.js';
 import { operatorOnlyScopes } from './scopes/grant.js';
@@ -57,8 +58,20 @@ export const UDAP_COMMUNITY_PROPERTY = 'udap_community';
 /** TEFCA: the exchange purpose the client registered for (one client per purpose). */
 export const UDAP_EXCHANGE_PURPOSE_PROPERTY = 'udap_exchange_purpose';
 
+/**
+ * Ours: what a client is to a payer (CMS-0057-F). `patient-access` apps count in the Patient Access report;
+ * `provider-access` clients reach only the members attributed to their organisation who have not opted out;
+ * `payer-to-payer` clients only the members who opted in. Only an operator sets it.
+ */
+export const PAYER_ROLE_PROPERTY = 'payer_role';
+export const PAYER_ROLES: readonly PayerRole[] = ['patient-access', 'provider-access', 'payer-to-payer'];
+/** Ours: the organisation a payer client acts for, as identifiers `system|value` (NPI, TIN). Only an operator sets it. */
+export const ORGANIZATION_PROPERTY = 'organization_identifiers';
+/** An identifier as `system|value` (FHIR token search syntax), the system an absolute URI. */
+export const ORGANIZATION_IDENTIFIER_PATTERN = '^[a-zA-Z][a-zA-Z0-9+.-]*:[^|\\s]{1,250}\\|[^|\\s]{1,64}$';
+
 /** Properties of ours that only the server and operators write: a client never sets them about itself. */
-const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY] as const;
+const INTERNAL_PROPERTIES = [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, PAYER_ROLE_PROPERTY, ORGANIZATION_PROPERTY] as const;
 
 export type ClientMetadata = Readonly<Record<string, unknown>>;
 
@@ -189,6 +202,19 @@ export function checkClientMetadata(metadata: ClientMetadata, options: ClientRul
   }
   const consent = metadata[CONSENT_PROPERTY];
   if (consent !== undefined && consent !== 'required' && consent !== 'pre-approved') fail('consent must be required or pre-approved');
+  checkPayerRole(metadata, grants);
+}
+
+function checkPayerRole(metadata: ClientMetadata, grants: readonly string[]): void {
+  const role = metadata[PAYER_ROLE_PROPERTY];
+  if (role !== undefined && !PAYER_ROLES.includes(role as PayerRole)) fail(`${PAYER_ROLE_PROPERTY} must be one of ${PAYER_ROLES.join(', ')}`);
+  const organizations = strings(metadata[ORGANIZATION_PROPERTY], ORGANIZATION_PROPERTY);
+  const pattern = new RegExp(ORGANIZATION_IDENTIFIER_PATTERN);
+  for (const o of organizations) if (!pattern.test(o)) fail(`${ORGANIZATION_PROPERTY}: ${o} is not an identifier system|value (e.g. http://hl7.org/fhir/sid/us-npi|1234567893)`);
+  // CMS-0057-F Provider Access: a provider organisation reaches the members attributed to it, so it must say which organisation it is.
+  if (role === 'provider-access' && !organizations.length) fail(`${ORGANIZATION_PROPERTY}: a provider-access client needs the identifier (NPI or TIN) of the organisation it acts for`);
+  if ((role === 'provider-access' || role === 'payer-to-payer') && !grants.includes('client_credentials')) fail(`${PAYER_ROLE_PROPERTY}: a ${role} client is a backend service: it needs the client_credentials grant`);
+  if (role === 'patient-access' && !grants.includes('authorization_code')) fail(`${PAYER_ROLE_PROPERTY}: a patient-access app is launched by the member: it needs the authorization_code grant`);
 }
 
 function checkJwks(jwks: unknown): void {
@@ -205,7 +231,7 @@ function checkJwks(jwks: unknown): void {
  */
 export function checkSelfWritten(body: ClientMetadata): void {
   for (const name of INTERNAL_PROPERTIES) {
-    if (body[name] !== undefined) fail(name === CONSENT_PROPERTY ? 'consent can only be set by an operator' : `${name} is not client metadata a client can set`);
+    if (body[name] !== undefined) fail(name === CONSENT_PROPERTY || name === PAYER_ROLE_PROPERTY || name === ORGANIZATION_PROPERTY ? `${name} can only be set by an operator` : `${name} is not client metadata a client can set`);
   }
 }
 

@@ -48,6 +48,8 @@ export const STATIC_SCOPES: readonly string[] = ['openid', 'fhirUser', 'profile'
 /** The connected-apps page: SMART discovery's `management_endpoint`. */
 export const ACCOUNT_APPS_PATH = '/account/apps';
 export const ACCOUNT_CALLBACK_PATH = '/account/callback';
+/** The member's privacy choices (CMS-0057-F): opt-out, opt-in, sensitive data, representatives. */
+export const ACCOUNT_PRIVACY_PATH = '/account/privacy';
 export const ACCOUNT_CLIENT_ID = 'urn:smart-auth:account';
 
 /** A session lasts a working day; an app that needs longer asks for offline_access. */

@@ -31,13 +31,34 @@ export function userOf(row: Pick<Selectable<UsersTable>, (typeof SIGNED_IN_COLUM
   return { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles };
 }
 
+/** An enabled user by user name (case as stored). */
+export async function findUserByUsername(db: Kysely<DB>, username: string): Promise<User | undefined> {
+  const row = await db.selectFrom('users').select('id').where('username', '=', username).where('disabled', '=', false).executeTakeFirst();
+  return row && findUser(db, row.id);
+}
+
 /**
  * The patients a user may pick without searching: a patient's own record and the records they may act
- * for. Undefined for users who search the directory (clinicians).
+ * for (linked by an operator, or as an authorized representative whose designation is active now).
+ * Undefined for users who search the directory (clinicians).
  */
 export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] | undefined> {
   if (actsForEveryPatient(user.fhirUser)) return undefined;
-  const others = await db.selectFrom('user_patients').select('patient_id').where('user_id', '=', user.id).orderBy('patient_id').execute();
+  const others = await db
+    .selectFrom('user_patients')
+    .select('patient_id')
+    .where('user_id', '=', user.id)
+    .union(
+      db
+        .selectFrom('representatives')
+        .select('patient_id')
+        .where('user_id', '=', user.id)
+        .where('status', '=', 'active')
+        .where('period_start', '<=', sql<Date>`now()`)
+        .where((eb) => eb.or([eb('period_end', 'is', null), eb('period_end', '>', sql<Date>`now()`)])),
+    )
+    .orderBy('patient_id')
+    .execute();
   return userPatients(user.fhirUser, others.map((r) => r.patient_id));
 }
 

@@ -14,6 +14,7 @@ import { directoryPages } from './directory.js';
 import { grantPages } from './grants.js';
 import { keyPages } from './keys.js';
 import { launchPages } from './launches.js';
+import { payerPages } from './payer.js';
 import { ConsoleCookies, consoleRole, operatorEvent } from './session.js';
 import { signInPages } from './sign-in.js';
 import { userPages } from './users.js';
@@ -28,6 +29,7 @@ const SECTIONS = [
   { key: 'grants', path: '/grants', label: 'Grants', auditor: true },
   { key: 'audit', path: '/audit', label: 'Audit trail', auditor: true },
   { key: 'keys', path: '/keys', label: 'Keys', auditor: false },
+  { key: 'payer', path: '/payer', label: 'CMS-0057-F', auditor: true },
 ] as const;
 
 /**
@@ -121,6 +123,7 @@ export async function operatorConsole(app: FastifyInstance, deps: AdminDeps): Pr
   await app.register(grantPages, ctx);
   await app.register(auditPages, ctx);
   await app.register(keyPages, ctx);
+  await app.register(payerPages, ctx);
   await app.register(apiDocsPage, ctx);
 }
 

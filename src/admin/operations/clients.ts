@@ -3,7 +3,7 @@ import { errors } from 'oidc-provider';
 import { HttpProblem } from '../../errors.js';
 import { deleteClient, generateClientId, getClient, insertClient, rotateClientSecret, settleClientStatus, updateClient, type ClientRecord } from '../../clients/registry.js';
 import type { ClientStatus } from '../../db/tables/clients.js';
-import { checkClientMetadata, ClientRuleError, needsSecret, toProviderMetadata } from '../../smart/client-rules.js';
+import { checkClientMetadata, ClientRuleError, needsSecret, ORGANIZATION_IDENTIFIER_PATTERN, PAYER_ROLES, toProviderMetadata } from '../../smart/client-rules.js';
 import type { AdminDeps } from '../deps.js';
 import { inputChecker } from './input.js';
 import type { Operator } from './operator.js';
@@ -37,6 +37,8 @@ export const CLIENT_METADATA_PROPERTIES = {
   tos_uri: uri,
   contacts: { type: 'array', maxItems: 20, items: { type: 'string', maxLength: 320 } },
   consent: { type: 'string', enum: ['required', 'pre-approved'], description: 'pre-approved clients skip the consent page' },
+  payer_role: { type: 'string', enum: [...PAYER_ROLES], description: 'CMS-0057-F: patient-access apps count in the Patient Access report; provider-access clients reach the members attributed to their organisation who have not opted out; payer-to-payer clients the members who opted in' },
+  organization_identifiers: { type: 'array', maxItems: 20, uniqueItems: true, items: { type: 'string', pattern: ORGANIZATION_IDENTIFIER_PATTERN, description: 'system|value, e.g. http://hl7.org/fhir/sid/us-npi|1234567893' }, description: 'the organisation a payer client acts for (NPI, TIN), matched against attribution lists and opt-ins' },
 } as const;
 
 export const CLIENT_STATUS_PROPERTY = { type: 'string', enum: ['pending', 'active', 'suspended'] } as const;

@@ -29,6 +29,19 @@ export interface AccessGrant {
   readonly patient: string | undefined;
   /** Whom `user/` scopes reach: the user's patients, `all` (a clinician), or undefined with no user (a backend). */
   readonly userPatients: readonly string[] | 'all' | undefined;
+  /**
+   * When set, no scope reaches a patient outside it, whatever its context (`system/` included): the members
+   * a payer's Provider Access or Payer-to-Payer client may reach now (CMS-0057-F).
+   */
+  readonly population?: readonly string[] | undefined;
+  /** Resources of these patients that carry one of these security labels are withheld (the member chose to exclude sensitive data). */
+  readonly withheld?: Withheld | undefined;
+}
+
+export interface Withheld {
+  readonly patients: readonly string[];
+  /** Security labels as `system|code`. */
+  readonly labels: readonly string[];
 }
 
 export interface AccessOptions {
@@ -79,12 +92,14 @@ const allow = (resultLetter: Letter, options: { addParams?: readonly SearchParam
 /** The scopes of the grant that permit `letter` on `resourceType`, with what each reaches. */
 function reaches(grant: AccessGrant, resourceType: string, letter: Letter): Reach[] {
   const out: Reach[] = [];
+  const population = grant.population === undefined ? undefined : new Set(grant.population);
+  const within = (patients: ReadonlySet<string> | 'all'): ReadonlySet<string> | 'all' => (population === undefined ? patients : patients === 'all' ? population : new Set([...patients].filter((p) => population.has(p))));
   for (const scope of scopesPermitting(grant.scopes, resourceType, letter)) {
-    if (scope.context === 'system') out.push({ scope, patients: 'all' });
+    if (scope.context === 'system') out.push({ scope, patients: within('all') });
     else if (scope.context === 'patient') {
-      if (grant.patient !== undefined) out.push({ scope, patients: new Set([grant.patient]) });
+      if (grant.patient !== undefined) out.push({ scope, patients: within(new Set([grant.patient])) });
     } else if (grant.userPatients !== undefined) {
-      out.push({ scope, patients: grant.userPatients === 'all' ? 'all' : new Set(grant.userPatients) });
+      out.push({ scope, patients: within(grant.userPatients === 'all' ? 'all' : new Set(grant.userPatients)) });
     }
   }
   return out;
@@ -119,7 +134,19 @@ export function reachesResource(grant: AccessGrant, model: FhirModel, resource: 
   if (!list.length) return false;
   const compartment = inPatientCompartment(model, resource.resourceType);
   const patients = compartment ? patientsOf(model, resource) : undefined;
+  if (patients && isWithheld(grant.withheld, resource, patients)) return false;
   return list.some((r) => (r.patients === 'all' || !patients || [...patients].some((p) => (r.patients as ReadonlySet<string>).has(p))) && matchesAll(model, resource, r.scope.query));
+}
+
+/** PDex: a member who chose to exclude sensitive data; a resource of theirs labelled sensitive is not shared. */
+function isWithheld(withheld: Withheld | undefined, resource: FhirResource, patients: ReadonlySet<string>): boolean {
+  if (!withheld?.patients.length || !withheld.labels.length || !withheld.patients.some((p) => patients.has(p))) return false;
+  const security = (resource.meta as { security?: unknown } | undefined)?.security;
+  if (!Array.isArray(security)) return false;
+  return security.some((label: unknown) => {
+    const { system, code } = (label ?? {}) as { system?: unknown; code?: unknown };
+    return typeof system === 'string' && typeof code === 'string' && withheld.labels.includes(`${system}|${code}`);
+  });
 }
 
 /** May the grant do this? And if so, how is the request confined, and how is its answer checked. */
@@ -319,6 +346,11 @@ function narrowingParam(model: FhirModel, type: string): { name: string; referen
   // Observation's is `subject`, sent as `subject=Patient/123`): what every FHIR server indexes.
   const params = model.compartment.get(type) ?? [];
   if (params.includes('patient')) return { name: 'patient', reference: false };
+  // The compartment parameter on the element the type's `patient` parameter reads (Coverage: beneficiary,
+  // not policy-holder): the one that names the patient whose record it is.
+  const element = /^\(?[A-Za-z]+\.([A-Za-z]+)/.exec(searchParameter(model, type, 'patient')?.expression ?? '')?.[1];
+  const own = element === undefined ? undefined : params.find((p) => searchParameter(model, type, p)?.type === 'reference' && new RegExp(`^\\(?${type}\\.${element}\\b`).test(searchParameter(model, type, p)!.expression));
+  if (own) return { name: own, reference: true };
   const first = params.find((p) => searchParameter(model, type, p)?.type === 'reference');
   return first ? { name: first, reference: true } : undefined;
 }
