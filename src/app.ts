@@ -31,6 +31,7 @@ import { adminApi } from './admin/plugin.js';
 import { operatorConsole } from './admin/console/plugin.js';
 import { landingRoutes } from './http/landing.js';
 import { loopbackOrigin } from './http/loopback-origin.js';
+import { sandboxApps } from './http/sandbox-apps.js';
 import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
@@ -221,6 +222,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
   await app.register(errorHandling, { basePath, methodsByPath });
   await app.register(inputGuard);
+  await app.register(sandboxApps, { config, db, box, audit, clients });
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });
   await app.register(healthRoutes, { prefix: basePath, database });
   if (config.metricsToken) await app.register(metricsRoute, { prefix: basePath, metrics, token: config.metricsToken });

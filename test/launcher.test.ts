@@ -289,6 +289,53 @@ describeEachDatabase('sandbox launcher', (ctx) => {
   });
 });
 
+describeEachDatabase('unregistered apps in sandbox mode', (ctx) => {
+  let app: FastifyInstance;
+  before(async () => {
+    app = await testApp(ctx.current.database, SANDBOX);
+  });
+  after(() => app.close());
+
+  interface ClientRow {
+    readonly metadata: { readonly redirect_uris: readonly string[]; readonly token_endpoint_auth_method: string };
+  }
+  const stored = async (clientId: string): Promise<ClientRow | undefined> =>
+    (await ctx.current.database.db.selectFrom('clients').select('metadata').where('client_id', '=', clientId).executeTakeFirst()) as ClientRow | undefined;
+
+  it('any client_id with any redirect URI the client rules accept: signed in, consented, a token; PKCE optional', async () => {
+    const flow = await startAuthorization(app, { client_id: 'never-registered', scope: 'openid launch/patient patient/*.rs', code_challenge: '', code_challenge_method: '' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const res = await exchange(app, flow, { code_verifier: '' });
+    assert.equal(res.statusCode, 200, res.body);
+    assert.equal(res.json<TokenResponse>().patient, AMY);
+    assert.deepEqual((await stored('never-registered'))?.metadata.redirect_uris, [REDIRECT_URI]);
+    assert.equal((await stored('never-registered'))?.metadata.token_endpoint_auth_method, 'none');
+    const audit = await ctx.current.database.db.selectFrom('audit_events').select(['type', 'details']).where('client_id', '=', 'never-registered').where('type', '=', 'client.created').execute();
+    assert.equal(audit.length, 1);
+  });
+
+  it('a sandbox app asked for with another redirect URI gains it; a registered app does not', async () => {
+    const first = await startAuthorization(app, { client_id: 'roaming-app', scope: 'openid launch/patient' });
+    assert.doesNotMatch(first.page.res.body, /invalid_redirect_uri|invalid_client/);
+    const elsewhere = 'https://elsewhere.example/cb';
+    const second = await startAuthorization(app, { client_id: 'roaming-app', scope: 'openid launch/patient', redirect_uri: elsewhere });
+    assert.doesNotMatch(second.page.res.body, /invalid_redirect_uri|invalid_client/);
+    assert.deepEqual((await stored('roaming-app'))?.metadata.redirect_uris, [REDIRECT_URI, elsewhere]);
+
+    await registerClient(app, { client_id: 'real-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'], response_types: ['code'] });
+    const stray = await startAuthorization(app, { client_id: 'real-app', scope: 'openid launch/patient', redirect_uri: elsewhere });
+    assert.match(stray.page.res.body, /invalid_redirect_uri/);
+    assert.deepEqual((await stored('real-app'))?.metadata.redirect_uris, [REDIRECT_URI]);
+  });
+
+  it('a redirect URI the client rules refuse registers nothing', async () => {
+    const flow = await startAuthorization(app, { client_id: 'plain-http-app', scope: 'openid launch/patient', redirect_uri: 'http://app.example/cb' });
+    assert.match(flow.page.res.body, /invalid_client/);
+    assert.equal(await stored('plain-http-app'), undefined);
+  });
+});
+
 describeEachDatabase('sandbox launcher, sandbox mode off', (ctx) => {
   let app: FastifyInstance;
   before(async () => {
