@@ -53,7 +53,8 @@ type Form = Record<string, string | string[] | undefined>;
 const one = (value: string | string[] | undefined): string => (Array.isArray(value) ? (value[0] ?? '') : (value ?? '')).trim();
 const many = (value: string | string[] | undefined): string[] => ([] as string[]).concat(value ?? []).map((v) => v.trim()).filter(Boolean);
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
-const CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
+/** The client ids a sandbox app may have (RFC 6749 §A.1 is wider; ours stay URL-safe). */
+export const SANDBOX_CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
 
 const fields = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, { anyOf: [{ type: 'string', maxLength: 8192 }, { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 256 } }] }]));
 const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_type', 'pkce', 'jwks', 'jwks_uri', 'fhir_base', 'user', 'skip_login', 'patient', 'encounter', 'skip_consent', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'simulate', 'go', 'tab'];
@@ -148,7 +149,7 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       };
     }
     const clientId = one(body.client_id);
-    if (!CLIENT_ID.test(clientId)) throw HttpProblem.invalid('client_id: 1 to 128 of A–Z a–z 0–9 . _ ~ -');
+    if (!SANDBOX_CLIENT_ID.test(clientId)) throw HttpProblem.invalid('client_id: 1 to 128 of A–Z a–z 0–9 . _ ~ -');
     const type = (one(body.client_type) || 'public') as ClientType;
     if (!Object.hasOwn(CLIENT_TYPES, type)) throw HttpProblem.invalid('client type: public, symmetric or asymmetric');
     const pkceChoice = one(body.pkce) || 'required';

@@ -1,27 +1,17 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Kysely } from 'kysely';
 import type { AdapterPayload } from 'oidc-provider';
 
-import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import { getClient, insertClient, updateClient } from '../clients/registry.js';
-import type { Config } from '../config/config.js';
 import { HttpProblem } from '../errors.js';
-import type { DB } from '../db/schema.js';
-import type { SecretBox } from '../security/secret-box.js';
 import { checkClientMetadata, ClientRuleError, isSandboxApp, SANDBOX_APP_PROPERTY } from '../smart/client-rules.js';
+import { SANDBOX_CLIENT_ID, type LauncherDeps } from './launcher.js';
 
-/** The client ids the launcher accepts for apps typed in (RFC 6749 §A.1 is wider; ours stay URL-safe). */
-const CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
 /** A sandbox app collects at most this many redirect URIs before the oldest goes. */
 const MAX_REDIRECT_URIS = 20;
 
-export interface SandboxAppsOptions {
-  readonly config: Config;
-  readonly db: Kysely<DB>;
-  readonly box: SecretBox;
-  readonly audit: AuditLog;
+export interface SandboxAppsOptions extends LauncherDeps {
   readonly clients: ClientCache<AdapterPayload>;
 }
 
@@ -44,7 +34,7 @@ async function adoptUnregisteredApps(app: FastifyInstance, options: SandboxAppsO
     const query = request.query as Record<string, unknown>;
     const clientId = query.client_id;
     const redirectUri = query.redirect_uri;
-    if (typeof clientId !== 'string' || typeof redirectUri !== 'string' || !CLIENT_ID.test(clientId)) return;
+    if (typeof clientId !== 'string' || typeof redirectUri !== 'string' || !SANDBOX_CLIENT_ID.test(clientId)) return;
     await adopt(request, clientId, redirectUri);
   });
 
