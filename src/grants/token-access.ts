@@ -1,7 +1,7 @@
 import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import type { PayerRole } from '../db/tables/payer.js';
+import { PAYER_ROLES, type PayerRole } from '../db/tables/payer.js';
 import { payerPopulation, representedPatients } from '../payer/population.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { actsForEveryPatient, userPatients } from '../users/users.js';
@@ -60,31 +60,42 @@ interface Row {
   b2b: unknown;
 }
 
-/** An opaque access token (or a backend's client-credentials token), by its value. */
-export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token: string): Promise<TokenAccess | undefined> {
-  const row = await db
-    .selectFrom('oidc_payloads as p')
-    .innerJoin('clients as c', (join) => join.onRef('c.client_id', '=', sql<string>`p.payload->>'clientId'`).on('c.status', '=', 'active'))
-    .leftJoin('grant_contexts as gc', 'gc.grant_id', 'p.grant_id')
-    .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`p.payload->>'accountId'`).on('u.disabled', '=', false))
+/**
+ * The statement both kinds of token are read with: a row of oidc_payloads (the token, or the grant of a JWT),
+ * live, its client active, the grant's launch context, the user (not disabled) with the patients they act
+ * for, and the client's payer role and population. `grantColumn` is where the row names its grant.
+ */
+function accessQuery(db: Kysely<DB>, grantColumn: 't.grant_id' | 't.id') {
+  return db
+    .selectFrom('oidc_payloads as t')
+    .innerJoin('clients as c', (join) => join.onRef('c.client_id', '=', sql<string>`t.payload->>'clientId'`).on('c.status', '=', 'active'))
+    .leftJoin('grant_contexts as gc', 'gc.grant_id', grantColumn)
+    .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`t.payload->>'accountId'`).on('u.disabled', '=', false))
     .select([
-      'p.model',
+      't.model',
       'c.client_id',
-      sql<string | null>`p.payload->>'scope'`.as('scope'),
-      sql<string | null>`p.payload->>'aud'`.as('aud'),
-      'p.expires_at',
-      'p.grant_id',
-      sql<string | null>`p.payload->>'accountId'`.as('account_id'),
+      't.expires_at',
+      sql<string | null>`t.payload->>'accountId'`.as('account_id'),
       'gc.patient',
       'u.fhir_user',
       representedPatients(sql.ref('u.id')).as('linked'),
       sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'),
       payerPopulation(sql.ref('c.metadata')).as('population'),
-      sql`p.payload->'extra'->'extensions'->'hl7-b2b'`.as('b2b'),
     ])
-    .where('p.model', 'in', ['AccessToken', 'ClientCredentials'])
-    .where('p.id', 'in', box.bearerIds(token))
-    .where('p.expires_at', '>', sql<Date>`now()`)
+    .where('t.expires_at', '>', sql<Date>`now()`);
+}
+
+/** An opaque access token (or a backend's client-credentials token), by its value. */
+export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token: string): Promise<TokenAccess | undefined> {
+  const row = await accessQuery(db, 't.grant_id')
+    .select([
+      sql<string | null>`t.payload->>'scope'`.as('scope'),
+      sql<string | null>`t.payload->>'aud'`.as('aud'),
+      't.grant_id',
+      sql`t.payload->'extra'->'extensions'->'hl7-b2b'`.as('b2b'),
+    ])
+    .where('t.model', 'in', ['AccessToken', 'ClientCredentials'])
+    .where('t.id', 'in', box.bearerIds(token))
     .executeTakeFirst();
   return row && toAccess(row);
 }
@@ -103,40 +114,19 @@ export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined,
       .executeTakeFirst();
     return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined, ...payerOf(client) };
   }
-  const row = await db
-    .selectFrom('oidc_payloads as g')
-    .innerJoin('clients as c', (join) => join.onRef('c.client_id', '=', sql<string>`g.payload->>'clientId'`).on('c.status', '=', 'active'))
-    .leftJoin('grant_contexts as gc', 'gc.grant_id', 'g.id')
-    .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`g.payload->>'accountId'`).on('u.disabled', '=', false))
-    .select([
-      'g.model',
-      'c.client_id',
-      sql<string | null>`null`.as('scope'),
-      sql<string | null>`null`.as('aud'),
-      'g.expires_at',
-      'g.id as grant_id',
-      sql<string | null>`g.payload->>'accountId'`.as('account_id'),
-      'gc.patient',
-      'u.fhir_user',
-      representedPatients(sql.ref('u.id')).as('linked'),
-      sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'),
-      payerPopulation(sql.ref('c.metadata')).as('population'),
-      sql`null`.as('b2b'),
-    ])
-    .where('g.model', '=', 'Grant')
-    .where('g.id', '=', grantId)
-    .where('g.expires_at', '>', sql<Date>`now()`)
+  const row = await accessQuery(db, 't.id')
+    .select([sql<string | null>`null`.as('scope'), sql<string | null>`null`.as('aud'), 't.id as grant_id', sql`null`.as('b2b')])
+    .where('t.model', '=', 'Grant')
+    .where('t.id', '=', grantId)
     .executeTakeFirst();
   if (!row || row.client_id !== clientId) return undefined;
   const access = toAccess(row);
   return access && { clientId, grantId, userId: access.userId, patient: access.patient, userPatients: access.userPatients, payerRole: access.payerRole, population: access.population, sensitiveExcluded: access.sensitiveExcluded };
 }
 
-const PAYER_ROLES: readonly string[] = ['patient-access', 'provider-access', 'payer-to-payer'];
-
 /** The payer columns of a row: the role, and the population where the role confines the client to one. */
 function payerOf(row: { payer_role: string | null; population: [string, boolean][] | string | null }): Pick<TokenAccess, 'payerRole' | 'population' | 'sensitiveExcluded'> {
-  const payerRole = row.payer_role !== null && PAYER_ROLES.includes(row.payer_role) ? (row.payer_role as PayerRole) : undefined;
+  const payerRole = row.payer_role !== null && (PAYER_ROLES as readonly string[]).includes(row.payer_role) ? (row.payer_role as PayerRole) : undefined;
   if (payerRole !== 'provider-access' && payerRole !== 'payer-to-payer') return { payerRole, population: undefined, sensitiveExcluded: [] };
   const members = jsonList(row.population);
   return { payerRole, population: members.map(([id]) => id), sensitiveExcluded: members.filter(([, sensitive]) => sensitive).map(([id]) => id) };

@@ -64,7 +64,6 @@ export const UDAP_EXCHANGE_PURPOSE_PROPERTY = 'udap_exchange_purpose';
  * `payer-to-payer` clients only the members who opted in. Only an operator sets it.
  */
 export const PAYER_ROLE_PROPERTY = 'payer_role';
-export const PAYER_ROLES: readonly PayerRole[] = ['patient-access', 'provider-access', 'payer-to-payer'];
 /** Ours: the organisation a payer client acts for, as identifiers `system|value` (NPI, TIN). Only an operator sets it. */
 export const ORGANIZATION_PROPERTY = 'organization_identifiers';
 /** An identifier as `system|value` (FHIR token search syntax), the system an absolute URI. */
@@ -205,9 +204,12 @@ export function checkClientMetadata(metadata: ClientMetadata, options: ClientRul
   checkPayerRole(metadata, grants);
 }
 
+/** Every payer role, and only those: the compiler holds this to the stored type (db/tables/payer.ts PAYER_ROLES). */
+const PAYER_ROLE_NAMES: Readonly<Record<PayerRole, true>> = { 'patient-access': true, 'provider-access': true, 'payer-to-payer': true };
+
 function checkPayerRole(metadata: ClientMetadata, grants: readonly string[]): void {
   const role = metadata[PAYER_ROLE_PROPERTY];
-  if (role !== undefined && !PAYER_ROLES.includes(role as PayerRole)) fail(`${PAYER_ROLE_PROPERTY} must be one of ${PAYER_ROLES.join(', ')}`);
+  if (role !== undefined && !(typeof role === 'string' && Object.hasOwn(PAYER_ROLE_NAMES, role))) fail(`${PAYER_ROLE_PROPERTY} must be one of ${Object.keys(PAYER_ROLE_NAMES).join(', ')}`);
   const organizations = strings(metadata[ORGANIZATION_PROPERTY], ORGANIZATION_PROPERTY);
   const pattern = new RegExp(ORGANIZATION_IDENTIFIER_PATTERN);
   for (const o of organizations) if (!pattern.test(o)) fail(`${ORGANIZATION_PROPERTY}: ${o} is not an identifier system|value (e.g. http://hl7.org/fhir/sid/us-npi|1234567893)`);

@@ -52,4 +52,5 @@ export interface RepresentativesTable {
 }
 
 /** A client's role for a payer (CMS-0057-F), kept in its metadata as `payer_role`. */
-export type PayerRole = 'patient-access' | 'provider-access' | 'payer-to-payer';
+export const PAYER_ROLES = ['patient-access', 'provider-access', 'payer-to-payer'] as const;
+export type PayerRole = (typeof PAYER_ROLES)[number];
