@@ -12,14 +12,11 @@
 import { chromium, type Browser, type Page } from 'playwright-core';
 
 import { HttpBrowser, REDIRECT_URI, standaloneLaunch } from '../bench/lib/flows.js';
+import { appOutcome, launchSkipping, openLauncher, type AppOutcome, type Loaded } from '../test/helpers/launcher-page.js';
 
 const BASE = (process.argv[2] ?? 'http://localhost:3000').replace(/\/$/, '');
 const PATIENTS = ['demo-amy-shaw', 'demo-daniel-okafor', 'demo-grace-miller'];
 
-interface Loaded {
-  readonly vitals: string[];
-  readonly labs: string[];
-}
 
 function fail(message: string): never {
   console.error(`FAIL: ${message}`);
@@ -49,24 +46,16 @@ async function subjectOf(token: string, id: string): Promise<string> {
 }
 
 async function loaded(page: Page): Promise<Loaded> {
-  await page.waitForSelector('body[data-loaded], body[data-error], body[data-fhir-error]', { timeout: 30_000 });
-  const error = (await page.getAttribute('body', 'data-error')) ?? (await page.getAttribute('body', 'data-fhir-error'));
-  if (error) fail(`the sample app reported: ${error}`);
-  return JSON.parse((await page.getAttribute('body', 'data-loaded'))!) as Loaded;
+  const outcome = await appOutcome(page, 30_000);
+  if (outcome.error ?? outcome.fhirError) fail(`the sample app reported: ${outcome.error ?? outcome.fhirError ?? ''}`);
+  return outcome.loaded!;
 }
 
 async function launch(browser: Browser, patient: string, skip: boolean): Promise<Loaded> {
   const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`${BASE}/launcher`);
-  await page.selectOption('#app', 'demo-app');
-  if (skip) {
-    await page.selectOption('#user', 'demo-clinician');
-    await page.check('input[name="skip_login"]');
-    await page.check('input[name="skip_consent"]');
-    await page.check(`input[name="patient"][value="${patient}"]`);
-    await page.click('button[name="go"][value="launch"]');
-  } else {
+  const page = await openLauncher(context, BASE);
+  if (skip) await launchSkipping(page, patient);
+  else {
     await page.check(`input[name="patient"][value="${patient}"]`);
     await page.click('button[name="go"][value="prepare"]');
     await page.waitForSelector('#launch-url');
@@ -115,17 +104,10 @@ async function main(): Promise<void> {
     for (const simulation of simulations) {
       const named = /\(([a-z_]+)\)\s*$/.exec(simulation.label)?.[1] ?? '';
       const ctx = await browser.newContext();
-      const p = await ctx.newPage();
-      await p.goto(`${BASE}/launcher`);
-      await p.selectOption('#app', 'demo-app');
-      await p.selectOption('#user', 'demo-clinician');
-      await p.check('input[name="skip_login"]');
-      await p.check('input[name="skip_consent"]');
-      await p.check(`input[name="patient"][value="${PATIENTS[0]!}"]`);
-      await p.selectOption('#simulate', simulation.value);
-      await p.click('button[name="go"][value="launch"]');
-      await p.waitForSelector('body[data-loaded], body[data-error], body[data-fhir-error]', { timeout: 30_000 }).catch(() => undefined);
-      const seen = `${(await p.getAttribute('body', 'data-error').catch(() => null)) ?? ''} ${(await p.getAttribute('body', 'data-fhir-error').catch(() => null)) ?? ''} ${p.url()} ${(await p.textContent('body').catch(() => '')) ?? ''}`;
+      const p = await openLauncher(ctx, BASE);
+      await launchSkipping(p, PATIENTS[0]!, simulation.value);
+      const outcome: AppOutcome = await appOutcome(p, 30_000).catch(() => ({}));
+      const seen = `${outcome.error ?? ''} ${outcome.fhirError ?? ''} ${p.url()}`;
       console.log(`${seen.includes(named) ? 'ok  ' : 'note'} simulated ${simulation.value}: the app ${seen.includes(named) ? 'got' : 'did not show'} ${named}`);
       await ctx.close();
     }

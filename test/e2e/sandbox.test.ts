@@ -6,12 +6,13 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 import { startFhirServer } from '../../src/fhir/server.js';
 import { freePort, testApp } from '../helpers/app.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { AMY, CATEGORY, DANIEL, LOINC, testRecords } from '../helpers/fhir-data.js';
+import { appOutcome, launchSkipping, openLauncher, type Loaded } from '../helpers/launcher-page.js';
 
 /**
  * The sandbox as a developer meets it (issue 13), in headless Chromium over real HTTP: the launcher opens
@@ -29,10 +30,6 @@ const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 390, heig
 
 interface AxeResult {
   readonly violations: { readonly id: string; readonly impact: string | null; readonly help: string; readonly nodes: { readonly target: unknown; readonly failureSummary?: string }[] }[];
-}
-interface Loaded {
-  readonly vitals: string[];
-  readonly labs: string[];
 }
 
 /** Observations with values and dates, as the sample app's tables show them. */
@@ -104,17 +101,10 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
   }
 
   async function loaded(page: Page): Promise<Loaded> {
-    await page.waitForSelector('body[data-loaded], body[data-error], body[data-fhir-error]', { timeout: 20_000 });
-    assert.equal(await page.getAttribute('body', 'data-error'), null, 'the sign-in worked');
-    assert.equal(await page.getAttribute('body', 'data-fhir-error'), null, 'the record was read');
-    return JSON.parse((await page.getAttribute('body', 'data-loaded'))!) as Loaded;
-  }
-
-  async function openLauncher(context: BrowserContext): Promise<Page> {
-    const page = await context.newPage();
-    await page.goto(`${issuer}/launcher`);
-    await page.selectOption('#app', 'demo-app');
-    return page;
+    const outcome = await appOutcome(page);
+    assert.equal(outcome.error, undefined, 'the sign-in worked');
+    assert.equal(outcome.fhirError, undefined, 'the record was read');
+    return outcome.loaded!;
   }
 
   it('the landing page leads to the launcher and the sample app', async () => {
@@ -133,7 +123,7 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
 
   it('launcher → sign-in → consent → the sample app reads exactly the chosen patient\'s vital signs and lab results', async () => {
     const context = await browser.newContext();
-    const page = await openLauncher(context);
+    const page = await openLauncher(context, issuer);
     await page.check(`input[name="patient"][value="${AMY}"]`);
     await page.click('button[name="go"][value="prepare"]');
     await page.waitForSelector('#launch-url');
@@ -163,12 +153,8 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
 
   it('with sign-in and consent skipped the app opens straight on the chosen patient\'s data', async () => {
     const context = await browser.newContext();
-    const page = await openLauncher(context);
-    await page.selectOption('#user', 'demo-clinician');
-    await page.check('input[name="skip_login"]');
-    await page.check('input[name="skip_consent"]');
-    await page.check(`input[name="patient"][value="${DANIEL}"]`);
-    await page.click('button[name="go"][value="launch"]');
+    const page = await openLauncher(context, issuer);
+    await launchSkipping(page, DANIEL);
     const data = await loaded(page);
     assert.deepEqual(data.vitals.sort(), ['hr-daniel-1', 'obs-daniel-vital']);
     assert.deepEqual(data.labs.sort(), ['glu-daniel-1', 'obs-daniel-lab']);
@@ -187,13 +173,8 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
     };
     for (const [simulate, { attribute, match }] of Object.entries(expected)) {
       const context = await browser.newContext();
-      const page = await openLauncher(context);
-      await page.selectOption('#user', 'demo-clinician');
-      await page.check('input[name="skip_login"]');
-      await page.check('input[name="skip_consent"]');
-      await page.check(`input[name="patient"][value="${AMY}"]`);
-      await page.selectOption('#simulate', simulate);
-      await page.click('button[name="go"][value="launch"]');
+      const page = await openLauncher(context, issuer);
+      await launchSkipping(page, AMY, simulate);
       await page.waitForSelector(`body[${attribute}]`, { timeout: 20_000 });
       assert.match((await page.getAttribute('body', attribute)) ?? '', match, simulate);
       await context.close();
