@@ -9,9 +9,10 @@
  *
  * Exits non-zero on the first difference. CHROMIUM_PATH overrides /usr/bin/chromium.
  */
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 
 import { HttpBrowser, REDIRECT_URI, standaloneLaunch } from '../bench/lib/flows.js';
+import { launchChromium } from '../test/helpers/chromium.js';
 import { appOutcome, launchSkipping, openLauncher, type AppOutcome, type Loaded } from '../test/helpers/launcher-page.js';
 
 const BASE = (process.argv[2] ?? 'http://localhost:3000').replace(/\/$/, '');
@@ -73,10 +74,7 @@ async function launch(browser: Browser, patient: string, skip: boolean): Promise
 }
 
 async function main(): Promise<void> {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launchChromium();
   try {
     const token = await checkerToken();
     for (const skip of [false, true]) {

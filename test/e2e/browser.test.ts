@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 
 import { listeningApp } from '../helpers/app.js';
+import { chromiumSkip, launchChromium } from '../helpers/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
 
 /**
@@ -13,9 +13,6 @@ import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
  * HTTP: the sample app's launch page, our sign-in, picker and consent pages, and back. Needs Debian's
  * chromium (CHROMIUM_PATH); CI sets REQUIRE_BROWSER=true so that a missing browser fails instead of skipping.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.REQUIRE_BROWSER === 'true') throw new Error(`REQUIRE_BROWSER is set but there is no browser at ${CHROMIUM}`);
 
 interface TokenView {
   patient?: string;
@@ -26,7 +23,7 @@ interface TokenView {
   refresh?: boolean;
 }
 
-describe('fhirclient in headless Chromium', { skip: available ? false : `no browser at ${CHROMIUM} (apt-get install chromium)` }, () => {
+describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
   let database: TestDatabase;
   let app: FastifyInstance;
   let issuer: string;
@@ -35,10 +32,7 @@ describe('fhirclient in headless Chromium', { skip: available ? false : `no brow
   before(async () => {
     database = await createTestDatabase('pglite');
     ({ app, issuer } = await listeningApp(database.database, { SEED_DEMO: 'true', SANDBOX: 'true' }));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser.close();

@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
 
 import { listeningApp } from '../helpers/app.js';
 import { Browser as FormBrowser } from '../helpers/browser.js';
 import { basicAuth, createClient, form } from '../helpers/clients.js';
+import { axeViolations, chromiumSkip, launchChromium } from '../helpers/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from '../helpers/flow.js';
 
@@ -20,23 +19,15 @@ import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenReques
  * the audit trail; and axe-core, injected into each page, finds no accessibility violation on any console
  * page. SCREENSHOT_DIR, when set, keeps a PNG of each page. Needs Debian's chromium, as browser.test.ts.
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.REQUIRE_BROWSER === 'true') throw new Error(`REQUIRE_BROWSER is set but there is no browser at ${CHROMIUM}`);
 const ADMIN_TOKEN = 'console-e2e-admin-token-0123456789abcdef';
 const OPERATOR = { username: 'ops-admin', password: 'operator-password-1' };
 const AUDITOR = { username: 'ops-auditor', password: 'auditor-password-1' };
 
-interface AxeResult {
-  violations: { id: string; impact: string | null; help: string; nodes: { target: unknown[]; failureSummary?: string }[] }[];
-}
-
-describe('operator console in headless Chromium', { skip: available ? false : `no browser at ${CHROMIUM} (apt-get install chromium)` }, () => {
+describe('operator console in headless Chromium', { skip: chromiumSkip() }, () => {
   let database: TestDatabase;
   let app: FastifyInstance;
   let issuer: string;
   let browser: Browser;
-  let axeSource: string;
   let operatorId: string;
   const checked: string[] = [];
 
@@ -49,11 +40,7 @@ describe('operator console in headless Chromium', { skip: available ? false : `n
     operatorId = made.json<{ id: string }>().id;
     const auditor = await app.inject({ method: 'POST', url: '/admin/api/users', headers: admin, payload: { username: AUDITOR.username, password: AUDITOR.password, fhirUser: 'Practitioner/ops-2', name: 'Aaron Auditor', roles: ['auditor'] } });
     assert.equal(auditor.statusCode, 201, auditor.body);
-    axeSource = await readFile(join(createRequire(import.meta.url).resolve('axe-core'), '..', 'axe.min.js'), 'utf8');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
   });
   after(async () => {
     await browser.close();
@@ -63,9 +50,7 @@ describe('operator console in headless Chromium', { skip: available ? false : `n
 
   /** axe-core in the page (evaluated through the DevTools protocol: the page's CSP allows no injected script). */
   async function accessible(page: Page, name: string): Promise<void> {
-    await page.evaluate(axeSource);
-    const result = await page.evaluate<AxeResult>("axe.run(document, { resultTypes: ['violations'] })");
-    const found = result.violations.map((v) => `${v.id} (${String(v.impact)}): ${v.help}\n${v.nodes.map((n) => `  ${JSON.stringify(n.target)} ${n.failureSummary ?? ''}`).join('\n')}`);
+    const found = await axeViolations(page);
     assert.deepEqual(found, [], `axe-core on ${name} (${page.url()})`);
     checked.push(name);
     if (process.env.SCREENSHOT_DIR) await page.screenshot({ path: join(process.env.SCREENSHOT_DIR, `console-${name}.png`), fullPage: true });

@@ -1,15 +1,14 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
 
 import { startFhirServer } from '../../src/fhir/server.js';
 import { freePort, testApp } from '../helpers/app.js';
+import { axeViolations, chromiumSkip, launchChromium } from '../helpers/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
 import { AMY, CATEGORY, DANIEL, LOINC, testRecords } from '../helpers/fhir-data.js';
 import { appOutcome, launchSkipping, openLauncher, type Loaded } from '../helpers/launcher-page.js';
@@ -22,15 +21,8 @@ import { appOutcome, launchSkipping, openLauncher, type Loaded } from '../helper
  * light and dark mode. With SCREENSHOT_DIR set, each page is saved at desktop and phone size, as the screen
  * shows it and whole (scripts/sandbox-screenshots.sh).
  */
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const available = existsSync(CHROMIUM);
-if (!available && process.env.REQUIRE_BROWSER === 'true') throw new Error(`REQUIRE_BROWSER is set but there is no browser at ${CHROMIUM}`);
 const SCREENSHOT_DIR = process.env.SCREENSHOT_DIR;
 const SIZES = { desktop: { width: 1280, height: 800 }, phone: { width: 390, height: 844 } } as const;
-
-interface AxeResult {
-  readonly violations: { readonly id: string; readonly impact: string | null; readonly help: string; readonly nodes: { readonly target: unknown; readonly failureSummary?: string }[] }[];
-}
 
 /** Observations with values and dates, as the sample app's tables show them. */
 function records(): Record<string, unknown>[] {
@@ -47,13 +39,12 @@ function records(): Record<string, unknown>[] {
   return [...testRecords(), vital('hr-amy-1', AMY, '2026-11-20', 72), lab('glu-amy-1', AMY, '2026-11-21', 98), vital('hr-daniel-1', DANIEL, '2026-10-02', 64), lab('glu-daniel-1', DANIEL, '2026-10-03', 131)];
 }
 
-describe('the sandbox in headless Chromium', { skip: available ? false : `no browser at ${CHROMIUM} (apt-get install chromium)` }, () => {
+describe('the sandbox in headless Chromium', { skip: chromiumSkip() }, () => {
   let database: TestDatabase;
   let upstream: Awaited<ReturnType<typeof startFhirServer>>;
   let app: FastifyInstance;
   let issuer: string;
   let browser: Browser;
-  let axeSource: string;
   const checked = new Set<string>();
 
   before(async () => {
@@ -64,11 +55,7 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
     issuer = `http://127.0.0.1:${port}`;
     app = await testApp(database.database, { SANDBOX: 'true', SEED_DEMO: 'true', REGISTRATION: '', REGISTRATION_STATUS: '', ISSUER: issuer, FHIR_BASE_URLS: `${issuer}/fhir`, FHIR_UPSTREAMS: `${issuer}/fhir=${upstream.url}` });
     await app.listen({ port, host: '127.0.0.1' });
-    axeSource = await readFile(join(createRequire(import.meta.url).resolve('axe-core'), '..', 'axe.min.js'), 'utf8');
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
+    browser = await launchChromium();
     if (SCREENSHOT_DIR) mkdirSync(SCREENSHOT_DIR, { recursive: true });
   });
   after(async () => {
@@ -82,9 +69,7 @@ describe('the sandbox in headless Chromium', { skip: available ? false : `no bro
   async function accessible(page: Page, name: string): Promise<void> {
     for (const colorScheme of ['light', 'dark'] as const) {
       await page.emulateMedia({ colorScheme });
-      await page.evaluate(axeSource);
-      const result = await page.evaluate<AxeResult>("axe.run(document, { resultTypes: ['violations'] })");
-      const found = result.violations.map((v) => `${v.id} (${String(v.impact)}): ${v.help}\n${v.nodes.map((n) => `  ${JSON.stringify(n.target)} ${n.failureSummary ?? ''}`).join('\n')}`);
+      const found = await axeViolations(page);
       assert.deepEqual(found, [], `axe-core on ${name}, ${colorScheme} mode (${page.url()})`);
     }
     await page.emulateMedia({ colorScheme: 'light' });
