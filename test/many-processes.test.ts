@@ -73,6 +73,7 @@ describe('three server processes behind a round-robin proxy, one Postgres', { sk
   let database: TestDatabase;
   let proxy: RoundRobin;
   const children: ChildProcess[] = [];
+  const outputs: string[][] = [];
   let issuer: string;
   const backends: string[] = [];
   /** The launch's refresh token, rotated at each use (openid in scope: each refresh brings an id_token). */
@@ -108,14 +109,30 @@ describe('three server processes behind a round-robin proxy, one Postgres', { sk
           KEY_REFRESH_SECONDS: '1',
           CLIENT_CACHE_SECONDS: '1',
         },
-        stdio: ['ignore', 'ignore', 'pipe'],
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
-      child.stderr.resume();
+      // What each process printed, kept to tell why one never became ready.
+      const output: string[] = [];
+      const keep = (chunk: Buffer): void => {
+        output.push(chunk.toString());
+        if (output.length > 200) output.shift();
+      };
+      child.stdout.on('data', keep);
+      child.stderr.on('data', keep);
+      outputs.push(output);
       children.push(child);
       backends.push(`http://127.0.0.1:${port}`);
     }
-    for (const backend of backends) {
-      await until(`${backend} ready`, async () => (await fetch(`${backend}/readyz`).catch(() => undefined))?.status === 200, 120_000);
+    for (const [i, backend] of backends.entries()) {
+      const child = children[i]!;
+      try {
+        await until(`${backend} ready`, async () => {
+          if (child.exitCode !== null) throw new Error(`${backend} exited with ${child.exitCode}`);
+          return (await fetch(`${backend}/readyz`).catch(() => undefined))?.status === 200;
+        }, 120_000);
+      } catch (error) {
+        throw new Error(`${(error as Error).message}; it printed:\n${outputs[i]!.join('')}`, { cause: error });
+      }
     }
   });
 

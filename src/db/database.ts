@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 
 import type { DatabaseConfig } from '../config/config.js';
 import { unavailableReason } from './faults.js';
+import { withTransactionMigrationLock } from './migrate.js';
 import type { DB } from './schema.js';
 
 export type DatabaseKind = 'postgres' | 'pglite';
@@ -59,7 +60,7 @@ function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_00
   pool.on('connect', (client) => {
     client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
   });
-  const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool: discardingFaultyClients(pool) }) });
+  const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: discardingFaultyClients(pool) })) });
   return {
     db,
     kind: 'postgres',
@@ -135,7 +136,7 @@ async function openPglite(dataDir: string | undefined): Promise<Database> {
     await unlock();
     throw error;
   }
-  const db = new Kysely<DB>({ dialect: new PGliteDialect(pglite) });
+  const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PGliteDialect(pglite)) });
   return {
     db,
     kind: 'pglite',
