@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import { errors } from 'oidc-provider';
 
 import { ClientAdapter } from '../src/oidc/adapters/client.js';
+import { GroupedWrites } from '../src/oidc/adapters/grouped-writes.js';
 import { BEARER_MODELS, PAYLOAD_MODELS, PayloadAdapter, purgeExpired } from '../src/oidc/adapters/payload.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { describeEachDatabase } from './helpers/databases.js';
@@ -146,6 +147,43 @@ describeEachDatabase('oidc-provider adapter contract', (ctx) => {
     await adapterFor('RefreshToken').upsert(key, { kind: 'RefreshToken' }, 600);
     assert.deepEqual(await adapterFor('AccessToken').find(key), { jti: key, kind: 'AccessToken' });
     assert.deepEqual(await adapterFor('RefreshToken').find(key), { jti: key, kind: 'RefreshToken' });
+  });
+
+  it('saves made together (group commit): each resolves once its row is stored; two saves of one row land in order', async () => {
+    const writes = new GroupedWrites(db());
+    const keys = [id(), id(), id()];
+    const shared = id();
+    const sessions = new PayloadAdapter(db(), box, 'Session', undefined, writes);
+    const tokens = new PayloadAdapter(db(), box, 'AccessToken', undefined, writes);
+    const refresh = new PayloadAdapter(db(), box, 'RefreshToken', undefined, writes);
+    // Same tick: the first goes alone, the rest together once it is done; `shared` twice, the second last.
+    await Promise.all([
+      tokens.upsert(keys[0]!, { jti: keys[0], kind: 'AccessToken' }, 600),
+      refresh.upsert(keys[1]!, { jti: keys[1], kind: 'RefreshToken' }, 600),
+      sessions.upsert(shared, { jti: shared, kind: 'Session', n: 1 }, 600),
+      sessions.upsert(shared, { jti: shared, kind: 'Session', n: 2 }, 600),
+      tokens.upsert(keys[2]!, { jti: keys[2], kind: 'AccessToken' }, 600),
+    ]);
+    assert.deepEqual(await tokens.find(keys[0]!), { jti: keys[0], kind: 'AccessToken' });
+    assert.deepEqual(await refresh.find(keys[1]!), { jti: keys[1], kind: 'RefreshToken' });
+    assert.deepEqual(await tokens.find(keys[2]!), { jti: keys[2], kind: 'AccessToken' });
+    assert.deepEqual(await sessions.find(shared), { jti: shared, kind: 'Session', n: 2 }, 'the later save of a row wins');
+  });
+
+  it('saves made together: a row the database refuses fails its own save only', async () => {
+    const writes = new GroupedWrites(db());
+    const tokens = new PayloadAdapter(db(), box, 'AccessToken', undefined, writes);
+    const keys = [id(), id(), id(), id()];
+    const results = await Promise.allSettled([
+      tokens.upsert(keys[0]!, { jti: keys[0] }, 600),
+      tokens.upsert(keys[1]!, { jti: keys[1] }, 600),
+      // An expiry 150,000 years ago, a date JavaScript holds and Postgres does not: refused for its content (22008).
+      tokens.upsert(keys[2]!, { jti: keys[2] }, -5e12),
+      tokens.upsert(keys[3]!, { jti: keys[3] }, 600),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    for (const key of [keys[0]!, keys[1]!, keys[3]!]) assert.deepEqual(await tokens.find(key), { jti: key });
+    assert.equal(await tokens.find(keys[2]!), undefined);
   });
 
   it('Client: secrets are sealed at rest; only active clients are found; destroy removes', async () => {

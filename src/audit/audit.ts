@@ -3,7 +3,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
 
-import { unavailableReason } from '../db/faults.js';
+import { isRowError, unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import { DISABLED, type Metrics } from '../observability/metrics.js';
@@ -222,15 +222,6 @@ export class AuditLog {
     await this.#db.insertInto('audit_events').values(rows).execute();
     this.#last = prev;
   }
-}
-
-/**
- * Whether the database refused the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
- * constraint violation), as opposed to failing whatever was sent (connection lost, server shutting down).
- */
-function isRowError(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^2[23]/.test(code);
 }
 
 /** What a row's hash covers: every column but the sequence number and the hashes. */

@@ -111,3 +111,13 @@ export async function retryWhileUnavailable<T>(job: () => Promise<T>, { log, wha
     delay = Math.min(delay * 2, MAX_DELAY_MS);
   }
 }
+
+/**
+ * Whether the database refused the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
+ * constraint violation), as opposed to failing whatever was sent (connection lost, server shutting down):
+ * a batch refused for one row's content is worth retrying row by row, a batch that failed otherwise is not.
+ */
+export function isRowError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^2[23]/.test(code);
+}

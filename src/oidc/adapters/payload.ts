@@ -7,6 +7,7 @@ import { describeInputProblem, inputProblem, isStorableText } from '../../securi
 import { GRANT_CONTEXT_COLUMNS, grantContextOf, type GrantContext, type GrantContextRow } from '../../launch/context.js';
 import { userOf, type User } from '../../users/users.js';
 import { stateOf } from '../context.js';
+import { GroupedWrites } from './grouped-writes.js';
 
 /**
  * Models whose rows carry a grantId and are removed by `revokeByGrantId` when a grant is revoked
@@ -80,10 +81,15 @@ export class PayloadAdapter implements Adapter {
   readonly #hashed: boolean;
 
   readonly #shared: SharedTokenReads | undefined;
+  readonly #writes: GroupedWrites;
 
-  /** @param shared where lookups of {@link SHARED_READ_MODELS} go, to be shared with others of the same tick. */
-  constructor(db: Kysely<DB>, box: SecretBox, model: string, shared?: SharedTokenReads) {
+  /**
+   * @param shared where lookups of {@link SHARED_READ_MODELS} go, to be shared with others of the same tick.
+   * @param writes where saves go, to be written with those of other requests in flight.
+   */
+  constructor(db: Kysely<DB>, box: SecretBox, model: string, shared?: SharedTokenReads, writes = new GroupedWrites(db)) {
     this.#db = db;
+    this.#writes = writes;
     this.#box = box;
     this.#model = model;
     this.#grantable = GRANTABLE.has(model);
@@ -119,11 +125,7 @@ export class PayloadAdapter implements Adapter {
     if (this.#hashed && this.#box.hasPreviousKeys) {
       await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', 'in', this.#storedIds(id).slice(1)).execute();
     }
-    await this.#db
-      .insertInto('oidc_payloads')
-      .values({ model: this.#model, id: storedId, ...row })
-      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet(row))
-      .execute();
+    await this.#writes.save({ model: this.#model, id: storedId, ...row });
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
