@@ -73,10 +73,10 @@ describe('configuration', () => {
     const primary = { DATABASE_URL: 'postgres://u:p@db/smart', SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://fhir.example.org/r4' };
     assert.equal(loadConfig(primary).databaseReplica, undefined);
     assert.deepEqual(loadConfig({ ...primary, DATABASE_REPLICA_URL: 'postgres://u:p@standby/smart' }).databaseReplica, { url: 'postgres://u:p@standby/smart', maxLagMs: 5000 });
-    assert.deepEqual(loadConfig({ ...primary, DATABASE_REPLICA_URL: 'postgres://u:p@standby/smart', DATABASE_REPLICA_MAX_LAG_MS: '250' }).databaseReplica, { url: 'postgres://u:p@standby/smart', maxLagMs: 250 });
+    assert.deepEqual(loadConfig({ ...primary, DATABASE_REPLICA_URL: 'postgres://u:p@standby/smart', DATABASE_REPLICA_MAX_LAG_MS: '2500' }).databaseReplica, { url: 'postgres://u:p@standby/smart', maxLagMs: 2500 });
     assert.deepEqual(problems({ ...primary, DATABASE_REPLICA_URL: 'mysql://u:secret@standby/smart', DATABASE_REPLICA_MAX_LAG_MS: '50' }), [
       'DATABASE_REPLICA_URL=(value hidden) is invalid: expected a postgres:// or postgresql:// connection URL of a hot standby of DATABASE_URL',
-      'DATABASE_REPLICA_MAX_LAG_MS="50" is invalid: expected an integer number of milliseconds from 100 to 600000',
+      'DATABASE_REPLICA_MAX_LAG_MS="50" is invalid: expected an integer number of milliseconds from 2000 (the lag is measured every second) to 600000',
     ]);
     assert.deepEqual(problems({ DATABASE_REPLICA_URL: 'postgres://u:secret@standby/smart' }), ['DATABASE_REPLICA_URL needs DATABASE_URL: a read replica is a standby of a Postgres primary, and the embedded database has none']);
   });

@@ -168,7 +168,7 @@ const schema = {
     DATABASE_CONNECT_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300' },
     DATABASE_QUERY_TIMEOUT_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (no limit) to 3600' },
     DATABASE_REPLICA_URL: { type: 'string', pattern: '^postgres(ql)?://\\S+$', description: 'a postgres:// or postgresql:// connection URL of a hot standby of DATABASE_URL' },
-    DATABASE_REPLICA_MAX_LAG_MS: { type: 'integer', minimum: 100, maximum: 600000, description: 'an integer number of milliseconds from 100 to 600000' },
+    DATABASE_REPLICA_MAX_LAG_MS: { type: 'integer', minimum: 2000, maximum: 600000, description: 'an integer number of milliseconds from 2000 (the lag is measured every second) to 600000' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
