@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 
 import { buildApp } from '../src/app.js';
+import { WriteClock } from '../src/db/write-clock.js';
 import { TEST_ADMIN_TOKEN, TEST_FHIR_BASE, testConfig } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { callback, consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
@@ -95,6 +96,36 @@ class StatementLog {
     return found;
   }
 }
+
+describe("this process's writes, as the primary's connections commit them (WriteClock)", () => {
+  it('a statement outside a transaction at once; inside one at its commit, never when rolled back; reads never', () => {
+    const clock = new WriteClock();
+    const first = clock.session();
+    first.executed('select * from "clients" where "client_id" = $1 for update');
+    first.executed('insert into "audit_events" ("id") values ($1) on conflict do update set "id" = excluded."id"');
+    assert.equal(clock.lastWrite(['clients']), -Infinity, 'a read, even one that locks');
+    const audited = clock.lastWrite(['audit_events']);
+    assert.ok(audited > -Infinity);
+
+    first.executed('begin');
+    first.executed('update "clients" set "status" = $1 where "client_id" = $2');
+    first.executed('delete\nfrom users where id = $1');
+    assert.equal(clock.lastWrite(['clients', 'users']), -Infinity, 'not committed yet');
+    first.executed('commit');
+    const committed = clock.lastWrite(['clients']);
+    assert.ok(committed >= audited);
+    assert.equal(clock.lastWrite(['users']), committed);
+
+    const second = clock.session();
+    second.executed('start transaction isolation level serializable');
+    second.executed('insert into "patients" ("id") values ($1)');
+    second.executed('rollback');
+    second.executed('begin');
+    second.executed('insert into "encounters" ("id") values ($1)');
+    second.released();
+    assert.equal(clock.lastWrite(['patients', 'encounters']), -Infinity, 'rolled back, or released without a commit');
+  });
+});
 
 describe('read replicas (a primary and a streaming standby of our own)', { skip }, () => {
   let primary: OwnPostgres | undefined;
