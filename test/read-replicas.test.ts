@@ -8,6 +8,7 @@ import pg from 'pg';
 
 import { buildApp } from '../src/app.js';
 import { WriteClock } from '../src/db/write-clock.js';
+import { minPublishedSeconds } from '../src/maintenance.js';
 import { TEST_ADMIN_TOKEN, TEST_FHIR_BASE, testConfig } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { callback, consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
@@ -124,6 +125,14 @@ describe("this process's writes, as the primary's connections commit them (Write
     second.executed('insert into "encounters" ("id") values ($1)');
     second.released();
     assert.equal(clock.lastWrite(['patients', 'encounters']), -Infinity, 'rolled back, or released without a commit');
+  });
+});
+
+describe('key publication with a read replica', () => {
+  it('a next key is published for the maximum replica lag longer before it may sign', () => {
+    const postgres = { DATABASE_URL: 'postgres://db/x', KEY_REFRESH_SECONDS: '60' };
+    assert.equal(minPublishedSeconds(testConfig(postgres)), 60 + 300);
+    assert.equal(minPublishedSeconds(testConfig({ ...postgres, DATABASE_REPLICA_URL: 'postgres://standby/x', DATABASE_REPLICA_MAX_LAG_MS: '4500' })), 60 + 5 + 300);
   });
 });
 

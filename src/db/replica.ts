@@ -98,13 +98,15 @@ interface Connection {
 export class ReadReplica implements ReplicaReads {
   readonly #primary: Kysely<DB>;
   readonly #replica: Kysely<DB>;
+  readonly #pool: pg.Pool;
   readonly #monitor: LagMonitor;
   readonly #writes: WriteClock;
   readonly #lookups: ReadonlySet<ReplicaLookup>;
 
-  private constructor(primary: Kysely<DB>, replica: Kysely<DB>, monitor: LagMonitor, writes: WriteClock, lookups: ReadonlySet<ReplicaLookup>) {
+  private constructor(primary: Kysely<DB>, replica: Kysely<DB>, pool: pg.Pool, monitor: LagMonitor, writes: WriteClock, lookups: ReadonlySet<ReplicaLookup>) {
     this.#primary = primary;
     this.#replica = replica;
+    this.#pool = pool;
     this.#monitor = monitor;
     this.#writes = writes;
     this.#lookups = lookups;
@@ -115,7 +117,7 @@ export class ReadReplica implements ReplicaReads {
     const monitor = new LagMonitor(primary.pool, pool, options.maxLagMs, options.checkIntervalMs ?? 1000, connection.log);
     const replica = new Kysely<DB>({ dialect: new PostgresDialect({ pool: fallingBack(kyselyPool(pool), primary.kysely, (error) => monitor.failed(error)) }) });
     monitor.start();
-    return new ReadReplica(primary.db, replica, monitor, primary.writes, new Set(options.lookups));
+    return new ReadReplica(primary.db, replica, pool, monitor, primary.writes, new Set(options.lookups));
   }
 
   db(lookup: ReplicaLookup): Kysely<DB> {
@@ -137,6 +139,8 @@ export class ReadReplica implements ReplicaReads {
     this.#monitor.stop();
     await this.#monitor.idle();
     await this.#replica.destroy();
+    // kysely ends only a pool it has used; the monitor uses it from the start.
+    if (!this.#pool.ended) await this.#pool.end();
   }
 }
 
