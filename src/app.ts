@@ -15,6 +15,7 @@ import { EMBEDDED_UPSTREAM, usesEmbeddedFhir, type Config, type FhirUpstream } f
 import { openDatabase, type Database } from './db/database.js';
 import { retryWhileUnavailable } from './db/faults.js';
 import { migrateToLatest } from './db/migrate.js';
+import { primaryReads, replicaLookups, type ReplicaReads } from './db/replica.js';
 import type { DB } from './db/schema.js';
 import { clearMark, hasMark } from './db/server-state.js';
 import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
@@ -128,7 +129,8 @@ const JWKS_MAX_BYTES = 256 * 1024;
  */
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
-  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000 }));
+  const replica = config.databaseReplica && { ...config.databaseReplica, lookups: replicaLookups(config) };
+  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000, replica }));
   const ownsDatabase = !options.database;
   try {
     return await assemble(config, options, log, database, ownsDatabase);
@@ -142,6 +144,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const metrics = config.metricsPort !== undefined || config.metricsToken !== undefined ? createMetrics() : DISABLED;
   const observer = new QueryObserver(metrics);
   const db = observer.useful ? database.db.withPlugin(observer) : database.db;
+  const replica: ReplicaReads = database.replica ? (observer.useful ? database.replica.withPlugin(observer) : database.replica) : primaryReads(db);
   // A server started before its database (a restart of both, a failover) waits for it rather than exit.
   const whenAvailable = <T>(what: string, job: () => Promise<T>): Promise<T> => retryWhileUnavailable(job, { log, what, signal: options.signal });
   const box = await openSecretBox(config);
@@ -193,6 +196,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
+    replica,
     box,
     log,
     audit,
@@ -204,7 +208,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients, metrics } satisfies Runtime);
-  metrics.observe({ pool: () => database.poolStats(), auditQueue: () => audit.pending, signingKeys: () => signingKeyAges(db) });
+  metrics.observe({ pool: () => database.poolStats(), replica: () => database.replica?.status(), auditQueue: () => audit.pending, signingKeys: () => signingKeyAges(replica.db('signing-keys')) });
 
   if (tracingEnabled()) await app.register(traceRequests);
   await app.register(observeRequests, { basePath: config.basePath, metrics });
@@ -246,9 +250,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
-  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
+  await app.register(interactionRoutes, { prefix: basePath, config, db, replica, box, host, audit });
   await app.register(styleRoutes, { prefix: basePath });
-  await app.register(sandboxRoutes, { prefix: basePath, config, db, box, audit, clients });
+  await app.register(sandboxRoutes, { prefix: basePath, config, db, replica, box, audit, clients });
   await app.register(landingRoutes, { prefix: basePath, config });
   await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
   await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });

@@ -34,10 +34,11 @@ export interface MaintenanceDeps {
 
 /**
  * The minimum time a `next` key is published before it may sign: every process must have re-read the key
- * set, and every client cache must have expired, since it appeared.
+ * set, and every client cache must have expired, since it appeared. A process may re-read it from a read
+ * replica, which is then at most DATABASE_REPLICA_MAX_LAG_MS behind (src/db/replica.ts).
  */
 export function minPublishedSeconds(config: Config): number {
-  return config.keyRefreshSeconds + JWKS_MAX_AGE_SECONDS;
+  return config.keyRefreshSeconds + Math.ceil((config.databaseReplica?.maxLagMs ?? 0) / 1000) + JWKS_MAX_AGE_SECONDS;
 }
 
 /**

@@ -69,6 +69,18 @@ describe('configuration', () => {
     assert.equal(config.seedDemo, false);
   });
 
+  it('DATABASE_REPLICA_URL: a standby of DATABASE_URL, read within DATABASE_REPLICA_MAX_LAG_MS (5 s by default); never echoed back', () => {
+    const primary = { DATABASE_URL: 'postgres://u:p@db/smart', SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://fhir.example.org/r4' };
+    assert.equal(loadConfig(primary).databaseReplica, undefined);
+    assert.deepEqual(loadConfig({ ...primary, DATABASE_REPLICA_URL: 'postgres://u:p@standby/smart' }).databaseReplica, { url: 'postgres://u:p@standby/smart', maxLagMs: 5000 });
+    assert.deepEqual(loadConfig({ ...primary, DATABASE_REPLICA_URL: 'postgres://u:p@standby/smart', DATABASE_REPLICA_MAX_LAG_MS: '2500' }).databaseReplica, { url: 'postgres://u:p@standby/smart', maxLagMs: 2500 });
+    assert.deepEqual(problems({ ...primary, DATABASE_REPLICA_URL: 'mysql://u:secret@standby/smart', DATABASE_REPLICA_MAX_LAG_MS: '50' }), [
+      'DATABASE_REPLICA_URL=(value hidden) is invalid: expected a postgres:// or postgresql:// connection URL of a hot standby of DATABASE_URL',
+      'DATABASE_REPLICA_MAX_LAG_MS="50" is invalid: expected an integer number of milliseconds from 2000 (the lag is measured every second) to 600000',
+    ]);
+    assert.deepEqual(problems({ DATABASE_REPLICA_URL: 'postgres://u:secret@standby/smart' }), ['DATABASE_REPLICA_URL needs DATABASE_URL: a read replica is a standby of a Postgres primary, and the embedded database has none']);
+  });
+
   it('normalises FHIR base URLs (case of scheme and host, trailing slash) and drops duplicates', () => {
     const config = loadConfig({ FHIR_BASE_URLS: 'HTTPS://FHIR.Example.org/R4/,https://fhir.example.org/R4,http://localhost:8080/fhir' });
     assert.deepEqual(config.fhirBaseUrls, ['https://fhir.example.org/R4', 'http://localhost:8080/fhir']);

@@ -44,6 +44,8 @@ export interface Config {
   readonly databaseConnectTimeoutSeconds: number;
   /** How long a Postgres query may go unanswered before it fails (503) and its connection closes; 0: no limit. */
   readonly databaseQueryTimeoutSeconds: number;
+  /** A Postgres hot standby for the lookups that tolerate lag (src/db/replica.ts), with the lag past which it is not read. */
+  readonly databaseReplica: { readonly url: string; readonly maxLagMs: number } | undefined;
   /** Let outbound fetches (client JWKS URLs) reach loopback and private addresses, and use plain http. */
   readonly outboundAllowPrivate: boolean;
   /** Seconds of clock difference tolerated in client assertions and tokens. */
@@ -165,6 +167,8 @@ const schema = {
     DATABASE_POOL_MAX: { type: 'integer', minimum: 1, maximum: 1000, description: 'an integer from 1 to 1000' },
     DATABASE_CONNECT_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300' },
     DATABASE_QUERY_TIMEOUT_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (no limit) to 3600' },
+    DATABASE_REPLICA_URL: { type: 'string', pattern: '^postgres(ql)?://\\S+$', description: 'a postgres:// or postgresql:// connection URL of a hot standby of DATABASE_URL' },
+    DATABASE_REPLICA_MAX_LAG_MS: { type: 'integer', minimum: 2000, maximum: 600000, description: 'an integer number of milliseconds from 2000 (the lag is measured every second) to 600000' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
@@ -220,6 +224,8 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
   const database: DatabaseConfig = v.DATABASE_URL
     ? { kind: 'postgres', url: v.DATABASE_URL as string }
     : { kind: 'pglite', dataDir: (v.DATA_DIR as string | undefined) ?? './.data' };
+
+  if (v.DATABASE_REPLICA_URL && database.kind !== 'postgres') problems.push('DATABASE_REPLICA_URL needs DATABASE_URL: a read replica is a standby of a Postgres primary, and the embedded database has none');
 
   const fhirBaseUrls = v.FHIR_BASE_URLS
     ? parseUrlList('FHIR_BASE_URLS', v.FHIR_BASE_URLS as string, problems)
@@ -294,6 +300,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
     databaseConnectTimeoutSeconds: (v.DATABASE_CONNECT_TIMEOUT_SECONDS as number | undefined) ?? 10,
     databaseQueryTimeoutSeconds: (v.DATABASE_QUERY_TIMEOUT_SECONDS as number | undefined) ?? 30,
+    databaseReplica: v.DATABASE_REPLICA_URL ? Object.freeze({ url: v.DATABASE_REPLICA_URL as string, maxLagMs: (v.DATABASE_REPLICA_MAX_LAG_MS as number | undefined) ?? 5000 }) : undefined,
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,
@@ -334,8 +341,8 @@ function describeProblem(name: string, value: unknown): string {
   return `${name}=${shown} is invalid: expected ${expected}`;
 }
 
-/** Never echoed back in an error message: they are secrets, or (DATABASE_URL) may contain one. */
-const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'METRICS_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'FHIR_UPSTREAM_HEADERS']);
+/** Never echoed back in an error message: they are secrets, or (the database URLs) may contain one. */
+const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'METRICS_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'DATABASE_REPLICA_URL', 'FHIR_UPSTREAM_HEADERS']);
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 

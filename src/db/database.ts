@@ -2,15 +2,16 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
-import { Kysely, PostgresDialect, type PostgresPool, type PostgresPoolClient } from 'kysely';
+import { Kysely, PostgresDialect } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
-import pg from 'pg';
 import type { Logger } from 'pino';
 
 import type { DatabaseConfig } from '../config/config.js';
-import { unavailableReason } from './faults.js';
 import { withTransactionMigrationLock } from './migrate.js';
+import { createPool, kyselyPool } from './pool.js';
+import { ReadReplica, type ReplicaOptions } from './replica.js';
 import type { DB } from './schema.js';
+import { WriteClock } from './write-clock.js';
 
 export type DatabaseKind = 'postgres' | 'pglite';
 
@@ -18,6 +19,8 @@ export type DatabaseKind = 'postgres' | 'pglite';
 export interface Database {
   readonly db: Kysely<DB>;
   readonly kind: DatabaseKind;
+  /** The read replica (DATABASE_REPLICA_URL), when one is configured: src/db/replica.ts. */
+  readonly replica?: ReadReplica | undefined;
   /** Postgres pool connections (undefined on PGlite, one connection in process). */
   poolStats(): { total: number; idle: number; waiting: number } | undefined;
   close(): Promise<void>;
@@ -34,68 +37,29 @@ export interface OpenOptions {
    * every request on it until TCP gives up, many minutes later.
    */
   readonly queryTimeoutMs?: number;
+  /** A Postgres hot standby for the lookups that tolerate its lag (Postgres only). */
+  readonly replica?: ReplicaOptions | undefined;
 }
 
 export async function openDatabase(config: DatabaseConfig, options: OpenOptions = {}): Promise<Database> {
   return config.kind === 'postgres' ? openPostgres(config.url, options) : openPglite(config.dataDir);
 }
 
-function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs }: OpenOptions): Database {
-  const pool = new pg.Pool({
-    connectionString: url,
-    max: poolMax,
-    connectionTimeoutMillis: connectTimeoutMs,
-    ...(queryTimeoutMs ? { query_timeout: queryTimeoutMs } : {}),
-    idleTimeoutMillis: 30_000,
-    // TCP keepalive finds connections to a host that vanished (a failover, a partition) while they idle.
-    keepAlive: true,
-    keepAliveInitialDelayMillis: 10_000,
-    application_name: 'smart-auth-server',
-  });
-  // A connection lost while idle (Postgres restart, failover) is reported by the pool, which drops it.
-  pool.on('error', (error) => log?.warn({ reason: unavailableReason(error), err: error }, 'idle database connection lost'));
-  // A connection lost while checked out fails its query, which answers its request, and then emits 'error'
-  // on the client, where pg-pool listens only while the client is idle: without a listener of its own that
-  // event would be an uncaught exception. The pool discards the client when it is released.
-  pool.on('connect', (client) => {
-    client.on('error', (error) => log?.debug({ reason: unavailableReason(error) }, 'database connection lost while in use'));
-  });
-  const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: discardingFaultyClients(pool) })) });
+function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica }: OpenOptions): Database {
+  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log });
+  const writes = replica ? new WriteClock() : undefined;
+  const kysely = kyselyPool(pool, writes);
+  const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: kysely })) });
+  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log }) : undefined;
   return {
     db,
     kind: 'postgres',
+    replica: reads,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
-    close: once(() => db.destroy()),
-  };
-}
-
-/**
- * The pool as kysely uses it, except that a client whose query failed for want of its connection (lost, or
- * no answer within the query timeout) is released as broken: pg-pool then closes it instead of handing it
- * to the next request, whose query would queue behind the one that never got its answer.
- */
-function discardingFaultyClients(pool: pg.Pool): PostgresPool {
-  return {
-    options: pool.options,
-    end: () => pool.end(),
-    async connect(): Promise<PostgresPoolClient> {
-      const client = await pool.connect();
-      let broken = false;
-      const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
-        try {
-          return await client.query(text, [...values]);
-        } catch (error) {
-          if (unavailableReason(error)) broken = true;
-          throw error;
-        }
-      };
-      return {
-        // kysely's type also admits a cursor, which it passes only when given a `cursor` option (never here).
-        query: query as unknown as PostgresPoolClient['query'],
-        release: (destroy) => client.release(destroy || broken),
-        processID: (client as { processID?: number }).processID,
-      };
-    },
+    close: once(async () => {
+      await reads?.close();
+      await db.destroy();
+    }),
   };
 }
 

@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import type { Database } from '../db/database.js';
 import { unavailableReason } from '../db/faults.js';
 import { pendingMigrations } from '../db/migrate.js';
+import type { ReplicaStatus } from '../db/replica.js';
 
 const READY_TIMEOUT_MS = 2000;
 
@@ -11,15 +12,27 @@ const statusSchema = {
   type: 'object',
   required: ['status'],
   additionalProperties: false,
-  properties: { status: { type: 'string' }, database: { type: 'string' }, reason: { type: 'string' } },
+  properties: {
+    status: { type: 'string' },
+    database: { type: 'string' },
+    reason: { type: 'string' },
+    replica: {
+      type: 'object',
+      required: ['state'],
+      additionalProperties: false,
+      properties: { state: { type: 'string' }, lag_ms: { type: 'integer' } },
+    },
+  },
 } as const;
 
 /**
  * `/healthz`: the process is up and serving (liveness). `/readyz`: the database answers and every migration
- * this build knows is applied (readiness); 503 with the reason otherwise, and while shutting down.
+ * this build knows is applied (readiness); 503 with the reason otherwise, and while shutting down. With a
+ * read replica it also says whether the replica is read and how far behind it was last measured; the
+ * replica never makes the process unready, since the primary serves every read without it.
  */
 export async function healthRoutes(app: FastifyInstance, options: { readonly database: Database }): Promise<void> {
-  const { db, kind } = options.database;
+  const { db, kind, replica } = options.database;
 
   app.get('/healthz', { schema: { response: { 200: statusSchema } } }, async (_request, reply) => {
     void reply.header('cache-control', 'no-store');
@@ -33,8 +46,9 @@ export async function healthRoutes(app: FastifyInstance, options: { readonly dat
       request.log.warn({ reason: why, err: error }, 'not ready');
       return `database unreachable: ${why}`;
     });
-    if (reason) return reply.code(503).send({ status: 'not_ready', database: kind, reason });
-    return { status: 'ready', database: kind };
+    const details = replica ? { replica: replicaDetails(replica.status()) } : {};
+    if (reason) return reply.code(503).send({ status: 'not_ready', database: kind, reason, ...details });
+    return { status: 'ready', database: kind, ...details };
   });
 
   async function checkReady(): Promise<string | undefined> {
@@ -42,6 +56,10 @@ export async function healthRoutes(app: FastifyInstance, options: { readonly dat
     const pending = await pendingMigrations(db);
     return pending.length ? `migrations not applied: ${pending.join(', ')}` : undefined;
   }
+}
+
+function replicaDetails({ state, lagMs }: ReplicaStatus): { state: string; lag_ms?: number } {
+  return lagMs === undefined ? { state } : { state, lag_ms: lagMs };
 }
 
 class ReadinessTimeout extends Error {}

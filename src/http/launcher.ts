@@ -7,6 +7,7 @@ import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import { getClient, insertClient, launchableClients, updateClient } from '../clients/registry.js';
 import { fhirBaseOf, type Config } from '../config/config.js';
+import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import type { FhirContextItem } from '../db/tables/launches.js';
 import { encountersOf, findPatients, searchPatients, type PatientSummary } from '../directory/patients.js';
@@ -32,6 +33,8 @@ import { pageHeaders } from './page-headers.js';
 export interface LauncherDeps {
   readonly config: Config;
   readonly db: Kysely<DB>;
+  /** Where the form's lists are read (a replica when configured). */
+  readonly replica: ReplicaReads;
   readonly box: SecretBox;
   readonly audit: AuditLog;
   readonly clients: ClientCache<unknown>;
@@ -60,17 +63,18 @@ const fields = (names: readonly string[]) => Object.fromEntries(names.map((n) =>
 const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_type', 'pkce', 'jwks', 'jwks_uri', 'fhir_base', 'user', 'skip_login', 'patient', 'encounter', 'skip_consent', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'simulate', 'go', 'tab'];
 
 export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): Promise<void> {
-  const { config, db, box, audit } = deps;
+  const { config, db, replica, box, audit } = deps;
   const basePath = config.basePath;
   // The launcher is open to whoever can load it; the token keeps other sites from submitting it.
   const csrf = box.mac('launcher', 'v1');
 
   async function form(request: FastifyRequest, reply: FastifyReply, query: { q?: string; tab?: string }, problem?: { status: number; message: string; values: Form }): Promise<FastifyReply> {
     const q = (query.q ?? '').slice(0, 200);
-    const patients = await searchPatients(db, q, 100);
+    const lists = replica.db('launcher-lists');
+    const patients = await searchPatients(lists, q, 100);
     const encounters: { patient: PatientSummary; encounters: Awaited<ReturnType<typeof encountersOf>> }[] = [];
     for (const patient of patients) {
-      const list = await encountersOf(db, patient.id);
+      const list = await encountersOf(lists, patient.id);
       if (list.length) encounters.push({ patient, encounters: list });
     }
     pageHeaders(reply, config);
@@ -80,8 +84,8 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       self: `${basePath}/launcher`,
       tab: query.tab === 'standalone' ? 'standalone' : 'ehr',
       csrf,
-      clients: await launchableClients(db),
-      users: await listUsers(db, { limit: 100 }),
+      clients: await launchableClients(lists),
+      users: await listUsers(lists, { limit: 100 }),
       fhirBases: config.fhirBaseUrls,
       patients,
       encounters,

@@ -11,7 +11,7 @@ import { SANDBOX_CLIENT_ID, type LauncherDeps } from './launcher.js';
 /** A sandbox app collects at most this many redirect URIs before the oldest goes. */
 const MAX_REDIRECT_URIS = 20;
 
-export interface SandboxAppsOptions extends LauncherDeps {
+export interface SandboxAppsOptions extends Omit<LauncherDeps, 'replica'> {
   readonly clients: ClientCache<AdapterPayload>;
 }
 

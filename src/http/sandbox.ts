@@ -10,6 +10,7 @@ import type { Kysely } from 'kysely';
 import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import type { Config } from '../config/config.js';
+import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import { PUBLIC_DIR } from '../paths.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -20,8 +21,8 @@ import { launcherRoutes } from './launcher.js';
  * JavaScript client, served from our origin at the demo client's redirect URI), and a launcher page that
  * plays the EHR. The launcher is on only in sandbox mode (SANDBOX; by default on the embedded database).
  */
-export async function sandboxRoutes(app: FastifyInstance, options: { config: Config; db: Kysely<DB>; box: SecretBox; audit: AuditLog; clients: ClientCache<unknown> }): Promise<void> {
-  const { config, db, box, audit, clients } = options;
+export async function sandboxRoutes(app: FastifyInstance, options: { config: Config; db: Kysely<DB>; replica: ReplicaReads; box: SecretBox; audit: AuditLog; clients: ClientCache<unknown> }): Promise<void> {
+  const { config, db, replica, box, audit, clients } = options;
 
   const fhirClientJs = await readFile(createRequire(import.meta.url).resolve('fhirclient/build/fhir-client.min.js'), 'utf8');
   app.get('/sample-app/fhir-client.js', async (_request, reply) => {
@@ -32,5 +33,5 @@ export async function sandboxRoutes(app: FastifyInstance, options: { config: Con
 
   if (!config.sandbox) return;
   await app.register(formbody, { bodyLimit: 64 * 1024 });
-  await app.register(launcherRoutes, { config, db, box, audit, clients });
+  await app.register(launcherRoutes, { config, db, replica, box, audit, clients });
 }

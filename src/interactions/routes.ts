@@ -5,6 +5,7 @@ import { errors, type Client, type InteractionResults } from 'oidc-provider';
 
 import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
+import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
 import { consumeLaunch, findLaunch, saveGrantContext } from '../launch/context.js';
@@ -42,6 +43,8 @@ import { pageHeaders } from '../http/page-headers.js';
 export interface InteractionDeps {
   readonly config: Config;
   readonly db: Kysely<DB>;
+  /** Where the patient picker searches the directory (a replica when configured). */
+  readonly replica: ReplicaReads;
   readonly box: SecretBox;
   readonly host: ProviderHost;
   readonly audit: AuditLog;
@@ -88,7 +91,7 @@ interface Body {
 type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { q?: string } }>;
 
 export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
-  const { config, db, box, host, audit } = deps;
+  const { config, db, replica, box, host, audit } = deps;
   const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>): Promise<void> =>
     audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event });
   const basePath = config.basePath;
@@ -239,7 +242,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           // The sandbox launcher may offer a few patients: those of them this user may choose.
           const offered = smart.launcher?.patients;
           const among = offered ? (next.among === 'directory' ? offered : offered.filter((p) => next.among.includes(p))) : next.among;
-          const patients = among === 'directory' ? await searchPatients(db, query) : await findPatients(db, among);
+          const patients = among === 'directory' ? await searchPatients(replica.db('patient-search'), query) : await findPatients(db, among);
           return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients });
         }
         case 'look-up-encounters':

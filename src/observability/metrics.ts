@@ -38,6 +38,8 @@ export interface SecurityEvent {
 export interface ScrapeSources {
   /** The Postgres pool: connections open, idle, and requests waiting for one (undefined on PGlite). */
   readonly pool?: (() => { total: number; idle: number; waiting: number } | undefined) | undefined;
+  /** The read replica's state and measured lag (undefined without DATABASE_REPLICA_URL). */
+  readonly replica?: (() => { state: string; lagMs: number | undefined } | undefined) | undefined;
   /** Audit events recorded but not yet written. */
   readonly auditQueue?: (() => number) | undefined;
   /** Signing keys: algorithm, state, and since when they are in that state. */
@@ -105,6 +107,24 @@ export function createMetrics(): Metrics {
       this.set({ state: 'open' }, pool.total);
       this.set({ state: 'idle' }, pool.idle);
       this.set({ state: 'waiting' }, pool.waiting);
+    },
+  });
+  new Gauge({
+    name: `${prefix}db_replica_lag_seconds`,
+    help: 'How far the read replica was behind the primary at its last measurement (every second)',
+    registers: [registry],
+    collect() {
+      const lagMs = sources.replica?.()?.lagMs;
+      if (lagMs !== undefined) this.set(lagMs / 1000);
+    },
+  });
+  new Gauge({
+    name: `${prefix}db_replica_in_use`,
+    help: 'Whether the lag-tolerant lookups read from the read replica now (1), or every read goes to the primary (0)',
+    registers: [registry],
+    collect() {
+      const status = sources.replica?.();
+      if (status) this.set(status.state === 'in_use' ? 1 : 0);
     },
   });
   new Gauge({

@@ -81,7 +81,8 @@ const PRIVATE_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 async function build(deps: HostDeps): Promise<Built>;
 async function build(deps: HostDeps, unlessFingerprint: string): Promise<Built | undefined>;
 async function build(deps: HostDeps, unlessFingerprint?: string): Promise<Built | undefined> {
-  const [signing, cookies] = await Promise.all([loadSigningKeys(deps.db, deps.box), loadCookieKeys(deps.db, deps.box)]);
+  const keyStore = deps.replica.db('signing-keys');
+  const [signing, cookies] = await Promise.all([loadSigningKeys(keyStore, deps.box), loadCookieKeys(keyStore, deps.box)]);
   const fingerprint = [...signing.rows.map((r) => `${r.kid}:${r.state}`), ...cookies.ids.map((id) => `cookie:${id}`)].join(',');
   if (fingerprint === unlessFingerprint) return undefined;
   const provider = createProvider({ ...deps, signingKeys: signing.keys, cookieKeys: cookies.secrets });

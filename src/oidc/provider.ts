@@ -7,6 +7,7 @@ import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
 import type { Config } from '../config/config.js';
+import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, ORGANIZATION_PROPERTY, PAYER_ROLE_PROPERTY, pkceRequired, REGISTERED_JWKS_URI, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
@@ -26,6 +27,8 @@ import { FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
 export interface ProviderDeps {
   readonly config: Config;
   readonly db: Kysely<DB>;
+  /** Where the lookups that tolerate a replica's lag read: the key set, client registrations. */
+  readonly replica: ReplicaReads;
   readonly box: SecretBox;
   readonly log: Logger;
   /** Private signing JWKs, the one to sign with first for each algorithm. */
@@ -52,7 +55,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
-  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
+  const adapterFor = createAdapterFactory({ db: deps.db, replica: deps.replica, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
 
   const configuration: Configuration = {
     adapter: (model) => new FaultMappingAdapter(adapterFor(model)),

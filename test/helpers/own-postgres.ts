@@ -86,6 +86,11 @@ export class OwnPostgres {
     });
   }
 
+  /** The server's log file (pg_ctl -l): what it logged since it was first started. */
+  get logFile(): string {
+    return join(this.#dir, 'log');
+  }
+
   /** When Postgres last said it accepts connections, from its log (wall-clock milliseconds). */
   readyAt(): number {
     const lines = readFileSync(join(this.#dir, 'log'), 'utf8').split('\n').filter((l) => l.includes('database system is ready to accept connections'));

@@ -8,6 +8,7 @@ import type { CrlCache } from '../../clients/crl-cache.js';
 import type { UdapConfig } from '../../config/udap-config.js';
 import { verifyCommunityJwt } from '../../udap/trust.js';
 import { deleteClient, readClient, saveRegisteredClient } from '../../clients/registry.js';
+import { primaryReads, type ReplicaReads } from '../../db/replica.js';
 import type { DB } from '../../db/schema.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { isStorableText } from '../../security/text.js';
@@ -16,6 +17,8 @@ import { stateOf } from '../context.js';
 
 export interface AdapterDeps {
   readonly db: Kysely<DB>;
+  /** Where active clients' registrations are read (a replica when configured); the primary when omitted. */
+  readonly replica?: ReplicaReads | undefined;
   readonly box: SecretBox;
   /** Key sets of clients registered by JWKS URL; without it such clients have no keys. */
   readonly jwks?: JwksCache | undefined;
@@ -37,6 +40,7 @@ const MANAGEMENT_ROUTES = new Set(['client', 'client_update', 'client_delete', '
  */
 export class ClientAdapter implements Adapter {
   readonly #db: Kysely<DB>;
+  readonly #replica: ReplicaReads;
   readonly #box: SecretBox;
 
   readonly #jwks: JwksCache | undefined;
@@ -45,10 +49,11 @@ export class ClientAdapter implements Adapter {
   readonly #udap: UdapConfig | undefined;
   readonly #crls: CrlCache | undefined;
 
-  constructor({ db, box, jwks, registrationStatus, clients, udap, crls }: AdapterDeps) {
+  constructor({ db, replica, box, jwks, registrationStatus, clients, udap, crls }: AdapterDeps) {
     this.#udap = udap;
     this.#crls = crls;
     this.#db = db;
+    this.#replica = replica ?? primaryReads(db);
     this.#box = box;
     this.#jwks = jwks;
     this.#registrationStatus = registrationStatus ?? 'active';
@@ -104,8 +109,13 @@ export class ClientAdapter implements Adapter {
     state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose } };
   }
 
+  /**
+   * Registration management (RFC 7592) reads the primary: a client reading back the change it just made
+   * may be answered by another process, which knows nothing of that write.
+   */
   async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {
-    const client = await readClient(this.#db, this.#box, clientId, management ? ['active', 'pending'] : ['active']);
+    const db = management ? this.#db : this.#replica.db('client-metadata');
+    const client = await readClient(db, this.#box, clientId, management ? ['active', 'pending'] : ['active']);
     if (!client) return undefined;
     const metadata = { ...toProviderMetadata(client.metadata), client_id: clientId } as AdapterPayload;
     if (client.secret) metadata.client_secret = client.secret;
