@@ -43,6 +43,7 @@ import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
 import { fhirResourceStore } from './fhir-store/resources.js';
 import { ClientCache } from './clients/client-cache.js';
+import { UserCache } from './users/user-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
 import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
@@ -192,6 +193,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
 
   const audit = new AuditLog(db, log, box, metrics);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
+  const users = new UserCache(config.userCacheSeconds);
   const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
@@ -203,6 +205,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
+    users,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
     crls,
   }));
@@ -250,12 +253,12 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
-  await app.register(interactionRoutes, { prefix: basePath, config, db, replica, box, host, audit });
+  await app.register(interactionRoutes, { prefix: basePath, config, db, replica, box, host, audit, users });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, replica, box, audit, clients });
   await app.register(landingRoutes, { prefix: basePath, config });
-  await app.register(adminApi, { config, db, box, host, audit, maintenance, clients });
-  await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients });
+  await app.register(adminApi, { config, db, box, host, audit, maintenance, clients, users });
+  await app.register(operatorConsole, { prefix: basePath, config, db, box, host, audit, maintenance, clients, users });
   await app.register(accountRoutes, { prefix: basePath, config, db, box, host, audit });
   await app.register(gatewayRoutes, { config, db, box, host, audit, log, upstreams: await resolveUpstreams(app, config, db) });
 

@@ -201,6 +201,26 @@ describeEachDatabase('admin API', (ctx) => {
     expectOAuthError(await call('POST', '/users/nobody/password', { password: 'long enough password' }), 404, 'not_found', 'no user nobody');
   });
 
+  it('a user changed through the admin API: the next launch of a user already signed in carries the change at once', async () => {
+    assert.equal((await call('POST', '/users', { id: 'u-renamed', username: 'dr.renamed', password: 'correct horse battery', fhirUser: 'Practitioner/before', name: 'Before', roles: ['clinician'] })).statusCode, 201);
+    await registerPublic();
+    /** The fhirUser of the launch context the consent recorded (what introspection and JWT access tokens say). */
+    const launchFhirUser = async (flow: Awaited<ReturnType<typeof startAuthorization>>): Promise<unknown> => {
+      await consent(flow);
+      const token = await exchange(app, flow);
+      assert.equal(token.statusCode, 200, token.body);
+      const row = await ctx.current.database.db.selectFrom('grant_contexts').select('fhir_user').where('account_id', '=', 'u-renamed').orderBy('created_at', 'desc').limit(1).executeTakeFirstOrThrow();
+      return row.fhir_user;
+    };
+    const first = await startAuthorization(app, { client_id: 'admin-public', scope: 'openid fhirUser' });
+    await login(first, 'dr.renamed', 'correct horse battery');
+    assert.equal(await launchFhirUser(first), `${TEST_FHIR_BASE}/Practitioner/before`);
+    assert.equal((await call('PATCH', '/users/u-renamed', { fhirUser: 'Practitioner/after' })).statusCode, 200);
+    // The same browser, still signed in: its user is read again, not served from this process's user cache.
+    const second = await startAuthorization(app, { client_id: 'admin-public', scope: 'openid fhirUser' }, { browser: first.browser });
+    assert.equal(await launchFhirUser(second), `${TEST_FHIR_BASE}/Practitioner/after`);
+  });
+
   async function registerPublic(): Promise<void> {
     if ((await call('GET', '/clients/admin-public')).statusCode === 200) return;
     const res = await call('POST', '/clients', { client_id: 'admin-public', client_name: 'Admin Public', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code', 'refresh_token'], token_endpoint_auth_method: 'none' });

@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 
 import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
+import type { UserCache } from '../users/user-cache.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { Maintenance } from '../maintenance.js';
@@ -18,4 +19,6 @@ export interface AdminDeps {
   readonly maintenance: Maintenance;
   /** Dropped for a client whenever the client changes, so this process applies the change at once. */
   readonly clients: ClientCache<unknown>;
+  /** Dropped for a user whenever the user changes. */
+  readonly users: UserCache;
 }

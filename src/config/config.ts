@@ -71,6 +71,8 @@ export interface Config {
   readonly registrationPerHour: number;
   /** How long each process keeps a client's metadata before reading it again (0: every request). */
   readonly clientCacheSeconds: number;
+  /** How long each process keeps a signed-in user's row before reading it again (0: every request). */
+  readonly userCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
   readonly auditCheckpointSeconds: number;
   /** A port of its own serving `/metrics` without a token (undefined: none). */
@@ -172,6 +174,7 @@ const schema = {
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     CLOCK_SKEW_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 to 300' },
     CLIENT_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
+    USER_CACHE_SECONDS: { type: 'integer', minimum: 0, maximum: 300, description: 'an integer number of seconds from 0 (off) to 300' },
     FRAME_ANCESTORS: { type: 'string', pattern: '^https?://[^,\\s/]+(,https?://[^,\\s/]+)*$', description: 'comma-separated origins (scheme://host[:port]) allowed to frame the sign-in pages' },
     SANDBOX: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     REGISTRATION: { type: 'string', enum: ['open', 'token', 'off'], description: 'open, token or off' },
@@ -304,6 +307,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     outboundAllowPrivate: v.OUTBOUND_ALLOW_PRIVATE === 'true',
     clockSkewSeconds: (v.CLOCK_SKEW_SECONDS as number | undefined) ?? 15,
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,
+    userCacheSeconds: (v.USER_CACHE_SECONDS as number | undefined) ?? 5,
     auditCheckpointSeconds: (v.AUDIT_CHECKPOINT_SECONDS as number | undefined) ?? 3600,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),

@@ -24,6 +24,7 @@ import { grantableScopes, requirePatientContext } from '../smart/scopes/grant.js
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
+import type { UserCache } from '../users/user-cache.js';
 import { findUser, patientsOf, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
@@ -48,6 +49,8 @@ export interface InteractionDeps {
   readonly box: SecretBox;
   readonly host: ProviderHost;
   readonly audit: AuditLog;
+  /** The signed-in user, read at each step: cached per process (see UserCache). */
+  readonly users: UserCache;
 }
 
 /** What the steps have decided so far, kept in the interaction between them. */
@@ -91,7 +94,7 @@ interface Body {
 type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { q?: string } }>;
 
 export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
-  const { config, db, replica, box, host, audit } = deps;
+  const { config, db, replica, box, host, audit, users } = deps;
   const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>): Promise<void> =>
     audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event });
   const basePath = config.basePath;
@@ -142,10 +145,15 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     return box.verifyMac('csrf', request.params.uid, request.body.csrf);
   }
 
-  /** Ends the interaction: oidc-provider resumes with this result (a decision, or an error for the app). */
-  async function finish(request: Req, reply: FastifyReply, result: InteractionResults, merge = true): Promise<FastifyReply> {
-    const returnTo = await host.provider.interactionResult(request.raw, reply.raw, result, { mergeWithLastSubmission: merge });
-    return reply.redirect(returnTo, 303);
+  /**
+   * Ends the interaction: oidc-provider resumes with this result (a decision, or an error for the app). What
+   * its interactionResult does, on the interaction this request already loaded instead of loading it (and
+   * its session) a second time: one save, no read.
+   */
+  async function finish(reply: FastifyReply, details: Details, result: InteractionResults, merge = true): Promise<FastifyReply> {
+    details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
+    await details.persist();
+    return reply.redirect(details.returnTo, 303);
   }
 
   const smartOf = (details: Details): SmartState => ({ ...((details.result as { smart?: SmartState } | undefined)?.smart ?? {}) });
@@ -186,7 +194,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const { client, view: clientInfo } = asking;
     const status = extra.status ?? 200;
 
-    const user = details.prompt.name !== 'login' && details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
+    const user = details.prompt.name !== 'login' && details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const smart = smartOf(details);
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     const state: { -readonly [K in keyof LaunchState]: LaunchState[K] } = {
@@ -206,12 +214,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           const launcherUser = await launcherSignIn(launchId);
           if (launcherUser) {
             await auditFor(request, details, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
-            return finish(request, reply, { login: { accountId: launcherUser } }, false);
+            return finish(reply, details, { login: { accountId: launcherUser } }, false);
           }
           return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
         }
         case 'refuse':
-          return finish(request, reply, { error: next.refusal.error, error_description: next.refusal.description }, false);
+          return finish(reply, details, { error: next.refusal.error, error_description: next.refusal.description }, false);
         case 'take-launch': {
           // Irreversible: the launch is spent whatever happens next; the EHR makes a new one for a new try.
           const launch = await consumeLaunch(db, box, launchId!);
@@ -295,7 +303,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   async function simulatedDenial(request: Req, reply: FastifyReply, details: Details): Promise<FastifyReply> {
     const simulated = SIMULATED_ERRORS.consent_denied;
     await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } });
-    return finish(request, reply, { error: simulated.error, error_description: simulated.description }, false);
+    return finish(reply, details, { error: simulated.error, error_description: simulated.description }, false);
   }
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
@@ -331,8 +339,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // oidc-provider issues what was both requested and granted; the request now says what was granted, so
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
-    await remember(details, { ...smart, resolved: true });
-    return finish(request, reply, { consent: { grantId }, smart: { ...smart, resolved: true } });
+    return finish(reply, details, { consent: { grantId }, smart: { ...smart, resolved: true } });
   }
 
   app.get<{ Params: { uid: string }; Querystring: { q?: string } }>(
@@ -368,11 +375,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     }
     await auditFor(request, details, { type: 'login.success', userId: result.user.id });
     void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
-    return finish(request, reply, { login: { accountId: result.user.id } }, false);
+    return finish(reply, details, { login: { accountId: result.user.id } }, false);
   });
 
   post('patient', async (request, reply, details) => {
-    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
+    const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const chosen = request.body.patient ?? '';
     const patients = user ? await patientsOf(db, user) : [];
     const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, !patients && (await patientExists(db, chosen)));
@@ -397,11 +404,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('consent', async (request, reply, details) => {
     if (request.body.decision === 'deny') {
       await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope } });
-      return finish(request, reply, { error: 'access_denied', error_description: 'the user denied access' }, false);
+      return finish(reply, details, { error: 'access_denied', error_description: 'the user denied access' }, false);
     }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
-    const user = details.session?.accountId ? await findUser(db, details.session.accountId) : undefined;
-    if (!user) return finish(request, reply, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
+    const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
+    if (!user) return finish(reply, details, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client } = asking;
@@ -416,11 +423,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       return errorPage(request, reply, 400, 'invalid_request', error.message);
     }
     const final = requirePatientContext(granted, !!smart.patient).granted;
-    if (!final.length) return finish(request, reply, { error: 'access_denied', error_description: 'the user granted no access' }, false);
+    if (!final.length) return finish(reply, details, { error: 'access_denied', error_description: 'the user granted no access' }, false);
     return decide(request, reply, details, client, user, smart, final);
   });
 
-  post('abort', async (request, reply) => finish(request, reply, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
+  post('abort', async (_request, reply, details) => finish(reply, details, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
 }
 
 const GROUPS: readonly { key: Exclude<ConsentOption['group'], 'data'>; title: string; hint?: string }[] = [

@@ -3,16 +3,16 @@ import type { Account, KoaContextWithOIDC } from 'oidc-provider';
 
 import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
-import { findUser } from '../users/users.js';
+import type { UserCache } from '../users/user-cache.js';
 import { oidcOf, stateOf } from './context.js';
 
 /**
  * oidc-provider's `findAccount`: the user behind a session or token, or undefined when the user no
  * longer exists or was disabled (which ends their sessions and invalidates their tokens).
  */
-export async function findAccount(db: Kysely<DB>, config: Config, ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
+export async function findAccount(db: Kysely<DB>, users: UserCache, config: Config, ctx: KoaContextWithOIDC, sub: string): Promise<Account | undefined> {
   const prefetched = stateOf(ctx).prefetchedUser;
-  const user = prefetched?.id === sub ? prefetched.user : await findUser(db, sub);
+  const user = prefetched?.id === sub ? prefetched.user : await users.find(db, sub);
   if (!user) return undefined;
   return {
     accountId: user.id,

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 
 import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
+import type { UserCache } from '../users/user-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
 import type { Config } from '../config/config.js';
@@ -41,6 +42,8 @@ export interface ProviderDeps {
   readonly jwks?: JwksCache | undefined;
   /** Client metadata, cached per process (see ClientCache). */
   readonly clients?: ClientCache<AdapterPayload> | undefined;
+  /** Signed-in users, cached per process (see UserCache). */
+  readonly users: UserCache;
   readonly audit: AuditLog;
   /** UDAP clients' certificate chains are checked against their community, with these CRLs. */
   readonly crls?: CrlCache | undefined;
@@ -82,7 +85,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`);
     // in sandbox mode an app the launcher registered may be let off (client-rules.ts, pkceRequired).
     pkce: { required: (_ctx, client) => pkceRequired(client.metadata(), config.sandbox) },
-    findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, config, ctx, sub)),
+    findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, deps.users, config, ctx, sub)),
     claims: {
       openid: ['sub'],
       fhirUser: ['fhirUser'],

@@ -36,12 +36,17 @@ export class Browser {
     this.#cookies.set(`${name} ${path}`, { name, value, path });
   }
 
+  /** The HTTP requests this browser has sent. */
+  requests = 0;
+
   /** One request, no redirect followed; from `remoteAddress` (default 127.0.0.1). */
   async send(method: 'GET' | 'POST', url: string, form?: Record<string, string | string[]>, remoteAddress?: string): Promise<LightMyRequestResponse> {
     const target = new URL(url, this.#origin);
     assert.equal(target.origin, this.#origin, `the browser only talks to the server under test, not ${target.origin}`);
     const cookie = [...this.#cookies.values()].filter((c) => target.pathname.startsWith(c.path)).map((c) => `${c.name}=${c.value}`).join('; ');
     const payload = form ? encodeForm(form) : undefined;
+    this.requests++;
+    if (process.env.SHOW_SQL) process.stderr.write(`HTTP ${method} ${target.pathname}\n`);
     const res = await this.#app.inject({
       method,
       url: `${target.pathname}${target.search}`,

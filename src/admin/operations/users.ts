@@ -50,6 +50,7 @@ export async function addUser(deps: AdminDeps, by: Operator, input: NewUser): Pr
 /** Changes a user; disabling one also revokes every grant and ends every session the user holds. */
 export async function changeUser(deps: AdminDeps, by: Operator, id: string, change: UserChange): Promise<UserRecord> {
   const user = await updateUser(deps.db, id, change);
+  deps.users.invalidate(id);
   await deps.audit.record({ ...by, type: 'user.updated', userId: user.id, details: { changed: Object.keys(change), disabled: user.disabled, ...(change.roles ? { roles: user.roles } : {}) } });
   return user;
 }
