@@ -10,6 +10,7 @@ import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, ORGANIZATION_PROPERTY, PAYER_ROLE_PROPERTY, pkceRequired, REGISTERED_JWKS_URI, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { withTefcaIas } from './tefca-ias.js';
 import { udapTokenClaims } from './udap-claims.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
@@ -52,6 +53,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
+  const iasDeps = { db: deps.db, jwks: deps.jwks, clockSkewSeconds: config.clockSkewSeconds };
   const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
 
   const configuration: Configuration = {
@@ -180,7 +182,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
     extraTokenClaims: mapDatabaseFaults(async (ctx, token) => {
-      const udap = udapTokenClaims(ctx, token);
+      const b2b = udapTokenClaims(ctx, token);
+      const udap = b2b && (await withTefcaIas(iasDeps, ctx, b2b));
       const smart = await smartTokenClaims(deps.db, ctx, token);
       return udap ? { ...smart, ...udap } : smart;
     }),

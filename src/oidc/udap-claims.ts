@@ -11,7 +11,7 @@ import { oidcOf, stateOf } from './context.js';
  * it from the stored token. A missing or bad one is `invalid_grant` (with the `consent_required` hint, b2b.ts,
  * for a consent the community requires).
  */
-export function udapTokenClaims(ctx: KoaContextWithOIDC, token: { kind: string }): Record<string, unknown> | undefined {
+export function udapTokenClaims(ctx: KoaContextWithOIDC, token: { kind: string }): { extensions: Record<string, unknown> } | undefined {
   if (token.kind !== 'ClientCredentials') return undefined;
   const client = oidcOf(ctx)?.client as unknown as Record<string, unknown> | undefined;
   if (typeof client?.[UDAP_ISS_PROPERTY] !== 'string') return undefined;

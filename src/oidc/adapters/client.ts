@@ -101,7 +101,7 @@ export class ClientAdapter implements Adapter {
     }
     const key = await exportJWK(trusted.leaf.x509.publicKey);
     metadata.jwks = { keys: [{ ...key, alg: trusted.header.alg, ...(trusted.header.kid ? { kid: trusted.header.kid } : {}) }] };
-    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose } };
+    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose }, community };
   }
 
   async #read(clientId: string, management: boolean): Promise<AdapterPayload | undefined> {
