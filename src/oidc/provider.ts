@@ -6,6 +6,7 @@ import type { AuditLog } from '../audit/audit.js';
 import type { ClientCache } from '../clients/client-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
+import type { ChainVerdicts } from '../udap/chain-verdicts.js';
 import type { Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -42,6 +43,8 @@ export interface ProviderDeps {
   readonly audit: AuditLog;
   /** UDAP clients' certificate chains are checked against their community, with these CRLs. */
   readonly crls?: CrlCache | undefined;
+  /** UDAP chains found good lately, so that a client's token requests do not validate its chain each time. */
+  readonly verdicts?: ChainVerdicts | undefined;
 }
 
 /**
@@ -54,7 +57,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
   const iasDeps = { db: deps.db, jwks: deps.jwks, clockSkewSeconds: config.clockSkewSeconds };
-  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
+  const adapterFor = createAdapterFactory({ db: deps.db, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls, verdicts: deps.verdicts });
 
   const configuration: Configuration = {
     adapter: (model) => new FaultMappingAdapter(adapterFor(model)),

@@ -6,6 +6,7 @@ import type { ClientCache } from '../../clients/client-cache.js';
 import type { JwksCache } from '../../clients/jwks-cache.js';
 import type { CrlCache } from '../../clients/crl-cache.js';
 import type { UdapConfig } from '../../config/udap-config.js';
+import type { ChainVerdicts } from '../../udap/chain-verdicts.js';
 import { verifyCommunityJwt } from '../../udap/trust.js';
 import { deleteClient, readClient, saveRegisteredClient } from '../../clients/registry.js';
 import type { DB } from '../../db/schema.js';
@@ -26,6 +27,7 @@ export interface AdapterDeps {
   /** UDAP trust communities, and the CRLs their certificates name: UDAP clients' keys come from their certificates. */
   readonly udap?: UdapConfig | undefined;
   readonly crls?: CrlCache | undefined;
+  readonly verdicts?: ChainVerdicts | undefined;
 }
 
 /** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
@@ -44,10 +46,12 @@ export class ClientAdapter implements Adapter {
   readonly #cache: ClientCache<AdapterPayload> | undefined;
   readonly #udap: UdapConfig | undefined;
   readonly #crls: CrlCache | undefined;
+  readonly #verdicts: ChainVerdicts | undefined;
 
-  constructor({ db, box, jwks, registrationStatus, clients, udap, crls }: AdapterDeps) {
+  constructor({ db, box, jwks, registrationStatus, clients, udap, crls, verdicts }: AdapterDeps) {
     this.#udap = udap;
     this.#crls = crls;
+    this.#verdicts = verdicts;
     this.#db = db;
     this.#box = box;
     this.#jwks = jwks;
@@ -90,7 +94,7 @@ export class ClientAdapter implements Adapter {
       state.clientAuthProblem = `this server is no longer a member of the trust community ${communityUri} the client registered in`;
       return;
     }
-    const trusted = await verifyCommunityJwt(assertion, [community], this.#crls);
+    const trusted = await verifyCommunityJwt(assertion, [community], this.#crls, { verdicts: this.#verdicts });
     if (!trusted.ok) {
       state.clientAuthProblem = `the client assertion's certificate: ${trusted.message}`;
       return;
