@@ -46,6 +46,7 @@ import { ClientCache } from './clients/client-cache.js';
 import { UserCache } from './users/user-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
+import { ChainVerdicts } from './udap/chain-verdicts.js';
 import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
 import { ROUTES } from './smart/profile.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
@@ -208,6 +209,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     users,
     jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
     crls,
+    verdicts: new ChainVerdicts(),
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
   app.decorate('runtime', { config, database, box, host, maintenance, audit, clients, metrics } satisfies Runtime);

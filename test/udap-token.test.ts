@@ -86,6 +86,11 @@ describeEachDatabase('UDAP client authentication, hl7-b2b and the authorization 
     ['a purpose_of_use the community does not allow', { extensions: b2b({ purpose_of_use: ['urn:oid:2.16.840.1.113883.5.8#MARKT'] }) }, /purpose_of_use urn:oid:2\.16\.840\.1\.113883\.5\.8#MARKT is not one this community allows/],
     ['a subject_id without subject_name', { extensions: b2b({ subject_id: 'urn:oid:2.16.840.1.113883.4.6#1234567890' }) }, /subject_id is given for a person acting, who must then be named in subject_name/],
     ['a consent_reference without consent_policy', { extensions: b2b({ consent_reference: ['https://fhir.acme.example/Consent/1'] }) }, /consent_reference is given only with the consent_policy/],
+    [
+      'a consent_reference that is no Consent or DocumentReference URL',
+      { extensions: b2b({ consent_policy: [CONSENT_POLICY], consent_reference: ['https://fhir.acme.example/consents/1'] }) },
+      /hl7-b2b: consent_reference must be a non-empty array of absolute URLs of FHIR Consent or DocumentReference resources/,
+    ],
   ];
   for (const [what, claims, description] of refused) {
     it(`client_credentials with ${what}: invalid_grant`, async () => {

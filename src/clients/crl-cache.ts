@@ -37,6 +37,15 @@ export class CrlCache {
     return pending;
   }
 
+  /**
+   * Until when (ms since the epoch) the CRL at `url` will be served from this cache without a fetch; undefined
+   * when it is not cached (no-store, never fetched, expired). A decision drawn from it may be reused that long.
+   */
+  freshUntil(url: string): number | undefined {
+    const expiresAt = this.#entries.get(url)?.expiresAt;
+    return expiresAt !== undefined && expiresAt > this.#now() ? expiresAt : undefined;
+  }
+
   /** Every URL's CRL, fetched together. */
   async getAll(urls: readonly string[]): Promise<Map<string, CrlResult>> {
     return new Map(await Promise.all(urls.map(async (url) => [url, await this.get(url)] as const)));

@@ -34,6 +34,19 @@ export interface UdapCommunity {
    * one client per exchange purpose, and hl7-b2b carries exactly that one purpose_of_use.
    */
   readonly tefca: boolean;
+  /**
+   * TEFCA Individual Access Services: the credential service providers whose id_tokens `tefca_ias` may carry
+   * (each an OpenID provider: its `iss`, and where its signing keys are published). Empty: no IAS request
+   * can succeed.
+   */
+  readonly credentialServiceProviders: readonly CredentialServiceProvider[];
+}
+
+export interface CredentialServiceProvider {
+  /** The `iss` of its id_tokens, compared exactly. */
+  readonly issuer: string;
+  /** Its JWKS, fetched through the SSRF-safe client (https unless OUTBOUND_ALLOW_PRIVATE). */
+  readonly jwksUri: string;
 }
 
 /** The certification TEFCA requires of every registration (RCE's UDAP profile), with its `exchange_purposes`. */
@@ -47,6 +60,7 @@ export interface UdapConfig {
 export const DEFAULT_ALLOWED_SCOPE = 'system/*.rs user/*.rs patient/*.rs';
 
 const URI = '^[A-Za-z][A-Za-z0-9+.-]*:\\S+$';
+const HTTP_URL = '^https?://[^\\s/?#]+(/\\S*)?$';
 const schema = {
   type: 'object',
   additionalProperties: false,
@@ -71,6 +85,15 @@ const schema = {
           purposesOfUse: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
           consentPolicies: { type: 'array', minItems: 1, items: { type: 'string', pattern: URI } },
           tefca: { type: 'boolean' },
+          credentialServiceProviders: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['issuer', 'jwksUri'],
+              properties: { issuer: { type: 'string', pattern: HTTP_URL }, jwksUri: { type: 'string', pattern: HTTP_URL } },
+            },
+          },
         },
       },
     },
@@ -89,6 +112,7 @@ interface CommunityJson {
   purposesOfUse?: string[];
   consentPolicies?: string[];
   tefca?: boolean;
+  credentialServiceProviders?: { issuer: string; jwksUri: string }[];
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile<{ communities: CommunityJson[] }>(schema);
@@ -177,6 +201,10 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
   const supported = withTefca(c.certificationsSupported ?? []);
   const required = withTefca(c.certificationsRequired ?? []);
   for (const uri of required) if (!supported.includes(uri)) at(`${where}.certificationsRequired`, `${uri} must also be in certificationsSupported`);
+  const providers = c.credentialServiceProviders ?? [];
+  if (providers.length && !tefca) at(`${where}.credentialServiceProviders`, 'is for TEFCA Individual Access Services: set tefca to true as well');
+  const issuers = providers.map((p) => p.issuer);
+  if (new Set(issuers).size !== issuers.length) at(`${where}.credentialServiceProviders`, 'each issuer must appear once');
   return {
     uri: c.uri,
     isDefault: c.default === true,
@@ -190,6 +218,7 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     purposesOfUse: c.purposesOfUse,
     consentPolicies: c.consentPolicies,
     tefca,
+    credentialServiceProviders: providers.map(({ issuer, jwksUri }) => ({ issuer, jwksUri })),
   };
 }
 
@@ -215,9 +244,10 @@ function describe(error: ErrorObject): string {
       return 'is required';
     case 'additionalProperties':
       if (error.instancePath === '') return 'is not a known setting (communities)';
-      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca)';
+      if (/\/credentialServiceProviders\/\d+$/.test(error.instancePath)) return 'is not a known setting (issuer, jwksUri)';
+      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca, credentialServiceProviders)';
     case 'pattern':
-      return 'must be a URI';
+      return error.params.pattern === HTTP_URL ? 'must be an http(s) URL' : 'must be a URI';
     default:
       return error.message ?? 'is not valid';
   }

@@ -38,7 +38,7 @@ function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record
         grantId: token?.grantId,
         patientId: typeof body.patient === 'string' ? body.patient : undefined,
         scope: typeof body.scope === 'string' ? body.scope : undefined,
-        details: { grant_type: grantType },
+        details: { grant_type: grantType, ...state.auditDetails },
       };
     }
     if (oidc.route === 'introspection') return { type: 'token.introspected', details: { active: body.active === true, token_client_id: body.client_id } };
@@ -49,5 +49,5 @@ function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record
   const detail = state.clientAuthProblem ?? state.errorDetail;
   let type: AuditEventType = state.auditFailure ?? 'token.failed';
   if (!state.auditFailure && error === 'invalid_client') type = typeof oidc.params?.client_assertion === 'string' ? 'client_assertion.failed' : 'client_auth.failed';
-  return { type, outcome: 'failure', details: { route: oidc.route, grant_type: grantType, error, reason: detail } };
+  return { type, outcome: 'failure', details: { route: oidc.route, grant_type: grantType, error, reason: detail, ...state.auditDetails } };
 }

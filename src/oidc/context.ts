@@ -2,6 +2,7 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
+import type { UdapCommunity } from '../config/udap-config.js';
 import type { B2bPolicy } from '../smart/udap/b2b.js';
 
 /**
@@ -31,9 +32,13 @@ export interface ProviderState {
   /** A failure the audit trail names by its own type rather than as a plain token failure. */
   auditFailure?: AuditFailure;
   /** A UDAP client's authentication token, verified with its certificate chain (the client adapter). */
-  udapAssertion?: { readonly claims: Record<string, unknown>; readonly policy: B2bPolicy };
+  udapAssertion?: { readonly claims: Record<string, unknown>; readonly policy: B2bPolicy; readonly community: UdapCommunity };
   /** Members of an error response's `extensions` (UDAP: hl7-b2b's consent_required). */
   errorExtensions?: Record<string, unknown>;
+  /** TEFCA IAS: the patient the demographics matched, for the token response (src/oidc/tefca-ias.ts). */
+  iasPatient?: string;
+  /** What the token request's audit event records besides the outcome (TEFCA IAS: the match decision). */
+  auditDetails?: Record<string, unknown>;
 }
 
 /** Failures that are attacks or their traces: a single-use value used again, an assertion replayed. */

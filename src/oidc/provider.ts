@@ -7,11 +7,13 @@ import type { ClientCache } from '../clients/client-cache.js';
 import type { UserCache } from '../users/user-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
+import type { ChainVerdicts } from '../udap/chain-verdicts.js';
 import type { Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { accountClientMetadata, ALLOWED_SCOPE_PROPERTY, checkClientMetadata, checkSelfWritten, ClientRuleError, CONSENT_PROPERTY, ORGANIZATION_PROPERTY, PAYER_ROLE_PROPERTY, pkceRequired, REGISTERED_JWKS_URI, SANDBOX_APP_PROPERTY, toRfc7591Metadata, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { withTefcaIas } from './tefca-ias.js';
 import { udapTokenClaims } from './udap-claims.js';
 import { CLIENT_AUTH_METHODS, CLIENT_AUTH_SIGNING_ALGS, GRANT_ID_CLAIM, ROUTES, SESSION_TTL_SECONDS, STATIC_SCOPES } from '../smart/profile.js';
 import { createAdapterFactory } from './adapters/factory.js';
@@ -47,6 +49,8 @@ export interface ProviderDeps {
   readonly audit: AuditLog;
   /** UDAP clients' certificate chains are checked against their community, with these CRLs. */
   readonly crls?: CrlCache | undefined;
+  /** UDAP chains found good lately, so that a client's token requests do not validate its chain each time. */
+  readonly verdicts?: ChainVerdicts | undefined;
 }
 
 /**
@@ -58,7 +62,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
   const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
-  const adapterFor = createAdapterFactory({ db: deps.db, replica: deps.replica, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls });
+  const iasDeps = { db: deps.db, jwks: deps.jwks, clockSkewSeconds: config.clockSkewSeconds };
+  const adapterFor = createAdapterFactory({ db: deps.db, replica: deps.replica, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls, verdicts: deps.verdicts });
 
   const configuration: Configuration = {
     adapter: (model) => new FaultMappingAdapter(adapterFor(model)),
@@ -186,7 +191,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,
     extraTokenClaims: mapDatabaseFaults(async (ctx, token) => {
-      const udap = udapTokenClaims(ctx, token);
+      const b2b = udapTokenClaims(ctx, token);
+      const udap = b2b && (await withTefcaIas(iasDeps, ctx, b2b));
       const smart = await smartTokenClaims(deps.db, ctx, token);
       return udap ? { ...smart, ...udap } : smart;
     }),

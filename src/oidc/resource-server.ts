@@ -5,6 +5,7 @@ import { ALLOWED_SCOPE_PROPERTY } from '../smart/client-rules.js';
 import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
 import { parseScopes, type Scope } from '../smart/scopes/scope.js';
+import { isIasRequest } from './tefca-ias.js';
 
 /**
  * The seam between SMART scopes and oidc-provider. oidc-provider knows only a fixed list of scopes by name;
@@ -15,7 +16,7 @@ import { parseScopes, type Scope } from '../smart/scopes/scope.js';
  * - at the authorization endpoint, the requested scopes are parsed (an invalid one refuses the request with
  *   `invalid_scope` naming it) and narrowed to what the client is registered for;
  * - at the token endpoint for client_credentials, every requested scope must be a pre-authorized system/
- *   scope, else `invalid_scope`;
+ *   scope (patient/ for a TEFCA Individual Access Services client: tefca-ias.ts), else `invalid_scope`;
  * - when a code or refresh token is exchanged, the scopes are the grant's, decided at consent.
  *
  * Identity, launch and refresh scopes are listed as resource-server scopes too, so that they appear in the
@@ -74,7 +75,7 @@ function scopesFor(ctx: KoaContextWithOIDC, indicator: string, client: Client, b
   const requested = parseRequested(typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined);
   if (backend) {
     try {
-      return grantBackendScopes(requested, registeredScopes(client));
+      return grantBackendScopes(requested, registeredScopes(client), isIasRequest(ctx) ? 'patient' : 'system');
     } catch (error) {
       if (error instanceof ScopeGrantError) throw new errors.InvalidScope(error.message, error.scope);
       throw error;

@@ -118,6 +118,9 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     const oidc = oidcOf(ctx);
     if (oidc?.route !== 'token' || ctx.status !== 200 || !ctx.body || typeof ctx.body !== 'object') return;
     const grantType = oidc.params?.grant_type;
+    // TEFCA IAS (src/oidc/tefca-ias.ts): a client_credentials token for the one patient the demographics matched.
+    const iasPatient = stateOf(ctx).iasPatient;
+    if (grantType === 'client_credentials' && iasPatient) Object.assign(ctx.body, { patient: iasPatient });
     if (grantType !== 'authorization_code' && grantType !== 'refresh_token') return;
     const grant = oidc.entities.Grant;
     const context = await contextFor(db, ctx, grant?.jti);

@@ -8,10 +8,10 @@ import { oidcOf, stateOf } from './context.js';
  * HL7 UDAP Security IG §5.2.1.1: a UDAP client's client_credentials request carries the `hl7-b2b`
  * authorization extension in its authentication token; the validated object travels with the token as
  * `extensions: {"hl7-b2b": {…}}` among its extra claims, so introspection returns it and the gateway can read
- * it from the stored token. A missing or bad one is `invalid_grant` (with the IG's error extension for a
- * consent the community requires).
+ * it from the stored token. A missing or bad one is `invalid_grant` (with the `consent_required` hint, b2b.ts,
+ * for a consent the community requires).
  */
-export function udapTokenClaims(ctx: KoaContextWithOIDC, token: { kind: string }): Record<string, unknown> | undefined {
+export function udapTokenClaims(ctx: KoaContextWithOIDC, token: { kind: string }): { extensions: Record<string, unknown> } | undefined {
   if (token.kind !== 'ClientCredentials') return undefined;
   const client = oidcOf(ctx)?.client as unknown as Record<string, unknown> | undefined;
   if (typeof client?.[UDAP_ISS_PROPERTY] !== 'string') return undefined;

@@ -6,6 +6,7 @@ import type { ClientCache } from '../../clients/client-cache.js';
 import type { JwksCache } from '../../clients/jwks-cache.js';
 import type { CrlCache } from '../../clients/crl-cache.js';
 import type { UdapConfig } from '../../config/udap-config.js';
+import type { ChainVerdicts } from '../../udap/chain-verdicts.js';
 import { verifyCommunityJwt } from '../../udap/trust.js';
 import { deleteClient, readClient, saveRegisteredClient } from '../../clients/registry.js';
 import { primaryReads, type ReplicaReads } from '../../db/replica.js';
@@ -29,6 +30,7 @@ export interface AdapterDeps {
   /** UDAP trust communities, and the CRLs their certificates name: UDAP clients' keys come from their certificates. */
   readonly udap?: UdapConfig | undefined;
   readonly crls?: CrlCache | undefined;
+  readonly verdicts?: ChainVerdicts | undefined;
 }
 
 /** oidc-provider's routes of dynamic registration management (RFC 7592), where pending clients exist too. */
@@ -48,10 +50,12 @@ export class ClientAdapter implements Adapter {
   readonly #cache: ClientCache<AdapterPayload> | undefined;
   readonly #udap: UdapConfig | undefined;
   readonly #crls: CrlCache | undefined;
+  readonly #verdicts: ChainVerdicts | undefined;
 
-  constructor({ db, replica, box, jwks, registrationStatus, clients, udap, crls }: AdapterDeps) {
+  constructor({ db, replica, box, jwks, registrationStatus, clients, udap, crls, verdicts }: AdapterDeps) {
     this.#udap = udap;
     this.#crls = crls;
+    this.#verdicts = verdicts;
     this.#db = db;
     this.#replica = replica ?? primaryReads(db);
     this.#box = box;
@@ -95,7 +99,7 @@ export class ClientAdapter implements Adapter {
       state.clientAuthProblem = `this server is no longer a member of the trust community ${communityUri} the client registered in`;
       return;
     }
-    const trusted = await verifyCommunityJwt(assertion, [community], this.#crls);
+    const trusted = await verifyCommunityJwt(assertion, [community], this.#crls, { verdicts: this.#verdicts });
     if (!trusted.ok) {
       state.clientAuthProblem = `the client assertion's certificate: ${trusted.message}`;
       return;
@@ -106,7 +110,7 @@ export class ClientAdapter implements Adapter {
     }
     const key = await exportJWK(trusted.leaf.x509.publicKey);
     metadata.jwks = { keys: [{ ...key, alg: trusted.header.alg, ...(trusted.header.kid ? { kid: trusted.header.kid } : {}) }] };
-    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose } };
+    state.udapAssertion = { claims: trusted.claims, policy: { purposesOfUse: community.purposesOfUse, consentPolicies: community.consentPolicies, singlePurpose: community.tefca, exchangePurpose }, community };
   }
 
   /**

@@ -34,7 +34,7 @@ export class ScopeGrantError extends Error {
  */
 export type RegisteredScopes = readonly Scope[] | undefined;
 
-const CONTEXTS_FOR: Record<GrantFlow, readonly ScopeContext[]> = { interactive: ['patient', 'user'], backend: ['system'] };
+const INTERACTIVE_CONTEXTS: readonly ScopeContext[] = ['patient', 'user'];
 /** Fixed scopes granted only to clients registered for them, in any flow: this server's own. */
 const RESTRICTED_FIXED = new Set<string>(['introspect', 'admin', 'ehr-launch']);
 
@@ -69,7 +69,7 @@ export function grantableScopes(requested: readonly Scope[], registered: Registe
         else refused.push({ scope: text, reason: 'extension scopes are granted only to clients registered for them' });
         break;
       case 'resource': {
-        if (!CONTEXTS_FOR.interactive.includes(scope.context)) {
+        if (!INTERACTIVE_CONTEXTS.includes(scope.context)) {
           refused.push({ scope: text, reason: 'system/ scopes are granted only to backend services (client_credentials)' });
           break;
         }
@@ -99,17 +99,23 @@ function narrowToRegistered(scope: ResourceScope, registered: RegisteredScopes):
 
 /**
  * Backend services (SMART App Launch 2.2 §Backend Services): every requested scope must be a system/ scope
- * within what the client was pre-authorized for; anything else refuses the whole request.
+ * within what the client was pre-authorized for; anything else refuses the whole request. A TEFCA Individual
+ * Access Services request (`context` patient) is a client_credentials request for one patient's records:
+ * patient/ scopes instead of system/ ones.
  * @throws {ScopeGrantError} for the first scope at fault.
  */
-export function grantBackendScopes(requested: readonly Scope[], registered: RegisteredScopes): Scope[] {
-  if (!requested.length) throw new ScopeGrantError('scope', 'is required: request the system/ scopes this client is pre-authorized for');
+export function grantBackendScopes(requested: readonly Scope[], registered: RegisteredScopes, context: 'system' | 'patient' = 'system'): Scope[] {
+  if (!requested.length) throw new ScopeGrantError('scope', `is required: request the ${context}/ scopes this client is pre-authorized for`);
   for (const scope of requested) {
     const text = formatScope(scope);
-    if (scope.kind !== 'resource' || !CONTEXTS_FOR.backend.includes(scope.context)) {
+    if (scope.kind !== 'resource' || scope.context !== context) {
       const registrable = scope.kind === 'extension' || (scope.kind === 'fixed' && RESTRICTED_FIXED.has(scope.name));
       if (registrable && registered && setContains(registered, scope)) continue;
-      throw new ScopeGrantError(text, registrable ? 'not within the scopes this client is pre-authorized for' : 'backend services are granted system/ scopes (and this server\'s own: introspect, admin, ehr-launch) only');
+      const refusal =
+        context === 'system'
+          ? "backend services are granted system/ scopes (and this server's own: introspect, admin, ehr-launch) only"
+          : 'an Individual Access Services request (tefca_ias) is granted patient/ scopes only, for the patient its demographics match';
+      throw new ScopeGrantError(text, registrable ? 'not within the scopes this client is pre-authorized for' : refusal);
     }
     if (!registered || !setContains(registered, scope)) throw new ScopeGrantError(text, 'not within the scopes this client is pre-authorized for');
   }

@@ -1,8 +1,10 @@
 /**
  * The B2B Authorization Extension Object, `hl7-b2b` (HL7 UDAP Security IG §5.2.1.1): what a client using
  * client_credentials says about the request (which organization, for what purpose, for which person), in the
- * `extensions` claim of its authentication token. Pure. Failures are `invalid_grant`; a missing consent policy
- * the community requires carries the IG's error extension (`consent_required`).
+ * `extensions` claim of its authentication token. Pure. Failures are `invalid_grant`. A missing consent policy
+ * the community requires also names the policies in `extensions: {"hl7-b2b": {"consent_required": [...]}}`:
+ * this server's own hint, which the IG (FAST Security 3.0.0-ballot and every earlier version) does not define;
+ * clients that do not know it read the same list in `error_description`.
  */
 export interface B2bPolicy {
   /** The purpose_of_use codes the community allows; undefined: any code. */
@@ -19,7 +21,7 @@ export class B2bError extends Error {
   override name = 'B2bError';
   constructor(
     message: string,
-    /** The error extension for the token error response, when the IG defines one. */
+    /** Members of the token error response's `extensions` (this server's `consent_required` hint). */
     readonly extensions?: Record<string, unknown>,
   ) {
     super(message);
@@ -30,6 +32,12 @@ export const B2B_KEY = 'hl7-b2b';
 
 const isUri = (value: unknown): value is string => typeof value === 'string' && /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/.test(value);
 const isText = (value: unknown): value is string => typeof value === 'string' && value.trim() !== '' && value.length <= 1024;
+/**
+ * IG §5.2.1.1: each consent_reference is "an absolute URL consistent with a literal reference to a FHIR Consent
+ * or DocumentReference resource" (FHIR R4 §2.3.0.1: `{base}/{type}/{id}`, optionally `/_history/{vid}`).
+ */
+const isConsentReference = (value: unknown): boolean =>
+  typeof value === 'string' && value.length <= 2048 && /^https?:\/\/[^\s/]+(\/\S*)?\/(Consent|DocumentReference)\/[A-Za-z0-9\-.]{1,64}(\/_history\/[A-Za-z0-9\-.]{1,64})?$/.test(value);
 
 /**
  * Checks the `hl7-b2b` member of an authentication token's `extensions` claim.
@@ -66,7 +74,7 @@ export function checkB2bExtension(extensions: unknown, policy: B2bPolicy): Recor
   if (policies !== undefined && (!Array.isArray(policies) || policies.length === 0 || !policies.every(isUri))) fail('consent_policy must be a non-empty array of URIs');
   const references = o.consent_reference;
   if (references !== undefined) {
-    if (!Array.isArray(references) || references.length === 0 || !references.every((r) => typeof r === 'string' && /^https?:\/\/\S+$/.test(r))) fail('consent_reference must be a non-empty array of absolute URLs');
+    if (!Array.isArray(references) || references.length === 0 || !references.every(isConsentReference)) fail('consent_reference must be a non-empty array of absolute URLs of FHIR Consent or DocumentReference resources ({base}/Consent/{id} or {base}/DocumentReference/{id})');
     if (policies === undefined) fail('consent_reference is given only with the consent_policy it relates to');
   }
   const required = policy.consentPolicies;

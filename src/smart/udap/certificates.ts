@@ -152,6 +152,16 @@ export function revocationOf(path: readonly PathLink[], crls: ReadonlyMap<string
   return undefined;
 }
 
+/** A CRL's nextUpdate (ms since the epoch): after it, {@link revocationOf} holds the CRL out of date. */
+export function crlNextUpdate(fetched: CrlFetch | undefined): number | undefined {
+  if (!fetched || 'error' in fetched) return undefined;
+  try {
+    return AsnConvert.parse(fetched.der, CertificateList).tbsCertList.nextUpdate?.getTime().getTime();
+  } catch {
+    return undefined;
+  }
+}
+
 function issued(issuer: X509Certificate, subject: X509Certificate): boolean {
   try {
     return subject.checkIssued(issuer) && subject.verify(issuer.publicKey);

@@ -2,6 +2,7 @@ import type { Config } from '../../config/config.js';
 import type { UdapCommunity } from '../../config/udap-config.js';
 import { GRANT_TYPES, ROUTES } from '../profile.js';
 import { SUPPORTED_SCOPES } from '../smart-configuration.js';
+import { TEFCA_IAS_KEY } from './tefca-ias.js';
 
 /**
  * The UDAP metadata document (HL7 UDAP Security IG §2.2, UDAP Server Metadata §1) served at
@@ -21,7 +22,8 @@ export function udapMetadata(config: Config, community: UdapCommunity): Record<s
   return {
     udap_versions_supported: ['1'],
     udap_profiles_supported: ['udap_dcr', 'udap_authn', 'udap_authz'],
-    udap_authorization_extensions_supported: [B2B_EXTENSION],
+    // TEFCA Individual Access Services (tefca-ias.ts) in a TEFCA community.
+    udap_authorization_extensions_supported: community.tefca ? [B2B_EXTENSION, TEFCA_IAS_KEY] : [B2B_EXTENSION],
     // Required in every client_credentials token request; an authorization_code request carries none.
     udap_authorization_extensions_required: [B2B_EXTENSION],
     udap_certifications_supported: [...community.certificationsSupported],
