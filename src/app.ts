@@ -25,6 +25,7 @@ import { observeRequests } from './http/observe-requests.js';
 import { traceRequests } from './http/trace-requests.js';
 import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
+import { TieredSignIn } from './interactions/tiered-oauth.js';
 import { accountRoutes } from './account/routes.js';
 import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
@@ -45,6 +46,7 @@ import { ClientCache } from './clients/client-cache.js';
 import { JwksCache } from './clients/jwks-cache.js';
 import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
 import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
+import { tieredCommunities } from './udap/tiered-oauth.js';
 import { ROUTES } from './smart/profile.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys, listSigningKeys } from './keys/signing-keys.js';
@@ -117,7 +119,7 @@ async function resolveUpstreams(app: FastifyInstance, config: Config, db: Kysely
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Set by migration 2026-12-01T00-00-bearer-hashes: rows from before it hold bearer values in clear. */
 const BEARER_IDS_IN_CLEAR = 'bearer_ids_in_clear';
-/** A client's JWKS URL must answer within this, and with no more than JWKS_MAX_BYTES. */
+/** A client's JWKS URL (or a Tiered OAuth IdP) must answer within this, and with no more than JWKS_MAX_BYTES. */
 const JWKS_FETCH_TIMEOUT_MS = 5000;
 const JWKS_MAX_BYTES = 256 * 1024;
 
@@ -190,6 +192,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const audit = new AuditLog(db, log, box, metrics);
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
   const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
+  const outbound = { allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES };
+  const jwks = new JwksCache(outbound);
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
@@ -199,7 +203,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderErrorPage: (page) => renderErrorPage(app, basePath, page),
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
-    jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
+    jwks,
     crls,
   }));
   const maintenance = new Maintenance({ config, db, box, host, log });
@@ -246,7 +250,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
-  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit });
+  const tiered = udap && tieredCommunities(udap).length ? new TieredSignIn({ config, host, audit, tiered: { config, udap, db, crls, jwks, outbound } }) : undefined;
+  await app.register(interactionRoutes, { prefix: basePath, config, db, box, host, audit, tiered });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, box, audit, clients });
   await app.register(landingRoutes, { prefix: basePath, config });

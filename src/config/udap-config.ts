@@ -34,6 +34,24 @@ export interface UdapCommunity {
    * one client per exchange purpose, and hl7-b2b carries exactly that one purpose_of_use.
    */
   readonly tefca: boolean;
+  /** UDAP Tiered OAuth (IG §6) in this community; undefined: off (the `idp` parameter is ignored, `udap_to` not advertised). */
+  readonly tieredOAuth: TieredOAuthPolicy | undefined;
+}
+
+/**
+ * Tiered OAuth: which IdPs of the community may sign people in here, and what happens to a person whose (iss,
+ * sub) is linked to no local user yet: `operator` — nothing until an operator links them (admin API);
+ * `create` — a local user is created on first use, whose fhirUser is `<createAs>/<its id>`.
+ */
+export interface TieredOAuthPolicy {
+  /** The IdP base URLs allowed; undefined: any whose metadata is signed by a certificate of the community. */
+  readonly idps: readonly string[] | undefined;
+  readonly link: 'operator' | 'create';
+  readonly createAs: 'Person' | 'RelatedPerson' | 'Practitioner';
+  /** This server's registration at IdPs (IG §3.1): a mailto: contact, an https logo, and a name (default: the issuer's host). */
+  readonly contact: string;
+  readonly logoUri: string;
+  readonly clientName: string | undefined;
 }
 
 /** The certification TEFCA requires of every registration (RCE's UDAP profile), with its `exchange_purposes`. */
@@ -71,6 +89,20 @@ const schema = {
           purposesOfUse: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
           consentPolicies: { type: 'array', minItems: 1, items: { type: 'string', pattern: URI } },
           tefca: { type: 'boolean' },
+          tieredOAuth: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['enabled'],
+            properties: {
+              enabled: { type: 'boolean' },
+              idps: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^\\s?#]+$' } },
+              link: { enum: ['operator', 'create'] },
+              createAs: { enum: ['Person', 'RelatedPerson', 'Practitioner'] },
+              contact: { type: 'string', pattern: '^mailto:[^@\\s]+@[^@\\s]+$' },
+              logoUri: { type: 'string', pattern: '^https://\\S+$' },
+              clientName: { type: 'string', minLength: 1, maxLength: 200 },
+            },
+          },
         },
       },
     },
@@ -89,6 +121,7 @@ interface CommunityJson {
   purposesOfUse?: string[];
   consentPolicies?: string[];
   tefca?: boolean;
+  tieredOAuth?: { enabled: boolean; idps?: string[]; link?: TieredOAuthPolicy['link']; createAs?: TieredOAuthPolicy['createAs']; contact?: string; logoUri?: string; clientName?: string };
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile<{ communities: CommunityJson[] }>(schema);
@@ -177,6 +210,11 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
   const supported = withTefca(c.certificationsSupported ?? []);
   const required = withTefca(c.certificationsRequired ?? []);
   for (const uri of required) if (!supported.includes(uri)) at(`${where}.certificationsRequired`, `${uri} must also be in certificationsSupported`);
+  const tiered = c.tieredOAuth;
+  if (tiered?.createAs && tiered.link !== 'create') at(`${where}.tieredOAuth.createAs`, 'applies only with "link": "create"');
+  // IG §3.1: the registration this server makes at an IdP needs a contact and, for authorization_code, a logo.
+  if (tiered?.enabled && !tiered.contact) at(`${where}.tieredOAuth.contact`, 'is required when enabled: a mailto: address for the registrations this server makes at identity providers');
+  if (tiered?.enabled && !tiered.logoUri) at(`${where}.tieredOAuth.logoUri`, 'is required when enabled: an https URL of a logo for the registrations this server makes at identity providers');
   return {
     uri: c.uri,
     isDefault: c.default === true,
@@ -190,6 +228,7 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     purposesOfUse: c.purposesOfUse,
     consentPolicies: c.consentPolicies,
     tefca,
+    tieredOAuth: tiered?.enabled && tiered.contact && tiered.logoUri ? { idps: tiered.idps, link: tiered.link ?? 'operator', createAs: tiered.createAs ?? 'Person', contact: tiered.contact, logoUri: tiered.logoUri, clientName: tiered.clientName } : undefined,
   };
 }
 
@@ -215,9 +254,15 @@ function describe(error: ErrorObject): string {
       return 'is required';
     case 'additionalProperties':
       if (error.instancePath === '') return 'is not a known setting (communities)';
-      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca)';
+      if (error.instancePath.endsWith('/tieredOAuth')) return 'is not a known setting (enabled, idps, link, createAs, contact, logoUri, clientName)';
+      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca, tieredOAuth)';
     case 'pattern':
+      if (error.instancePath.includes('/tieredOAuth/idps/')) return 'must be an IdP base URL (http or https, no query or fragment)';
+      if (error.instancePath.endsWith('/tieredOAuth/contact')) return 'must be a mailto: address';
+      if (error.instancePath.endsWith('/tieredOAuth/logoUri')) return 'must be an https URL';
       return 'must be a URI';
+    case 'enum':
+      return `must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     default:
       return error.message ?? 'is not valid';
   }
