@@ -18,15 +18,17 @@ export async function up(db: Kysely<any>): Promise<void> {
     .execute();
   await sql`create index tiered_oauth_links_user on tiered_oauth_links (user_id)`.execute(db);
   // This server's own registration as a client at each IdP (IG §6: the data holder registers as per §3), per
-  // trust community: reused for every sign-in there, replaced when the IdP no longer knows the client_id.
+  // trust community and callback URL (a new ISSUER registers anew): reused for every sign-in there, forgotten
+  // when the IdP no longer knows the client_id.
   await db.schema
     .createTable('tiered_oauth_clients')
     .addColumn('community', 'text', (c) => c.notNull())
     .addColumn('idp', 'text', (c) => c.notNull())
+    .addColumn('redirect_uri', 'text', (c) => c.notNull())
     .addColumn('client_id', 'text', (c) => c.notNull())
     .addColumn('created_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
     .addColumn('updated_at', 'timestamptz', (c) => c.notNull().defaultTo(sql`now()`))
-    .addPrimaryKeyConstraint('tiered_oauth_clients_pkey', ['community', 'idp'])
+    .addPrimaryKeyConstraint('tiered_oauth_clients_pkey', ['community', 'idp', 'redirect_uri'])
     .execute();
 }
 

@@ -51,6 +51,11 @@ export class TieredOAuthError extends Error {
 
 /** The callback this server registers at IdPs, relative to the issuer. */
 export const TIERED_CALLBACK_PATH = '/tiered-oauth/callback';
+/** Where IdPs send people back to this server. */
+function callbackUrl(config: Config): string {
+  return `${config.issuer}${TIERED_CALLBACK_PATH}`;
+}
+
 /** IG §6: the authentication request's scope holds at least these two. */
 export const TIERED_IDP_SCOPE = 'openid udap';
 
@@ -155,7 +160,8 @@ export async function discoverIdp(deps: TieredOAuthDeps, idp: string): Promise<T
  * @returns the client_id, and whether it was registered now.
  */
 export async function idpClientId(deps: TieredOAuthDeps, trusted: TrustedIdp): Promise<{ clientId: string; registered: boolean }> {
-  const known = await findIdpClientId(deps.db, trusted.community.uri, trusted.idp);
+  const key = { community: trusted.community.uri, idp: trusted.idp, redirectUri: callbackUrl(deps.config) };
+  const known = await findIdpClientId(deps.db, key);
   if (known) return { clientId: known, registered: false };
   const fail = (message: string): never => {
     throw new TieredOAuthError('invalid_idp', `${trusted.idp} did not register this server: ${message}`, 'registration');
@@ -167,7 +173,7 @@ export async function idpClientId(deps: TieredOAuthDeps, trusted: TrustedIdp): P
   if ((response.status !== 201 && response.status !== 200) || typeof body?.client_id !== 'string' || body.client_id === '') {
     return fail(`it answered ${response.status}${describeOAuthError(body)}`);
   }
-  await saveIdpClientId(deps.db, trusted.community.uri, trusted.idp, body.client_id);
+  await saveIdpClientId(deps.db, key, body.client_id);
   return { clientId: body.client_id, registered: true };
 }
 
@@ -199,7 +205,7 @@ export function authenticationRequest(config: Config, trusted: TrustedIdp, clien
   const url = new URL(trusted.authorizationEndpoint);
   url.searchParams.set('response_type', 'code');
   url.searchParams.set('client_id', clientId);
-  url.searchParams.set('redirect_uri', `${config.issuer}${TIERED_CALLBACK_PATH}`);
+  url.searchParams.set('redirect_uri', callbackUrl(config));
   url.searchParams.set('scope', TIERED_IDP_SCOPE);
   url.searchParams.set('state', `${uid}.${attempt.state}`);
   url.searchParams.set('nonce', attempt.nonce);
@@ -237,7 +243,7 @@ export async function redeemCode(deps: TieredOAuthDeps, attempt: TieredAttempt, 
   const form = new URLSearchParams({
     grant_type: 'authorization_code',
     code,
-    redirect_uri: `${deps.config.issuer}${TIERED_CALLBACK_PATH}`,
+    redirect_uri: callbackUrl(deps.config),
     code_verifier: attempt.verifier,
     client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer',
     client_assertion: assertion,
@@ -246,7 +252,7 @@ export async function redeemCode(deps: TieredOAuthDeps, attempt: TieredAttempt, 
   const response = await send(() => outboundPost(attempt.tokenEndpoint, deps.outbound, { type: 'application/x-www-form-urlencoded', text: form.toString() }), 'token');
   const body = jsonObject(response);
   if (response.status !== 200 || !body) {
-    if (body?.error === 'invalid_client') await forgetIdpClientId(deps.db, attempt.community, attempt.idp, attempt.clientId);
+    if (body?.error === 'invalid_client') await forgetIdpClientId(deps.db, { community: attempt.community, idp: attempt.idp, redirectUri: callbackUrl(deps.config) }, attempt.clientId);
     throw new TieredOAuthError('invalid_idp', `${attempt.idp} refused the code: it answered ${response.status}${describeOAuthError(body)}`, 'token');
   }
   if (typeof body.id_token !== 'string') throw new TieredOAuthError('invalid_idp', `${attempt.idp} returned no id_token`, 'id_token');
@@ -321,7 +327,7 @@ function softwareStatement(config: Config, community: UdapCommunity, registratio
     logo_uri: policy.logoUri,
     grant_types: ['authorization_code'],
     response_types: ['code'],
-    redirect_uris: [`${config.issuer}${TIERED_CALLBACK_PATH}`],
+    redirect_uris: [callbackUrl(config)],
     token_endpoint_auth_method: 'private_key_jwt',
     scope: TIERED_IDP_SCOPE,
   })

@@ -12,10 +12,11 @@ export interface TieredOAuthLinksTable {
   last_used_at: Date | null;
 }
 
-/** This server's client_id at an IdP, per trust community (src/clients/tiered-oauth-clients.ts). */
+/** This server's client_id at an IdP, per trust community and callback URL (src/clients/tiered-oauth-clients.ts). */
 export interface TieredOAuthClientsTable {
   community: string;
   idp: string;
+  redirect_uri: string;
   client_id: string;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
