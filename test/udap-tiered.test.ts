@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify';
 import { decodeJwt, exportJWK, SignJWT } from 'jose';
 
 import { action, field, HttpBrowser } from '../bench/lib/flows.js';
-import { freePort, testApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
+import { ConfigError } from '../src/config/config.js';
+import { freePort, testApp, testConfig, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { choices } from './helpers/browser.js';
 import { createClient, form, pkce } from './helpers/clients.js';
 import { createTestDatabase, describeEachDatabase, type TestDatabase } from './helpers/databases.js';
@@ -409,6 +410,26 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     } finally {
       await a2.app.close();
     }
+  });
+  it('a bad tieredOAuth setting stops the start, naming it', async () => {
+    const problems = async (tieredOAuth: Record<string, unknown>): Promise<string[]> => {
+      try {
+        testConfig({ UDAP_CONFIG: await pki.configFile({ certificate: 'a.pem', privateKey: 'a.key', tieredOAuth }) });
+      } catch (error) {
+        assert.ok(error instanceof ConfigError, String(error));
+        return error.problems.map((p) => p.replace(/^UDAP_CONFIG \(.*?\) /, ''));
+      }
+      return assert.fail('expected a ConfigError');
+    };
+    assert.deepEqual(await problems({ enabled: true }), [
+      'communities[0].tieredOAuth.contact: is required when enabled: a mailto: address for the registrations this server makes at identity providers',
+      'communities[0].tieredOAuth.logoUri: is required when enabled: an https URL of a logo for the registrations this server makes at identity providers',
+    ]);
+    assert.deepEqual(await problems({ ...TIERED, link: 'sometimes' }), ['communities[0].tieredOAuth.link: must be one of "operator", "create"']);
+    assert.deepEqual(await problems({ ...TIERED, createAs: 'Person' }), ['communities[0].tieredOAuth.createAs: applies only with "link": "create"']);
+    assert.deepEqual(await problems({ ...TIERED, idps: ['ftp://idp.example'] }), ['communities[0].tieredOAuth.idps[0]: must be an IdP base URL (http or https, no query or fragment)']);
+    assert.deepEqual(await problems({ ...TIERED, logoUri: 'http://a.example/logo.png' }), ['communities[0].tieredOAuth.logoUri: must be an https URL']);
+    assert.deepEqual(await problems({ ...TIERED, colour: 'blue' }), ['communities[0].tieredOAuth.colour: is not a known setting (enabled, idps, link, createAs, contact, logoUri, clientName)']);
   });
 });
 

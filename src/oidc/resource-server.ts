@@ -1,7 +1,7 @@
 import { errors, type Client, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 
 import { fhirBaseOf, type Config } from '../config/config.js';
-import { ALLOWED_SCOPE_PROPERTY, UDAP_ISS_PROPERTY } from '../smart/client-rules.js';
+import { ALLOWED_SCOPE_PROPERTY, UDAP_COMMUNITY_PROPERTY } from '../smart/client-rules.js';
 import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
 import { parseScopes, splitScopes, type Scope } from '../smart/scopes/scope.js';
@@ -45,7 +45,7 @@ export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?:
   if (oneOf) return oneOf;
   const aud = ctx.oidc.params?.aud;
   if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request') {
-    if (aud === undefined && isUdapSignIn(ctx)) return undefined;
+    if (aud === undefined && isUdapSignIn(config, ctx)) return undefined;
     if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
     const base = fhirBaseOf(config, aud);
     if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
@@ -57,11 +57,12 @@ export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?:
 /** The scopes a sign-in at this server as a Tiered OAuth identity provider may ask for. */
 const IDP_SCOPES = new Set(['openid', 'udap', 'profile', 'fhirUser']);
 
-/** IG §6: a UDAP client asking for `openid udap` and identity scopes only. */
-function isUdapSignIn(ctx: KoaContextWithOIDC): boolean {
+/** IG §6: a UDAP client of a community with Tiered OAuth on, asking for `openid udap` and identity scopes only. */
+function isUdapSignIn(config: Config, ctx: KoaContextWithOIDC): boolean {
   const scopes = splitScopes(typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined);
   const client = ctx.oidc.client as unknown as Record<string, unknown> | undefined;
-  return typeof client?.[UDAP_ISS_PROPERTY] === 'string' && scopes.includes('openid') && scopes.includes('udap') && scopes.every((s) => IDP_SCOPES.has(s));
+  const community = config.udap?.communities.find((c) => c.uri === client?.[UDAP_COMMUNITY_PROPERTY]);
+  return community?.tieredOAuth !== undefined && scopes.includes('openid') && scopes.includes('udap') && scopes.every((s) => IDP_SCOPES.has(s));
 }
 
 export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, indicator: string, client: Client): ResourceServer {

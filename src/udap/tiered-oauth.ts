@@ -111,7 +111,15 @@ export async function discoverIdp(deps: TieredOAuthDeps, idp: string): Promise<T
   if (!communities.length) fail(`${idp} is not an identity provider this server accepts`);
   let refusal = '';
   for (const community of communities) {
-    const metadata = await fetchJson(deps, `${idp}${UDAP_DISCOVERY_PATH}?community=${encodeURIComponent(community.uri)}`, 'its UDAP metadata');
+    let metadata: Record<string, unknown>;
+    try {
+      metadata = await fetchJson(deps, `${idp}${UDAP_DISCOVERY_PATH}?community=${encodeURIComponent(community.uri)}`, 'its UDAP metadata');
+    } catch (error) {
+      // IG §2.1: 204 is "not a member of that community"; another community may still do.
+      if (!(error instanceof TieredOAuthError)) throw error;
+      refusal = error.message;
+      continue;
+    }
     if (typeof metadata.signed_metadata !== 'string') {
       refusal = 'its UDAP metadata has no signed_metadata';
       continue;
