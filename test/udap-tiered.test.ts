@@ -206,7 +206,7 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     await pki.close();
   });
 
-  const admin = (instance: Instance, method: 'GET' | 'POST' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
+  const admin = (instance: Instance, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: Record<string, unknown>) =>
     instance.app.inject({ method, url: `/admin/api${url}`, headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, ...(payload ? { payload } : {}) });
 
   /** The app's authorization request at A, with udap and idp; up to where the browser leaves A. */
@@ -430,6 +430,15 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.deepEqual(await problems({ ...TIERED, idps: ['ftp://idp.example'] }), ['communities[0].tieredOAuth.idps[0]: must be an IdP base URL (http or https, no query or fragment)']);
     assert.deepEqual(await problems({ ...TIERED, logoUri: 'http://a.example/logo.png' }), ['communities[0].tieredOAuth.logoUri: must be an https URL']);
     assert.deepEqual(await problems({ ...TIERED, colour: 'blue' }), ['communities[0].tieredOAuth.colour: is not a known setting (enabled, idps, link, createAs, contact, logoUri, clientName)']);
+  });
+  it('a person linked to a disabled user: access_denied for the app', async () => {
+    assert.equal((await admin(a, 'PATCH', '/users/demo-clinician', { disabled: true })).statusCode, 200);
+    try {
+      const { step } = await throughB(new Browser(), 'patient', 'patient-demo');
+      assert.deepEqual(appCallback(step), { error: 'access_denied', error_description: `the user of this server linked to the person signed in at ${b.issuer} is disabled`, state: 'app-state', iss: a.issuer });
+    } finally {
+      assert.equal((await admin(a, 'PATCH', '/users/demo-clinician', { disabled: false })).statusCode, 200);
+    }
   });
 });
 

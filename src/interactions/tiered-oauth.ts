@@ -151,14 +151,19 @@ export class TieredSignIn {
   /** IG §6 "Data holder interaction with user after authentication": (iss, sub) to a local user, by the community's policy. */
   async #resolve(identity: IdpIdentity, communityUri: string, audit: (event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>) => Promise<void>): Promise<TieredOutcome> {
     const { db, udap } = this.#deps.tiered;
+    const disabled = async (): Promise<TieredOutcome> => {
+      await audit({ type: 'tiered_oauth.failed', outcome: 'failure', details: { idp: identity.iss, sub: identity.sub, step: 'link', error: 'access_denied', reason: 'the linked user is disabled' } });
+      return { kind: 'error', error: 'access_denied', description: `the user of this server linked to the person signed in at ${identity.iss} is disabled` };
+    };
     const linked = await findLinkedUser(db, identity.iss, identity.sub);
-    if (linked) return { kind: 'signed-in', userId: linked.id, idp: identity.iss, linked: 'existing' };
+    if (linked) return linked.user ? { kind: 'signed-in', userId: linked.user.id, idp: identity.iss, linked: 'existing' } : disabled();
     const policy = udap.communities.find((c) => c.uri === communityUri)?.tieredOAuth;
     if (policy?.link !== 'create') {
       await audit({ type: 'tiered_oauth.failed', outcome: 'failure', details: { idp: identity.iss, sub: identity.sub, step: 'link', error: 'access_denied', reason: 'not linked to a local user' } });
       return { kind: 'unlinked', idp: identity.iss, sub: identity.sub };
     }
     const { user, created } = await createLinkedUser(db, identity.iss, identity.sub, { fhirUserType: policy.createAs, name: identity.name ?? `${identity.sub} at ${new URL(identity.iss).host}` });
+    if (!user) return disabled();
     if (created) {
       await audit({ type: 'user.created', userId: user.id, details: { by: 'tiered_oauth', username: user.username, fhirUser: user.fhirUser } });
       await audit({ type: 'tiered_oauth.linked', userId: user.id, details: { idp: identity.iss, sub: identity.sub, by: 'auto' } });

@@ -18,8 +18,11 @@ export interface TieredLink {
   readonly lastUsedAt: Date | null;
 }
 
-/** The local user (iss, sub) is linked to, when linked and the user is enabled; the link's use is recorded. */
-export async function findLinkedUser(db: Kysely<DB>, idpIss: string, sub: string): Promise<User | undefined> {
+/**
+ * The link of (iss, sub), its use recorded: undefined when there is none; `user` undefined when the user it
+ * names is disabled.
+ */
+export async function findLinkedUser(db: Kysely<DB>, idpIss: string, sub: string): Promise<{ readonly user: User | undefined } | undefined> {
   const row = await db
     .updateTable('tiered_oauth_links')
     .set({ last_used_at: sql<Date>`now()` })
@@ -27,7 +30,7 @@ export async function findLinkedUser(db: Kysely<DB>, idpIss: string, sub: string
     .where('sub', '=', sub)
     .returning('user_id')
     .executeTakeFirst();
-  return row && findUser(db, row.user_id);
+  return row && { user: await findUser(db, row.user_id) };
 }
 
 /** Links (iss, sub) to an existing user. @throws {HttpProblem} 404 for an unknown user, 409 when (iss, sub) is linked already. */
@@ -46,9 +49,10 @@ export async function linkIdentity(db: Kysely<DB>, idpIss: string, sub: string, 
 
 /**
  * Creates a local user for (iss, sub) and links it, in one transaction (the `create` policy, on first use).
- * Of two first sign-ins at once, one creates; the other gets the user the first linked.
+ * Of two first sign-ins at once, one creates; the other gets the user the first linked (undefined if disabled
+ * meanwhile).
  */
-export async function createLinkedUser(db: Kysely<DB>, idpIss: string, sub: string, user: { readonly fhirUserType: string; readonly name: string }): Promise<{ user: User; created: boolean }> {
+export async function createLinkedUser(db: Kysely<DB>, idpIss: string, sub: string, user: { readonly fhirUserType: string; readonly name: string }): Promise<{ user: User | undefined; created: boolean }> {
   const id = crypto.randomUUID();
   const created = await db.transaction().execute(async (trx) => {
     await trx
@@ -64,9 +68,7 @@ export async function createLinkedUser(db: Kysely<DB>, idpIss: string, sub: stri
     if (!link) await trx.deleteFrom('users').where('id', '=', id).execute();
     return link !== undefined;
   });
-  const linked = created ? await findUser(db, id) : await findLinkedUser(db, idpIss, sub);
-  if (!linked) throw new Error(`the user linked to ${sub} at ${idpIss} is disabled or gone`);
-  return { user: linked, created };
+  return { user: created ? await findUser(db, id) : (await findLinkedUser(db, idpIss, sub))?.user, created };
 }
 
 /** Removes the link; false when there was none. */
