@@ -344,6 +344,17 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.match(lost.body, /This sign-in cannot be continued/);
   });
 
+  it('an answer that names another issuer (RFC 9207): invalid_idp', async () => {
+    const browser = new Browser();
+    const started = await authorize(browser, b.issuer);
+    const step = await approve(browser, b.issuer, await signIn(browser, b.issuer, await browser.go('GET', leaves(started.step, `${b.issuer}/auth?`)), 'patient', 'patient-demo'));
+    const callback = new URL(leaves(step, `${a.issuer}/tiered-oauth/callback?`));
+    assert.equal(callback.searchParams.get('iss'), b.issuer, 'B names itself in its answers');
+    callback.searchParams.set('iss', 'https://mix-up.example');
+    const back = await browser.go('GET', callback.href);
+    assert.deepEqual(appCallback(back), { error: 'invalid_idp', error_description: `the answer names the issuer https://mix-up.example, not ${b.issuer}`, state: 'app-state', iss: a.issuer });
+  });
+
   for (const [mode, description] of [
     ['wrong-nonce', 'nonce is not the one this server sent'],
     ['wrong-aud', `aud: must be this server's client_id at the IdP, foreign-client-1`],

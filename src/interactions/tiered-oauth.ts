@@ -94,7 +94,7 @@ export class TieredSignIn {
 
   /** The IdP's answer (OpenID Connect Core §3.1.2.5, §3.1.2.6) at {@link TIERED_CALLBACK_PATH}, under the interactions' prefix. */
   callbackRoute(app: FastifyInstance, basePath: string, errorPage: (request: FastifyRequest, reply: FastifyReply, status: number, error: string, description: string) => Promise<FastifyReply>): void {
-    app.get<{ Querystring: { code?: string; state?: string; error?: string; error_description?: string } }>(
+    app.get<{ Querystring: { code?: string; state?: string; error?: string; error_description?: string; iss?: string } }>(
       TIERED_CALLBACK_PATH,
       {
         schema: {
@@ -121,7 +121,7 @@ export class TieredSignIn {
     );
   }
 
-  async #outcome(request: FastifyRequest<{ Querystring: { code?: string; error?: string; error_description?: string } }>, params: Record<string, unknown>, attempt: TieredAttempt, random: string): Promise<TieredOutcome> {
+  async #outcome(request: FastifyRequest<{ Querystring: { code?: string; error?: string; error_description?: string; iss?: string } }>, params: Record<string, unknown>, attempt: TieredAttempt, random: string): Promise<TieredOutcome> {
     const { idp } = attempt;
     const audit = (event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>) =>
       this.#deps.audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(params.client_id), ...event });
@@ -131,7 +131,9 @@ export class TieredSignIn {
     };
     // IG §6: a state that is not the one sent ends the workflow with server_error to the client app.
     if (!sameText(random, attempt.state)) return failed('server_error', `the identity provider ${idp} answered with a state that is not the one this server sent`, 'callback');
-    const { code, error, error_description: errorDescription } = request.query;
+    const { code, error, error_description: errorDescription, iss } = request.query;
+    // RFC 9207 §2.4: an authorization response that names its issuer must name the IdP it was sent to (mix-up).
+    if (iss !== undefined && iss !== idp) return failed('invalid_idp', `the answer names the issuer ${iss.slice(0, 200)}, not ${idp}`, 'callback');
     if (error !== undefined) {
       // IG §6: an error from the IdP with a valid state ends the workflow with a suitable error to the client app.
       const description = `the identity provider ${idp} answered ${error}${errorDescription ? ` (${errorDescription.slice(0, 300)})` : ''}`;

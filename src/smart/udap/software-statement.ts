@@ -58,7 +58,7 @@ export function checkStatementClaims(claims: Record<string, unknown>, registrati
  * loopback, as they are for other clients.
  * @throws {UdapRegistrationError} invalid_client_metadata, naming the claim.
  */
-export function statementMetadata(claims: Record<string, unknown>, options: { readonly loopbackHttp: boolean } = { loopbackHttp: false }): Record<string, unknown> | 'cancel' {
+export function statementMetadata(claims: Record<string, unknown>, options: { readonly loopbackHttp: boolean }): Record<string, unknown> | 'cancel' {
   const fail = (message: string): never => {
     throw new UdapRegistrationError('invalid_client_metadata', message);
   };
