@@ -101,11 +101,13 @@ function appCallback(step: Step): Record<string, string> {
 /**
  * A foreign identity provider of the community, as small as a test double can be: it serves UDAP metadata
  * signed by `signer`, an OpenID Connect discovery and JWKS, registers anyone, answers every authentication
- * request at once for one person, and issues the id_token `mode` says: right, with another nonce, for another
- * audience, or none but `invalid_client`.
+ * request at once for one person, and issues the id_token `mode` says: right, with another nonce, or for another
+ * audience; or, `invalidClients` times, none but `invalid_client`.
  */
 class ForeignIdp {
-  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' | 'invalid_client' = 'ok';
+  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' = 'ok';
+  /** How many token requests to come are answered invalid_client (the IdP forgot the client). */
+  invalidClients = 0;
   registrations = 0;
   readonly #key = generateKeyPairSync('rsa', { modulusLength: 2048 });
   readonly #nonces = new Map<string, string>();
@@ -161,7 +163,10 @@ class ForeignIdp {
         return { status: 302, location: back.href };
       }
       case 'POST /token': {
-        if (this.mode === 'invalid_client') return { status: 401, body: { error: 'invalid_client', error_description: 'unknown client' } };
+        if (this.invalidClients > 0) {
+          this.invalidClients -= 1;
+          return { status: 401, body: { error: 'invalid_client', error_description: 'unknown client' } };
+        }
         const [clientId = '', nonce = ''] = (this.#nonces.get(new URLSearchParams(text).get('code') ?? '') ?? ' ').split(' ');
         const idToken = await new SignJWT({ nonce: this.mode === 'wrong-nonce' ? 'not-the-nonce' : nonce, name: 'Foreign Person' })
           .setProtectedHeader({ alg: 'RS256', kid: 'foreign-1' })
@@ -369,18 +374,27 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     });
   }
 
-  it('an IdP that no longer knows our client_id (invalid_client): the registration is forgotten, and made again at the next sign-in', async () => {
-    foreign.mode = 'invalid_client';
+  it('an IdP that no longer knows our client_id (invalid_client): A registers again and sends the person back there, once', async () => {
+    foreign.mode = 'ok';
+    assert.equal(foreign.registrations, 1);
+    foreign.invalidClients = 1;
     const browser = new Browser();
     const first = await authorize(browser, foreign.base);
-    const answer = appCallback(await browser.go('GET', (await browser.go('GET', first.step.appUrl!)).appUrl!));
-    assert.equal(answer.error, 'invalid_idp');
-    assert.match(answer.error_description!, /refused the code: it answered 401: invalid_client \(unknown client\)/);
-    assert.equal(foreign.registrations, 1);
-    foreign.mode = 'ok';
-    const second = await authorize(browser, foreign.base);
-    assert.equal(new URL(second.step.appUrl!).searchParams.get('client_id'), 'foreign-client-2');
+    assert.equal(new URL(leaves(first.step, `${foreign.base}/authorize?`)).searchParams.get('client_id'), 'foreign-client-1');
+    const again = await browser.go('GET', leaves(await browser.go('GET', first.step.appUrl!), `${a.issuer}/tiered-oauth/callback?`));
+    assert.equal(new URL(leaves(again, `${foreign.base}/authorize?`)).searchParams.get('client_id'), 'foreign-client-2');
+    const done = await browser.go('GET', leaves(await browser.go('GET', again.appUrl!), `${a.issuer}/tiered-oauth/callback?`));
+    assert.equal(title(done), 'Your account is not linked yet', 'the second attempt signed the person in');
     assert.equal(foreign.registrations, 2);
+
+    foreign.invalidClients = 2;
+    const retried = await authorize(browser, foreign.base);
+    let step = await browser.go('GET', leaves(await browser.go('GET', retried.step.appUrl!), `${a.issuer}/tiered-oauth/callback?`));
+    step = await browser.go('GET', leaves(await browser.go('GET', leaves(step, `${foreign.base}/authorize?`)), `${a.issuer}/tiered-oauth/callback?`));
+    const answer = appCallback(step);
+    assert.equal(answer.error, 'invalid_idp');
+    assert.equal(answer.error_description, `${foreign.base} refused the code: it answered 401: invalid_client (unknown client)`);
+    assert.equal(foreign.registrations, 3, 'one new registration per authorization, not a loop');
   });
 
   it('as identity provider, B keeps every other rule: openid without udap still needs aud', async () => {

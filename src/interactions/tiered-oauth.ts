@@ -22,13 +22,16 @@ import { createLinkedUser, findLinkedUser } from '../users/tiered-links.js';
  * 3. The sign-in step, again, finishes the login with that user (the launch then goes on: patient picker,
  *    consent), or ends the authorization with the outcome's error, or shows the person that their account is
  *    not linked (IG §6: `access_denied` when the data holder cannot resolve the user, which the page's one
- *    button sends).
+ *    button sends). An IdP that refused the code with `invalid_client` no longer knows our client_id: the step
+ *    registers again and sends the person back there, once.
  *
  * The callback cannot finish the interaction itself: the interaction cookie is scoped to the interaction's
  * path, and the step that reads it is what binds the outcome to the browser that started the authorization.
  */
 export type TieredOutcome =
   | { readonly kind: 'signed-in'; readonly userId: string; readonly idp: string; readonly linked: 'existing' | 'created' }
+  /** The IdP no longer knew our client_id: register again and send the person there once more. */
+  | { readonly kind: 'retry' }
   | { readonly kind: 'error'; readonly error: string; readonly description: string }
   | { readonly kind: 'unlinked'; readonly idp: string; readonly sub: string };
 
@@ -80,7 +83,7 @@ export class TieredSignIn {
       const trusted = await discoverIdp(this.#deps.tiered, idp);
       const { clientId, registered } = await idpClientId(this.#deps.tiered, trusted);
       if (registered) await helpers.audit({ type: 'tiered_oauth.registered', details: { idp, community: trusted.community.uri, client_id_at_idp: clientId } });
-      const request = authenticationRequest(this.#deps.config, trusted, clientId, uid);
+      const request = authenticationRequest(this.#deps.config, trusted, clientId, uid, outcome?.kind === 'retry');
       await helpers.remember({ attempt: request.attempt });
       await helpers.audit({ type: 'tiered_oauth.redirected', details: { idp, community: trusted.community.uri } });
       url = request.url;
@@ -145,6 +148,10 @@ export class TieredSignIn {
       identity = await redeemCode(this.#deps.tiered, attempt, code);
     } catch (caught) {
       if (!(caught instanceof TieredOAuthError)) throw caught;
+      if (caught.clientUnknown && !attempt.retry) {
+        await audit({ type: 'tiered_oauth.failed', outcome: 'failure', details: { idp, step: caught.step, error: caught.code, reason: caught.message, retry: true } });
+        return { kind: 'retry' };
+      }
       return failed(caught.code, caught.message, caught.step);
     }
     return this.#resolve(identity, attempt.community, audit);

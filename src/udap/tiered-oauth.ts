@@ -22,9 +22,9 @@ import { verifyCommunityJwt } from './trust.js';
  * Connect client (`openid udap`, state, nonce, PKCE), and at the callback exchanges the code with a UDAP
  * authentication token (IG §4.2.2) and validates the id_token (OpenID Connect Core §3.1.3.7).
  *
- * Failures are {@link TieredOAuthError}s carrying the error the client app receives: `invalid_idp` for an IdP
- * that is not trusted or cannot be used (IG §6: "the data holder MAY reject the client app's authorization
- * request … using the extension error code of invalid_idp").
+ * Failures are {@link TieredOAuthError}s: the client app receives `invalid_idp` for an IdP that is not trusted
+ * or cannot be used (IG §6: "the data holder MAY reject the client app's authorization request … using the
+ * extension error code of invalid_idp").
  */
 export interface TieredOAuthDeps {
   readonly config: Config;
@@ -35,15 +35,16 @@ export interface TieredOAuthDeps {
   readonly outbound: OutboundOptions;
 }
 
-export type TieredErrorCode = 'invalid_idp' | 'server_error' | 'access_denied';
-
+/** An IdP that cannot be used, or whose answer is not valid: `invalid_idp` for the app, with this description. */
 export class TieredOAuthError extends Error {
   override name = 'TieredOAuthError';
+  readonly code = 'invalid_idp';
   constructor(
-    readonly code: TieredErrorCode,
     message: string,
     /** For the audit trail: which step failed. */
-    readonly step: 'discovery' | 'registration' | 'callback' | 'token' | 'id_token',
+    readonly step: 'discovery' | 'registration' | 'token' | 'id_token',
+    /** The IdP answered invalid_client: it no longer knows our client_id (forgotten here already). */
+    readonly clientUnknown = false,
   ) {
     super(message);
   }
@@ -105,7 +106,7 @@ export interface TrustedIdp {
  */
 export async function discoverIdp(deps: TieredOAuthDeps, idp: string): Promise<TrustedIdp> {
   const fail = (message: string): never => {
-    throw new TieredOAuthError('invalid_idp', message, 'discovery');
+    throw new TieredOAuthError(message, 'discovery');
   };
   const communities = tieredCommunities(deps.udap).filter((c) => !c.tieredOAuth?.idps || c.tieredOAuth.idps.includes(idp));
   if (!communities.length) fail(`${idp} is not an identity provider this server accepts`);
@@ -172,7 +173,7 @@ export async function idpClientId(deps: TieredOAuthDeps, trusted: TrustedIdp): P
   const known = await findIdpClientId(deps.db, key);
   if (known) return { clientId: known, registered: false };
   const fail = (message: string): never => {
-    throw new TieredOAuthError('invalid_idp', `${trusted.idp} did not register this server: ${message}`, 'registration');
+    throw new TieredOAuthError(`${trusted.idp} did not register this server: ${message}`, 'registration');
   };
   if (!trusted.profiles.includes('udap_dcr')) fail('it offers no UDAP dynamic registration (udap_dcr)');
   const statement = await softwareStatement(deps.config, trusted.community, trusted.registrationEndpoint);
@@ -196,11 +197,14 @@ export interface TieredAttempt {
   readonly state: string;
   readonly nonce: string;
   readonly verifier: string;
+  /** This attempt follows one the IdP refused with invalid_client (one such retry per authorization). */
+  readonly retry: boolean;
 }
 
 /** IG §6 (OpenID Connect Core §3.1.2.1): the authentication request, and what to keep for the callback. */
-export function authenticationRequest(config: Config, trusted: TrustedIdp, clientId: string, uid: string): { url: string; attempt: TieredAttempt } {
+export function authenticationRequest(config: Config, trusted: TrustedIdp, clientId: string, uid: string, retry: boolean): { url: string; attempt: TieredAttempt } {
   const attempt: TieredAttempt = {
+    retry,
     idp: trusted.idp,
     community: trusted.community.uri,
     clientId,
@@ -241,12 +245,12 @@ export interface IdpIdentity {
  * UDAP authentication token (IG §4.2.2: private_key_jwt with x5c), and validates the id_token (§3.1.3.7):
  * signature by a key of the IdP's JWKS, `iss` = idp, `aud` = our client_id there (and `azp` when there are
  * several), `nonce` as sent, `exp` not past, `iat` not in the future. An IdP that answers `invalid_client` no
- * longer knows our client_id: it is forgotten, so that the next sign-in registers again.
+ * longer knows our client_id: it is forgotten, so that the next attempt registers again.
  * @throws {TieredOAuthError} invalid_idp.
  */
 export async function redeemCode(deps: TieredOAuthDeps, attempt: TieredAttempt, code: string): Promise<IdpIdentity> {
   const community = deps.udap.communities.find((c) => c.uri === attempt.community);
-  if (!community) throw new TieredOAuthError('invalid_idp', `this server is no longer a member of the community ${attempt.community}`, 'token');
+  if (!community) throw new TieredOAuthError(`this server is no longer a member of the community ${attempt.community}`, 'token');
   const assertion = await authenticationToken(community, attempt.clientId, attempt.tokenEndpoint);
   const form = new URLSearchParams({
     grant_type: 'authorization_code',
@@ -260,10 +264,11 @@ export async function redeemCode(deps: TieredOAuthDeps, attempt: TieredAttempt, 
   const response = await send(() => outboundPost(attempt.tokenEndpoint, deps.outbound, { type: 'application/x-www-form-urlencoded', text: form.toString() }), 'token');
   const body = jsonObject(response);
   if (response.status !== 200 || !body) {
-    if (body?.error === 'invalid_client') await forgetIdpClientId(deps.db, { community: attempt.community, idp: attempt.idp, redirectUri: callbackUrl(deps.config) }, attempt.clientId);
-    throw new TieredOAuthError('invalid_idp', `${attempt.idp} refused the code: it answered ${response.status}${describeOAuthError(body)}`, 'token');
+    const clientUnknown = body?.error === 'invalid_client';
+    if (clientUnknown) await forgetIdpClientId(deps.db, { community: attempt.community, idp: attempt.idp, redirectUri: callbackUrl(deps.config) }, attempt.clientId);
+    throw new TieredOAuthError(`${attempt.idp} refused the code: it answered ${response.status}${describeOAuthError(body)}`, 'token', clientUnknown);
   }
-  if (typeof body.id_token !== 'string') throw new TieredOAuthError('invalid_idp', `${attempt.idp} returned no id_token`, 'id_token');
+  if (typeof body.id_token !== 'string') throw new TieredOAuthError(`${attempt.idp} returned no id_token`, 'id_token');
   return validateIdToken(deps, attempt, body.id_token);
 }
 
@@ -272,7 +277,7 @@ const ID_TOKEN_MAX_AGE_SECONDS = 600;
 
 async function validateIdToken(deps: TieredOAuthDeps, attempt: TieredAttempt, idToken: string): Promise<IdpIdentity> {
   const fail = (message: string): never => {
-    throw new TieredOAuthError('invalid_idp', `the id_token of ${attempt.idp} is not valid: ${message}`, 'id_token');
+    throw new TieredOAuthError(`the id_token of ${attempt.idp} is not valid: ${message}`, 'id_token');
   };
   let kid: string | undefined;
   try {
@@ -363,7 +368,7 @@ function endpointAllowed(value: string, allowPrivate: boolean): boolean {
 async function fetchJson(deps: TieredOAuthDeps, url: string, what: string): Promise<Record<string, unknown>> {
   const response = await send(() => outboundGet(url, deps.outbound), 'discovery');
   const body = jsonObject(response);
-  if (response.status !== 200 || !body) throw new TieredOAuthError('invalid_idp', `${what} at ${url} could not be read (${response.status}${body ? '' : ', not a JSON object'})`, 'discovery');
+  if (response.status !== 200 || !body) throw new TieredOAuthError(`${what} at ${url} could not be read (${response.status}${body ? '' : ', not a JSON object'})`, 'discovery');
   return body;
 }
 
@@ -371,7 +376,7 @@ async function send(request: () => Promise<OutboundResponse>, step: TieredOAuthE
   try {
     return await request();
   } catch (error) {
-    if (error instanceof OutboundError) throw new TieredOAuthError('invalid_idp', error.message, step);
+    if (error instanceof OutboundError) throw new TieredOAuthError(error.message, step);
     throw error;
   }
 }
