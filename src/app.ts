@@ -26,6 +26,7 @@ import { observeRequests } from './http/observe-requests.js';
 import { traceRequests } from './http/trace-requests.js';
 import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
+import { TieredSignIn } from './interactions/tiered-oauth.js';
 import { accountRoutes } from './account/routes.js';
 import { gatewayRoutes } from './gateway/routes.js';
 import { adminApi } from './admin/plugin.js';
@@ -48,6 +49,7 @@ import { JwksCache } from './clients/jwks-cache.js';
 import { CRL_MAX_BYTES, CrlCache } from './clients/crl-cache.js';
 import { ChainVerdicts } from './udap/chain-verdicts.js';
 import { isUdapRegistration, registerUdapClient } from './udap/registration.js';
+import { tieredCommunities } from './udap/tiered-oauth.js';
 import { ROUTES } from './smart/profile.js';
 import { ensureCookieKey } from './keys/cookie-keys.js';
 import { ensureSigningKeys, listSigningKeys } from './keys/signing-keys.js';
@@ -120,7 +122,7 @@ async function resolveUpstreams(app: FastifyInstance, config: Config, db: Kysely
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Set by migration 2026-12-01T00-00-bearer-hashes: rows from before it hold bearer values in clear. */
 const BEARER_IDS_IN_CLEAR = 'bearer_ids_in_clear';
-/** A client's JWKS URL must answer within this, and with no more than JWKS_MAX_BYTES. */
+/** A client's JWKS URL (or a Tiered OAuth IdP) must answer within this, and with no more than JWKS_MAX_BYTES. */
 const JWKS_FETCH_TIMEOUT_MS = 5000;
 const JWKS_MAX_BYTES = 256 * 1024;
 
@@ -196,6 +198,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const clients = new ClientCache<AdapterPayload>(config.clientCacheSeconds);
   const users = new UserCache(config.userCacheSeconds);
   const crls = new CrlCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: CRL_MAX_BYTES });
+  const outbound = { allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES };
+  const jwks = new JwksCache(outbound);
   const host = await whenAvailable('loading the keys', () => ProviderHost.create({
     config,
     db,
@@ -207,7 +211,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     renderPage: (view, data) => app.view(`${view}.ejs`, { basePath, ...data }),
     clients,
     users,
-    jwks: new JwksCache({ allowPrivate: config.outboundAllowPrivate, timeoutMs: JWKS_FETCH_TIMEOUT_MS, maxBytes: JWKS_MAX_BYTES }),
+    jwks,
     crls,
     verdicts: new ChainVerdicts(),
   }));
@@ -255,7 +259,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
       ? async (request, body) => (isUdapRegistration(body) ? registerUdapClient({ config, udap, db, box, crls, audit, clients }, body, { sourceIp: request.ip, requestId: request.id }) : undefined)
       : undefined,
   });
-  await app.register(interactionRoutes, { prefix: basePath, config, db, replica, box, host, audit, users });
+  const tiered = udap && tieredCommunities(udap).length ? new TieredSignIn({ config, host, audit, tiered: { config, udap, db, crls, jwks, outbound } }) : undefined;
+  await app.register(interactionRoutes, { prefix: basePath, config, db, replica, box, host, audit, users, tiered });
   await app.register(styleRoutes, { prefix: basePath });
   await app.register(sandboxRoutes, { prefix: basePath, config, db, replica, box, audit, clients });
   await app.register(landingRoutes, { prefix: basePath, config });

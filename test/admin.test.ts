@@ -43,6 +43,7 @@ describeEachDatabase('admin API', (ctx) => {
       'DELETE /admin/api/clients/{client_id}',
       'DELETE /admin/api/grants/{grant_id}',
       'DELETE /admin/api/patients/{id}',
+      'DELETE /admin/api/tiered-oauth/links',
       'GET /admin/api/attribution-lists',
       'GET /admin/api/attribution-lists/{id}',
       'GET /admin/api/audit',
@@ -57,6 +58,7 @@ describeEachDatabase('admin API', (ctx) => {
       'GET /admin/api/patients/{id}/encounters',
       'GET /admin/api/reports/patient-access',
       'GET /admin/api/representatives',
+      'GET /admin/api/tiered-oauth/links',
       'GET /admin/api/users',
       'GET /admin/api/users/{id}',
       'PATCH /admin/api/clients/{client_id}',
@@ -76,6 +78,7 @@ describeEachDatabase('admin API', (ctx) => {
       'POST /admin/api/registration-tokens',
       'POST /admin/api/representatives',
       'POST /admin/api/representatives/{id}/revoke',
+      'POST /admin/api/tiered-oauth/links',
       'POST /admin/api/users',
       'POST /admin/api/users/{id}/password',
     ]);

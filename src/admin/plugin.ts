@@ -11,6 +11,7 @@ import { grantRoutes } from './grants.js';
 import { keyRoutes } from './keys.js';
 import { launchRoutes } from './launches.js';
 import { payerRoutes } from './payer.js';
+import { tieredOAuthRoutes } from './tiered-oauth.js';
 import { userRoutes } from './users.js';
 import type { AdminDeps } from './deps.js';
 
@@ -66,6 +67,7 @@ export const adminApi = fp(
         await admin.register(auditRoutes, deps);
         await admin.register(keyRoutes, deps);
         await admin.register(payerRoutes, deps);
+        await admin.register(tieredOAuthRoutes, deps);
       },
       { prefix: `${basePath}${ADMIN_PREFIX}` },
     );

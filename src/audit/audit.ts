@@ -56,6 +56,11 @@ export const AUDIT_EVENT_TYPES = [
   'representative.designated',
   'representative.accepted',
   'representative.revoked',
+  'tiered_oauth.registered',
+  'tiered_oauth.redirected',
+  'tiered_oauth.failed',
+  'tiered_oauth.linked',
+  'tiered_oauth.unlinked',
 ] as const;
 export type AuditEventType = (typeof AUDIT_EVENT_TYPES)[number];
 

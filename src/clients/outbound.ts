@@ -6,7 +6,7 @@ import { BlockList, isIP, type LookupFunction } from 'node:net';
 import { inSpan, SpanKind, tracingEnabled } from '../observability/tracing.js';
 
 /**
- * Outbound HTTP for URLs that clients register (JWKS URLs): an attacker registering a client must not be
+ * Outbound HTTP for URLs that clients register (JWKS URLs) or name (a Tiered OAuth IdP): an attacker registering a client must not be
  * able to make this server reach its internal network (SSRF). So:
  * - loopback, private, link-local, carrier-grade NAT and other non-public addresses are refused, checked on
  *   the address actually connected to (a DNS answer that changes between check and use does not help);
@@ -65,15 +65,30 @@ function guardedLookup(): LookupFunction {
 }
 
 export function outboundGet(url: string, options: OutboundOptions, accept = 'application/json'): Promise<OutboundResponse> {
-  if (!tracingEnabled()) return get(url, options, accept);
-  return inSpan('GET', SpanKind.CLIENT, { 'http.request.method': 'GET', 'url.full': url }, async (span) => {
-    const response = await get(url, options, accept);
+  return outboundRequest(url, options, { method: 'GET', accept });
+}
+
+/** A form POST (a registration or token request to another server), under the same rules as {@link outboundGet}. */
+export function outboundPost(url: string, options: OutboundOptions, body: { readonly type: string; readonly text: string }, accept = 'application/json'): Promise<OutboundResponse> {
+  return outboundRequest(url, options, { method: 'POST', accept, body });
+}
+
+interface OutboundRequest {
+  readonly method: 'GET' | 'POST';
+  readonly accept: string;
+  readonly body?: { readonly type: string; readonly text: string };
+}
+
+function outboundRequest(url: string, options: OutboundOptions, request: OutboundRequest): Promise<OutboundResponse> {
+  if (!tracingEnabled()) return send(url, options, request);
+  return inSpan(request.method, SpanKind.CLIENT, { 'http.request.method': request.method, 'url.full': url }, async (span) => {
+    const response = await send(url, options, request);
     span.setAttribute('http.response.status_code', response.status);
     return response;
   });
 }
 
-async function get(url: string, options: OutboundOptions, accept: string): Promise<OutboundResponse> {
+async function send(url: string, options: OutboundOptions, request: OutboundRequest): Promise<OutboundResponse> {
   let target: URL;
   try {
     target = new URL(url);
@@ -88,11 +103,11 @@ async function get(url: string, options: OutboundOptions, accept: string): Promi
     throw new OutboundError(`${url} points at ${hostname}, a loopback or private address`);
   }
 
-  const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+  const open = target.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<OutboundResponse>((resolve, reject) => {
-    const req = send(target, {
-      method: 'GET',
-      headers: { accept, 'user-agent': 'smart-auth-server' },
+    const req = open(target, {
+      method: request.method,
+      headers: { accept: request.accept, 'user-agent': 'smart-auth-server', ...(request.body ? { 'content-type': request.body.type, 'content-length': String(Buffer.byteLength(request.body.text)) } : {}) },
       ...(options.allowPrivate ? {} : { lookup: guardedLookup() }),
     });
     const timer = setTimeout(() => req.destroy(new OutboundError(`${url} did not answer within ${options.timeoutMs} ms`)), options.timeoutMs);
@@ -127,6 +142,6 @@ async function get(url: string, options: OutboundOptions, accept: string): Promi
       });
       res.on('error', (error) => req.destroy(error));
     });
-    req.end();
+    req.end(request.body?.text);
   });
 }

@@ -40,6 +40,24 @@ export interface UdapCommunity {
    * can succeed.
    */
   readonly credentialServiceProviders: readonly CredentialServiceProvider[];
+  /** UDAP Tiered OAuth (IG §6) in this community; undefined: off (the `idp` parameter is ignored, `udap_to` not advertised). */
+  readonly tieredOAuth: TieredOAuthPolicy | undefined;
+}
+
+/**
+ * Tiered OAuth: which IdPs of the community may sign people in here, and what happens to a person whose (iss,
+ * sub) is linked to no local user yet: `operator` — nothing until an operator links them (admin API);
+ * `create` — a local user is created on first use, whose fhirUser is `<createAs>/<its id>`.
+ */
+export interface TieredOAuthPolicy {
+  /** The IdP base URLs allowed; undefined: any whose metadata is signed by a certificate of the community. */
+  readonly idps: readonly string[] | undefined;
+  readonly link: 'operator' | 'create';
+  readonly createAs: 'Person' | 'RelatedPerson' | 'Practitioner';
+  /** This server's registration at IdPs (IG §3.1): a mailto: contact, an https logo, and a name (default: the issuer's host). */
+  readonly contact: string;
+  readonly logoUri: string;
+  readonly clientName: string | undefined;
 }
 
 export interface CredentialServiceProvider {
@@ -94,6 +112,20 @@ const schema = {
               properties: { issuer: { type: 'string', pattern: HTTP_URL }, jwksUri: { type: 'string', pattern: HTTP_URL } },
             },
           },
+          tieredOAuth: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['enabled'],
+            properties: {
+              enabled: { type: 'boolean' },
+              idps: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^https?://[^\\s?#]+$' } },
+              link: { enum: ['operator', 'create'] },
+              createAs: { enum: ['Person', 'RelatedPerson', 'Practitioner'] },
+              contact: { type: 'string', pattern: '^mailto:[^@\\s]+@[^@\\s]+$' },
+              logoUri: { type: 'string', pattern: '^https://\\S+$' },
+              clientName: { type: 'string', minLength: 1, maxLength: 200 },
+            },
+          },
         },
       },
     },
@@ -113,6 +145,7 @@ interface CommunityJson {
   consentPolicies?: string[];
   tefca?: boolean;
   credentialServiceProviders?: { issuer: string; jwksUri: string }[];
+  tieredOAuth?: { enabled: boolean; idps?: string[]; link?: TieredOAuthPolicy['link']; createAs?: TieredOAuthPolicy['createAs']; contact?: string; logoUri?: string; clientName?: string };
 }
 
 const validate = new Ajv({ allErrors: true, strict: true }).compile<{ communities: CommunityJson[] }>(schema);
@@ -205,6 +238,11 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
   if (providers.length && !tefca) at(`${where}.credentialServiceProviders`, 'is for TEFCA Individual Access Services: set tefca to true as well');
   const issuers = providers.map((p) => p.issuer);
   if (new Set(issuers).size !== issuers.length) at(`${where}.credentialServiceProviders`, 'each issuer must appear once');
+  const tiered = c.tieredOAuth;
+  if (tiered?.createAs && tiered.link !== 'create') at(`${where}.tieredOAuth.createAs`, 'applies only with "link": "create"');
+  // IG §3.1: the registration this server makes at an IdP needs a contact and, for authorization_code, a logo.
+  if (tiered?.enabled && !tiered.contact) at(`${where}.tieredOAuth.contact`, 'is required when enabled: a mailto: address for the registrations this server makes at identity providers');
+  if (tiered?.enabled && !tiered.logoUri) at(`${where}.tieredOAuth.logoUri`, 'is required when enabled: an https URL of a logo for the registrations this server makes at identity providers');
   return {
     uri: c.uri,
     isDefault: c.default === true,
@@ -219,6 +257,7 @@ function community(c: CommunityJson, where: string, dir: string, at: (where: str
     consentPolicies: c.consentPolicies,
     tefca,
     credentialServiceProviders: providers.map(({ issuer, jwksUri }) => ({ issuer, jwksUri })),
+    tieredOAuth: tiered?.enabled && tiered.contact && tiered.logoUri ? { idps: tiered.idps, link: tiered.link ?? 'operator', createAs: tiered.createAs ?? 'Person', contact: tiered.contact, logoUri: tiered.logoUri, clientName: tiered.clientName } : undefined,
   };
 }
 
@@ -245,9 +284,15 @@ function describe(error: ErrorObject): string {
     case 'additionalProperties':
       if (error.instancePath === '') return 'is not a known setting (communities)';
       if (/\/credentialServiceProviders\/\d+$/.test(error.instancePath)) return 'is not a known setting (issuer, jwksUri)';
-      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca, credentialServiceProviders)';
+      if (error.instancePath.endsWith('/tieredOAuth')) return 'is not a known setting (enabled, idps, link, createAs, contact, logoUri, clientName)';
+      return 'is not a known setting (uri, default, trustAnchors, certificate, privateKey, allowedScope, certificationsSupported, certificationsRequired, purposesOfUse, consentPolicies, tefca, credentialServiceProviders, tieredOAuth)';
     case 'pattern':
+      if (error.instancePath.includes('/tieredOAuth/idps/')) return 'must be an IdP base URL (http or https, no query or fragment)';
+      if (error.instancePath.endsWith('/tieredOAuth/contact')) return 'must be a mailto: address';
+      if (error.instancePath.endsWith('/tieredOAuth/logoUri')) return 'must be an https URL';
       return error.params.pattern === HTTP_URL ? 'must be an http(s) URL' : 'must be a URI';
+    case 'enum':
+      return `must be one of ${(error.params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     default:
       return error.message ?? 'is not valid';
   }

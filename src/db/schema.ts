@@ -14,6 +14,7 @@ import type { AttributionListsTable, AttributionMembersTable, MemberConsentsTabl
 import type { PatientsTable } from './tables/patients.js';
 import type { ServerStateTable } from './tables/server-state.js';
 import type { SigningKeysTable } from './tables/signing-keys.js';
+import type { TieredOAuthClientsTable, TieredOAuthLinksTable } from './tables/tiered-oauth.js';
 import type { UserPatientsTable } from './tables/user-patients.js';
 import type { UdapJtisTable, UdapRegistrationsTable } from './tables/udap-registrations.js';
 import type { UsersTable } from './tables/users.js';
@@ -42,4 +43,6 @@ export interface DB {
   attribution_members: AttributionMembersTable;
   member_consents: MemberConsentsTable;
   representatives: RepresentativesTable;
+  tiered_oauth_links: TieredOAuthLinksTable;
+  tiered_oauth_clients: TieredOAuthClientsTable;
 }

@@ -28,6 +28,7 @@ import type { UserCache } from '../users/user-cache.js';
 import { findUser, patientsOf, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
+import type { TieredSignIn, TieredState } from './tiered-oauth.js';
 
 /**
  * The pages between the authorization request and the code: sign-in, patient picker, encounter picker
@@ -51,6 +52,8 @@ export interface InteractionDeps {
   readonly audit: AuditLog;
   /** The signed-in user, read at each step: cached per process (see UserCache). */
   readonly users: UserCache;
+  /** UDAP Tiered OAuth, where a trust community has it on (tiered-oauth.ts). */
+  readonly tiered?: TieredSignIn | undefined;
 }
 
 /** What the steps have decided so far, kept in the interaction between them. */
@@ -63,6 +66,8 @@ interface SmartState {
   encounter?: string | null;
   /** What the sandbox launcher asked of the launch taken (src/http/launcher.ts). */
   launcher?: { skipConsent: boolean; simulate?: string | undefined; patients?: readonly string[] | undefined };
+  /** A sign-in at the person's identity provider (UDAP Tiered OAuth): in flight, then its outcome. */
+  tiered?: TieredState;
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -211,6 +216,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       const next = nextStep(state);
       switch (next.kind) {
         case 'sign-in': {
+          if (deps.tiered?.asked(details.params)) {
+            return deps.tiered.step(reply, details.params, uid, smart.tiered, {
+              finish: (result) => finish(reply, details, result, false),
+              remember: (value) => remember(details, { ...smart, tiered: value }),
+              unlinkedPage: (idp, sub) => page(reply, 403, 'tiered-unlinked', { client: clientInfo, csrf, abortAction: urls(uid).abort, idp, sub }),
+              audit: (event) => auditFor(request, details, event),
+            });
+          }
           const launcherUser = await launcherSignIn(launchId);
           if (launcherUser) {
             await auditFor(request, details, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
@@ -308,26 +321,29 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
   async function decide(request: Req, reply: FastifyReply, details: Details, client: Client, user: User, smart: SmartState, granted: readonly Scope[]): Promise<FastifyReply> {
-    const fhirBase = String(details.params.resource);
+    // No resource: a sign-in here as a UDAP Tiered OAuth identity provider (oidc/resource-server.ts), for the id_token only.
+    const fhirBase = typeof details.params.resource === 'string' ? details.params.resource : undefined;
     const texts = granted.map(formatScope);
     const grant = new host.provider.Grant({ accountId: user.id, clientId: client.clientId });
     for (const text of texts) {
-      grant.addResourceScope(fhirBase, text);
+      if (fhirBase) grant.addResourceScope(fhirBase, text);
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
     const grantId = await grant.save();
     const patient = smart.patient;
-    const context = grantContextOf({
-      fhirBase,
-      launch: smart.launch,
-      launchId: smart.launchId,
-      patient,
-      encounter: smart.encounter ?? undefined,
-      userFhirResource: user.fhirUser,
-      grantedScopes: texts,
-      defaultStyleUrl: `${config.issuer}/smart-style.json`,
-    });
-    await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000));
+    if (fhirBase) {
+      const context = grantContextOf({
+        fhirBase,
+        launch: smart.launch,
+        launchId: smart.launchId,
+        patient,
+        encounter: smart.encounter ?? undefined,
+        userFhirResource: user.fhirUser,
+        grantedScopes: texts,
+        defaultStyleUrl: `${config.issuer}/smart-style.json`,
+      });
+      await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000));
+    }
     await auditFor(request, details, {
       type: 'consent.granted',
       userId: user.id,
@@ -427,7 +443,13 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     return decide(request, reply, details, client, user, smart, final);
   });
 
-  post('abort', async (_request, reply, details) => finish(reply, details, { error: 'access_denied', error_description: 'the user cancelled the request' }, false));
+  post('abort', async (_request, reply, details) => {
+    const tiered = smartOf(details).tiered?.outcome;
+    // HL7 UDAP Security IG §6: a person the data holder cannot resolve to a local user ends in access_denied.
+    const description = tiered?.kind === 'unlinked' ? `the person signed in at ${tiered.idp} is not linked to a user of this server` : 'the user cancelled the request';
+    return finish(reply, details, { error: 'access_denied', error_description: description }, false);
+  });
+  deps.tiered?.callbackRoute(app, basePath, errorPage);
 }
 
 const GROUPS: readonly { key: Exclude<ConsentOption['group'], 'data'>; title: string; hint?: string }[] = [

@@ -25,6 +25,7 @@ import { bearerIntrospectionClient, introspectionAllowed } from './introspection
 import { installPipeline } from './pipeline.js';
 import { rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, validateLaunchParam } from './smart-launch.js';
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
+import { validateIdpParam } from './tiered-oauth.js';
 import { FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
 
 export interface ProviderDeps {
@@ -157,6 +158,10 @@ export function createProvider(deps: ProviderDeps): Provider {
     extraParams: {
       aud: null,
       launch: mapDatabaseFaults((ctx, value, client) => validateLaunchParam(config, deps.db, deps.box, ctx, value, client.clientId)),
+      // HL7 UDAP Security IG §6: the identity provider the app prefers, with the udap scope (Tiered OAuth).
+      idp: (ctx, value) => {
+        validateIdpParam(config, ctx, value);
+      },
     },
     extraClientMetadata: {
       properties: [ALLOWED_SCOPE_PROPERTY, REGISTERED_JWKS_URI, CONSENT_PROPERTY, SANDBOX_APP_PROPERTY, 'launch_uri', UDAP_ISS_PROPERTY, UDAP_COMMUNITY_PROPERTY, UDAP_EXCHANGE_PURPOSE_PROPERTY, PAYER_ROLE_PROPERTY, ORGANIZATION_PROPERTY],

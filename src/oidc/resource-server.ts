@@ -1,10 +1,10 @@
 import { errors, type Client, type KoaContextWithOIDC, type ResourceServer } from 'oidc-provider';
 
 import { fhirBaseOf, type Config } from '../config/config.js';
-import { ALLOWED_SCOPE_PROPERTY } from '../smart/client-rules.js';
+import { ALLOWED_SCOPE_PROPERTY, UDAP_COMMUNITY_PROPERTY } from '../smart/client-rules.js';
 import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
-import { parseScopes, type Scope } from '../smart/scopes/scope.js';
+import { parseScopes, splitScopes, type Scope } from '../smart/scopes/scope.js';
 import { isIasRequest } from './tefca-ias.js';
 
 /**
@@ -38,18 +38,32 @@ export function registeredScopes(client: Client): RegisteredScopes {
 /**
  * `resourceIndicators.defaultResource`: SMART's `aud` is the resource indicator. Required at the authorization
  * endpoint (SMART App Launch 2.2 §Authorization request) and checked here, before any page is shown;
- * backend services send none and get the first FHIR base.
+ * backend services send none and get the first FHIR base. One exception: a UDAP client signing a person in
+ * here as their identity provider (HL7 UDAP Security IG §6) asks for `openid udap` and no FHIR data, so no
+ * `aud`; its request has no resource, and its tokens are for nothing but the id_token.
  */
-export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?: string | readonly string[]): string | readonly string[] {
+export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?: string | readonly string[]): string | readonly string[] | undefined {
   if (oneOf) return oneOf;
   const aud = ctx.oidc.params?.aud;
   if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request') {
+    if (aud === undefined && isUdapSignIn(config, ctx)) return undefined;
     if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
     const base = fhirBaseOf(config, aud);
     if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
     return base;
   }
   return config.fhirBaseUrls[0]!;
+}
+
+/** The scopes a sign-in at this server as a Tiered OAuth identity provider may ask for. */
+const IDP_SCOPES = new Set(['openid', 'udap', 'profile', 'fhirUser']);
+
+/** IG §6: a UDAP client of a community with Tiered OAuth on, asking for `openid udap` and identity scopes only. */
+function isUdapSignIn(config: Config, ctx: KoaContextWithOIDC): boolean {
+  const scopes = splitScopes(typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined);
+  const client = ctx.oidc.client as unknown as Record<string, unknown> | undefined;
+  const community = config.udap?.communities.find((c) => c.uri === client?.[UDAP_COMMUNITY_PROPERTY]);
+  return community?.tieredOAuth !== undefined && scopes.includes('openid') && scopes.includes('udap') && scopes.every((s) => IDP_SCOPES.has(s));
 }
 
 export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, indicator: string, client: Client): ResourceServer {

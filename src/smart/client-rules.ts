@@ -282,10 +282,12 @@ function canonicalKey(key: unknown): Record<string, unknown> {
 
 /**
  * The scope a UDAP client is registered for: those of the requested scopes that the community's allowed
- * scopes contain (IG §3.1: the server decides, considering the request).
+ * scopes contain (IG §3.1: the server decides, considering the request). Where this server is a Tiered OAuth
+ * identity provider (`identityProvider`), a client may register for `openid udap` and no FHIR data (IG §6: a
+ * data holder registering to send people here to sign in).
  * @throws {ClientRuleError} when none is left, or one cannot be parsed.
  */
-export function udapRegisteredScope(requested: string, allowed: string): string {
+export function udapRegisteredScope(requested: string, allowed: string, identityProvider = false): string {
   const { errors } = parseScopes(requested);
   if (errors.length) fail(`scope: ${errors.map((e) => e.message).join('; ')}`);
   const permitted = parseScopes(allowed).scopes;
@@ -295,12 +297,13 @@ export function udapRegisteredScope(requested: string, allowed: string): string 
     if (scope.kind === 'resource') return setContains(permitted, scope);
     return scope.kind === 'launch-context' || (scope.kind === 'fixed' && IDENTITY_SCOPES.has(scope.name));
   });
-  if (!kept.some((w) => w.includes('/') && !w.startsWith('launch/'))) fail(`scope: none of ${requested} is allowed in this trust community (allowed: ${allowed})`);
+  const signInOnly = identityProvider && kept.includes('openid') && kept.includes('udap');
+  if (!signInOnly && !kept.some((w) => w.includes('/') && !w.startsWith('launch/'))) fail(`scope: none of ${requested} is allowed in this trust community (allowed: ${allowed})`);
   return kept.join(' ');
 }
 
 /** Scopes that name no FHIR data: any UDAP client may register for them. */
-const IDENTITY_SCOPES = new Set<string>(['openid', 'fhirUser', 'profile', 'offline_access', 'online_access', 'launch']);
+const IDENTITY_SCOPES = new Set<string>(['openid', 'fhirUser', 'profile', 'offline_access', 'online_access', 'launch', 'udap']);
 
 /**
  * Stored metadata (RFC 7591 names) as oidc-provider is served it: `scope` under {@link ALLOWED_SCOPE_PROPERTY},

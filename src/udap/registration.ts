@@ -81,7 +81,7 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
   }
   const certifications = await checkCertifications(deps, community, body.certifications);
   const exchangePurpose = community.tefca ? tefcaExchangePurpose(certifications) : '';
-  const requested = statementMetadata(claims);
+  const requested = statementMetadata(claims, { loopbackHttp: config.outboundAllowPrivate });
   const existing = await findUdapRegistration(db, community.uri, iss, exchangePurpose);
 
   if (!(await useUdapJti(db, deps.box.mac('udap-jti', `${iss}\n${jti}`), new Date((exp + config.clockSkewSeconds) * 1000)))) {
@@ -100,7 +100,7 @@ async function register(deps: UdapRegistrationDeps, body: Record<string, unknown
 
   const metadata: Record<string, unknown> = {
     ...requested,
-    scope: udapRegisteredScope(requested.scope as string, community.allowedScope),
+    scope: udapRegisteredScope(requested.scope as string, community.allowedScope, community.tieredOAuth !== undefined),
     [UDAP_ISS_PROPERTY]: iss,
     [UDAP_COMMUNITY_PROPERTY]: community.uri,
     ...(exchangePurpose ? { [UDAP_EXCHANGE_PURPOSE_PROPERTY]: exchangePurpose } : {}),

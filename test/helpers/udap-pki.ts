@@ -73,6 +73,14 @@ export class TestPki {
     return path;
   }
 
+  /** Writes `party`'s chain and key as a server's files (for another server of the community): their names, for configFile. */
+  async serverFiles(party: Party, name: string): Promise<{ certificate: string; privateKey: string }> {
+    const chain = party.cert.issuer === this.intermediate.cert.subject ? [party.cert, this.intermediate.cert] : [party.cert];
+    await writeFile(join(this.dir, `${name}.pem`), chain.map((c) => c.toString('pem')).join('\n'));
+    await writeFile(join(this.dir, `${name}.key`), party.privateKey.export({ format: 'pem', type: 'pkcs8' }));
+    return { certificate: `${name}.pem`, privateKey: `${name}.key` };
+  }
+
   /** A leaf certificate under the intermediate (or `ca`), naming `sans` as SAN URIs. */
   async issue(sans: readonly string[], options: { ca?: Ca; notBefore?: Date; notAfter?: Date; keyUsage?: x509.KeyUsageFlags } = {}): Promise<Party> {
     const ca = options.ca ?? this.intermediate;

@@ -40,7 +40,7 @@ describe('scope parser', () => {
   });
 
   it('reads identity, launch and extension scopes', () => {
-    for (const name of ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access', 'introspect', 'admin', 'ehr-launch']) assert.deepEqual(parseScope(name), { kind: 'fixed', name });
+    for (const name of ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access', 'udap', 'introspect', 'admin', 'ehr-launch']) assert.deepEqual(parseScope(name), { kind: 'fixed', name });
     assert.deepEqual(parseScope('launch/patient'), { kind: 'launch-context', name: 'patient', resourceType: 'Patient', role: undefined });
     assert.deepEqual(parseScope('launch/encounter'), { kind: 'launch-context', name: 'encounter', resourceType: 'Encounter', role: undefined });
     assert.deepEqual(parseScope('launch/imagingstudy'), { kind: 'launch-context', name: 'imagingstudy', resourceType: 'ImagingStudy', role: undefined });
@@ -86,8 +86,8 @@ describe('scope parser', () => {
   });
 
   it('refuses what is no SMART scope at all', () => {
-    rejects('email', 'not a SMART scope: expected openid, fhirUser, profile, launch, offline_access, online_access, introspect, admin, ehr-launch, launch/<context>, <context>/<Type>.<permissions> or an extension scope (an absolute URI or a name starting with __)');
-    rejects('OPENID', 'not a SMART scope: expected openid, fhirUser, profile, launch, offline_access, online_access, introspect, admin, ehr-launch, launch/<context>, <context>/<Type>.<permissions> or an extension scope (an absolute URI or a name starting with __)');
+    rejects('email', 'not a SMART scope: expected openid, fhirUser, profile, launch, offline_access, online_access, udap, introspect, admin, ehr-launch, launch/<context>, <context>/<Type>.<permissions> or an extension scope (an absolute URI or a name starting with __)');
+    rejects('OPENID', 'not a SMART scope: expected openid, fhirUser, profile, launch, offline_access, online_access, udap, introspect, admin, ehr-launch, launch/<context>, <context>/<Type>.<permissions> or an extension scope (an absolute URI or a name starting with __)');
   });
 
   it('splits a scope parameter, dropping empty entries and duplicates, and collects every error', () => {

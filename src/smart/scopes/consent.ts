@@ -153,6 +153,7 @@ const FIXED_DESCRIPTIONS = {
   launch: { label: 'Know what was open when it was launched', group: 'context', note: undefined },
   offline_access: { label: 'Keep access when you are not using it', group: 'refresh', note: 'The app keeps access, even after you sign out, until you revoke it on your connected-apps page.' },
   online_access: { label: 'Keep access while you are signed in', group: 'refresh', note: undefined },
+  udap: { label: 'Confirm who you are to a member of a trust community', group: 'identity', note: undefined },
   introspect: { label: 'Ask this server about access tokens', group: 'other', note: undefined },
   admin: { label: 'Administer this server', group: 'other', note: 'Full control over apps, users and data of this server.' },
   'ehr-launch': { label: 'Open apps with a patient and visit in context', group: 'other', note: undefined },

@@ -43,10 +43,11 @@ export interface ResourceScope {
 }
 
 /**
- * Identity, launch and refresh scopes (SMART), and this server's own: `introspect` lets a resource server's
- * access token call the introspection endpoint, `admin` the admin API, `ehr-launch` its launch creation.
+ * Identity, launch and refresh scopes (SMART), UDAP's `udap` (HL7 UDAP Security IG §6: Tiered OAuth), and this
+ * server's own: `introspect` lets a resource server's access token call the introspection endpoint, `admin` the
+ * admin API, `ehr-launch` its launch creation.
  */
-export const FIXED_SCOPES = ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access', 'introspect', 'admin', 'ehr-launch'] as const;
+export const FIXED_SCOPES = ['openid', 'fhirUser', 'profile', 'launch', 'offline_access', 'online_access', 'udap', 'introspect', 'admin', 'ehr-launch'] as const;
 export type FixedScopeName = (typeof FIXED_SCOPES)[number];
 
 /** Identity, launch and refresh scopes with fixed meaning. */

@@ -21,7 +21,8 @@ export function udapMetadata(config: Config, community: UdapCommunity): Record<s
   const url = (path: string): string => `${config.issuer}${path}`;
   return {
     udap_versions_supported: ['1'],
-    udap_profiles_supported: ['udap_dcr', 'udap_authn', 'udap_authz'],
+    // IG §2.2: udap_to when the server supports Tiered OAuth (IG §6), as data holder and as identity provider.
+    udap_profiles_supported: ['udap_dcr', 'udap_authn', 'udap_authz', ...(community.tieredOAuth ? ['udap_to'] : [])],
     // TEFCA Individual Access Services (tefca-ias.ts) in a TEFCA community.
     udap_authorization_extensions_supported: community.tefca ? [B2B_EXTENSION, TEFCA_IAS_KEY] : [B2B_EXTENSION],
     // Required in every client_credentials token request; an authorization_code request carries none.
@@ -29,7 +30,8 @@ export function udapMetadata(config: Config, community: UdapCommunity): Record<s
     udap_certifications_supported: [...community.certificationsSupported],
     ...(community.certificationsSupported.length ? { udap_certifications_required: [...community.certificationsRequired] } : {}),
     grant_types_supported: [...GRANT_TYPES],
-    scopes_supported: [...new Set([...SUPPORTED_SCOPES, ...community.allowedScope.split(' ')])],
+    // IG §6: an identity provider lists openid and udap.
+    scopes_supported: [...new Set([...SUPPORTED_SCOPES, ...(community.tieredOAuth ? ['udap'] : []), ...community.allowedScope.split(' ')])],
     authorization_endpoint: url(ROUTES.authorization),
     token_endpoint: url(ROUTES.token),
     // IG §2.2: a fixed array with one value.

@@ -54,9 +54,11 @@ export function checkStatementClaims(claims: Record<string, unknown>, registrati
 /**
  * The registration the statement asks for (IG §3.1's table), as RFC 7591 metadata, or `cancel` when
  * grant_types is empty (IG §3.4). The general client rules (client-rules.ts) run on the result afterwards.
+ * `loopbackHttp` (development and tests only, with OUTBOUND_ALLOW_PRIVATE) lets redirect URIs be http on
+ * loopback, as they are for other clients.
  * @throws {UdapRegistrationError} invalid_client_metadata, naming the claim.
  */
-export function statementMetadata(claims: Record<string, unknown>): Record<string, unknown> | 'cancel' {
+export function statementMetadata(claims: Record<string, unknown>, options: { readonly loopbackHttp: boolean }): Record<string, unknown> | 'cancel' {
   const fail = (message: string): never => {
     throw new UdapRegistrationError('invalid_client_metadata', message);
   };
@@ -86,7 +88,7 @@ export function statementMetadata(claims: Record<string, unknown>): Record<strin
   if (code) {
     if (!redirects?.length) fail('redirect_uris is required with authorization_code');
     for (const uri of redirects!) {
-      if (!uri.startsWith('https://')) fail(`redirect_uris: ${uri} must use https`);
+      if (!uri.startsWith('https://') && !(options.loopbackHttp && isLoopbackHttp(uri))) fail(`redirect_uris: ${uri} must use https`);
       try {
         checkRedirectUri(uri);
       } catch (error) {
@@ -111,4 +113,9 @@ export function statementMetadata(claims: Record<string, unknown>): Record<strin
   Object.assign(metadata, code ? { redirect_uris: redirects, response_types: ['code'], logo_uri: claims.logo_uri } : { redirect_uris: [], response_types: [] });
   for (const name of ['client_uri', 'policy_uri', 'tos_uri', 'launch_uri']) if (claims[name] !== undefined) metadata[name] = claims[name];
   return metadata;
+}
+
+function isLoopbackHttp(uri: string): boolean {
+  const url = URL.parse(uri);
+  return url?.protocol === 'http:' && ['127.0.0.1', '[::1]', 'localhost'].includes(url.hostname);
 }
