@@ -9,7 +9,7 @@ import { migrateToLatest } from '../../src/db/migrate.js';
 /**
  * Every database test runs on the embedded PGlite and, when TEST_DATABASE_URL names a Postgres server
  * (CI sets it), on a real Postgres too: a throw-away database per test file, dropped afterwards.
- * TEST_DATABASES=postgres (or pglite) runs one kind only: CI's second pass, through PgBouncer, uses it.
+ * TEST_DATABASES=postgres (or pglite) runs one kind only.
  */
 export function databaseKinds(): DatabaseKind[] {
   const all: DatabaseKind[] = process.env.TEST_DATABASE_URL ? ['pglite', 'postgres'] : ['pglite'];
