@@ -113,16 +113,21 @@ function parseJson(raw: IncomingMessage, body: Buffer): unknown {
   }
 }
 
+/** The body read in full, or undefined past {@link MAX_BODY_BYTES}. */
 async function readBody(raw: IncomingMessage): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
+  // Not destroyed on the early return: the 400 must still reach the client (and closes the connection).
   for await (const chunk of raw.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > MAX_AUTHORIZATION_FORM_BYTES) return undefined;
+    if (size > MAX_BODY_BYTES) return undefined;
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
 }
+
+/** The bodies read here (a registration, an authorization form): what any real one needs, with room. */
+const MAX_BODY_BYTES = 56 * 1024;
 
 /**
  * A request that reads as `raw` did, body included, for oidc-provider after we read the body ourselves
@@ -144,17 +149,8 @@ function replayOf(raw: IncomingMessage, body: Buffer): IncomingMessage & { origi
  * oidc-provider as that GET. A cross-site POST carries no SameSite=Lax session cookie, which only means
  * the user signs in again rather than reusing a session.
  */
-const MAX_AUTHORIZATION_FORM_BYTES = 56 * 1024;
-
 async function authorizationFormAsQuery(raw: IncomingMessage): Promise<string | undefined> {
   if (!/^application\/x-www-form-urlencoded\b/i.test(raw.headers['content-type'] ?? '')) return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  // Not destroyed on the early return: the 400 must still reach the client (and closes the connection).
-  for await (const chunk of raw.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_AUTHORIZATION_FORM_BYTES) return undefined;
-    chunks.push(chunk);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8')).toString();
+  const body = await readBody(raw);
+  return body && new URLSearchParams(body.toString('utf8')).toString();
 }
