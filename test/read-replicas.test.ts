@@ -272,7 +272,11 @@ describe('read replicas (a primary and a streaming standby of our own)', { skip 
     try {
       // Another process writes: the primary moves on, the replica does not.
       const late = await createClient(other!, { ...BACKEND, client_id: 'late-backend' });
-      await until('the replica reported lagging', async () => (await readiness()).replica?.state === 'lagging');
+      // The state is judged at each read, the lag figure at each measurement: wait for both to say so.
+      await until('the replica reported lagging', async () => {
+        const replica = (await readiness()).replica;
+        return replica?.state === 'lagging' && (replica.lag_ms ?? 0) > 2000;
+      });
       const ready = await readiness();
       assert.ok((ready.replica?.lag_ms ?? 0) > 2000, `lag ${ready.replica?.lag_ms} ms`);
       t.diagnostic(`replica lag measured with replay paused: ${ready.replica?.lag_ms} ms`);
