@@ -22,6 +22,7 @@ import pg from 'pg';
 import { PACKAGE_ROOT } from '../src/paths.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { CHALLENGE, HttpBrowser, mintCodes, REDIRECT_URI, standaloneLaunch, VERIFIER } from './lib/flows.js';
+import { perOperation, snapshot, type Cost } from './lib/cost.js';
 import { load, loadFlows, median, paced, type RequestSpec, type Run } from './lib/load.js';
 import { startBare, startOurs, startUpstream, type ServerProcess } from './lib/servers.js';
 
@@ -42,6 +43,8 @@ const DURATION = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const RUNS = Number(args.runs);
 const ADMIN_TOKEN = randomBytes(32).toString('base64url');
+/** Our server keeps metrics, as deployed: its statement and commit counters are read from /metrics. */
+const METRICS_TOKEN = randomBytes(32).toString('base64url');
 const SECRET_KEY = randomBytes(32).toString('hex');
 const CLIENT_SECRET = randomBytes(32).toString('base64url');
 const SYSTEM_SCOPE = 'system/Patient.rs system/Observation.rs';
@@ -341,24 +344,38 @@ function scenarios(es384: Key, rs384: Key): Scenario[] {
   ];
 }
 
+/** A run at saturation, with what each operation cost in CPU and SQL (src: bench/lib/cost.ts). */
+type Costed = Run & { readonly cost?: Cost | undefined };
+
 interface Measured {
-  readonly saturation: Run;
+  readonly saturation: Costed;
   readonly runs: readonly number[];
   readonly at70?: Run;
 }
 
 async function measure(target: Target, scenario: Scenario, runs: number, with70: boolean): Promise<Measured> {
-  const results: Run[] = [];
+  const results: Costed[] = [];
   let perSecond = (target.column === 'bare' ? scenario.poolGuess?.bare : scenario.poolGuess?.ours) ?? 0;
   if (target.column === 'bare-pg') perSecond = Math.round(perSecond * 1.5);
   // The embedded database runs at about a third of Postgres: a smaller first pool, refined by the run.
   if (target.column === 'pglite') perSecond = Math.round(perSecond / 3);
-  const once = async (rate?: number, retries = 2): Promise<Run> => {
+  // CPU of the server and of Postgres, and the server's SQL counters, around each saturation run.
+  const costed = async (run: () => Promise<Run>): Promise<Costed> => {
+    const server = { url: target.server.url, pid: target.server.child.pid };
+    const how = { withPostgres: target.column === 'postgres' || target.column === 'bare-pg', metricsToken: target.column === 'postgres' ? METRICS_TOKEN : undefined };
+    const before = await snapshot(server, how);
+    const result = await run();
+    return { ...result, cost: perOperation(before, await snapshot(server, how), result.ok + result.errors) };
+  };
+  const once = async (rate?: number, retries = 2): Promise<Costed> => {
     const options = { duration: DURATION, connections: CONNECTIONS, rate };
-    if (scenario.flow) return loadFlows(() => scenario.flow!(target), { ...options, connections: Math.min(CONNECTIONS, 8) });
+    if (scenario.flow) {
+      const flows = () => loadFlows(() => scenario.flow!(target), { ...options, connections: Math.min(CONNECTIONS, 8) });
+      return rate ? flows() : costed(flows);
+    }
     const count = Math.ceil((rate ?? perSecond) * DURATION * 1.3) + 200;
     const next = await scenario.prepare!(target, count);
-    const run = rate ? await paced(target.server.url, next, { ...options, rate }) : await load(target.server.url, next, options);
+    const run = rate ? await paced(target.server.url, next, { ...options, rate }) : await costed(() => load(target.server.url, next, options));
     perSecond = Math.max(perSecond, run.rps);
     // A pool of single-use inputs that ran dry: the run measured refusals. Again, with a pool to match.
     if (scenario.poolGuess && run.errors && run.ok + run.errors > count && !rate && retries) return once(undefined, retries - 1);
@@ -439,7 +456,7 @@ async function main(): Promise<void> {
   const withUpstream = (env: Record<string, string>) => (url: string) => (upstream ? { ...env, FHIR_UPSTREAMS: `${url}/fhir=${upstream.url}/fhir` } : env);
   try {
     // Our server on Postgres.
-    const ours = await startOurs('ours (Postgres)', withUpstream({ ...env, DATABASE_URL: databaseUrl }));
+    const ours = await startOurs('ours (Postgres)', withUpstream({ ...env, DATABASE_URL: databaseUrl, METRICS_TOKEN }));
     const postgres: Target = { name: 'ours on Postgres', column: 'postgres', server: ours };
     await adminSetup(postgres, es384, rs384);
     const perToken = await rowsPerToken(databaseUrl, postgres);
@@ -668,6 +685,25 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
     lines.push(
       `| ${name} | ${f(bare?.saturation.rps)} | ${f(barePg?.saturation.rps)} | ${f(ours?.saturation.rps)} | ${barePg && ours ? (ours.saturation.rps / barePg.saturation.rps).toFixed(2) : '—'} | ${f(ours?.saturation.p50, 1)} | ${f(ours?.saturation.p90, 1)} | ${f(ours?.saturation.p99, 1)} | ${f(ours?.at70?.p99, 1)} | ${ours ? ours.saturation.errors + (ours.at70?.errors ?? 0) : '—'} | ${f(lite?.saturation.rps)} | ${f(lite?.saturation.p99, 1)} |`,
+    );
+  }
+  lines.push(
+    '',
+    '## What each operation costs: CPU and SQL',
+    '',
+    'CPU time of the server process, and of every Postgres process on the machine, per operation answered in the saturation run above, in µs (from /proc: the load generator is not in it). On a machine shared with other tenants throughput moves from one minute to the next; CPU per operation moves much less, so **bare ÷ ours** (bare in memory against our server and Postgres together) is the steadier ratio. Statements and commits per operation: our server\'s own counters (smart_auth_db_statements_total, smart_auth_db_commits_total) over the same run, under load, so with concurrent requests\' writes grouped.',
+    '',
+    '| scenario | bare µs | bare+pg µs (server + Postgres) | ours server µs | ours Postgres µs | ours µs | bare ÷ ours | statements | commits | PGlite µs |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  );
+  for (const [name, s] of Object.entries(report.scenarios)) {
+    const cost = (column: string) => (s[column] as Measured | undefined)?.saturation.cost;
+    const total = (c: Cost | undefined) => (c ? c.serverUs + (c.postgresUs ?? 0) : undefined);
+    const f = (v: number | undefined, d = 0) => (v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
+    const bare = total(cost('bare'));
+    const ours = total(cost('postgres'));
+    lines.push(
+      `| ${name} | ${f(bare)} | ${f(total(cost('bare-pg')))} | ${f(cost('postgres')?.serverUs)} | ${f(cost('postgres')?.postgresUs)} | ${f(ours)} | ${bare !== undefined && ours ? (bare / ours).toFixed(2) : '—'} | ${f(cost('postgres')?.statements, 2)} | ${f(cost('postgres')?.commits, 2)} | ${f(total(cost('pglite')))} |`,
     );
   }
   const gateway = Object.entries(report.scenarios).filter(([, s]) => s.direct);

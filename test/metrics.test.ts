@@ -89,8 +89,19 @@ describeEachDatabase('metrics', (ctx, kind) => {
     assert.ok(after.includes('smart_auth_signing_key_age_seconds{alg="ES384",state="next"}'));
     assert.ok(value(after, 'smart_auth_nodejs_heap_size_used_bytes') > 0 || value(after, 'nodejs_heap_size_used_bytes') > 0, 'default Node metrics');
     assert.ok(after.includes('nodejs_eventloop_lag_seconds'));
-    if (kind === 'postgres') assert.ok(after.includes('smart_auth_db_pool_connections{state="open"}'));
     assert.equal(await moved('smart_auth_tokens_issued_total', { grant_type: 'client_credentials', client_id: 'metrics-backend' }), 1, 'a scrape changes nothing');
+    if (kind === 'postgres') {
+      assert.ok(after.includes('smart_auth_db_pool_connections{state="open"}'));
+      // Every statement the pool sent, counted where it is sent: a client_credentials token is its row and its audit event.
+      const counts = app.runtime.database.statementCounts!()!;
+      const was = { ...counts };
+      assert.equal((await ccToken()).statusCode, 200);
+      await app.runtime.audit.flush();
+      assert.deepEqual({ statements: counts.statements - was.statements, commits: counts.commits - was.commits }, { statements: 2, commits: 2 });
+      const scraped = await scrape();
+      assert.ok(value(scraped, 'smart_auth_db_statements_total') >= counts.statements - 1 && value(scraped, 'smart_auth_db_statements_total') <= counts.statements, 'the metric is the count');
+      assert.ok(value(scraped, 'smart_auth_db_commits_total') > 0);
+    }
   });
 
   it('on METRICS_PORT: served without a token, and nothing else there', async () => {

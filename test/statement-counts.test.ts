@@ -12,7 +12,7 @@ import type { Database } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import type { DB } from '../src/db/schema.js';
 import { GroupedWrites } from '../src/oidc/adapters/grouped-writes.js';
-import { PayloadAdapter } from '../src/oidc/adapters/payload.js';
+import { GroupedConsumes, PayloadAdapter } from '../src/oidc/adapters/payload.js';
 import { SecretBox } from '../src/security/secret-box.js';
 import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
 import { testApp, TEST_ISSUER } from './helpers/app.js';
@@ -169,6 +169,34 @@ for (const kind of databaseKinds()) {
       const { result: refreshed, counts: refreshCounts } = await count(() => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refresh, client_id: 'app' }));
       assert.equal(refreshed.statusCode, 200, refreshed.body);
       assert.deepEqual(refreshCounts, { statements: 6, transactions: 0 }, 'refresh: the refresh token with its grant, launch context and user, consumption, two tokens, the grant and its context renewed together, the audit event');
+    });
+
+    it('ten consumptions of one code in one tick: one statement, exactly one of them flips it', async () => {
+      const box = new SecretBox(randomBytes(32));
+      const consumes = new GroupedConsumes(app.runtime.database.db);
+      const adapter = new PayloadAdapter(app.runtime.database.db, box, 'AccessToken', undefined, new GroupedWrites(app.runtime.database.db), consumes);
+      await adapter.upsert('one-code', { n: 1 }, 60);
+      await adapter.upsert('other-code', { n: 2 }, 60);
+      const ids = (id: string) => [box.bearerId(id)];
+      const { result, counts } = await count(() => Promise.all([...Array.from({ length: 9 }, () => consumes.consume('AccessToken', ids('one-code'))), consumes.consume('AccessToken', ids('other-code')), consumes.consume('AccessToken', ids('no-such-code'))]));
+      assert.deepEqual(result, [true, false, false, false, false, false, false, false, false, true, false]);
+      assert.deepEqual(counts, { statements: 1, transactions: 0 });
+      assert.deepEqual(await consumes.consume('AccessToken', ids('one-code')), false, 'and used it stays');
+    });
+
+    // Requests that arrive while a statement of their kind is in flight join the next one (src/db/batched.ts).
+    it('ten refreshes at once share their lookups, consumptions, token writes, grant renewals and audit events', { skip: kind === 'pglite' ? 'PGlite runs statements one at a time on this thread' : false }, async () => {
+      const refreshTokens: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const flow = await startAuthorization(app, { client_id: 'app', scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
+        await login(flow, 'patient', 'patient-demo');
+        await consent(flow);
+        refreshTokens.push((await exchange(app, flow)).json<{ refresh_token: string }>().refresh_token);
+      }
+      const { result, counts } = await count(() => Promise.all(refreshTokens.map((token) => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: token, client_id: 'app' }))));
+      assert.deepEqual(result.map((r) => r.statusCode), Array(10).fill(200));
+      // Alone each is 6 statements (above): 60 for ten.
+      assert.ok(counts.statements <= 20, `${counts.statements} statements for 10 refreshes`);
     });
 
     it('a launch by a signed-in user: the authorization with its consent, then the code exchange', async () => {

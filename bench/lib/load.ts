@@ -130,6 +130,6 @@ export async function loadFlows(makeFlow: () => () => Promise<unknown>, options:
   return { rps: latencies.length / options.duration, p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), errors, ok: latencies.length };
 }
 
-export function median(runs: readonly Run[]): Run {
+export function median<R extends Run>(runs: readonly R[]): R {
   return [...runs].sort((a, b) => a.rps - b.rps)[Math.floor(runs.length / 2)]!;
 }

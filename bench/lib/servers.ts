@@ -93,7 +93,7 @@ export async function startBare(clients: Record<string, unknown>[], challenge: s
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const spawnedAt = performance.now();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(PACKAGE_ROOT, 'bench/bare-server.ts')], {
+  const child = spawn(process.execPath, [...(process.env.BENCH_BARE_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), '--import', 'tsx', join(PACKAGE_ROOT, 'bench/bare-server.ts')], {
     cwd: PACKAGE_ROOT,
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', BARE_CONFIG: JSON.stringify({ port, clients, ...(databaseUrl ? { databaseUrl } : {}) }), BARE_CHALLENGE: challenge },
     stdio: ['ignore', 'ignore', 'pipe'],

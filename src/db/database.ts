@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 
 import type { DatabaseConfig } from '../config/config.js';
 import { withTransactionMigrationLock } from './migrate.js';
-import { createPool, kyselyPool } from './pool.js';
+import { createPool, kyselyPool, PreparedStatements, StatementCounts } from './pool.js';
 import { ReadReplica, type ReplicaOptions } from './replica.js';
 import type { DB } from './schema.js';
 import { WriteClock } from './write-clock.js';
@@ -23,6 +23,8 @@ export interface Database {
   readonly replica?: ReadReplica | undefined;
   /** Postgres pool connections (undefined on PGlite, one connection in process). */
   poolStats(): { total: number; idle: number; waiting: number } | undefined;
+  /** Statements and commits the primary's connections have run (undefined on PGlite). */
+  statementCounts?(): { readonly statements: number; readonly commits: number } | undefined;
   close(): Promise<void>;
 }
 
@@ -39,23 +41,32 @@ export interface OpenOptions {
   readonly queryTimeoutMs?: number;
   /** A Postgres hot standby for the lookups that tolerate its lag (Postgres only). */
   readonly replica?: ReplicaOptions | undefined;
+  /**
+   * Whether the hot path's fixed statements are prepared once per connection under a name (default true;
+   * DATABASE_PREPARED_STATEMENTS). Off behind a pooler in transaction mode that does not keep them; should
+   * one turn out to be there anyway, the process notices and goes on without (src/db/pool.ts).
+   */
+  readonly preparedStatements?: boolean;
 }
 
 export async function openDatabase(config: DatabaseConfig, options: OpenOptions = {}): Promise<Database> {
   return config.kind === 'postgres' ? openPostgres(config.url, options) : openPglite(config.dataDir);
 }
 
-function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica }: OpenOptions): Database {
+function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica, preparedStatements = true }: OpenOptions): Database {
   const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log });
   const writes = replica ? new WriteClock() : undefined;
-  const kysely = kyselyPool(pool, writes);
+  const prepared = new PreparedStatements(preparedStatements, log);
+  const counts = new StatementCounts();
+  const kysely = kyselyPool(pool, writes, prepared, counts);
   const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: kysely })) });
-  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log }) : undefined;
+  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes, prepared }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log }) : undefined;
   return {
     db,
     kind: 'postgres',
     replica: reads,
     poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    statementCounts: () => counts,
     close: once(async () => {
       await reads?.close();
       await db.destroy();

@@ -3,6 +3,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 
 import { unavailableReason } from './faults.js';
+import { statementName } from './statements.js';
 import type { WriteClock } from './write-clock.js';
 
 export interface PoolOptions {
@@ -38,13 +39,67 @@ export function createPool(url: string, { max, connectTimeoutMs, queryTimeoutMs,
   return pool;
 }
 
+/** invalid_sql_statement_name, duplicate_prepared_statement: what a pooler that moves sessions between server connections causes. */
+const PREPARED_LOST = new Set(['26000', '42P05']);
+
+/**
+ * Whether the fixed statements of the hot path (src/db/statements.ts) go as named prepared statements, parsed
+ * and planned once per connection (DATABASE_PREPARED_STATEMENTS, on by default). A pooler in transaction
+ * mode that does not track them (PgBouncer before 1.21, or without max_prepared_statements) hands a
+ * connection's next statement to another server connection, where the name is unknown (26000) or already
+ * taken (42P05): both are refused before anything runs, so the statement is sent again unnamed, and from
+ * then on every statement of the process is, with one warning in the log.
+ */
+export class PreparedStatements {
+  #enabled: boolean;
+  readonly #log: Logger | undefined;
+
+  constructor(enabled: boolean, log?: Logger) {
+    this.#enabled = enabled;
+    this.#log = log;
+  }
+
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /** Runs `text`, by name when it is a fixed statement and names are kept; outside transactions only. */
+  async query(client: pg.PoolClient, text: string, values: unknown[], inTransaction: boolean): Promise<pg.QueryResult> {
+    const name = this.#enabled && !inTransaction ? statementName(text) : undefined;
+    if (!name) return client.query(text, values);
+    try {
+      return await client.query({ name, text, values });
+    } catch (error) {
+      if (!PREPARED_LOST.has((error as { code?: string }).code ?? '') || !this.#enabled) throw error;
+      this.#enabled = false;
+      this.#log?.warn(
+        { code: (error as { code?: string }).code },
+        'the database connection lost a prepared statement (a pooler in transaction mode?): statements go unnamed from now on; set DATABASE_PREPARED_STATEMENTS=false to say so',
+      );
+      return client.query(text, values);
+    }
+  }
+}
+
+/** What the primary's connections have run since the process started: the cost that regressions show in. */
+export class StatementCounts {
+  /** Statements sent, `begin` and `commit` not counted. */
+  statements = 0;
+  /** Transactions committed: each statement outside a transaction is one, an explicit transaction is one. */
+  commits = 0;
+}
+
+/** Statements that open and close a transaction, as kysely and our code send them. */
+const BEGIN = /^\s*(begin|start transaction)\b/i;
+const END = /^\s*(commit|rollback|end|abort)\s*;?\s*$/i;
+
 /**
  * The pool as kysely uses it, except that a client whose query failed for want of its connection (lost, or
  * no answer within the query timeout) is released as broken: pg-pool then closes it instead of handing it
  * to the next request, whose query would queue behind the one that never got its answer. With `writes`,
  * every committed write is recorded there by table (see WriteClock).
  */
-export function kyselyPool(pool: pg.Pool, writes?: WriteClock): PostgresPool {
+export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new PreparedStatements(false), counts = new StatementCounts()): PostgresPool {
   return {
     options: pool.options,
     end: () => pool.end(),
@@ -52,9 +107,18 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock): PostgresPool {
       const client = await pool.connect();
       const session = writes?.session();
       let broken = false;
+      let inTransaction = false;
       const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
+        if (BEGIN.test(text)) inTransaction = true;
+        else if (inTransaction && END.test(text)) {
+          inTransaction = false;
+          if (/^\s*commit/i.test(text)) counts.commits++;
+        } else {
+          counts.statements++;
+          if (!inTransaction) counts.commits++;
+        }
         try {
-          const result = await client.query(text, [...values]);
+          const result = await prepared.query(client, text, [...values], inTransaction);
           session?.executed(text);
           return result;
         } catch (error) {

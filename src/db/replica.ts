@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 
 import type { Config } from '../config/config.js';
 import { unavailableReason } from './faults.js';
-import { createPool, kyselyPool } from './pool.js';
+import { createPool, kyselyPool, type PreparedStatements } from './pool.js';
 import type { DB } from './schema.js';
 import type { WriteClock } from './write-clock.js';
 
@@ -112,10 +112,10 @@ export class ReadReplica implements ReplicaReads {
     this.#lookups = lookups;
   }
 
-  static open(options: ReplicaOptions, primary: { readonly db: Kysely<DB>; readonly pool: pg.Pool; readonly kysely: PostgresPool; readonly writes: WriteClock }, connection: Connection): ReadReplica {
+  static open(options: ReplicaOptions, primary: { readonly db: Kysely<DB>; readonly pool: pg.Pool; readonly kysely: PostgresPool; readonly writes: WriteClock; readonly prepared: PreparedStatements }, connection: Connection): ReadReplica {
     const pool = createPool(options.url, { max: connection.max, connectTimeoutMs: connection.connectTimeoutMs, queryTimeoutMs: connection.queryTimeoutMs, applicationName: 'smart-auth-server-replica', log: connection.log });
     const monitor = new LagMonitor(primary.pool, pool, options.maxLagMs, options.checkIntervalMs ?? 1000, connection.log);
-    const replica = new Kysely<DB>({ dialect: new PostgresDialect({ pool: fallingBack(kyselyPool(pool), primary.kysely, (error) => monitor.failed(error)) }) });
+    const replica = new Kysely<DB>({ dialect: new PostgresDialect({ pool: fallingBack(kyselyPool(pool, undefined, primary.prepared), primary.kysely, (error) => monitor.failed(error)) }) });
     monitor.start();
     return new ReadReplica(primary.db, replica, pool, monitor, primary.writes, new Set(options.lookups));
   }

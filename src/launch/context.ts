@@ -180,11 +180,6 @@ export function grantContextOf(row: GrantContextRow): GrantContext {
   };
 }
 
-/** A token was issued under the grant (a refresh renews it as well: renewGrant). */
-export async function touchGrantContext(db: Kysely<DB>, grantId: string): Promise<void> {
-  await db.updateTable('grant_contexts').set({ last_used_at: sql<Date>`now()` }).where('grant_id', '=', grantId).execute();
-}
-
 export async function purgeExpiredContexts(db: Kysely<DB>): Promise<number> {
   const grants = await db.deleteFrom('grant_contexts').where('expires_at', '<', sql<Date>`now() - interval '1 hour'`).executeTakeFirst();
   const launches = await db.deleteFrom('launches').where('expires_at', '<', sql<Date>`now() - interval '1 day'`).executeTakeFirst();

@@ -38,6 +38,8 @@ export interface SecurityEvent {
 export interface ScrapeSources {
   /** The Postgres pool: connections open, idle, and requests waiting for one (undefined on PGlite). */
   readonly pool?: (() => { total: number; idle: number; waiting: number } | undefined) | undefined;
+  /** Statements and commits the primary's connections have run since the start (undefined on PGlite). */
+  readonly statements?: (() => { readonly statements: number; readonly commits: number } | undefined) | undefined;
   /** The read replica's state and measured lag (undefined without DATABASE_REPLICA_URL). */
   readonly replica?: (() => { state: string; lagMs: number | undefined } | undefined) | undefined;
   /** Audit events recorded but not yet written. */
@@ -107,6 +109,28 @@ export function createMetrics(): Metrics {
       this.set({ state: 'open' }, pool.total);
       this.set({ state: 'idle' }, pool.idle);
       this.set({ state: 'waiting' }, pool.waiting);
+    },
+  });
+  // Counters kept by the pool (src/db/pool.ts) as plain numbers, read at scrape time.
+  let counted = { statements: 0, commits: 0 };
+  new Counter({
+    name: `${prefix}db_statements_total`,
+    help: 'SQL statements sent to the primary (begin and commit not counted)',
+    registers: [registry],
+    collect() {
+      const now = sources.statements?.();
+      if (now && now.statements > counted.statements) this.inc(now.statements - counted.statements);
+      if (now) counted = { ...counted, statements: now.statements };
+    },
+  });
+  new Counter({
+    name: `${prefix}db_commits_total`,
+    help: 'Transactions committed on the primary: each statement outside a transaction, and each explicit transaction',
+    registers: [registry],
+    collect() {
+      const now = sources.statements?.();
+      if (now && now.commits > counted.commits) this.inc(now.commits - counted.commits);
+      if (now) counted = { ...counted, commits: now.commits };
     },
   });
   new Gauge({

@@ -6,13 +6,13 @@ import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { revokeGrants } from '../grants/grants.js';
-import { findGrantContext, findLaunch, touchGrantContext, type GrantContext } from '../launch/context.js';
+import { findGrantContext, findLaunch, type GrantContext } from '../launch/context.js';
 import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS, simulatedTokenError } from '../smart/simulated-errors.js';
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { expireAccessTokens, renewGrant } from './adapters/payload.js';
+import { expireAccessTokens, recordGrantUse } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -139,12 +139,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;
-    if (grantType === 'refresh_token') {
-      const expiresAt = new Date(Date.now() + refreshTtlSeconds * 1000);
-      await renewGrant(db, grant.jti, expiresAt);
-    } else {
-      await touchGrantContext(db, grant.jti);
-    }
+    await recordGrantUse(db, grant.jti, grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined);
   };
 }
 

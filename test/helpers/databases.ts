@@ -41,7 +41,8 @@ export async function createTestDatabase(kind: DatabaseKind, { migrate = true } 
   await adminQuery(adminUrl, `create database ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 5 });
+  // As the server would: prepared statements unless DATABASE_PREPARED_STATEMENTS=false (CI's pass through PgBouncer).
+  const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 5, preparedStatements: process.env.DATABASE_PREPARED_STATEMENTS !== 'false' });
   if (migrate) await migrateToLatest(database.db);
   return {
     kind,

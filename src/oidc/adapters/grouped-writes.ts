@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 
 import { isRowError } from '../../db/faults.js';
 import type { DB } from '../../db/schema.js';
+import { Statement } from '../../db/statements.js';
 
 /** The columns of an `oidc_payloads` row a save writes. */
 export interface PayloadRowWrite {
@@ -93,18 +94,21 @@ export class GroupedWrites {
   }
 
   async #upsert(rows: readonly PayloadRowWrite[]): Promise<void> {
-    await this.#db
-      .insertInto('oidc_payloads')
-      .values([...rows])
-      .onConflict((oc) =>
-        oc.columns(['model', 'id']).doUpdateSet((eb) => ({
-          payload: eb.ref('excluded.payload'),
-          grant_id: eb.ref('excluded.grant_id'),
-          uid: eb.ref('excluded.uid'),
-          user_code: eb.ref('excluded.user_code'),
-          expires_at: eb.ref('excluded.expires_at'),
-        })),
-      )
-      .execute();
+    await UPSERT.execute(this.#db, [
+      rows.map((r) => r.model),
+      rows.map((r) => r.id),
+      rows.map((r) => r.payload),
+      rows.map((r) => r.grant_id),
+      rows.map((r) => r.uid),
+      rows.map((r) => r.user_code),
+      rows.map((r) => r.expires_at),
+    ]);
   }
 }
+
+/** Any number of rows in one statement of fixed text: a column per array parameter. */
+const UPSERT = new Statement(
+  `insert into oidc_payloads (model, id, payload, grant_id, uid, user_code, expires_at)` +
+    ` select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])` +
+    ` on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, expires_at = excluded.expires_at`,
+);

@@ -2,6 +2,8 @@ import { sql, type Kysely } from 'kysely';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 
 import type { DB } from '../../db/schema.js';
+import { Batched } from '../../db/batched.js';
+import { Statement } from '../../db/statements.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
 import { GRANT_CONTEXT_COLUMNS, grantContextOf, type GrantContext, type GrantContextRow } from '../../launch/context.js';
@@ -82,14 +84,17 @@ export class PayloadAdapter implements Adapter {
 
   readonly #shared: SharedTokenReads | undefined;
   readonly #writes: GroupedWrites;
+  readonly #consumes: GroupedConsumes;
 
   /**
    * @param shared where lookups of {@link SHARED_READ_MODELS} go, to be shared with others of the same tick.
    * @param writes where saves go, to be written with those of other requests in flight.
+   * @param consumes where consumptions go, likewise.
    */
-  constructor(db: Kysely<DB>, box: SecretBox, model: string, shared?: SharedTokenReads, writes = new GroupedWrites(db)) {
+  constructor(db: Kysely<DB>, box: SecretBox, model: string, shared?: SharedTokenReads, writes = new GroupedWrites(db), consumes = new GroupedConsumes(db)) {
     this.#db = db;
     this.#writes = writes;
+    this.#consumes = consumes;
     this.#box = box;
     this.#model = model;
     this.#grantable = GRANTABLE.has(model);
@@ -175,14 +180,7 @@ export class PayloadAdapter implements Adapter {
    */
   async consume(id: string): Promise<void> {
     const ids = this.#storedIds(id);
-    const flipped = await this.#db
-      .updateTable('oidc_payloads')
-      .set({ consumed_at: sql<Date>`now()` })
-      .where('model', '=', this.#model)
-      .where('id', 'in', ids)
-      .where('consumed_at', 'is', null)
-      .executeTakeFirst();
-    if (Number(flipped.numUpdatedRows) > 0 || !(this.#model in REUSE_LABELS)) return;
+    if ((await this.#consumes.consume(this.#model, ids)) || !(this.#model in REUSE_LABELS)) return;
     const ctx = Provider.ctx;
     if (ctx) stateOf(ctx).auditFailure = this.#model === 'RefreshToken' ? 'refresh_token.reused' : 'code.reused';
     const row = await this.#db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', this.#model).where('id', 'in', ids).executeTakeFirst();
@@ -191,7 +189,7 @@ export class PayloadAdapter implements Adapter {
   }
 
   async destroy(id: string): Promise<void> {
-    await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', 'in', this.#storedIds(id)).execute();
+    await DESTROY.execute(this.#db, [this.#model, this.#storedIds(id)]);
   }
 
   /** One indexed statement: every row of this model issued under the grant. */
@@ -202,16 +200,55 @@ export class PayloadAdapter implements Adapter {
   async #findBy(column: 'id' | 'uid' | 'user_code', values: readonly string[]): Promise<AdapterPayload | undefined> {
     // A value no row can hold (a NUL from a cookie or a URL) finds nothing, rather than failing in Postgres.
     if (!values.every(isStorableText)) return undefined;
-    const row = await this.#db
-      .selectFrom('oidc_payloads')
-      .select(['payload', 'consumed_at'])
-      .where('model', '=', this.#model)
-      .where(column, 'in', values)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', sql<Date>`now()`)]))
-      .executeTakeFirst();
-    return toPayload(row);
+    return toPayload(await FIND_BY[column].first(this.#db, [this.#model, values]));
   }
 }
+
+/** Live rows only: an expired row is gone for oidc-provider at once, for the purge later. */
+const LIVE = (alias: string) => `(${alias}.expires_at is null or ${alias}.expires_at > now())`;
+
+const FIND_BY = {
+  id: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and id = any($2::text[]) and ${LIVE('t')} limit 1`),
+  uid: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and uid = any($2::text[]) and ${LIVE('t')} limit 1`),
+  user_code: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and user_code = any($2::text[]) and ${LIVE('t')} limit 1`),
+} as const;
+
+/**
+ * Marks rows used, each only if it was not: a row named twice (two requests presenting one code at once) is
+ * updated once and returned once (UPDATE … FROM uses one of the rows it joins).
+ */
+const CONSUME = new Statement<{ model: string; id: string }>(
+  `update oidc_payloads p set consumed_at = now() from unnest($1::text[], $2::text[]) as c(model, id)` +
+    ` where p.model = c.model and p.id = c.id and p.consumed_at is null returning p.model, p.id`,
+);
+
+/**
+ * Consumptions of codes and refresh tokens, made together with those of concurrent requests
+ * (src/db/batched.ts). Each is still atomic: of any number of requests presenting one value, exactly one
+ * learns that it flipped the row (the first in the batch, when they share one).
+ */
+export class GroupedConsumes {
+  readonly #batch: Batched<{ readonly model: string; readonly ids: readonly string[] }, boolean>;
+
+  constructor(db: Kysely<DB>) {
+    this.#batch = new Batched(async (batch) => {
+      const { rows } = await CONSUME.execute(db, [batch.flatMap((w) => w.ids.map(() => w.model)), batch.flatMap((w) => w.ids)]);
+      const flipped = new Set(rows.map((r) => `${r.model}\u0000${r.id}`));
+      return batch.map((w) => {
+        const hit = w.ids.map((id) => `${w.model}\u0000${id}`).find((key) => flipped.has(key));
+        if (hit) flipped.delete(hit);
+        return hit !== undefined;
+      });
+    });
+  }
+
+  /** Whether this call flipped the row from unused to used. */
+  consume(model: string, ids: readonly string[]): Promise<boolean> {
+    return this.#batch.call({ model, ids });
+  }
+}
+
+const DESTROY = new Statement(`delete from oidc_payloads where model = $1 and id = any($2::text[])`);
 
 interface PayloadRow {
   readonly payload: unknown;
@@ -242,98 +279,111 @@ interface TokenRow extends PayloadRow {
 interface Wanted {
   readonly model: string;
   readonly ids: readonly string[];
-  readonly resolve: (row: TokenRow | undefined) => void;
-  readonly reject: (error: unknown) => void;
 }
 
 /**
- * Lookups of tokens by id asked for in the same tick go to the database as one statement: introspection and
- * revocation look a value up as an access token, client credentials token and refresh token at once
- * (oidc-provider's findToken), and concurrent requests' lookups join them. Each lookup gets the row of its
- * own model and ids, as its own statement would have found it (expired rows are invisible), with the grant
- * the token was issued under and that grant's launch context, which the request reads next.
+ * Lookups of tokens by id go to the database together (src/db/batched.ts): introspection and revocation look
+ * a value up as an access token, client credentials token and refresh token at once (oidc-provider's
+ * findToken), and the lookups of concurrent requests join them, those of one tick at once and those made
+ * while a lookup is in flight in the next. Each lookup gets the row of its own model and ids, as its own
+ * statement would have found it (expired rows are invisible), with the grant the token was issued under,
+ * that grant's launch context, and the user, which the request reads next.
  */
 export class SharedTokenReads {
   readonly #db: Kysely<DB>;
-  #pending: Wanted[] = [];
+  readonly #batch = new Batched<Wanted, TokenRow | undefined>((batch) => this.#find(batch));
 
   constructor(db: Kysely<DB>) {
     this.#db = db;
   }
 
   find(model: string, ids: readonly string[]): Promise<TokenRow | undefined> {
-    return new Promise((resolve, reject) => {
-      this.#pending.push({ model, ids, resolve, reject });
-      if (this.#pending.length === 1) process.nextTick(() => void this.#flush());
-    });
+    return this.#batch.call({ model, ids });
   }
 
-  async #flush(): Promise<void> {
-    const batch = this.#pending;
-    this.#pending = [];
-    try {
-      const rows = await this.#db
-        .selectFrom('oidc_payloads as t')
-        .leftJoin('oidc_payloads as g', (join) =>
-          join
-            .on('g.model', '=', 'Grant')
-            .onRef('g.id', '=', 't.grant_id')
-            .on((eb) => eb.or([eb('g.expires_at', 'is', null), eb('g.expires_at', '>', sql<Date>`now()`)])),
-        )
-        .leftJoin('grant_contexts as gc', (join) => join.onRef('gc.grant_id', '=', 'g.id').on('gc.expires_at', '>', sql<Date>`now()`))
-        .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`t.payload->>'accountId'`))
-        .select(['t.model', 't.id', 't.payload', 't.consumed_at', 'g.id as grant_row', 'g.payload as grant_payload', 'gc.grant_id as context_row'])
-        .select(GRANT_CONTEXT_COLUMNS.map((column) => `gc.${column}` as const))
-        .select(['u.id as user_row', 'u.username', 'u.name', 'u.roles', 'u.disabled', 'u.fhir_user as user_fhir_user'])
-        .where('t.model', 'in', [...new Set(batch.map((w) => w.model))])
-        .where('t.id', 'in', [...new Set(batch.flatMap((w) => w.ids))])
-        .where((eb) => eb.or([eb('t.expires_at', 'is', null), eb('t.expires_at', '>', sql<Date>`now()`)]))
-        .execute();
-      const given = new Set<object>();
-      for (const wanted of batch) {
-        const row = rows.find((r) => r.model === wanted.model && wanted.ids.includes(r.id));
-        if (!row) {
-          wanted.resolve(undefined);
-          continue;
-        }
-        // The same token asked for twice (two requests at once): each gets a payload of its own to change.
-        const fresh = given.has(row) ? structuredClone(row) : row;
-        given.add(row);
-        wanted.resolve({
-          payload: fresh.payload,
-          consumed_at: fresh.consumed_at,
-          ...(fresh.grant_row ? { grant: { id: fresh.grant_row, payload: fresh.grant_payload, context: fresh.context_row ? grantContextOf(fresh as GrantContextRow) : undefined } } : {}),
-          ...(fresh.user_row
-            ? { user: { id: fresh.user_row, user: userOf({ id: fresh.user_row, username: fresh.username!, name: fresh.name!, roles: fresh.roles!, disabled: fresh.disabled!, fhir_user: fresh.user_fhir_user! }) } }
-            : {}),
-        });
-      }
-    } catch (error) {
-      for (const wanted of batch) wanted.reject(error);
-    }
+  async #find(batch: readonly Wanted[]): Promise<(TokenRow | undefined)[]> {
+    const models = [...new Set(batch.map((w) => w.model))];
+    const ids = [...new Set(batch.flatMap((w) => w.ids))];
+    const { rows } = await FIND_TOKENS.execute(this.#db, [models, ids]);
+    const given = new Set<object>();
+    return batch.map((wanted) => {
+      const row = rows.find((r) => r.model === wanted.model && wanted.ids.includes(r.id));
+      if (!row) return undefined;
+      // The same token asked for twice (two requests at once): each gets a payload of its own to change.
+      const fresh = given.has(row) ? structuredClone(row) : row;
+      given.add(row);
+      return {
+        payload: fresh.payload,
+        consumed_at: fresh.consumed_at,
+        ...(fresh.grant_row ? { grant: { id: fresh.grant_row, payload: fresh.grant_payload, context: fresh.context_row ? grantContextOf(fresh) : undefined } } : {}),
+        ...(fresh.user_row
+          ? { user: { id: fresh.user_row, user: userOf({ id: fresh.user_row, username: fresh.username!, name: fresh.name!, roles: fresh.roles!, disabled: fresh.disabled!, fhir_user: fresh.user_fhir_user! }) } }
+          : {}),
+      };
+    });
   }
+}
+
+/** A token row with its grant, the grant's launch context and the token's user (SharedTokenReads). */
+type FoundTokenRow = PayloadRow & { readonly model: string; readonly id: string; readonly grant_row: string | null; readonly grant_payload: unknown; readonly context_row: string | null } & GrantContextRow & {
+    readonly user_row: string | null;
+    readonly username: string | null;
+    readonly name: string | null;
+    readonly roles: string[] | null;
+    readonly disabled: boolean | null;
+    readonly user_fhir_user: string | null;
+  };
+
+const FIND_TOKENS = new Statement<FoundTokenRow>(
+  `select t.model, t.id, t.payload, t.consumed_at, g.id as grant_row, g.payload as grant_payload, gc.grant_id as context_row, ${GRANT_CONTEXT_COLUMNS.map((c) => `gc.${c}`).join(', ')},` +
+    ` u.id as user_row, u.username, u.name, u.roles, u.disabled, u.fhir_user as user_fhir_user` +
+    ` from oidc_payloads t` +
+    ` left join oidc_payloads g on g.model = 'Grant' and g.id = t.grant_id and ${LIVE('g')}` +
+    ` left join grant_contexts gc on gc.grant_id = g.id and gc.expires_at > now()` +
+    ` left join users u on u.id = t.payload->>'accountId'` +
+    ` where t.model = any($1::text[]) and t.id = any($2::text[]) and ${LIVE('t')}`,
+);
+
+/** A grant used to issue tokens: its launch context's last use, and with `until`, the grant renewed to then. */
+interface GrantUse {
+  readonly grantId: string;
+  readonly until: Date | undefined;
 }
 
 /**
- * Renews a grant and its launch context until `expiresAt`, in one statement (each refresh does: oidc-provider
- * never saves a grant again, so its first expiry would cap the chain). An update, never a save: a grant
- * revoked meanwhile (a concurrent reuse of the refresh token) stays gone.
+ * Records that tokens were issued under a grant: its launch context's `last_used_at`; with `renewUntil` (each
+ * refresh), the grant and its context are renewed until then as well (oidc-provider never saves a grant
+ * again, so its first expiry would cap the chain). Updates, never saves: a grant revoked meanwhile (a
+ * concurrent reuse of the refresh token) stays gone. Uses by concurrent requests go together
+ * (src/db/batched.ts), one statement for all.
  */
-export async function renewGrant(db: Kysely<DB>, grantId: string, expiresAt: Date): Promise<void> {
-  await db
-    .with('renewed', (w) =>
-      w
-        .updateTable('oidc_payloads')
-        .set({ expires_at: expiresAt, payload: sql`jsonb_set(payload, '{exp}', to_jsonb(${Math.floor(expiresAt.getTime() / 1000)}::bigint))` })
-        .where('model', '=', 'Grant')
-        .where('id', '=', grantId)
-        .returning('id'),
-    )
-    .updateTable('grant_contexts')
-    .set({ last_used_at: sql<Date>`now()`, expires_at: expiresAt })
-    .where('grant_id', '=', grantId)
-    .execute();
+export function recordGrantUse(db: Kysely<DB>, grantId: string, renewUntil?: Date): Promise<void> {
+  let batch = grantUses.get(db);
+  if (!batch) {
+    batch = new Batched<GrantUse, undefined>(async (uses) => {
+      // One row per grant: the latest renewal wins, a renewal wins over a mere use.
+      const latest = new Map<string, Date | undefined>();
+      for (const { grantId: id, until } of uses) {
+        const was = latest.get(id);
+        latest.set(id, was && (!until || was > until) ? was : until);
+      }
+      await RECORD_GRANT_USES.execute(db, [[...latest.keys()], [...latest.values()].map((d) => d ?? null)]);
+      return uses.map(() => undefined);
+    });
+    grantUses.set(db, batch);
+  }
+  return batch.call({ grantId, until: renewUntil });
 }
+
+/** One batcher per database handle. */
+const grantUses = new WeakMap<Kysely<DB>, Batched<GrantUse, undefined>>();
+
+const RECORD_GRANT_USES = new Statement(
+  `with u as (select * from unnest($1::text[], $2::timestamptz[]) as u(grant_id, until)),` +
+    ` renewed as (update oidc_payloads p set expires_at = u.until, payload = jsonb_set(p.payload, '{exp}', to_jsonb(floor(extract(epoch from u.until))::bigint))` +
+    ` from u where u.until is not null and p.model = 'Grant' and p.id = u.grant_id returning p.id)` +
+    ` update grant_contexts c set last_used_at = now(), expires_at = coalesce(u.until, c.expires_at) from u where c.grant_id = u.grant_id`,
+);
 
 /** Expires the grant's access tokens now: for the sandbox launcher's simulated expired access token. */
 export async function expireAccessTokens(db: Kysely<DB>, grantId: string): Promise<void> {

@@ -1,7 +1,9 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 
 import type { DB } from '../../db/schema.js';
+import { Batched } from '../../db/batched.js';
+import { Statement } from '../../db/statements.js';
 import { isStorableText } from '../../security/text.js';
 import { stateOf } from '../context.js';
 
@@ -13,6 +15,18 @@ import { stateOf } from '../context.js';
  */
 export class ReplayDetectionAdapter implements Adapter {
   readonly #db: Kysely<DB>;
+  /** Assertions of concurrent requests recorded together (src/db/batched.ts); each learns whether it was first. */
+  readonly #record = new Batched<{ readonly id: string; readonly payload: string; readonly expiresAt: Date }, boolean>(async (batch) => {
+    // One statement cannot insert a row twice: a jti twice in the batch goes once, and its later uses are replays.
+    const first = new Map<string, number>();
+    batch.forEach((entry, i) => {
+      if (!first.has(entry.id)) first.set(entry.id, i);
+    });
+    const sent = [...first.values()].map((i) => batch[i]!);
+    const { rows } = await RECORD.execute(this.#db, [sent.map((e) => e.id), sent.map((e) => e.payload), sent.map((e) => e.expiresAt)]);
+    const recorded = new Set(rows.map((r) => r.id));
+    return batch.map((entry, i) => first.get(entry.id) === i && recorded.has(entry.id));
+  });
 
   constructor(db: Kysely<DB>) {
     this.#db = db;
@@ -24,17 +38,8 @@ export class ReplayDetectionAdapter implements Adapter {
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
     if (!isStorableText(id)) throw new errors.InvalidClientAuth('client assertion rejected: its jti holds a NUL character or an unpaired surrogate');
-    const result = await this.#db
-      .insertInto('oidc_payloads')
-      .values({
-        model: 'ReplayDetection',
-        id,
-        payload: JSON.stringify(payload),
-        expires_at: new Date(Date.now() + (expiresIn ?? 600) * 1000),
-      })
-      .onConflict((oc) => oc.columns(['model', 'id']).doUpdateSet({ expires_at: sql<Date>`excluded.expires_at` }).where('oidc_payloads.expires_at', '<', sql<Date>`now()`))
-      .executeTakeFirst();
-    if (Number(result.numInsertedOrUpdatedRows ?? 0n) === 0) {
+    const recorded = await this.#record.call({ id, payload: JSON.stringify(payload), expiresAt: new Date(Date.now() + (expiresIn ?? 600) * 1000) });
+    if (!recorded) {
       const ctx = Provider.ctx;
       if (ctx) stateOf(ctx).auditFailure = 'client_assertion.replayed';
       throw new errors.InvalidClientAuth('client assertion rejected: its jti was already used; every assertion needs a new jti');
@@ -61,3 +66,9 @@ export class ReplayDetectionAdapter implements Adapter {
     return Promise.resolve();
   }
 }
+
+/** Inserts each jti, or takes over the row of one that expired; a live one is a replay (not returned). */
+const RECORD = new Statement<{ id: string }>(
+  `insert into oidc_payloads (model, id, payload, expires_at) select 'ReplayDetection', id, payload, expires_at from unnest($1::text[], $2::jsonb[], $3::timestamptz[]) as r(id, payload, expires_at)` +
+    ` on conflict (model, id) do update set expires_at = excluded.expires_at where oidc_payloads.expires_at < now() returning id`,
+);

@@ -1,0 +1,91 @@
+import { execFileSync } from 'node:child_process';
+import { readdir, readFile } from 'node:fs/promises';
+
+/** What an operation costs beside its latency: CPU of the server and of Postgres, and the SQL it sends. */
+export interface Cost {
+  /** CPU time of the server process per operation, µs (user + system, from /proc). */
+  readonly serverUs: number;
+  /** CPU time of every Postgres process on this machine per operation, µs; absent when the server has none. */
+  readonly postgresUs?: number;
+  /** SQL statements sent per operation (the server's smart_auth_db_statements_total); ours on Postgres only. */
+  readonly statements?: number;
+  /** Transactions committed per operation (smart_auth_db_commits_total). */
+  readonly commits?: number;
+}
+
+export interface CostSnapshot {
+  readonly serverMs: number | undefined;
+  readonly postgresMs: number | undefined;
+  readonly sql: { readonly statements: number; readonly commits: number } | undefined;
+}
+
+let tickMs: number | undefined;
+function msPerTick(): number {
+  if (tickMs === undefined) {
+    let hz = 100;
+    try {
+      hz = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+    } catch {
+      // Linux's usual value
+    }
+    tickMs = 1000 / hz;
+  }
+  return tickMs;
+}
+
+/** User + system CPU of a process so far, ms; undefined when /proc cannot tell. */
+async function cpuMs(pid: number | string): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // The fields after the command name, which may hold spaces and parentheses: utime and stime are 14th and 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * msPerTick();
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU of every process named `postgres` so far (the cluster the bench runs on, when it is on this machine). */
+async function postgresMs(): Promise<number | undefined> {
+  let total = 0;
+  let found = false;
+  for (const pid of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(pid)) continue;
+    const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+    if (comm.trim() !== 'postgres') continue;
+    const ms = await cpuMs(pid);
+    if (ms === undefined) continue;
+    total += ms;
+    found = true;
+  }
+  return found ? total : undefined;
+}
+
+/** The server's statement and commit counters, from /metrics; undefined when it has none (PGlite, bare). */
+async function sqlCounts(url: string, metricsToken: string | undefined): Promise<CostSnapshot['sql']> {
+  if (!metricsToken) return undefined;
+  const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } }).catch(() => undefined);
+  if (!res?.ok) return undefined;
+  const text = await res.text();
+  const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const statements = read('smart_auth_db_statements_total');
+  const commits = read('smart_auth_db_commits_total');
+  return Number.isFinite(statements) && Number.isFinite(commits) ? { statements, commits } : undefined;
+}
+
+export async function snapshot(server: { readonly url: string; readonly pid: number | undefined }, { withPostgres, metricsToken }: { readonly withPostgres: boolean; readonly metricsToken?: string | undefined }): Promise<CostSnapshot> {
+  const sql = await sqlCounts(server.url, metricsToken);
+  return { serverMs: server.pid === undefined ? undefined : await cpuMs(server.pid), postgresMs: withPostgres ? await postgresMs() : undefined, sql };
+}
+
+/** The cost per operation between two snapshots, over `operations` answered. */
+export function perOperation(before: CostSnapshot, after: CostSnapshot, operations: number): Cost | undefined {
+  if (!operations || before.serverMs === undefined || after.serverMs === undefined) return undefined;
+  const per = (a: number, b: number) => (b - a) / operations;
+  return {
+    serverUs: per(before.serverMs, after.serverMs) * 1000,
+    ...(before.postgresMs !== undefined && after.postgresMs !== undefined ? { postgresUs: per(before.postgresMs, after.postgresMs) * 1000 } : {}),
+    // The scrape itself sends a statement (the signing keys' ages): one in thousands of operations.
+    ...(before.sql && after.sql ? { statements: per(before.sql.statements, after.sql.statements), commits: per(before.sql.commits, after.sql.commits) } : {}),
+  };
+}

@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, it } from 'node:test';
+
+import { sql } from 'kysely';
+import pg from 'pg';
+import { pino } from 'pino';
+
+import { openDatabase, type Database } from '../src/db/database.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { Statement } from '../src/db/statements.js';
+import { testApp } from './helpers/app.js';
+import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { pgbouncerMissing, startPgbouncer, type Pgbouncer } from './helpers/pgbouncer.js';
+
+/**
+ * The hot path's fixed statements (src/db/statements.ts) are prepared once per connection under a name
+ * derived from their text; behind a pooler in transaction mode that does not keep them, the process notices
+ * the first lost name and goes on unnamed. A direct connection is needed to see the names: CI runs the
+ * suite through PgBouncer and names Postgres itself in TEST_DATABASE_DIRECT_URL.
+ */
+const directUrl = process.env.TEST_DATABASE_DIRECT_URL ?? process.env.TEST_DATABASE_URL;
+const SECRET = randomBytes(32).toString('base64url');
+
+async function adminQuery(text: string): Promise<void> {
+  const client = new pg.Client({ connectionString: directUrl });
+  await client.connect();
+  try {
+    await client.query(text);
+  } finally {
+    await client.end();
+  }
+}
+
+function databaseUrl(base: string, name: string): string {
+  const url = new URL(base);
+  url.pathname = `/${name}`;
+  return url.href;
+}
+
+interface LogLine {
+  readonly level: number;
+  readonly msg: string;
+  readonly code?: string;
+}
+
+describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE_URL (Postgres)' }, () => {
+  const name = `smart_auth_test_${randomBytes(6).toString('hex')}`;
+
+  before(async () => {
+    await adminQuery(`create database ${name}`);
+    const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, preparedStatements: false });
+    await migrateToLatest(database.db);
+    await database.close();
+  });
+  after(() => adminQuery(`drop database if exists ${name} with (force)`));
+
+  /** Three client_credentials tokens and an introspection of each, on a connection of its own; the names it then holds. */
+  async function namesAfterTokens(database: Database): Promise<string[]> {
+    const app = await testApp(database, { CLIENT_CACHE_SECONDS: '30' });
+    try {
+      const clientId = `backend-${randomBytes(4).toString('hex')}`;
+      await registerClient(app, { client_id: clientId, grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', client_secret: SECRET, scope: 'system/Patient.rs introspect' });
+      for (let i = 0; i < 3; i++) {
+        const res = await app.inject({ method: 'POST', url: '/token', headers: { authorization: basicAuth(clientId, SECRET), 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ grant_type: 'client_credentials', scope: 'system/Patient.rs' }) });
+        assert.equal(res.statusCode, 200, res.body);
+        const token = res.json<{ access_token: string }>().access_token;
+        const introspected = await app.inject({ method: 'POST', url: '/introspect', headers: { authorization: basicAuth(clientId, SECRET), 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ token }) });
+        assert.equal(introspected.statusCode, 200, introspected.body);
+        assert.deepEqual({ active: introspected.json<{ active: boolean }>().active }, { active: true });
+      }
+      await app.runtime.audit.flush();
+      // One connection in the pool: the one that ran every statement above.
+      const { rows } = await sql<{ name: string }>`select name from pg_prepared_statements order by name`.execute(database.db);
+      return rows.map((r) => r.name);
+    } finally {
+      await app.close();
+    }
+  }
+
+  it('a direct connection prepares the token write, the audit write and the token lookup once, by name', async () => {
+    const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1 });
+    try {
+      const names = await namesAfterTokens(database);
+      assert.ok(names.length >= 3, `prepared: ${names.join(', ') || 'none'}`);
+      assert.ok(names.every((n) => /^sas_[\w-]{20}$/.test(n)), names.join(', '));
+    } finally {
+      await database.close();
+    }
+  });
+
+  it('DATABASE_PREPARED_STATEMENTS=false: nothing is prepared', async () => {
+    const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, preparedStatements: false });
+    try {
+      assert.deepEqual(await namesAfterTokens(database), []);
+    } finally {
+      await database.close();
+    }
+  });
+
+  describe('behind PgBouncer in transaction mode, which does not keep them', { skip: pgbouncerMissing() ?? false }, () => {
+    let pooler: Pgbouncer;
+    before(async () => {
+      pooler = await startPgbouncer({ poolSize: 1 });
+    });
+    after(() => pooler.stop());
+
+    it('the first lost name is noticed, that statement sent again unnamed, and every later one unnamed, with one warning', async () => {
+      const lines: LogLine[] = [];
+      const log = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as LogLine) });
+      const database = await openDatabase({ kind: 'postgres', url: pooler.url(name) }, { poolMax: 2, log });
+      const statement = new Statement<{ n: number }>('select $1::int + 1 as n');
+      try {
+        // Two client connections, one server connection: the second's Parse meets the first's name there.
+        await database.db.connection().execute(async (first) => {
+          assert.deepEqual((await statement.execute(first, [1])).rows, [{ n: 2 }]);
+        });
+        const held = database.db.connection().execute(async (first) => {
+          await database.db.connection().execute(async (second) => {
+            assert.deepEqual((await statement.execute(second, [2])).rows, [{ n: 3 }]);
+          });
+          assert.deepEqual((await statement.execute(first, [3])).rows, [{ n: 4 }]);
+        });
+        await held;
+        // And the server's own statements work through the pooler from then on.
+        await namesAfterTokens(database);
+        const warnings = lines.filter((l) => l.msg.startsWith('the database connection lost a prepared statement'));
+        assert.equal(warnings.length, 1, JSON.stringify(lines));
+        assert.ok(warnings[0]!.code === '42P05' || warnings[0]!.code === '26000', JSON.stringify(warnings[0]));
+      } finally {
+        await database.close();
+      }
+    });
+  });
+});
