@@ -39,7 +39,9 @@ export class QueryObserver implements KyselyPlugin {
   }
 
   transformQuery({ queryId, node }: PluginTransformQueryArgs): RootOperationNode {
-    const span = this.#tracing ? startSpan(`${OPERATIONS[node.kind] ?? 'SQL'}${tableOf(node)}`, SpanKind.CLIENT, { 'db.system.name': 'postgresql', 'db.operation.name': OPERATIONS[node.kind] ?? 'SQL' }) : undefined;
+    const raw = this.#tracing ? rawName(node) : undefined;
+    const operation = raw?.split(' ')[0] ?? OPERATIONS[node.kind] ?? 'SQL';
+    const span = this.#tracing ? startSpan(raw ?? `${operation}${tableOf(node)}`, SpanKind.CLIENT, { 'db.system.name': 'postgresql', 'db.operation.name': operation }) : undefined;
     this.#started.set(queryId, { at: performance.now(), span });
     return node;
   }
@@ -52,6 +54,25 @@ export class QueryObserver implements KyselyPlugin {
     }
     return result;
   }
+}
+
+/** Span names of fixed statements (src/db/statements.ts), whose node is raw SQL: worked out once per statement. */
+const RAW_NAMES = new WeakMap<object, string>();
+
+/** `INSERT audit_events` for raw SQL, as kysely's nodes give for built queries; the main statement after any CTEs. */
+function rawName(node: RootOperationNode): string | undefined {
+  if (node.kind !== 'RawNode') return undefined;
+  let name = RAW_NAMES.get(node);
+  if (name === undefined) {
+    const text = node.sqlFragments.join('?');
+    // After `with … as (…)`, the main statement is the last verb that follows a closing parenthesis.
+    const main = /^\s*with\b/i.test(text) ? (/\)\s+((?:select|insert|update|delete)\b(?:(?!\)\s+(?:select|insert|update|delete)\b)[\s\S])*)$/i.exec(text)?.[1] ?? text) : text;
+    const verb = /^\s*(select|insert|update|delete)\b/i.exec(main)?.[1]?.toUpperCase();
+    const table = (verb === 'SELECT' ? /\bfrom\s+(\w+)/i : verb === 'INSERT' ? /^\s*insert\s+into\s+(\w+)/i : verb === 'UPDATE' ? /^\s*update\s+(\w+)/i : /^\s*delete\s+from\s+(\w+)/i).exec(main)?.[1];
+    name = verb ? `${verb}${table ? ` ${table}` : ''}` : 'SQL';
+    RAW_NAMES.set(node, name);
+  }
+  return name;
 }
 
 function tableOf(node: RootOperationNode): string {
