@@ -65,14 +65,26 @@ function rawName(node: RootOperationNode): string | undefined {
   let name = RAW_NAMES.get(node);
   if (name === undefined) {
     const text = node.sqlFragments.join('?');
-    // After `with … as (…)`, the main statement is the last verb that follows a closing parenthesis.
-    const main = /^\s*with\b/i.test(text) ? (/\)\s+((?:select|insert|update|delete)\b(?:(?!\)\s+(?:select|insert|update|delete)\b)[\s\S])*)$/i.exec(text)?.[1] ?? text) : text;
+    const main = mainStatement(text);
     const verb = /^\s*(select|insert|update|delete)\b/i.exec(main)?.[1]?.toUpperCase();
     const table = (verb === 'SELECT' ? /\bfrom\s+(\w+)/i : verb === 'INSERT' ? /^\s*insert\s+into\s+(\w+)/i : verb === 'UPDATE' ? /^\s*update\s+(\w+)/i : /^\s*delete\s+from\s+(\w+)/i).exec(main)?.[1];
     name = verb ? `${verb}${table ? ` ${table}` : ''}` : 'SQL';
     RAW_NAMES.set(node, name);
   }
   return name;
+}
+
+/** After `with … as (…), …`, the main statement: the first verb outside every parenthesis. */
+function mainStatement(text: string): string {
+  if (!/^\s*with\b/i.test(text)) return text;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (depth === 0 && !/\w/.test(text[i - 1] ?? ' ') && /^(select|insert|update|delete)\b/i.test(text.slice(i, i + 7))) return text.slice(i);
+  }
+  return text;
 }
 
 function tableOf(node: RootOperationNode): string {

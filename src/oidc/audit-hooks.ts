@@ -1,6 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { AuditEvent, AuditEventType, AuditLog } from '../audit/audit.js';
+import { takeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf, type ProviderState } from './context.js';
 
 /**
@@ -23,7 +24,9 @@ export function auditMiddleware(audit: AuditLog) {
       requestId: ctx.response.get('x-request-id') || undefined,
     };
     const event = classify(oidc, ctx.status, body, stateOf(ctx));
-    if (event) await audit.record({ ...base, ...event });
+    // The tokens of an answer that hands them out are written with its event; a refused request's are dropped.
+    const tokens = takeDeferredTokens(ctx);
+    if (event) await audit.record({ ...base, ...event }, ctx.status === 200 ? tokens : []);
   };
 }
 

@@ -1,5 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
+import type { PayloadRowWrite } from '../db/payload-rows.js';
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
 import type { UdapCommunity } from '../config/udap-config.js';
@@ -25,6 +26,11 @@ export interface ProviderState {
   prefetchedGrant?: { readonly id: string; readonly payload: unknown };
   /** The user the token this request presented was issued to, read along with it (user undefined: disabled or gone). */
   prefetchedUser?: { readonly id: string; readonly user: User | undefined };
+  /**
+   * Token rows a token request issued, not written yet: its audit event writes them in the same statement,
+   * before the answer leaves (src/oidc/adapters/payload.ts, deferTokenRow).
+   */
+  deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly write: (rows: readonly PayloadRowWrite[]) => Promise<void> };
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
   /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */

@@ -12,7 +12,7 @@ import { SIMULATED_ERRORS, simulatedTokenError } from '../smart/simulated-errors
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { expireAccessTokens, recordGrantUse } from './adapters/payload.js';
+import { expireAccessTokens, recordGrantUse, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -135,7 +135,10 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
         ctx.body = { error: simulated.error, error_description: simulated.description };
         return;
       }
-      if (simulate === 'expired_access_token') await expireAccessTokens(db, grant.jti);
+      if (simulate === 'expired_access_token') {
+        await writeDeferredTokens(ctx); // the access token just issued must be in the database to be expired
+        await expireAccessTokens(db, grant.jti);
+      }
     }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;

@@ -2,18 +2,10 @@ import type { Kysely } from 'kysely';
 
 import { isRowError } from '../../db/faults.js';
 import type { DB } from '../../db/schema.js';
+import { payloadArrays, upsertPayloadsSql, type PayloadRowWrite } from '../../db/payload-rows.js';
 import { Statement } from '../../db/statements.js';
 
-/** The columns of an `oidc_payloads` row a save writes. */
-export interface PayloadRowWrite {
-  readonly model: string;
-  readonly id: string;
-  readonly payload: string;
-  readonly grant_id: string | null;
-  readonly uid: string | null;
-  readonly user_code: string | null;
-  readonly expires_at: Date | null;
-}
+export type { PayloadRowWrite };
 
 interface Pending {
   readonly row: PayloadRowWrite;
@@ -94,21 +86,9 @@ export class GroupedWrites {
   }
 
   async #upsert(rows: readonly PayloadRowWrite[]): Promise<void> {
-    await UPSERT.execute(this.#db, [
-      rows.map((r) => r.model),
-      rows.map((r) => r.id),
-      rows.map((r) => r.payload),
-      rows.map((r) => r.grant_id),
-      rows.map((r) => r.uid),
-      rows.map((r) => r.user_code),
-      rows.map((r) => r.expires_at),
-    ]);
+    await UPSERT.execute(this.#db, payloadArrays(rows));
   }
 }
 
-/** Any number of rows in one statement of fixed text: a column per array parameter. */
-const UPSERT = new Statement(
-  `insert into oidc_payloads (model, id, payload, grant_id, uid, user_code, expires_at)` +
-    ` select * from unnest($1::text[], $2::text[], $3::jsonb[], $4::text[], $5::text[], $6::text[], $7::timestamptz[])` +
-    ` on conflict (model, id) do update set payload = excluded.payload, grant_id = excluded.grant_id, uid = excluded.uid, user_code = excluded.user_code, expires_at = excluded.expires_at`,
-);
+/** Any number of rows in one statement of fixed text. */
+const UPSERT = new Statement(upsertPayloadsSql(1));

@@ -1,8 +1,9 @@
 import { sql, type Kysely } from 'kysely';
-import Provider, { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
+import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { DB } from '../../db/schema.js';
 import { Batched } from '../../db/batched.js';
+import type { PayloadRowWrite } from '../../db/payload-rows.js';
 import { Statement } from '../../db/statements.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
@@ -52,6 +53,29 @@ const REUSE_LABELS: Readonly<Record<string, string>> = {
   BackchannelAuthenticationRequest: 'backchannel authentication request already consumed',
   PreAuthorizedCode: 'pre-authorized code already consumed',
 };
+
+/**
+ * Tokens a token request issues: saved with the request's audit event, in one statement shared with the other
+ * requests in flight (src/oidc/audit-hooks.ts), not one of their own. The request is still answered only once
+ * they are committed; a request that fails drops them, as it never hands them out.
+ */
+const DEFERRED_MODELS: ReadonlySet<string> = new Set(['AccessToken', 'RefreshToken', 'ClientCredentials']);
+
+/** The token rows this request deferred, for its audit event to write; none are left behind. */
+export function takeDeferredTokens(ctx: KoaContextWithOIDC): PayloadRowWrite[] {
+  const state = stateOf(ctx);
+  const rows = state.deferredTokens?.rows ?? [];
+  delete state.deferredTokens;
+  return rows;
+}
+
+/** Writes this request's deferred token rows now: before a step that must find them in the database. */
+export async function writeDeferredTokens(ctx: KoaContextWithOIDC): Promise<void> {
+  const deferred = stateOf(ctx).deferredTokens;
+  if (!deferred) return;
+  delete stateOf(ctx).deferredTokens;
+  await deferred.write(deferred.rows);
+}
 
 /** Every model oidc-provider 9 may persist; `Client` is served from the `clients` table instead. */
 export const PAYLOAD_MODELS = [
@@ -130,7 +154,14 @@ export class PayloadAdapter implements Adapter {
     if (this.#hashed && this.#box.hasPreviousKeys) {
       await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', 'in', this.#storedIds(id).slice(1)).execute();
     }
-    await this.#writes.save({ model: this.#model, id: storedId, ...row });
+    const write = { model: this.#model, id: storedId, ...row };
+    const ctx = Provider.ctx;
+    if (ctx && DEFERRED_MODELS.has(this.#model) && ctx.oidc.route === 'token') {
+      const state = stateOf(ctx);
+      (state.deferredTokens ??= { rows: [], write: (rows) => Promise.all(rows.map((r) => this.#writes.save(r))).then(() => undefined) }).rows.push(write);
+      return;
+    }
+    await this.#writes.save(write);
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
