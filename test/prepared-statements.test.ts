@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import { sql } from 'kysely';
-import pg from 'pg';
 import { pino } from 'pino';
 
 import { openDatabase, type Database } from '../src/db/database.js';
@@ -11,6 +10,7 @@ import { migrateToLatest } from '../src/db/migrate.js';
 import { Statement } from '../src/db/statements.js';
 import { testApp } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
+import { adminQuery } from './helpers/databases.js';
 import { pgbouncerMissing, startPgbouncer, type Pgbouncer } from './helpers/pgbouncer.js';
 
 /**
@@ -21,16 +21,6 @@ import { pgbouncerMissing, startPgbouncer, type Pgbouncer } from './helpers/pgbo
  */
 const directUrl = process.env.TEST_DATABASE_DIRECT_URL ?? process.env.TEST_DATABASE_URL;
 const SECRET = randomBytes(32).toString('base64url');
-
-async function adminQuery(text: string): Promise<void> {
-  const client = new pg.Client({ connectionString: directUrl });
-  await client.connect();
-  try {
-    await client.query(text);
-  } finally {
-    await client.end();
-  }
-}
 
 function databaseUrl(base: string, name: string): string {
   const url = new URL(base);
@@ -48,12 +38,12 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
   const name = `smart_auth_test_${randomBytes(6).toString('hex')}`;
 
   before(async () => {
-    await adminQuery(`create database ${name}`);
+    await adminQuery(directUrl!, `create database ${name}`);
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, preparedStatements: false });
     await migrateToLatest(database.db);
     await database.close();
   });
-  after(() => adminQuery(`drop database if exists ${name} with (force)`));
+  after(() => adminQuery(directUrl!, `drop database if exists ${name} with (force)`));
 
   /** Three client_credentials tokens and an introspection of each, on a connection of its own; the names it then holds. */
   async function namesAfterTokens(database: Database): Promise<string[]> {

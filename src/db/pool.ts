@@ -70,12 +70,13 @@ export class PreparedStatements {
     try {
       return await client.query({ name, text, values });
     } catch (error) {
-      if (!PREPARED_LOST.has((error as { code?: string }).code ?? '') || !this.#enabled) throw error;
-      this.#enabled = false;
-      this.#log?.warn(
-        { code: (error as { code?: string }).code },
-        'the database connection lost a prepared statement (a pooler in transaction mode?): statements go unnamed from now on; set DATABASE_PREPARED_STATEMENTS=false to say so',
-      );
+      const code = (error as { code?: string }).code;
+      if (!PREPARED_LOST.has(code ?? '')) throw error;
+      // Statements in flight at that moment may fail so too: each is sent again, the warning logged once.
+      if (this.#enabled) {
+        this.#enabled = false;
+        this.#log?.warn({ code }, 'the database connection lost a prepared statement (a pooler in transaction mode?): statements go unnamed from now on; set DATABASE_PREPARED_STATEMENTS=false to say so');
+      }
       return client.query(text, values);
     }
   }

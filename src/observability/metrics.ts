@@ -112,27 +112,22 @@ export function createMetrics(): Metrics {
     },
   });
   // Counters kept by the pool (src/db/pool.ts) as plain numbers, read at scrape time.
-  let counted = { statements: 0, commits: 0 };
-  new Counter({
-    name: `${prefix}db_statements_total`,
-    help: 'SQL statements sent to the primary (begin and commit not counted)',
-    registers: [registry],
-    collect() {
-      const now = sources.statements?.();
-      if (now && now.statements > counted.statements) this.inc(now.statements - counted.statements);
-      if (now) counted = { ...counted, statements: now.statements };
-    },
-  });
-  new Counter({
-    name: `${prefix}db_commits_total`,
-    help: 'Transactions committed on the primary: each statement outside a transaction, and each explicit transaction',
-    registers: [registry],
-    collect() {
-      const now = sources.statements?.();
-      if (now && now.commits > counted.commits) this.inc(now.commits - counted.commits);
-      if (now) counted = { ...counted, commits: now.commits };
-    },
-  });
+  const pooled = (key: 'statements' | 'commits', name: string, help: string) => {
+    let counted = 0;
+    new Counter({
+      name: `${prefix}${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        const now = sources.statements?.()?.[key];
+        if (now === undefined) return;
+        if (now > counted) this.inc(now - counted);
+        counted = now;
+      },
+    });
+  };
+  pooled('statements', 'db_statements_total', 'SQL statements sent to the primary (begin and commit not counted)');
+  pooled('commits', 'db_commits_total', 'Transactions committed on the primary: each statement outside a transaction, and each explicit transaction');
   new Gauge({
     name: `${prefix}db_replica_lag_seconds`,
     help: 'How far the read replica was behind the primary at its last measurement (every second)',

@@ -55,7 +55,8 @@ export async function createTestDatabase(kind: DatabaseKind, { migrate = true } 
   };
 }
 
-async function adminQuery(url: string, text: string): Promise<void> {
+/** One statement on its own connection (create or drop a database). */
+export async function adminQuery(url: string, text: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
