@@ -667,6 +667,9 @@ async function observability(first: Target, env: Record<string, string>, all: re
   return out;
 }
 
+/** A figure for a table: '—' where there is none. */
+const f = (v: number | undefined, d = 0): string => (v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
+
 function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<string, Record<string, unknown>>; rssMiB: Record<string, number | undefined>; startup: Record<string, ServerProcess['startup'] | undefined>; perToken?: unknown; growth?: unknown; scaling?: unknown; observability?: unknown }): string {
   const m = report.meta;
   const lines = [
@@ -682,7 +685,6 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const barePg = s['bare-pg'] as Measured | undefined;
     const ours = s.postgres as Measured | undefined;
     const lite = s.pglite as Measured | undefined;
-    const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
     lines.push(
       `| ${name} | ${f(bare?.saturation.rps)} | ${f(barePg?.saturation.rps)} | ${f(ours?.saturation.rps)} | ${barePg && ours ? (ours.saturation.rps / barePg.saturation.rps).toFixed(2) : '—'} | ${f(ours?.saturation.p50, 1)} | ${f(ours?.saturation.p90, 1)} | ${f(ours?.saturation.p99, 1)} | ${f(ours?.at70?.p99, 1)} | ${ours ? ours.saturation.errors + (ours.at70?.errors ?? 0) : '—'} | ${f(lite?.saturation.rps)} | ${f(lite?.saturation.p99, 1)} |`,
     );
@@ -699,7 +701,6 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
   for (const [name, s] of Object.entries(report.scenarios)) {
     const cost = (column: string) => (s[column] as Measured | undefined)?.saturation.cost;
     const total = (c: Cost | undefined) => (c ? c.serverUs + (c.postgresUs ?? 0) : undefined);
-    const f = (v: number | undefined, d = 0) => (v === undefined || !Number.isFinite(v) ? '—' : v.toFixed(d));
     const bare = total(cost('bare'));
     const ours = total(cost('postgres'));
     lines.push(
@@ -721,7 +722,6 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
       const direct = s.direct as Measured;
       const ours = s.postgres as Measured | undefined;
       const lite = s.pglite as Measured | undefined;
-      const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
       lines.push(
         `| ${name} | ${f(direct.saturation.rps)} | ${f(ours?.saturation.rps)} | ${ours ? (ours.saturation.rps / direct.saturation.rps).toFixed(2) : '—'} | ${f(direct.saturation.p50, 1)} | ${f(ours?.saturation.p50, 1)} | ${ours ? (ours.saturation.p50 - direct.saturation.p50).toFixed(1) : '—'} | ${f(ours?.saturation.p99, 1)} | ${ours ? ours.saturation.errors + direct.saturation.errors : '—'} | ${f(lite?.saturation.rps)} |`,
       );
@@ -757,7 +757,6 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const o = report.observability as Record<string, Record<string, number>>;
     lines.push('', '## Observability: no metrics or traces, metrics kept, traces sent (three processes, loaded in turn)', '', '| scenario | off rps | metrics rps | tracing rps | off p99 | metrics p99 | tracing p99 |', '| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const [name, r] of Object.entries(o)) {
-      const f = (v: number | undefined, d = 0) => (v === undefined ? '—' : v.toFixed(d));
       lines.push(`| ${name} | ${f(r.off)} | ${f(r.metrics)} | ${f(r.tracing)} | ${f(r['off p99'], 1)} | ${f(r['metrics p99'], 1)} | ${f(r['tracing p99'], 1)} |`);
     }
   }

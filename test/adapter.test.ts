@@ -156,7 +156,7 @@ describeEachDatabase('oidc-provider adapter contract', (ctx) => {
     const sessions = new PayloadAdapter(db(), box, 'Session', undefined, writes);
     const tokens = new PayloadAdapter(db(), box, 'AccessToken', undefined, writes);
     const refresh = new PayloadAdapter(db(), box, 'RefreshToken', undefined, writes);
-    // Same tick: the first goes alone, the rest together once it is done; `shared` twice, the second last.
+    // Same tick: all in one statement; `shared` twice, the second last, so the second is what is written.
     await Promise.all([
       tokens.upsert(keys[0]!, { jti: keys[0], kind: 'AccessToken' }, 600),
       refresh.upsert(keys[1]!, { jti: keys[1], kind: 'RefreshToken' }, 600),

@@ -92,7 +92,9 @@ export class StatementCounts {
 
 /** Statements that open and close a transaction, as kysely and our code send them. */
 const BEGIN = /^\s*(begin|start transaction)\b/i;
-const END = /^\s*(commit|rollback|end|abort)\s*;?\s*$/i;
+const END = /^\s*(commit|end|rollback|abort)\s*;?\s*$/i;
+/** `end` is Postgres's other name for `commit`. */
+const COMMITS = new Set(['commit', 'end']);
 
 /**
  * The pool as kysely uses it, except that a client whose query failed for want of its connection (lost, or
@@ -110,10 +112,11 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
       let broken = false;
       let inTransaction = false;
       const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
+        const ended = inTransaction ? END.exec(text)?.[1] : undefined;
         if (BEGIN.test(text)) inTransaction = true;
-        else if (inTransaction && END.test(text)) {
+        else if (ended) {
           inTransaction = false;
-          if (/^\s*commit/i.test(text)) counts.commits++;
+          if (COMMITS.has(ended.toLowerCase())) counts.commits++;
         } else {
           counts.statements++;
           if (!inTransaction) counts.commits++;

@@ -2,6 +2,8 @@ import { createHash } from 'node:crypto';
 
 import { CompiledQuery, createQueryId, type QueryExecutor, type QueryResult } from 'kysely';
 
+import { nameStatement } from '../observability/query-observer.js';
+
 /** A Kysely instance or transaction, of any schema. */
 export interface Executes {
   getExecutor(): QueryExecutor;
@@ -27,6 +29,7 @@ export class Statement<Row> {
     // The same name for the same text in every process: a pooler's server connection that holds the name
     // holds this very statement, whoever prepared it.
     NAMES.set(text, `sas_${createHash('sha256').update(text).digest('base64url').slice(0, 20)}`);
+    nameStatement(this.#compiled.query, spanName(text));
   }
 
   execute(db: Executes, parameters: readonly unknown[]): Promise<QueryResult<Row>> {
@@ -51,4 +54,26 @@ export class Statement<Row> {
 /** The name a fixed statement is prepared under, or undefined for any other text. */
 export function statementName(text: string): string | undefined {
   return NAMES.get(text);
+}
+
+/** `INSERT audit_events`: the main statement's verb and table, after any CTEs. */
+function spanName(text: string): string {
+  const main = mainStatement(text);
+  const verb = /^\s*(select|insert|update|delete)\b/i.exec(main)?.[1]?.toUpperCase();
+  if (!verb) return 'SQL';
+  const table = (verb === 'SELECT' ? /\bfrom\s+(\w+)/i : verb === 'INSERT' ? /^\s*insert\s+into\s+(\w+)/i : verb === 'UPDATE' ? /^\s*update\s+(\w+)/i : /^\s*delete\s+from\s+(\w+)/i).exec(main)?.[1];
+  return table ? `${verb} ${table}` : verb;
+}
+
+/** After `with … as (…), …`, the main statement: the first verb outside every parenthesis. */
+function mainStatement(text: string): string {
+  if (!/^\s*with\b/i.test(text)) return text;
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (depth === 0 && !/\w/.test(text[i - 1] ?? ' ') && /^(select|insert|update|delete)\b/i.test(text.slice(i, i + 7))) return text.slice(i);
+  }
+  return text;
 }

@@ -39,7 +39,7 @@ export class QueryObserver implements KyselyPlugin {
   }
 
   transformQuery({ queryId, node }: PluginTransformQueryArgs): RootOperationNode {
-    const raw = this.#tracing ? rawName(node) : undefined;
+    const raw = this.#tracing ? STATEMENT_NAMES.get(node) : undefined;
     const operation = raw?.split(' ')[0] ?? OPERATIONS[node.kind] ?? 'SQL';
     const span = this.#tracing ? startSpan(raw ?? `${operation}${tableOf(node)}`, SpanKind.CLIENT, { 'db.system.name': 'postgresql', 'db.operation.name': operation }) : undefined;
     this.#started.set(queryId, { at: performance.now(), span });
@@ -56,35 +56,12 @@ export class QueryObserver implements KyselyPlugin {
   }
 }
 
-/** Span names of fixed statements (src/db/statements.ts), whose node is raw SQL: worked out once per statement. */
-const RAW_NAMES = new WeakMap<object, string>();
+/** Span names of statements whose node is raw SQL, given by whoever wrote the SQL (src/db/statements.ts). */
+const STATEMENT_NAMES = new WeakMap<object, string>();
 
-/** `INSERT audit_events` for raw SQL, as kysely's nodes give for built queries; the main statement after any CTEs. */
-function rawName(node: RootOperationNode): string | undefined {
-  if (node.kind !== 'RawNode') return undefined;
-  let name = RAW_NAMES.get(node);
-  if (name === undefined) {
-    const text = node.sqlFragments.join('?');
-    const main = mainStatement(text);
-    const verb = /^\s*(select|insert|update|delete)\b/i.exec(main)?.[1]?.toUpperCase();
-    const table = (verb === 'SELECT' ? /\bfrom\s+(\w+)/i : verb === 'INSERT' ? /^\s*insert\s+into\s+(\w+)/i : verb === 'UPDATE' ? /^\s*update\s+(\w+)/i : /^\s*delete\s+from\s+(\w+)/i).exec(main)?.[1];
-    name = verb ? `${verb}${table ? ` ${table}` : ''}` : 'SQL';
-    RAW_NAMES.set(node, name);
-  }
-  return name;
-}
-
-/** After `with … as (…), …`, the main statement: the first verb outside every parenthesis. */
-function mainStatement(text: string): string {
-  if (!/^\s*with\b/i.test(text)) return text;
-  let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === '(') depth++;
-    else if (c === ')') depth--;
-    else if (depth === 0 && !/\w/.test(text[i - 1] ?? ' ') && /^(select|insert|update|delete)\b/i.test(text.slice(i, i + 7))) return text.slice(i);
-  }
-  return text;
+/** Names a raw-SQL node for traces (`INSERT audit_events`), as kysely's built nodes name themselves. */
+export function nameStatement(node: object, name: string): void {
+  STATEMENT_NAMES.set(node, name);
 }
 
 function tableOf(node: RootOperationNode): string {

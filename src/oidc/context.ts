@@ -30,7 +30,7 @@ export interface ProviderState {
    * Token rows a token request issued, not written yet: its audit event writes them in the same statement,
    * before the answer leaves (src/oidc/adapters/payload.ts, deferTokenRow).
    */
-  deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly write: (rows: readonly PayloadRowWrite[]) => Promise<void> };
+  deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly writes: { save(row: PayloadRowWrite): Promise<void> } };
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
   /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */

@@ -12,7 +12,7 @@ import { SIMULATED_ERRORS, simulatedTokenError } from '../smart/simulated-errors
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { expireAccessTokens, recordGrantUse, writeDeferredTokens } from './adapters/payload.js';
+import { expireAccessTokens, GrantUses, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -112,7 +112,7 @@ export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, 
  * no hook for extra response members), on code exchange and on every refresh; and a refresh renews the
  * grant for another period (oidc-provider never saves a grant again, so its expiry would cap the chain).
  */
-export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean) {
+export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean, grantUses = new GrantUses(db)) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -142,7 +142,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;
-    await recordGrantUse(db, grant.jti, grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined);
+    await grantUses.record(grant.jti, grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined);
   };
 }
 

@@ -74,7 +74,7 @@ export async function writeDeferredTokens(ctx: KoaContextWithOIDC): Promise<void
   const deferred = stateOf(ctx).deferredTokens;
   if (!deferred) return;
   delete stateOf(ctx).deferredTokens;
-  await deferred.write(deferred.rows);
+  await Promise.all(deferred.rows.map((row) => deferred.writes.save(row)));
 }
 
 /** Every model oidc-provider 9 may persist; `Client` is served from the `clients` table instead. */
@@ -158,7 +158,7 @@ export class PayloadAdapter implements Adapter {
     const ctx = Provider.ctx;
     if (ctx && DEFERRED_MODELS.has(this.#model) && ctx.oidc.route === 'token') {
       const state = stateOf(ctx);
-      (state.deferredTokens ??= { rows: [], write: (rows) => Promise.all(rows.map((r) => this.#writes.save(r))).then(() => undefined) }).rows.push(write);
+      (state.deferredTokens ??= { rows: [], writes: this.#writes }).rows.push(write);
       return;
     }
     await this.#writes.save(write);
@@ -238,11 +238,8 @@ export class PayloadAdapter implements Adapter {
 /** Live rows only: an expired row is gone for oidc-provider at once, for the purge later. */
 const LIVE = (alias: string) => `(${alias}.expires_at is null or ${alias}.expires_at > now())`;
 
-const FIND_BY = {
-  id: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and id = any($2::text[]) and ${LIVE('t')} limit 1`),
-  uid: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and uid = any($2::text[]) and ${LIVE('t')} limit 1`),
-  user_code: new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and user_code = any($2::text[]) and ${LIVE('t')} limit 1`),
-} as const;
+const findBy = (column: 'id' | 'uid' | 'user_code') => new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and ${column} = any($2::text[]) and ${LIVE('t')} limit 1`);
+const FIND_BY = { id: findBy('id'), uid: findBy('uid'), user_code: findBy('user_code') } as const;
 
 /**
  * Marks rows used, each only if it was not: a row named twice (two requests presenting one code at once) is
@@ -388,26 +385,26 @@ interface GrantUse {
  * concurrent reuse of the refresh token) stays gone. Uses by concurrent requests go together
  * (src/db/batched.ts), one statement for all.
  */
-export function recordGrantUse(db: Kysely<DB>, grantId: string, renewUntil?: Date): Promise<void> {
-  let batch = grantUses.get(db);
-  if (!batch) {
-    batch = new Batched<GrantUse, undefined>(async (uses) => {
+export class GrantUses {
+  readonly #batch: Batched<GrantUse, undefined>;
+
+  constructor(db: Kysely<DB>) {
+    this.#batch = new Batched(async (uses) => {
       // One row per grant: the latest renewal wins, a renewal wins over a mere use.
       const latest = new Map<string, Date | undefined>();
-      for (const { grantId: id, until } of uses) {
-        const was = latest.get(id);
-        latest.set(id, was && (!until || was > until) ? was : until);
+      for (const { grantId, until } of uses) {
+        const was = latest.get(grantId);
+        latest.set(grantId, was && (!until || was > until) ? was : until);
       }
       await RECORD_GRANT_USES.execute(db, [[...latest.keys()], [...latest.values()].map((d) => d ?? null)]);
       return uses.map(() => undefined);
     });
-    grantUses.set(db, batch);
   }
-  return batch.call({ grantId, until: renewUntil });
-}
 
-/** One batcher per database handle. */
-const grantUses = new WeakMap<Kysely<DB>, Batched<GrantUse, undefined>>();
+  record(grantId: string, renewUntil?: Date): Promise<void> {
+    return this.#batch.call({ grantId, until: renewUntil });
+  }
+}
 
 const RECORD_GRANT_USES = new Statement(
   `with u as (select * from unnest($1::text[], $2::timestamptz[]) as u(grant_id, until)),` +
