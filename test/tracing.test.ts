@@ -119,7 +119,7 @@ describe('tracing', () => {
       }
       const spanById = new Map(mine.map((s) => [s.spanId, s]));
       const ancestors = (s: ReceivedSpan): string[] => (s.parentSpanId && spanById.has(s.parentSpanId) ? [spanById.get(s.parentSpanId)!.name, ...ancestors(spanById.get(s.parentSpanId)!)] : []);
-      assert.deepEqual(ancestors(mine.find((s) => s.name === 'oidc cachingHeaders')!), ['oidc databaseFaultResponses', 'oidc closeAfterUnreadBody', 'oidc recordRefusal', 'POST /token'], 'the steps nest as the onion does');
+      assert.deepEqual(ancestors(mine.find((s) => s.name === 'oidc cachingHeaders')!), ['oidc writeDeferredWrites', 'oidc databaseFaultResponses', 'oidc closeAfterUnreadBody', 'oidc recordRefusal', 'POST /token'], 'the steps nest as the onion does');
       assert.equal(mine.find((s) => s.name === 'oidc recordRefusal')!.attributes['oidc.route'], 'token');
       assert.ok(names.has('INSERT audit_events'), `SQL spans: ${[...names].join(', ')}`);
       assert.ok(mine.some((s) => s.name.startsWith('SELECT ') && s.kind === 3), 'SQL spans are CLIENT spans');

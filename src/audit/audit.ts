@@ -94,8 +94,8 @@ const BATCH_SIZE = 500;
 
 interface Pending {
   readonly row: Omit<RowContent, 'chain' | 'recorded_at'>;
-  /** Token rows the event's request issued, written by the same statement (see {@link AuditLog.record}). */
-  readonly tokens: readonly PayloadRowWrite[];
+  /** Payload rows the event's request saved, written by the same statement (see {@link AuditLog.record}). */
+  readonly payloads: readonly PayloadRowWrite[];
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -136,11 +136,12 @@ export class AuditLog {
   }
 
   /**
-   * Writes the event, and with `tokens` the token rows its request issued, in the same statement: a token
-   * request's writes and its audit row are one round trip, shared with the other requests in flight, and
-   * the request is answered once both are committed (src/oidc/adapters/payload.ts defers them here).
+   * Writes the event, and with `payloads` the `oidc_payloads` rows its request saved, in the same statement:
+   * the tokens a token request issued, a consent's grant and interaction. The request's writes and its audit
+   * row are one round trip, shared with the other requests in flight, all or nothing, and the request is
+   * answered once they are committed (src/oidc/adapters/payload.ts defers them here).
    */
-  record(event: AuditEvent, tokens: readonly PayloadRowWrite[] = []): Promise<void> {
+  record(event: AuditEvent, payloads: readonly PayloadRowWrite[] = []): Promise<void> {
     let row: Pending['row'];
     try {
       row = toRow(event);
@@ -149,7 +150,7 @@ export class AuditLog {
     }
     this.#metrics.securityEvent(event);
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ row, tokens, resolve, reject });
+      this.#queue.push({ row, payloads, resolve, reject });
       this.#writing ??= this.#drain();
     });
   }
@@ -233,7 +234,7 @@ export class AuditLog {
       prev = hash;
       return full;
     });
-    await INSERT_EVENTS.execute(this.#db, [...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])), ...payloadArrays(batch.flatMap((p) => p.tokens))]);
+    await INSERT_EVENTS.execute(this.#db, [...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])), ...payloadArrays(batch.flatMap((p) => p.payloads))]);
     this.#last = prev;
   }
 }
@@ -243,12 +244,12 @@ const AUDIT_COLUMNS = ['chain', 'recorded_at', 'type', 'outcome', 'actor_type', 
 const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { chain: 'text', recorded_at: 'timestamptz', type: 'text', outcome: 'text', actor_type: 'text', actor_id: 'text', user_id: 'text', client_id: 'text', patient_id: 'text', grant_id: 'text', scope: 'text', source_ip: 'text', request_id: 'text', details: 'jsonb', prev_hash: 'text', hash: 'text' };
 
 /**
- * A batch of events in one statement of fixed text, a column per array parameter, with the token rows their
- * requests issued (none, most often: the upsert then writes nothing). The rows are numbered and inserted in
+ * A batch of events in one statement of fixed text, a column per array parameter, with the payload rows their
+ * requests saved (none, most often: the upsert then writes nothing). The rows are numbered and inserted in
  * that order, so that their sequence numbers follow the chain.
  */
 const INSERT_EVENTS = new Statement(
-  `with tokens as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}) ` +
+  `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}) ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
     ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n) order by n`,
 );

@@ -13,6 +13,8 @@ import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
+import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
+import type { PayloadRowWrite } from '../db/payload-rows.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
 import { STATIC_SCOPES } from '../smart/profile.js';
@@ -100,8 +102,9 @@ type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { 
 
 export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
   const { config, db, replica, box, host, audit, users } = deps;
-  const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>): Promise<void> =>
-    audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event });
+  /** Records the event; with `rows`, the payload rows the step saved (deferSaves) are written in the same statement. */
+  const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>, rows?: readonly PayloadRowWrite[]): Promise<void> =>
+    audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event }, rows);
   const basePath = config.basePath;
   await app.register(formbody, { bodyLimit: 64 * 1024 });
 
@@ -119,7 +122,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   async function load(request: Req, reply: FastifyReply): Promise<Details | undefined> {
     let details: Details;
     try {
-      details = await host.provider.interactionDetails(request.raw, reply.raw);
+      // The interaction and its session in one statement (oidc-provider reads them one after the other).
+      details = await withSessionReadAhead(() => host.provider.interactionDetails(request.raw, reply.raw));
     } catch (error) {
       if (!(error instanceof errors.SessionNotFound)) throw error;
       await errorPage(request, reply, 400, 'interaction_expired', 'This sign-in has expired, or was started in another browser. Go back to the app and start again.');
@@ -156,9 +160,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * its session) a second time: one save, no read.
    */
   async function finish(reply: FastifyReply, details: Details, result: InteractionResults, merge = true): Promise<FastifyReply> {
-    details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
-    await details.persist();
+    await conclude(details, result, merge);
     return reply.redirect(details.returnTo, 303);
+  }
+
+  /** Saves the result oidc-provider resumes with; {@link finish} without the redirect. */
+  function conclude(details: Details, result: InteractionResults, merge = true): Promise<unknown> {
+    details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
+    return details.persist();
   }
 
   const smartOf = (details: Details): SmartState => ({ ...((details.result as { smart?: SmartState } | undefined)?.smart ?? {}) });
@@ -329,7 +338,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (fhirBase) grant.addResourceScope(fhirBase, text);
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
-    const grantId = await grant.save();
+    // The grant and the interaction's result are written with the consent's audit event, in one statement,
+    // after the launch context: all three or none (a failure leaves the interaction where it was).
+    const rows: PayloadRowWrite[] = [];
+    const grantId = await deferSaves(rows, () => grant.save());
     const patient = smart.patient;
     if (fhirBase) {
       const context = grantContextOf({
@@ -344,18 +356,20 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       });
       await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000));
     }
-    await auditFor(request, details, {
+    const event = {
       type: 'consent.granted',
       userId: user.id,
       patientId: patient,
       grantId,
       scope: texts.join(' '),
       details: { requested: details.params.scope, pre_approved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' },
-    });
+    } as const;
     // oidc-provider issues what was both requested and granted; the request now says what was granted, so
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
-    return finish(reply, details, { consent: { grantId }, smart: { ...smart, resolved: true } });
+    await deferSaves(rows, () => conclude(details, { consent: { grantId }, smart: { ...smart, resolved: true } }));
+    await auditFor(request, details, event, rows);
+    return reply.redirect(details.returnTo, 303);
   }
 
   app.get<{ Params: { uid: string }; Querystring: { q?: string } }>(

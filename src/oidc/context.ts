@@ -1,6 +1,7 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
 import type { PayloadRowWrite } from '../db/payload-rows.js';
+import type { PayloadWrite } from './adapters/grouped-writes.js';
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
 import type { UdapCommunity } from '../config/udap-config.js';
@@ -31,6 +32,11 @@ export interface ProviderState {
    * before the answer leaves (src/oidc/adapters/payload.ts, deferTokenRow).
    */
   deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly writes: { save(row: PayloadRowWrite): Promise<void> } };
+  /**
+   * Writes an authorization request or its resume made, in order, not written yet: written in one statement
+   * with the session's save, which comes last (src/oidc/adapters/payload.ts, WRITES_WITH_SESSION).
+   */
+  deferredWrites?: { readonly writes: PayloadWrite[]; readonly to: { apply(writes: readonly PayloadWrite[]): Promise<unknown> } };
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
   /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */

@@ -8,6 +8,7 @@ import type { DB } from '../db/schema.js';
 import { recordOutcome } from '../observability/request-outcome.js';
 import { inSpan, SpanKind, tracingEnabled } from '../observability/tracing.js';
 import { JWKS_MAX_AGE_SECONDS } from '../smart/profile.js';
+import { writeDeferred } from './adapters/payload.js';
 import { auditMiddleware } from './audit-hooks.js';
 import { oidcOf, type ErrorPage } from './context.js';
 import { recordErrorDetails, withErrorDetails } from './error-details.js';
@@ -42,19 +43,22 @@ export interface PipelineDeps {
  *  2. databaseFaultResponses      every route, around: a database fault anywhere inside, ours included,
  *                                 becomes 503 `temporarily_unavailable`. Outermost but for 1, so that it
  *                                 catches what the middlewares below throw after oidc-provider answered.
- *  3. cachingHeaders              jwks, discovery: public for JWKS_MAX_AGE_SECONDS; token, introspection:
+ *  3. writeDeferredWrites        authorization, resume, after: writes that waited for a session save that did
+ *                                 not come are made (they go with it, src/oidc/adapters/payload.ts). Inside
+ *                                 2, so that a fault here becomes 503.
+ *  4. cachingHeaders              jwks, discovery: public for JWKS_MAX_AGE_SECONDS; token, introspection:
  *                                 `Pragma: no-cache` besides oidc-provider's `Cache-Control: no-store`.
- *  4. auditMiddleware             token, introspection, revocation, after: one audit event per answer,
- *                                 committed before the answer leaves. Above 5–9, so it sees their final
+ *  5. auditMiddleware             token, introspection, revocation, after: one audit event per answer,
+ *                                 committed before the answer leaves. Above 6–10, so it sees their final
  *                                 body (the launch context added, an inactive answer rewritten).
- *  5. withErrorDetails            every route, after: oidc-provider's fixed descriptions get their reason.
- *  6. bearerIntrospection         POST /introspect, before: a Bearer token with `introspect` authenticates;
+ *  6. withErrorDetails            every route, after: oidc-provider's fixed descriptions get their reason.
+ *  7. bearerIntrospection         POST /introspect, before: a Bearer token with `introspect` authenticates;
  *                                 before routing, since oidc-provider authenticates the client itself.
- *  7. inactiveForForeignTokens    introspection, after: a JWT that is no access token is `{"active": false}`.
- *  8. offlineAccessPrompt         GET /auth, before: `offline_access` survives (prompt=consent added).
- *  9. tokenResponseMiddleware     token, after: the launch context joins the token response; a refresh
+ *  8. inactiveForForeignTokens    introspection, after: a JWT that is no access token is `{"active": false}`.
+ *  9. offlineAccessPrompt         GET /auth, before: `offline_access` survives (prompt=consent added).
+ * 10. tokenResponseMiddleware     token, after: the launch context joins the token response; a refresh
  *                                 renews the grant.
- * 10. registrationResponse        registration and its management, after: RFC 7591 names in the answer,
+ * 11. registrationResponse        registration and its management, after: RFC 7591 names in the answer,
  *                                 and the registration audited.
  *
  * With tracing on, each step runs in a span of its own (`oidc <step>`), nested as the onion nests; the
@@ -65,6 +69,7 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
     recordRefusal,
     closeAfterUnreadBody,
     databaseFaultResponses: databaseFaultResponses(deps.log, deps.renderErrorPage),
+    writeDeferredWrites,
     cachingHeaders,
     auditMiddleware: auditMiddleware(deps.audit),
     withErrorDetails,
@@ -142,6 +147,11 @@ async function closeAfterUnreadBody(ctx: KoaContextWithOIDC, next: () => Promise
       ctx.req.resume();
     }
   }
+}
+
+async function writeDeferredWrites(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
+  await next();
+  await writeDeferred(ctx);
 }
 
 async function cachingHeaders(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {

@@ -95,6 +95,8 @@ export function databaseFaultResponses(log: Logger, renderErrorPage: (page: Erro
       if (!reason || ctx.headerSent) throw error;
       state.databaseFault = reason;
       ctx.status = 503;
+      // A redirect made before the fault (a code for the app) does not leave: what it names was not written.
+      ctx.remove('location');
       ctx.set('cache-control', 'no-store');
       if (ctx.accepts('json', 'html') === 'html') {
         ctx.type = 'html';

@@ -1,3 +1,5 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+
 import { sql, type Kysely } from 'kysely';
 import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 
@@ -9,8 +11,8 @@ import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
 import { GRANT_CONTEXT_COLUMNS, grantContextOf, type GrantContext, type GrantContextRow } from '../../launch/context.js';
 import { userOf, type User } from '../../users/users.js';
-import { stateOf } from '../context.js';
-import { GroupedWrites } from './grouped-writes.js';
+import { oidcOf, stateOf } from '../context.js';
+import { GroupedWrites, type PayloadWrite } from './grouped-writes.js';
 
 /**
  * Models whose rows carry a grantId and are removed by `revokeByGrantId` when a grant is revoked
@@ -75,6 +77,86 @@ export async function writeDeferredTokens(ctx: KoaContextWithOIDC): Promise<void
   if (!deferred) return;
   delete stateOf(ctx).deferredTokens;
   await Promise.all(deferred.rows.map((row) => deferred.writes.save(row)));
+}
+
+/**
+ * Saves made inside {@link deferSaves}: kept for the caller to write with something else in one statement
+ * (the audit event that records them), instead of written on their own.
+ */
+const deferredSaves = new AsyncLocalStorage<PayloadRowWrite[]>();
+
+/**
+ * Runs `save` (a grant's or an interaction's save, say) with the payload rows it saves pushed onto `rows`
+ * instead of written. The caller must write them before it answers: `AuditLog.record(event, rows)` writes
+ * them with the event, all or nothing.
+ */
+export function deferSaves<T>(rows: PayloadRowWrite[], save: () => Promise<T>): Promise<T> {
+  return deferredSaves.run(rows, save);
+}
+
+/** A session read with the interaction that names it (FIND_INTERACTION), for the lookup by uid that follows. */
+interface ReadAhead {
+  session?: { readonly uid: string; readonly payload: unknown };
+}
+
+const readAhead = new AsyncLocalStorage<ReadAhead>();
+
+/**
+ * Runs `load` (oidc-provider's `interactionDetails`) so that the session its interaction names is read in
+ * the interaction's own statement: oidc-provider reads the interaction, then its session by uid, one after
+ * the other. Outside this scope nothing is kept, so no later lookup can be served a copy read earlier.
+ */
+export function withSessionReadAhead<T>(load: () => Promise<T>): Promise<T> {
+  return readAhead.run({}, load);
+}
+
+/**
+ * Routes whose writes wait for the session's save, which oidc-provider makes last (lib/shared/session.js),
+ * and go with it in one statement: the authorization request (the interaction, then the session) and its
+ * resume (the interaction taken, a code, the session under a new id and removed under the old one). Still
+ * inside oidc-provider's handling, so that a database fault is answered as it answers one (RFC 6749
+ * §4.1.2.1: back to the app with `temporarily_unavailable`). Within the request a lookup sees them as written.
+ */
+const WRITES_WITH_SESSION: ReadonlySet<string> = new Set(['authorization', 'resume']);
+
+/** The request whose writes wait for its session's save, if this is one (WRITES_WITH_SESSION). */
+function deferring(): { readonly ctx: KoaContextWithOIDC; readonly writes: readonly PayloadWrite[] } | undefined {
+  const ctx = Provider.ctx;
+  const route = ctx && oidcOf(ctx)?.route;
+  if (!ctx || !route || !WRITES_WITH_SESSION.has(route)) return undefined;
+  return { ctx, writes: stateOf(ctx).deferredWrites?.writes ?? [] };
+}
+
+/** Whether oidc-provider saves this request's session at its end: one it found, or a new one it changed. */
+function sessionSaveComing(ctx: KoaContextWithOIDC): boolean {
+  const session = ctx.oidc.session as { readonly new?: boolean; readonly touched?: boolean; readonly destroyed?: boolean } | undefined;
+  return !!session && (!session.new || !!session.touched) && !session.destroyed;
+}
+
+/**
+ * Writes what this request deferred, now: before a step that must act on the database as it will be (a
+ * consumption, a revocation), and at the end of a request whose session was not saved after all.
+ */
+export async function writeDeferred(ctx: KoaContextWithOIDC): Promise<void> {
+  const state = stateOf(ctx);
+  const deferred = state.deferredWrites;
+  if (!deferred) return;
+  delete state.deferredWrites;
+  await deferred.to.apply(deferred.writes);
+}
+
+/** The last deferred write of this row, if this request deferred one: a save, or a removal (save undefined). */
+function deferredWriteOf(model: string, ids: readonly string[]): { readonly save: PayloadRowWrite | undefined } | undefined {
+  const writes = deferring()?.writes ?? [];
+  for (let i = writes.length - 1; i >= 0; i--) {
+    const write = writes[i]!;
+    if ('save' in write) {
+      if (write.save.model === model && ids.includes(write.save.id)) return { save: write.save };
+    } else if (write.destroy.model === model && write.destroy.ids.some((id) => ids.includes(id))) {
+      return { save: undefined };
+    }
+  }
+  return undefined;
 }
 
 /** Every model oidc-provider 9 may persist; `Client` is served from the `clients` table instead. */
@@ -155,6 +237,16 @@ export class PayloadAdapter implements Adapter {
       await this.#db.deleteFrom('oidc_payloads').where('model', '=', this.#model).where('id', 'in', this.#storedIds(id).slice(1)).execute();
     }
     const write = { model: this.#model, id: storedId, ...row };
+    const deferred = deferredSaves.getStore();
+    if (deferred) {
+      deferred.push(write);
+      return;
+    }
+    const withSession = this.#withSession({ save: write });
+    if (withSession) {
+      await withSession;
+      return;
+    }
     const ctx = Provider.ctx;
     if (ctx && DEFERRED_MODELS.has(this.#model) && ctx.oidc.route === 'token') {
       const state = stateOf(ctx);
@@ -164,8 +256,27 @@ export class PayloadAdapter implements Adapter {
     await this.#writes.save(write);
   }
 
+  /**
+   * In a request whose writes go with its session's save (WRITES_WITH_SESSION): the session's save, with the
+   * writes that waited for it, or the write deferred until then. Undefined: write it now.
+   */
+  #withSession(write: PayloadWrite): Promise<unknown> | undefined {
+    const at = deferring();
+    if (!at) return undefined;
+    const state = stateOf(at.ctx);
+    if (this.#model === 'Session' && 'save' in write) {
+      delete state.deferredWrites;
+      return this.#writes.apply([...at.writes, write]);
+    }
+    if (!sessionSaveComing(at.ctx)) return undefined;
+    (state.deferredWrites ??= { writes: [], to: this.#writes }).writes.push(write);
+    return Promise.resolve();
+  }
+
   async find(id: string): Promise<AdapterPayload | undefined> {
     const ids = this.#storedIds(id);
+    const written = deferredWriteOf(this.#model, ids);
+    if (written) return written.save && withId(this.#hashed ? id : undefined, JSON.parse(written.save.payload) as AdapterPayload);
     let payload: AdapterPayload | undefined;
     if (this.#model === 'Grant') {
       // Brought along with the token this request found under it (SharedTokenReads): no second statement.
@@ -176,7 +287,14 @@ export class PayloadAdapter implements Adapter {
         return prefetched.payload as AdapterPayload;
       }
     }
-    if (this.#shared && ids.every(isStorableText)) {
+    // A value no row can hold (a NUL from a cookie or a URL) finds nothing, rather than failing in Postgres.
+    if (!ids.every(isStorableText)) return undefined;
+    const asking = this.#model === 'Session' ? authorizingClient() : undefined;
+    if (this.#model === 'Interaction') {
+      payload = await this.#findInteraction(ids);
+    } else if (asking !== undefined) {
+      payload = await this.#findSession(ids, asking);
+    } else if (this.#shared) {
       const ctx = Provider.ctx;
       const found = await this.#shared.find(this.#model, ids);
       payload = toPayload(found);
@@ -193,8 +311,46 @@ export class PayloadAdapter implements Adapter {
     return payload;
   }
 
+  /**
+   * An interaction, with what the request reads next read in the same statement: the session it names (for
+   * `interactionDetails`, which looks it up by uid next; see {@link withSessionReadAhead}) and the grant its
+   * consent chose (for the resume, which loads that grant next).
+   */
+  async #findInteraction(ids: readonly string[]): Promise<AdapterPayload | undefined> {
+    // The resume takes the interaction for good (it removes it next): of two resumes at once, one goes on.
+    const claim = Provider.ctx && oidcOf(Provider.ctx)?.route === 'resume';
+    const row = await (claim ? CLAIM_INTERACTION : FIND_INTERACTION).first(this.#db, [ids]);
+    if (!row) return undefined;
+    const ahead = readAhead.getStore();
+    if (ahead && row.session_uid) ahead.session = { uid: row.session_uid, payload: row.session_payload };
+    const ctx = Provider.ctx;
+    if (ctx && row.grant_row) stateOf(ctx).prefetchedGrant = { id: row.grant_row, payload: row.grant_payload };
+    return toPayload(row);
+  }
+
+  /**
+   * A session at the authorization endpoint, with the grant it holds for the client asking (the request's
+   * `client_id`), which oidc-provider loads next to see what was consented before. A request object or a
+   * pushed request naming another client only misses the read-ahead: Grant.find reads what it needs.
+   */
+  async #findSession(ids: readonly string[], clientId: string): Promise<AdapterPayload | undefined> {
+    const row = await FIND_SESSION.first(this.#db, [ids, clientId]);
+    if (!row) return undefined;
+    const ctx = Provider.ctx;
+    if (ctx && row.grant_row) stateOf(ctx).prefetchedGrant = { id: row.grant_row, payload: row.grant_payload };
+    return toPayload(row);
+  }
+
   /** A session found by uid comes without its id (only a hash of it is stored): read it, never save it. */
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    const written = deferring()?.writes.findLast((w) => 'save' in w && w.save.model === this.#model && w.save.uid === uid);
+    if (written && 'save' in written) return Promise.resolve(JSON.parse(written.save.payload) as AdapterPayload);
+    const ahead = readAhead.getStore();
+    const session = ahead?.session;
+    if (session?.uid === uid) {
+      delete ahead!.session;
+      return Promise.resolve(session.payload as AdapterPayload);
+    }
     return this.#findBy('uid', [uid]);
   }
 
@@ -211,6 +367,8 @@ export class PayloadAdapter implements Adapter {
    */
   async consume(id: string): Promise<void> {
     const ids = this.#storedIds(id);
+    const at = deferring();
+    if (at) await writeDeferred(at.ctx);
     if ((await this.#consumes.consume(this.#model, ids)) || !(this.#model in REUSE_LABELS)) return;
     const ctx = Provider.ctx;
     if (ctx) stateOf(ctx).auditFailure = this.#model === 'RefreshToken' ? 'refresh_token.reused' : 'code.reused';
@@ -220,11 +378,14 @@ export class PayloadAdapter implements Adapter {
   }
 
   async destroy(id: string): Promise<void> {
-    await DESTROY.execute(this.#db, [this.#model, this.#storedIds(id)]);
+    const destroy = { model: this.#model, ids: this.#storedIds(id) };
+    await (this.#withSession({ destroy }) ?? this.#writes.destroy(destroy.model, destroy.ids));
   }
 
   /** One indexed statement: every row of this model issued under the grant. */
   async revokeByGrantId(grantId: string): Promise<void> {
+    const at = deferring();
+    if (at) await writeDeferred(at.ctx);
     await this.#db.deleteFrom('oidc_payloads').where('grant_id', '=', grantId).where('model', '=', this.#model).execute();
   }
 
@@ -237,6 +398,43 @@ export class PayloadAdapter implements Adapter {
 
 /** Live rows only: an expired row is gone for oidc-provider at once, for the purge later. */
 const LIVE = (alias: string) => `(${alias}.expires_at is null or ${alias}.expires_at > now())`;
+
+/** A grant read along with another row: its id and payload, when it is live. */
+interface WithGrant {
+  readonly grant_row: string | null;
+  readonly grant_payload: unknown;
+}
+
+/** An interaction with the session it names and the grant its consent chose, when they are live. */
+type InteractionRow = PayloadRow & WithGrant & { readonly session_uid: string | null; readonly session_payload: unknown };
+
+/** The interaction `i` (a table, or the rows a CTE returned) with its session by uid and its consent's grant. */
+const interactionWith = (from: string, where: string) =>
+  `select i.payload, i.consumed_at, s.uid as session_uid, s.payload as session_payload, g.id as grant_row, g.payload as grant_payload` +
+  ` from ${from}` +
+  ` left join oidc_payloads s on s.model = 'Session' and s.uid = i.payload->'session'->>'uid' and ${LIVE('s')}` +
+  ` left join oidc_payloads g on g.model = 'Grant' and g.id = i.payload->'result'->'consent'->>'grantId' and ${LIVE('g')}` +
+  ` where ${where} and ${LIVE('i')} limit 1`;
+
+/** {@link PayloadAdapter.#findInteraction}. */
+const FIND_INTERACTION = new Statement<InteractionRow>(interactionWith('oidc_payloads i', `i.model = 'Interaction' and i.id = any($1::text[])`));
+
+/**
+ * {@link FIND_INTERACTION} for the resume, which removes the interaction after reading it: removed as it is
+ * read, so that the resume is single use even for requests that arrive together (oidc-provider reads, then
+ * removes, in two steps). What the resume saves again (a sign-in by another user) is written at its end.
+ */
+const CLAIM_INTERACTION = new Statement<InteractionRow>(
+  `with i as (delete from oidc_payloads where model = 'Interaction' and id = any($1::text[]) returning payload, consumed_at, expires_at) ` + interactionWith('i', 'true'),
+);
+
+/** {@link PayloadAdapter.#findSession}: the grant the session holds for the client `$2`. */
+const FIND_SESSION = new Statement<PayloadRow & WithGrant>(
+  `select s.payload, s.consumed_at, g.id as grant_row, g.payload as grant_payload` +
+    ` from oidc_payloads s` +
+    ` left join oidc_payloads g on g.model = 'Grant' and g.id = s.payload->'authorizations'->$2::text->>'grantId' and ${LIVE('g')}` +
+    ` where s.model = 'Session' and s.id = any($1::text[]) and ${LIVE('s')} limit 1`,
+);
 
 const findBy = (column: 'id' | 'uid' | 'user_code') => new Statement<PayloadRow>(`select payload, consumed_at from oidc_payloads t where model = $1 and ${column} = any($2::text[]) and ${LIVE('t')} limit 1`);
 const FIND_BY = { id: findBy('id'), uid: findBy('uid'), user_code: findBy('user_code') } as const;
@@ -275,8 +473,6 @@ export class GroupedConsumes {
     return this.#batch.call({ model, ids });
   }
 }
-
-const DESTROY = new Statement(`delete from oidc_payloads where model = $1 and id = any($2::text[])`);
 
 interface PayloadRow {
   readonly payload: unknown;
@@ -421,6 +617,20 @@ export async function expireAccessTokens(db: Kysely<DB>, grantId: string): Promi
     .where('model', '=', 'AccessToken')
     .where('grant_id', '=', grantId)
     .execute();
+}
+
+/** At the authorization endpoint, the `client_id` the request names (the session's grant for it is read ahead). */
+function authorizingClient(): string | undefined {
+  const ctx = Provider.ctx;
+  if (!ctx || oidcOf(ctx)?.route !== 'authorization') return undefined;
+  const clientId = ctx.query.client_id;
+  return typeof clientId === 'string' && isStorableText(clientId) ? clientId : undefined;
+}
+
+/** A payload as found: a bearer row's id (kept out of what is stored) put back. */
+function withId(id: string | undefined, payload: AdapterPayload): AdapterPayload {
+  if (id !== undefined) payload.jti = id;
+  return payload;
 }
 
 function withoutJti(payload: AdapterPayload): AdapterPayload {
