@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 
 import { isRowError, unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
-import { payloadArrays, upsertPayloadsSql, type PayloadRowWrite } from '../db/payload-rows.js';
+import { grantUseArrays, grantUsesSql, payloadArrays, upsertPayloadsSql, type GrantUse, type PayloadRowWrite } from '../db/payload-rows.js';
 import { Statement } from '../db/statements.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import { DISABLED, type Metrics } from '../observability/metrics.js';
@@ -96,6 +96,8 @@ interface Pending {
   readonly row: Omit<RowContent, 'chain' | 'recorded_at'>;
   /** Payload rows the event's request saved, written by the same statement (see {@link AuditLog.record}). */
   readonly payloads: readonly PayloadRowWrite[];
+  /** The grant the event's request issued tokens under, recorded by the same statement. */
+  readonly grantUse: GrantUse | undefined;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -136,12 +138,13 @@ export class AuditLog {
   }
 
   /**
-   * Writes the event, and with `payloads` the `oidc_payloads` rows its request saved, in the same statement:
-   * the tokens a token request issued, a consent's grant and interaction. The request's writes and its audit
-   * row are one round trip, shared with the other requests in flight, all or nothing, and the request is
-   * answered once they are committed (src/oidc/adapters/payload.ts defers them here).
+   * Writes the event, and with it in the same statement what its request changed: `payloads`, the
+   * `oidc_payloads` rows it saved (the tokens a token request issued, a consent's grant and interaction), and
+   * `grantUse`, the grant it issued tokens under (its launch context's last use; a refresh renews both). The
+   * request's writes and its audit row are one round trip, shared with the other requests in flight, all or
+   * nothing, and the request is answered once they are committed (src/oidc/adapters/payload.ts defers them here).
    */
-  record(event: AuditEvent, payloads: readonly PayloadRowWrite[] = []): Promise<void> {
+  record(event: AuditEvent, payloads: readonly PayloadRowWrite[] = [], grantUse?: GrantUse): Promise<void> {
     let row: Pending['row'];
     try {
       row = toRow(event);
@@ -150,7 +153,7 @@ export class AuditLog {
     }
     this.#metrics.securityEvent(event);
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ row, payloads, resolve, reject });
+      this.#queue.push({ row, payloads, grantUse, resolve, reject });
       this.#writing ??= this.#drain();
     });
   }
@@ -234,7 +237,7 @@ export class AuditLog {
       prev = hash;
       return full;
     });
-    await INSERT_EVENTS.execute(this.#db, [...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])), ...payloadArrays(batch.flatMap((p) => p.payloads))]);
+    await INSERT_EVENTS.execute(this.#db, [...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])), ...payloadArrays(batch.flatMap((p) => p.payloads)), ...grantUseArrays(batch.flatMap((p) => (p.grantUse ? [p.grantUse] : [])))]);
     this.#last = prev;
   }
 }
@@ -245,11 +248,11 @@ const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { 
 
 /**
  * A batch of events in one statement of fixed text, a column per array parameter, with the payload rows their
- * requests saved (none, most often: the upsert then writes nothing). The rows are numbered and inserted in
+ * requests saved and the grants they issued tokens under (none, most often: those CTEs then write nothing). The rows are numbered and inserted in
  * that order, so that their sequence numbers follow the chain.
  */
 const INSERT_EVENTS = new Statement(
-  `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}) ` +
+  `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)} ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
     ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n) order by n`,
 );

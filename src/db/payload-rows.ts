@@ -34,3 +34,34 @@ export function payloadArrays(rows: readonly PayloadRowWrite[]): unknown[][] {
   const unique = [...last.values()];
   return [unique.map((r) => r.model), unique.map((r) => r.id), unique.map((r) => r.payload), unique.map((r) => r.grant_id), unique.map((r) => r.uid), unique.map((r) => r.user_code), unique.map((r) => r.expires_at)];
 }
+
+/** Tokens issued under a grant: its launch context's last use, and with `until` (a refresh), the grant renewed to then. */
+export interface GrantUse {
+  readonly grantId: string;
+  readonly until: Date | undefined;
+}
+
+/**
+ * CTEs recording grant uses, from two array parameters (`$first`: grant ids, then the renewals' ends):
+ * each launch context's `last_used_at`; with a renewal, the grant and its context renewed until then as well
+ * (oidc-provider never saves a grant again, so its first expiry would cap a refresh chain). Updates, never
+ * saves: a grant revoked meanwhile (a concurrent reuse of the refresh token) stays gone.
+ */
+export function grantUsesSql(first: number): string {
+  return (
+    `u as (select * from unnest($${first}::text[], $${first + 1}::timestamptz[]) as u(grant_id, until)),` +
+    ` renewed as (update oidc_payloads p set expires_at = u.until, payload = jsonb_set(p.payload, '{exp}', to_jsonb(floor(extract(epoch from u.until))::bigint))` +
+    ` from u where u.until is not null and p.model = 'Grant' and p.id = u.grant_id returning p.id),` +
+    ` touched as (update grant_contexts c set last_used_at = now(), expires_at = coalesce(u.until, c.expires_at) from u where c.grant_id = u.grant_id returning c.grant_id)`
+  );
+}
+
+/** The parameters of {@link grantUsesSql}: one row per grant, the latest renewal winning, a renewal over a mere use. */
+export function grantUseArrays(uses: readonly GrantUse[]): unknown[][] {
+  const latest = new Map<string, Date | undefined>();
+  for (const { grantId, until } of uses) {
+    const was = latest.get(grantId);
+    latest.set(grantId, was && (!until || was > until) ? was : until);
+  }
+  return [[...latest.keys()], [...latest.values()].map((d) => d ?? null)];
+}

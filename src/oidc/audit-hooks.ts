@@ -23,10 +23,13 @@ export function auditMiddleware(audit: AuditLog) {
       sourceIp: ctx.ip,
       requestId: ctx.response.get('x-request-id') || undefined,
     };
-    const event = classify(oidc, ctx.status, body, stateOf(ctx));
-    // The tokens of an answer that hands them out are written with its event; a refused request's are dropped.
+    const state = stateOf(ctx);
+    const event = classify(oidc, ctx.status, body, state);
+    // The tokens of an answer that hands them out are written with its event, and the use of their grant; a
+    // refused request's are dropped.
     const tokens = takeDeferredTokens(ctx);
-    if (event) await audit.record({ ...base, ...event }, ctx.status === 200 ? tokens : []);
+    const ok = ctx.status === 200;
+    if (event) await audit.record({ ...base, ...event }, ok ? tokens : [], ok ? state.grantUse : undefined);
   };
 }
 

@@ -1,6 +1,6 @@
 import type { KoaContextWithOIDC } from 'oidc-provider';
 
-import type { PayloadRowWrite } from '../db/payload-rows.js';
+import type { GrantUse, PayloadRowWrite } from '../db/payload-rows.js';
 import type { PayloadWrite } from './adapters/grouped-writes.js';
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
@@ -37,6 +37,8 @@ export interface ProviderState {
    * with the session's save, which comes last (src/oidc/adapters/payload.ts, WRITES_WITH_SESSION).
    */
   deferredWrites?: { readonly writes: PayloadWrite[]; readonly to: { apply(writes: readonly PayloadWrite[]): Promise<unknown> } };
+  /** The grant a token request issued tokens under, for its audit event to record (src/oidc/smart-launch.ts). */
+  grantUse?: GrantUse;
   /** An RFC 7592 update: what it widened, and the client's status after it. */
   clientUpdate?: { readonly widened: readonly string[]; readonly status: string };
   /** Why the database failed this request, when it did (src/oidc/unavailable.ts). */

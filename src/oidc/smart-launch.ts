@@ -12,7 +12,7 @@ import { SIMULATED_ERRORS, simulatedTokenError } from '../smart/simulated-errors
 import { launchParamRefusal } from '../smart/launch-policy.js';
 import { accessTokenContext, tokenResponseContext } from '../smart/token-context.js';
 import { splitScopes } from '../smart/scopes/scope.js';
-import { expireAccessTokens, GrantUses, writeDeferredTokens } from './adapters/payload.js';
+import { expireAccessTokens, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
 
@@ -109,10 +109,11 @@ export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, 
 
 /**
  * Post-middleware on the token endpoint: the launch context joins the token response (oidc-provider has
- * no hook for extra response members), on code exchange and on every refresh; and a refresh renews the
- * grant for another period (oidc-provider never saves a grant again, so its expiry would cap the chain).
+ * no hook for extra response members), on code exchange and on every refresh; and the grant's use is
+ * recorded, with the request's audit event (src/oidc/audit-hooks.ts): a refresh renews the grant for another
+ * period (oidc-provider never saves a grant again, so its expiry would cap the chain).
  */
-export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean, grantUses = new GrantUses(db)) {
+export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -142,7 +143,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;
-    await grantUses.record(grant.jti, grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined);
+    stateOf(ctx).grantUse = { grantId: grant.jti, until: grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined };
   };
 }
 

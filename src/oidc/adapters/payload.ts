@@ -568,47 +568,6 @@ const FIND_TOKENS = new Statement<FoundTokenRow>(
     ` where t.model = any($1::text[]) and t.id = any($2::text[]) and ${LIVE('t')}`,
 );
 
-/** A grant used to issue tokens: its launch context's last use, and with `until`, the grant renewed to then. */
-interface GrantUse {
-  readonly grantId: string;
-  readonly until: Date | undefined;
-}
-
-/**
- * Records that tokens were issued under a grant: its launch context's `last_used_at`; with `renewUntil` (each
- * refresh), the grant and its context are renewed until then as well (oidc-provider never saves a grant
- * again, so its first expiry would cap the chain). Updates, never saves: a grant revoked meanwhile (a
- * concurrent reuse of the refresh token) stays gone. Uses by concurrent requests go together
- * (src/db/batched.ts), one statement for all.
- */
-export class GrantUses {
-  readonly #batch: Batched<GrantUse, undefined>;
-
-  constructor(db: Kysely<DB>) {
-    this.#batch = new Batched(async (uses) => {
-      // One row per grant: the latest renewal wins, a renewal wins over a mere use.
-      const latest = new Map<string, Date | undefined>();
-      for (const { grantId, until } of uses) {
-        const was = latest.get(grantId);
-        latest.set(grantId, was && (!until || was > until) ? was : until);
-      }
-      await RECORD_GRANT_USES.execute(db, [[...latest.keys()], [...latest.values()].map((d) => d ?? null)]);
-      return uses.map(() => undefined);
-    });
-  }
-
-  record(grantId: string, renewUntil?: Date): Promise<void> {
-    return this.#batch.call({ grantId, until: renewUntil });
-  }
-}
-
-const RECORD_GRANT_USES = new Statement(
-  `with u as (select * from unnest($1::text[], $2::timestamptz[]) as u(grant_id, until)),` +
-    ` renewed as (update oidc_payloads p set expires_at = u.until, payload = jsonb_set(p.payload, '{exp}', to_jsonb(floor(extract(epoch from u.until))::bigint))` +
-    ` from u where u.until is not null and p.model = 'Grant' and p.id = u.grant_id returning p.id)` +
-    ` update grant_contexts c set last_used_at = now(), expires_at = coalesce(u.until, c.expires_at) from u where c.grant_id = u.grant_id`,
-);
-
 /** Expires the grant's access tokens now: for the sandbox launcher's simulated expired access token. */
 export async function expireAccessTokens(db: Kysely<DB>, grantId: string): Promise<void> {
   await db
