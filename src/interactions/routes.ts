@@ -13,8 +13,8 @@ import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
-import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
 import type { PayloadRowWrite } from '../db/payload-rows.js';
+import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
 import { STATIC_SCOPES } from '../smart/profile.js';
@@ -338,8 +338,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (fhirBase) grant.addResourceScope(fhirBase, text);
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
-    // The grant and the interaction's result are written with the consent's audit event, in one statement,
-    // after the launch context: all three or none (a failure leaves the interaction where it was).
+    // The grant and the decision are written with the consent's audit event, in one statement, after the
+    // launch context: all of them or none (a failure leaves the interaction waiting for a decision; the context
+    // written before names a grant that does not exist, and expires).
     const rows: PayloadRowWrite[] = [];
     const grantId = await deferSaves(rows, () => grant.save());
     const patient = smart.patient;

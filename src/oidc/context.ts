@@ -29,7 +29,7 @@ export interface ProviderState {
   prefetchedUser?: { readonly id: string; readonly user: User | undefined };
   /**
    * Token rows a token request issued, not written yet: its audit event writes them in the same statement,
-   * before the answer leaves (src/oidc/adapters/payload.ts, deferTokenRow).
+   * before the answer leaves (src/oidc/adapters/payload.ts, takeDeferredTokens).
    */
   deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly writes: { save(row: PayloadRowWrite): Promise<void> } };
   /**

@@ -56,8 +56,8 @@ export interface PipelineDeps {
  *                                 before routing, since oidc-provider authenticates the client itself.
  *  8. inactiveForForeignTokens    introspection, after: a JWT that is no access token is `{"active": false}`.
  *  9. offlineAccessPrompt         GET /auth, before: `offline_access` survives (prompt=consent added).
- * 10. tokenResponseMiddleware     token, after: the launch context joins the token response; a refresh
- *                                 renews the grant.
+ * 10. tokenResponseMiddleware     token, after: the launch context joins the token response; the grant's
+ *                                 use (a refresh renews it) is kept for 5 to write with the event.
  * 11. registrationResponse        registration and its management, after: RFC 7591 names in the answer,
  *                                 and the registration audited.
  *
