@@ -40,7 +40,7 @@ export class GroupedWrites {
     return this.#batch.call({ destroy: { model, ids } });
   }
 
-  /** Several writes in one statement (with nothing else in flight): a request's deferred writes. */
+  /** A request's deferred writes, together: in one statement (shared with any other writes of the batch). */
   apply(writes: readonly PayloadWrite[]): Promise<unknown> {
     return Promise.all(writes.map((write) => this.#batch.call(write)));
   }
