@@ -147,7 +147,9 @@ export async function writeDeferred(ctx: KoaContextWithOIDC): Promise<void> {
 
 /** The last deferred write of this row, if this request deferred one: a save, or a removal (save undefined). */
 function deferredWriteOf(model: string, ids: readonly string[]): { readonly save: PayloadRowWrite | undefined } | undefined {
-  const writes = deferring()?.writes ?? [];
+  // Only the requests that deferred a write have any (never the token endpoint or introspection).
+  const ctx = Provider.ctx;
+  const writes = (ctx && stateOf(ctx).deferredWrites?.writes) ?? [];
   for (let i = writes.length - 1; i >= 0; i--) {
     const write = writes[i]!;
     if ('save' in write) {
@@ -323,8 +325,7 @@ export class PayloadAdapter implements Adapter {
     if (!row) return undefined;
     const ahead = readAhead.getStore();
     if (ahead && row.session_uid) ahead.session = { uid: row.session_uid, payload: row.session_payload };
-    const ctx = Provider.ctx;
-    if (ctx && row.grant_row) stateOf(ctx).prefetchedGrant = { id: row.grant_row, payload: row.grant_payload };
+    prefetchGrant(row);
     return toPayload(row);
   }
 
@@ -336,14 +337,14 @@ export class PayloadAdapter implements Adapter {
   async #findSession(ids: readonly string[], clientId: string): Promise<AdapterPayload | undefined> {
     const row = await FIND_SESSION.first(this.#db, [ids, clientId]);
     if (!row) return undefined;
-    const ctx = Provider.ctx;
-    if (ctx && row.grant_row) stateOf(ctx).prefetchedGrant = { id: row.grant_row, payload: row.grant_payload };
+    prefetchGrant(row);
     return toPayload(row);
   }
 
   /** A session found by uid comes without its id (only a hash of it is stored): read it, never save it. */
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    const written = deferring()?.writes.findLast((w) => 'save' in w && w.save.model === this.#model && w.save.uid === uid);
+    const ctx = Provider.ctx;
+    const written = (ctx && stateOf(ctx).deferredWrites?.writes)?.findLast((w) => 'save' in w && w.save.model === this.#model && w.save.uid === uid);
     if (written && 'save' in written) return Promise.resolve(JSON.parse(written.save.payload) as AdapterPayload);
     const ahead = readAhead.getStore();
     const session = ahead?.session;
@@ -403,6 +404,12 @@ const LIVE = (alias: string) => `(${alias}.expires_at is null or ${alias}.expire
 interface WithGrant {
   readonly grant_row: string | null;
   readonly grant_payload: unknown;
+}
+
+/** Hands the grant read along with a row to the request's Grant lookup that follows (see `find`). */
+function prefetchGrant(row: WithGrant): void {
+  const ctx = Provider.ctx;
+  if (ctx && row.grant_row) stateOf(ctx).prefetchedGrant = { id: row.grant_row, payload: row.grant_payload };
 }
 
 /** An interaction with the session it names and the grant its consent chose, when they are live. */
