@@ -7,9 +7,14 @@
  * a databaseUrl, tokens, codes and grants are stored in Postgres by our PayloadAdapter (the same table and
  * queries our server uses), clients stay in memory: the second baseline, oidc-provider plus the storage it
  * cannot do without. A preparation endpoint (outside the timed window) mints codes and refresh tokens.
+ *
+ * For the launch scenarios it has the least interaction pages a browser can go through: a sign-in form that
+ * takes any name (no password hashing), and a consent form that grants what was asked. The same driver
+ * (bench/lib/flows.ts) fills them as it fills ours; what bare oidc-provider costs per launch is the floor
+ * under ours, which adds the patient picker, the SMART launch context and the audit trail.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 
@@ -97,7 +102,14 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     dPoP: { enabled: false },
   },
-  scopes: ['openid', 'offline_access', 'system/Patient.rs', 'system/Observation.rs'],
+  scopes: ['openid', 'offline_access', 'fhirUser', 'launch/patient', 'patient/*.rs', 'system/Patient.rs', 'system/Observation.rs'],
+  extraParams: ['aud'],
+  // Every launch asks for consent, as ours does (a SMART launch picks its context each time): a grant is
+  // loaded only at the resume that the consent form's decision names.
+  loadExistingGrant: (ctx) => {
+    const grantId = ctx.oidc.result?.consent?.grantId;
+    return grantId ? ctx.oidc.provider.Grant.find(grantId) : undefined;
+  },
   pkce: { required: () => true },
   ttl: { AccessToken: 3600, ClientCredentials: 300, AuthorizationCode: 600, RefreshToken: 86400, Grant: 86400, IdToken: 3600, Interaction: 3600, Session: 3600 },
   rotateRefreshToken: true,
@@ -139,8 +151,62 @@ async function mintSome(kind: 'codes' | 'refresh', n: number, clientId: string, 
   }
 }
 
+const escape = (text: string) => text.replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+
+function page(res: ServerResponse, html: string): void {
+  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(`<!doctype html><html lang="en"><head><title>bench</title></head><body>${html}</body></html>`);
+}
+
+async function formOf(req: IncomingMessage): Promise<URLSearchParams> {
+  let body = '';
+  for await (const chunk of req) body += String(chunk);
+  return new URLSearchParams(body);
+}
+
+/** GET /interaction/:uid, POST /interaction/:uid/login, POST /interaction/:uid/consent. */
+async function interaction(req: IncomingMessage, res: ServerResponse, uid: string, step: string | undefined): Promise<void> {
+  const details = await provider.interactionDetails(req, res);
+  if (details.uid !== uid) throw new Error('interaction and cookie disagree');
+  const base = `/interaction/${escape(uid)}`;
+  if (req.method === 'GET' && !step) {
+    if (details.prompt.name === 'login') {
+      page(res, `<form method="post" action="${base}/login"><input type="hidden" name="csrf" value="-"><input name="username"><input type="password" name="password"><button>Sign in</button></form>`);
+    } else {
+      const scopes = typeof details.params.scope === 'string' ? details.params.scope.split(' ').filter(Boolean) : [];
+      const boxes = scopes.map((scope) => `<label><input type="checkbox" name="scope" value="${escape(scope)}" checked>${escape(scope)}</label>`).join('');
+      page(res, `<form method="post" action="${base}/consent"><input type="hidden" name="csrf" value="-">${boxes}<button name="decision" value="approve">Allow</button></form>`);
+    }
+    return;
+  }
+  const form = await formOf(req);
+  if (req.method === 'POST' && step === 'login') {
+    await provider.interactionFinished(req, res, { login: { accountId: form.get('username') ?? 'someone' } }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (req.method === 'POST' && step === 'consent' && details.session?.accountId) {
+    const clientId = String(details.params.client_id);
+    const grant = new provider.Grant({ accountId: details.session.accountId, clientId });
+    const chosen = form.getAll('scope').join(' ');
+    if (chosen) grant.addOIDCScope(chosen);
+    const grantId = await grant.save();
+    await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+    return;
+  }
+  res.writeHead(400);
+  res.end();
+}
+
 createServer((req, res) => {
   const url = new URL(req.url ?? '/', issuer);
+  const step = /^\/interaction\/([^/]+)(?:\/(login|consent))?$/.exec(url.pathname);
+  if (step) {
+    interaction(req, res, step[1]!, step[2]).catch((error: unknown) => {
+      res.writeHead(500);
+      res.end(String(error));
+    });
+    return;
+  }
   if (url.pathname === '/__prepare') {
     const kind = url.searchParams.get('kind') === 'refresh' ? 'refresh' : 'codes';
     mint(kind, Number(url.searchParams.get('n') ?? '0'), url.searchParams.get('client') ?? '').then(

@@ -232,6 +232,23 @@ async function signedInBrowsers(target: Target): Promise<HttpBrowser[]> {
 function scenarios(es384: Key, rs384: Key): Scenario[] {
   /** Numbers the browsers of the launch flows, one person each. */
   let workers = 0;
+  /** One browser per worker, signed in by its first launch (outside the count only in that it is the first). */
+  const signedInLaunch = (name: string, role: 'patient' | 'clinician', description: string): Scenario => ({
+    name,
+    description,
+    bare: true,
+    flow: (target) => {
+      const browser = new HttpBrowser(target.server.url);
+      let ready: Promise<unknown> | undefined;
+      const who = person(role, workers++);
+      const run = () => standaloneLaunch(browser, { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...who, ...(role === 'clinician' ? { patient: 'demo-amy-shaw' } : {}) });
+      return async () => {
+        ready ??= run();
+        await ready;
+        return run();
+      };
+    },
+  });
   const jwtScenario = (k: Key): Scenario => ({
     name: `cc-${k.alg.toLowerCase()}`,
     description: `client_credentials, private_key_jwt ${k.alg}, fresh jti`,
@@ -325,22 +342,8 @@ function scenarios(es384: Key, rs384: Key): Scenario[] {
         return () => standaloneLaunch(new HttpBrowser(target.server.url), { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...who, patient: 'demo-amy-shaw' });
       },
     },
-    {
-      name: 'launch-session',
-      description: 'whole standalone launch, signed-in browser: authorize, pick patient, consent, code, token',
-      bare: false,
-      flow: (target) => {
-        const browser = new HttpBrowser(target.server.url);
-        let ready: Promise<unknown> | undefined;
-        const who = person('clinician', workers++);
-        const run = () => standaloneLaunch(browser, { clientId: 'bench-launch', scope: APP_SCOPE, fhirBase: `${target.server.url}/fhir`, ...who, patient: 'demo-amy-shaw' });
-        return async () => {
-          ready ??= run();
-          await ready;
-          return run();
-        };
-      },
-    },
+    signedInLaunch('launch-session', 'clinician', 'whole standalone launch, signed-in clinician: authorize, pick patient, consent, code, token (bare: no picker)'),
+    signedInLaunch('launch-patient', 'patient', 'whole standalone launch, signed-in patient (no picker): authorize, consent, code, token'),
   ];
 }
 
@@ -482,6 +485,7 @@ async function main(): Promise<void> {
         { client_id: 'bench-rs', client_secret: CLIENT_SECRET, grant_types: [], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
         { client_id: 'bench-jwt', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [es384.jwk, rs384.jwk] } },
         { client_id: 'bench-app', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' },
+        { client_id: 'bench-launch', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' },
       ];
       for (const column of ['bare', 'bare-pg'] as const) {
         const bare = await startBare(bareClients, CHALLENGE, column === 'bare-pg' ? bareDatabaseUrl : undefined);
