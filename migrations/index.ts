@@ -13,6 +13,7 @@ import * as launcherOptions from './2026-12-02T04-00-launcher-options.js';
 import * as udap from './2026-12-02T05-00-udap.js';
 import * as payer from './2026-12-02T06-00-payer.js';
 import * as tieredOAuth from './2026-12-02T07-00-tiered-oauth.js';
+import * as auditHashIndex from './2026-12-02T08-00-audit-hash-index.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -29,4 +30,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-02T05-00-udap': udap,
   '2026-12-02T06-00-payer': payer,
   '2026-12-02T07-00-tiered-oauth': tieredOAuth,
+  '2026-12-02T08-00-audit-hash-index': auditHashIndex,
 };

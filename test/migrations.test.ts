@@ -34,7 +34,7 @@ describeEachDatabase(
       const { rows } = await sql<{ indexname: string }>`select indexname from pg_indexes where tablename = 'oidc_payloads' order by indexname`.execute(ctx.current.database.db);
       assert.deepEqual(rows.map((r) => r.indexname), ['oidc_payloads_expires_at', 'oidc_payloads_grant_id', 'oidc_payloads_pkey', 'oidc_payloads_uid', 'oidc_payloads_user_code']);
       const audit = await sql<{ indexname: string }>`select indexname from pg_indexes where tablename = 'audit_events' order by indexname`.execute(ctx.current.database.db);
-      assert.deepEqual(audit.rows.map((r) => r.indexname), ['audit_events_client_id', 'audit_events_hash_key', 'audit_events_patient_access', 'audit_events_patient_id', 'audit_events_pkey', 'audit_events_recorded_at', 'audit_events_type', 'audit_events_user_id']);
+      assert.deepEqual(audit.rows.map((r) => r.indexname), ['audit_events_client_id', 'audit_events_patient_access', 'audit_events_patient_id', 'audit_events_pkey', 'audit_events_recorded_at', 'audit_events_type', 'audit_events_user_id']);
     });
 
   },

@@ -83,6 +83,13 @@ export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: Verif
   const checkpoints = { stored, ...(newestStored ? { newestStored } : {}), given };
 
   const chains = new Map<string, { last: string; count: number; keyed: boolean }>();
+  // The hash each chain starts from, other than the genesis hash: the last row of the trail when its process
+  // started. An anchor always comes before its chain's first row, so the walk meets it first and no index on
+  // hash is needed. A chain that starts while we walk is anchored by a lookup (a scan, and a rare one).
+  const { rows: starts } = await sql<{ prev_hash: string }>`
+    select e.prev_hash from audit_events e join (select min(seq) as seq from audit_events group by chain) f on f.seq = e.seq`.execute(db);
+  const anchors = new Set(starts.map((r) => r.prev_hash).filter((hash) => hash !== GENESIS_HASH));
+  const anchorsMet = new Set<string>();
   let after = '0';
   let checked = 0;
   const broken = (seq: string, reason: string): VerifyResult => ({ ok: false, checked, chains: chains.size, checkpoints, brokenAt: { seq, reason }, ...(refused ? { refused } : {}) });
@@ -92,7 +99,9 @@ export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: Verif
       const seq = String(row.seq);
       const chain = chains.get(row.chain);
       if (!chain) {
-        const anchored = row.prev_hash === GENESIS_HASH || (await db.selectFrom('audit_events').select('seq').where('hash', '=', row.prev_hash).where(sql<string>`seq`, '<', seq).executeTakeFirst());
+        const anchored =
+          row.prev_hash === GENESIS_HASH ||
+          (anchors.has(row.prev_hash) ? anchorsMet.has(row.prev_hash) : await db.selectFrom('audit_events').select('seq').where('hash', '=', row.prev_hash).where(sql<string>`seq`, '<', seq).executeTakeFirst());
         if (!anchored) return broken(seq, 'the chain starts from a hash that is not in the trail (rows before it were removed)');
       } else if (row.prev_hash !== chain.last) {
         return broken(seq, 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)');
@@ -103,6 +112,7 @@ export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: Verif
       if (problem) return broken(seq, problem);
       const count = (chain?.count ?? 0) + 1;
       chains.set(row.chain, { last: row.hash, count, keyed: keyed || (chain?.keyed ?? false) });
+      if (anchors.has(row.hash)) anchorsMet.add(row.hash);
       checked++;
       for (const claim of claims.get(claimKey(row.chain, seq)) ?? []) {
         if (claim.hash !== row.hash) refuse(claim.source, `the trail does not match it: event ${seq}, the head of chain ${JSON.stringify(row.chain)} it names, has another hash (it was rewritten)`);
