@@ -18,7 +18,7 @@ import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js'
 import { testApp, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
 import { createTestDatabase, databaseKinds, type TestDatabase } from './helpers/databases.js';
-import { consent, exchange, login, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
+import { consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
 
 /**
  * How many SQL statements and transactions each hot operation costs, counted on the database connection
@@ -223,6 +223,31 @@ for (const kind of databaseKinds()) {
       // the access token and the context's use with the audit event). Before (issue 15's table): 45 statements
       // and 7 requests.
       assert.deepEqual(counts, { statements: 15, transactions: 0 });
+    });
+
+    it("a clinician's launch: the patient picker's answer brings the consent page, not a redirect to it", async () => {
+      const scope = 'openid fhirUser launch/patient patient/*.rs';
+      const first = await startAuthorization(app, { client_id: 'app', scope });
+      await login(first, 'clinician', 'clinician-demo');
+      await pickPatient(first, 'demo-amy-shaw');
+      await consent(first);
+      assert.equal((await exchange(app, first)).statusCode, 200);
+      const before = first.browser.requests;
+      const { result, counts } = await count(async () => {
+        const again = await startAuthorization(app, { client_id: 'app', scope }, { browser: first.browser });
+        const chosen = await pickPatient(again, 'demo-amy-shaw');
+        assert.equal(chosen.res.statusCode, 200);
+        assert.match(title(chosen), /^Allow .*Amy/);
+        await consent(again);
+        return { flow: again, token: await exchange(app, again) };
+      });
+      assert.equal(result.token.statusCode, 200, result.token.body);
+      assert.equal((JSON.parse(result.token.body) as { patient?: string }).patient, 'demo-amy-shaw');
+      assert.equal(first.browser.requests - before, 5, 'GET /auth, the picker, POST patient answered with the consent page, POST consent, the resume');
+      // Two more than the patient's launch above: the picker's page lists the directory's patients, and POST
+      // patient checks the choice exists and saves it in the interaction, then shows the consent page from
+      // what it loaded (before, a redirect to that page read the interaction again: 18 statements, 6 requests).
+      assert.deepEqual(counts, { statements: 17, transactions: 0 });
     });
   });
 }

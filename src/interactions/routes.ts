@@ -419,7 +419,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
     if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     await remember(details, { ...smart, patient: chosen, encounter: undefined });
-    return reply.redirect(urls(details.uid).self, 303);
+    // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
+    // of the interaction fewer. Sending the form again (a reload) chooses the same patient again.
+    return step(request, reply, details);
   });
 
   post('encounter', async (request, reply, details) => {
@@ -429,7 +431,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const valid = chosen === 'none' || (await encountersOf(db, smart.patient)).some((e) => e.id === chosen);
     if (!valid) return errorPage(request, reply, 400, 'invalid_request', 'That visit cannot be chosen here.');
     await remember(details, { ...smart, encounter: chosen === 'none' ? null : chosen });
-    return reply.redirect(urls(details.uid).self, 303);
+    return step(request, reply, details);
   });
 
   post('consent', async (request, reply, details) => {
