@@ -292,8 +292,11 @@ export class PayloadAdapter implements Adapter {
     // A value no row can hold (a NUL from a cookie or a URL) finds nothing, rather than failing in Postgres.
     if (!ids.every(isStorableText)) return undefined;
     const asking = this.#model === 'Session' ? authorizingClient() : undefined;
+    const resumed = this.#model === 'Session' ? resumedInteraction() : undefined;
     if (this.#model === 'Interaction') {
       payload = await this.#findInteraction(ids);
+    } else if (resumed !== undefined) {
+      payload = await this.#findSessionAtResume(ids, resumed);
     } else if (asking !== undefined) {
       payload = await this.#findSession(ids, asking);
     } else if (this.#shared) {
@@ -319,6 +322,14 @@ export class PayloadAdapter implements Adapter {
    * consent chose (for the resume, which loads that grant next).
    */
   async #findInteraction(ids: readonly string[]): Promise<AdapterPayload | undefined> {
+    const state = Provider.ctx && stateOf(Provider.ctx);
+    const claimed = state?.claimedInteraction;
+    if (claimed && ids.includes(claimed.id)) {
+      delete state.claimedInteraction;
+      if (!claimed.row) return undefined;
+      prefetchGrant(claimed.row);
+      return toPayload(claimed.row);
+    }
     // The resume takes the interaction for good (it removes it next): of two resumes at once, one goes on.
     const claim = Provider.ctx && oidcOf(Provider.ctx)?.route === 'resume';
     const row = await (claim ? CLAIM_INTERACTION : FIND_INTERACTION).first(this.#db, [ids]);
@@ -339,6 +350,22 @@ export class PayloadAdapter implements Adapter {
     if (!row) return undefined;
     prefetchGrant(row);
     return toPayload(row);
+  }
+
+  /**
+   * The session at the resume, read in one statement with the interaction the resume cookie names, which is
+   * taken as CLAIM_INTERACTION takes it (oidc-provider reads the session, then the interaction, one after
+   * the other). The interaction is handed to the Interaction lookup that follows; if that lookup names
+   * another one, it is read as ever.
+   */
+  async #findSessionAtResume(ids: readonly string[], interactionId: string): Promise<AdapterPayload | undefined> {
+    const row = await SESSION_AND_INTERACTION.first(this.#db, [ids, [interactionId]]);
+    const ctx = Provider.ctx;
+    if (ctx) {
+      const taken = row?.i_payload ? { payload: row.i_payload, consumed_at: row.i_consumed_at, grant_row: row.grant_row, grant_payload: row.grant_payload } : null;
+      stateOf(ctx).claimedInteraction = { id: interactionId, row: taken };
+    }
+    return row?.payload ? toPayload(row) : undefined;
   }
 
   /** A session found by uid comes without its id (only a hash of it is stored): read it, never save it. */
@@ -433,6 +460,20 @@ const FIND_INTERACTION = new Statement<InteractionRow>(interactionWith('oidc_pay
  */
 const CLAIM_INTERACTION = new Statement<InteractionRow>(
   `with i as (delete from oidc_payloads where model = 'Interaction' and id = any($1::text[]) returning payload, consumed_at, expires_at) ` + interactionWith('i', 'true'),
+);
+
+/**
+ * {@link PayloadAdapter.#findSessionAtResume}: the session `$1` and the interaction `$2` taken (as
+ * {@link CLAIM_INTERACTION}) with the grant its consent chose, in one row; either may be missing.
+ */
+const SESSION_AND_INTERACTION = new Statement<PayloadRow & WithGrant & { readonly i_payload: unknown; readonly i_consumed_at: Date | null }>(
+  `with i as (delete from oidc_payloads where model = 'Interaction' and id = any($2::text[]) returning payload, consumed_at, expires_at)` +
+    ` select s.payload, s.consumed_at, ti.payload as i_payload, ti.consumed_at as i_consumed_at, ti.grant_row, ti.grant_payload` +
+    ` from (select 1) as one` +
+    ` left join oidc_payloads s on s.model = 'Session' and s.id = any($1::text[]) and ${LIVE('s')}` +
+    ` left join lateral (select i.payload, i.consumed_at, g.id as grant_row, g.payload as grant_payload from i` +
+    ` left join oidc_payloads g on g.model = 'Grant' and g.id = i.payload->'result'->'consent'->>'grantId' and ${LIVE('g')}` +
+    ` where ${LIVE('i')} limit 1) ti on true`,
 );
 
 /** {@link PayloadAdapter.#findSession}: the grant the session holds for the client `$2`. */
@@ -591,6 +632,18 @@ function authorizingClient(): string | undefined {
   if (!ctx || oidcOf(ctx)?.route !== 'authorization') return undefined;
   const clientId = ctx.query.client_id;
   return typeof clientId === 'string' && isStorableText(clientId) ? clientId : undefined;
+}
+
+/**
+ * At the resume (/auth/:uid), the interaction its resume cookie names (signed, as oidc-provider reads it),
+ * when the cookie is there and matches the URL: the one the resume is about to take.
+ */
+function resumedInteraction(): string | undefined {
+  const ctx = Provider.ctx;
+  if (!ctx || oidcOf(ctx)?.route !== 'resume') return undefined;
+  const uid = ctx.cookies.get(ctx.oidc.provider.cookieName('resume'), { signed: true });
+  const inUrl = (ctx.params as Record<string, string> | undefined)?.uid;
+  return uid && uid === inUrl && isStorableText(uid) ? uid : undefined;
 }
 
 /** A payload as found: a bearer row's id (kept out of what is stored) put back. */
