@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
 
 import { openDatabase } from '../src/db/database.js';
@@ -29,9 +30,11 @@ interface BareConfig {
   port: number;
   clients: Record<string, unknown>[];
   databaseUrl?: string;
+  /** Serve oidc-provider from Fastify routes as our server does (src/http/provider-routes.ts), for bench/bridge.ts. */
+  fastify?: boolean;
 }
 
-const { port, clients, databaseUrl } = JSON.parse(process.env.BARE_CONFIG ?? '{}') as BareConfig;
+const { port, clients, databaseUrl, fastify } = JSON.parse(process.env.BARE_CONFIG ?? '{}') as BareConfig;
 const issuer = `http://127.0.0.1:${port}`;
 
 /**
@@ -197,7 +200,7 @@ async function interaction(req: IncomingMessage, res: ServerResponse, uid: strin
   res.end();
 }
 
-createServer((req, res) => {
+const serve = (req: IncomingMessage, res: ServerResponse): void => {
   const url = new URL(req.url ?? '/', issuer);
   const step = /^\/interaction\/([^/]+)(?:\/(login|consent))?$/.exec(url.pathname);
   if (step) {
@@ -222,7 +225,24 @@ createServer((req, res) => {
     return;
   }
   void callback(req, res);
-}).listen(port, '127.0.0.1', () => process.stdout.write(`bare oidc-provider listening on ${issuer}\n`));
+};
+
+if (fastify) {
+  // What our bridge does for the token and introspection endpoints, without our hooks: a Fastify route per
+  // endpoint, the body left unread, the request handed to oidc-provider's Koa callback.
+  const app = Fastify({ logger: false });
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+  const handler = (request: FastifyRequest, reply: FastifyReply): void => {
+    reply.hijack();
+    serve(request.raw, reply.raw);
+  };
+  for (const url of ['/token', '/introspect', '/revoke', '/jwks', '/.well-known/openid-configuration', '/__prepare']) app.route({ method: ['GET', 'POST'], url, handler, exposeHeadRoute: false });
+  await app.listen({ port, host: '127.0.0.1' });
+  process.stdout.write(`bare oidc-provider in Fastify listening on ${issuer}\n`);
+} else {
+  createServer(serve).listen(port, '127.0.0.1', () => process.stdout.write(`bare oidc-provider listening on ${issuer}\n`));
+}
 
 // An orderly exit on the bench's SIGTERM, so that a --cpu-prof given in BENCH_BARE_NODE_FLAGS is written.
 process.on('SIGTERM', () => process.exit(0));

@@ -89,19 +89,19 @@ export async function startOurs(name: string, envOf: Record<string, string> | ((
 }
 
 /** Bare oidc-provider (bench/bare-server.ts) with the given clients. */
-export async function startBare(clients: Record<string, unknown>[], challenge: string, databaseUrl?: string): Promise<ServerProcess> {
+export async function startBare(clients: Record<string, unknown>[], challenge: string, databaseUrl?: string, options: { fastify?: boolean } = {}): Promise<ServerProcess> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const spawnedAt = performance.now();
   const child = spawn(process.execPath, [...(process.env.BENCH_BARE_NODE_FLAGS?.split(' ').filter(Boolean) ?? []), '--import', 'tsx', join(PACKAGE_ROOT, 'bench/bare-server.ts')], {
     cwd: PACKAGE_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', BARE_CONFIG: JSON.stringify({ port, clients, ...(databaseUrl ? { databaseUrl } : {}) }), BARE_CHALLENGE: challenge },
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', BARE_CONFIG: JSON.stringify({ port, clients, ...(databaseUrl ? { databaseUrl } : {}), ...(options.fastify ? { fastify: true } : {}) }), BARE_CHALLENGE: challenge },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   await waitFor(`${url}/.well-known/openid-configuration`, child, () => stderr);
-  return track(databaseUrl ? 'bare oidc-provider on Postgres' : 'bare oidc-provider', url, child, spawnedAt);
+  return track(`bare oidc-provider${databaseUrl ? ' on Postgres' : ''}${options.fastify ? ' in Fastify' : ''}`, url, child, spawnedAt);
 }
 
 /** The gateway benchmark's upstream (bench/fhir-upstream.ts): the embedded FHIR server in a process of its own, on /fhir. */
