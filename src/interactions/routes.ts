@@ -7,7 +7,7 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import type { Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
-import { encountersOf, findPatients, patientExists, searchPatients } from '../directory/patients.js';
+import { encountersOf, findPatients, searchPatients, type PatientSummary } from '../directory/patients.js';
 import { consumeLaunch, findLaunch, saveGrantContext } from '../launch/context.js';
 import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
@@ -196,11 +196,15 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const grantableOf = (details: Details, client: Client): Scope[] =>
     grantableScopes(parseScopes(typeof details.params.scope === 'string' ? details.params.scope : undefined).scopes, registeredScopes(client)).granted;
 
+  /** The patient a page names: the one the picker's answer just read (`chosen`), or read now. */
+  const shownPatient = async (id: string | undefined, chosen?: PatientSummary): Promise<PatientSummary | undefined> =>
+    id === undefined ? undefined : chosen?.id === id ? chosen : (await findPatients(db, [id]))[0];
+
   /**
    * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
    * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
    */
-  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string } = {}): Promise<FastifyReply> {
+  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined } = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
     const asking = await clientView(details);
@@ -283,7 +287,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           await remember(details, smart);
           continue;
         case 'pick-encounter': {
-          const [patient] = await findPatients(db, [state.patient!]);
+          const patient = await shownPatient(state.patient, extra.chosen);
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
         case 'finish':
@@ -291,7 +295,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           return decide(request, reply, details, client, user!, smart, next.granted);
         case 'consent': {
           if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
-          const [patient] = state.patient ? await findPatients(db, [state.patient]) : [];
+          const patient = await shownPatient(state.patient, extra.chosen);
           const options = consentOptions(next.offered);
           const patientName = patient?.name ?? (state.patient ? `patient ${state.patient}` : null);
           return page(reply, status, 'consent', {
@@ -413,7 +417,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const chosen = request.body.patient ?? '';
     const patients = user ? await patientsOf(db, user) : [];
-    const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, !patients && (await patientExists(db, chosen)));
+    // A user who may choose any patient: any in the directory, read as the next page shows it.
+    const [inDirectory] = patients ? [] : await findPatients(db, [chosen]);
+    const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, inDirectory !== undefined);
     if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     const smart = smartOf(details);
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
@@ -421,7 +427,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     await remember(details, { ...smart, patient: chosen, encounter: undefined });
     // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
     // of the interaction fewer. Sending the form again (a reload) chooses the same patient again.
-    return step(request, reply, details);
+    return step(request, reply, details, { chosen: inDirectory });
   });
 
   post('encounter', async (request, reply, details) => {
