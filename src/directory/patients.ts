@@ -131,7 +131,8 @@ export async function encountersOf(db: Kysely<DB>, patientId: string): Promise<E
   });
 }
 
-function toSummary(row: { id: string; resource: Record<string, unknown>; display_name: string; birth_date: string | null; gender: string | null }): PatientSummary {
+/** A directory row as the pages show it (the columns {@link findPatients} selects). */
+export function toSummary(row: { id: string; resource: Record<string, unknown>; display_name: string; birth_date: string | null; gender: string | null }): PatientSummary {
   const identifiers = ((row.resource as PatientResource).identifier ?? []).map((i) => i.value).filter((v): v is string => !!v);
   return { id: row.id, name: row.display_name, birthDate: row.birth_date, gender: row.gender, identifiers };
 }

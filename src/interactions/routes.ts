@@ -27,7 +27,7 @@ import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
 import type { UserCache } from '../users/user-cache.js';
-import { findUser, patientsOf, type User } from '../users/users.js';
+import { findUser, patientsNamedOf, patientsOf, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { TieredSignIn, TieredState } from './tiered-oauth.js';
@@ -196,9 +196,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const grantableOf = (details: Details, client: Client): Scope[] =>
     grantableScopes(parseScopes(typeof details.params.scope === 'string' ? details.params.scope : undefined).scopes, registeredScopes(client)).granted;
 
-  /** The patient a page names: the one the picker's answer just read (`chosen`), or read now. */
-  const shownPatient = async (id: string | undefined, chosen?: PatientSummary): Promise<PatientSummary | undefined> =>
-    id === undefined ? undefined : chosen?.id === id ? chosen : (await findPatients(db, [id]))[0];
+  /** The patient a page names: one already read (the picker's answer, the user's own patients), or read now. */
+  const shownPatient = async (id: string | undefined, known: readonly PatientSummary[]): Promise<PatientSummary | undefined> =>
+    id === undefined ? undefined : (known.find((p) => p.id === id) ?? (await findPatients(db, [id]))[0]);
 
   /**
    * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
@@ -215,9 +215,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const user = details.prompt.name !== 'login' && details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const smart = smartOf(details);
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
+    // The user's patients, with the names the consent page shows for them.
+    const named = user && (await patientsNamedOf(db, user));
+    const known = [...(extra.chosen ? [extra.chosen] : []), ...(named?.summaries ?? [])];
     const state: { -readonly [K in keyof LaunchState]: LaunchState[K] } = {
       signIn: details.prompt.name === 'login',
-      user: user && { id: user.id, patients: await patientsOf(db, user) },
+      user: user && { id: user.id, patients: named?.ids },
       launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
       grantable: grantableOf(details, client),
       patient: smart.patient,
@@ -287,7 +290,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           await remember(details, smart);
           continue;
         case 'pick-encounter': {
-          const patient = await shownPatient(state.patient, extra.chosen);
+          const patient = await shownPatient(state.patient, known);
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
         case 'finish':
@@ -295,7 +298,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           return decide(request, reply, details, client, user!, smart, next.granted);
         case 'consent': {
           if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
-          const patient = await shownPatient(state.patient, extra.chosen);
+          const patient = await shownPatient(state.patient, known);
           const options = consentOptions(next.offered);
           const patientName = patient?.name ?? (state.patient ? `patient ${state.patient}` : null);
           return page(reply, status, 'consent', {

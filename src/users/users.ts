@@ -1,5 +1,6 @@
 import { sql, type Kysely, type Selectable } from 'kysely';
 
+import { toSummary, type PatientSummary } from '../directory/patients.js';
 import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
 import type { UsersTable } from '../db/tables/users.js';
@@ -60,6 +61,38 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
     .orderBy('patient_id')
     .execute();
   return userPatients(user.fhirUser, others.map((r) => r.patient_id));
+}
+
+/**
+ * {@link patientsOf}, with the directory's summary of each of them that the directory has, in one statement:
+ * for the pages that name the patient (the consent page), so that they need no read of their own.
+ */
+export async function patientsNamedOf(db: Kysely<DB>, user: User): Promise<{ ids: string[]; summaries: PatientSummary[] } | undefined> {
+  if (actsForEveryPatient(user.fhirUser)) return undefined;
+  const [own] = userPatients(user.fhirUser, []);
+  let linked = db
+    .selectFrom('user_patients')
+    .select('patient_id')
+    .where('user_id', '=', user.id)
+    .union(
+      db
+        .selectFrom('representatives')
+        .select('patient_id')
+        .where('user_id', '=', user.id)
+        .where('status', '=', 'active')
+        .where('period_start', '<=', sql<Date>`now()`)
+        .where((eb) => eb.or([eb('period_end', 'is', null), eb('period_end', '>', sql<Date>`now()`)])),
+    );
+  // A patient's own record, from their fhirUser.
+  if (own !== undefined) linked = linked.union(db.selectNoFrom(sql<string>`${own}::text`.as('patient_id')));
+  const rows = await db
+    .selectFrom(linked.as('l'))
+    .leftJoin('patients as p', 'p.id', 'l.patient_id')
+    .select(['l.patient_id', 'p.id', 'p.resource', 'p.display_name', 'p.birth_date', 'p.gender'])
+    .orderBy('l.patient_id')
+    .execute();
+  const summaries = rows.flatMap((r) => (r.id !== null && r.resource !== null && r.display_name !== null ? [toSummary({ id: r.id, resource: r.resource, display_name: r.display_name, birth_date: r.birth_date, gender: r.gender })] : []));
+  return { ids: userPatients(user.fhirUser, rows.map((r) => r.patient_id)), summaries };
 }
 
 /** Clinicians (a Practitioner or PractitionerRole) reach the whole directory; everyone else the records linked to them. */
