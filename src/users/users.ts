@@ -45,21 +45,7 @@ export async function findUserByUsername(db: Kysely<DB>, username: string): Prom
  */
 export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] | undefined> {
   if (actsForEveryPatient(user.fhirUser)) return undefined;
-  const others = await db
-    .selectFrom('user_patients')
-    .select('patient_id')
-    .where('user_id', '=', user.id)
-    .union(
-      db
-        .selectFrom('representatives')
-        .select('patient_id')
-        .where('user_id', '=', user.id)
-        .where('status', '=', 'active')
-        .where('period_start', '<=', sql<Date>`now()`)
-        .where((eb) => eb.or([eb('period_end', 'is', null), eb('period_end', '>', sql<Date>`now()`)])),
-    )
-    .orderBy('patient_id')
-    .execute();
+  const others = await linkedPatients(db, user.id).orderBy('patient_id').execute();
   return userPatients(user.fhirUser, others.map((r) => r.patient_id));
 }
 
@@ -70,29 +56,33 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
 export async function patientsNamedOf(db: Kysely<DB>, user: User): Promise<{ ids: string[]; summaries: PatientSummary[] } | undefined> {
   if (actsForEveryPatient(user.fhirUser)) return undefined;
   const [own] = userPatients(user.fhirUser, []);
-  let linked = db
-    .selectFrom('user_patients')
-    .select('patient_id')
-    .where('user_id', '=', user.id)
-    .union(
-      db
-        .selectFrom('representatives')
-        .select('patient_id')
-        .where('user_id', '=', user.id)
-        .where('status', '=', 'active')
-        .where('period_start', '<=', sql<Date>`now()`)
-        .where((eb) => eb.or([eb('period_end', 'is', null), eb('period_end', '>', sql<Date>`now()`)])),
-    );
-  // A patient's own record, from their fhirUser.
-  if (own !== undefined) linked = linked.union(db.selectNoFrom(sql<string>`${own}::text`.as('patient_id')));
+  // A patient's own record, from their fhirUser, with those linked to them.
+  const all = own === undefined ? linkedPatients(db, user.id) : linkedPatients(db, user.id).union(db.selectNoFrom(sql<string>`${own}::text`.as('patient_id')));
   const rows = await db
-    .selectFrom(linked.as('l'))
+    .selectFrom(all.as('l'))
     .leftJoin('patients as p', 'p.id', 'l.patient_id')
     .select(['l.patient_id', 'p.id', 'p.resource', 'p.display_name', 'p.birth_date', 'p.gender'])
     .orderBy('l.patient_id')
     .execute();
   const summaries = rows.flatMap((r) => (r.id !== null && r.resource !== null && r.display_name !== null ? [toSummary({ id: r.id, resource: r.resource, display_name: r.display_name, birth_date: r.birth_date, gender: r.gender })] : []));
   return { ids: userPatients(user.fhirUser, rows.map((r) => r.patient_id)), summaries };
+}
+
+/** The records linked to a user: by an operator, or by a designation as representative that is active now. */
+function linkedPatients(db: Kysely<DB>, userId: string) {
+  return db
+    .selectFrom('user_patients')
+    .select('patient_id')
+    .where('user_id', '=', userId)
+    .union(
+      db
+        .selectFrom('representatives')
+        .select('patient_id')
+        .where('user_id', '=', userId)
+        .where('status', '=', 'active')
+        .where('period_start', '<=', sql<Date>`now()`)
+        .where((eb) => eb.or([eb('period_end', 'is', null), eb('period_end', '>', sql<Date>`now()`)])),
+    );
 }
 
 /** Clinicians (a Practitioner or PractitionerRole) reach the whole directory; everyone else the records linked to them. */
