@@ -44,6 +44,8 @@ const issuer = `http://127.0.0.1:${port}`;
 class MapAdapter implements Adapter {
   static readonly entries = new Map<string, AdapterPayload>();
   static readonly byGrant = new Map<string, Set<string>>();
+  /** Sessions by uid (`model:uid` → key), as the interaction pages look them up: no scan of every token. */
+  static readonly byUid = new Map<string, string>();
   constructor(readonly model: string) {}
   #key(id: string) {
     return `${this.model}:${id}`;
@@ -51,6 +53,7 @@ class MapAdapter implements Adapter {
   upsert(id: string, payload: AdapterPayload): Promise<void> {
     const key = this.#key(id);
     MapAdapter.entries.set(key, payload);
+    if (payload.uid) MapAdapter.byUid.set(`${this.model}:${payload.uid}`, key);
     if (payload.grantId) {
       const set = MapAdapter.byGrant.get(payload.grantId) ?? new Set();
       MapAdapter.byGrant.set(payload.grantId, set.add(key));
@@ -61,7 +64,8 @@ class MapAdapter implements Adapter {
     return Promise.resolve(MapAdapter.entries.get(this.#key(id)));
   }
   findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    return Promise.resolve([...MapAdapter.entries.values()].find((p) => p.uid === uid));
+    const key = MapAdapter.byUid.get(`${this.model}:${uid}`);
+    return Promise.resolve(key === undefined ? undefined : MapAdapter.entries.get(key));
   }
   findByUserCode(): Promise<undefined> {
     return Promise.resolve(undefined);
@@ -72,6 +76,8 @@ class MapAdapter implements Adapter {
     return Promise.resolve();
   }
   destroy(id: string): Promise<void> {
+    const uid = MapAdapter.entries.get(this.#key(id))?.uid;
+    if (uid) MapAdapter.byUid.delete(`${this.model}:${uid}`);
     MapAdapter.entries.delete(this.#key(id));
     return Promise.resolve();
   }
