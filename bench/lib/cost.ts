@@ -33,19 +33,29 @@ function msPerTick(): number {
   return tickMs;
 }
 
-/** User + system CPU of a process so far, ms; undefined when /proc cannot tell. */
-async function cpuMs(pid: number | string): Promise<number | undefined> {
+/**
+ * User + system CPU of a process so far, ms; undefined when /proc cannot tell. With `reaped`, also that of its
+ * children that exited and were waited for.
+ */
+async function cpuMs(pid: number | string, reaped = false): Promise<number | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // The fields after the command name, which may hold spaces and parentheses: utime and stime are 14th and 15th.
+    // The fields after the command name, which may hold spaces and parentheses: utime and stime are 14th and
+    // 15th, cutime and cstime 16th and 17th.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) * msPerTick();
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (reaped ? own + Number(fields[13]) + Number(fields[14]) : own) * msPerTick();
   } catch {
     return undefined;
   }
 }
 
-/** CPU of every process named `postgres` so far (the cluster the bench runs on, when it is on this machine). */
+/**
+ * CPU of every process named `postgres` so far (the cluster the bench runs on, when it is on this machine),
+ * with that of backends that have exited: a connection a pool closed during a run took its CPU out of a sum
+ * of live processes only (a negative figure once), while the postmaster, which waits for its backends,
+ * keeps it as its children's time.
+ */
 async function postgresMs(): Promise<number | undefined> {
   let total = 0;
   let found = false;
@@ -53,7 +63,7 @@ async function postgresMs(): Promise<number | undefined> {
     if (!/^\d+$/.test(pid)) continue;
     const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
     if (comm.trim() !== 'postgres') continue;
-    const ms = await cpuMs(pid);
+    const ms = await cpuMs(pid, true);
     if (ms === undefined) continue;
     total += ms;
     found = true;
