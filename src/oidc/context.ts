@@ -1,4 +1,4 @@
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 
 import type { GrantUse, PayloadRowWrite } from '../db/payload-rows.js';
 import type { PayloadWrite } from './adapters/grouped-writes.js';
@@ -26,10 +26,11 @@ export interface ProviderState {
   /** The grant read along with the token this request presented, for the Grant lookup that follows. */
   prefetchedGrant?: { readonly id: string; readonly payload: unknown };
   /**
-   * At the resume: the interaction its cookie names, taken (removed) in the session's own statement, with the
-   * grant its consent chose; row null: there was none. For the Interaction lookup that follows.
+   * At the resume: the interaction its cookie names, taken (removed) in the session's own statement (its
+   * consent's grant goes to prefetchedGrant); payload undefined: there was none. For the Interaction lookup
+   * that follows.
    */
-  claimedInteraction?: { readonly id: string; readonly row: { readonly payload: unknown; readonly consumed_at: Date | null; readonly grant_row: string | null; readonly grant_payload: unknown } | null };
+  claimedInteraction?: { readonly id: string; readonly payload: AdapterPayload | undefined };
   /** The user the token this request presented was issued to, read along with it (user undefined: disabled or gone). */
   prefetchedUser?: { readonly id: string; readonly user: User | undefined };
   /**

@@ -326,9 +326,7 @@ export class PayloadAdapter implements Adapter {
     const claimed = state?.claimedInteraction;
     if (claimed && ids.includes(claimed.id)) {
       delete state.claimedInteraction;
-      if (!claimed.row) return undefined;
-      prefetchGrant(claimed.row);
-      return toPayload(claimed.row);
+      return claimed.payload;
     }
     // The resume takes the interaction for good (it removes it next): of two resumes at once, one goes on.
     const claim = Provider.ctx && oidcOf(Provider.ctx)?.route === 'resume';
@@ -362,8 +360,9 @@ export class PayloadAdapter implements Adapter {
     const row = await SESSION_AND_INTERACTION.first(this.#db, [ids, [interactionId]]);
     const ctx = Provider.ctx;
     if (ctx) {
-      const taken = row?.i_payload ? { payload: row.i_payload, consumed_at: row.i_consumed_at, grant_row: row.grant_row, grant_payload: row.grant_payload } : null;
-      stateOf(ctx).claimedInteraction = { id: interactionId, row: taken };
+      const taken = row?.i_payload ? toPayload({ payload: row.i_payload, consumed_at: row.i_consumed_at }) : undefined;
+      stateOf(ctx).claimedInteraction = { id: interactionId, payload: taken };
+      if (row) prefetchGrant(row);
     }
     return row?.payload ? toPayload(row) : undefined;
   }
@@ -442,38 +441,40 @@ function prefetchGrant(row: WithGrant): void {
 /** An interaction with the session it names and the grant its consent chose, when they are live. */
 type InteractionRow = PayloadRow & WithGrant & { readonly session_uid: string | null; readonly session_payload: unknown };
 
+/** The grant `g` the consent of the interaction `i` chose, when it is live. */
+const CONSENT_GRANT = ` left join oidc_payloads g on g.model = 'Grant' and g.id = i.payload->'result'->'consent'->>'grantId' and ${LIVE('g')}`;
+
+/**
+ * The interactions the parameter names, taken: removed as they are read, into the CTE `i`. What the resume
+ * reads it removes, so that it is single use even for requests that arrive together (oidc-provider reads,
+ * then removes, in two steps). What the resume saves again (a sign-in by another user) is written at its end.
+ */
+const takeInteraction = (param: string) => `with i as (delete from oidc_payloads where model = 'Interaction' and id = any(${param}::text[]) returning payload, consumed_at, expires_at) `;
+
 /** The interaction `i` (a table, or the rows a CTE returned) with its session by uid and its consent's grant. */
 const interactionWith = (from: string, where: string) =>
   `select i.payload, i.consumed_at, s.uid as session_uid, s.payload as session_payload, g.id as grant_row, g.payload as grant_payload` +
   ` from ${from}` +
   ` left join oidc_payloads s on s.model = 'Session' and s.uid = i.payload->'session'->>'uid' and ${LIVE('s')}` +
-  ` left join oidc_payloads g on g.model = 'Grant' and g.id = i.payload->'result'->'consent'->>'grantId' and ${LIVE('g')}` +
+  CONSENT_GRANT +
   ` where ${where} and ${LIVE('i')} limit 1`;
 
 /** {@link PayloadAdapter.#findInteraction}. */
 const FIND_INTERACTION = new Statement<InteractionRow>(interactionWith('oidc_payloads i', `i.model = 'Interaction' and i.id = any($1::text[])`));
 
-/**
- * {@link FIND_INTERACTION} for the resume, which removes the interaction after reading it: removed as it is
- * read, so that the resume is single use even for requests that arrive together (oidc-provider reads, then
- * removes, in two steps). What the resume saves again (a sign-in by another user) is written at its end.
- */
-const CLAIM_INTERACTION = new Statement<InteractionRow>(
-  `with i as (delete from oidc_payloads where model = 'Interaction' and id = any($1::text[]) returning payload, consumed_at, expires_at) ` + interactionWith('i', 'true'),
-);
+/** {@link FIND_INTERACTION} for the resume, which takes the interaction ({@link takeInteraction}). */
+const CLAIM_INTERACTION = new Statement<InteractionRow>(takeInteraction('$1') + interactionWith('i', 'true'));
 
 /**
  * {@link PayloadAdapter.#findSessionAtResume}: the session `$1` and the interaction `$2` taken (as
- * {@link CLAIM_INTERACTION}) with the grant its consent chose, in one row; either may be missing.
+ * {@link CLAIM_INTERACTION} takes it) with the grant its consent chose, in one row; either may be missing.
  */
 const SESSION_AND_INTERACTION = new Statement<PayloadRow & WithGrant & { readonly i_payload: unknown; readonly i_consumed_at: Date | null }>(
-  `with i as (delete from oidc_payloads where model = 'Interaction' and id = any($2::text[]) returning payload, consumed_at, expires_at)` +
-    ` select s.payload, s.consumed_at, ti.payload as i_payload, ti.consumed_at as i_consumed_at, ti.grant_row, ti.grant_payload` +
+  takeInteraction('$2') +
+    `select s.payload, s.consumed_at, ti.payload as i_payload, ti.consumed_at as i_consumed_at, ti.grant_row, ti.grant_payload` +
     ` from (select 1) as one` +
     ` left join oidc_payloads s on s.model = 'Session' and s.id = any($1::text[]) and ${LIVE('s')}` +
-    ` left join lateral (select i.payload, i.consumed_at, g.id as grant_row, g.payload as grant_payload from i` +
-    ` left join oidc_payloads g on g.model = 'Grant' and g.id = i.payload->'result'->'consent'->>'grantId' and ${LIVE('g')}` +
-    ` where ${LIVE('i')} limit 1) ti on true`,
+    ` left join lateral (select i.payload, i.consumed_at, g.id as grant_row, g.payload as grant_payload from i${CONSENT_GRANT} where ${LIVE('i')} limit 1) ti on true`,
 );
 
 /** {@link PayloadAdapter.#findSession}: the grant the session holds for the client `$2`. */
