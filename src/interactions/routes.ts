@@ -27,7 +27,7 @@ import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
 import type { UserCache } from '../users/user-cache.js';
-import { findUser, patientsNamedOf, patientsOf, type User } from '../users/users.js';
+import { findUser, patientsNamedOf, type NamedPatients, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { TieredSignIn, TieredState } from './tiered-oauth.js';
@@ -204,7 +204,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
    * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
    */
-  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined } = {}): Promise<FastifyReply> {
+  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined; named?: NamedPatients | undefined } = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
     const asking = await clientView(details);
@@ -215,8 +215,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const user = details.prompt.name !== 'login' && details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const smart = smartOf(details);
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
-    // The user's patients, with the names the consent page shows for them.
-    const named = user && (await patientsNamedOf(db, user));
+    // The user's patients, with the names the consent page shows for them (none to read for a clinician).
+    const named = extra.named ?? (user && (await patientsNamedOf(db, user)));
     const known = [...(extra.chosen ? [extra.chosen] : []), ...(named?.summaries ?? [])];
     const state: { -readonly [K in keyof LaunchState]: LaunchState[K] } = {
       signIn: details.prompt.name === 'login',
@@ -419,7 +419,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('patient', async (request, reply, details) => {
     const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const chosen = request.body.patient ?? '';
-    const patients = user ? await patientsOf(db, user) : [];
+    const named = user ? await patientsNamedOf(db, user) : { ids: [], summaries: [] };
+    const patients = named?.ids;
     // A user who may choose any patient: any in the directory, read as the next page shows it.
     const [inDirectory] = patients ? [] : await findPatients(db, [chosen]);
     const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, inDirectory !== undefined);
@@ -430,7 +431,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     await remember(details, { ...smart, patient: chosen, encounter: undefined });
     // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
     // of the interaction fewer. Sending the form again (a reload) chooses the same patient again.
-    return step(request, reply, details, { chosen: inDirectory });
+    return step(request, reply, details, { chosen: inDirectory, named });
   });
 
   post('encounter', async (request, reply, details) => {

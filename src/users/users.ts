@@ -53,7 +53,12 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
  * {@link patientsOf}, with the directory's summary of each of them that the directory has, in one statement:
  * for the pages that name the patient (the consent page), so that they need no read of their own.
  */
-export async function patientsNamedOf(db: Kysely<DB>, user: User): Promise<{ ids: string[]; summaries: PatientSummary[] } | undefined> {
+export interface NamedPatients {
+  readonly ids: string[];
+  readonly summaries: PatientSummary[];
+}
+
+export async function patientsNamedOf(db: Kysely<DB>, user: User): Promise<NamedPatients | undefined> {
   if (actsForEveryPatient(user.fhirUser)) return undefined;
   const [own] = userPatients(user.fhirUser, []);
   // A patient's own record, from their fhirUser, with those linked to them.
