@@ -12,6 +12,7 @@ import { parseArgs } from 'node:util';
 import { perOperation, snapshot } from './lib/cost.js';
 import { CHALLENGE } from './lib/flows.js';
 import { load, type RequestSpec } from './lib/load.js';
+import { bareSecretClients, basicAuthorization, form, FORM, SYSTEM_SCOPE } from './lib/requests.js';
 import { startBare, type ServerProcess } from './lib/servers.js';
 
 const { values: args } = parseArgs({ options: { duration: { type: 'string' }, rounds: { type: 'string' }, connections: { type: 'string' } } });
@@ -19,15 +20,11 @@ const DURATION = Number(args.duration ?? 3);
 const ROUNDS = Number(args.rounds ?? 3);
 const CONNECTIONS = Number(args.connections ?? 16);
 const SECRET = randomBytes(24).toString('base64url');
-const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
-const CLIENTS = [
-  { client_id: 'bench-basic', client_secret: SECRET, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
-  { client_id: 'bench-rs', client_secret: SECRET, grant_types: [], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
-];
-const basic = (clientId: string) => `Basic ${Buffer.from(`${clientId}:${SECRET}`).toString('base64')}`;
+const CLIENTS = bareSecretClients(SECRET);
+const CC_BODY = form({ grant_type: 'client_credentials', scope: SYSTEM_SCOPE });
 
 async function ccToken(url: string): Promise<string> {
-  const res = await fetch(`${url}/token`, { method: 'POST', headers: { ...FORM, authorization: basic('bench-basic') }, body: 'grant_type=client_credentials&scope=system%2FPatient.rs' });
+  const res = await fetch(`${url}/token`, { method: 'POST', headers: { ...FORM, authorization: basicAuthorization('bench-basic', SECRET) }, body: CC_BODY });
   const body = (await res.json()) as { access_token?: string };
   if (!body.access_token) throw new Error(`no token: ${JSON.stringify(body)}`);
   return body.access_token;
@@ -37,14 +34,14 @@ const scenarios: { name: string; prepare: (url: string) => Promise<() => Request
   { name: 'discovery', prepare: async () => () => ({ method: 'GET', path: '/.well-known/openid-configuration' }) },
   {
     name: 'cc-basic',
-    prepare: async () => () => ({ method: 'POST', path: '/token', headers: { ...FORM, authorization: basic('bench-basic') }, body: 'grant_type=client_credentials&scope=system%2FPatient.rs' }),
+    prepare: async () => () => ({ method: 'POST', path: '/token', headers: { ...FORM, authorization: basicAuthorization('bench-basic', SECRET) }, body: CC_BODY }),
   },
   {
     name: 'introspect-valid',
     prepare: async (url) => {
       const tokens = await Promise.all(Array.from({ length: 50 }, () => ccToken(url)));
       let i = 0;
-      return () => ({ method: 'POST', path: '/introspect', headers: { ...FORM, authorization: basic('bench-rs') }, body: `token=${tokens[i++ % tokens.length]!}` });
+      return () => ({ method: 'POST', path: '/introspect', headers: { ...FORM, authorization: basicAuthorization('bench-rs', SECRET) }, body: form({ token: tokens[i++ % tokens.length]! }) });
     },
   },
 ];

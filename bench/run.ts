@@ -25,6 +25,7 @@ import { CHALLENGE, HttpBrowser, mintCodes, REDIRECT_URI, standaloneLaunch, VERI
 import { perOperation, snapshot, type Cost } from './lib/cost.js';
 import { load, loadFlows, median, paced, type RequestSpec, type Run } from './lib/load.js';
 import { startBare, startOurs, startUpstream, type ServerProcess } from './lib/servers.js';
+import { bareSecretClients, basicAuthorization, form, FORM, SYSTEM_SCOPE } from './lib/requests.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -47,7 +48,6 @@ const ADMIN_TOKEN = randomBytes(32).toString('base64url');
 const METRICS_TOKEN = randomBytes(32).toString('base64url');
 const SECRET_KEY = randomBytes(32).toString('hex');
 const CLIENT_SECRET = randomBytes(32).toString('base64url');
-const SYSTEM_SCOPE = 'system/Patient.rs system/Observation.rs';
 const APP_SCOPE = 'openid fhirUser launch/patient patient/*.rs offline_access';
 /**
  * One person per concurrent browser, as in real use: the sign-in throttle counts attempts on a user name
@@ -96,9 +96,7 @@ interface Scenario {
 
 /** Client secrets per server: ours generates them (shown once at creation); bare is given CLIENT_SECRET. */
 const secrets = new Map<string, string>();
-const basicAuth = (url: string, clientId: string) => `Basic ${Buffer.from(`${clientId}:${secrets.get(`${url} ${clientId}`) ?? CLIENT_SECRET}`).toString('base64')}`;
-const form = (values: Record<string, string>) => new URLSearchParams(values).toString();
-const FORM = { 'content-type': 'application/x-www-form-urlencoded' };
+const basicAuth = (url: string, clientId: string) => basicAuthorization(clientId, secrets.get(`${url} ${clientId}`) ?? CLIENT_SECRET);
 
 function cycle<T>(items: readonly T[]): () => T {
   let i = 0;
@@ -481,8 +479,7 @@ async function main(): Promise<void> {
     // Bare oidc-provider, in memory and on Postgres.
     if (!args['no-bare']) {
       const bareClients = [
-        { client_id: 'bench-basic', client_secret: CLIENT_SECRET, grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
-        { client_id: 'bench-rs', client_secret: CLIENT_SECRET, grant_types: [], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'client_secret_basic' },
+        ...bareSecretClients(CLIENT_SECRET),
         { client_id: 'bench-jwt', grant_types: ['client_credentials'], response_types: [], redirect_uris: [], token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: [es384.jwk, rs384.jwk] } },
         { client_id: 'bench-app', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' },
         { client_id: 'bench-launch', grant_types: ['authorization_code', 'refresh_token'], response_types: ['code'], redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none' },
