@@ -363,7 +363,7 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
   // CPU of the server and of Postgres, and the server's SQL counters, around each saturation run.
   const costed = async (run: () => Promise<Run>): Promise<Costed> => {
     const server = { url: target.server.url, pid: target.server.child.pid };
-    const how = { withPostgres: target.column === 'postgres' || target.column === 'bare-pg', metricsToken: target.column === 'postgres' ? METRICS_TOKEN : undefined };
+    const how = { withPostgres: target.column === 'postgres' || target.column === 'bare-pg', metricsToken: target.column === 'postgres' ? METRICS_TOKEN : undefined, admin: walClient };
     const before = await snapshot(server, how);
     const result = await run();
     return { ...result, cost: perOperation(before, await snapshot(server, how), result.ok + result.errors) };
@@ -418,12 +418,15 @@ async function adminSetup(target: Target, es384: Key, rs384: Key): Promise<void>
 }
 
 let databaseUrl = '';
+/** The bench's connection to the cluster, which reads where its write-ahead log is (bench/lib/cost.ts). */
+let walClient: pg.Client | undefined;
 
 async function main(): Promise<void> {
   const adminUrl = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
   const dbName = `smart_auth_bench_${Date.now()}`;
   const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
+  walClient = admin;
   await admin.query(`create database ${dbName}`);
   await admin.query(`create database ${dbName}_bare`);
   const u = new URL(adminUrl);
@@ -694,10 +697,10 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     '',
     '## What each operation costs: CPU and SQL',
     '',
-    'CPU time of the server process, and of every Postgres process on the machine, per operation answered in the saturation run above, in µs (from /proc: the load generator is not in it). On a machine shared with other tenants throughput moves from one minute to the next; CPU per operation moves much less, so **bare ÷ ours** (bare in memory against our server and Postgres together) is the steadier ratio. Statements and commits per operation: our server\'s own counters (smart_auth_db_statements_total, smart_auth_db_commits_total) over the same run, under load, so with concurrent requests\' writes grouped.',
+    'CPU time of the server process, and of every Postgres process on the machine, per operation answered in the saturation run above, in µs (from /proc: the load generator is not in it). On a machine shared with other tenants throughput moves from one minute to the next; CPU per operation moves much less, so **bare ÷ ours** (bare in memory against our server and Postgres together) is the steadier ratio. Statements and commits per operation: our server\'s own counters (smart_auth_db_statements_total, smart_auth_db_commits_total) over the same run, under load, so with concurrent requests\' writes grouped. WAL: bytes of write-ahead log the cluster wrote per operation (pg_current_wal_lsn), what the writes cost Postgres, counted rather than timed.',
     '',
-    '| scenario | bare µs | bare+pg µs (server + Postgres) | ours server µs | ours Postgres µs | ours µs | bare ÷ ours | statements | commits | PGlite µs |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| scenario | bare µs | bare+pg µs (server + Postgres) | ours server µs | ours Postgres µs | ours µs | bare ÷ ours | statements | commits | bare+pg WAL | ours WAL | PGlite µs |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const [name, s] of Object.entries(report.scenarios)) {
     const cost = (column: string) => (s[column] as Measured | undefined)?.saturation.cost;
@@ -705,7 +708,7 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const bare = total(cost('bare'));
     const ours = total(cost('postgres'));
     lines.push(
-      `| ${name} | ${f(bare)} | ${f(total(cost('bare-pg')))} | ${f(cost('postgres')?.serverUs)} | ${f(cost('postgres')?.postgresUs)} | ${f(ours)} | ${bare !== undefined && ours ? (bare / ours).toFixed(2) : '—'} | ${f(cost('postgres')?.statements, 2)} | ${f(cost('postgres')?.commits, 2)} | ${f(total(cost('pglite')))} |`,
+      `| ${name} | ${f(bare)} | ${f(total(cost('bare-pg')))} | ${f(cost('postgres')?.serverUs)} | ${f(cost('postgres')?.postgresUs)} | ${f(ours)} | ${bare !== undefined && ours ? (bare / ours).toFixed(2) : '—'} | ${f(cost('postgres')?.statements, 2)} | ${f(cost('postgres')?.commits, 2)} | ${f(cost('bare-pg')?.walBytes)} | ${f(cost('postgres')?.walBytes)} | ${f(total(cost('pglite')))} |`,
     );
   }
   const gateway = Object.entries(report.scenarios).filter(([, s]) => s.direct);

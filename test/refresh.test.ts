@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { inputValue } from './helpers/browser.js';
@@ -65,6 +66,45 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
     assert.deepEqual(reuse.json(), { error: 'invalid_grant', error_description: 'grant request is invalid: refresh token already used' });
     assert.equal((await refresh(rt2)).statusCode, 400, 'reusing a rotated-out token revokes the whole family');
     assert.deepEqual((await introspect(refreshed.access_token as string)).json(), { active: false });
+  });
+
+  it('a grant outlives its refresh tokens by a day; a refresh renews the grant and its context only when they would end before the token it issues', async () => {
+    const { db } = ctx.current.database;
+    const { body } = await launch('launch/patient patient/Observation.rs offline_access');
+    const rt1 = body.refresh_token as string;
+    const grantId = (await db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', 'RefreshToken').where('id', '=', storedId('RefreshToken', rt1)).executeTakeFirstOrThrow()).grant_id!;
+    const grantRow = () => db.selectFrom('oidc_payloads').select(['expires_at', sql<string>`payload->>'exp'`.as('exp')]).where('model', '=', 'Grant').where('id', '=', grantId).executeTakeFirstOrThrow();
+    const contextRow = () => db.selectFrom('grant_contexts').select(['expires_at', 'last_used_at']).where('grant_id', '=', grantId).executeTakeFirstOrThrow();
+    const issued = await grantRow();
+    assert.ok(issued.expires_at!.getTime() > (await expiryOf('RefreshToken', rt1)).getTime() + DAY - 60_000, 'the grant ends a day after its first refresh token');
+    assert.equal(Number(issued.exp), Math.floor(issued.expires_at!.getTime() / 1000));
+    const context = await contextRow();
+    assert.ok(Math.abs(context.expires_at.getTime() - issued.expires_at!.getTime()) < 60_000, 'the launch context ends with its grant');
+
+    const first = await refresh(rt1);
+    assert.equal(first.statusCode, 200, first.body);
+    const rt2 = first.json<Body>().refresh_token as string;
+    assert.deepEqual(await grantRow(), issued, 'a refresh within the margin leaves the grant as it is');
+    const used = await contextRow();
+    assert.equal(used.expires_at.getTime(), context.expires_at.getTime(), 'and its context’s end');
+    assert.ok(used.last_used_at && used.last_used_at.getTime() >= context.expires_at.getTime() - 91 * DAY, 'the context’s last use is recorded');
+    assert.ok((await expiryOf('RefreshToken', rt2)).getTime() <= issued.expires_at!.getTime(), 'the new refresh token ends before its grant');
+
+    // 81 days later: the grant and its context end in ten days, before a refresh token issued now.
+    const soon = sql<Date>`now() + interval '10 days'`;
+    await db.updateTable('oidc_payloads').set({ expires_at: soon, payload: sql`jsonb_set(payload, '{exp}', to_jsonb(floor(extract(epoch from now() + interval '10 days'))::bigint))` }).where('model', '=', 'Grant').where('id', '=', grantId).execute();
+    await db.updateTable('grant_contexts').set({ expires_at: soon }).where('grant_id', '=', grantId).execute();
+    const second = await refresh(rt2);
+    assert.equal(second.statusCode, 200, second.body);
+    assert.equal(second.json<Body>().patient, 'demo-amy-shaw', 'the context is still there');
+    const renewed = await grantRow();
+    const rt3End = (await expiryOf('RefreshToken', second.json<Body>().refresh_token as string)).getTime();
+    assert.ok(renewed.expires_at!.getTime() >= rt3End + DAY - 60_000, 'renewed for a period and the margin');
+    assert.equal(Number(renewed.exp), Math.floor(renewed.expires_at!.getTime() / 1000), 'the payload’s exp with it, which oidc-provider reads');
+    assert.ok(Math.abs((await contextRow()).expires_at.getTime() - renewed.expires_at!.getTime()) < 1000, 'and the context with its grant');
+    const third = await refresh(second.json<Body>().refresh_token as string);
+    assert.equal(third.statusCode, 200, third.body);
+    assert.deepEqual(await grantRow(), renewed, 'the next refresh leaves it again');
   });
 
   it('refresh with scope: the same set or a subset; more is invalid_scope naming what is missing', async () => {

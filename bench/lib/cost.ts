@@ -1,6 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 
+import type pg from 'pg';
+
 /** What an operation costs beside its latency: CPU of the server and of Postgres, and the SQL it sends. */
 export interface Cost {
   /** CPU time of the server process per operation, µs (user + system, from /proc). */
@@ -11,12 +13,15 @@ export interface Cost {
   readonly statements?: number;
   /** Transactions committed per operation (smart_auth_db_commits_total). */
   readonly commits?: number;
+  /** Bytes of write-ahead log the cluster wrote per operation: what its writes cost Postgres, counted, not timed. */
+  readonly walBytes?: number;
 }
 
 export interface CostSnapshot {
   readonly serverMs: number | undefined;
   readonly postgresMs: number | undefined;
   readonly sql: { readonly statements: number; readonly commits: number } | undefined;
+  readonly walBytes: number | undefined;
 }
 
 let tickMs: number | undefined;
@@ -83,9 +88,19 @@ async function sqlCounts(url: string, metricsToken: string | undefined): Promise
   return Number.isFinite(statements) && Number.isFinite(commits) ? { statements, commits } : undefined;
 }
 
-export async function snapshot(server: { readonly url: string; readonly pid: number | undefined }, { withPostgres, metricsToken }: { readonly withPostgres: boolean; readonly metricsToken?: string | undefined }): Promise<CostSnapshot> {
+/**
+ * Where the cluster's write-ahead log is, in bytes from its start; undefined without a connection. The cluster's
+ * own work (autovacuum, checkpoints) writes some too: over a run of thousands of operations, little.
+ */
+async function walPosition(admin: pg.Client | undefined): Promise<number | undefined> {
+  if (!admin) return undefined;
+  const { rows } = await admin.query<{ bytes: string }>(`select (pg_current_wal_lsn() - '0/0'::pg_lsn)::text as bytes`).catch(() => ({ rows: [] }));
+  return rows[0] ? Number(rows[0].bytes) : undefined;
+}
+
+export async function snapshot(server: { readonly url: string; readonly pid: number | undefined }, { withPostgres, metricsToken, admin }: { readonly withPostgres: boolean; readonly metricsToken?: string | undefined; readonly admin?: pg.Client | undefined }): Promise<CostSnapshot> {
   const sql = await sqlCounts(server.url, metricsToken);
-  return { serverMs: server.pid === undefined ? undefined : await cpuMs(server.pid), postgresMs: withPostgres ? await postgresMs() : undefined, sql };
+  return { serverMs: server.pid === undefined ? undefined : await cpuMs(server.pid), postgresMs: withPostgres ? await postgresMs() : undefined, sql, walBytes: withPostgres ? await walPosition(admin) : undefined };
 }
 
 /** The cost per operation between two snapshots, over `operations` answered. */
@@ -97,5 +112,6 @@ export function perOperation(before: CostSnapshot, after: CostSnapshot, operatio
     ...(before.postgresMs !== undefined && after.postgresMs !== undefined ? { postgresUs: per(before.postgresMs, after.postgresMs) * 1000 } : {}),
     // The scrape itself sends a statement (the signing keys' ages): one in thousands of operations.
     ...(before.sql && after.sql ? { statements: per(before.sql.statements, after.sql.statements), commits: per(before.sql.commits, after.sql.commits) } : {}),
+    ...(before.walBytes !== undefined && after.walBytes !== undefined ? { walBytes: per(before.walBytes, after.walBytes) } : {}),
   };
 }

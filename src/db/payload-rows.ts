@@ -35,33 +35,40 @@ export function payloadArrays(rows: readonly PayloadRowWrite[]): unknown[][] {
   return [unique.map((r) => r.model), unique.map((r) => r.id), unique.map((r) => r.payload), unique.map((r) => r.grant_id), unique.map((r) => r.uid), unique.map((r) => r.user_code), unique.map((r) => r.expires_at)];
 }
 
-/** Tokens issued under a grant: its launch context's last use, and with `until` (a refresh), the grant renewed to then. */
+/**
+ * Tokens issued under a grant: its launch context's last use, and with `renewal` (a refresh), the grant kept alive
+ * at least until `atLeast` (the end of the refresh token just issued): when it would end sooner, it is renewed
+ * until `to`, a margin later, so that the refreshes of the next while need not write it.
+ */
 export interface GrantUse {
   readonly grantId: string;
-  readonly until: Date | undefined;
+  readonly renewal: { readonly atLeast: Date; readonly to: Date } | undefined;
 }
 
 /**
- * CTEs recording grant uses, from two array parameters (`$first`: grant ids, then the renewals' ends):
- * each launch context's `last_used_at`; with a renewal, the grant and its context renewed until then as well
- * (oidc-provider never saves a grant again, so its first expiry would cap a refresh chain). Updates, never
- * saves: a grant revoked meanwhile (a concurrent reuse of the refresh token) stays gone.
+ * CTEs recording grant uses, from three array parameters (`$first`: grant ids, then the ends each must reach,
+ * then the renewals' ends): each launch context's `last_used_at`; a grant, and its context, that would end before
+ * the end it must reach renewed (oidc-provider never saves a grant again, so its first expiry would cap a refresh
+ * chain); a grant that ends later is left as it is, and its context's expiry with it (so its row is not
+ * rewritten, nor the index on `expires_at`). Updates, never saves: a grant revoked meanwhile (a concurrent reuse
+ * of the refresh token) stays gone.
  */
 export function grantUsesSql(first: number): string {
   return (
-    `u as (select * from unnest($${first}::text[], $${first + 1}::timestamptz[]) as u(grant_id, until)),` +
-    ` renewed as (update oidc_payloads p set expires_at = u.until, payload = jsonb_set(p.payload, '{exp}', to_jsonb(floor(extract(epoch from u.until))::bigint))` +
-    ` from u where u.until is not null and p.model = 'Grant' and p.id = u.grant_id returning p.id),` +
-    ` touched as (update grant_contexts c set last_used_at = now(), expires_at = coalesce(u.until, c.expires_at) from u where c.grant_id = u.grant_id returning c.grant_id)`
+    `u as (select * from unnest($${first}::text[], $${first + 1}::timestamptz[], $${first + 2}::timestamptz[]) as u(grant_id, at_least, renew_to)),` +
+    ` renewed as (update oidc_payloads p set expires_at = u.renew_to, payload = jsonb_set(p.payload, '{exp}', to_jsonb(floor(extract(epoch from u.renew_to))::bigint))` +
+    ` from u where p.model = 'Grant' and p.id = u.grant_id and p.expires_at < u.at_least returning p.id),` +
+    ` touched as (update grant_contexts c set last_used_at = now(), expires_at = case when c.expires_at < u.at_least then u.renew_to else c.expires_at end from u where c.grant_id = u.grant_id returning c.grant_id)`
   );
 }
 
 /** The parameters of {@link grantUsesSql}: one row per grant, the latest renewal winning, a renewal over a mere use. */
 export function grantUseArrays(uses: readonly GrantUse[]): unknown[][] {
-  const latest = new Map<string, Date | undefined>();
-  for (const { grantId, until } of uses) {
+  const latest = new Map<string, GrantUse['renewal']>();
+  for (const { grantId, renewal } of uses) {
     const was = latest.get(grantId);
-    latest.set(grantId, was && (!until || was > until) ? was : until);
+    latest.set(grantId, was && (!renewal || was.atLeast > renewal.atLeast) ? was : renewal);
   }
-  return [[...latest.keys()], [...latest.values()].map((d) => d ?? null)];
+  const renewals = [...latest.values()];
+  return [[...latest.keys()], renewals.map((r) => r?.atLeast ?? null), renewals.map((r) => r?.to ?? null)];
 }

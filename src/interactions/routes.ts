@@ -4,7 +4,7 @@ import type { Kysely } from 'kysely';
 import { errors, type Client, type InteractionResults } from 'oidc-provider';
 
 import type { AuditEvent, AuditLog } from '../audit/audit.js';
-import type { Config } from '../config/config.js';
+import { grantLifetimeSeconds, type Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, searchPatients, type PatientSummary } from '../directory/patients.js';
@@ -362,7 +362,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         grantedScopes: texts,
         defaultStyleUrl: `${config.issuer}/smart-style.json`,
       });
-      await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + config.refreshTokenTtlDays * 86_400_000));
+      await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + grantLifetimeSeconds(config).grant * 1000));
     }
     const event = {
       type: 'consent.granted',

@@ -23,7 +23,8 @@ export interface PipelineDeps {
   readonly log: Logger;
   readonly audit: AuditLog;
   readonly db: Kysely<DB>;
-  readonly refreshTtlSeconds: number;
+  /** A refresh token's period and a grant's, in seconds (config.ts, grantLifetimeSeconds). */
+  readonly lifetime: { readonly refresh: number; readonly grant: number };
   /** Sandbox mode: the launcher's simulated errors apply. */
   readonly sandbox: boolean;
   /** The Authorization header Bearer-token introspection continues with (introspection.ts). */
@@ -76,7 +77,7 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
     bearerIntrospection: bearerIntrospection(provider, deps.bearerAuthorization),
     inactiveForForeignTokens: inactiveForForeignTokens(),
     offlineAccessPrompt: offlineAccessPrompt(),
-    tokenResponseMiddleware: tokenResponseMiddleware(deps.db, deps.refreshTtlSeconds, deps.sandbox),
+    tokenResponseMiddleware: tokenResponseMiddleware(deps.db, deps.lifetime, deps.sandbox),
     registrationResponse: registrationResponse(deps.audit),
   };
   const tracing = tracingEnabled();

@@ -8,7 +8,7 @@ import type { UserCache } from '../users/user-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import type { CrlCache } from '../clients/crl-cache.js';
 import type { ChainVerdicts } from '../udap/chain-verdicts.js';
-import type { Config } from '../config/config.js';
+import { grantLifetimeSeconds, type Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -62,7 +62,8 @@ export function createProvider(deps: ProviderDeps): Provider {
   const { config, log } = deps;
   const issuerPath = config.basePath;
   const bearerClient = bearerIntrospectionClient();
-  const refreshTtlSeconds = config.refreshTokenTtlDays * 86_400;
+  const lifetime = grantLifetimeSeconds(config);
+  const refreshTtlSeconds = lifetime.refresh;
   const iasDeps = { db: deps.db, jwks: deps.jwks, clockSkewSeconds: config.clockSkewSeconds };
   const adapterFor = createAdapterFactory({ db: deps.db, replica: deps.replica, box: deps.box, jwks: deps.jwks, registrationStatus: config.registrationStatus, clients: deps.clients, udap: config.udap, crls: deps.crls, verdicts: deps.verdicts });
 
@@ -222,7 +223,7 @@ export function createProvider(deps: ProviderDeps): Provider {
       AccessToken: 3600,
       AuthorizationCode: 60,
       ClientCredentials: 300,
-      Grant: refreshTtlSeconds,
+      Grant: lifetime.grant,
       IdToken: 3600,
       Interaction: 3600,
       // Each rotation issues a new token with a full period; online_access tokens need no longer than a session.
@@ -240,6 +241,6 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
-  installPipeline(provider, { log, audit: deps.audit, db: deps.db, refreshTtlSeconds, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
+  installPipeline(provider, { log, audit: deps.audit, db: deps.db, lifetime, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
   return provider;
 }

@@ -113,7 +113,7 @@ export async function smartTokenClaims(db: Kysely<DB>, ctx: KoaContextWithOIDC, 
  * recorded, with the request's audit event (src/oidc/audit-hooks.ts): a refresh renews the grant for another
  * period (oidc-provider never saves a grant again, so its expiry would cap the chain).
  */
-export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: number, sandbox: boolean) {
+export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly refresh: number; readonly grant: number }, sandbox: boolean) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -143,7 +143,10 @@ export function tokenResponseMiddleware(db: Kysely<DB>, refreshTtlSeconds: numbe
     }
     if (context) Object.assign(ctx.body, tokenResponseContext(context));
     if (!grant) return;
-    stateOf(ctx).grantUse = { grantId: grant.jti, until: grantType === 'refresh_token' ? new Date(Date.now() + refreshTtlSeconds * 1000) : undefined };
+    // A refresh token issued must not outlive its grant: a grant that ends before a full period from now is
+    // renewed, for a period and the margin (config.ts, grantLifetimeSeconds), so the next refreshes need not.
+    const now = Date.now();
+    stateOf(ctx).grantUse = { grantId: grant.jti, renewal: grantType === 'refresh_token' ? { atLeast: new Date(now + lifetime.refresh * 1000), to: new Date(now + lifetime.grant * 1000) } : undefined };
   };
 }
 
