@@ -277,7 +277,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   }
   app.addHook('onClose', async () => {
     await maintenance.stop();
-    await audit.flush();
+    await audit.close();
     if (ownsDatabase) await database.close();
   });
   return app;

@@ -304,6 +304,11 @@ function assertAuditEvent(event: Body): void {
     if (entity.role) coding(entity.role);
     for (const d of (entity.detail ?? []) as Body[]) assert.ok(typeof d.type === 'string' && typeof d.valueString === 'string');
   }
-  const allowed = new Set(['resourceType', 'id', 'type', 'subtype', 'action', 'recorded', 'outcome', 'outcomeDesc', 'agent', 'source', 'entity']);
+  if (event.period) {
+    const { start, end, ...rest } = event.period as Body;
+    assert.deepEqual(rest, {}, 'period: start and end');
+    assert.ok(Date.parse(start as string) <= Date.parse(end as string), 'a period that ends after it starts');
+  }
+  const allowed = new Set(['resourceType', 'id', 'type', 'subtype', 'action', 'period', 'recorded', 'outcome', 'outcomeDesc', 'agent', 'source', 'entity']);
   for (const key of Object.keys(event)) assert.ok(allowed.has(key), `unexpected element ${key}`);
 }

@@ -99,6 +99,12 @@ describe('configuration', () => {
     assert.deepEqual(problems({ AUDIT_CHECKPOINT_SECONDS: '604801' }), ['AUDIT_CHECKPOINT_SECONDS="604801" is invalid: expected an integer number of seconds from 0 (off) to 604800 (a week)']);
   });
 
+  it('INTROSPECTION_AUDIT_WINDOW_SECONDS: a minute by default, 0 for a row each, at most an hour', () => {
+    assert.equal(loadConfig({}).introspectionAuditWindowSeconds, 60);
+    assert.equal(loadConfig({ INTROSPECTION_AUDIT_WINDOW_SECONDS: '0' }).introspectionAuditWindowSeconds, 0);
+    assert.deepEqual(problems({ INTROSPECTION_AUDIT_WINDOW_SECONDS: '3601' }), ['INTROSPECTION_AUDIT_WINDOW_SECONDS="3601" is invalid: expected an integer number of seconds from 0 (a row for each introspection) to 3600']);
+  });
+
   it('SENSITIVE_SECURITY_LABELS: restricted confidentiality and the HL7 sensitivity codes by default; a list of system|code otherwise', () => {
     const confidentiality = 'http://terminology.hl7.org/CodeSystem/v3-Confidentiality';
     const actCode = 'http://terminology.hl7.org/CodeSystem/v3-ActCode';

@@ -139,6 +139,9 @@ for (const kind of databaseKinds()) {
       const { result, counts } = await count(introspect);
       assert.equal(result.json<{ active: boolean }>().active, true);
       assert.deepEqual(counts, { statements: 2, transactions: 0 }, 'one shared lookup for the three token kinds, the audit event');
+      const again = await count(introspect);
+      assert.equal(again.result.json<{ active: boolean }>().active, true);
+      assert.deepEqual(again.counts, { statements: 1, transactions: 0 }, 'the same introspection again within the audit window: the lookup; the event is counted in its window');
     });
 
     // PGlite runs each statement on this thread: no request moves on while one is in flight, so none can join it.

@@ -91,6 +91,20 @@ const LEGACY_CHAIN = '';
 const CHAIN_PURPOSE = 'audit-chain';
 /** Rows at most this many to one INSERT. */
 const BATCH_SIZE = 500;
+/** Windows of repeated events open at once at most; past this, repeats are written one by one. */
+const MAX_REPEAT_WINDOWS = 10_000;
+
+/** The window of an event that repeats (see {@link AuditLog.recordRepeating}). */
+interface RepeatWindow {
+  readonly event: AuditEvent;
+  /** The first event's write; the window counts repeats once it is committed. */
+  readonly written: Promise<void>;
+  settled: boolean;
+  readonly until: number;
+  count: number;
+  first: Date | undefined;
+  last: Date | undefined;
+}
 
 interface Pending {
   readonly row: Omit<RowContent, 'chain' | 'recorded_at'>;
@@ -121,6 +135,8 @@ export class AuditLog {
   #last: string | undefined;
   #queue: Pending[] = [];
   #writing: Promise<void> | undefined;
+  readonly #repeats = new Map<string, RepeatWindow>();
+  #repeatTimer: NodeJS.Timeout | undefined;
 
   readonly #metrics: Metrics;
 
@@ -152,9 +168,89 @@ export class AuditLog {
       return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
     }
     this.#metrics.securityEvent(event);
+    return this.#enqueue(row, payloads, grantUse);
+  }
+
+  #enqueue(row: Pending['row'], payloads: readonly PayloadRowWrite[] = [], grantUse?: GrantUse): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ row, payloads, grantUse, resolve, reject });
       this.#writing ??= this.#drain();
+    });
+  }
+
+  /**
+   * Records an event that repeats often with the same content (an introspection: the same resource server, the
+   * same token's grant, the same answer), as one row per window of `windowSeconds` with a count. The first of a
+   * window is written as {@link record} writes any event, and resolves once committed; the ones alike that follow
+   * within the window (everything equal but the request id) are counted, in the metrics too, and resolve once
+   * that first row is committed, without a write of their own; when the window ends, one more row, the same
+   * event with `details.repeated` (how many), `details.first` and `details.last` (when), records them. A crash
+   * loses the count of the windows still open, never an event unlike those written. `windowSeconds` 0 writes
+   * every event.
+   */
+  recordRepeating(event: AuditEvent, windowSeconds: number): Promise<void> {
+    if (windowSeconds <= 0) return this.record(event);
+    const key = repeatKey(event);
+    const now = Date.now();
+    const open = this.#repeats.get(key);
+    if (open && now < open.until) {
+      return open.written.then(
+        () => {
+          this.#metrics.securityEvent(event);
+          open.count++;
+          open.first ??= new Date(now);
+          open.last = new Date(now);
+          // The window closed while the first row was being written: its count goes out alone.
+          if (this.#repeats.get(key) !== open) this.#closeWindow(open);
+        },
+        // The first row failed, and its window with it: this one is written, or fails, for itself.
+        () => this.recordRepeating(event, windowSeconds),
+      );
+    }
+    if (open) this.#closeWindow(open, key);
+    if (this.#repeats.size >= MAX_REPEAT_WINDOWS) return this.record(event);
+    const written = this.record(event);
+    const window: RepeatWindow = { event, written, settled: false, until: now + windowSeconds * 1000, count: 0, first: undefined, last: undefined };
+    this.#repeats.set(key, window);
+    written.then(
+      () => {
+        window.settled = true;
+      },
+      () => {
+        if (this.#repeats.get(key) === window) this.#repeats.delete(key);
+      },
+    );
+    this.#repeatTimer ??= setInterval(() => this.#closeWindows(false), Math.min(windowSeconds * 1000, 5_000)).unref();
+    return written;
+  }
+
+  /** Writes the count of each window that has ended (every window, with `all`), and forgets them. */
+  #closeWindows(all: boolean): void {
+    const now = Date.now();
+    for (const [key, window] of this.#repeats) if (window.settled && (all || now >= window.until)) this.#closeWindow(window, key);
+    if (!this.#repeats.size && this.#repeatTimer) {
+      clearInterval(this.#repeatTimer);
+      this.#repeatTimer = undefined;
+    }
+  }
+
+  #closeWindow(window: RepeatWindow, key?: string): void {
+    if (key !== undefined) this.#repeats.delete(key);
+    if (!window.count || !window.first || !window.last) return;
+    const { event, count, first, last } = window;
+    window.count = 0;
+    let row: Pending['row'];
+    try {
+      row = toRow({ ...event, requestId: undefined, details: { ...event.details, repeated: count, first: first.toISOString(), last: last.toISOString() } });
+    } catch (error) {
+      this.#log.error({ err: error, type: event.type }, 'audit event could not be written');
+      return;
+    }
+    // Counted in the metrics as each repeat came.
+    this.#enqueue(row).catch((error: unknown) => {
+      const reason = unavailableReason(error);
+      if (reason) this.#log.warn({ reason, type: event.type, repeated: count }, 'audit event could not be written: database unavailable');
+      else this.#log.error({ err: error, type: event.type, repeated: count }, 'audit event could not be written');
     });
   }
 
@@ -170,6 +266,13 @@ export class AuditLog {
   /** Resolves when everything recorded so far is written. */
   async flush(): Promise<void> {
     while (this.#writing) await this.#writing;
+  }
+
+  /** Writes the counts of the windows of repeated events still open, then everything recorded: at shutdown. */
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.#repeats.values()].map((window) => window.written));
+    this.#closeWindows(true);
+    await this.flush();
   }
 
   async #drain(): Promise<void> {
@@ -276,6 +379,12 @@ function toRow(event: AuditEvent): Omit<RowContent, 'chain' | 'recorded_at'> {
     request_id: cleanOptionalText(event.requestId),
     details: cleanDetails(event.details),
   };
+}
+
+/** What two events that repeat one another share: everything but the request id. */
+function repeatKey(event: AuditEvent): string {
+  const e = event;
+  return JSON.stringify([e.type, e.outcome, e.actorType, e.actorId, e.userId, e.clientId, e.patientId, e.grantId, e.scope, e.sourceIp, e.details === undefined ? null : canonical(e.details)]);
 }
 
 /** The previous hash and the row's content in a canonical form (sorted keys, ISO time). */

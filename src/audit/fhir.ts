@@ -79,6 +79,9 @@ export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unkn
 
   const access = row.type === 'fhir.access' ? fhirAccessOf(row) : undefined;
   if (access?.entity) entities.push(access.entity);
+  // A window's count of repeated events (AuditLog.recordRepeating): how many, on an entity of its own, and when.
+  const repeats = repeatsOf(row);
+  if (repeats) entities.push({ what: { display: 'repeated events' }, type: { system: ENTITY_TYPE, code: '2', display: 'System Object' }, detail: [{ type: 'repeated', valueString: String(repeats.count) }] });
 
   return {
     resourceType: 'AuditEvent',
@@ -86,6 +89,7 @@ export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unkn
     type,
     subtype: [{ system: EVENT_SUBTYPE_SYSTEM, code: row.type }, ...(access ? [access.subtype] : [])],
     action: access?.action ?? actionOf(row.type),
+    ...(repeats ? { period: { start: repeats.first, end: repeats.last } } : {}),
     recorded: row.recorded_at.toISOString(),
     outcome: row.outcome === 'success' ? '0' : access?.serious ? '8' : '4',
     ...(typeof row.details.reason === 'string' ? { outcomeDesc: row.details.reason } : {}),
@@ -93,6 +97,11 @@ export function toAuditEvent(row: AuditRow, issuer: string): Record<string, unkn
     source: { observer: { display: 'smart-auth-server', identifier: { value: issuer } }, type: [{ system: SOURCE_TYPE, code: '4', display: 'Application Server' }] },
     ...(entities.length ? { entity: entities } : {}),
   };
+}
+
+function repeatsOf(row: AuditRow): { count: number; first: string; last: string } | undefined {
+  const { repeated, first, last } = row.details;
+  return typeof repeated === 'number' && typeof first === 'string' && typeof last === 'string' ? { count: repeated, first, last } : undefined;
 }
 
 /** C create, R read, U update, D delete, E execute. */

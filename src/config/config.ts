@@ -77,6 +77,8 @@ export interface Config {
   readonly userCacheSeconds: number;
   /** How often a signed checkpoint of the audit trail is written (0: only on demand). */
   readonly auditCheckpointSeconds: number;
+  /** Introspections alike are audited as one row per window of this many seconds with a count (0: a row each). */
+  readonly introspectionAuditWindowSeconds: number;
   /** A port of its own serving `/metrics` without a token (undefined: none). */
   readonly metricsPort: number | undefined;
   /** The Bearer token `/metrics` on the server's port asks for (undefined: not served there). */
@@ -189,6 +191,7 @@ const schema = {
     METRICS_TOKEN: { type: 'string', minLength: 32, pattern: '^[\\x21-\\x7e]+$', description: 'at least 32 printable characters without spaces (e.g. `openssl rand -base64 32`)' },
     OTEL_EXPORTER_OTLP_ENDPOINT: { type: 'string', pattern: '^https?://[^?#\\s]+$', description: 'the http(s) URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318' },
     AUDIT_CHECKPOINT_SECONDS: { type: 'integer', minimum: 0, maximum: 604800, description: 'an integer number of seconds from 0 (off) to 604800 (a week)' },
+    INTROSPECTION_AUDIT_WINDOW_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (a row for each introspection) to 3600' },
     FHIR_UPSTREAMS: { type: 'string', pattern: '^\\S+=\\S+$', description: 'comma-separated FHIR_BASE_URL=UPSTREAM_URL pairs (UPSTREAM_URL an http(s) URL, or embedded), e.g. https://ehr.example.org/fhir=http://fhir-internal:8080/fhir' },
     FHIR_UPSTREAM_HEADERS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to an object of header names and values, e.g. {"https://ehr.example.org/fhir":{"Authorization":"Basic …"}}' },
     FHIR_UPSTREAM_OPTIONS: { type: 'string', minLength: 2, description: 'a JSON object from FHIR base URL to {"timeoutSeconds": 1-600, "connections": 1-1024, "allow": ["$validate", "_filter", …]}' },
@@ -313,6 +316,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     clientCacheSeconds: (v.CLIENT_CACHE_SECONDS as number | undefined) ?? 5,
     userCacheSeconds: (v.USER_CACHE_SECONDS as number | undefined) ?? 5,
     auditCheckpointSeconds: (v.AUDIT_CHECKPOINT_SECONDS as number | undefined) ?? 3600,
+    introspectionAuditWindowSeconds: (v.INTROSPECTION_AUDIT_WINDOW_SECONDS as number | undefined) ?? 60,
     jwtAccessTokenAudiences: Object.freeze(jwtAccessTokenAudiences),
     frameAncestors: Object.freeze(v.FRAME_ANCESTORS ? (v.FRAME_ANCESTORS as string).split(',') : []),
     sandbox,

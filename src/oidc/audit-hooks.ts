@@ -7,9 +7,12 @@ import { oidcOf, stateOf, type ProviderState } from './context.js';
 /**
  * Audit events for the token, introspection and revocation endpoints, written after oidc-provider has
  * answered and before the answer leaves: a token is not handed out without its record. Only identifiers,
- * scopes and reasons are recorded; never a token, code, secret or assertion.
+ * scopes and reasons are recorded; never a token, code, secret or assertion. Introspections that repeat one
+ * another (the same resource server and source, the same token's client and grant, the same answer) are one row
+ * per `introspectionWindowSeconds` with their count (AuditLog.recordRepeating): a resource server asks about
+ * the same token at each request it serves.
  */
-export function auditMiddleware(audit: AuditLog) {
+export function auditMiddleware(audit: AuditLog, introspectionWindowSeconds: number) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -29,7 +32,9 @@ export function auditMiddleware(audit: AuditLog) {
     // refused request's are dropped.
     const tokens = takeDeferredTokens(ctx);
     const ok = ctx.status === 200;
-    if (event) await audit.record({ ...base, ...event }, ok ? tokens : [], ok ? state.grantUse : undefined);
+    if (!event) return;
+    if (ok && oidc.route === 'introspection') await audit.recordRepeating({ ...base, ...event }, introspectionWindowSeconds);
+    else await audit.record({ ...base, ...event }, ok ? tokens : [], ok ? state.grantUse : undefined);
   };
 }
 
@@ -47,7 +52,11 @@ function classify(oidc: KoaContextWithOIDC['oidc'], status: number, body: Record
         details: { grant_type: grantType, ...state.auditDetails },
       };
     }
-    if (oidc.route === 'introspection') return { type: 'token.introspected', details: { active: body.active === true, token_client_id: body.client_id } };
+    if (oidc.route === 'introspection') {
+      // The grant of the token asked about, when it is active and has one (a backend's token has none).
+      const grantId = body.active === true ? (oidc.entities.AccessToken ?? oidc.entities.RefreshToken)?.grantId : undefined;
+      return { type: 'token.introspected', grantId, details: { active: body.active === true, token_client_id: body.client_id } };
+    }
     return { type: 'token.revoked', details: { token_type_hint: oidc.params?.token_type_hint } };
   }
   const error = typeof body.error === 'string' ? body.error : undefined;

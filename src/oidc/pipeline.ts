@@ -25,6 +25,8 @@ export interface PipelineDeps {
   readonly db: Kysely<DB>;
   /** A refresh token's period and a grant's, in seconds (config.ts, grantLifetimeSeconds). */
   readonly lifetime: { readonly refresh: number; readonly grant: number };
+  /** Introspections alike are audited as one row per this many seconds, with their count (audit-hooks.ts). */
+  readonly introspectionAuditWindowSeconds: number;
   /** Sandbox mode: the launcher's simulated errors apply. */
   readonly sandbox: boolean;
   /** The Authorization header Bearer-token introspection continues with (introspection.ts). */
@@ -72,7 +74,7 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
     databaseFaultResponses: databaseFaultResponses(deps.log, deps.renderErrorPage),
     writeDeferredWrites,
     cachingHeaders,
-    auditMiddleware: auditMiddleware(deps.audit),
+    auditMiddleware: auditMiddleware(deps.audit, deps.introspectionAuditWindowSeconds),
     withErrorDetails,
     bearerIntrospection: bearerIntrospection(provider, deps.bearerAuthorization),
     inactiveForForeignTokens: inactiveForForeignTokens(),

@@ -241,6 +241,6 @@ export function createProvider(deps: ProviderDeps): Provider {
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
 
-  installPipeline(provider, { log, audit: deps.audit, db: deps.db, lifetime, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
+  installPipeline(provider, { log, audit: deps.audit, db: deps.db, lifetime, introspectionAuditWindowSeconds: config.introspectionAuditWindowSeconds, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
   return provider;
 }
