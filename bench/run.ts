@@ -490,7 +490,8 @@ async function main(): Promise<void> {
       for (const column of ['bare', 'bare-pg'] as const) {
         const bare = await startBare(bareClients, CHALLENGE, column === 'bare-pg' ? bareDatabaseUrl : undefined);
         const target: Target = { name: column === 'bare' ? 'bare oidc-provider' : 'bare oidc-provider on Postgres', column, server: bare };
-        for (const scenario of all.filter((s) => s.bare)) (results[scenario.name] ??= {})[column] = await measure(target, scenario, RUNS, false);
+        // At 70 % too: the latency the issue's p99 target is about, of the bare core on this machine, beside ours.
+        for (const scenario of all.filter((s) => s.bare)) (results[scenario.name] ??= {})[column] = await measure(target, scenario, RUNS, true);
         rss[column] = await bare.rssMiB();
         startup[column] = bare.startup;
         await bare.stop();
@@ -681,8 +682,8 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     '',
     `${String(m.cpu)}, ${String(m.memoryGiB)} GiB; Node ${String(m.node)}; Postgres ${String(m.postgres)}. Each figure: median of ${String(m.runs)} runs of ${String(m.duration)} s at ${String(m.connections)} connections (launch flows: 8 concurrent browsers); PGlite: one run. Latency in ms.`,
     '',
-    '| scenario | bare rps | bare+pg rps | ours rps | ÷ bare+pg | p50 | p90 | p99 | p99 @70% | errors | PGlite rps | PGlite p99 |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| scenario | bare rps | bare+pg rps | ours rps | ÷ bare+pg | p50 | p90 | p99 | p99 @70% | bare p99 @70% | bare+pg p99 @70% | errors | PGlite rps | PGlite p99 |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const [name, s] of Object.entries(report.scenarios)) {
     const bare = s.bare as Measured | undefined;
@@ -690,7 +691,7 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const ours = s.postgres as Measured | undefined;
     const lite = s.pglite as Measured | undefined;
     lines.push(
-      `| ${name} | ${f(bare?.saturation.rps)} | ${f(barePg?.saturation.rps)} | ${f(ours?.saturation.rps)} | ${barePg && ours ? (ours.saturation.rps / barePg.saturation.rps).toFixed(2) : '—'} | ${f(ours?.saturation.p50, 1)} | ${f(ours?.saturation.p90, 1)} | ${f(ours?.saturation.p99, 1)} | ${f(ours?.at70?.p99, 1)} | ${ours ? ours.saturation.errors + (ours.at70?.errors ?? 0) : '—'} | ${f(lite?.saturation.rps)} | ${f(lite?.saturation.p99, 1)} |`,
+      `| ${name} | ${f(bare?.saturation.rps)} | ${f(barePg?.saturation.rps)} | ${f(ours?.saturation.rps)} | ${barePg && ours ? (ours.saturation.rps / barePg.saturation.rps).toFixed(2) : '—'} | ${f(ours?.saturation.p50, 1)} | ${f(ours?.saturation.p90, 1)} | ${f(ours?.saturation.p99, 1)} | ${f(ours?.at70?.p99, 1)} | ${f(bare?.at70?.p99, 1)} | ${f(barePg?.at70?.p99, 1)} | ${ours ? ours.saturation.errors + (ours.at70?.errors ?? 0) : '—'} | ${f(lite?.saturation.rps)} | ${f(lite?.saturation.p99, 1)} |`,
     );
   }
   lines.push(

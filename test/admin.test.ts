@@ -120,6 +120,10 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal((await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', secret) })).statusCode, 401, 'the old secret stops working');
     const fresh = await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', rotated.client_secret as string) });
     assert.equal(fresh.statusCode, 200);
+    // The scopes a registration allows are read anew once it changes (the answer for the same request was kept).
+    assert.equal((await call('PATCH', '/clients/admin-made', { scope: 'system/Observation.rs' })).statusCode, 200);
+    expectOAuthError(await tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth('admin-made', rotated.client_secret as string) }), 400, 'invalid_scope', 'system/Patient.rs: not within the scopes this client is pre-authorized for');
+    await call('PATCH', '/clients/admin-made', { scope: 'openid launch/patient patient/*.rs system/Patient.rs' });
 
     assert.equal((await call('DELETE', '/clients/admin-made')).statusCode, 204);
     expectOAuthError(await call('GET', '/clients/admin-made'), 404, 'not_found', 'no client admin-made');

@@ -66,36 +66,53 @@ function isUdapSignIn(config: Config, ctx: KoaContextWithOIDC): boolean {
   return community?.tieredOAuth !== undefined && scopes.includes('openid') && scopes.includes('udap') && scopes.every((s) => IDP_SCOPES.has(s));
 }
 
+/**
+ * The answers of {@link getResourceServerInfo} already given, per client (oidc-provider keeps one Client object
+ * per registration as long as its metadata stays the same: a changed registration is a new object, and starts
+ * afresh): a backend asks for the same scopes at every token, and each answer parses the request's scopes and
+ * the client's registered ones. At most {@link ANSWERS_PER_CLIENT} a client; refusals are not kept.
+ */
+const answers = new WeakMap<Client, Map<string, ResourceServer>>();
+const ANSWERS_PER_CLIENT = 64;
+
 export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, indicator: string, client: Client): ResourceServer {
+  const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
+  // What the answer depends on besides the client and the configuration: the kind of request and its scopes.
+  const exchange = ctx.oidc.route === 'token' && !backend;
+  const kind = exchange ? 'grant' : backend ? (isIasRequest(ctx) ? 'ias' : 'backend') : 'request';
+  const scopes = exchange ? (ctx.oidc.entities.Grant?.getResourceScope(indicator) ?? '') : typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined;
+  const key = JSON.stringify([kind, indicator, scopes ?? null]);
+  let known = answers.get(client);
+  const answer = known?.get(key);
+  if (answer) return answer;
+
   const base = fhirBaseOf(config, indicator);
   if (!base) throw new errors.InvalidTarget(`${indicator} is not a FHIR server this server issues tokens for`);
-  const backend = ctx.oidc.route === 'token' && ctx.oidc.params?.grant_type === 'client_credentials';
-  const scope = scopeString(scopesFor(ctx, indicator, client, backend));
+  const scope = scopeString(scopesFor(kind, scopes, client));
   const jwt = config.jwtAccessTokenAudiences.includes(base) && scope.length <= JWT_MAX_SCOPE_LENGTH;
-  return {
+  const info: ResourceServer = Object.freeze({
     scope,
     audience: base,
     accessTokenTTL: backend ? BACKEND_ACCESS_TOKEN_TTL : INTERACTIVE_ACCESS_TOKEN_TTL,
-    ...(jwt ? { accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } } : { accessTokenFormat: 'opaque' }),
-  };
+    ...(jwt ? { accessTokenFormat: 'jwt' as const, jwt: Object.freeze({ sign: Object.freeze({ alg: 'RS256' as const }) }) } : { accessTokenFormat: 'opaque' as const }),
+  });
+  if (!known) answers.set(client, (known = new Map()));
+  if (known.size >= ANSWERS_PER_CLIENT) known.clear();
+  known.set(key, info);
+  return info;
 }
 
-function scopesFor(ctx: KoaContextWithOIDC, indicator: string, client: Client, backend: boolean): Scope[] {
-  if (ctx.oidc.route === 'token' && !backend) {
-    // Exchanging a code or refresh token: the grant holds what was decided at consent.
-    const granted = ctx.oidc.entities.Grant?.getResourceScope(indicator) ?? '';
-    return parseScopes(granted).scopes;
+function scopesFor(kind: 'grant' | 'ias' | 'backend' | 'request', scopes: string | undefined, client: Client): Scope[] {
+  // Exchanging a code or refresh token: the grant holds what was decided at consent.
+  if (kind === 'grant') return parseScopes(scopes).scopes;
+  const requested = parseRequested(scopes);
+  if (kind === 'request') return grantableScopes(requested, registeredScopes(client)).granted;
+  try {
+    return grantBackendScopes(requested, registeredScopes(client), kind === 'ias' ? 'patient' : 'system');
+  } catch (error) {
+    if (error instanceof ScopeGrantError) throw new errors.InvalidScope(error.message, error.scope);
+    throw error;
   }
-  const requested = parseRequested(typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined);
-  if (backend) {
-    try {
-      return grantBackendScopes(requested, registeredScopes(client), isIasRequest(ctx) ? 'patient' : 'system');
-    } catch (error) {
-      if (error instanceof ScopeGrantError) throw new errors.InvalidScope(error.message, error.scope);
-      throw error;
-    }
-  }
-  return grantableScopes(requested, registeredScopes(client)).granted;
 }
 
 /** @throws {errors.InvalidScope} naming every invalid scope in the request. */
