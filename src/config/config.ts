@@ -484,10 +484,6 @@ function parseJsonByBase(name: string, json: string | undefined, problems: strin
 }
 
 /**
- * The configured FHIR base a URL names (SMART `aud`, a resource indicator, a launcher form), or undefined when
- * it names none of them or is no URL at all.
- */
-/**
  * How long a grant (and its launch context) lives, in seconds: the refresh token's period and a margin of a tenth
  * of it, at most a day. A refresh needs the grant to outlive the token it issues; a grant issued or renewed less
  * than the margin ago already does, so a refresh writes the grant only about once a margin (once a day at most)
@@ -499,6 +495,10 @@ export function grantLifetimeSeconds(config: Pick<Config, 'refreshTokenTtlDays'>
   return { refresh, grant: refresh + Math.min(86_400, Math.ceil(refresh / 10)) };
 }
 
+/**
+ * The configured FHIR base a URL names (SMART `aud`, a resource indicator, a launcher form), or undefined when
+ * it names none of them or is no URL at all.
+ */
 export function fhirBaseOf(config: Pick<Config, 'fhirBaseUrls'>, value: string): string | undefined {
   let base: string;
   try {
