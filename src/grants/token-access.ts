@@ -1,6 +1,7 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Compilable, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import { Statement } from '../db/statements.js';
 import { PAYER_ROLES, type PayerRole } from '../db/tables/payer.js';
 import { payerPopulation, representedPatients } from '../payer/population.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -85,9 +86,34 @@ function accessQuery(db: Kysely<DB>, grantColumn: 't.grant_id' | 't.id') {
     .where('t.expires_at', '>', sql<Date>`now()`);
 }
 
-/** An opaque access token (or a backend's client-credentials token), by its value. */
-export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token: string): Promise<TokenAccess | undefined> {
-  const row = await accessQuery(db, 't.grant_id')
+/**
+ * A query the door runs at every request, built once and run as a fixed statement (src/db/statements.ts):
+ * kysely builds its text once, and Postgres parses and plans it once per connection instead of at every
+ * request (a join of four tables with two subqueries cost Postgres more to plan than to run). `slot` stands
+ * for the one value that varies, in the parameters of the text built.
+ */
+class FixedQuery<R> {
+  readonly #build: (db: Kysely<DB>, slot: object) => Compilable<R>;
+  #fixed: { statement: Statement<R>; parameters: readonly unknown[]; slot: object } | undefined;
+
+  constructor(build: (db: Kysely<DB>, slot: object) => Compilable<R>) {
+    this.#build = build;
+  }
+
+  first(db: Kysely<DB>, value: unknown): Promise<R | undefined> {
+    if (!this.#fixed) {
+      const slot = {};
+      const compiled = this.#build(db, slot).compile();
+      if (!compiled.parameters.includes(slot)) throw new Error('the fixed query has no slot for its value');
+      this.#fixed = { statement: new Statement<R>(compiled.sql), parameters: compiled.parameters, slot };
+    }
+    const { statement, parameters, slot } = this.#fixed;
+    return statement.first(db, parameters.map((p) => (p === slot ? value : p)));
+  }
+}
+
+const OPAQUE_TOKEN = new FixedQuery((db, slot) =>
+  accessQuery(db, 't.grant_id')
     .select([
       sql<string | null>`t.payload->>'scope'`.as('scope'),
       sql<string | null>`t.payload->>'aud'`.as('aud'),
@@ -95,8 +121,19 @@ export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token:
       sql`t.payload->'extra'->'extensions'->'hl7-b2b'`.as('b2b'),
     ])
     .where('t.model', 'in', ['AccessToken', 'ClientCredentials'])
-    .where('t.id', 'in', box.bearerIds(token))
-    .executeTakeFirst();
+    .where('t.id', '=', sql<string>`any(${slot}::text[])`),
+);
+
+const GRANT = new FixedQuery((db, slot) =>
+  accessQuery(db, 't.id')
+    .select([sql<string | null>`null`.as('scope'), sql<string | null>`null`.as('aud'), 't.id as grant_id', sql`null`.as('b2b')])
+    .where('t.model', '=', 'Grant')
+    .where('t.id', '=', sql<string>`${slot}`),
+);
+
+/** An opaque access token (or a backend's client-credentials token), by its value. */
+export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token: string): Promise<TokenAccess | undefined> {
+  const row = await OPAQUE_TOKEN.first(db, box.bearerIds(token));
   return row && toAccess(row);
 }
 
@@ -114,11 +151,7 @@ export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined,
       .executeTakeFirst();
     return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined, ...payerOf(client) };
   }
-  const row = await accessQuery(db, 't.id')
-    .select([sql<string | null>`null`.as('scope'), sql<string | null>`null`.as('aud'), 't.id as grant_id', sql`null`.as('b2b')])
-    .where('t.model', '=', 'Grant')
-    .where('t.id', '=', grantId)
-    .executeTakeFirst();
+  const row = await GRANT.first(db, grantId);
   if (!row || row.client_id !== clientId) return undefined;
   const access = toAccess(row);
   return access && { clientId, grantId, userId: access.userId, patient: access.patient, userPatients: access.userPatients, payerRole: access.payerRole, population: access.population, sensitiveExcluded: access.sensitiveExcluded };
