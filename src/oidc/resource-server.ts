@@ -96,7 +96,7 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
     accessTokenTTL: backend ? BACKEND_ACCESS_TOKEN_TTL : INTERACTIVE_ACCESS_TOKEN_TTL,
     ...(jwt ? { accessTokenFormat: 'jwt' as const, jwt: Object.freeze({ sign: Object.freeze({ alg: 'RS256' as const }) }) } : { accessTokenFormat: 'opaque' as const }),
   });
-  if (!known) answers.set(client, (known = new Map()));
+  if (!known) answers.set(client, (known = new Map<string, ResourceServer>()));
   if (known.size >= ANSWERS_PER_CLIENT) known.clear();
   known.set(key, info);
   return info;
