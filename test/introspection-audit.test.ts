@@ -136,10 +136,10 @@ describeEachDatabase('introspection audit: one row per window of repeated intros
 
   it('a window ends on its own: its count is written, and the next introspection opens a window with a row of its own', async () => {
     await markTrail();
-    const app = await start({ INTROSPECTION_AUDIT_WINDOW_SECONDS: '1' });
+    const app = await start({ INTROSPECTION_AUDIT_WINDOW_SECONDS: '2' });
     const token = await ccToken(app);
     for (let i = 0; i < 3; i++) await introspect(app, token, `timed-${i}`);
-    const deadline = Date.now() + 5_000;
+    const deadline = Date.now() + 8_000;
     let rows = await rowsOf('timed-');
     while (rows.length < 2 && Date.now() < deadline) {
       await sleep(200);

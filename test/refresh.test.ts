@@ -77,7 +77,8 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
     const contextRow = () => db.selectFrom('grant_contexts').select(['expires_at', 'last_used_at']).where('grant_id', '=', grantId).executeTakeFirstOrThrow();
     const issued = await grantRow();
     assert.ok(issued.expires_at!.getTime() > (await expiryOf('RefreshToken', rt1)).getTime() + DAY - 60_000, 'the grant ends a day after its first refresh token');
-    assert.equal(Number(issued.exp), Math.floor(issued.expires_at!.getTime() / 1000));
+    // oidc-provider's `exp` counts from when it made the grant, the row's end from when it was saved: a second apart at most.
+    assert.ok(Math.abs(Number(issued.exp) - issued.expires_at!.getTime() / 1000) <= 1, 'the payload’s exp and the row’s end agree');
     const context = await contextRow();
     assert.ok(Math.abs(context.expires_at.getTime() - issued.expires_at!.getTime()) < 60_000, 'the launch context ends with its grant');
 
@@ -87,7 +88,7 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
     assert.deepEqual(await grantRow(), issued, 'a refresh within the margin leaves the grant as it is');
     const used = await contextRow();
     assert.equal(used.expires_at.getTime(), context.expires_at.getTime(), 'and its context’s end');
-    assert.ok(used.last_used_at && used.last_used_at.getTime() >= context.expires_at.getTime() - 91 * DAY, 'the context’s last use is recorded');
+    assert.ok(used.last_used_at && Math.abs(used.last_used_at.getTime() - Date.now()) < 60_000, 'the context’s last use is recorded');
     assert.ok((await expiryOf('RefreshToken', rt2)).getTime() <= issued.expires_at!.getTime(), 'the new refresh token ends before its grant');
 
     // 81 days later: the grant and its context end in ten days, before a refresh token issued now.
