@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 
-import { CompiledQuery, createQueryId, type QueryExecutor, type QueryResult } from 'kysely';
+import { CompiledQuery, createQueryId, type Compilable, type QueryExecutor, type QueryResult } from 'kysely';
 
 import { nameStatement } from '../observability/query-observer.js';
 
@@ -48,6 +48,31 @@ export class Statement<Row> {
   /** Rows inserted, updated or deleted. */
   async affected(db: Executes, parameters: readonly unknown[]): Promise<number> {
     return Number((await this.execute(db, parameters)).numAffectedRows ?? 0n);
+  }
+}
+
+/**
+ * A query built with kysely once and run as a {@link Statement} from then on: for a query too intricate to write
+ * as fixed text by hand (joins, subqueries from shared fragments) that a hot path runs at every request. `slot`
+ * stands for the one value that varies, wherever the built query puts it among its parameters.
+ */
+export class FixedQuery<Db extends Executes, R> {
+  readonly #build: (db: Db, slot: object) => Compilable<R>;
+  #fixed: { statement: Statement<R>; parameters: readonly unknown[]; slot: object } | undefined;
+
+  constructor(build: (db: Db, slot: object) => Compilable<R>) {
+    this.#build = build;
+  }
+
+  first(db: Db, value: unknown): Promise<R | undefined> {
+    if (!this.#fixed) {
+      const slot = {};
+      const compiled = this.#build(db, slot).compile();
+      if (!compiled.parameters.includes(slot)) throw new Error('a fixed query without a slot for its value');
+      this.#fixed = { statement: new Statement<R>(compiled.sql), parameters: compiled.parameters, slot };
+    }
+    const { statement, parameters, slot } = this.#fixed;
+    return statement.first(db, parameters.map((p) => (p === slot ? value : p)));
   }
 }
 

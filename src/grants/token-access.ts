@@ -1,7 +1,7 @@
-import { sql, type Compilable, type Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-import { Statement } from '../db/statements.js';
+import { FixedQuery } from '../db/statements.js';
 import { PAYER_ROLES, type PayerRole } from '../db/tables/payer.js';
 import { payerPopulation, representedPatients } from '../payer/population.js';
 import type { SecretBox } from '../security/secret-box.js';
@@ -86,33 +86,8 @@ function accessQuery(db: Kysely<DB>, grantColumn: 't.grant_id' | 't.id') {
     .where('t.expires_at', '>', sql<Date>`now()`);
 }
 
-/**
- * A query the door runs at every request, built once and run as a fixed statement (src/db/statements.ts):
- * kysely builds its text once, and Postgres parses and plans it once per connection instead of at every
- * request (a join of four tables with two subqueries cost Postgres more to plan than to run). `slot` stands
- * for the one value that varies, in the parameters of the text built.
- */
-class FixedQuery<R> {
-  readonly #build: (db: Kysely<DB>, slot: object) => Compilable<R>;
-  #fixed: { statement: Statement<R>; parameters: readonly unknown[]; slot: object } | undefined;
-
-  constructor(build: (db: Kysely<DB>, slot: object) => Compilable<R>) {
-    this.#build = build;
-  }
-
-  first(db: Kysely<DB>, value: unknown): Promise<R | undefined> {
-    if (!this.#fixed) {
-      const slot = {};
-      const compiled = this.#build(db, slot).compile();
-      if (!compiled.parameters.includes(slot)) throw new Error('the fixed query has no slot for its value');
-      this.#fixed = { statement: new Statement<R>(compiled.sql), parameters: compiled.parameters, slot };
-    }
-    const { statement, parameters, slot } = this.#fixed;
-    return statement.first(db, parameters.map((p) => (p === slot ? value : p)));
-  }
-}
-
-const OPAQUE_TOKEN = new FixedQuery((db, slot) =>
+/** The door's lookups, run at every FHIR request: built once, prepared once per connection. */
+const OPAQUE_TOKEN = new FixedQuery((db: Kysely<DB>, slot) =>
   accessQuery(db, 't.grant_id')
     .select([
       sql<string | null>`t.payload->>'scope'`.as('scope'),
@@ -124,11 +99,19 @@ const OPAQUE_TOKEN = new FixedQuery((db, slot) =>
     .where('t.id', '=', sql<string>`any(${slot}::text[])`),
 );
 
-const GRANT = new FixedQuery((db, slot) =>
+const GRANT = new FixedQuery((db: Kysely<DB>, slot) =>
   accessQuery(db, 't.id')
     .select([sql<string | null>`null`.as('scope'), sql<string | null>`null`.as('aud'), 't.id as grant_id', sql`null`.as('b2b')])
     .where('t.model', '=', 'Grant')
     .where('t.id', '=', sql<string>`${slot}`),
+);
+
+const BACKEND_CLIENT = new FixedQuery((db: Kysely<DB>, slot) =>
+  db
+    .selectFrom('clients as c')
+    .select(['c.client_id', sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'), payerPopulation(sql.ref('c.metadata')).as('population')])
+    .where('c.client_id', '=', sql<string>`${slot}`)
+    .where('c.status', '=', 'active'),
 );
 
 /** An opaque access token (or a backend's client-credentials token), by its value. */
@@ -143,12 +126,7 @@ export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token:
  */
 export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined, clientId: string): Promise<Omit<TokenAccess, 'kind' | 'scope' | 'audience' | 'expiresAt' | 'b2b'> | undefined> {
   if (grantId === undefined) {
-    const client = await db
-      .selectFrom('clients as c')
-      .select(['c.client_id', sql<string | null>`c.metadata->>'payer_role'`.as('payer_role'), payerPopulation(sql.ref('c.metadata')).as('population')])
-      .where('c.client_id', '=', clientId)
-      .where('c.status', '=', 'active')
-      .executeTakeFirst();
+    const client = await BACKEND_CLIENT.first(db, clientId);
     return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined, ...payerOf(client) };
   }
   const row = await GRANT.first(db, grantId);
