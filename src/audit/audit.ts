@@ -247,20 +247,19 @@ export class AuditLog {
       return;
     }
     // Counted in the metrics as each repeat came.
-    this.#enqueue(row).catch((error: unknown) => {
-      const reason = unavailableReason(error);
-      if (reason) this.#log.warn({ reason, type: event.type, repeated: count }, 'audit event could not be written: database unavailable');
-      else this.#log.error({ err: error, type: event.type, repeated: count }, 'audit event could not be written');
-    });
+    this.#enqueue(row).catch((error: unknown) => this.#unwritten(error, { type: event.type, repeated: count }));
   }
 
   /** For callers that must not fail because the audit could not be written (a response already sent). */
   recordQuietly(event: AuditEvent): void {
-    this.record(event).catch((error: unknown) => {
-      const reason = unavailableReason(error);
-      if (reason) this.#log.warn({ reason, type: event.type }, 'audit event could not be written: database unavailable');
-      else this.#log.error({ err: error, type: event.type }, 'audit event could not be written');
-    });
+    this.record(event).catch((error: unknown) => this.#unwritten(error, { type: event.type }));
+  }
+
+  /** Logs an event no one waits for that could not be written. */
+  #unwritten(error: unknown, fields: Record<string, unknown>): void {
+    const reason = unavailableReason(error);
+    if (reason) this.#log.warn({ reason, ...fields }, 'audit event could not be written: database unavailable');
+    else this.#log.error({ err: error, ...fields }, 'audit event could not be written');
   }
 
   /** Resolves when everything recorded so far is written. */
@@ -382,8 +381,7 @@ function toRow(event: AuditEvent): Omit<RowContent, 'chain' | 'recorded_at'> {
 }
 
 /** What two events that repeat one another share: everything but the request id. */
-function repeatKey(event: AuditEvent): string {
-  const e = event;
+function repeatKey(e: AuditEvent): string {
   return JSON.stringify([e.type, e.outcome, e.actorType, e.actorId, e.userId, e.clientId, e.patientId, e.grantId, e.scope, e.sourceIp, e.details === undefined ? null : canonical(e.details)]);
 }
 
