@@ -364,6 +364,7 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
   const costed = async (run: () => Promise<Run>): Promise<Costed> => {
     const server = { url: target.server.url, pid: target.server.child.pid };
     const how = { withPostgres: target.column === 'postgres' || target.column === 'bare-pg', metricsToken: target.column === 'postgres' ? METRICS_TOKEN : undefined, admin: walClient };
+    if (target.column === 'postgres' || target.column === 'bare-pg') await analyze(target.column === 'postgres' ? databaseUrl : bareDatabaseUrl);
     const before = await snapshot(server, how);
     const result = await run();
     return { ...result, cost: perOperation(before, await snapshot(server, how), result.ok + result.errors) };
@@ -418,6 +419,34 @@ async function adminSetup(target: Target, es384: Key, rs384: Key): Promise<void>
 }
 
 let databaseUrl = '';
+let bareDatabaseUrl = '';
+
+/** BENCH_OURS_ENV: settings added to our server's environment (a JSON object of strings), for A/B runs. */
+function oursEnv(): Record<string, string> {
+  const raw = process.env.BENCH_OURS_ENV;
+  if (!raw) return {};
+  const parsed: unknown = JSON.parse(raw);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed) || !Object.values(parsed).every((v) => typeof v === 'string')) {
+    throw new Error('BENCH_OURS_ENV must be a JSON object of strings, as {"DATABASE_GENERIC_PLANS":"false"}');
+  }
+  return parsed as Record<string, string>;
+}
+
+/**
+ * Fresh statistics before a measured run on Postgres, outside it: the scenario's inputs were just written
+ * (thousands of grants and tokens into tables that held none), and until autovacuum's next round (a minute
+ * apart) the planner would take a table of thousands of rows for an empty one and scan it. A deployment's
+ * tables have long had their statistics; the bench's should too, for ours and for bare+pg alike.
+ */
+async function analyze(url: string): Promise<void> {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    await db.query('analyze');
+  } finally {
+    await db.end();
+  }
+}
 /** The bench's connection to the cluster, which reads where its write-ahead log is (bench/lib/cost.ts). */
 let walClient: pg.Client | undefined;
 
@@ -433,7 +462,7 @@ async function main(): Promise<void> {
   u.pathname = `/${dbName}`;
   databaseUrl = u.href;
   u.pathname = `/${dbName}_bare`;
-  const bareDatabaseUrl = u.href;
+  bareDatabaseUrl = u.href;
   const meta = {
     date: new Date().toISOString(),
     commit: execSync('git rev-parse --short HEAD', { cwd: PACKAGE_ROOT }).toString().trim(),
@@ -452,7 +481,7 @@ async function main(): Promise<void> {
   const results: Record<string, Partial<Record<Target['column'] | 'direct', Measured>>> = {};
   const rss: Partial<Record<Target['column'] | 'upstream', number>> = {};
   const startup: Partial<Record<Target['column'] | 'upstream', ServerProcess['startup']>> = {};
-  const env = { SECRET_KEY, ADMIN_TOKEN, SEED_DEMO: 'true', KEY_ROTATION_DAYS: '0', LAUNCHER: 'false' };
+  const env = { SECRET_KEY, ADMIN_TOKEN, SEED_DEMO: 'true', KEY_ROTATION_DAYS: '0', LAUNCHER: 'false', ...oursEnv() };
   const pglitDir = await mkdtemp(join(tmpdir(), 'smart-auth-bench-'));
   const extra: Record<string, unknown> = {};
   // The gateway's upstream, in a process of its own; every server here fronts it at /fhir.

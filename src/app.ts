@@ -134,7 +134,7 @@ const JWKS_MAX_BYTES = 256 * 1024;
 export async function buildApp(config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
   const log = options.logger ?? createLogger(config.logLevel);
   const replica = config.databaseReplica && { ...config.databaseReplica, lookups: replicaLookups(config) };
-  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000, replica, preparedStatements: config.databasePreparedStatements }));
+  const database = options.database ?? (await openDatabase(config.database, { poolMax: config.databasePoolMax, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, queryTimeoutMs: config.databaseQueryTimeoutSeconds * 1000, replica, preparedStatements: config.databasePreparedStatements, genericPlans: config.databaseGenericPlans }));
   const ownsDatabase = !options.database;
   try {
     return await assemble(config, options, log, database, ownsDatabase);
@@ -289,7 +289,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
  */
 async function migrate(config: Config, log: Logger, database: Database, ownsDatabase: boolean): Promise<string[]> {
   if (!ownsDatabase || config.database.kind !== 'postgres') return migrateToLatest(database.db);
-  const own = await openDatabase(config.database, { poolMax: 1, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, preparedStatements: config.databasePreparedStatements });
+  const own = await openDatabase(config.database, { poolMax: 1, log, connectTimeoutMs: config.databaseConnectTimeoutSeconds * 1000, preparedStatements: config.databasePreparedStatements, genericPlans: config.databaseGenericPlans });
   try {
     return await migrateToLatest(own.db);
   } finally {

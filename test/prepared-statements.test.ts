@@ -45,8 +45,19 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
   });
   after(() => adminQuery(directUrl!, `drop database if exists ${name} with (force)`));
 
+  interface Prepared {
+    readonly name: string;
+    readonly generic_plans: number;
+    readonly custom_plans: number;
+  }
+
   /** Three client_credentials tokens and an introspection of each, on a connection of its own; the names it then holds. */
   async function namesAfterTokens(database: Database): Promise<string[]> {
+    return (await preparedAfterTokens(database)).prepared.map((p) => p.name);
+  }
+
+  /** The same, with how Postgres planned each named statement on that connection, and its plan_cache_mode. */
+  async function preparedAfterTokens(database: Database): Promise<{ prepared: Prepared[]; mode: string }> {
     const app = await testApp(database, { CLIENT_CACHE_SECONDS: '30' });
     try {
       const clientId = `backend-${randomBytes(4).toString('hex')}`;
@@ -61,28 +72,49 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
       }
       await app.runtime.audit.flush();
       // One connection in the pool: the one that ran every statement above.
-      const { rows } = await sql<{ name: string }>`select name from pg_prepared_statements order by name`.execute(database.db);
-      return rows.map((r) => r.name);
+      return await database.db.connection().execute(async (connection) => {
+        const { rows } = await sql<Prepared>`select name, generic_plans::int, custom_plans::int from pg_prepared_statements order by name`.execute(connection);
+        const mode = (await sql<{ plan_cache_mode: string }>`show plan_cache_mode`.execute(connection)).rows[0]!.plan_cache_mode;
+        return { prepared: rows, mode };
+      });
     } finally {
       await app.close();
     }
   }
 
-  it('a direct connection prepares the token write (with its audit event) and the token lookup once, by name', async () => {
+  it('a direct connection prepares the token write (with its audit event) and the token lookup once, by name, and plans them once', async () => {
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1 });
     try {
-      const names = await namesAfterTokens(database);
+      const { prepared, mode } = await preparedAfterTokens(database);
+      const names = prepared.map((p) => p.name);
       assert.ok(names.length >= 2, `prepared: ${names.join(', ') || 'none'}`);
       assert.ok(names.every((n) => /^sas_[\w-]{20}$/.test(n)), names.join(', '));
+      assert.equal(mode, 'force_generic_plan');
+      // Three tokens and three introspections: each statement ran more than once, and was never planned
+      // for the values at hand (Postgres's default would have, at each of the first five executions at least).
+      assert.ok(prepared.some((p) => p.generic_plans >= 3), JSON.stringify(prepared));
+      assert.deepEqual(prepared.filter((p) => p.custom_plans > 0), []);
     } finally {
       await database.close();
     }
   });
 
-  it('DATABASE_PREPARED_STATEMENTS=false: nothing is prepared', async () => {
+  it('DATABASE_GENERIC_PLANS=false: prepared by name, planned by Postgres as it sees fit', async () => {
+    const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, genericPlans: false });
+    try {
+      const { prepared, mode } = await preparedAfterTokens(database);
+      assert.ok(prepared.length >= 2, JSON.stringify(prepared));
+      assert.equal(mode, 'auto');
+      assert.ok(prepared.some((p) => p.custom_plans >= 3), JSON.stringify(prepared));
+    } finally {
+      await database.close();
+    }
+  });
+
+  it('DATABASE_PREPARED_STATEMENTS=false: nothing is prepared, and the plan cache mode is left alone', async () => {
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, preparedStatements: false });
     try {
-      assert.deepEqual(await namesAfterTokens(database), []);
+      assert.deepEqual(await preparedAfterTokens(database), { prepared: [], mode: 'auto' });
     } finally {
       await database.close();
     }

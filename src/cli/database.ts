@@ -7,7 +7,7 @@ import { seedDemo } from '../seed/demo.js';
 /** Runs `job` on the configured database, opened with a small pool and closed after it. */
 export async function withDatabase<T>(config: Config, job: (db: Database) => Promise<T>): Promise<T> {
   const log = createLogger(config.logLevel);
-  const database = await openDatabase(config.database, { poolMax: 2, log, preparedStatements: config.databasePreparedStatements });
+  const database = await openDatabase(config.database, { poolMax: 2, log, preparedStatements: config.databasePreparedStatements, genericPlans: config.databaseGenericPlans });
   try {
     return await job(database);
   } finally {

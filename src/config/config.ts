@@ -42,6 +42,8 @@ export interface Config {
   readonly databasePoolMax: number;
   /** Whether the hot path's fixed statements are prepared once per connection (DATABASE_PREPARED_STATEMENTS, default true). */
   readonly databasePreparedStatements: boolean;
+  /** Whether those statements are planned once per connection (DATABASE_GENERIC_PLANS, default true; src/db/pool.ts). */
+  readonly databaseGenericPlans: boolean;
   /** How long a new Postgres connection, or a wait for a free one, may take before the request fails (503). */
   readonly databaseConnectTimeoutSeconds: number;
   /** How long a Postgres query may go unanswered before it fails (503) and its connection closes; 0: no limit. */
@@ -174,6 +176,7 @@ const schema = {
     DATABASE_CONNECT_TIMEOUT_SECONDS: { type: 'integer', minimum: 1, maximum: 300, description: 'an integer number of seconds from 1 to 300' },
     DATABASE_QUERY_TIMEOUT_SECONDS: { type: 'integer', minimum: 0, maximum: 3600, description: 'an integer number of seconds from 0 (no limit) to 3600' },
     DATABASE_PREPARED_STATEMENTS: { type: 'string', enum: ['true', 'false'], description: 'true or false (false behind a pooler in transaction mode that does not keep prepared statements: PgBouncer before 1.21, or without max_prepared_statements)' },
+    DATABASE_GENERIC_PLANS: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
     DATABASE_REPLICA_URL: { type: 'string', pattern: '^postgres(ql)?://\\S+$', description: 'a postgres:// or postgresql:// connection URL of a hot standby of DATABASE_URL' },
     DATABASE_REPLICA_MAX_LAG_MS: { type: 'integer', minimum: 2000, maximum: 600000, description: 'an integer number of milliseconds from 2000 (the lag is measured every second) to 600000' },
     OUTBOUND_ALLOW_PRIVATE: { type: 'string', enum: ['true', 'false'], description: 'true or false' },
@@ -308,6 +311,7 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     keepAliveTimeoutSeconds: (v.KEEP_ALIVE_TIMEOUT_SECONDS as number | undefined) ?? 72,
     databasePoolMax: (v.DATABASE_POOL_MAX as number | undefined) ?? 10,
     databasePreparedStatements: v.DATABASE_PREPARED_STATEMENTS !== 'false',
+    databaseGenericPlans: v.DATABASE_GENERIC_PLANS !== 'false',
     databaseConnectTimeoutSeconds: (v.DATABASE_CONNECT_TIMEOUT_SECONDS as number | undefined) ?? 10,
     databaseQueryTimeoutSeconds: (v.DATABASE_QUERY_TIMEOUT_SECONDS as number | undefined) ?? 30,
     databaseReplica: v.DATABASE_REPLICA_URL ? Object.freeze({ url: v.DATABASE_REPLICA_URL as string, maxLagMs: (v.DATABASE_REPLICA_MAX_LAG_MS as number | undefined) ?? 5000 }) : undefined,

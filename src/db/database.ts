@@ -47,20 +47,27 @@ export interface OpenOptions {
    * one turn out to be there anyway, the process notices and goes on without (src/db/pool.ts).
    */
   readonly preparedStatements?: boolean;
+  /**
+   * Whether each connection plans those statements once, however their values vary (default true;
+   * DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` (src/db/pool.ts). Only with prepared statements.
+   */
+  readonly genericPlans?: boolean;
 }
 
 export async function openDatabase(config: DatabaseConfig, options: OpenOptions = {}): Promise<Database> {
   return config.kind === 'postgres' ? openPostgres(config.url, options) : openPglite(config.dataDir);
 }
 
-function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica, preparedStatements = true }: OpenOptions): Database {
-  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log });
+function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica, preparedStatements = true, genericPlans = true }: OpenOptions): Database {
+  // Unnamed statements are planned at each execution whatever the mode: without names, nothing to gain.
+  const planOnce = preparedStatements && genericPlans;
+  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log, genericPlans: planOnce });
   const writes = replica ? new WriteClock() : undefined;
   const prepared = new PreparedStatements(preparedStatements, log);
   const counts = new StatementCounts();
   const kysely = kyselyPool(pool, writes, prepared, counts);
   const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: kysely })) });
-  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes, prepared }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log }) : undefined;
+  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes, prepared }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log, genericPlans: planOnce }) : undefined;
   return {
     db,
     kind: 'postgres',
