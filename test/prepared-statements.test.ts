@@ -56,8 +56,15 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
     return (await preparedAfterTokens(database)).prepared.map((p) => p.name);
   }
 
-  /** The same, with how Postgres planned each named statement on that connection, and its plan_cache_mode. */
-  async function preparedAfterTokens(database: Database): Promise<{ prepared: Prepared[]; mode: string }> {
+  /** Statements of our own, fixed, so that they run where the fixed statements do (their own pool, when there is one). */
+  const PREPARED = new Statement<Prepared>("select name, generic_plans::int, custom_plans::int from pg_prepared_statements where statement not like '%pg_prepared_statements%' order by name");
+  const MODE = new Statement<{ plan_cache_mode: string }>('show plan_cache_mode');
+
+  /**
+   * The same, with how Postgres planned each named statement on the connection that ran them, its
+   * plan_cache_mode, and that of the connection the other statements ran on.
+   */
+  async function preparedAfterTokens(database: Database): Promise<{ prepared: Prepared[]; mode: string; others: string }> {
     const app = await testApp(database, { CLIENT_CACHE_SECONDS: '30' });
     try {
       const clientId = `backend-${randomBytes(4).toString('hex')}`;
@@ -71,21 +78,20 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
         assert.deepEqual({ active: introspected.json<{ active: boolean }>().active }, { active: true });
       }
       await app.runtime.audit.flush();
-      // One connection in the pool: the one that ran every statement above.
-      return await database.db.connection().execute(async (connection) => {
-        const { rows } = await sql<Prepared>`select name, generic_plans::int, custom_plans::int from pg_prepared_statements order by name`.execute(connection);
-        const mode = (await sql<{ plan_cache_mode: string }>`show plan_cache_mode`.execute(connection)).rows[0]!.plan_cache_mode;
-        return { prepared: rows, mode };
-      });
+      // One connection in each pool: the one that ran every statement above of its kind.
+      const { rows } = await PREPARED.execute(database.db, []);
+      const mode = (await MODE.execute(database.db, [])).rows[0]!.plan_cache_mode;
+      const others = (await sql<{ plan_cache_mode: string }>`select current_setting('plan_cache_mode') as plan_cache_mode`.execute(database.db)).rows[0]!.plan_cache_mode;
+      return { prepared: rows, mode, others };
     } finally {
       await app.close();
     }
   }
 
-  it('a direct connection prepares the token write (with its audit event) and the token lookup once, by name, and plans them once', async () => {
+  it('a direct connection prepares the token write (with its audit event) and the token lookup once, by name, and plans them once, on connections of their own', async () => {
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1 });
     try {
-      const { prepared, mode } = await preparedAfterTokens(database);
+      const { prepared, mode, others } = await preparedAfterTokens(database);
       const names = prepared.map((p) => p.name);
       assert.ok(names.length >= 2, `prepared: ${names.join(', ') || 'none'}`);
       assert.ok(names.every((n) => /^sas_[\w-]{20}$/.test(n)), names.join(', '));
@@ -94,6 +100,8 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
       // for the values at hand (Postgres's default would have, at each of the first five executions at least).
       assert.ok(prepared.some((p) => p.generic_plans >= 3), JSON.stringify(prepared));
       assert.deepEqual(prepared.filter((p) => p.custom_plans > 0), []);
+      // Every other statement is planned as Postgres sees fit, with its values.
+      assert.equal(others, 'auto');
     } finally {
       await database.close();
     }
@@ -102,9 +110,9 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
   it('DATABASE_GENERIC_PLANS=false: prepared by name, planned by Postgres as it sees fit', async () => {
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, genericPlans: false });
     try {
-      const { prepared, mode } = await preparedAfterTokens(database);
+      const { prepared, mode, others } = await preparedAfterTokens(database);
       assert.ok(prepared.length >= 2, JSON.stringify(prepared));
-      assert.equal(mode, 'auto');
+      assert.deepEqual([mode, others], ['auto', 'auto']);
       assert.ok(prepared.some((p) => p.custom_plans >= 3), JSON.stringify(prepared));
     } finally {
       await database.close();
@@ -114,7 +122,7 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
   it('DATABASE_PREPARED_STATEMENTS=false: nothing is prepared, and the plan cache mode is left alone', async () => {
     const database = await openDatabase({ kind: 'postgres', url: databaseUrl(directUrl!, name) }, { poolMax: 1, preparedStatements: false });
     try {
-      assert.deepEqual(await preparedAfterTokens(database), { prepared: [], mode: 'auto' });
+      assert.deepEqual(await preparedAfterTokens(database), { prepared: [], mode: 'auto', others: 'auto' });
     } finally {
       await database.close();
     }
@@ -133,17 +141,11 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
       const database = await openDatabase({ kind: 'postgres', url: pooler.url(name) }, { poolMax: 2, log });
       const statement = new Statement<{ n: number }>('select $1::int + 1 as n');
       try {
-        // Two client connections, one server connection: the second's Parse meets the first's name there.
-        await database.db.connection().execute(async (first) => {
-          assert.deepEqual((await statement.execute(first, [1])).rows, [{ n: 2 }]);
-        });
-        const held = database.db.connection().execute(async (first) => {
-          await database.db.connection().execute(async (second) => {
-            assert.deepEqual((await statement.execute(second, [2])).rows, [{ n: 3 }]);
-          });
-          assert.deepEqual((await statement.execute(first, [3])).rows, [{ n: 4 }]);
-        });
-        await held;
+        // Two client connections at once (of the fixed statements' pool), one server connection: the second's
+        // Parse meets the first's name there.
+        const answers = await Promise.all([1, 2].map((n) => statement.execute(database.db, [n])));
+        assert.deepEqual(answers.map((a) => a.rows), [[{ n: 2 }], [{ n: 3 }]]);
+        assert.deepEqual((await statement.execute(database.db, [3])).rows, [{ n: 4 }]);
         // And the server's own statements work through the pooler from then on.
         await namesAfterTokens(database);
         const warnings = lines.filter((l) => l.msg.startsWith('the database connection lost a prepared statement'));

@@ -48,8 +48,9 @@ export interface OpenOptions {
    */
   readonly preparedStatements?: boolean;
   /**
-   * Whether each connection plans those statements once, however their values vary (default true;
-   * DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` (src/db/pool.ts). Only with prepared statements.
+   * Whether those statements run on connections of their own that plan them once, however their values vary
+   * (default true; DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` there, and up to `poolMax`
+   * more connections (src/db/pool.ts). Only with prepared statements.
    */
   readonly genericPlans?: boolean;
 }
@@ -59,20 +60,20 @@ export async function openDatabase(config: DatabaseConfig, options: OpenOptions 
 }
 
 function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica, preparedStatements = true, genericPlans = true }: OpenOptions): Database {
-  // Unnamed statements are planned at each execution whatever the mode: without names, nothing to gain.
-  const planOnce = preparedStatements && genericPlans;
-  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log, genericPlans: planOnce });
+  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log });
+  // The fixed statements' own connections, which plan them once (src/db/pool.ts); without names, none.
+  const planned = preparedStatements && genericPlans ? createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log, genericPlans: true }) : undefined;
   const writes = replica ? new WriteClock() : undefined;
   const prepared = new PreparedStatements(preparedStatements, log);
   const counts = new StatementCounts();
-  const kysely = kyselyPool(pool, writes, prepared, counts);
+  const kysely = kyselyPool(pool, writes, prepared, counts, planned);
   const db = new Kysely<DB>({ dialect: withTransactionMigrationLock(new PostgresDialect({ pool: kysely })) });
-  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes, prepared }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log, genericPlans: planOnce }) : undefined;
+  const reads = replica && writes ? ReadReplica.open(replica, { db, pool, kysely, writes, prepared }, { max: poolMax, connectTimeoutMs, queryTimeoutMs, log }) : undefined;
   return {
     db,
     kind: 'postgres',
     replica: reads,
-    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
+    poolStats: () => ({ total: pool.totalCount + (planned?.totalCount ?? 0), idle: pool.idleCount + (planned?.idleCount ?? 0), waiting: pool.waitingCount + (planned?.waitingCount ?? 0) }),
     statementCounts: () => counts,
     close: once(async () => {
       await reads?.close();

@@ -18,14 +18,18 @@ export interface PoolOptions {
 }
 
 /**
- * Sent on every new connection when the hot path's statements are prepared (DATABASE_GENERIC_PLANS, on by
- * default). Postgres otherwise plans a prepared statement afresh at every execution whenever its generic plan
- * looks dearer than the plans made for the values at hand, and ours always do: a lookup of `id = any($1)`
- * is costed for ten ids without the values and for the one or two at hand with them. Measured on the bench
- * (pg_stat_statements): introspection's token lookup was planned at every call, 290 µs of planning to 140 µs
- * of execution; planning was 38–67 % of the time Postgres spent on the statements of client_credentials,
- * code exchange and introspection. Planned once per connection, Postgres's own CPU per operation fell by
- * 15–50 % on those paths. Statements sent unnamed are planned at every execution either way.
+ * Sent on every new connection of the pool that runs the hot path's fixed statements (DATABASE_GENERIC_PLANS,
+ * on by default; see {@link kyselyPool}). Postgres otherwise plans a prepared statement afresh at every
+ * execution whenever its generic plan looks dearer than the plans made for the values at hand, and ours
+ * always do: a lookup of `id = any($1)` is costed for ten ids without the values and for the one or two at
+ * hand with them. Measured on the bench (pg_stat_statements): introspection's token lookup was planned at
+ * every call, 290 µs of planning to 140 µs of execution; planning was 38–67 % of the time Postgres spent on
+ * the statements of client_credentials, code exchange and introspection. Planned once per connection,
+ * Postgres's own CPU per operation fell by 17–67 % on introspection, refresh, code exchange and the gateway.
+ *
+ * Only there: a statement planned without its values cannot use what only its values tell, so every other
+ * statement, written freely, keeps Postgres's default (`on conflict (…) where status <> $1` finds no arbiter
+ * index in a generic plan; a partial index whose predicate a parameter states is not used).
  */
 export const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan';
 
@@ -86,9 +90,14 @@ export class PreparedStatements {
     return this.#enabled;
   }
 
+  /** The name `text` runs under: a fixed statement's, outside transactions, while names are kept. */
+  nameOf(text: string, inTransaction: boolean): string | undefined {
+    return this.#enabled && !inTransaction ? statementName(text) : undefined;
+  }
+
   /** Runs `text`, by name when it is a fixed statement and names are kept; outside transactions only. */
   async query(client: pg.PoolClient, text: string, values: unknown[], inTransaction: boolean): Promise<pg.QueryResult> {
-    const name = this.#enabled && !inTransaction ? statementName(text) : undefined;
+    const name = this.nameOf(text, inTransaction);
     if (!name) return client.query(text, values);
     try {
       return await client.query({ name, text, values });
@@ -124,18 +133,26 @@ const COMMITS = new Set(['commit', 'end']);
  * no answer within the query timeout) is released as broken: pg-pool then closes it instead of handing it
  * to the next request, whose query would queue behind the one that never got its answer. With `writes`,
  * every committed write is recorded there by table (see WriteClock).
+ *
+ * With `planned`, the fixed statements that run by name (outside transactions) go to that pool's
+ * connections, which plan them once ({@link GENERIC_PLANS}), and everything else to `pool`'s: a connection
+ * kysely asks for is then taken from `pool` only at its first statement that needs one, so that a request
+ * that runs fixed statements alone holds a connection of `planned` for each, and none of `pool`.
  */
-export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new PreparedStatements(false), counts = new StatementCounts()): PostgresPool {
+export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new PreparedStatements(false), counts = new StatementCounts(), planned?: pg.Pool): PostgresPool {
   return {
     options: pool.options,
-    end: () => pool.end(),
+    end: async () => {
+      await Promise.all([pool.end(), planned?.end()]);
+    },
     async connect(): Promise<PostgresPoolClient> {
-      const client = await pool.connect();
+      let client = planned ? undefined : await pool.connect();
       const session = writes?.session();
       let broken = false;
       let inTransaction = false;
       const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
         const ended = inTransaction ? END.exec(text)?.[1] : undefined;
+        const named = planned && prepared.nameOf(text, inTransaction) !== undefined;
         if (BEGIN.test(text)) inTransaction = true;
         else if (ended) {
           inTransaction = false;
@@ -144,7 +161,13 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
           counts.statements++;
           if (!inTransaction) counts.commits++;
         }
+        if (named) {
+          const result = await onItsOwn(planned, prepared, text, values);
+          session?.executed(text);
+          return result;
+        }
         try {
+          client ??= await pool.connect();
           const result = await prepared.query(client, text, [...values], inTransaction);
           session?.executed(text);
           return result;
@@ -158,10 +181,27 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
         query: query as unknown as PostgresPoolClient['query'],
         release: (destroy) => {
           session?.released();
-          client.release(destroy || broken);
+          client?.release(destroy || broken);
         },
-        processID: (client as { processID?: number }).processID,
+        // Read by kysely only to cancel a query, which we never ask of it.
+        get processID() {
+          return (client as { processID?: number } | undefined)?.processID;
+        },
       };
     },
   };
+}
+
+/** One fixed statement on a connection of `planned`, taken for it and given back (closed if it broke). */
+async function onItsOwn(planned: pg.Pool, prepared: PreparedStatements, text: string, values: readonly unknown[]): Promise<pg.QueryResult> {
+  const client = await planned.connect();
+  let broken = false;
+  try {
+    return await prepared.query(client, text, [...values], false);
+  } catch (error) {
+    broken = unavailableReason(error) !== undefined;
+    throw error;
+  } finally {
+    client.release(broken);
+  }
 }

@@ -83,7 +83,6 @@ interface Connection {
   readonly connectTimeoutMs: number;
   readonly queryTimeoutMs: number | undefined;
   readonly log: Logger | undefined;
-  readonly genericPlans: boolean;
 }
 
 /**
@@ -114,7 +113,7 @@ export class ReadReplica implements ReplicaReads {
   }
 
   static open(options: ReplicaOptions, primary: { readonly db: Kysely<DB>; readonly pool: pg.Pool; readonly kysely: PostgresPool; readonly writes: WriteClock; readonly prepared: PreparedStatements }, connection: Connection): ReadReplica {
-    const pool = createPool(options.url, { max: connection.max, connectTimeoutMs: connection.connectTimeoutMs, queryTimeoutMs: connection.queryTimeoutMs, applicationName: 'smart-auth-server-replica', log: connection.log, genericPlans: connection.genericPlans });
+    const pool = createPool(options.url, { max: connection.max, connectTimeoutMs: connection.connectTimeoutMs, queryTimeoutMs: connection.queryTimeoutMs, applicationName: 'smart-auth-server-replica', log: connection.log });
     const monitor = new LagMonitor(primary.pool, pool, options.maxLagMs, options.checkIntervalMs ?? 1000, connection.log);
     const replica = new Kysely<DB>({ dialect: new PostgresDialect({ pool: fallingBack(kyselyPool(pool, undefined, primary.prepared), primary.kysely, (error) => monitor.failed(error)) }) });
     monitor.start();
