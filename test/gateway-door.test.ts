@@ -71,7 +71,7 @@ class CaptureServer {
   }
 }
 
-describeEachDatabase('FHIR gateway: the door, the upstream, the audit', (ctx) => {
+describeEachDatabase('FHIR gateway: the door, the upstream, the audit', (ctx, kind) => {
   let app: FastifyInstance;
   let upstream: Awaited<ReturnType<typeof startFhirServer>>;
   let capture: CaptureServer;
@@ -148,6 +148,38 @@ describeEachDatabase('FHIR gateway: the door, the upstream, the audit', (ctx) =>
     const after = await get(jwt, `${JWT_FHIR}/Patient/${AMY}`);
     assert.equal(after.statusCode, 401);
     assert.equal(diagnostics(after), 'the access token is unknown, expired or revoked');
+  });
+
+  it('the door reads the tokens of concurrent requests together, each request answered for its own token', { skip: kind === 'pglite' ? 'PGlite runs statements one at a time on this thread' : false }, async () => {
+    const patient = await launchToken('patient/*.rs', FHIR, 'patient', 'patient-demo');
+    const backend = await backendToken('system/Observation.rs');
+    const clinicianJwt = await launchToken('patient/*.rs', JWT_FHIR);
+    const patientJwt = await launchToken('patient/*.rs', JWT_FHIR, 'patient', 'patient-demo');
+    const asks: [string, string, number][] = [
+      ...Array.from({ length: 4 }, (): [string, string, number] => [patient, `${FHIR}/Patient/${AMY}`, 200]),
+      ...Array.from({ length: 4 }, (): [string, string, number] => [patient, `${FHIR}/Observation/obs-daniel-lab`, 404]),
+      ...Array.from({ length: 4 }, (): [string, string, number] => [backend, `${FHIR}/Observation/obs-daniel-lab`, 200]),
+      ...Array.from({ length: 4 }, (): [string, string, number] => [randomBytes(32).toString('base64url'), `${FHIR}/Patient/${AMY}`, 401]),
+      ...Array.from({ length: 2 }, (): [string, string, number] => [clinicianJwt, `${JWT_FHIR}/Patient/${AMY}`, 200]),
+      ...Array.from({ length: 2 }, (): [string, string, number] => [patientJwt, `${JWT_FHIR}/Observation/obs-daniel-lab`, 404]),
+    ];
+    const answers = await Promise.all(asks.map(([token, url]) => get(token, url)));
+    assert.deepEqual(answers.map((a) => a.statusCode), asks.map(([, , status]) => status));
+
+    // Requests the door refuses write nothing: what they cost is their lookups alone. One by one, one each.
+    await app.runtime.audit.flush();
+    const counts = app.runtime.database.statementCounts!()!;
+    let was = counts.statements;
+    assert.equal((await get(randomBytes(32).toString('base64url'), `${FHIR}/Patient/${AMY}`)).statusCode, 401);
+    assert.equal((await get(randomBytes(32).toString('base64url'), `${FHIR}/Patient/${AMY}`)).statusCode, 401);
+    await app.runtime.audit.flush();
+    assert.equal(counts.statements - was, 2, 'one lookup per request, one at a time');
+    was = counts.statements;
+    const refused = await Promise.all(Array.from({ length: 20 }, () => get(randomBytes(32).toString('base64url'), `${FHIR}/Patient/${AMY}`)));
+    assert.deepEqual(new Set(refused.map((r) => r.statusCode)), new Set([401]));
+    await app.runtime.audit.flush();
+    // Twenty at once: those that arrive while a lookup is in flight go together in the next.
+    assert.ok(counts.statements - was <= 4, `${counts.statements - was} statements for twenty requests at once`);
   });
 
   it('a backend token stops working when its client is suspended', async () => {

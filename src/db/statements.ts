@@ -64,7 +64,11 @@ export class FixedQuery<Db extends Executes, R> {
     this.#build = build;
   }
 
-  first(db: Db, value: unknown): Promise<R | undefined> {
+  async first(db: Db, value: unknown): Promise<R | undefined> {
+    return (await this.all(db, value))[0];
+  }
+
+  async all(db: Db, value: unknown): Promise<R[]> {
     if (!this.#fixed) {
       const slot = {};
       const compiled = this.#build(db, slot).compile();
@@ -72,7 +76,7 @@ export class FixedQuery<Db extends Executes, R> {
       this.#fixed = { statement: new Statement<R>(compiled.sql), parameters: compiled.parameters, slot };
     }
     const { statement, parameters, slot } = this.#fixed;
-    return statement.first(db, parameters.map((p) => (p === slot ? value : p)));
+    return (await statement.execute(db, parameters.map((p) => (p === slot ? value : p)))).rows;
   }
 }
 

@@ -1,5 +1,6 @@
 import { sql, type Kysely } from 'kysely';
 
+import { Batched } from '../db/batched.js';
 import type { DB } from '../db/schema.js';
 import { FixedQuery } from '../db/statements.js';
 import { PAYER_ROLES, type PayerRole } from '../db/tables/payer.js';
@@ -46,6 +47,8 @@ export interface B2bContext {
 }
 
 interface Row {
+  /** The row's own id: the token's stored id, or the grant's. */
+  id: string;
   model: string;
   client_id: string | null;
   scope: string | null;
@@ -73,6 +76,7 @@ function accessQuery(db: Kysely<DB>, grantColumn: 't.grant_id' | 't.id') {
     .leftJoin('grant_contexts as gc', 'gc.grant_id', grantColumn)
     .leftJoin('users as u', (join) => join.onRef('u.id', '=', sql<string>`t.payload->>'accountId'`).on('u.disabled', '=', false))
     .select([
+      't.id',
       't.model',
       'c.client_id',
       't.expires_at',
@@ -103,7 +107,7 @@ const GRANT = new FixedQuery((db: Kysely<DB>, slot) =>
   accessQuery(db, 't.id')
     .select([sql<string | null>`null`.as('scope'), sql<string | null>`null`.as('aud'), 't.id as grant_id', sql`null`.as('b2b')])
     .where('t.model', '=', 'Grant')
-    .where('t.id', '=', sql<string>`${slot}`),
+    .where('t.id', '=', sql<string>`any(${slot}::text[])`),
 );
 
 const BACKEND_CLIENT = new FixedQuery((db: Kysely<DB>, slot) =>
@@ -114,9 +118,31 @@ const BACKEND_CLIENT = new FixedQuery((db: Kysely<DB>, slot) =>
     .where('c.status', '=', 'active'),
 );
 
+/**
+ * The door's lookups of concurrent FHIR requests go to the database together (src/db/batched.ts), one
+ * statement for all the tokens, or grants, asked for while the last one was in flight: under load N requests
+ * cost a few round trips instead of N. A lookup never takes an answer read before it was asked (it waits for
+ * the next statement), so a token revoked before its request arrived is never let in.
+ */
+const lookups = new WeakMap<Kysely<DB>, { readonly tokens: Batched<readonly string[], Row | undefined>; readonly grants: Batched<string, Row | undefined> }>();
+
+function lookupsOf(db: Kysely<DB>) {
+  let found = lookups.get(db);
+  if (!found) {
+    // Each call asks for one id (a grant) or a few (a token's stored id under each live key): one answers it.
+    const byId = async (query: FixedQuery<Kysely<DB>, Row>, wanted: readonly (readonly string[])[]) => {
+      const rows = new Map((await query.all(db, [...new Set(wanted.flat())])).map((row) => [row.id, row]));
+      return wanted.map((ids) => ids.map((id) => rows.get(id)).find((row) => row !== undefined));
+    };
+    found = { tokens: new Batched((wanted) => byId(OPAQUE_TOKEN, wanted)), grants: new Batched((wanted) => byId(GRANT, wanted.map((id) => [id]))) };
+    lookups.set(db, found);
+  }
+  return found;
+}
+
 /** An opaque access token (or a backend's client-credentials token), by its value. */
 export async function accessOfOpaqueToken(db: Kysely<DB>, box: SecretBox, token: string): Promise<TokenAccess | undefined> {
-  const row = await OPAQUE_TOKEN.first(db, box.bearerIds(token));
+  const row = await lookupsOf(db).tokens.call(box.bearerIds(token));
   return row && toAccess(row);
 }
 
@@ -129,7 +155,7 @@ export async function accessOfGrant(db: Kysely<DB>, grantId: string | undefined,
     const client = await BACKEND_CLIENT.first(db, clientId);
     return client && { clientId, grantId: undefined, userId: undefined, patient: undefined, userPatients: undefined, ...payerOf(client) };
   }
-  const row = await GRANT.first(db, grantId);
+  const row = await lookupsOf(db).grants.call(grantId);
   if (!row || row.client_id !== clientId) return undefined;
   const access = toAccess(row);
   return access && { clientId, grantId, userId: access.userId, patient: access.patient, userPatients: access.userPatients, payerRole: access.payerRole, population: access.population, sensitiveExcluded: access.sensitiveExcluded };
