@@ -60,9 +60,10 @@ export async function openDatabase(config: DatabaseConfig, options: OpenOptions 
 }
 
 function openPostgres(url: string, { poolMax = 10, log, connectTimeoutMs = 10_000, queryTimeoutMs, replica, preparedStatements = true, genericPlans = true }: OpenOptions): Database {
-  const pool = createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log });
+  const connection = { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log };
+  const pool = createPool(url, connection);
   // The fixed statements' own connections, which plan them once (src/db/pool.ts); without names, none.
-  const planned = preparedStatements && genericPlans ? createPool(url, { max: poolMax, connectTimeoutMs, queryTimeoutMs, applicationName: 'smart-auth-server', log, genericPlans: true }) : undefined;
+  const planned = preparedStatements && genericPlans ? createPool(url, { ...connection, genericPlans: true }) : undefined;
   const writes = replica ? new WriteClock() : undefined;
   const prepared = new PreparedStatements(preparedStatements, log);
   const counts = new StatementCounts();

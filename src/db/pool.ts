@@ -31,7 +31,7 @@ export interface PoolOptions {
  * statement, written freely, keeps Postgres's default (`on conflict (…) where status <> $1` finds no arbiter
  * index in a generic plan; a partial index whose predicate a parameter states is not used).
  */
-export const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan';
+const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan';
 
 /** A node-postgres pool with our connection settings and listeners for connections lost outside a query. */
 export function createPool(url: string, { max, connectTimeoutMs, queryTimeoutMs, applicationName, log, genericPlans = false }: PoolOptions): pg.Pool {
@@ -95,9 +95,8 @@ export class PreparedStatements {
     return this.#enabled && !inTransaction ? statementName(text) : undefined;
   }
 
-  /** Runs `text`, by name when it is a fixed statement and names are kept; outside transactions only. */
-  async query(client: pg.PoolClient, text: string, values: unknown[], inTransaction: boolean): Promise<pg.QueryResult> {
-    const name = this.nameOf(text, inTransaction);
+  /** Runs `text`, by `name` (from {@link nameOf}) when it has one. */
+  async query(client: pg.PoolClient, text: string, values: unknown[], name: string | undefined): Promise<pg.QueryResult> {
     if (!name) return client.query(text, values);
     try {
       return await client.query({ name, text, values });
@@ -152,7 +151,7 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
       let inTransaction = false;
       const query = async (text: string, values: readonly unknown[]): Promise<pg.QueryResult> => {
         const ended = inTransaction ? END.exec(text)?.[1] : undefined;
-        const named = planned && prepared.nameOf(text, inTransaction) !== undefined;
+        const name = prepared.nameOf(text, inTransaction);
         if (BEGIN.test(text)) inTransaction = true;
         else if (ended) {
           inTransaction = false;
@@ -161,14 +160,14 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
           counts.statements++;
           if (!inTransaction) counts.commits++;
         }
-        if (named) {
-          const result = await onItsOwn(planned, prepared, text, values);
+        if (planned && name) {
+          const result = await onItsOwn(planned, prepared, text, values, name);
           session?.executed(text);
           return result;
         }
         try {
           client ??= await pool.connect();
-          const result = await prepared.query(client, text, [...values], inTransaction);
+          const result = await prepared.query(client, text, [...values], name);
           session?.executed(text);
           return result;
         } catch (error) {
@@ -193,11 +192,11 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
 }
 
 /** One fixed statement on a connection of `planned`, taken for it and given back (closed if it broke). */
-async function onItsOwn(planned: pg.Pool, prepared: PreparedStatements, text: string, values: readonly unknown[]): Promise<pg.QueryResult> {
+async function onItsOwn(planned: pg.Pool, prepared: PreparedStatements, text: string, values: readonly unknown[], name: string): Promise<pg.QueryResult> {
   const client = await planned.connect();
   let broken = false;
   try {
-    return await prepared.query(client, text, [...values], false);
+    return await prepared.query(client, text, [...values], name);
   } catch (error) {
     broken = unavailableReason(error) !== undefined;
     throw error;
