@@ -447,6 +447,37 @@ async function analyze(url: string): Promise<void> {
     await db.end();
   }
 }
+/**
+ * What a deployment holds after an hour of traffic, written before the first measured run: live grants with
+ * their launch contexts, sessions, interactions, codes and tokens that no scenario touches. On tables that
+ * held a few rows of each kind when last analyzed, the planner takes every kind for a row or two, and the
+ * statements planned once per connection (src/db/pool.ts) keep what it chose while a run writes thousands
+ * more; a deployment's tables are neither empty nor grown fivefold since their last ANALYZE.
+ */
+async function populate(url: string): Promise<void> {
+  const db = new pg.Client({ connectionString: url });
+  await db.connect();
+  try {
+    const kinds: readonly [string, number][] = [['Grant', 5_000], ['Session', 3_000], ['Interaction', 1_000], ['AuthorizationCode', 500], ['AccessToken', 10_000], ['RefreshToken', 5_000]];
+    for (const [model, count] of kinds) {
+      await db.query(
+        `insert into oidc_payloads (model, id, payload, grant_id, uid, expires_at)
+         select $1, md5($1 || i), jsonb_build_object('accountId', 'population-' || (i % 500), 'clientId', 'bench-app', 'scope', 'openid patient/*.rs'),
+                case when $1 in ('AuthorizationCode', 'AccessToken', 'RefreshToken') then md5('Grant' || (i % 5000 + 1)) end,
+                case when $1 = 'Session' then md5('uid' || i) end, now() + interval '1 day'
+         from generate_series(1, $2::int) as i on conflict do nothing`,
+        [model, count],
+      );
+    }
+    await db.query(
+      `insert into grant_contexts (grant_id, fhir_base, patient, expires_at)
+       select md5('Grant' || i), 'http://population.invalid/fhir', 'population-' || i, now() + interval '1 day' from generate_series(1, 5000) as i on conflict do nothing`,
+    );
+  } finally {
+    await db.end();
+  }
+}
+
 /** The bench's connection to the cluster, which reads where its write-ahead log is (bench/lib/cost.ts). */
 let walClient: pg.Client | undefined;
 
@@ -492,6 +523,7 @@ async function main(): Promise<void> {
     const ours = await startOurs('ours (Postgres)', withUpstream({ ...env, DATABASE_URL: databaseUrl, METRICS_TOKEN }));
     const postgres: Target = { name: 'ours on Postgres', column: 'postgres', server: ours };
     await adminSetup(postgres, es384, rs384);
+    await populate(databaseUrl);
     const perToken = await rowsPerToken(databaseUrl, postgres);
     extra.perToken = perToken;
     log(`Postgres per client_credentials token: ${perToken.rows.toFixed(2)} rows, ${perToken.bytes.toFixed(0)} bytes`);

@@ -49,8 +49,9 @@ export interface OpenOptions {
   readonly preparedStatements?: boolean;
   /**
    * Whether those statements run on connections of their own that plan them once, however their values vary
-   * (default true; DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` there, and up to `poolMax`
-   * more connections (src/db/pool.ts). Only with prepared statements.
+   * (default true; DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` there, with
+   * planner settings that keep those plans to index lookups, and up to `poolMax` more connections (src/db/pool.ts
+   * GENERIC_PLANS). Only with prepared statements.
    */
   readonly genericPlans?: boolean;
 }

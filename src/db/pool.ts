@@ -30,8 +30,21 @@ export interface PoolOptions {
  * Only there: a statement planned without its values cannot use what only its values tell, so every other
  * statement, written freely, keeps Postgres's default (`on conflict (…) where status <> $1` finds no arbiter
  * index in a generic plan; a partial index whose predicate a parameter states is not used).
+ *
+ * A plan made once is kept for the life of the connection while the tables grow (until autovacuum's next
+ * ANALYZE replans it), and it is costed for ten values per array parameter. Left to itself, Postgres chose
+ * to read the whole of oidc_payloads (2,300 rows, 137 pages) for a token looked up by `model = any($1) and
+ * id = any($2)` (a hundred index probes, as it counts them), hashed every user to join one, and, planned
+ * while there were few grants, joined every grant to every launch context before matching them to the token:
+ * 5–12 ms a lookup after a few seconds of launches (bench, auto_explain). The fixed statements look rows up
+ * and write them by key, a few at a time: on their connections a table is read whole only where no index
+ * serves (`enable_seqscan`), rows are joined one by one through the index on the key the row before names
+ * (no hash, merge or materialized joins), and in the order written, from the rows looked up to the rows
+ * they name (`join_collapse_limit`). test/fixed-plans.test.ts holds every fixed statement's plan to that.
+ * What this cannot settle: planned on tables whose statistics count a row or two of a kind, Postgres may
+ * still find one kind's rows by `model` alone and filter them, until the next ANALYZE.
  */
-const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan';
+export const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan; set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off; set enable_material = off; set join_collapse_limit = 1';
 
 /** A node-postgres pool with our connection settings and listeners for connections lost outside a query. */
 export function createPool(url: string, { max, connectTimeoutMs, queryTimeoutMs, applicationName, log, genericPlans = false }: PoolOptions): pg.Pool {

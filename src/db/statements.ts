@@ -51,6 +51,9 @@ export class Statement<Row> {
   }
 }
 
+/** Every {@link FixedQuery}, to be built at once ({@link buildFixedQueries}). */
+const QUERIES = new Set<{ build(db: Executes): unknown }>();
+
 /**
  * A query built with kysely once and run as a {@link Statement} from then on: for a query too intricate to write
  * as fixed text by hand (joins, subqueries from shared fragments) that a hot path runs at every request. `slot`
@@ -62,6 +65,7 @@ export class FixedQuery<Db extends Executes, R> {
 
   constructor(build: (db: Db, slot: object) => Compilable<R>) {
     this.#build = build;
+    QUERIES.add(this);
   }
 
   async first(db: Db, value: unknown): Promise<R | undefined> {
@@ -69,15 +73,30 @@ export class FixedQuery<Db extends Executes, R> {
   }
 
   async all(db: Db, value: unknown): Promise<R[]> {
+    const { statement, parameters, slot } = this.build(db);
+    return (await statement.execute(db, parameters.map((p) => (p === slot ? value : p)))).rows;
+  }
+
+  /** Built once, by the first caller, with its Kysely instance (the text does not depend on which). */
+  build(db: Db): { statement: Statement<R>; parameters: readonly unknown[]; slot: object } {
     if (!this.#fixed) {
       const slot = {};
       const compiled = this.#build(db, slot).compile();
       if (!compiled.parameters.includes(slot)) throw new Error('a fixed query without a slot for its value');
       this.#fixed = { statement: new Statement<R>(compiled.sql), parameters: compiled.parameters, slot };
     }
-    const { statement, parameters, slot } = this.#fixed;
-    return (await statement.execute(db, parameters.map((p) => (p === slot ? value : p)))).rows;
+    return this.#fixed;
   }
+}
+
+/** Builds every {@link FixedQuery} of the modules loaded, so that {@link fixedStatements} lists them too. */
+export function buildFixedQueries(db: Executes): void {
+  for (const query of QUERIES) query.build(db);
+}
+
+/** The text of every fixed statement of the modules loaded (of a {@link FixedQuery}, once built). */
+export function fixedStatements(): string[] {
+  return [...NAMES.keys()];
 }
 
 /** The name a fixed statement is prepared under, or undefined for any other text. */

@@ -50,7 +50,9 @@ export async function designateRepresentative(db: Kysely<DB>, input: NewRepresen
     .insertInto('representatives')
     .values({ id, user_id: input.userId, patient_id: input.patientId, status: input.status, period_end: input.periodEnd ?? null, designated_by: input.designatedBy })
     // The partial unique index representatives_standing: one pending or active designation per person and patient.
-    .onConflict((oc) => oc.columns(['user_id', 'patient_id']).where('status', '<>', 'revoked').doNothing())
+    // Its predicate stated as a literal, as the index states it: as a parameter, a plan made without its value
+    // (plan_cache_mode = force_generic_plan, as a pooler in transaction mode can leave it) finds no arbiter index.
+    .onConflict((oc) => oc.columns(['user_id', 'patient_id']).where('status', '<>', sql.lit('revoked')).doNothing())
     .returning('id')
     .executeTakeFirst();
   return inserted && getRepresentative(db, id);
