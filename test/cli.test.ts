@@ -284,8 +284,13 @@ describe('command line', () => {
       assert.equal(rows.length, pack.resources.length);
       assert.ok(!rows.some((r) => r.id === 'written-by-an-app'), 'the app\'s write is gone');
       assert.equal((await after.db.selectFrom('patients').select('id').execute()).length, pack.patients.length);
+      const events = await after.db.selectFrom('audit_events').select(['type', 'outcome', 'actor_type', 'actor_id', 'details']).where('type', '=', 'sandbox.reset').execute();
+      assert.deepEqual(events, [{ type: 'sandbox.reset', outcome: 'success', actor_type: 'admin', actor_id: 'cli', details: { resources: pack.resources.length, patients: pack.patients.length, encounters: pack.encounters.length } }]);
     } finally {
       await after.close();
     }
+    // The trail, that event included, verifies under the sandbox's key.
+    const verified = await run(['audit', 'verify'], { DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, cwd);
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   });
 });

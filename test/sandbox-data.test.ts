@@ -318,8 +318,20 @@ describeEachDatabase('sandbox FHIR data', (ctx) => {
     assert.equal(Number(stored.n), pack.resources.length + 3 - 1, 'the pack was not written again');
   });
 
-  it('sandbox reset restores the pack: the app\'s writes are gone, what it deleted is back', async () => {
-    const written = await resetSandboxPack(ctx.current.database.db);
+  it('sandbox reset restores the pack: the app\'s writes are gone, what it deleted is back; or, should its audit event fail, nothing', async () => {
+    const resources = async () => (await ctx.current.database.db.selectFrom('fhir_resources').select(['resource_type', 'id', 'version_id']).orderBy('resource_type').orderBy('id').execute()).map((r) => `${r.resource_type}/${r.id}/${r.version_id}`);
+    const before = await resources();
+    const failing = resetSandboxPack(ctx.current.database.db, async () => {
+      throw new Error('the audit event could not be written');
+    });
+    await assert.rejects(failing, /the audit event could not be written/);
+    assert.deepEqual(await resources(), before, 'nothing was restored');
+
+    let recorded: unknown;
+    const written = await resetSandboxPack(ctx.current.database.db, async (_trx, restored) => {
+      recorded = restored;
+    });
+    assert.deepEqual(recorded, written);
     assert.deepEqual(written, { resources: pack.resources.length, patients: pack.patients.length, encounters: pack.encounters.length });
     await restart();
     const heartRates = (await get(`/Observation?patient=${AMY}&code=8867-4&_count=1000`)).entry ?? [];

@@ -49,6 +49,7 @@ export const AUDIT_EVENT_TYPES = [
   'grant.revoked',
   'patient.imported',
   'key.rotated',
+  'sandbox.reset',
   'admin.request',
   'fhir.access',
   'attribution.imported',

@@ -27,12 +27,15 @@ export async function seedSandboxPack(db: Kysely<DB>): Promise<PackWritten | und
 /**
  * `smart-auth sandbox reset`: every resource of the embedded FHIR server replaced by the pack (what apps
  * wrote is gone), and the pack's patients and encounters put back in the patient directory as they are in
- * the pack. Other directory rows (patients an operator imported) are left alone.
+ * the pack. Other directory rows (patients an operator imported) are left alone. `record` writes what the
+ * reset is recorded with (its audit event), in the same transaction: both or neither.
  */
-export async function resetSandboxPack(db: Kysely<DB>): Promise<PackWritten> {
+export async function resetSandboxPack(db: Kysely<DB>, record: (trx: Kysely<DB>, written: PackWritten) => Promise<void>): Promise<PackWritten> {
   return db.transaction().execute(async (trx) => {
     await sql`lock table fhir_resources in share row exclusive mode`.execute(trx);
-    return writePack(trx);
+    const written = await writePack(trx);
+    await record(trx, written);
+    return written;
   });
 }
 
