@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 
 import { sql } from 'kysely';
@@ -8,11 +7,10 @@ import pg from 'pg';
 // Every module of the server, so that every fixed statement is declared.
 import '../src/app.js';
 import { openDatabase } from '../src/db/database.js';
-import { migrateToLatest } from '../src/db/migrate.js';
-import { GENERIC_PLANS } from '../src/db/pool.js';
+import { FIXED_PLAN_SETTINGS } from '../src/db/pool.js';
 import { buildFixedQueries, fixedStatements } from '../src/db/statements.js';
 import { designateRepresentative } from '../src/payer/representatives.js';
-import { adminQuery } from './helpers/databases.js';
+import { createTestDatabase, type TestDatabase } from './helpers/databases.js';
 
 /**
  * The hot path's fixed statements are planned once per connection, without their values, and the plan is kept
@@ -36,20 +34,15 @@ function nodes(plan: PlanNode): PlanNode[] {
 }
 
 describe('the plans of the fixed statements', { skip: directUrl ? false : 'needs TEST_DATABASE_URL (Postgres)' }, () => {
-  const name = `smart_auth_test_${randomBytes(6).toString('hex')}`;
-  const url = new URL(directUrl ?? 'postgres://localhost/');
-  url.pathname = `/${name}`;
-  const client = new pg.Client({ connectionString: url.href });
+  let test: TestDatabase;
+  let client: pg.Client;
+  /** The settings of the fixed statements' connections, on this session or on every new one. */
+  const settings = Object.entries(FIXED_PLAN_SETTINGS);
 
   before(async () => {
-    await adminQuery(directUrl!, `create database ${name}`);
-    const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 1, preparedStatements: false });
-    try {
-      await migrateToLatest(database.db);
-      buildFixedQueries(database.db);
-    } finally {
-      await database.close();
-    }
+    test = await createTestDatabase('postgres', { adminUrl: directUrl });
+    buildFixedQueries(test.database.db);
+    client = new pg.Client({ connectionString: test.url });
     await client.connect();
     // Some of each kind of row the hot path reads, a few thousand in all, as statistics see them.
     for (const [model, count] of [['Grant', 800], ['Session', 400], ['Interaction', 200], ['AuthorizationCode', 100], ['AccessToken', 1000], ['RefreshToken', 500], ['ClientCredentials', 300]] as const) {
@@ -66,11 +59,11 @@ describe('the plans of the fixed statements', { skip: directUrl ? false : 'needs
     await client.query(`insert into clients (client_id, metadata, status) select 'client-' || i, '{}', 'active' from generate_series(0, 99) as i`);
     await client.query(`insert into grant_contexts (grant_id, fhir_base, patient, expires_at) select md5('Grant' || i), 'https://ehr.example/fhir', 'patient-' || i, now() + interval '1 day' from generate_series(1, 800) as i`);
     await client.query('analyze');
-    await client.query(GENERIC_PLANS);
+    for (const [setting, value] of settings) await client.query(`set ${setting} = ${value}`);
   });
   after(async () => {
     await client.end();
-    await adminQuery(directUrl!, `drop database if exists ${name} with (force)`);
+    await test.drop();
   });
 
   it('every one reads by index on the key it is given and joins row by row, in the order written', async () => {
@@ -96,11 +89,9 @@ describe('the plans of the fixed statements', { skip: directUrl ? false : 'needs
 
   it('with those settings on every connection, as a pooler in transaction mode can leave them, a partial unique index is still the arbiter of a designation made twice', async () => {
     // As a pooler that hands one server connection to every client leaves them: on every connection.
-    for (const setting of GENERIC_PLANS.split(';')) {
-      const [, key, value] = /set (\w+) = (\w+)/.exec(setting)!;
-      await client.query(`alter database ${name} set ${key} = ${value}`);
-    }
-    const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 1, preparedStatements: false });
+    const name = new URL(test.url!).pathname.slice(1);
+    for (const [setting, value] of settings) await client.query(`alter database ${name} set ${setting} = ${value}`);
+    const database = await openDatabase({ kind: 'postgres', url: test.url! }, { poolMax: 1, preparedStatements: false });
     try {
       const { rows } = await sql<{ plan_cache_mode: string }>`show plan_cache_mode`.execute(database.db);
       assert.deepEqual(rows, [{ plan_cache_mode: 'force_generic_plan' }]);

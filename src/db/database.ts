@@ -51,7 +51,7 @@ export interface OpenOptions {
    * Whether those statements run on connections of their own that plan them once, however their values vary
    * (default true; DATABASE_GENERIC_PLANS): `plan_cache_mode = force_generic_plan` there, with
    * planner settings that keep those plans to index lookups, and up to `poolMax` more connections (src/db/pool.ts
-   * GENERIC_PLANS). Only with prepared statements.
+   * FIXED_PLAN_SETTINGS). Only with prepared statements.
    */
   readonly genericPlans?: boolean;
 }

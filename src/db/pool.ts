@@ -13,12 +13,12 @@ export interface PoolOptions {
   /** Shown in pg_stat_activity: tells the primary's connections from the replica's. */
   readonly applicationName: string;
   readonly log?: Logger | undefined;
-  /** Each new connection plans prepared statements once (see {@link GENERIC_PLANS}). */
+  /** Each new connection plans prepared statements once (see {@link FIXED_PLAN_SETTINGS}). */
   readonly genericPlans?: boolean | undefined;
 }
 
 /**
- * Sent on every new connection of the pool that runs the hot path's fixed statements (DATABASE_GENERIC_PLANS,
+ * Set on every new connection of the pool that runs the hot path's fixed statements (DATABASE_GENERIC_PLANS,
  * on by default; see {@link kyselyPool}). Postgres otherwise plans a prepared statement afresh at every
  * execution whenever its generic plan looks dearer than the plans made for the values at hand, and ours
  * always do: a lookup of `id = any($1)` is costed for ten ids without the values and for the one or two at
@@ -44,7 +44,19 @@ export interface PoolOptions {
  * What this cannot settle: planned on tables whose statistics count a row or two of a kind, Postgres may
  * still find one kind's rows by `model` alone and filter them, until the next ANALYZE.
  */
-export const GENERIC_PLANS = 'set plan_cache_mode = force_generic_plan; set enable_seqscan = off; set enable_hashjoin = off; set enable_mergejoin = off; set enable_material = off; set join_collapse_limit = 1';
+export const FIXED_PLAN_SETTINGS: Readonly<Record<string, string>> = {
+  plan_cache_mode: 'force_generic_plan',
+  enable_seqscan: 'off',
+  enable_hashjoin: 'off',
+  enable_mergejoin: 'off',
+  enable_material: 'off',
+  join_collapse_limit: '1',
+};
+
+/** {@link FIXED_PLAN_SETTINGS} as the one simple query each new connection sends. */
+const GENERIC_PLANS = Object.entries(FIXED_PLAN_SETTINGS)
+  .map(([name, value]) => `set ${name} = ${value}`)
+  .join('; ');
 
 /** A node-postgres pool with our connection settings and listeners for connections lost outside a query. */
 export function createPool(url: string, { max, connectTimeoutMs, queryTimeoutMs, applicationName, log, genericPlans = false }: PoolOptions): pg.Pool {
@@ -147,7 +159,7 @@ const COMMITS = new Set(['commit', 'end']);
  * every committed write is recorded there by table (see WriteClock).
  *
  * With `planned`, the fixed statements that run by name (outside transactions) go to that pool's
- * connections, which plan them once ({@link GENERIC_PLANS}), and everything else to `pool`'s: a connection
+ * connections, which plan them once ({@link FIXED_PLAN_SETTINGS}), and everything else to `pool`'s: a connection
  * kysely asks for is then taken from `pool` only at its first statement that needs one, so that a request
  * that runs fixed statements alone holds a connection of `planned` for each, and none of `pool`.
  */

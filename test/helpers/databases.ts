@@ -29,13 +29,16 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
-export async function createTestDatabase(kind: DatabaseKind, { migrate = true } = {}): Promise<TestDatabase> {
+/**
+ * `adminUrl`: the Postgres server to create the database on, TEST_DATABASE_URL by default (CI's names the
+ * pooler; a test that needs sessions of its own on Postgres itself passes TEST_DATABASE_DIRECT_URL).
+ */
+export async function createTestDatabase(kind: DatabaseKind, { migrate = true, adminUrl = process.env.TEST_DATABASE_URL } = {}): Promise<TestDatabase> {
   if (kind === 'pglite') {
     const database = await openMemoryDatabase();
     if (migrate) await migrateToLatest(database.db);
     return { kind, database, url: undefined, drop: () => database.close() };
   }
-  const adminUrl = process.env.TEST_DATABASE_URL;
   if (!adminUrl) throw new Error('TEST_DATABASE_URL is not set');
   const name = `smart_auth_test_${randomBytes(6).toString('hex')}`;
   await adminQuery(adminUrl, `create database ${name}`);
