@@ -108,9 +108,12 @@ describeEachDatabase('writes at the end of an authorization step', (ctx) => {
     assert.match(other.body, /authorization request has expired|interaction session not found/);
   });
 
-  it('a consent whose audit event cannot be written: 503, and neither the grant nor the decision is kept; Allow works once the database does', async () => {
+  const contexts = async (): Promise<number> => Number((await db().selectFrom('grant_contexts').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
+
+  it('a consent whose audit event cannot be written: 503, and neither the grant, its launch context nor the decision is kept; Allow works once the database does', async () => {
     const flow = await atConsent();
     const grantsBefore = await count('Grant');
+    const contextsBefore = await contexts();
     const fault = await refuse('audit_events', `new.type = 'consent.granted'`);
     let res;
     try {
@@ -121,6 +124,7 @@ describeEachDatabase('writes at the end of an authorization step', (ctx) => {
     assert.equal(res.statusCode, 503, res.body);
     assert.equal(res.headers.location, undefined);
     assert.equal(await count('Grant'), grantsBefore, 'no grant without its consent recorded');
+    assert.equal(await contexts(), contextsBefore, 'no launch context for a grant that was not made');
     const uid = /\/interaction\/([\w-]+)\//.exec(formAction(flow.page.res.body, '/consent'))![1]!;
     const interaction = await db().selectFrom('oidc_payloads').select('payload').where('model', '=', 'Interaction').where('id', '=', uid).executeTakeFirstOrThrow();
     assert.equal((interaction.payload as { result?: { consent?: unknown } }).result?.consent, undefined, 'the interaction still waits for a decision');
@@ -132,5 +136,6 @@ describeEachDatabase('writes at the end of an authorization step', (ctx) => {
     assert.equal(token.statusCode, 200, token.body);
     assert.equal(token.json<{ patient?: string }>().patient, 'demo-amy-shaw');
     assert.equal(await count('Grant'), grantsBefore + 1);
+    assert.equal(await contexts(), contextsBefore + 1);
   });
 });

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 
 import { isRowError, unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
-import { grantUseArrays, grantUsesSql, payloadArrays, upsertPayloadsSql, type GrantUse, type PayloadRowWrite } from '../db/payload-rows.js';
+import { grantContextArrays, grantUseArrays, grantUsesSql, insertGrantContextsSql, payloadArrays, upsertPayloadsSql, type GrantContextWrite, type GrantUse, type PayloadRowWrite } from '../db/payload-rows.js';
 import { Statement } from '../db/statements.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import { DISABLED, type Metrics } from '../observability/metrics.js';
@@ -107,12 +107,20 @@ interface RepeatWindow {
   last: Date | undefined;
 }
 
+/** What an event's request changed, written by the event's statement (see {@link AuditLog.record}). */
+export interface EventWrites {
+  /** `oidc_payloads` rows the request saved. */
+  readonly payloads?: readonly PayloadRowWrite[] | undefined;
+  /** The grant the request issued tokens under. */
+  readonly grantUse?: GrantUse | undefined;
+  /** Launch contexts of the grants the request made. */
+  readonly contexts?: readonly GrantContextWrite[] | undefined;
+}
+const NO_WRITES: EventWrites = {};
+
 interface Pending {
   readonly row: Omit<RowContent, 'chain' | 'recorded_at'>;
-  /** Payload rows the event's request saved, written by the same statement (see {@link AuditLog.record}). */
-  readonly payloads: readonly PayloadRowWrite[];
-  /** The grant the event's request issued tokens under, recorded by the same statement. */
-  readonly grantUse: GrantUse | undefined;
+  readonly writes: EventWrites;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
 }
@@ -156,12 +164,13 @@ export class AuditLog {
 
   /**
    * Writes the event, and with it in the same statement what its request changed: `payloads`, the
-   * `oidc_payloads` rows it saved (the tokens a token request issued, a consent's grant and interaction), and
-   * `grantUse`, the grant it issued tokens under (its launch context's last use; a refresh renews both). The
-   * request's writes and its audit row are one round trip, shared with the other requests in flight, all or
-   * nothing, and the request is answered once they are committed (src/oidc/adapters/payload.ts defers them here).
+   * `oidc_payloads` rows it saved (the tokens a token request issued, a consent's grant and interaction),
+   * `grantUse`, the grant it issued tokens under (its launch context's last use; a refresh renews both), and
+   * `contexts`, the launch context of a grant a consent made. The request's writes and its audit row are one
+   * round trip, shared with the other requests in flight, all or nothing, and the request is answered once they
+   * are committed (src/oidc/adapters/payload.ts defers them here).
    */
-  record(event: AuditEvent, payloads: readonly PayloadRowWrite[] = [], grantUse?: GrantUse): Promise<void> {
+  record(event: AuditEvent, writes: EventWrites = NO_WRITES): Promise<void> {
     let row: Pending['row'];
     try {
       row = toRow(event);
@@ -169,12 +178,12 @@ export class AuditLog {
       return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
     }
     this.#metrics.securityEvent(event);
-    return this.#enqueue(row, payloads, grantUse);
+    return this.#enqueue(row, writes);
   }
 
-  #enqueue(row: Pending['row'], payloads: readonly PayloadRowWrite[] = [], grantUse?: GrantUse): Promise<void> {
+  #enqueue(row: Pending['row'], writes: EventWrites = NO_WRITES): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.#queue.push({ row, payloads, grantUse, resolve, reject });
+      this.#queue.push({ row, writes, resolve, reject });
       this.#writing ??= this.#drain();
     });
   }
@@ -340,7 +349,14 @@ export class AuditLog {
       prev = hash;
       return full;
     });
-    await INSERT_EVENTS.execute(this.#db, [...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])), ...payloadArrays(batch.flatMap((p) => p.payloads)), ...grantUseArrays(batch.flatMap((p) => (p.grantUse ? [p.grantUse] : [])))]);
+    const parameters = [
+      ...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])),
+      ...payloadArrays(batch.flatMap((p) => p.writes.payloads ?? [])),
+      ...grantUseArrays(batch.flatMap((p) => (p.writes.grantUse ? [p.writes.grantUse] : []))),
+    ];
+    const contexts = batch.flatMap((p) => p.writes.contexts ?? []);
+    if (contexts.length) await INSERT_EVENTS_WITH_CONTEXTS.execute(this.#db, [...parameters, ...grantContextArrays(contexts)]);
+    else await INSERT_EVENTS.execute(this.#db, parameters);
     this.#last = prev;
   }
 }
@@ -351,14 +367,20 @@ const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { 
 
 /**
  * A batch of events in one statement of fixed text, a column per array parameter, with the payload rows their
- * requests saved and the grants they issued tokens under (none, most often: those CTEs then write nothing). The rows are numbered and inserted in
- * that order, so that their sequence numbers follow the chain.
+ * requests saved and the grants they issued tokens under (none, most often: those CTEs then write nothing), and
+ * with `contexts`, the launch contexts of grants they made. The rows are numbered and inserted in that order, so
+ * that their sequence numbers follow the chain.
  */
-const INSERT_EVENTS = new Statement(
-  `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)} ` +
+function insertEventsSql(contexts: boolean): string {
+  return (
+    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 11)}` : ''} ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
-    ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n) order by n`,
-);
+    ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n) order by n`
+  );
+}
+const INSERT_EVENTS = new Statement(insertEventsSql(false));
+/** The same with the launch contexts of grants a consent made: a statement of its own, so the token path's carries no more parameters. */
+const INSERT_EVENTS_WITH_CONTEXTS = new Statement(insertEventsSql(true));
 
 /** What a row's hash covers: every column but the sequence number and the hashes. */
 export type RowContent = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;

@@ -72,3 +72,58 @@ export function grantUseArrays(uses: readonly GrantUse[]): unknown[][] {
   const renewals = [...latest.values()];
   return [[...latest.keys()], renewals.map((r) => r?.atLeast ?? null), renewals.map((r) => r?.to ?? null)];
 }
+
+/** A `grant_contexts` row as an authorization's consent writes it (src/launch/context.ts grantContextWrite). */
+export interface GrantContextWrite {
+  readonly grant_id: string;
+  readonly fhir_base: string;
+  readonly patient: string | null;
+  readonly encounter: string | null;
+  /** JSON text of the fhirContext items, or null. */
+  readonly fhir_context: string | null;
+  readonly intent: string | null;
+  readonly need_patient_banner: boolean | null;
+  readonly smart_style_url: string | null;
+  readonly tenant: string | null;
+  readonly launch_id: string | null;
+  readonly fhir_user: string | null;
+  readonly client_id: string;
+  readonly account_id: string;
+  readonly scope: string;
+  readonly expires_at: Date;
+}
+
+const GRANT_CONTEXT_TYPES: Readonly<Record<keyof GrantContextWrite, string>> = {
+  grant_id: 'text',
+  fhir_base: 'text',
+  patient: 'text',
+  encounter: 'text',
+  fhir_context: 'jsonb',
+  intent: 'text',
+  need_patient_banner: 'boolean',
+  smart_style_url: 'text',
+  tenant: 'text',
+  launch_id: 'text',
+  fhir_user: 'text',
+  client_id: 'text',
+  account_id: 'text',
+  scope: 'text',
+  expires_at: 'timestamptz',
+};
+const GRANT_CONTEXT_COLUMNS = Object.keys(GRANT_CONTEXT_TYPES) as (keyof GrantContextWrite)[];
+
+/**
+ * A CTE inserting any number of `grant_contexts` rows in fixed text, a column per array parameter from `$first`
+ * on (in the order of {@link grantContextArrays}).
+ */
+export function insertGrantContextsSql(first: number): string {
+  return (
+    `contexts as (insert into grant_contexts (${GRANT_CONTEXT_COLUMNS.join(', ')})` +
+    ` select * from unnest(${GRANT_CONTEXT_COLUMNS.map((column, i) => `$${first + i}::${GRANT_CONTEXT_TYPES[column]}[]`).join(', ')}) returning grant_id)`
+  );
+}
+
+/** The parameters of {@link insertGrantContextsSql}. */
+export function grantContextArrays(rows: readonly GrantContextWrite[]): unknown[][] {
+  return GRANT_CONTEXT_COLUMNS.map((column) => rows.map((row) => row[column]));
+}

@@ -3,17 +3,17 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import { errors, type Client, type InteractionResults } from 'oidc-provider';
 
-import type { AuditEvent, AuditLog } from '../audit/audit.js';
+import type { AuditEvent, AuditLog, EventWrites } from '../audit/audit.js';
 import { grantLifetimeSeconds, type Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, searchPatients, type PatientSummary } from '../directory/patients.js';
-import { consumeLaunch, findLaunch, saveGrantContext } from '../launch/context.js';
+import { consumeLaunch, findLaunch, grantContextWrite } from '../launch/context.js';
 import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
-import type { PayloadRowWrite } from '../db/payload-rows.js';
+import type { GrantContextWrite, PayloadRowWrite } from '../db/payload-rows.js';
 import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
@@ -102,9 +102,9 @@ type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { 
 
 export async function interactionRoutes(app: FastifyInstance, deps: InteractionDeps): Promise<void> {
   const { config, db, replica, box, host, audit, users } = deps;
-  /** Records the event; with `rows`, the payload rows the step saved (deferSaves) are written in the same statement. */
-  const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>, rows?: readonly PayloadRowWrite[]): Promise<void> =>
-    audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event }, rows);
+  /** Records the event; with `writes`, what the step changed (the payload rows deferSaves kept) is written in the same statement. */
+  const auditFor = (request: FastifyRequest, details: Details, event: Omit<AuditEvent, 'actorType' | 'sourceIp' | 'requestId' | 'clientId'>, writes?: EventWrites): Promise<void> =>
+    audit.record({ actorType: event.userId ? 'user' : 'anonymous', actorId: event.userId, sourceIp: request.ip, requestId: request.id, clientId: String(details.params.client_id), ...event }, writes);
   const basePath = config.basePath;
   await app.register(formbody, { bodyLimit: 64 * 1024 });
 
@@ -345,12 +345,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (fhirBase) grant.addResourceScope(fhirBase, text);
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
-    // The grant and the decision are written with the consent's audit event, in one statement, after the
-    // launch context: all of them or none (a failure leaves the interaction waiting for a decision; the context
-    // written before names a grant that does not exist, and expires).
+    // The grant, its launch context and the decision are written with the consent's audit event, in one
+    // statement: all of them or none (a failure leaves the interaction waiting for a decision).
     const rows: PayloadRowWrite[] = [];
     const grantId = await deferSaves(rows, () => grant.save());
     const patient = smart.patient;
+    let contexts: GrantContextWrite[] | undefined;
     if (fhirBase) {
       const context = grantContextOf({
         fhirBase,
@@ -362,7 +362,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         grantedScopes: texts,
         defaultStyleUrl: `${config.issuer}/smart-style.json`,
       });
-      await saveGrantContext(db, grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + grantLifetimeSeconds(config).grant * 1000));
+      contexts = [grantContextWrite(grantId, context, { clientId: client.clientId, accountId: user.id, scope: texts.join(' ') }, new Date(Date.now() + grantLifetimeSeconds(config).grant * 1000))];
     }
     const event = {
       type: 'consent.granted',
@@ -376,7 +376,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
     await deferSaves(rows, () => conclude(details, { consent: { grantId }, smart: { ...smart, resolved: true } }));
-    await auditFor(request, details, event, rows);
+    await auditFor(request, details, event, { payloads: rows, contexts });
     return reply.redirect(details.returnTo, 303);
   }
 

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 
 import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 
+import type { GrantContextWrite } from '../db/payload-rows.js';
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import type { GrantContextsTable } from '../db/tables/grant-contexts.js';
@@ -143,21 +144,26 @@ export interface GrantHolder {
   readonly scope: string;
 }
 
-export async function saveGrantContext(db: Kysely<DB>, grantId: string, context: GrantContext, holder: GrantHolder, expiresAt: Date): Promise<void> {
-  await db
-    .insertInto('grant_contexts')
-    .values({
-      grant_id: grantId,
-      fhir_base: context.fhirBase,
-      ...contextColumns(context),
-      launch_id: context.launchId ?? null,
-      fhir_user: context.fhirUser ?? null,
-      client_id: holder.clientId,
-      account_id: holder.accountId,
-      scope: holder.scope,
-      expires_at: expiresAt,
-    })
-    .execute();
+/** A grant's launch context as the row the consent's audit statement writes (src/audit/audit.ts EventWrites). */
+export function grantContextWrite(grantId: string, context: GrantContext, holder: GrantHolder, expiresAt: Date): GrantContextWrite {
+  const columns = contextColumns(context);
+  return {
+    grant_id: grantId,
+    fhir_base: context.fhirBase,
+    patient: columns.patient ?? null,
+    encounter: columns.encounter ?? null,
+    fhir_context: columns.fhir_context ?? null,
+    intent: columns.intent ?? null,
+    need_patient_banner: columns.need_patient_banner ?? null,
+    smart_style_url: columns.smart_style_url ?? null,
+    tenant: columns.tenant ?? null,
+    launch_id: context.launchId ?? null,
+    fhir_user: context.fhirUser ?? null,
+    client_id: holder.clientId,
+    account_id: holder.accountId,
+    scope: holder.scope,
+    expires_at: expiresAt,
+  };
 }
 
 export async function findGrantContext(db: Kysely<DB>, grantId: string): Promise<GrantContext | undefined> {

@@ -34,7 +34,7 @@ export function auditMiddleware(audit: AuditLog, introspectionWindowSeconds: num
     const ok = ctx.status === 200;
     if (!event) return;
     if (ok && oidc.route === 'introspection') await audit.recordRepeating({ ...base, ...event }, introspectionWindowSeconds);
-    else await audit.record({ ...base, ...event }, ok ? tokens : [], ok ? state.grantUse : undefined);
+    else await audit.record({ ...base, ...event }, ok ? { payloads: tokens, grantUse: state.grantUse } : undefined);
   };
 }
 
