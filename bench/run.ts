@@ -2,6 +2,7 @@
  * npm run bench — throughput, latency and memory of every hot endpoint of the built server, on Postgres and
  * on the embedded database, side by side with bare oidc-provider measured in the same run.
  * Options: --duration S (per run, default 3) --connections N (default 16) --runs N (default 3)
+ *          --warmup S (unmeasured load before each scenario's runs on each server, default 2)
  *          --only a,b (scenario names) --no-pglite --no-growth --no-scaling --no-bare
  *          --observability (the Postgres scenarios without, with metrics and with traces, in turn)
  * Postgres: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres); a throw-away database
@@ -32,6 +33,7 @@ const { values: args } = parseArgs({
     duration: { type: 'string', default: '3' },
     connections: { type: 'string', default: '16' },
     runs: { type: 'string', default: '3' },
+    warmup: { type: 'string', default: '2' },
     only: { type: 'string' },
     'no-pglite': { type: 'boolean' },
     'no-growth': { type: 'boolean' },
@@ -43,6 +45,13 @@ const { values: args } = parseArgs({
 const DURATION = Number(args.duration);
 const CONNECTIONS = Number(args.connections);
 const RUNS = Number(args.runs);
+/**
+ * Seconds of unmeasured load on each server before a scenario's measured runs: V8 compiles a path's hot
+ * functions only after it has run them thousands of times, and until then a server runs at half speed or less
+ * (three cold runs in a row measured ours at 2,050, 2,161 and 2,602 client_credentials/s, bare oidc-provider at
+ * 4,189, 6,520 and 8,511). Without it the first run measures the compiler and the median mixes the two.
+ */
+const WARMUP = Number(args.warmup);
 const ADMIN_TOKEN = randomBytes(32).toString('base64url');
 /** Our server keeps metrics, as deployed: its statement and commit counters are read from /metrics. */
 const METRICS_TOKEN = randomBytes(32).toString('base64url');
@@ -369,20 +378,19 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
     const result = await run();
     return { ...result, cost: perOperation(before, await snapshot(server, how), result.ok + result.errors) };
   };
-  const once = async (rate?: number, retries = 2): Promise<Costed> => {
-    const options = { duration: DURATION, connections: CONNECTIONS, rate };
-    if (scenario.flow) {
-      const flows = () => loadFlows(() => scenario.flow!(target), { ...options, connections: Math.min(CONNECTIONS, 8) });
-      return rate ? flows() : costed(flows);
-    }
-    const count = Math.ceil((rate ?? perSecond) * DURATION * 1.3) + 200;
+  const once = async (rate?: number, retries = 2, duration = DURATION, measured = true): Promise<Costed> => {
+    const options = { duration, connections: CONNECTIONS, rate };
+    const cost = measured && !rate ? costed : (run: () => Promise<Run>) => run();
+    if (scenario.flow) return cost(() => loadFlows(() => scenario.flow!(target), { ...options, connections: Math.min(CONNECTIONS, 8) }));
+    const count = Math.ceil((rate ?? perSecond) * duration * 1.3) + 200;
     const next = await scenario.prepare!(target, count);
-    const run = rate ? await paced(target.server.url, next, { ...options, rate }) : await costed(() => load(target.server.url, next, options));
+    const run = rate ? await paced(target.server.url, next, { ...options, rate }) : await cost(() => load(target.server.url, next, options));
     perSecond = Math.max(perSecond, run.rps);
     // A pool of single-use inputs that ran dry: the run measured refusals. Again, with a pool to match.
-    if (scenario.poolGuess && run.errors && run.ok + run.errors > count && !rate && retries) return once(undefined, retries - 1);
+    if (scenario.poolGuess && run.errors && run.ok + run.errors > count && !rate && retries) return once(undefined, retries - 1, duration, measured);
     return run;
   };
+  if (WARMUP > 0) await once(undefined, 0, WARMUP, false);
   for (let i = 0; i < runs; i++) results.push(await once());
   const saturation = median(results);
   // An open-loop generator in Node on the same two cores cannot hold a steady rate much above 3,000/s.
@@ -393,6 +401,7 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
 
 async function measureDirect(upstream: ServerProcess, name: string, next: () => RequestSpec): Promise<Measured> {
   const results: Run[] = [];
+  if (WARMUP > 0) await load(upstream.url, next, { duration: WARMUP, connections: CONNECTIONS });
   for (let i = 0; i < RUNS; i++) results.push(await load(upstream.url, next, { duration: DURATION, connections: CONNECTIONS }));
   const saturation = median(results);
   log(`${'direct'.padEnd(8)} ${name.padEnd(18)} ${saturation.rps.toFixed(0).padStart(6)} rps  p99 ${saturation.p99.toFixed(1)} ms  errors ${saturation.errors}`);
@@ -504,8 +513,9 @@ async function main(): Promise<void> {
     duration: DURATION,
     connections: CONNECTIONS,
     runs: RUNS,
+    warmup: WARMUP,
   };
-  log(`bench ${meta.commit} on ${meta.cpu}, Node ${meta.node}, Postgres ${meta.postgres}; ${RUNS} × ${DURATION} s, ${CONNECTIONS} connections`);
+  log(`bench ${meta.commit} on ${meta.cpu}, Node ${meta.node}, Postgres ${meta.postgres}; ${RUNS} × ${DURATION} s after ${WARMUP} s unmeasured, ${CONNECTIONS} connections`);
 
   const [es384, rs384] = await Promise.all([key('ES384'), key('RS384')]);
   const all = scenarios(es384, rs384).filter((s) => !args.only || args.only.split(',').includes(s.name));
@@ -741,7 +751,7 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
   const lines = [
     `# Benchmark ${String(m.commit)} (${String(m.date)})`,
     '',
-    `${String(m.cpu)}, ${String(m.memoryGiB)} GiB; Node ${String(m.node)}; Postgres ${String(m.postgres)}. Each figure: median of ${String(m.runs)} runs of ${String(m.duration)} s at ${String(m.connections)} connections (launch flows: 8 concurrent browsers); PGlite: one run. Latency in ms.`,
+    `${String(m.cpu)}, ${String(m.memoryGiB)} GiB; Node ${String(m.node)}; Postgres ${String(m.postgres)}. Each figure: median of ${String(m.runs)} runs of ${String(m.duration)} s at ${String(m.connections)} connections, after ${Number(m.warmup ?? 0)} s of unmeasured load on each server (launch flows: 8 concurrent browsers); PGlite: one run. Latency in ms.`,
     '',
     '| scenario | bare rps | bare+pg rps | ours rps | ÷ bare+pg | p50 | p90 | p99 | p99 @70% | bare p99 @70% | bare+pg p99 @70% | errors | PGlite rps | PGlite p99 |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
