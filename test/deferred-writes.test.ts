@@ -8,7 +8,8 @@ import { testApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, exchange, login, REDIRECT_URI, startAuthorization, title, type Authorization } from './helpers/flow.js';
-import { choices, formAction, inputValue } from './helpers/browser.js';
+import { hiddenFields } from '../bench/lib/flows.js';
+import { choices, formAction } from './helpers/browser.js';
 
 /**
  * The writes of an authorization's steps go to the database together, at the end of the step (issue 15): the
@@ -53,7 +54,7 @@ describeEachDatabase('writes at the end of an authorization step', (ctx) => {
   function allow(flow: Authorization) {
     const body = flow.page.res.body;
     const scope = choices(body, 'scope').filter((o) => o.checked).map((o) => o.value);
-    return flow.browser.send('POST', formAction(body, '/consent'), { csrf: inputValue(body, 'csrf'), decision: 'approve', scope });
+    return flow.browser.send('POST', formAction(body, '/consent'), { ...hiddenFields(body, '/consent'), decision: 'approve', scope });
   }
 
   const count = async (model: string): Promise<number> =>

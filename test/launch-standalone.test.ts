@@ -6,6 +6,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 
 import { hashPassword } from '../src/security/password.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { hiddenFields } from '../bench/lib/flows.js';
 import { choices, formAction } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
@@ -106,6 +107,38 @@ describeEachDatabase('standalone launch', (ctx) => {
     const none = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
     await login(none, 'orphan', 'orphan-pass');
     assert.deepEqual(callback(none), { error: 'access_denied', error_description: 'the signed-in user has no patient record to share', state: 'state-1', iss: TEST_ISSUER });
+  });
+
+  it("a patient's consent form carries their record sealed to this sign-in: another record, a seal of another sign-in or none is refused, and nothing is granted", async () => {
+    const scope = 'launch/patient patient/*.rs';
+    const other = await startAuthorization(app, { client_id: 'patient-app', scope });
+    await login(other, 'patient', 'patient-demo');
+    const otherSeal = hiddenFields(other.page.res.body, '/consent');
+    assert.equal(otherSeal.patient, 'demo-amy-shaw', 'the record the page was shown for');
+    assert.match(otherSeal.patient_mac ?? '', /^[\w-]{43}$/);
+
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope }, { browser: other.browser });
+    const body = flow.page.res.body;
+    const fields = hiddenFields(body, '/consent');
+    assert.notEqual(fields.patient_mac, otherSeal.patient_mac, 'each sign-in has its own seal');
+    const send = (form: Record<string, string>) => flow.browser.send('POST', formAction(body, '/consent'), { ...form, decision: 'approve', scope: choices(body, 'scope').filter((o) => o.checked).map((o) => o.value) });
+    assert.deepEqual(Object.keys(fields).sort(), ['csrf', 'patient', 'patient_mac']);
+    const withoutSeal = { csrf: fields.csrf! };
+    for (const form of [
+      { ...fields, patient: 'demo-henry-nguyen' },
+      { ...fields, patient_mac: otherSeal.patient_mac! },
+      { ...withoutSeal, patient: 'demo-amy-shaw' },
+      { ...withoutSeal, patient_mac: fields.patient_mac! },
+    ]) {
+      const res = await send(form);
+      assert.equal(res.statusCode, 400, JSON.stringify(form));
+      assert.match(res.body, /This form was altered/);
+      assert.equal(res.headers.location, undefined);
+    }
+    const res = await send(fields);
+    assert.equal(res.statusCode, 303);
+    flow.page = await flow.browser.go('GET', res.headers.location as string);
+    assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-amy-shaw');
   });
 
   it('the picker searches the directory by name, birth date and record number', async () => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { action, field, HttpBrowser, REDIRECT_URI, standaloneLaunch } from '../bench/lib/flows.js';
+import { action, field, hiddenFields, HttpBrowser, REDIRECT_URI, standaloneLaunch } from '../bench/lib/flows.js';
 import { freePort } from './helpers/app.js';
 import { basicAuth, form } from './helpers/clients.js';
 import { createTestDatabase, type TestDatabase } from './helpers/databases.js';
@@ -187,7 +187,7 @@ describe('three server processes behind a round-robin proxy, one Postgres', { sk
       page = await browser.follow('POST', action(page.body, '/login'), { csrf: field(page.body, 'csrf'), username: 'clinician', password: 'clinician-demo' });
       page = await browser.follow('POST', action(page.body, '/patient'), { csrf: field(page.body, 'csrf'), patient: 'demo-amy-shaw' });
       const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!);
-      page = await browser.follow('POST', action(page.body, '/consent'), { csrf: field(page.body, 'csrf'), decision: 'approve', scope: scopes });
+      page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), decision: 'approve', scope: scopes });
       const code = new URL(page.appUrl!).searchParams.get('code')!;
       const body = form({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: 'spread-app', code_verifier: 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk' });
       const first = await fetch(`${backends[1]}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });

@@ -237,14 +237,15 @@ for (const kind of databaseKinds()) {
       assert.equal(result.token.statusCode, 200, result.token.body);
       assert.equal(first.browser.requests - before, 4, 'GET /auth, the consent page, POST consent, the resume that redirects to the app');
       // Per request: /auth 2 (the session with its grant for the app; the interaction and the session saved
-      // together at its end; the user from the cache), the consent page 3 (the interaction with its session,
-      // the user's patients with the names the page shows, the interaction saved), POST consent 2 (the interaction with its
+      // together at its end; the user from the cache), the consent page 2 (the interaction with its session,
+      // the user's patients with the names the page shows; the patient chosen for the user goes in the form,
+      // sealed, not into the interaction), POST consent 2 (the interaction with its
       // session; the grant, its launch context and the decision with the audit event), the resume 2 (the session
       // with the interaction its cookie names, taken, and that interaction's grant; the code and the session under
       // its new id saved, the old one removed, at its end); the code exchange 3 (the code with its grant, context
       // and user; its consumption; the access token and the context's use with the audit event). Before (issue
       // 15's table): 45 statements and 7 requests.
-      assert.deepEqual(counts, { statements: 12, transactions: 0 });
+      assert.deepEqual(counts, { statements: 11, transactions: 0 });
     });
 
     it("a clinician's launch: the patient picker's answer brings the consent page, not a redirect to it", async () => {
@@ -266,7 +267,7 @@ for (const kind of databaseKinds()) {
       assert.equal(result.token.statusCode, 200, result.token.body);
       assert.equal((JSON.parse(result.token.body) as { patient?: string }).patient, 'demo-amy-shaw');
       assert.equal(first.browser.requests - before, 5, 'GET /auth, the picker, POST patient answered with the consent page, POST consent, the resume');
-      // The patient's launch above with the picker in place of the consent page (3): the picker's page reads
+      // The patient's launch above with the picker in place of the consent page (2): the picker's page reads
       // the interaction and lists the directory's patients (2); POST patient reads the interaction, reads the
       // chosen patient (that it exists, and the name the consent page shows) and saves the choice, then shows
       // the consent page from what it loaded (3). Before, a redirect to that page read the interaction again

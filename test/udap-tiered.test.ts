@@ -7,7 +7,7 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt, exportJWK, SignJWT } from 'jose';
 
-import { action, field, HttpBrowser } from '../bench/lib/flows.js';
+import { action, field, hiddenFields, HttpBrowser } from '../bench/lib/flows.js';
 import { ConfigError } from '../src/config/config.js';
 import { freePort, testApp, testConfig, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { choices } from './helpers/browser.js';
@@ -79,7 +79,7 @@ async function signIn(browser: Browser, origin: string, step: Step, username: st
 async function approve(browser: Browser, origin: string, step: Step): Promise<Step> {
   assert.match(title(step), /^Allow /, `expected the consent page of ${origin}, got ${title(step)}`);
   const scopes = choices(step.body, 'scope').filter((c) => c.checked).map((c) => c.value);
-  return browser.go('POST', new URL(action(step.body, '/consent'), origin).href, { csrf: field(step.body, 'csrf'), decision: 'approve', scope: scopes });
+  return browser.go('POST', new URL(action(step.body, '/consent'), origin).href, { ...hiddenFields(step.body, '/consent'), decision: 'approve', scope: scopes });
 }
 
 async function pick(browser: Browser, origin: string, step: Step, patient: string): Promise<Step> {

@@ -54,6 +54,14 @@ export function field(html: string, name: string): string {
   return value.replace(/&amp;/g, '&');
 }
 
+/** The hidden inputs of the form whose action ends with `suffix`, as a browser submits them with it. */
+export function hiddenFields(html: string, suffix: string): Record<string, string> {
+  const form = [...html.matchAll(/<form[^>]*action="([^"]*)"[^>]*>([\s\S]*?)<\/form>/g)].find((m) => m[1]!.endsWith(suffix));
+  if (!form) throw new Error(`no form ending ${suffix}`);
+  const inputs = [...form[2]!.matchAll(/<input type="hidden" name="([^"]*)" value="([^"]*)">/g)];
+  return Object.fromEntries(inputs.map((m) => [m[1]!, m[2]!.replace(/&amp;/g, '&')]));
+}
+
 export function action(html: string, suffix: string): string {
   const found = [...html.matchAll(/action="([^"]*)"/g)].map((m) => m[1]!).find((a) => a.endsWith(suffix));
   if (!found) throw new Error(`no form ending ${suffix}`);
@@ -81,7 +89,7 @@ export async function standaloneLaunch(browser: HttpBrowser, options: LaunchOpti
   if (page.body.includes('name="patient"')) page = await browser.follow('POST', action(page.body, '/patient'), { csrf: field(page.body, 'csrf'), patient: options.patient ?? '' });
   if (page.body.includes('name="decision"')) {
     const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!.replace(/&amp;/g, '&'));
-    page = await browser.follow('POST', action(page.body, '/consent'), { csrf: field(page.body, 'csrf'), decision: 'approve', scope: scopes });
+    page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), decision: 'approve', scope: scopes });
   }
   if (!page.appUrl) throw new Error(`the launch did not reach the app (${page.status}):\n${page.body.slice(0, 300)}`);
   const code = new URL(page.appUrl).searchParams.get('code');

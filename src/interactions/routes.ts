@@ -82,6 +82,7 @@ const bodySchema = {
     username: { type: 'string', maxLength: 256 },
     password: { type: 'string', maxLength: 1024 },
     patient: { type: 'string', maxLength: 256 },
+    patient_mac: { type: 'string', maxLength: 128 },
     encounter: { type: 'string', maxLength: 256 },
     scope: { anyOf: [{ type: 'string', maxLength: 4096 }, { type: 'array', maxItems: 2000, items: { type: 'string', maxLength: 4096 } }] },
     decision: { type: 'string', enum: ['approve', 'deny'] },
@@ -93,6 +94,7 @@ interface Body {
   username?: string;
   password?: string;
   patient?: string;
+  patient_mac?: string;
   encounter?: string;
   scope?: string | string[];
   decision?: 'approve' | 'deny';
@@ -152,6 +154,21 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 
   function checkCsrf(request: Req): boolean {
     return box.verifyMac('csrf', request.params.uid, request.body.csrf);
+  }
+
+  /** The seal of the patient the consent page of interaction `uid` was shown for, when the interaction does not hold it yet. */
+  const patientMac = (uid: string, patient: string): string => box.mac('consent-patient', `${uid}\n${patient}`);
+
+  /**
+   * The patient of the decision a consent form answers: the interaction's, or the one the page carried sealed
+   * for this very interaction (set by the step that showed it, not saved then). A form with a patient or a seal
+   * that do not match each other and this interaction was altered: null.
+   */
+  function consentPatient(request: Req, smart: SmartState): string | undefined | null {
+    if (smart.patient) return smart.patient;
+    const { patient, patient_mac: mac } = request.body;
+    if (patient === undefined && mac === undefined) return undefined;
+    return patient && mac && box.verifyMac('consent-patient', `${request.params.uid}\n${patient}`, mac) ? patient : null;
   }
 
   /**
@@ -228,6 +245,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       encounters: undefined,
       preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
     };
+    let patientUnsaved = false;
     for (;;) {
       const next = nextStep(state);
       switch (next.kind) {
@@ -271,8 +289,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           continue;
         }
         case 'set-patient':
+          // Kept with the interaction before a page whose answer needs it (the encounter picker); the consent
+          // page carries it instead, sealed for this interaction (patientSeal), and its answer saves it with
+          // the decision: one write fewer for a patient's launch.
           smart.patient = state.patient = next.patient;
-          await remember(details, smart);
+          details.result = { ...details.result, smart };
+          patientUnsaved = true;
           continue;
         case 'pick-patient': {
           const query = (request.query.q ?? '').slice(0, 200);
@@ -290,6 +312,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           await remember(details, smart);
           continue;
         case 'pick-encounter': {
+          if (patientUnsaved) await remember(details, smart);
           const patient = await shownPatient(state.patient, known);
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
@@ -304,6 +327,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           return page(reply, status, 'consent', {
             client: clientInfo,
             csrf,
+            patientSeal: patientUnsaved && state.patient ? { patient: state.patient, mac: patientMac(uid, state.patient) } : null,
             action: urls(uid).consent,
             userName: user!.name,
             headline: consentHeadline(clientInfo.name ?? client.clientId, patientName, options, state.user!.patients),
@@ -445,8 +469,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   });
 
   post('consent', async (request, reply, details) => {
+    const stored = smartOf(details);
+    const patient = consentPatient(request, stored);
+    if (patient === null) return errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
     if (request.body.decision === 'deny') {
-      await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope } });
+      await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
       return finish(reply, details, { error: 'access_denied', error_description: 'the user denied access' }, false);
     }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
@@ -455,7 +482,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client } = asking;
-    const smart = smartOf(details);
+    const smart = patient === stored.patient ? stored : { ...stored, patient };
     const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
     const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
     let granted: Scope[];

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 
 import { TEST_FHIR_BASE, TEST_ISSUER } from './app.js';
+import { hiddenFields } from '../../bench/lib/flows.js';
 import { Browser, choices, formAction, inputValue } from './browser.js';
 import { form, pkce } from './clients.js';
 
@@ -62,7 +63,8 @@ export async function consent(flow: Authorization, options: { decision?: 'approv
   assert.match(title(flow.page), /^Allow /, `expected the consent page, got ${title(flow.page)}`);
   const offered = choices(body, 'scope');
   const scopes = options.scopes ? options.scopes(offered) : offered.filter((o) => o.checked).map((o) => o.value);
-  flow.page = await flow.browser.go('POST', formAction(body, '/consent'), { csrf: inputValue(body, 'csrf'), decision: options.decision ?? 'approve', scope: scopes });
+  // As a browser sends the form: its hidden fields (the CSRF token; the patient the page was shown for, sealed, when the interaction does not hold it yet), the choice and the button.
+  flow.page = await flow.browser.go('POST', formAction(body, '/consent'), { ...hiddenFields(body, '/consent'), decision: options.decision ?? 'approve', scope: scopes });
   return flow.page;
 }
 
