@@ -141,6 +141,24 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-amy-shaw');
   });
 
+  it("a clinician's choice goes into the consent form, not the interaction: the page sent is the record granted, even when the picker was answered again", async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
+    await login(flow, 'clinician', 'clinician-demo');
+    const picker = flow.page.res.body;
+    const pick = (patient: string) => flow.browser.send('POST', formAction(picker, '/patient'), { ...hiddenFields(picker, '/patient'), patient });
+    const henry = await pick('demo-henry-nguyen');
+    assert.equal(hiddenFields(henry.body, '/consent').patient, 'demo-henry-nguyen');
+    const amy = await pick('demo-amy-shaw');
+    assert.equal(hiddenFields(amy.body, '/consent').patient, 'demo-amy-shaw');
+    const again = await flow.browser.send('GET', formAction(picker, '/patient').replace(/\/patient$/, ''));
+    assert.match(again.body, /Choose a patient/, 'nothing chosen is kept until the consent answers');
+
+    const res = await flow.browser.send('POST', formAction(henry.body, '/consent'), { ...hiddenFields(henry.body, '/consent'), decision: 'approve', scope: choices(henry.body, 'scope').filter((o) => o.checked).map((o) => o.value) });
+    assert.equal(res.statusCode, 303);
+    flow.page = await flow.browser.go('GET', res.headers.location as string);
+    assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-henry-nguyen', 'the record of the page the clinician allowed');
+  });
+
   it('the picker searches the directory by name, birth date and record number', async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'patient/Patient.rs' });
     await login(flow, 'clinician', 'clinician-demo');

@@ -160,14 +160,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const patientMac = (uid: string, patient: string): string => box.mac('consent-patient', `${uid}\n${patient}`);
 
   /**
-   * The patient of the decision a consent form answers: the interaction's, or the one the page carried sealed
-   * for this very interaction (set by the step that showed it, not saved then). A form with a patient or a seal
-   * that do not match each other and this interaction was altered: null.
+   * The patient of the decision a consent form answers: the one the page carried sealed for this very interaction
+   * (chosen by the request that showed it, not saved then: what the person was asked about), or else the
+   * interaction's. A form with a patient or a seal that do not match each other and this interaction was
+   * altered: null.
    */
   function consentPatient(request: Req, smart: SmartState): string | undefined | null {
-    if (smart.patient) return smart.patient;
     const { patient, patient_mac: mac } = request.body;
-    if (patient === undefined && mac === undefined) return undefined;
+    if (patient === undefined && mac === undefined) return smart.patient;
     return patient && mac && box.verifyMac('consent-patient', `${request.params.uid}\n${patient}`, mac) ? patient : null;
   }
 
@@ -221,7 +221,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
    * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
    */
-  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined; named?: NamedPatients | undefined } = {}): Promise<FastifyReply> {
+  /**
+   * Shows the next page of the interaction, or ends it. `patientUnsaved`: the interaction's patient was chosen by
+   * this request and is not saved yet (the picker's answer).
+   */
+  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined; named?: NamedPatients | undefined; patientUnsaved?: boolean } = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
     const asking = await clientView(details);
@@ -245,7 +249,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       encounters: undefined,
       preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
     };
-    let patientUnsaved = false;
+    // A patient chosen here or by the picker's answer is saved before a page whose answer needs it (the
+    // encounter picker); the consent page carries it instead, sealed for this interaction (patientSeal), and its
+    // answer saves it with the decision: one write fewer per launch.
+    let patientUnsaved = extra.patientUnsaved ?? false;
+    const save = async () => {
+      await remember(details, smart);
+      patientUnsaved = false;
+    };
     for (;;) {
       const next = nextStep(state);
       switch (next.kind) {
@@ -285,13 +296,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           }
           if (launch.patient) smart.patient = state.patient = launch.patient;
           if (launch.encounter) smart.encounter = state.encounter = launch.encounter;
-          await remember(details, smart);
+          await save();
           continue;
         }
         case 'set-patient':
-          // Kept with the interaction before a page whose answer needs it (the encounter picker); the consent
-          // page carries it instead, sealed for this interaction (patientSeal), and its answer saves it with
-          // the decision: one write fewer for a patient's launch.
           smart.patient = state.patient = next.patient;
           details.result = { ...details.result, smart };
           patientUnsaved = true;
@@ -309,10 +317,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           continue;
         case 'set-no-encounter':
           smart.encounter = state.encounter = null;
-          await remember(details, smart);
+          await save();
           continue;
         case 'pick-encounter': {
-          if (patientUnsaved) await remember(details, smart);
+          if (patientUnsaved) await save();
           const patient = await shownPatient(state.patient, known);
           return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
@@ -452,10 +460,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const smart = smartOf(details);
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
     if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
-    await remember(details, { ...smart, patient: chosen, encounter: undefined });
+    details.result = { ...details.result, smart: { ...smart, patient: chosen, encounter: undefined } };
     // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
-    // of the interaction fewer. Sending the form again (a reload) chooses the same patient again.
-    return step(request, reply, details, { chosen: inDirectory, named });
+    // of the interaction fewer; the choice is saved by that page's answer (see step). Sending the form again (a
+    // reload) chooses the same patient again.
+    return step(request, reply, details, { chosen: inDirectory, named, patientUnsaved: true });
   });
 
   post('encounter', async (request, reply, details) => {
@@ -482,7 +491,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client } = asking;
-    const smart = patient === stored.patient ? stored : { ...stored, patient };
+    // An encounter chosen for another patient (the picker answered again, from a page before) is not this one's.
+    const smart = patient === stored.patient ? stored : { ...stored, patient, encounter: undefined };
     const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
     const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
     let granted: Scope[];
