@@ -395,7 +395,8 @@ async function measure(target: Target, scenario: Scenario, runs: number, with70:
   const saturation = median(results);
   // An open-loop generator in Node on the same two cores cannot hold a steady rate much above 3,000/s.
   const at70 = with70 && saturation.rps * 0.7 <= PACED_MAX ? await once(saturation.rps * 0.7) : undefined;
-  log(`${target.column.padEnd(8)} ${scenario.name.padEnd(18)} ${saturation.rps.toFixed(0).padStart(6)} rps  p99 ${saturation.p99.toFixed(1)} ms${at70 ? `  @70% p99 ${at70.p99.toFixed(1)} ms` : ''}  errors ${saturation.errors}`);
+  const firstError = results.find((r) => r.firstError)?.firstError;
+  log(`${target.column.padEnd(8)} ${scenario.name.padEnd(18)} ${saturation.rps.toFixed(0).padStart(6)} rps  p99 ${saturation.p99.toFixed(1)} ms${at70 ? `  @70% p99 ${at70.p99.toFixed(1)} ms` : ''}  errors ${saturation.errors}${firstError ? ` (first: ${firstError.slice(0, 300)})` : ''}`);
   return { saturation, runs: results.map((r) => Math.round(r.rps)), ...(at70 ? { at70 } : {}) };
 }
 

@@ -172,6 +172,9 @@ describe('three server processes behind a round-robin proxy, one Postgres', { sk
     assert.equal(token.token_type, 'Bearer');
     const served = proxy.served.map((n, i) => n - before[i]!);
     assert.ok(served.every((n) => n >= 2), `every process served part of the launch: ${served.join(', ')}`);
+    // A patient's: the consent page, shown by one process, carries the record sealed; the next process opens it.
+    const own = await standaloneLaunch(new HttpBrowser(issuer), { clientId: 'spread-app', scope: 'openid fhirUser launch/patient patient/*.rs', fhirBase: `${issuer}/fhir`, username: 'patient', password: 'patient-demo' });
+    assert.equal(own.patient, 'demo-amy-shaw');
 
     // The refresh token works on each process in turn, rotating as it goes.
     refresh = token.refresh_token as string;

@@ -86,7 +86,8 @@ export async function standaloneLaunch(browser: HttpBrowser, options: LaunchOpti
   const query = new URLSearchParams({ response_type: 'code', client_id: options.clientId, redirect_uri: REDIRECT_URI, scope: options.scope, state: 's', aud: options.fhirBase, code_challenge: CHALLENGE, code_challenge_method: 'S256' });
   let page = await browser.follow('GET', `/auth?${query.toString()}`);
   if (page.body.includes('name="password"')) page = await browser.follow('POST', action(page.body, '/login'), { csrf: field(page.body, 'csrf'), username: options.username, password: options.password });
-  if (page.body.includes('name="patient"')) page = await browser.follow('POST', action(page.body, '/patient'), { csrf: field(page.body, 'csrf'), patient: options.patient ?? '' });
+  // The picker: its form answers to …/patient (the consent page's form carries a patient too, sealed, in a hidden field).
+  if (/<form[^>]*action="[^"]*\/patient"/.test(page.body)) page = await browser.follow('POST', action(page.body, '/patient'), { ...hiddenFields(page.body, '/patient'), patient: options.patient ?? '' });
   if (page.body.includes('name="decision"')) {
     const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!.replace(/&amp;/g, '&'));
     page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), decision: 'approve', scope: scopes });

@@ -18,6 +18,8 @@ export interface Run {
   /** Answers other than 2xx, connection errors and timeouts: must be zero. */
   readonly errors: number;
   readonly ok: number;
+  /** The first failed flow's error (loadFlows), so that a run of errors says why. */
+  readonly firstError?: string | undefined;
 }
 
 export interface LoadOptions {
@@ -107,6 +109,7 @@ export function percentile(sorted: readonly number[], p: number): number {
 export async function loadFlows(makeFlow: () => () => Promise<unknown>, options: LoadOptions): Promise<Run> {
   const latencies: number[] = [];
   let errors = 0;
+  let firstError: string | undefined;
   const end = Date.now() + options.duration * 1000;
   const interval = options.rate ? (1000 * options.connections) / options.rate : 0;
   await Promise.all(
@@ -118,8 +121,9 @@ export async function loadFlows(makeFlow: () => () => Promise<unknown>, options:
         try {
           await flow();
           latencies.push(performance.now() - started);
-        } catch {
+        } catch (error) {
           errors++;
+          firstError ??= error instanceof Error ? error.message : String(error);
         }
         const spent = performance.now() - started;
         if (interval && spent < interval) await new Promise((r) => setTimeout(r, interval - spent));
@@ -127,7 +131,7 @@ export async function loadFlows(makeFlow: () => () => Promise<unknown>, options:
     }),
   );
   latencies.sort((a, b) => a - b);
-  return { rps: latencies.length / options.duration, p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), errors, ok: latencies.length };
+  return { rps: latencies.length / options.duration, p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), errors, ok: latencies.length, firstError };
 }
 
 export function median<R extends Run>(runs: readonly R[]): R {
