@@ -1,3 +1,7 @@
+import type { Insertable } from 'kysely';
+
+import type { GrantContextsTable } from './tables/grant-contexts.js';
+
 /** The columns of an `oidc_payloads` row a save writes. */
 export interface PayloadRowWrite {
   readonly model: string;
@@ -73,25 +77,8 @@ export function grantUseArrays(uses: readonly GrantUse[]): unknown[][] {
   return [[...latest.keys()], renewals.map((r) => r?.atLeast ?? null), renewals.map((r) => r?.to ?? null)];
 }
 
-/** A `grant_contexts` row as an authorization's consent writes it (src/launch/context.ts grantContextWrite). */
-export interface GrantContextWrite {
-  readonly grant_id: string;
-  readonly fhir_base: string;
-  readonly patient: string | null;
-  readonly encounter: string | null;
-  /** JSON text of the fhirContext items, or null. */
-  readonly fhir_context: string | null;
-  readonly intent: string | null;
-  readonly need_patient_banner: boolean | null;
-  readonly smart_style_url: string | null;
-  readonly tenant: string | null;
-  readonly launch_id: string | null;
-  readonly fhir_user: string | null;
-  readonly client_id: string;
-  readonly account_id: string;
-  readonly scope: string;
-  readonly expires_at: Date;
-}
+/** A `grant_contexts` row as an authorization's consent writes it (src/launch/context.ts grantContextWrite): every column but the two the database fills. */
+export type GrantContextWrite = Required<Omit<Insertable<GrantContextsTable>, 'created_at' | 'last_used_at'>>;
 
 const GRANT_CONTEXT_TYPES: Readonly<Record<keyof GrantContextWrite, string>> = {
   grant_id: 'text',

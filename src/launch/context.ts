@@ -38,7 +38,7 @@ export interface GrantContext extends LaunchContext {
 }
 
 /** A launch context as the columns launches and grant_contexts share. An empty fhirContext is none. */
-function contextColumns(context: LaunchContext): Insertable<LaunchContextColumns> {
+function contextColumns(context: LaunchContext): Required<Insertable<LaunchContextColumns>> {
   return {
     patient: context.patient ?? null,
     encounter: context.encounter ?? null,
@@ -146,17 +146,10 @@ export interface GrantHolder {
 
 /** A grant's launch context as the row the consent's audit statement writes (src/audit/audit.ts EventWrites). */
 export function grantContextWrite(grantId: string, context: GrantContext, holder: GrantHolder, expiresAt: Date): GrantContextWrite {
-  const columns = contextColumns(context);
   return {
     grant_id: grantId,
     fhir_base: context.fhirBase,
-    patient: columns.patient ?? null,
-    encounter: columns.encounter ?? null,
-    fhir_context: columns.fhir_context ?? null,
-    intent: columns.intent ?? null,
-    need_patient_banner: columns.need_patient_banner ?? null,
-    smart_style_url: columns.smart_style_url ?? null,
-    tenant: columns.tenant ?? null,
+    ...contextColumns(context),
     launch_id: context.launchId ?? null,
     fhir_user: context.fhirUser ?? null,
     client_id: holder.clientId,
