@@ -220,10 +220,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   /**
    * Shows the page the authorization needs next, or decides it when no page is needed: the launch policy
    * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
-   */
-  /**
-   * Shows the next page of the interaction, or ends it. `patientUnsaved`: the interaction's patient was chosen by
-   * this request and is not saved yet (the picker's answer).
+   * `patientUnsaved`: the interaction's patient was chosen by this request and is not saved yet (the picker's answer).
    */
   async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined; named?: NamedPatients | undefined; patientUnsaved?: boolean } = {}): Promise<FastifyReply> {
     const { uid } = details;
