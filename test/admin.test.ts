@@ -192,7 +192,7 @@ describeEachDatabase('admin API', (ctx) => {
     await registerPublic();
     const flow = await startAuthorization(app, { client_id: 'admin-public', scope: 'launch/patient patient/Patient.rs offline_access' });
     await login(flow, 'nurse.jo', 'correct horse battery');
-    assert.match(flow.page.res.body, /Choose a patient/);
+    assert.match(flow.page.res.body, /the record of the patient you choose/, 'the picker');
 
     const disabled = await call('PATCH', '/users/u-admin', { disabled: true, name: 'Jo N.' });
     assert.equal(disabled.json<Body>().disabled, true);

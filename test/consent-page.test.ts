@@ -8,7 +8,7 @@ import { testApp, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { choices, decodeEntities } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, title, type Authorization } from './helpers/flow.js';
+import { consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title, type Authorization } from './helpers/flow.js';
 
 /**
  * The consent page fits a screen (issue 13, item 8): health data grouped by USCDI data class, what the app
@@ -85,7 +85,12 @@ describeEachDatabase('consent page', (ctx) => {
     assert.equal(title(patient.page), 'Allow Chart to access your information?');
     const standalone = await startAuthorization(app, { client_id: 'chart', scope: 'openid launch/patient patient/Observation.rs' });
     await login(standalone, 'clinician', 'clinician-demo');
-    await pickPatient(standalone, 'demo-daniel-okafor');
-    assert.equal(decodeEntities(title(standalone.page)), "Allow Chart to access Daniel Okafor's record?");
+    assert.equal(title(standalone.page), 'Allow Chart to access the record of the patient you choose?', 'the picker asks for consent too');
+    // Where something comes between the choice and the consent (an encounter to pick), the consent page names the patient.
+    const visit = await startAuthorization(app, { client_id: 'chart', scope: 'openid launch/patient launch/encounter patient/Observation.rs' }, { browser: standalone.browser });
+    assert.equal(title(visit.page), 'Choose a patient');
+    await pickPatient(visit, 'demo-daniel-okafor');
+    await pickEncounter(visit, 'none');
+    assert.equal(decodeEntities(title(visit.page)), "Allow Chart to access Daniel Okafor's record?");
   });
 });

@@ -33,9 +33,11 @@ describeEachDatabase('standalone launch', (ctx) => {
   it('capability: launch-standalone, context-standalone-patient, permission-patient, permission-v2, sso-openid-connect, client-public — a clinician picks a patient, consents, and the app gets token, context and id_token', async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/Observation.rs patient/Patient.rs offline_access' });
     await login(flow, 'clinician', 'clinician-demo');
-    assert.equal(title(flow.page), 'Choose a patient');
+    // The picker asks for consent on the same page: one form, the patient and the scopes, Allow or Deny.
+    assert.equal(title(flow.page), 'Allow Patient App to access the record of the patient you choose?');
+    assert.ok(choices(flow.page.res.body, 'scope').length > 0, 'the consent choices are on the picker');
+    assert.deepEqual(Object.keys(hiddenFields(flow.page.res.body, '/consent')), ['csrf'], 'no patient sealed: it is chosen here');
     await pickPatient(flow, 'demo-henry-nguyen');
-    assert.equal(title(flow.page), 'Allow Patient App to access Henry Minh Nguyen&#39;s record?');
     await consent(flow);
     const { code, state, iss } = callback(flow);
     assert.equal(state, 'state-1');
@@ -76,7 +78,7 @@ describeEachDatabase('standalone launch', (ctx) => {
     // The second tab starts while the first waits at its consent page: the browser is signed in now.
     const second = await startAuthorization(app, { client_id: 'limited-app', scope: 'launch/patient patient/Observation.rs', state: 'state-2' }, { browser: first.browser });
     await pickPatient(second, 'demo-amy-shaw');
-    assert.match(title(second.page), /^Allow limited-app to access Amy V\. Shaw/);
+    assert.match(title(second.page), /^Allow limited-app to access the record of the patient you choose/);
     await consent(first);
     await consent(second);
     const [a, b] = [await exchange(app, first), await exchange(app, second)];
@@ -95,11 +97,16 @@ describeEachDatabase('standalone launch', (ctx) => {
 
     const care = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
     await login(care, 'caregiver', 'caregiver-pass');
-    assert.equal(title(care.page), 'Whose record?');
+    assert.equal(title(care.page), 'Allow Patient App to access the record of the person you choose?');
     assert.deepEqual(choices(care.page.res.body, 'patient').map((c) => c.value), ['demo-grace-miller', 'demo-lucia-fernandez']);
     assert.ok(!care.page.res.body.includes('type="search"'), 'no directory search for a caregiver');
-    const forged = await care.browser.go('POST', care.page.res.body.match(/action="([^"]*\/patient)"/)![1]!, { csrf: care.page.res.body.match(/name="csrf" value="([^"]*)"/)![1]!, patient: 'demo-henry-nguyen' });
-    assert.equal(forged.res.statusCode, 400, 'a record the caregiver may not act for cannot be posted');
+    const scopes = choices(care.page.res.body, 'scope').filter((o) => o.checked).map((o) => o.value);
+    const consentAction = formAction(care.page.res.body, '/consent');
+    for (const path of [consentAction, consentAction.replace(/\/consent$/, '/patient')]) {
+      const forged = await care.browser.send('POST', path, { csrf: hiddenFields(care.page.res.body, '/consent').csrf!, patient: 'demo-henry-nguyen', decision: 'approve', scope: scopes });
+      assert.equal(forged.statusCode, 400, `a record the caregiver may not act for cannot be posted (${path})`);
+      assert.match(forged.body, /That patient cannot be chosen here/);
+    }
     await pickPatient(care, 'demo-lucia-fernandez');
     await consent(care);
     assert.equal((await exchange(app, care)).json<Body>().patient, 'demo-lucia-fernandez');
@@ -141,28 +148,47 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-amy-shaw');
   });
 
-  it("a clinician's choice goes into the consent form, not the interaction: the page sent is the record granted, even when the picker was answered again", async () => {
+  it("a clinician's choice is sent with the decision: nothing is saved before it, a patient outside the directory or none is refused, and the picker that answers apart still seals its choice", async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
     await login(flow, 'clinician', 'clinician-demo');
-    const picker = flow.page.res.body;
-    const pick = (patient: string) => flow.browser.send('POST', formAction(picker, '/patient'), { ...hiddenFields(picker, '/patient'), patient });
+    const page = flow.page.res.body;
+    const scope = choices(page, 'scope').filter((o) => o.checked).map((o) => o.value);
+    const decide = (fields: Record<string, string>) => flow.browser.send('POST', formAction(page, '/consent'), { ...hiddenFields(page, '/consent'), decision: 'approve', scope, ...fields });
+    for (const [fields, message] of [
+      [{}, /Choose the patient whose record to share, then Allow/],
+      [{ patient: 'no-such-patient' }, /That patient cannot be chosen here/],
+      [{ patient: 'demo-henry-nguyen', patient_mac: 'x'.repeat(43) }, /This form was altered/],
+    ] as const) {
+      const res = await decide(fields);
+      assert.equal(res.statusCode, 400, JSON.stringify(fields));
+      assert.match(res.body, message);
+      assert.equal(res.headers.location, undefined);
+    }
+    const again = await flow.browser.send('GET', formAction(page, '/consent').replace(/\/consent$/, ''));
+    assert.match(again.body, /the record of the patient you choose/, 'nothing chosen is kept before the decision');
+
+    // The picker's own answer (…/patient: a picker page from before, or one with an encounter to ask about next)
+    // shows the consent page with the choice sealed in its form; the page sent is the record granted.
+    const pick = (patient: string) => flow.browser.send('POST', formAction(page, '/consent').replace(/\/consent$/, '/patient'), { ...hiddenFields(page, '/consent'), patient });
     const henry = await pick('demo-henry-nguyen');
     assert.equal(hiddenFields(henry.body, '/consent').patient, 'demo-henry-nguyen');
     const amy = await pick('demo-amy-shaw');
     assert.equal(hiddenFields(amy.body, '/consent').patient, 'demo-amy-shaw');
-    const again = await flow.browser.send('GET', formAction(picker, '/patient').replace(/\/patient$/, ''));
-    assert.match(again.body, /Choose a patient/, 'nothing chosen is kept until the consent answers');
-
     const res = await flow.browser.send('POST', formAction(henry.body, '/consent'), { ...hiddenFields(henry.body, '/consent'), decision: 'approve', scope: choices(henry.body, 'scope').filter((o) => o.checked).map((o) => o.value) });
     assert.equal(res.statusCode, 303);
     flow.page = await flow.browser.go('GET', res.headers.location as string);
     assert.equal((await exchange(app, flow)).json<Body>().patient, 'demo-henry-nguyen', 'the record of the page the clinician allowed');
+
+    const chosen = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' }, { browser: flow.browser });
+    await pickPatient(chosen, 'demo-amy-shaw');
+    await consent(chosen);
+    assert.equal((await exchange(app, chosen)).json<Body>().patient, 'demo-amy-shaw');
   });
 
   it('the picker searches the directory by name, birth date and record number', async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'patient/Patient.rs' });
     await login(flow, 'clinician', 'clinician-demo');
-    assert.equal(title(flow.page), 'Choose a patient', 'a patient/ scope without launch/patient still brings the picker');
+    assert.equal(title(flow.page), 'Allow Patient App to access the record of the patient you choose?', 'a patient/ scope without launch/patient still brings the picker');
     const search = async (q: string) => choices((await flow.browser.go('GET', `${flow.page.res.body.match(/<form method="get" action="([^"]*)"/)![1]!}?q=${encodeURIComponent(q)}`)).res.body, 'patient').map((c) => c.value);
     assert.deepEqual(await search('okafor'), ['demo-daniel-okafor']);
     assert.deepEqual(await search('1939-01-17'), ['demo-grace-miller']);
@@ -326,12 +352,12 @@ describeEachDatabase('standalone launch', (ctx) => {
       await createClient(app, { client_id: id, redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] });
       const flow = await startAuthorization(app, { client_id: id, scope: 'openid launch/patient patient/Patient.rs' });
       await login(flow, 'clinician', 'clinician-demo');
-      assert.equal(title(flow.page), 'Choose a patient');
+      assert.match(title(flow.page), /the record of the patient you choose/);
       const db = ctx.current.database.db;
       if (change === 'suspend') await db.updateTable('clients').set({ status: 'suspended' }).where('client_id', '=', id).execute();
       else await db.deleteFrom('clients').where('client_id', '=', id).execute();
       app.runtime.clients.invalidate(id);
-      const page = await flow.browser.go('GET', formAction(flow.page.res.body, '/patient').replace(/\/patient$/, ''));
+      const page = await flow.browser.go('GET', formAction(flow.page.res.body, '/consent').replace(/\/consent$/, ''));
       assert.equal(page.res.statusCode, 400, change);
       assert.match(page.res.body, /This app is no longer available here/, change);
     }

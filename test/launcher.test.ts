@@ -147,7 +147,7 @@ describeEachDatabase('sandbox launcher', (ctx) => {
 
   it('several patients: the picker offers exactly those', async () => {
     const flow = await launch({ patient: [AMY, DANIEL], user: 'demo-clinician', skip_login: 'true' });
-    assert.equal(title(flow.page), 'Whose record?');
+    assert.match(title(flow.page), /^Allow .* to access the record of the patient you choose\?$/, 'the picker, asking for consent too');
     assert.deepEqual(choices(flow.page.res.body, 'patient').map((c) => c.value).sort(), [AMY, DANIEL].sort());
   });
 

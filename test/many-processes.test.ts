@@ -188,9 +188,9 @@ describe('three server processes behind a round-robin proxy, one Postgres', { sk
       const query = new URLSearchParams({ response_type: 'code', client_id: 'spread-app', redirect_uri: REDIRECT_URI, scope: 'launch/patient patient/*.rs', state: 's', aud: `${issuer}/fhir`, code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256' });
       let page = await browser.follow('GET', `/auth?${query.toString()}`);
       page = await browser.follow('POST', action(page.body, '/login'), { csrf: field(page.body, 'csrf'), username: 'clinician', password: 'clinician-demo' });
-      page = await browser.follow('POST', action(page.body, '/patient'), { csrf: field(page.body, 'csrf'), patient: 'demo-amy-shaw' });
+      // The picker asks for consent on the same page: the patient goes with the decision.
       const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!);
-      page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), decision: 'approve', scope: scopes });
+      page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), patient: 'demo-amy-shaw', decision: 'approve', scope: scopes });
       const code = new URL(page.appUrl!).searchParams.get('code')!;
       const body = form({ grant_type: 'authorization_code', code, redirect_uri: REDIRECT_URI, client_id: 'spread-app', code_verifier: 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk' });
       const first = await fetch(`${backends[1]}/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });

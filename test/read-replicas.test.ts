@@ -238,7 +238,7 @@ describe('read replicas (a primary and a streaming standby of our own)', { skip 
     // picker's directory search on the replica.
     const flow = await startAuthorization(server(), { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/Patient.rs offline_access' });
     const signIn = await measured(() => login(flow, 'clinician', 'clinician-demo'));
-    assert.equal(title(signIn.result), 'Choose a patient');
+    assert.equal(title(signIn.result), 'Allow Patient App to access the record of the patient you choose?');
     assert.ok(touches(signIn.primary, 'login_throttle') && touches(signIn.primary, 'users'), signIn.primary.join(', '));
     assert.deepEqual([...signIn.replica].sort(), ['select clients', 'select patients'], "the app's registration and the picker's directory search");
     await pickPatient(flow, 'demo-henry-nguyen');

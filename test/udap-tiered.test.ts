@@ -76,15 +76,17 @@ async function signIn(browser: Browser, origin: string, step: Step, username: st
   return browser.go('POST', new URL(action(step.body, '/login'), origin).href, { csrf: field(step.body, 'csrf'), username, password });
 }
 
-async function approve(browser: Browser, origin: string, step: Step): Promise<Step> {
+async function approve(browser: Browser, origin: string, step: Step, fields: Record<string, string> = {}): Promise<Step> {
   assert.match(title(step), /^Allow /, `expected the consent page of ${origin}, got ${title(step)}`);
   const scopes = choices(step.body, 'scope').filter((c) => c.checked).map((c) => c.value);
-  return browser.go('POST', new URL(action(step.body, '/consent'), origin).href, { ...hiddenFields(step.body, '/consent'), decision: 'approve', scope: scopes });
+  return browser.go('POST', new URL(action(step.body, '/consent'), origin).href, { ...hiddenFields(step.body, '/consent'), ...fields, decision: 'approve', scope: scopes });
 }
 
-async function pick(browser: Browser, origin: string, step: Step, patient: string): Promise<Step> {
+/** Chooses the patient and allows: on the picker where it asks for consent too, else on the picker and then the consent page. */
+async function pickAndApprove(browser: Browser, origin: string, step: Step, patient: string): Promise<Step> {
   assert.ok(choices(step.body, 'patient').some((c) => c.value === patient), `patient ${patient} is offered: ${title(step)}`);
-  return browser.go('POST', new URL(action(step.body, '/patient'), origin).href, { csrf: field(step.body, 'csrf'), patient });
+  if (!/<form[^>]*action="[^"]*\/patient"/.test(step.body)) return approve(browser, origin, step, { patient });
+  return approve(browser, origin, await browser.go('POST', new URL(action(step.body, '/patient'), origin).href, { csrf: field(step.body, 'csrf'), patient }));
 }
 
 /** Where the browser was sent off the origin it was on, which must start with `prefix`. */
@@ -258,8 +260,7 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.equal(sent.client_id, (await idpDatabase.database.db.selectFrom('udap_registrations').select('client_id').where('iss', '=', a.issuer).executeTakeFirstOrThrow()).client_id);
 
     // Back at A, signed in as the linked clinician: the patient picker, then consent.
-    let step = await pick(browser, a.issuer, back, 'demo-henry-nguyen');
-    step = await approve(browser, a.issuer, step);
+    const step = await pickAndApprove(browser, a.issuer, back, 'demo-henry-nguyen');
     const { code, state } = appCallback(step);
     assert.equal(state, 'app-state');
     const token = await a.app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ grant_type: 'authorization_code', code: code!, redirect_uri: REDIRECT_URI, client_id: appId, code_verifier: verifier }) });
@@ -278,7 +279,7 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
   });
   it('a second sign-in reuses the link and this server\'s registration at the IdP', async () => {
     const { step } = await throughB(new Browser(), 'patient', 'patient-demo');
-    assert.equal(title(step), 'Choose a patient');
+    assert.match(title(step), /the record of the patient you choose/, 'the picker');
     assert.equal(await registrationsAtB(), 1);
     const registered = await ctx.current.database.db.selectFrom('audit_events').select('seq').where('type', '=', 'tiered_oauth.registered').execute();
     assert.equal(registered.length, 1);
@@ -419,8 +420,7 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
       let step = await signIn(browser, b.issuer, await browser.go('GET', start.appUrl!), 'newcomer', 'newcomer-password');
       step = await approve(browser, b.issuer, step);
       step = await browser.go('GET', step.appUrl!);
-      step = await pick(browser, a2.issuer, step, 'demo-henry-nguyen');
-      step = await approve(browser, a2.issuer, step);
+      step = await pickAndApprove(browser, a2.issuer, step, 'demo-henry-nguyen');
       const { code } = appCallback(step);
       const token = await a2.app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ grant_type: 'authorization_code', code: code!, redirect_uri: REDIRECT_URI, client_id: client.client_id, code_verifier: verifier }) });
       assert.equal(token.statusCode, 200, token.body);

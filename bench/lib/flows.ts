@@ -80,7 +80,7 @@ export interface LaunchOptions {
 
 /**
  * One standalone launch as a browser drives it: authorize, sign in (unless the browser has a session),
- * choose the patient, consent, and the app's code exchange. Returns the token response.
+ * choose the patient and consent (one page or two), and the app's code exchange. Returns the token response.
  */
 export async function standaloneLaunch(browser: HttpBrowser, options: LaunchOptions & { username: string; password: string; patient?: string }): Promise<Record<string, unknown>> {
   const query = new URLSearchParams({ response_type: 'code', client_id: options.clientId, redirect_uri: REDIRECT_URI, scope: options.scope, state: 's', aud: options.fhirBase, code_challenge: CHALLENGE, code_challenge_method: 'S256' });
@@ -90,7 +90,9 @@ export async function standaloneLaunch(browser: HttpBrowser, options: LaunchOpti
   if (/<form[^>]*action="[^"]*\/patient"/.test(page.body)) page = await browser.follow('POST', action(page.body, '/patient'), { ...hiddenFields(page.body, '/patient'), patient: options.patient ?? '' });
   if (page.body.includes('name="decision"')) {
     const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!.replace(/&amp;/g, '&'));
-    page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), decision: 'approve', scope: scopes });
+    // The picker that asks for consent on the same page: the patient is one of its radio buttons.
+    const picked: Record<string, string> = page.body.includes('type="radio" name="patient"') ? { patient: options.patient ?? '' } : {};
+    page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), ...picked, decision: 'approve', scope: scopes });
   }
   if (!page.appUrl) throw new Error(`the launch did not reach the app (${page.status}):\n${page.body.slice(0, 300)}`);
   const code = new URL(page.appUrl).searchParams.get('code');

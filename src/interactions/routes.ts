@@ -11,7 +11,7 @@ import { encountersOf, findPatients, searchPatients, type PatientSummary } from 
 import { consumeLaunch, findLaunch, grantContextWrite } from '../launch/context.js';
 import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
-import { mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
+import { consentWithPicker, mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { GrantContextWrite, PayloadRowWrite } from '../db/payload-rows.js';
 import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
@@ -22,7 +22,7 @@ import { registeredScopes } from '../oidc/resource-server.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { applyConsent, ConsentError, consentOptions, type ConsentOption } from '../smart/scopes/consent.js';
 import { DATA_CLASSES } from '../smart/scopes/data-classes.js';
-import { grantableScopes, requirePatientContext } from '../smart/scopes/grant.js';
+import { grantableScopes, needsPatient, requirePatientContext } from '../smart/scopes/grant.js';
 import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
@@ -41,7 +41,9 @@ import type { TieredSignIn, TieredState } from './tiered-oauth.js';
  *
  * Every page works without JavaScript. Field names are fixed so that any client can drive the forms:
  * `username`, `password`; `patient` / `encounter` (radio); `scope` (one checkbox per scope, the scope string
- * its value) and `decision` = approve | deny; `csrf` on every form.
+ * its value) and `decision` = approve | deny; `csrf` on every form. Where nothing comes between the patient's
+ * choice and the consent (consentWithPicker), the picker's form is the consent form: `patient` goes to
+ * …/consent with the scopes and the decision.
  */
 
 export interface InteractionDeps {
@@ -210,6 +212,21 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     };
   }
 
+  /** What the launch policy decides on (src/smart/launch-policy.ts), as far as the interaction and its user tell. */
+  function launchState(details: Details, client: Client, user: User | undefined, named: NamedPatients | undefined, smart: SmartState): { -readonly [K in keyof LaunchState]: LaunchState[K] } {
+    const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
+    return {
+      signIn: details.prompt.name === 'login',
+      user: user && { id: user.id, patients: named?.ids },
+      launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
+      grantable: grantableOf(details, client),
+      patient: smart.patient,
+      encounter: smart.encounter,
+      encounters: undefined,
+      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
+    };
+  }
+
   const grantableOf = (details: Details, client: Client): Scope[] =>
     grantableScopes(parseScopes(typeof details.params.scope === 'string' ? details.params.scope : undefined).scopes, registeredScopes(client)).granted;
 
@@ -236,16 +253,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // The user's patients, with the names the consent page shows for them (none to read for a clinician).
     const named = extra.named ?? (user && (await patientsNamedOf(db, user)));
     const known = [...(extra.chosen ? [extra.chosen] : []), ...(named?.summaries ?? [])];
-    const state: { -readonly [K in keyof LaunchState]: LaunchState[K] } = {
-      signIn: details.prompt.name === 'login',
-      user: user && { id: user.id, patients: named?.ids },
-      launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
-      grantable: grantableOf(details, client),
-      patient: smart.patient,
-      encounter: smart.encounter,
-      encounters: undefined,
-      preApproved: (client.metadata() as Record<string, unknown>)[CONSENT_PROPERTY] === 'pre-approved' || smart.launcher?.skipConsent === true,
-    };
+    const state = launchState(details, client, user, named, smart);
     // A patient chosen here or by the picker's answer is saved before a page whose answer needs it (the
     // encounter picker); the consent page carries it instead, sealed for this interaction (patientSeal), and its
     // answer saves it with the decision: one write fewer per launch.
@@ -304,10 +312,20 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         case 'pick-patient': {
           const query = (request.query.q ?? '').slice(0, 200);
           // The sandbox launcher may offer a few patients: those of them this user may choose.
-          const offered = smart.launcher?.patients;
-          const among = offered ? (next.among === 'directory' ? offered : offered.filter((p) => next.among.includes(p))) : next.among;
+          const launcherOffers = smart.launcher?.patients;
+          const among = launcherOffers ? (next.among === 'directory' ? launcherOffers : launcherOffers.filter((p) => next.among.includes(p))) : next.among;
           const patients = among === 'directory' ? await searchPatients(replica.db('patient-search'), query) : await findPatients(db, among);
-          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients });
+          // Consent on the same page where nothing comes between the two (see consentWithPicker): its answer is the decision.
+          const asked = smart.launcher?.simulate ? undefined : consentWithPicker(state);
+          const options = asked && consentOptions(asked);
+          const consent = options && {
+            headline: consentHeadline(clientInfo.name ?? client.clientId, { picking: state.user!.patients ? 'own' : 'any' }, options, state.user!.patients),
+            userName: user!.name,
+            groups: groupOptions(options),
+            data: dataOptions(options),
+            appsPage: `${basePath}/account/apps`,
+          };
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: consent ? urls(uid).consent : urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients, consent: consent ?? null });
         }
         case 'look-up-encounters':
           state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
@@ -335,7 +353,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
             patientSeal: patientUnsaved && state.patient ? { patient: state.patient, mac: patientMac(uid, state.patient) } : null,
             action: urls(uid).consent,
             userName: user!.name,
-            headline: consentHeadline(clientInfo.name ?? client.clientId, patientName, options, state.user!.patients),
+            headline: consentHeadline(clientInfo.name ?? client.clientId, patientName === null ? null : { name: patientName }, options, state.user!.patients),
             groups: groupOptions(options),
             data: dataOptions(options),
             appsPage: `${basePath}/account/apps`,
@@ -476,7 +494,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 
   post('consent', async (request, reply, details) => {
     const stored = smartOf(details);
-    const patient = consentPatient(request, stored);
+    // The picker that asks for consent on the same page: the patient is chosen by this answer, not sealed.
+    const picking = stored.patient === undefined && request.body.patient !== undefined && request.body.patient_mac === undefined;
+    const patient = picking ? undefined : consentPatient(request, stored);
     if (patient === null) return errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
     if (request.body.decision === 'deny') {
       await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
@@ -488,8 +508,23 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client } = asking;
-    // An encounter chosen for another patient (the picker answered again, from a page before) is not this one's.
-    const smart = patient === stored.patient ? stored : { ...stored, patient, encounter: undefined };
+    let smart: SmartState;
+    if (picking) {
+      // As the picker's own answer is checked (post 'patient'), and only where the page asked for consent too.
+      const chosen = request.body.patient!;
+      const named = await patientsNamedOf(db, user);
+      // A patient sent where the page chose none (the record was set, or its seal taken off): an altered form.
+      if (stored.launcher?.simulate || consentWithPicker(launchState(details, client, user, named, stored)) === undefined) return errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
+      const [inDirectory] = named?.ids ? [] : await findPatients(db, [chosen]);
+      const allowed = mayChoosePatient({ id: user.id, patients: named?.ids }, chosen, inDirectory !== undefined) && (!stored.launcher?.patients || stored.launcher.patients.includes(chosen));
+      if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+      smart = { ...stored, patient: chosen, encounter: undefined };
+    } else {
+      // An encounter chosen for another patient (the picker answered again, from a page before) is not this one's.
+      smart = patient === stored.patient ? stored : { ...stored, patient, encounter: undefined };
+    }
+    // Allow on a picker that asks for consent, sent without a patient (a browser does not let it).
+    if (!smart.patient && needsPatient(grantableOf(details, client))) return errorPage(request, reply, 400, 'invalid_request', 'Choose the patient whose record to share, then Allow.');
     const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
     const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
     let granted: Scope[];
@@ -540,8 +575,10 @@ function dataOptions(options: readonly ConsentOption[]) {
  * The consent page's question. User-level scopes reach every patient the user may access, so with one
  * patient in context the question names that patient and the others.
  */
-function consentHeadline(app: string, patientName: string | null, options: readonly ConsentOption[], userPatients: readonly string[] | undefined): string {
+function consentHeadline(app: string, patient: { name: string } | { picking: 'any' | 'own' } | null, options: readonly ConsentOption[], userPatients: readonly string[] | undefined): string {
   const manyPatients = options.some((o) => o.checked && o.anyPatient) && (userPatients === undefined || userPatients.length > 1);
-  if (patientName) return manyPatients ? `Allow ${app} to access ${patientName}'s record and those of other patients you can access?` : `Allow ${app} to access ${patientName}'s record?`;
+  const others = manyPatients ? ' and those of other patients you can access' : '';
+  if (patient && 'name' in patient) return `Allow ${app} to access ${patient.name}'s record${others}?`;
+  if (patient) return `Allow ${app} to access the record of the ${patient.picking === 'any' ? 'patient' : 'person'} you choose${others}?`;
   return manyPatients ? `Allow ${app} to access the records of the patients you can access?` : `Allow ${app} to access your information?`;
 }

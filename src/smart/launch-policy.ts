@@ -126,6 +126,21 @@ export function nextStep(s: LaunchState): LaunchStep {
   return s.preApproved ? { kind: 'finish', granted: offered } : { kind: 'consent', offered };
 }
 
+/** A stand-in for the patient the picker will be answered with; never stored. */
+const PICKED = '\u0000picked';
+
+/**
+ * What the consent page would offer for any patient the picker may be answered with, when nothing comes between
+ * that answer and the consent page (no encounter to ask about, no pre-approval): the picker then asks for
+ * consent on the same page, one request fewer. Undefined otherwise, and when the next step is not the picker.
+ */
+export function consentWithPicker(s: LaunchState): readonly Scope[] | undefined {
+  if (nextStep(s).kind !== 'pick-patient') return undefined;
+  // Which patient does not change what is offered (requirePatientContext asks only whether there is one).
+  const picked = nextStep({ ...s, patient: PICKED, encounter: undefined, encounters: undefined });
+  return picked.kind === 'consent' ? picked.offered : undefined;
+}
+
 /** Whether the user who signed in may go on with the launch the EHR made. */
 export function takenLaunchRefusal(launch: TakenLaunch, user: Signer): LaunchRefusal | undefined {
   if (launch.user && launch.user !== user.id) return LAUNCH_REFUSALS.otherUser;

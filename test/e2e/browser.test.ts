@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { type Browser, type Page } from 'playwright-core';
 
 import { listeningApp } from '../helpers/app.js';
-import { chromiumSkip, launchChromium } from '../helpers/chromium.js';
+import { axeViolations, chromiumSkip, launchChromium } from '../helpers/chromium.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/databases.js';
 
 /**
@@ -73,6 +73,37 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
     assert.equal(token.fhirUser, 'Practitioner/demo-practitioner');
     assert.equal(token.scope, 'launch/patient launch/encounter openid fhirUser patient/*.rs offline_access');
     assert.equal(token.refresh, true);
+    await context.close();
+  });
+
+  it('standalone launch without an encounter: the picker asks for consent on the same page; Deny needs no patient chosen', async () => {
+    const scope = 'openid fhirUser launch/patient patient/*.rs';
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${issuer}/sample-app/launch.html?iss=${encodeURIComponent(`${issuer}/fhir`)}&scope=${encodeURIComponent(scope)}`);
+    await signIn(page, 'clinician', 'clinician-demo');
+    await page.waitForSelector('input[name="patient"]');
+    assert.match((await page.textContent('h1')) ?? '', /^Allow .* to access the record of the patient you choose\?$/);
+    assert.equal(await page.isVisible('input[name="scope"][value="patient/*.rs"]'), true, 'the consent choices are on the picker');
+    assert.deepEqual(await axeViolations(page), [], 'axe-core on the picker that asks for consent');
+    // Allow without a patient: the browser keeps the form (the choice is required) and says so.
+    await page.click('button[name="decision"][value="approve"]');
+    assert.equal(await page.evaluate('document.querySelector(\'input[name="patient"]\').validity.valid'), false);
+    assert.equal(await page.isVisible('button[name="decision"][value="approve"]'), true, 'still on the page');
+    await page.check('input[name="patient"][value="demo-daniel-okafor"]');
+    await page.click('button[name="decision"][value="approve"]');
+    const token = await tokenResponse(page);
+    assert.equal(token.patient, 'demo-daniel-okafor');
+    assert.equal(token.encounter, undefined);
+    assert.equal(token.scope, scope);
+
+    // Deny is sent without a patient (formnovalidate): the app hears access_denied.
+    const denied = await context.newPage();
+    await denied.goto(`${issuer}/sample-app/launch.html?iss=${encodeURIComponent(`${issuer}/fhir`)}&scope=${encodeURIComponent(scope)}`);
+    await denied.waitForSelector('button[name="decision"][value="deny"]');
+    await denied.click('button[name="decision"][value="deny"]');
+    await denied.waitForSelector('body[data-error]', { timeout: 15_000 });
+    assert.match((await denied.getAttribute('body', 'data-error')) ?? '', /access_denied|denied/);
     await context.close();
   });
 

@@ -26,6 +26,8 @@ export interface Authorization {
   readonly verifier: string;
   readonly clientId: string;
   page: Page;
+  /** The patient chosen on a picker that asks for consent on the same page: sent with the decision. */
+  picked?: string;
 }
 
 /** Starts an authorization like an app does: GET /auth with PKCE and aud. */
@@ -47,6 +49,11 @@ export async function login(flow: Authorization, username: string, password: str
 export async function pickPatient(flow: Authorization, patient: string): Promise<Page> {
   const body = flow.page.res.body;
   assert.ok(choices(body, 'patient').some((c) => c.value === patient), `patient ${patient} is offered: ${title(flow.page)}`);
+  // A picker that asks for consent too answers to …/consent: the choice goes with the decision (see consent).
+  if (!/<form[^>]*action="[^"]*\/patient"/.test(body)) {
+    flow.picked = patient;
+    return flow.page;
+  }
   flow.page = await flow.browser.go('POST', formAction(body, '/patient'), { csrf: inputValue(body, 'csrf'), patient });
   return flow.page;
 }
@@ -64,7 +71,9 @@ export async function consent(flow: Authorization, options: { decision?: 'approv
   const offered = choices(body, 'scope');
   const scopes = options.scopes ? options.scopes(offered) : offered.filter((o) => o.checked).map((o) => o.value);
   // As a browser sends the form: its hidden fields (the CSRF token; the patient the page was shown for, sealed, when the interaction does not hold it yet), the choice and the button.
-  flow.page = await flow.browser.go('POST', formAction(body, '/consent'), { ...hiddenFields(body, '/consent'), decision: options.decision ?? 'approve', scope: scopes });
+  const picked: Record<string, string> = flow.picked !== undefined && body.includes('type="radio" name="patient"') ? { patient: flow.picked } : {};
+  flow.page = await flow.browser.go('POST', formAction(body, '/consent'), { ...hiddenFields(body, '/consent'), ...picked, decision: options.decision ?? 'approve', scope: scopes });
+  flow.picked = undefined;
   return flow.page;
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { LAUNCH_REFUSALS, launchParamRefusal, mayChoosePatient, nextStep, type LaunchFacts, type LaunchState } from '../../src/smart/launch-policy.js';
+import { consentWithPicker, LAUNCH_REFUSALS, launchParamRefusal, mayChoosePatient, nextStep, type LaunchFacts, type LaunchState } from '../../src/smart/launch-policy.js';
 import { formatScope, parseScopes } from '../../src/smart/scopes/scope.js';
 
 const scopes = (text: string) => parseScopes(text).scopes;
@@ -51,6 +51,18 @@ describe('launch policy: the next step of an authorization', () => {
     assert.deepEqual(finished.granted.map(formatScope), ['openid', 'patient/*.rs', 'launch/patient']);
     const noPatient = nextStep({ ...base, grantable: scopes('openid patient/*.rs'), user: clinician, patient: undefined, preApproved: true });
     assert.equal(noPatient.kind, 'pick-patient');
+  });
+
+  it('asks for consent on the picker where nothing comes between the choice and the consent page', () => {
+    const offered = consentWithPicker(base);
+    assert.deepEqual(offered?.map(formatScope), ['openid', 'patient/*.rs', 'launch/patient'], 'what the consent page would offer with the patient chosen');
+    assert.deepEqual(consentWithPicker({ ...base, user: caregiver })?.map(formatScope), ['openid', 'patient/*.rs', 'launch/patient']);
+    assert.equal(consentWithPicker({ ...base, grantable: scopes('launch/patient launch/encounter patient/*.rs') }), undefined, 'an encounter to ask about comes between');
+    assert.equal(consentWithPicker({ ...base, preApproved: true }), undefined, 'no consent page: the picker answers alone');
+    assert.equal(consentWithPicker({ ...base, patient: 'amy' }), undefined, 'no picker: the patient is in context');
+    assert.equal(consentWithPicker({ ...base, user: patientUser }), undefined, 'one record: no picker');
+    assert.equal(consentWithPicker({ ...base, signIn: true }), undefined);
+    assert.equal(consentWithPicker({ ...base, grantable: scopes('openid user/*.rs') }), undefined, 'no patient needed: no picker');
   });
 
   it('lets a user choose their own patients, or any in the directory for a clinician', () => {
