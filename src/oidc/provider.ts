@@ -27,6 +27,7 @@ import { rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, validateL
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
 import { validateIdpParam } from './tiered-oauth.js';
 import { FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
+import { CookieKeys } from '../security/cookie-keys.js';
 
 export interface ProviderDeps {
   readonly config: Config;
@@ -79,7 +80,8 @@ export function createProvider(deps: ProviderDeps): Provider {
     clientBasedCORS: (_ctx, origin, client) => origin !== 'null' && client.clientAuthMethod === 'none' && client.redirectUris?.some((uri) => URL.parse(uri)?.origin === origin) === true,
     jwks: { keys: deps.signingKeys },
     cookies: {
-      keys: [...deps.cookieKeys],
+      // keygrip's signatures, compared without tsscmp's extra work (src/security/cookie-keys.ts).
+      keys: new CookieKeys(deps.cookieKeys),
       names: { session: 'smart_session', interaction: 'smart_interaction', resume: 'smart_resume' },
       long: { httpOnly: true, sameSite: 'lax' },
       short: { httpOnly: true, sameSite: 'lax' },
