@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs, { type PathLike } from 'node:fs';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
@@ -45,6 +46,23 @@ describeEachDatabase('landing page', (ctx) => {
       const target = await sandbox.inject({ method: 'GET', url: link, headers: HTML });
       assert.ok([200, 302, 303].includes(target.statusCode), `${link}: ${target.statusCode}`);
     }
+  });
+
+  it('pages render without asking the file system: their partials are included by a path from the views root', async () => {
+    const pages = ['/', '/admin/sign-in', '/launcher'];
+    for (const url of pages) assert.equal((await sandbox.inject({ method: 'GET', url, headers: HTML })).statusCode, 200, url);
+    const looked: string[] = [];
+    const existsSync = fs.existsSync;
+    fs.existsSync = (path: PathLike) => {
+      looked.push(String(path));
+      return existsSync(path);
+    };
+    try {
+      for (const url of pages) assert.equal((await sandbox.inject({ method: 'GET', url, headers: HTML })).statusCode, 200, url);
+    } finally {
+      fs.existsSync = existsSync;
+    }
+    assert.deepEqual(looked, [], 'ejs looks for a relatively included partial at every render');
   });
 
   it('in deployment mode: the mode, no launcher, no sample app, no demo logins', async () => {
