@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import { Statement } from '../db/statements.js';
 
 /** The parts of a FHIR R4 Patient the directory reads. */
 export interface PatientResource {
@@ -94,9 +95,14 @@ export async function searchPatients(db: Kysely<DB>, query: string, limit = SEAR
   return rows.map(toSummary);
 }
 
+type SummaryRow = Parameters<typeof toSummary>[0];
+
+/** The patients with these ids, by name: fixed text, as a launch reads the one it is for at its decision. */
+const FIND_PATIENTS = new Statement<SummaryRow>('select id, resource, display_name, birth_date, gender from patients where id = any($1::text[]) order by display_name, id');
+
 export async function findPatients(db: Kysely<DB>, ids: readonly string[]): Promise<PatientSummary[]> {
   if (!ids.length) return [];
-  const rows = await db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']).where('id', 'in', ids).orderBy('display_name').execute();
+  const { rows } = await FIND_PATIENTS.execute(db, [ids]);
   return rows.map(toSummary);
 }
 
