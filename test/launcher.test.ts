@@ -149,6 +149,17 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     const flow = await launch({ patient: [AMY, DANIEL], user: 'demo-clinician', skip_login: 'true' });
     assert.match(title(flow.page), /^Allow .* to access the record of the patient you choose\?$/, 'the picker, asking for consent too');
     assert.deepEqual(choices(flow.page.res.body, 'patient').map((c) => c.value).sort(), [AMY, DANIEL].sort());
+    // The decision's patient is checked as the picker's own answer is: one of those offered, not any in the directory.
+    const body = flow.page.res.body;
+    const action = /<form method="post" action="([^"]*\/consent)"/.exec(body)![1]!;
+    const scope = choices(body, 'scope').filter((o) => o.checked).map((o) => o.value);
+    const other = await flow.browser.send('POST', action, { csrf: inputValue(body, 'csrf'), patient: 'demo-henry-nguyen', decision: 'approve', scope });
+    assert.equal(other.statusCode, 400);
+    assert.match(other.body, /That patient cannot be chosen here/);
+    const chosen = await flow.browser.send('POST', action, { csrf: inputValue(body, 'csrf'), patient: DANIEL, decision: 'approve', scope });
+    assert.equal(chosen.statusCode, 303, chosen.body);
+    flow.page = await flow.browser.go('GET', String(chosen.headers.location));
+    assert.equal((await exchange(app, flow)).json<{ patient?: string }>().patient, DANIEL);
   });
 
   it('needs a user to skip sign-in, a well-formed fhirContext, and a client_id no registered app holds', async () => {
