@@ -111,6 +111,35 @@ describeEachDatabase('writes at the end of an authorization step', (ctx) => {
 
   const contexts = async (): Promise<number> => Number((await db().selectFrom('grant_contexts').select((eb) => eb.fn.countAll().as('n')).executeTakeFirstOrThrow()).n);
 
+  it('a sign-in whose result or login.success event cannot be written: 503, neither is kept, the interaction still waits for a sign-in; the same form works once the database does', async () => {
+    const flow = await startAuthorization(app, { client_id: 'app', scope: SCOPE });
+    assert.equal(title(flow.page), 'Sign in');
+    const body = flow.page.res.body;
+    const signIn = () => flow.browser.send('POST', formAction(body, '/login'), { ...hiddenFields(body, '/login'), username: 'patient', password: 'patient-demo' });
+    const successes = async () => Number((await db().selectFrom('audit_events').select((eb) => eb.fn.countAll().as('n')).where('type', '=', 'login.success').executeTakeFirstOrThrow()).n);
+    const before = await successes();
+    for (const [table, when] of [['audit_events', `new.type = 'login.success'`], ['oidc_payloads', `new.model = 'Interaction' and new.payload->'result' ? 'login'`]] as const) {
+      const fault = await refuse(table, when);
+      let res;
+      try {
+        res = await signIn();
+      } finally {
+        await fault.release();
+      }
+      assert.equal(res.statusCode, 503, `${table}: ${res.body}`);
+      assert.equal(res.headers.location, undefined);
+      assert.equal(await successes(), before, `${table}: no login.success for a sign-in that was not kept`);
+    }
+    const uid = /\/interaction\/([\w-]+)\//.exec(formAction(body, '/login'))![1]!;
+    const interaction = await db().selectFrom('oidc_payloads').select('payload').where('model', '=', 'Interaction').where('id', '=', uid).executeTakeFirstOrThrow();
+    assert.equal((interaction.payload as { result?: { login?: unknown } }).result?.login, undefined, 'no sign-in without its record');
+
+    const retried = await signIn();
+    assert.equal(retried.statusCode, 303, retried.body);
+    flow.page = await flow.browser.go('GET', retried.headers.location as string);
+    assert.match(title(flow.page), /^Allow /, 'signed in: the consent page');
+  });
+
   it('a consent whose audit event cannot be written: 503, and neither the grant, its launch context nor the decision is kept; Allow works once the database does', async () => {
     const flow = await atConsent();
     const grantsBefore = await count('Grant');

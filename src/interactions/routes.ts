@@ -450,7 +450,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('login', async (request, reply, details) => {
     if (details.prompt.name !== 'login') return reply.redirect(urls(details.uid).self, 303);
     const username = (request.body.username ?? '').trim();
+    const readAt = users.generation;
     const result = await signIn(db, box, { username, password: request.body.password ?? '', ip: request.ip, deviceCookie: readCookie(request.headers.cookie, DEVICE_COOKIE) });
+    // The resume that follows and the next pages ask for this user by id: read already, with the password.
+    if (result.ok) users.prime(result.user, readAt);
     if (!result.ok) {
       await auditFor(request, details, { type: 'login.failure', outcome: 'failure', userId: result.userId, details: { reason: result.reason } });
       if (result.reason === 'invalid') return step(request, reply, details, { loginError: 'Wrong user name or password.', status: 401, username });
@@ -458,9 +461,13 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       void reply.header('retry-after', String(result.retryAfterSeconds));
       return step(request, reply, details, { loginError: `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).`, status: 429, username });
     }
-    await auditFor(request, details, { type: 'login.success', userId: result.user.id });
+    // The sign-in's result goes with its login.success event, in one statement: both or neither (a failure
+    // leaves the sign-in page to send again).
+    const rows: PayloadRowWrite[] = [];
+    await deferSaves(rows, () => conclude(details, { login: { accountId: result.user.id } }, false));
+    await auditFor(request, details, { type: 'login.success', userId: result.user.id }, { payloads: rows });
     void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
-    return finish(reply, details, { login: { accountId: result.user.id } }, false);
+    return reply.redirect(details.returnTo, 303);
   });
 
   post('patient', async (request, reply, details) => {

@@ -31,6 +31,8 @@ export interface ProviderState {
    * that follows.
    */
   claimedInteraction?: { readonly id: string; readonly payload: AdapterPayload | undefined };
+  /** Interactions this request took (removed as it read them, at the resume): their destroy has nothing left to remove. */
+  takenInteractions?: string[];
   /** The user the token this request presented was issued to, read along with it (user undefined: disabled or gone). */
   prefetchedUser?: { readonly id: string; readonly user: User | undefined };
   /**

@@ -144,16 +144,29 @@ export async function countAttempt(db: Kysely<DB>, key: ThrottleKey, policy?: Th
 
 /** Gives back the last attempt counted on `key`: for an attempt that checked no password, or succeeded. */
 export async function uncountAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
-  const p = POLICIES[key.kind as keyof typeof POLICIES];
-  await sql`
-    update login_throttle set hits = hits - 1, next_at = next_at - ${delay(p, sql`hits`)}
-    where kind = ${key.kind} and key_hash = ${key.hash} and hits > 0
-  `.execute(db);
+  await uncounting(key).execute(db);
 }
 
 /** Starts `key` afresh (a successful sign-in, a new password). */
 export async function resetThrottle(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
-  await db.deleteFrom('login_throttle').where('kind', '=', key.kind).where('key_hash', '=', key.hash).execute();
+  await resetting(key).execute(db);
+}
+
+/**
+ * A successful sign-in's throttling in one statement, with `also` (the user's last sign-in) written in it:
+ * `own` (the account or device) starts afresh and the attempt counted on `source` is given back.
+ */
+export async function settleSignIn(db: Kysely<DB>, own: ThrottleKey, source: ThrottleKey, also: RawBuilder<unknown>): Promise<void> {
+  await sql`with reset as (${resetting(own)}), given_back as (${uncounting(source)}), also as (${also}) select 1`.execute(db);
+}
+
+function uncounting(key: ThrottleKey): RawBuilder<unknown> {
+  const p = POLICIES[key.kind as keyof typeof POLICIES];
+  return sql`update login_throttle set hits = hits - 1, next_at = next_at - ${delay(p, sql`hits`)} where kind = ${key.kind} and key_hash = ${key.hash} and hits > 0`;
+}
+
+function resetting(key: ThrottleKey): RawBuilder<unknown> {
+  return sql`delete from login_throttle where kind = ${key.kind} and key_hash = ${key.hash}`;
 }
 
 export async function purgeLoginThrottle(db: Kysely<DB>): Promise<number> {

@@ -4,7 +4,7 @@ import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { verifyPassword } from '../security/password.js';
 import { deviceOf, rememberDevice } from './device-cookie.js';
-import { countAttempt, loginName, resetThrottle, sourceOf, throttleKey, uncountAttempt } from './login-throttle.js';
+import { countAttempt, loginName, settleSignIn, sourceOf, throttleKey, uncountAttempt } from './login-throttle.js';
 import type { User } from './users.js';
 
 export interface SignInAttempt {
@@ -58,7 +58,7 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
 
   const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, attempt.password);
   if (!row || row.disabled || !valid) return { ok: false, reason: 'invalid', userId };
-  await Promise.all([resetThrottle(db, own), uncountAttempt(db, source), db.updateTable('users').set({ last_login_at: sql<Date>`now()` }).where('id', '=', row.id).execute()]);
+  await settleSignIn(db, own, source, sql`update users set last_login_at = now() where id = ${row.id}`);
   return {
     ok: true,
     user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },

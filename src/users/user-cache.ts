@@ -27,6 +27,16 @@ export class UserCache {
     return user;
   }
 
+  /** Where a read that may {@link prime} the cache starts: a change made meanwhile keeps what it read out. */
+  get generation(): number {
+    return this.#cache.generation;
+  }
+
+  /** A user read elsewhere (the sign-in reads the whole row by user name): the next step finds it here. */
+  prime(user: User, readAt: number): void {
+    this.#cache.set(user.id, user, readAt);
+  }
+
   invalidate(id: string): void {
     this.#cache.invalidate(id);
   }

@@ -331,6 +331,7 @@ export class PayloadAdapter implements Adapter {
     // The resume takes the interaction for good (it removes it next): of two resumes at once, one goes on.
     const claim = Provider.ctx && oidcOf(Provider.ctx)?.route === 'resume';
     const row = await (claim ? CLAIM_INTERACTION : FIND_INTERACTION).first(this.#db, [ids]);
+    if (claim && state) (state.takenInteractions ??= []).push(...ids);
     if (!row) return undefined;
     const ahead = readAhead.getStore();
     if (ahead && row.session_uid) ahead.session = { uid: row.session_uid, payload: row.session_payload };
@@ -362,6 +363,7 @@ export class PayloadAdapter implements Adapter {
     if (ctx) {
       const taken = row?.i_payload ? toPayload({ payload: row.i_payload, consumed_at: row.i_consumed_at }) : undefined;
       stateOf(ctx).claimedInteraction = { id: interactionId, payload: taken };
+      (stateOf(ctx).takenInteractions ??= []).push(interactionId);
       if (row) prefetchGrant(row);
     }
     return row?.payload ? toPayload(row) : undefined;
@@ -406,6 +408,9 @@ export class PayloadAdapter implements Adapter {
 
   async destroy(id: string): Promise<void> {
     const destroy = { model: this.#model, ids: this.#storedIds(id) };
+    // The resume took its interaction as it read it: nothing is left to remove (a statement fewer after a sign-in).
+    const taken = this.#model === 'Interaction' && Provider.ctx ? stateOf(Provider.ctx).takenInteractions : undefined;
+    if (taken && destroy.ids.every((stored) => taken.includes(stored))) return;
     await (this.#withSession({ destroy }) ?? this.#writes.destroy(destroy.model, destroy.ids));
   }
 
