@@ -7,7 +7,7 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt, exportJWK, SignJWT } from 'jose';
 
-import { action, field, hiddenFields, HttpBrowser } from '../bench/lib/flows.js';
+import { action, field, hasForm, hiddenFields, HttpBrowser } from '../bench/lib/flows.js';
 import { ConfigError } from '../src/config/config.js';
 import { freePort, testApp, testConfig, TEST_ADMIN_TOKEN } from './helpers/app.js';
 import { choices } from './helpers/browser.js';
@@ -85,7 +85,7 @@ async function approve(browser: Browser, origin: string, step: Step, fields: Rec
 /** Chooses the patient and allows: on the picker where it asks for consent too, else on the picker and then the consent page. */
 async function pickAndApprove(browser: Browser, origin: string, step: Step, patient: string): Promise<Step> {
   assert.ok(choices(step.body, 'patient').some((c) => c.value === patient), `patient ${patient} is offered: ${title(step)}`);
-  if (!/<form[^>]*action="[^"]*\/patient"/.test(step.body)) return approve(browser, origin, step, { patient });
+  if (!hasForm(step.body, '/patient')) return approve(browser, origin, step, { patient });
   return approve(browser, origin, await browser.go('POST', new URL(action(step.body, '/patient'), origin).href, { csrf: field(step.body, 'csrf'), patient }));
 }
 

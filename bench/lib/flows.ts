@@ -62,6 +62,16 @@ export function hiddenFields(html: string, suffix: string): Record<string, strin
   return Object.fromEntries(inputs.map((m) => [m[1]!, m[2]!.replace(/&amp;/g, '&')]));
 }
 
+/** Whether the page has a form that answers to an action ending `suffix` (the picker's …/patient, say). */
+export function hasForm(html: string, suffix: string): boolean {
+  return [...html.matchAll(/<form[^>]*action="([^"]*)"/g)].some((m) => m[1]!.endsWith(suffix));
+}
+
+/** Whether the page's form chooses the patient itself (the picker that asks for consent on the same page). */
+export function choosesPatient(html: string): boolean {
+  return html.includes('type="radio" name="patient"');
+}
+
 export function action(html: string, suffix: string): string {
   const found = [...html.matchAll(/action="([^"]*)"/g)].map((m) => m[1]!).find((a) => a.endsWith(suffix));
   if (!found) throw new Error(`no form ending ${suffix}`);
@@ -87,11 +97,11 @@ export async function standaloneLaunch(browser: HttpBrowser, options: LaunchOpti
   let page = await browser.follow('GET', `/auth?${query.toString()}`);
   if (page.body.includes('name="password"')) page = await browser.follow('POST', action(page.body, '/login'), { csrf: field(page.body, 'csrf'), username: options.username, password: options.password });
   // The picker: its form answers to …/patient (the consent page's form carries a patient too, sealed, in a hidden field).
-  if (/<form[^>]*action="[^"]*\/patient"/.test(page.body)) page = await browser.follow('POST', action(page.body, '/patient'), { ...hiddenFields(page.body, '/patient'), patient: options.patient ?? '' });
+  if (hasForm(page.body, '/patient')) page = await browser.follow('POST', action(page.body, '/patient'), { ...hiddenFields(page.body, '/patient'), patient: options.patient ?? '' });
   if (page.body.includes('name="decision"')) {
     const scopes = [...page.body.matchAll(/name="scope" value="([^"]*)" checked/g)].map((m) => m[1]!.replace(/&amp;/g, '&'));
     // The picker that asks for consent on the same page: the patient is one of its radio buttons.
-    const picked: Record<string, string> = page.body.includes('type="radio" name="patient"') ? { patient: options.patient ?? '' } : {};
+    const picked: Record<string, string> = choosesPatient(page.body) ? { patient: options.patient ?? '' } : {};
     page = await browser.follow('POST', action(page.body, '/consent'), { ...hiddenFields(page.body, '/consent'), ...picked, decision: 'approve', scope: scopes });
   }
   if (!page.appUrl) throw new Error(`the launch did not reach the app (${page.status}):\n${page.body.slice(0, 300)}`);

@@ -158,6 +158,21 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     return box.verifyMac('csrf', request.params.uid, request.body.csrf);
   }
 
+  const alteredForm = (request: FastifyRequest, reply: FastifyReply) => errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
+  const notChoosable = (request: FastifyRequest, reply: FastifyReply) => errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+
+  /**
+   * Whether `chosen` may answer this interaction's picker, whichever form sends it: a patient the user may act
+   * for (a clinician: any in the directory, read here, for the page that follows to name), among those the
+   * sandbox launcher offered when it offered some. Undefined when it may not.
+   */
+  async function pickable(user: User, named: NamedPatients | undefined, smart: SmartState, chosen: string): Promise<{ inDirectory: PatientSummary | undefined } | undefined> {
+    const [inDirectory] = named?.ids ? [] : await findPatients(db, [chosen]);
+    if (!mayChoosePatient({ id: user.id, patients: named?.ids }, chosen, inDirectory !== undefined)) return undefined;
+    if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return undefined;
+    return { inDirectory };
+  }
+
   /** The seal of the patient the consent page of interaction `uid` was shown for, when the interaction does not hold it yet. */
   const patientMac = (uid: string, patient: string): string => box.mac('consent-patient', `${uid}\n${patient}`);
 
@@ -452,8 +467,6 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const username = (request.body.username ?? '').trim();
     const readAt = users.generation;
     const result = await signIn(db, box, { username, password: request.body.password ?? '', ip: request.ip, deviceCookie: readCookie(request.headers.cookie, DEVICE_COOKIE) });
-    // The resume that follows and the next pages ask for this user by id: read already, with the password.
-    if (result.ok) users.prime(result.user, readAt);
     if (!result.ok) {
       await auditFor(request, details, { type: 'login.failure', outcome: 'failure', userId: result.userId, details: { reason: result.reason } });
       if (result.reason === 'invalid') return step(request, reply, details, { loginError: 'Wrong user name or password.', status: 401, username });
@@ -461,6 +474,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       void reply.header('retry-after', String(result.retryAfterSeconds));
       return step(request, reply, details, { loginError: `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).`, status: 429, username });
     }
+    // The resume that follows and the next pages ask for this user by id: read already, with the password.
+    users.prime(result.user, readAt);
     // The sign-in's result goes with its login.success event, in one statement: both or neither (a failure
     // leaves the sign-in page to send again).
     const rows: PayloadRowWrite[] = [];
@@ -473,20 +488,17 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('patient', async (request, reply, details) => {
     const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
     const chosen = request.body.patient ?? '';
-    const named = user ? await patientsNamedOf(db, user) : { ids: [], summaries: [] };
-    const patients = named?.ids;
-    // A user who may choose any patient: any in the directory, read as the next page shows it.
-    const [inDirectory] = patients ? [] : await findPatients(db, [chosen]);
-    const allowed = user && mayChoosePatient({ id: user.id, patients }, chosen, inDirectory !== undefined);
-    if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
     const smart = smartOf(details);
+    // The EHR's launch gave the patient: there is no picker to answer.
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
-    if (smart.launcher?.patients && !smart.launcher.patients.includes(chosen)) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+    const named = user && (await patientsNamedOf(db, user));
+    const picked = user && (await pickable(user, named, smart, chosen));
+    if (!picked) return notChoosable(request, reply);
     details.result = { ...details.result, smart: { ...smart, patient: chosen, encounter: undefined } };
     // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
     // of the interaction fewer; the choice is saved by that page's answer (see step). Sending the form again (a
     // reload) chooses the same patient again.
-    return step(request, reply, details, { chosen: inDirectory, named, patientUnsaved: true });
+    return step(request, reply, details, { chosen: picked.inDirectory, named, patientUnsaved: true });
   });
 
   post('encounter', async (request, reply, details) => {
@@ -504,7 +516,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // The picker that asks for consent on the same page: the patient is chosen by this answer, not sealed.
     const picking = stored.patient === undefined && request.body.patient !== undefined && request.body.patient_mac === undefined;
     const patient = picking ? undefined : consentPatient(request, stored);
-    if (patient === null) return errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
+    if (patient === null) return alteredForm(request, reply);
     if (request.body.decision === 'deny') {
       await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
       return finish(reply, details, { error: 'access_denied', error_description: 'the user denied access' }, false);
@@ -521,18 +533,17 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       const chosen = request.body.patient!;
       const named = await patientsNamedOf(db, user);
       // A patient sent where the page chose none (the record was set, or its seal taken off): an altered form.
-      if (stored.launcher?.simulate || consentWithPicker(launchState(details, client, user, named, stored)) === undefined) return errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
-      const [inDirectory] = named?.ids ? [] : await findPatients(db, [chosen]);
-      const allowed = mayChoosePatient({ id: user.id, patients: named?.ids }, chosen, inDirectory !== undefined) && (!stored.launcher?.patients || stored.launcher.patients.includes(chosen));
-      if (!allowed) return errorPage(request, reply, 400, 'invalid_request', 'That patient cannot be chosen here.');
+      if (stored.launcher?.simulate || consentWithPicker(launchState(details, client, user, named, stored)) === undefined) return alteredForm(request, reply);
+      if (!(await pickable(user, named, stored, chosen))) return notChoosable(request, reply);
       smart = { ...stored, patient: chosen, encounter: undefined };
     } else {
       // An encounter chosen for another patient (the picker answered again, from a page before) is not this one's.
       smart = patient === stored.patient ? stored : { ...stored, patient, encounter: undefined };
     }
+    const grantable = grantableOf(details, client);
     // Allow on a picker that asks for consent, sent without a patient (a browser does not let it).
-    if (!smart.patient && needsPatient(grantableOf(details, client))) return errorPage(request, reply, 400, 'invalid_request', 'Choose the patient whose record to share, then Allow.');
-    const offered = requirePatientContext(grantableOf(details, client), !!smart.patient).granted;
+    if (!smart.patient && needsPatient(grantable)) return errorPage(request, reply, 400, 'invalid_request', 'Choose the patient whose record to share, then Allow.');
+    const offered = requirePatientContext(grantable, !!smart.patient).granted;
     const chosen = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
     let granted: Scope[];
     try {

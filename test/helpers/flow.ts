@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 
 import { TEST_FHIR_BASE, TEST_ISSUER } from './app.js';
-import { hiddenFields } from '../../bench/lib/flows.js';
+import { choosesPatient, hasForm, hiddenFields } from '../../bench/lib/flows.js';
 import { Browser, choices, formAction, inputValue } from './browser.js';
 import { form, pkce } from './clients.js';
 
@@ -50,7 +50,7 @@ export async function pickPatient(flow: Authorization, patient: string): Promise
   const body = flow.page.res.body;
   assert.ok(choices(body, 'patient').some((c) => c.value === patient), `patient ${patient} is offered: ${title(flow.page)}`);
   // A picker that asks for consent too answers to …/consent: the choice goes with the decision (see consent).
-  if (!/<form[^>]*action="[^"]*\/patient"/.test(body)) {
+  if (!hasForm(body, '/patient')) {
     flow.picked = patient;
     return flow.page;
   }
@@ -71,7 +71,7 @@ export async function consent(flow: Authorization, options: { decision?: 'approv
   const offered = choices(body, 'scope');
   const scopes = options.scopes ? options.scopes(offered) : offered.filter((o) => o.checked).map((o) => o.value);
   // As a browser sends the form: its hidden fields (the CSRF token; the patient the page was shown for, sealed, when the interaction does not hold it yet), the choice and the button.
-  const picked: Record<string, string> = flow.picked !== undefined && body.includes('type="radio" name="patient"') ? { patient: flow.picked } : {};
+  const picked: Record<string, string> = flow.picked !== undefined && choosesPatient(body) ? { patient: flow.picked } : {};
   flow.page = await flow.browser.go('POST', formAction(body, '/consent'), { ...hiddenFields(body, '/consent'), ...picked, decision: options.decision ?? 'approve', scope: scopes });
   flow.picked = undefined;
   return flow.page;
