@@ -189,13 +189,74 @@ describeEachDatabase('standalone launch', (ctx) => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'patient/Patient.rs' });
     await login(flow, 'clinician', 'clinician-demo');
     assert.equal(title(flow.page), 'Allow Patient App to access the record of the patient you choose?', 'a patient/ scope without launch/patient still brings the picker');
-    const search = async (q: string) => choices((await flow.browser.go('GET', `${flow.page.res.body.match(/<form method="get" action="([^"]*)"/)![1]!}?q=${encodeURIComponent(q)}`)).res.body, 'patient').map((c) => c.value);
+    // The picker asks for consent too: its Search is a button of the consent form.
+    const page = flow.page.res.body;
+    assert.ok(!page.includes('<form method="get"'), 'no search form of its own');
+    const search = async (q: string) => {
+      const res = await flow.browser.send('POST', formAction(page, '/consent'), { ...hiddenFields(page, '/consent'), q, search: '1', scope: choices(page, 'scope').filter((o) => o.checked).map((o) => o.value) });
+      assert.equal(res.statusCode, 200, res.body);
+      return choices(res.body, 'patient').map((c) => c.value);
+    };
     assert.deepEqual(await search('okafor'), ['demo-daniel-okafor']);
     assert.deepEqual(await search('1939-01-17'), ['demo-grace-miller']);
     assert.deepEqual(await search('MRN-1006'), ['demo-samir-haddad']);
     assert.deepEqual(await search('lucía fernández'), ['demo-lucia-fernandez']);
     assert.deepEqual(await search('nobody-at-all'), []);
     assert.deepEqual(await search('%'), [], 'LIKE wildcards are searched literally');
+    // A link to the picker with a search in its query still searches.
+    const linked = await flow.browser.go('GET', `${formAction(page, '/consent').replace(/\/consent$/, '')}?q=okafor`);
+    assert.deepEqual(choices(linked.res.body, 'patient').map((c) => c.value), ['demo-daniel-okafor']);
+  });
+
+  it('a search on the picker that asks for consent keeps the choices made; only what the page offers is taken', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs offline_access' });
+    await login(flow, 'clinician', 'clinician-demo');
+    const page = flow.page.res.body;
+    const offered = choices(page, 'scope');
+    assert.deepEqual(offered.filter((o) => o.checked).map((o) => o.value).sort(), ['launch/patient', 'offline_access', 'patient/*.rs']);
+    assert.match(page, /<details class="share-less">/, 'the alternatives folded away');
+    // Instead of everything: Observations and Conditions only, and no offline access; Amy chosen, then a search.
+    const kept = ['launch/patient', 'patient/Condition.rs', 'patient/Observation.rs'];
+    const search = (q: string, fields: Record<string, string | string[]> = {}) =>
+      flow.browser.send('POST', formAction(page, '/consent'), { ...hiddenFields(page, '/consent'), patient: 'demo-amy-shaw', q, search: '1', scope: kept, ...fields });
+    const found = await search('okafor');
+    assert.equal(found.statusCode, 200, found.body);
+    assert.deepEqual(choices(found.body, 'patient'), [{ value: 'demo-daniel-okafor', checked: true }], 'the one match is chosen');
+    assert.deepEqual(choices(found.body, 'scope').filter((o) => o.checked).map((o) => o.value).sort(), kept);
+    assert.deepEqual(choices(found.body, 'scope').map((o) => o.value), offered.map((o) => o.value), 'the same choices, in the same order');
+    assert.match(found.body, /<details class="share-less" open>/, 'the alternatives chosen are shown');
+    assert.match(found.body, /<input id="q" name="q" type="search" value="okafor"/);
+    const all = await search('');
+    assert.equal(choices(all.body, 'patient').find((c) => c.checked)?.value, 'demo-amy-shaw', 'the patient chosen before, still listed, stays chosen');
+    const none = await search('nobody-at-all');
+    assert.match(none.body, /No patient matches/);
+    assert.deepEqual(choices(none.body, 'scope').filter((o) => o.checked).map((o) => o.value).sort(), kept, 'no match: the choices stay');
+    assert.doesNotMatch(none.body, /value="approve"/, 'nothing to allow without a patient');
+    assert.match(none.body, /name="decision" value="deny"/);
+
+    // A scope the page does not offer, a search from the consent page of a chosen record, a search with a decision.
+    const forged = await search('okafor', { scope: [...kept, 'user/*.cruds'] });
+    assert.equal(forged.statusCode, 400);
+    assert.match(forged.body, /user\/\*\.cruds was not offered on this consent page/);
+    const decided = await search('okafor', { decision: 'approve' });
+    assert.equal(decided.statusCode, 400);
+    assert.match(decided.body, /This form was altered/);
+
+    // Allow from the page the search showed: the record and the scopes chosen.
+    const res = await flow.browser.send('POST', formAction(found.body, '/consent'), { ...hiddenFields(found.body, '/consent'), patient: 'demo-daniel-okafor', decision: 'approve', scope: choices(found.body, 'scope').filter((o) => o.checked).map((o) => o.value) });
+    assert.equal(res.statusCode, 303, res.body);
+    flow.page = await flow.browser.go('GET', res.headers.location as string);
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.patient, 'demo-daniel-okafor');
+    assert.equal(body.scope, 'launch/patient patient/Condition.rs patient/Observation.rs');
+    assert.equal(body.refresh_token, undefined);
+
+    // On the consent page of a record already chosen (no picker), Search is not a form's button.
+    const chosen = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' }, { browser: flow.browser });
+    const picked = await flow.browser.send('POST', formAction(chosen.page.res.body, '/consent').replace(/\/consent$/, '/patient'), { ...hiddenFields(chosen.page.res.body, '/consent'), patient: 'demo-amy-shaw' });
+    const sealed = await flow.browser.send('POST', formAction(picked.body, '/consent'), { ...hiddenFields(picked.body, '/consent'), q: 'okafor', search: '1' });
+    assert.equal(sealed.statusCode, 400);
+    assert.match(sealed.body, /This form was altered/);
   });
 
   it('capability: context-standalone-encounter — launch/encounter shows the patient’s encounters', async () => {

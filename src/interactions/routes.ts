@@ -88,6 +88,8 @@ const bodySchema = {
     encounter: { type: 'string', maxLength: 256 },
     scope: { anyOf: [{ type: 'string', maxLength: 4096 }, { type: 'array', maxItems: 2000, items: { type: 'string', maxLength: 4096 } }] },
     decision: { type: 'string', enum: ['approve', 'deny'] },
+    q: { type: 'string', maxLength: 200 },
+    search: { type: 'string', enum: ['1'] },
   },
 } as const;
 
@@ -100,6 +102,21 @@ interface Body {
   encounter?: string;
   scope?: string | string[];
   decision?: 'approve' | 'deny';
+  /** The directory search of the picker that asks for consent, sent by its Search button (`search`). */
+  q?: string;
+  search?: '1';
+}
+
+/** What a step's page is shown with, beyond the interaction. */
+interface StepExtra {
+  loginError?: string;
+  status?: number;
+  username?: string;
+  chosen?: PatientSummary | undefined;
+  named?: NamedPatients | undefined;
+  patientUnsaved?: boolean;
+  /** A search sent by the picker that asks for consent: the words, and the scopes and patient chosen then. */
+  search?: { query: string; scopes: readonly string[]; patient: string | undefined };
 }
 
 type Req = FastifyRequest<{ Params: { uid: string }; Body: Body; Querystring: { q?: string } }>;
@@ -254,7 +271,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * (src/smart/launch-policy.ts) names each step; this gathers the facts it asks for and records the answers.
    * `patientUnsaved`: the interaction's patient was chosen by this request and is not saved yet (the picker's answer).
    */
-  async function step(request: Req, reply: FastifyReply, details: Details, extra: { loginError?: string; status?: number; username?: string; chosen?: PatientSummary | undefined; named?: NamedPatients | undefined; patientUnsaved?: boolean } = {}): Promise<FastifyReply> {
+  async function step(request: Req, reply: FastifyReply, details: Details, extra: StepExtra = {}): Promise<FastifyReply> {
     const { uid } = details;
     const csrf = csrfFor(uid);
     const asking = await clientView(details);
@@ -325,14 +342,21 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           patientUnsaved = true;
           continue;
         case 'pick-patient': {
-          const query = (request.query.q ?? '').slice(0, 200);
+          const query = (extra.search?.query ?? request.query.q ?? '').slice(0, 200);
           // The sandbox launcher may offer a few patients: those of them this user may choose.
           const launcherOffers = smart.launcher?.patients;
           const among = launcherOffers ? (next.among === 'directory' ? launcherOffers : launcherOffers.filter((p) => next.among.includes(p))) : next.among;
           const patients = among === 'directory' ? await searchPatients(replica.db('patient-search'), query) : await findPatients(db, among);
           // Consent on the same page where nothing comes between the two (see consentWithPicker): its answer is the decision.
           const asked = smart.launcher?.simulate ? undefined : consentWithPicker(state);
-          const options = asked && consentOptions(asked);
+          let options = asked && consentOptions(asked);
+          if (options && extra.search) {
+            // A search from this page keeps what the person chose: only what the page offers.
+            const chosen = new Set(extra.search.scopes);
+            const unknown = [...chosen].find((scope) => !options!.some((o) => o.scope === scope));
+            if (unknown !== undefined) return errorPage(request, reply, 400, 'invalid_request', `${unknown} was not offered on this consent page.`);
+            options = options.map((o) => ({ ...o, checked: chosen.has(o.scope) }));
+          }
           const consent = options && {
             headline: consentHeadline(clientInfo.name ?? client.clientId, { picking: state.user!.patients ? 'own' : 'any' }, options, state.user!.patients),
             userName: user!.name,
@@ -340,7 +364,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
             data: dataOptions(options),
             appsPage: `${basePath}/account/apps`,
           };
-          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: consent ? urls(uid).consent : urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients, consent: consent ?? null });
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: consent ? urls(uid).consent : urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients, picked: extra.search?.patient ?? null, consent: consent ?? null });
         }
         case 'look-up-encounters':
           state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
@@ -513,6 +537,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 
   post('consent', async (request, reply, details) => {
     const stored = smartOf(details);
+    // The search of the picker that asks for consent: the page again, with the results and the choices made.
+    if (request.body.search !== undefined) {
+      if (stored.patient !== undefined || request.body.patient_mac !== undefined || request.body.decision !== undefined) return alteredForm(request, reply);
+      const scopes = request.body.scope === undefined ? [] : ([] as string[]).concat(request.body.scope);
+      return step(request, reply, details, { search: { query: request.body.q ?? '', scopes, patient: request.body.patient } });
+    }
     // The picker that asks for consent on the same page: the patient is chosen by this answer, not sealed.
     const picking = stored.patient === undefined && request.body.patient !== undefined && request.body.patient_mac === undefined;
     const patient = picking ? undefined : consentPatient(request, stored);
@@ -586,7 +616,14 @@ function dataOptions(options: readonly ConsentOption[]) {
   const data = options.filter((o) => o.group === 'data');
   const byClass = (list: readonly ConsentOption[]) =>
     DATA_CLASSES.map((name) => ({ name, options: list.filter((o) => o.dataClass === name) })).filter((c) => c.options.length);
-  return { requested: byClass(data.filter((o) => o.checked)), alternatives: byClass(data.filter((o) => !o.checked)), alternativeCount: data.filter((o) => !o.checked).length };
+  const alternatives = data.filter((o) => o.narrows !== undefined);
+  return {
+    requested: byClass(data.filter((o) => o.narrows === undefined)),
+    alternatives: byClass(alternatives),
+    alternativeCount: alternatives.length,
+    // Unfolded where the person chose one already (the picker shown again by a search).
+    alternativesChosen: alternatives.some((o) => o.checked),
+  };
 }
 
 /**

@@ -76,7 +76,7 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
     await context.close();
   });
 
-  it('standalone launch without an encounter: the picker asks for consent on the same page; Deny needs no patient chosen', async () => {
+  it('standalone launch without an encounter: the picker asks for consent on the same page, its search keeps the choices; Deny needs no patient chosen', async () => {
     const scope = 'openid fhirUser launch/patient patient/*.rs';
     const context = await browser.newContext();
     const page = await context.newPage();
@@ -90,12 +90,20 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
     await page.click('button[name="decision"][value="approve"]');
     assert.equal(await page.evaluate('document.querySelector(\'input[name="patient"]\').validity.valid'), false);
     assert.equal(await page.isVisible('button[name="decision"][value="approve"]'), true, 'still on the page');
-    await page.check('input[name="patient"][value="demo-daniel-okafor"]');
+    // A choice, then a search by Enter in the search field: the results, and the choice kept.
+    await page.uncheck('input[name="scope"][value="fhirUser"]');
+    await page.fill('#q', 'okafor');
+    await Promise.all([page.waitForURL(/\/consent$/), page.press('#q', 'Enter')]);
+    assert.equal(await page.textContent('legend'), 'Patients matching "okafor"');
+    assert.deepEqual(await page.$$eval('input[name="patient"]', (inputs) => inputs.map((i) => [(i as HTMLInputElement).value, (i as HTMLInputElement).checked])), [['demo-daniel-okafor', true]]);
+    assert.equal(await page.isChecked('input[name="scope"][value="fhirUser"]'), false, 'the scope unchecked before the search stays unchecked');
+    assert.equal(await page.isChecked('input[name="scope"][value="patient/*.rs"]'), true);
+    assert.deepEqual(await axeViolations(page), [], 'axe-core on the results of a search');
     await page.click('button[name="decision"][value="approve"]');
     const token = await tokenResponse(page);
     assert.equal(token.patient, 'demo-daniel-okafor');
     assert.equal(token.encounter, undefined);
-    assert.equal(token.scope, scope);
+    assert.equal(token.scope, 'openid launch/patient patient/*.rs');
 
     // Deny is sent without a patient (formnovalidate): the app hears access_denied.
     const denied = await context.newPage();
