@@ -95,7 +95,7 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
     await page.fill('#q', 'okafor');
     await Promise.all([page.waitForURL(/\/consent$/), page.press('#q', 'Enter')]);
     assert.equal(await page.textContent('legend'), 'Patients matching "okafor"');
-    assert.deepEqual(await page.$$eval('input[name="patient"]', (inputs) => inputs.map((i) => [(i as HTMLInputElement).value, (i as HTMLInputElement).checked])), [['demo-daniel-okafor', true]]);
+    assert.deepEqual(await page.evaluate('[...document.querySelectorAll(\'input[name="patient"]\')].map((i) => [i.value, i.checked])'), [['demo-daniel-okafor', true]]);
     assert.equal(await page.isChecked('input[name="scope"][value="fhirUser"]'), false, 'the scope unchecked before the search stays unchecked');
     assert.equal(await page.isChecked('input[name="scope"][value="patient/*.rs"]'), true);
     assert.deepEqual(await axeViolations(page), [], 'axe-core on the results of a search');
