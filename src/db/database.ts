@@ -2,6 +2,7 @@ import { mkdir, open, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 
 import { PGlite } from '@electric-sql/pglite';
+import { pg_trgm } from '@electric-sql/pglite/contrib/pg_trgm';
 import { Kysely, PostgresDialect } from 'kysely';
 import { PGliteDialect } from 'kysely-pglite-dialect';
 import type { Logger } from 'pino';
@@ -96,9 +97,10 @@ function once(fn: () => Promise<void>): () => Promise<void> {
  * directory); 16 MB hold the sandbox's working set many times over. PGlite already runs without fsync (its
  * default `-F`), the durability a single-process sandbox can take. The other half of its cost is V8
  * compiling the 10 MB WebAssembly module with its optimising tier (a transient 500 MiB at each start):
- * `npm start` and the Docker image run Node with `--liftoff-only` (README, Performance).
+ * `npm start` and the Docker image run Node with `--liftoff-only` (README, Performance). pg_trgm is loaded for the
+ * patient directory's search index (migrations/2026-12-03T00-00-patient-search-index.ts).
  */
-const PGLITE_OPTIONS = { startParams: [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'] };
+const PGLITE_OPTIONS = { startParams: [...PGlite.defaultStartParams, '-c', 'shared_buffers=16MB'], extensions: { pg_trgm } };
 
 /**
  * PGlite is one process, one connection. Two processes opening the same data directory would corrupt it,

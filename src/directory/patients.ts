@@ -86,13 +86,22 @@ export const SEARCH_LIMIT = 25;
  * birth date. An empty query lists the first patients by name.
  */
 export async function searchPatients(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT): Promise<PatientSummary[]> {
+  const rows = await patientSearch(db, query, limit).execute();
+  return rows.map(toSummary);
+}
+
+/**
+ * The statement of {@link searchPatients}. Served by indexes (migrations/2026-12-03T00-00-patient-search-index.ts):
+ * words by the trigram index on `search_text` where the database has pg_trgm, birth dates by `birth_date`, the
+ * first page without words by `(display_name, id)`.
+ */
+export function patientSearch(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT) {
   let q = db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']);
   for (const term of query.toLowerCase().split(/\s+/).filter(Boolean).slice(0, 5)) {
     if (DATE.test(term)) q = q.where('birth_date', 'like', `${term}%`);
     else q = q.where('search_text', 'like', `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
   }
-  const rows = await q.orderBy('display_name').orderBy('id').limit(limit).execute();
-  return rows.map(toSummary);
+  return q.orderBy('display_name').orderBy('id').limit(limit);
 }
 
 type SummaryRow = Parameters<typeof toSummary>[0];
