@@ -92,7 +92,7 @@ export async function searchPatients(db: Kysely<DB>, query: string, limit = SEAR
 
 /**
  * The statement of {@link searchPatients}. Served by indexes (migrations/2026-12-03T00-00-patient-search-index.ts):
- * words by the trigram index on `search_text` where the database has pg_trgm, birth dates by `birth_date`, the
+ * words by the trigram index on `search_text` where the database has pg_trgm, birth dates by a prefix index, the
  * first page without words by `(display_name, id)`.
  */
 export function patientSearch(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT) {
