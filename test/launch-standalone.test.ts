@@ -305,6 +305,33 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal(body.refresh_token, undefined, 'offline_access unchecked: no refresh token');
   });
 
+  it('a decision is made once: the consent sent again, a cancel after Allow or the page shown again go on to the resume, and one grant is made', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    const page = flow.page.res.body;
+    const action = formAction(page, '/consent');
+    const all = choices(page, 'scope').filter((o) => o.checked).map((o) => o.value);
+    const allow = await flow.browser.send('POST', action, { ...hiddenFields(page, '/consent'), decision: 'approve', scope: all });
+    assert.equal(allow.statusCode, 303);
+    const resume = allow.headers.location as string;
+    // A replay of the form with fewer scopes, a cancel, the page again: each is sent on to the same resume.
+    for (const res of [
+      await flow.browser.send('POST', action, { ...hiddenFields(page, '/consent'), decision: 'approve', scope: ['launch/patient', 'patient/Observation.rs'] }),
+      await flow.browser.send('POST', action.replace(/\/consent$/, '/abort'), { csrf: hiddenFields(page, '/consent').csrf! }),
+      await flow.browser.send('GET', action.replace(/\/consent$/, '')),
+    ]) {
+      assert.equal(res.statusCode, 303);
+      assert.equal(res.headers.location, resume);
+    }
+    flow.page = await flow.browser.go('GET', resume);
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.scope, 'launch/patient patient/*.rs offline_access', 'the decision made first');
+    const db = app.runtime.database.db;
+    const grants = await db.selectFrom('grant_contexts').select('scope').where('client_id', '=', 'patient-app').where('account_id', '=', 'demo-patient').execute();
+    assert.equal(grants.filter((g) => g.scope === 'launch/patient patient/*.rs offline_access').length, 1);
+    assert.ok(!grants.some((g) => g.scope === 'launch/patient patient/Observation.rs'), 'no second grant');
+  });
+
   it('deny, cancel and approving nothing send access_denied to the app', async () => {
     const denied = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/*.rs' });
     await login(denied, 'patient', 'patient-demo');

@@ -154,6 +154,13 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       await errorPage(request, reply, 400, 'invalid_request', 'This page belongs to another sign-in. Go back to the app and start again.');
       return undefined;
     }
+    // Decided already (a sign-in, a consent, a refusal): only its resume is left. A page shown again or a form
+    // sent again (a reload, Back, a replay) goes there rather than decide a second time: a second consent would
+    // make a second grant, a cancel after Allow would leave the grant made.
+    if (isConcluded(details.result)) {
+      await reply.redirect(details.returnTo, 303);
+      return undefined;
+    }
     return details;
   }
 
@@ -594,6 +601,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     return finish(reply, details, { error: 'access_denied', error_description: description }, false);
   });
   deps.tiered?.callbackRoute(app, basePath, errorPage);
+}
+
+/** Whether an interaction's result ends it: what {@link conclude} saves, as against the steps' own state (`smart`). */
+function isConcluded(result: Details['result']): boolean {
+  return result !== undefined && ('login' in result || 'consent' in result || 'error' in result);
 }
 
 const GROUPS: readonly { key: Exclude<ConsentOption['group'], 'data'>; title: string; hint?: string }[] = [
