@@ -303,6 +303,43 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal((await fhir(token, 'DELETE', `/Observation/${id}`)).statusCode, 200);
   });
 
+  it("writes by a patient's token: another patient named anywhere in the compartment, or a reference that cannot be told, is refused; shared records are read-only to it", async () => {
+    const token = (await launchToken('patient/Observation.cruds patient/Condition.cruds patient/Practitioner.cruds patient/Patient.r')).access_token as string;
+    const about = (subject: unknown, extra: Json = {}) => ({ resourceType: 'Observation', status: 'final', code: { text: 'a note' }, subject, ...extra });
+    // About Daniel, with Amy named only as the performer (each reference alone would be in Amy's compartment).
+    const injected = await fhir(token, 'POST', '/Observation', about({ reference: `Patient/${DANIEL}` }, { performer: [{ reference: `Patient/${AMY}` }] }));
+    assert.equal(injected.statusCode, 403, injected.body);
+    assert.match(outcome(injected), /outside what this token reaches/);
+    const asserted = await fhir(token, 'POST', '/Condition', { resourceType: 'Condition', code: { text: 'x' }, subject: { reference: `Patient/${DANIEL}` }, asserter: { reference: `Patient/${AMY}` } });
+    assert.equal(asserted.statusCode, 403, asserted.body);
+    // References the FHIR server may resolve to anyone: conditional, a transaction's urn:uuid, contained, logical.
+    for (const subject of [{ reference: 'Patient?identifier=MRN-1002' }, { reference: 'urn:uuid:0b5b6a0e-55ec-4b7a-9f3c-8c2f0c3f3a10' }, { reference: '#p' }, { identifier: { system: 'urn:mrn', value: 'MRN-1002' } }]) {
+      const res = await fhir(token, 'POST', '/Observation', about(subject, { performer: [{ reference: `Patient/${AMY}` }] }));
+      assert.equal(res.statusCode, 403, JSON.stringify(subject));
+    }
+    // Amy's own, naming her practitioner as performer: fine.
+    const own = await fhir(token, 'POST', '/Observation', about({ reference: `Patient/${AMY}` }, { performer: [{ reference: `Practitioner/${PRACTITIONER}` }, { reference: `Patient/${AMY}` }] }));
+    assert.equal(own.statusCode, 201, own.body);
+    const id = own.json<Resource>().id!;
+    const patchedIn = await fhir(token, 'PATCH', `/Observation/${id}`, [{ op: 'add', path: '/performer/-', value: { reference: `Patient/${DANIEL}` } }], { 'content-type': 'application/json-patch+json' });
+    assert.equal(patchedIn.statusCode, 403, 'a patch may not bring another patient in');
+
+    // Shared records: read with the scope, never written by a token that reaches one patient.
+    assert.equal((await get(token, `/Practitioner/${PRACTITIONER}`)).statusCode, 200);
+    const renamed = await fhir(token, 'PUT', `/Practitioner/${PRACTITIONER}`, { resourceType: 'Practitioner', id: PRACTITIONER, name: [{ family: 'PWNED' }] });
+    assert.equal(renamed.statusCode, 403);
+    assert.equal(outcome(renamed), "a Practitioner is shared by every patient's record: to update one needs a scope that reaches every patient (system/, or user/ for a user who may access every record)");
+    assert.equal((await fhir(token, 'POST', '/Practitioner', { resourceType: 'Practitioner', name: [{ family: 'New' }] })).statusCode, 403);
+    assert.equal((await fhir(token, 'DELETE', `/Practitioner/${PRACTITIONER}`)).statusCode, 403);
+    assert.equal((await fhir(token, 'PATCH', `/Practitioner/${PRACTITIONER}`, [{ op: 'replace', path: '/name/0/family', value: 'X' }], { 'content-type': 'application/json-patch+json' })).statusCode, 403);
+    assert.deepEqual((await get(token, `/Practitioner/${PRACTITIONER}`)).json<Json>().name, [{ family: 'Rivera', given: ['Alex'] }], 'unchanged');
+
+    // A clinician's user/ scopes reach every record: the shared ones are theirs to write.
+    const clinician = (await userToken('user/Practitioner.cruds')).access_token as string;
+    const byClinician = await fhir(clinician, 'PUT', `/Practitioner/${PRACTITIONER}`, { resourceType: 'Practitioner', id: PRACTITIONER, name: [{ family: 'Rivera', given: ['Alex'] }] });
+    assert.equal(byClinician.statusCode, 200, byClinician.body);
+  });
+
   it('what the gateway cannot reason about is refused; XML and other media types are not passed on', async () => {
     const token = (await launchToken('patient/*.rs')).access_token as string;
     assert.equal((await get(token, '/Observation?_filter=status%20eq%20final')).statusCode, 403);

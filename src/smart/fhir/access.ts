@@ -2,7 +2,7 @@ import { scopesPermitting, scopesSearchIsConfinedTo, splitOr } from '../scopes/p
 import type { PermissionLetter, ResourceScope, Scope } from '../scopes/scope.js';
 import { searchParameter, type FhirModel } from './model.js';
 import type { FhirCall, SearchParam } from './request.js';
-import { inPatientCompartment, isResource, matchesAll, patientsOf, type FhirResource } from './resources.js';
+import { inPatientCompartment, isResource, matchesAll, patientLinksOf, patientsOf, type FhirResource } from './resources.js';
 
 /**
  * What a SMART token may do at a FHIR server, request by request and resource by resource: the rules the
@@ -13,7 +13,8 @@ import { inPatientCompartment, isResource, matchesAll, patientsOf, type FhirReso
  * - `patient/` scopes reach the Patient compartment (FHIR R4 CompartmentDefinition-patient) of the patient in
  *   context; `user/` scopes the patients the user may act for (all of them for a clinician); `system/`
  *   scopes every patient. Resource types outside the compartment (Practitioner, Organization, Medication…)
- *   carry no one's record and are reached by any scope for their type.
+ *   carry no one's record: any scope for their type reads them; only one that reaches every patient writes
+ *   them. A write by a scope that reaches some patients only must name those patients alone (reachesResource).
  * - Granular scopes (`?category=…`) reach only resources matching all of their parameters.
  *
  * Requests are confined before they are sent (a search narrowed to the patients reached and, where it can
@@ -128,14 +129,31 @@ function reachedPatients(model: FhirModel, resourceType: string, list: readonly 
   return new Set(list.flatMap((r) => [...(r.patients as ReadonlySet<string>)]));
 }
 
-/** Does some scope that permits `letter` on the resource's type reach this resource? */
+/**
+ * Does some scope that permits `letter` on the resource's type reach this resource?
+ *
+ * To read it, the resource must name a patient the scope reaches. To write it (create, update, the result of
+ * a patch, delete), a scope that reaches some patients only must reach every patient it names and no
+ * reference in its compartment may be one that cannot be told (see patientLinksOf): an Observation about
+ * another patient is not made one's own by naming oneself its performer. Resources outside the compartment
+ * (Practitioner, Organization, Medication…) are shared by every record: any scope for their type reads them,
+ * only one that reaches every patient writes them.
+ */
 export function reachesResource(grant: AccessGrant, model: FhirModel, resource: FhirResource, letter: Letter): boolean {
   const list = reaches(grant, resource.resourceType, letter);
   if (!list.length) return false;
-  const compartment = inPatientCompartment(model, resource.resourceType);
-  const patients = compartment ? patientsOf(model, resource) : undefined;
-  if (patients && isWithheld(grant.withheld, resource, patients)) return false;
-  return list.some((r) => (r.patients === 'all' || !patients || [...patients].some((p) => (r.patients as ReadonlySet<string>).has(p))) && matchesAll(model, resource, r.scope.query));
+  const write = letter === 'c' || letter === 'u' || letter === 'd';
+  const matching = (r: Reach) => matchesAll(model, resource, r.scope.query);
+  if (!inPatientCompartment(model, resource.resourceType)) return list.some((r) => (!write || r.patients === 'all') && matching(r));
+  const patients = patientsOf(model, resource);
+  if (isWithheld(grant.withheld, resource, patients)) return false;
+  if (!write) return list.some((r) => (r.patients === 'all' || [...patients].some((p) => (r.patients as ReadonlySet<string>).has(p))) && matching(r));
+  const links = patientLinksOf(model, resource);
+  return list.some((r) => {
+    if (r.patients === 'all') return matching(r);
+    const reached = r.patients;
+    return !links.unresolved && links.patients.size > 0 && [...links.patients].every((p) => reached.has(p)) && matching(r);
+  });
 }
 
 /** PDex: a member who chose to exclude sensitive data; a resource of theirs labelled sensitive is not shared. */
@@ -174,6 +192,7 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
       return everyType(grant, 's') ? allow('s') : deny(403, 'the history of the whole server needs a system/*.s scope (or *.s reaching every patient)', neededScope(grant, '*', 's'));
     case 'create': {
       if (!reaches(grant, call.type, 'c').length) return insufficient(grant, call.type, 'c', 'create');
+      if (!writesShared(grant, model, call.type, 'c')) return sharedRecord(call.type, 'create');
       if (!isResource(call.resource) || call.resource.resourceType !== call.type) return deny(403, `the body must be a ${call.type} resource`);
       if (!reachesResource(grant, model, call.resource, 'c')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
       if (call.ifNoneExist !== undefined && reachedPatients(model, call.type, reaches(grant, call.type, 's')) !== 'all') {
@@ -183,14 +202,17 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
     }
     case 'update': {
       if (!reaches(grant, call.type, 'u').length) return insufficient(grant, call.type, 'u', 'update');
+      if (!writesShared(grant, model, call.type, 'u')) return sharedRecord(call.type, 'update');
       if (!isResource(call.resource) || call.resource.resourceType !== call.type || call.resource.id !== call.id) return deny(403, `the body must be the ${call.type} with id ${call.id}`);
       if (!reachesResource(grant, model, call.resource, 'u')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
       return allow('u', { checkCurrent: 'u' });
     }
     case 'patch':
-      return reaches(grant, call.type, 'u').length ? allow('u', { checkCurrent: 'u' }) : insufficient(grant, call.type, 'u', 'patch');
+      if (!reaches(grant, call.type, 'u').length) return insufficient(grant, call.type, 'u', 'patch');
+      return writesShared(grant, model, call.type, 'u') ? allow('u', { checkCurrent: 'u' }) : sharedRecord(call.type, 'patch');
     case 'delete':
-      return reaches(grant, call.type, 'd').length ? allow('d', { checkCurrent: 'd' }) : insufficient(grant, call.type, 'd', 'delete');
+      if (!reaches(grant, call.type, 'd').length) return insufficient(grant, call.type, 'd', 'delete');
+      return writesShared(grant, model, call.type, 'd') ? allow('d', { checkCurrent: 'd' }) : sharedRecord(call.type, 'delete');
     case 'conditional-update':
     case 'conditional-delete': {
       const letter = call.kind === 'conditional-update' ? 'u' : 'd';
@@ -208,6 +230,15 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
       // Each entry is authorized on its own (authorizeEntries).
       return allow('r');
   }
+}
+
+/** A type in the Patient compartment, or a scope permitting the write that reaches every patient (see reachesResource). */
+function writesShared(grant: AccessGrant, model: FhirModel, type: string, letter: Letter): boolean {
+  return inPatientCompartment(model, type) || reaches(grant, type, letter).some((r) => r.patients === 'all');
+}
+
+function sharedRecord(type: string, what: string): Access {
+  return deny(403, `a ${type} is shared by every patient's record: to ${what} one needs a scope that reaches every patient (system/, or user/ for a user who may access every record)`);
 }
 
 function instanceAccess(grant: AccessGrant, model: FhirModel, type: string, id: string, letter: Letter, what: string): Access {

@@ -39,6 +39,45 @@ export function patientsOf(model: FhirModel, resource: FhirResource): Set<string
   return patients;
 }
 
+/**
+ * Whom a resource about to be written links to, for a write by a token that reaches some patients only: the
+ * patients its compartment references name, and whether any of them is a reference that cannot be told
+ * (a conditional `Patient?identifier=…`, a `urn:uuid:` of a transaction, a contained `#…`, a logical identifier):
+ * the FHIR server may resolve such a reference to any patient. Unlike {@link patientsOf}, a reference filtered
+ * out by `.where(resolve() is Patient)` counts here: that filter only recognises `Patient/<id>`.
+ */
+export function patientLinksOf(model: FhirModel, resource: FhirResource): { readonly patients: Set<string>; readonly unresolved: boolean } {
+  if (resource.resourceType === 'Patient') return { patients: patientsOf(model, resource), unresolved: false };
+  const patients = new Set<string>();
+  let unresolved = false;
+  for (const code of model.compartment.get(resource.resourceType) ?? []) {
+    const info = searchParameter(model, resource.resourceType, code);
+    const plain = info && plainPathsOf(info.expression);
+    // Every expression of FHIR R4's Patient compartment is a plain path; another model's may not be.
+    if (!plain) return { patients, unresolved: true };
+    for (const path of plain) {
+      if (path.type !== resource.resourceType) continue;
+      for (const value of follow(resource, path.steps)) {
+        const id = patientReference(value);
+        if (id) patients.add(id);
+        else if (mayNamePatient(value)) unresolved = true;
+      }
+    }
+  }
+  return { patients, unresolved };
+}
+
+/** A value at a compartment path that is not a plain reference to another type of resource. */
+function mayNamePatient(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const { reference, identifier, type } = value as { reference?: unknown; identifier?: unknown; type?: unknown };
+  if (typeof reference === 'string') {
+    const target = /(?:^|\/)([A-Z][A-Za-z]+)\/[A-Za-z0-9\-.]{1,64}(?:\/_history\/[^/]+)?$/.exec(reference)?.[1];
+    return target === undefined || target === 'Patient';
+  }
+  return identifier !== undefined && !(typeof type === 'string' && type !== 'Patient');
+}
+
 /** `Patient/123` (or an absolute URL ending so, or a version of it) → `123`. */
 export function patientReference(value: unknown): string | undefined {
   const reference = typeof value === 'object' && value !== null ? (value as { reference?: unknown }).reference : undefined;
