@@ -27,7 +27,7 @@ describeEachDatabase('admin API', (ctx) => {
     const none = await call('POST', '/clients', { nonsense: true }, '');
     expectOAuthError(none, 401, 'invalid_token', 'send Authorization: Bearer with ADMIN_TOKEN or an access token carrying the admin scope');
     assert.match(String(none.headers['www-authenticate']), /^Bearer realm="admin", error="invalid_token"/);
-    expectOAuthError(await call('GET', '/clients', undefined, 'wrong-token'), 401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
+    expectOAuthError(await call('GET', '/clients', undefined, 'wrong-token'), 401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of an active client of this server');
     expectOAuthError(await call('GET', '/users/nobody', undefined, ''), 401, 'invalid_token', /ADMIN_TOKEN/);
     assert.equal((await call('GET', '/clients')).headers['cache-control'], 'no-store');
   });

@@ -5,9 +5,10 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
 
-import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, form, registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
 
 type Body = Record<string, unknown>;
 const SCOPE = 'system/Patient.rs system/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -18,7 +19,7 @@ describeEachDatabase('introspection and revocation', (ctx) => {
   const backend = { client_id: 'backend', grant_types: ['client_credentials'], response_types: [], token_endpoint_auth_method: 'client_secret_basic', client_secret: secret, scope: 'system/Patient.rs system/Observation.rs' };
 
   before(async () => {
-    app = await testApp(ctx.current.database);
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
     await registerClient(app, backend);
     await registerClient(app, { ...backend, client_id: 'other-backend' });
     // A FHIR server: a resource server registered for introspect, by secret and as a backend client.
@@ -108,6 +109,37 @@ describeEachDatabase('introspection and revocation', (ctx) => {
     assert.deepEqual(refusedRes.json(), { error: 'invalid_request', error_description: 'this client may not revoke a token issued to another client' });
     assert.equal((await introspect(mine)).json<Body>().active, true);
     assert.equal((await post('/revoke', { token: 'never-issued' }, basicAuth('backend', secret))).statusCode, 200);
+  });
+
+  it("a suspended client's tokens are inactive, and one of them no longer introspects or administers", async () => {
+    await registerClient(app, { client_id: 'user-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], scope: 'openid fhirUser launch/patient patient/*.rs offline_access' });
+    await registerClient(app, { ...backend, client_id: 'rs-to-suspend', scope: 'introspect admin' });
+    const flow = await startAuthorization(app, { client_id: 'user-app', scope: 'openid launch/patient patient/*.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const user = (await exchange(app, flow)).json<Body>();
+    const backendToken = (await issue('other-backend')).access_token as string;
+    const rsToken = (await issue('rs-to-suspend', 'introspect admin')).access_token as string;
+    const target = (await issue()).access_token as string;
+    assert.equal((await introspect(user.access_token as string)).json<Body>().active, true);
+    assert.equal((await introspect(target, `Bearer ${rsToken}`)).json<Body>().active, true);
+    const admin = () => app.inject({ method: 'GET', url: '/admin/api/clients', headers: { authorization: `Bearer ${rsToken}` } });
+    assert.equal((await admin()).statusCode, 200);
+
+    const suspend = (clientId: string) => app.inject({ method: 'PATCH', url: `/admin/api/clients/${clientId}`, headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload: { status: 'suspended' } });
+    for (const clientId of ['user-app', 'other-backend', 'rs-to-suspend']) assert.equal((await suspend(clientId)).statusCode, 200);
+    // RFC 7662 §2.2: inactive, a user's access and refresh tokens (whose answer would name the user) as much as a backend's.
+    for (const token of [user.access_token, user.refresh_token, backendToken] as string[]) {
+      const res = await introspect(token);
+      assert.deepEqual([res.statusCode, res.json()], [200, { active: false }]);
+    }
+    const viaSuspended = await introspect(target, `Bearer ${rsToken}`);
+    assert.equal(viaSuspended.statusCode, 401);
+    assert.deepEqual(viaSuspended.json(), { error: 'invalid_token', error_description: 'the access token was issued to a client that is suspended or removed' });
+    const refused = await admin();
+    assert.equal(refused.statusCode, 401);
+    assert.equal(refused.json<Body>().error, 'invalid_token');
+    assert.equal((await introspect(target)).json<Body>().active, true, 'an active client\'s token still is');
   });
 
   it('discovery advertises both endpoints and the introspect scope', async () => {

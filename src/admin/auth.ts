@@ -48,8 +48,9 @@ export function adminAuthentication(adminToken: string | undefined, host: Provid
       return;
     }
     const accessToken = (await host.provider.AccessToken.find(token)) ?? (await host.provider.ClientCredentials.find(token));
-    if (!accessToken?.isValid) {
-      refuse(401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of this server');
+    // A suspended or removed client's tokens are stored still; the client adapter no longer finds the client.
+    if (!accessToken?.isValid || !accessToken.clientId || !(await host.provider.Client.find(accessToken.clientId))) {
+      refuse(401, 'invalid_token', 'the token is not ADMIN_TOKEN, nor an active access token of an active client of this server');
       return reply;
     }
     const scopes = splitScopes(accessToken.scope);

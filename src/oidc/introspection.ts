@@ -56,6 +56,8 @@ async function bearerProblem(provider: Provider, value: string): Promise<string 
   const token = (await provider.AccessToken.find(value)) ?? (await provider.ClientCredentials.find(value));
   if (!token?.isValid) return 'the access token is unknown, expired or revoked';
   if (!splitScopes(token.scope).includes('introspect')) return 'the access token does not carry the introspect scope';
+  // A suspended or removed client's tokens are stored still, but worth nothing (the client adapter hides it).
+  if (!token.clientId || !(await provider.Client.find(token.clientId))) return 'the access token was issued to a client that is suspended or removed';
   return undefined;
 }
 
@@ -89,8 +91,13 @@ function isJwtAccessToken(token: unknown): boolean {
 /**
  * Who may learn about a token: the client it was issued to; a client registered for `introspect` (a
  * resource server), about any token; and a caller that presented an `introspect` token, likewise.
+ *
+ * Refused (so `{"active": false}`, RFC 7662 §2.2) for a token whose client is suspended or removed: its rows
+ * stay until they expire, but the client no longer exists for oidc-provider, which would otherwise answer
+ * `active: true` for it, or fail on the missing client (a 500) where the token has a user.
  */
-export function introspectionAllowed(_ctx: KoaContextWithOIDC, client: Client, token: { clientId?: string }): boolean {
+export async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Client, token: { clientId?: string }): Promise<boolean> {
+  if (token.clientId !== client.clientId && (!token.clientId || !(await ctx.oidc.provider.Client.find(token.clientId)))) return false;
   if (client.clientId === BEARER_INTROSPECTION_CLIENT_ID) return true;
   if (registeredScopes(client)?.some((s) => s.kind === 'fixed' && s.name === 'introspect')) return true;
   return token.clientId === client.clientId;
