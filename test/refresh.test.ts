@@ -122,6 +122,22 @@ describeEachDatabase('refresh tokens, introspection and revocation of launch tok
     assert.deepEqual(wider.json(), { error: 'invalid_scope', error_description: 'refresh token missing requested scope', scope: 'patient/Condition.rs' });
   });
 
+  it("a registration narrowed after consent narrows the next refresh: the grant's scopes it no longer allows are not issued", async () => {
+    await createClient(app, { client_id: 'narrowed-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], scope: 'launch/patient patient/Condition.cruds patient/Patient.rs offline_access' });
+    const flow = await startAuthorization(app, { client_id: 'narrowed-app', scope: 'launch/patient patient/Condition.cruds patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const first = (await exchange(app, flow)).json<Body>();
+    assert.equal(first.scope, 'launch/patient patient/Condition.cruds patient/Patient.rs offline_access');
+    const narrowed = await app.inject({ method: 'PATCH', url: '/admin/api/clients/narrowed-app', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload: { scope: 'launch/patient patient/Patient.rs patient/Observation.rs offline_access' } });
+    assert.equal(narrowed.statusCode, 200, narrowed.body);
+    const res = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: first.refresh_token as string, client_id: 'narrowed-app' });
+    assert.equal(res.statusCode, 200, res.body);
+    const body = res.json<Body>();
+    assert.equal(body.scope, 'launch/patient patient/Patient.rs offline_access', 'patient/Condition.cruds is no longer allowed: not issued');
+    assert.equal((await introspect(body.access_token as string)).json<Body>().scope, 'launch/patient patient/Patient.rs offline_access');
+  });
+
   it('unknown refresh tokens and tokens of another client are refused', async () => {
     const unknown = await refresh(randomBytes(32).toString('base64url'));
     assert.ok([400, 401].includes(unknown.statusCode));

@@ -4,7 +4,7 @@ import { fhirBaseOf, type Config } from '../config/config.js';
 import { ALLOWED_SCOPE_PROPERTY, UDAP_COMMUNITY_PROPERTY } from '../smart/client-rules.js';
 import { BACKEND_ACCESS_TOKEN_TTL, INTERACTIVE_ACCESS_TOKEN_TTL } from '../smart/profile.js';
 import { grantableScopes, grantBackendScopes, parseRegisteredScopes, ScopeGrantError, scopeString, type RegisteredScopes } from '../smart/scopes/grant.js';
-import { parseScopes, splitScopes, type Scope } from '../smart/scopes/scope.js';
+import { formatScope, parseScopes, splitScopes, type Scope } from '../smart/scopes/scope.js';
 import { isIasRequest } from './tefca-ias.js';
 
 /**
@@ -102,9 +102,22 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
   return info;
 }
 
+/** Whether the registration allows the scope whole, as it would grant it today. */
+function withinRegistration(scope: Scope, registered: NonNullable<RegisteredScopes>): boolean {
+  const [granted, ...more] = grantableScopes([scope], registered).granted;
+  return granted !== undefined && !more.length && formatScope(granted) === formatScope(scope);
+}
+
 function scopesFor(kind: 'grant' | 'ias' | 'backend' | 'request', scopes: string | undefined, client: Client): Scope[] {
-  // Exchanging a code or refresh token: the grant holds what was decided at consent.
-  if (kind === 'grant') return parseScopes(scopes).scopes;
+  // Exchanging a code or refresh token: the grant holds what was decided at consent, as far as the client's
+  // registration still allows it. A registration narrowed since (by an operator, or the client's own RFC 7592
+  // update) applies at the next refresh, not when the grant ends: a grant's scope outside it is not issued
+  // (whole: the access token can carry only the grant's own scope strings).
+  if (kind === 'grant') {
+    const granted = parseScopes(scopes).scopes;
+    const registered = registeredScopes(client);
+    return registered ? granted.filter((scope) => withinRegistration(scope, registered)) : granted;
+  }
   const requested = parseRequested(scopes);
   if (kind === 'request') return grantableScopes(requested, registeredScopes(client)).granted;
   try {
