@@ -25,6 +25,14 @@ const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs system/Condition.rs' };
 const PRIVACY = '/account/privacy';
 
+/** The last end date the account page takes: a hundred years from today (UTC). */
+const latestEnd = (): string => {
+  const latest = new Date();
+  latest.setUTCFullYear(latest.getUTCFullYear() + 100);
+  return latest.toISOString().slice(0, 10);
+};
+const dayAfter = (day: string): string => new Date(Date.parse(`${day}T00:00:00Z`) + 86_400_000).toISOString().slice(0, 10);
+
 describeEachDatabase('member privacy choices on the account pages', (ctx) => {
   let app: FastifyInstance;
   let upstream: Awaited<ReturnType<typeof startFhirServer>>;
@@ -110,6 +118,14 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     assert.match(wrong.body, /The payer must be written as system\|value/);
     const past = await choose({ action: 'payer-to-payer', organization: NEW_PAYER, until: '2020-01-01' });
     assert.match(past.body, /The end date is in the past\./);
+    const notADay = await choose({ action: 'payer-to-payer', organization: NEW_PAYER, until: '2030-02-30' });
+    assert.equal(notADay.status, 400);
+    assert.match(notADay.body, /The end date is not a valid date\./);
+    const farOff = await choose({ action: 'payer-to-payer', organization: NEW_PAYER, until: '9999-12-31' });
+    assert.equal(farOff.status, 400);
+    assert.ok(farOff.body.includes(`The end date can be at most 100 years from today: ${latestEnd()} or earlier.`), farOff.body);
+    const justPast = await choose({ action: 'payer-to-payer', organization: NEW_PAYER, until: dayAfter(latestEnd()) });
+    assert.equal(justPast.status, 400, 'the day after the last one allowed');
 
     const until = new Date(Date.now() + 30 * 86_400_000).toISOString().slice(0, 10);
     const optIn = await choose({ action: 'payer-to-payer', organization: NEW_PAYER, until });
@@ -147,12 +163,15 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     const unknown = await member.choose({ action: 'designate', username: 'nobody' });
     assert.equal(unknown.status, 400);
     assert.match(unknown.body, /No person with that user name can be named as your representative\./);
+    const farOff = await member.choose({ action: 'designate', username: 'sam', until: '9999-12-31' });
+    assert.equal(farOff.status, 400);
+    assert.ok(farOff.body.includes(`The end date can be at most 100 years from today: ${latestEnd()} or earlier.`), farOff.body);
     const clinician = await member.choose({ action: 'designate', username: 'clinician' });
     assert.match(clinician.body, /No person with that user name can be named as your representative\./, 'a clinician is refused with the same words');
 
-    const asked = await member.choose({ action: 'designate', username: 'sam' });
+    const asked = await member.choose({ action: 'designate', username: 'sam', until: latestEnd() });
     assert.match(asked.body, /We asked the person to accept\./);
-    assert.match(asked.body, /Sam Shaw \(waiting for them to accept\)/);
+    assert.ok(asked.body.includes(`Sam Shaw (waiting for them to accept, until ${latestEnd()})`), 'the last day allowed is taken');
     const again = await member.choose({ action: 'designate', username: 'sam' });
     assert.equal(again.status, 409);
     assert.match(again.body, /That person already acts for you, or was already asked to\./);

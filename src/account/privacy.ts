@@ -44,6 +44,8 @@ type Action =
   | { action: 'accept'; representative: string };
 
 const DATE = '^\\d{4}-\\d{2}-\\d{2}$';
+/** How far ahead an end date may be: far enough for any real choice (a child's representative until they come of age). */
+const MAX_YEARS_AHEAD = 100;
 const ID = { type: 'string', minLength: 1, maxLength: 64 } as const;
 const ACTION_SCHEMA = {
   type: 'object',
@@ -216,14 +218,21 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
     }
   }
 
-  /** A date the member picks, through the end of which the choice lasts (stored as the next day's start, UTC). */
+  /**
+   * A date the member picks, through the end of which the choice lasts (stored as the next day's start, UTC).
+   * At most {@link MAX_YEARS_AHEAD} years ahead: JavaScript holds years past 9999, which the database refuses.
+   */
   function untilDate(value: string | undefined): Date | undefined {
     if (!value) return undefined;
     if (!new RegExp(DATE).test(value)) throw HttpProblem.invalid('The end date must be a date (YYYY-MM-DD).');
     const date = new Date(`${value}T00:00:00Z`);
     if (Number.isNaN(date.getTime()) || date.toISOString().slice(0, 10) !== value) throw HttpProblem.invalid('The end date is not a valid date.');
+    const now = new Date();
     const end = new Date(date.getTime() + 86_400_000);
-    if (end <= new Date()) throw HttpProblem.invalid('The end date is in the past.');
+    if (end <= now) throw HttpProblem.invalid('The end date is in the past.');
+    const latest = new Date(now);
+    latest.setUTCFullYear(now.getUTCFullYear() + MAX_YEARS_AHEAD);
+    if (value > day(latest)) throw HttpProblem.invalid(`The end date can be at most ${MAX_YEARS_AHEAD} years from today: ${day(latest)} or earlier.`);
     return end;
   }
 }
