@@ -131,6 +131,12 @@ describeEachDatabase('audit trail', (ctx) => {
     const bad = await admin('GET', '/audit?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z');
     assert.equal(bad.statusCode, 400);
     assert.equal(bad.json<Body>().error_description, 'from is after to');
+    const early = await admin('GET', '/audit?from=0000-01-01T00:00:00Z');
+    assert.equal(early.statusCode, 400);
+    assert.equal(early.json<Body>().error_description, 'from 0000-01-01T00:00:00Z is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z');
+    const cursor = await admin('GET', '/audit?after=9223372036854775808');
+    assert.equal(cursor.statusCode, 400);
+    assert.equal(cursor.json<Body>().error_description, 'after 9223372036854775808 is past the largest event number (9223372036854775807)');
   });
 
   it('exports FHIR R4 AuditEvent resources (NDJSON and Bundle) that hold to the R4 structure', async () => {

@@ -4,7 +4,7 @@ import { HttpProblem } from '../../errors.js';
 import { AUDIT_EVENT_TYPES, queryAudit } from '../../audit/audit.js';
 import { checkpointExport, checkpointJws, createCheckpoint } from '../../audit/checkpoints.js';
 import { verifyAudit, type VerifyResult } from '../../audit/verify.js';
-import { auditExport, auditQuery, type AuditFilters } from '../operations/audit.js';
+import { auditExport, auditQuery, eventNumber, SEQ_PATTERN, type AuditFilters } from '../operations/audit.js';
 import type { ConsoleContext } from './context.js';
 import { eventView, when } from './views.js';
 
@@ -74,7 +74,7 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
 
   async function page(request: FastifyRequest, reply: FastifyReply, query: Query & { before?: string }, extra: { verification?: VerifyResult; checkpoint?: string } = {}) {
     const verification = extra.verification;
-    const rows = await queryAudit(db, { ...auditQuery(filtersOf(query), PAGE), before: query.before, newestFirst: true });
+    const rows = await queryAudit(db, { ...auditQuery(filtersOf(query), PAGE), before: eventNumber('before', query.before), newestFirst: true });
     const params = queryOf(query);
     const suffix = params.size ? `&${params.toString()}` : '';
     return ctx.render(request, reply, 'audit', {
@@ -106,7 +106,7 @@ export async function auditPages(app: FastifyInstance, ctx: ConsoleContext): Pro
 
   app.get<{ Querystring: Query & { before?: string } }>(
     '/admin/audit',
-    { config: { consoleAuditor: true }, schema: { querystring: { type: 'object', properties: { ...filterProperties, before: { type: 'string', pattern: '^[0-9]{1,19}$' } } } } },
+    { config: { consoleAuditor: true }, schema: { querystring: { type: 'object', properties: { ...filterProperties, before: { type: 'string', pattern: SEQ_PATTERN } } } } },
     async (request, reply) => page(request, reply, request.query),
   );
 
