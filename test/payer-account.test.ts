@@ -66,7 +66,10 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
   const status = async (clientId: string, url: string): Promise<number> => (await app.inject({ method: 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${await token(clientId)}` } })).statusCode;
 
   /** A browser signed in to the account pages, on the privacy page. */
-  const signedIn = async (username: string, password: string): Promise<{ browser: Browser; page: () => Promise<string>; choose: (fields: Record<string, string>) => Promise<{ status: number; body: string }> }> => {
+  const signedIn = async (
+    username: string,
+    password: string,
+  ): Promise<{ browser: Browser; page: () => Promise<string>; choose: (fields: Record<string, string>) => Promise<{ status: number; body: string }>; banner: (done: string) => Promise<string | undefined> }> => {
     const browser = new Browser(app, TEST_ISSUER);
     const signIn = await browser.go('GET', '/account/apps');
     await browser.go('POST', formAction(signIn.res.body, '/login'), { csrf: inputValue(signIn.res.body, 'csrf'), username, password });
@@ -80,7 +83,14 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
       const res = await browser.go('POST', PRIVACY, { csrf, ...fields });
       return { status: res.res.statusCode, body: decodeEntities(res.res.body) };
     };
-    return { browser, page, choose };
+    /** The banner the page shows for a `done` in its address, as a link would give it. */
+    const banner = async (done: string) => {
+      const res = await browser.go('GET', `${PRIVACY}?done=${encodeURIComponent(done)}`);
+      assert.equal(res.res.statusCode, 200, res.res.body);
+      const notice = /<p class="notice" role="status">([\s\S]*?)<\/p>/.exec(res.res.body)?.[1];
+      return notice === undefined ? undefined : decodeEntities(notice);
+    };
+    return { browser, page, choose, banner };
   };
 
   it('needs a signed-in user, and a form from this page', async () => {
@@ -91,8 +101,14 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     assert.equal(forged.statusCode, 403);
   });
 
+  it('shows a banner only for a choice the page shows made, never for any other word of the address', async () => {
+    const { banner } = await signedIn('patient', 'patient-demo');
+    for (const done of ['constructor', '__proto__', 'toString', 'hasOwnProperty', 'nonsense']) assert.equal(await banner(done), undefined, done);
+    for (const done of ['opted-out', 'opted-in', 'excluded', 'shared', 'payer-opt-in', 'withdrawn', 'designated', 'revoked', 'accepted']) assert.equal(await banner(done), undefined, `${done}: no such choice made yet`);
+  });
+
   it('the member opts out of Provider Access and back in; the provider organisation is refused and let in again at its next request', async () => {
-    const { page, choose } = await signedIn('patient', 'patient-demo');
+    const { page, choose, banner } = await signedIn('patient', 'patient-demo');
     assert.match(await page(), /You have not opted out\./);
     assert.equal(await status('clinic', `/Patient/${AMY}`), 200);
     const out = await choose({ action: 'provider-access', choice: 'opt-out' });
@@ -104,6 +120,8 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     assert.match(back.body, /Your providers can see your information through the payer again\./);
     assert.equal(await status('clinic', `/Patient/${AMY}`), 200);
     assert.match(back.body, /<td>Opted out of sharing with your providers<\/td><td>\d{4}-\d{2}-\d{2}<\/td><td>—<\/td><td>\d{4}-\d{2}-\d{2}<\/td><td>you<\/td>/, 'the history keeps the withdrawn opt-out');
+    assert.equal(await banner('opted-out'), undefined, 'a link cannot say the member is opted out while the page says otherwise');
+    assert.equal(await banner('opted-in'), 'Your providers can see your information through the payer again.');
 
     const bad = await choose({ action: 'provider-access', choice: 'exclude' });
     assert.equal(bad.status, 400);

@@ -62,17 +62,41 @@ const ACTION_SCHEMA = {
   },
 } as const;
 
-const MESSAGES: Record<string, string> = {
-  'opted-out': 'Provider organisations can no longer see your information through the payer.',
-  'opted-in': 'Your providers can see your information through the payer again.',
-  excluded: 'Sensitive information is now withheld from providers and other payers.',
-  shared: 'Sensitive information is shared with providers and other payers again.',
-  'payer-opt-in': 'The payer you chose can now receive your information.',
-  withdrawn: 'Your choice was withdrawn.',
-  designated: 'We asked the person to accept. They can act for you once they accept.',
-  revoked: 'That person can no longer act for you.',
-  accepted: 'You can now act for that person.',
-};
+/** What the page shows of the member's choices, which a banner must agree with. */
+interface Shown {
+  readonly optedOut: boolean;
+  readonly excludesSensitive: boolean;
+  readonly optIns: number;
+  /** The kinds of choice the history shows withdrawn. */
+  readonly withdrawn: ReadonlySet<MemberConsentKind>;
+  readonly pending: boolean;
+  readonly revoked: boolean;
+  readonly actingFor: boolean;
+}
+
+/**
+ * The banner after each choice (the redirect's `done`), and the state it reports. `done` is a query string
+ * anyone can link to: a banner is shown only while the page shows what it says.
+ */
+const DONE = {
+  'opted-out': { message: 'Provider organisations can no longer see your information through the payer.', holds: (s) => s.optedOut },
+  'opted-in': { message: 'Your providers can see your information through the payer again.', holds: (s) => !s.optedOut && s.withdrawn.has('provider-access-opt-out') },
+  excluded: { message: 'Sensitive information is now withheld from providers and other payers.', holds: (s) => s.excludesSensitive },
+  shared: { message: 'Sensitive information is shared with providers and other payers again.', holds: (s) => !s.excludesSensitive && s.withdrawn.has('exclude-sensitive') },
+  'payer-opt-in': { message: 'The payer you chose can now receive your information.', holds: (s) => s.optIns > 0 },
+  withdrawn: { message: 'Your choice was withdrawn.', holds: (s) => s.withdrawn.size > 0 },
+  designated: { message: 'We asked the person to accept. They can act for you once they accept.', holds: (s) => s.pending },
+  revoked: { message: 'That person can no longer act for you.', holds: (s) => s.revoked },
+  accepted: { message: 'You can now act for that person.', holds: (s) => s.actingFor },
+} as const satisfies Record<string, { readonly message: string; readonly holds: (shown: Shown) => boolean }>;
+
+type Done = keyof typeof DONE;
+
+/** The banner for `done`: an own key only (not `constructor`), and only while it holds. */
+function doneBanner(done: string | undefined, shown: Shown): string | null {
+  const banner = done !== undefined && Object.hasOwn(DONE, done) ? DONE[done as Done] : undefined;
+  return banner?.holds(shown) ? banner.message : null;
+}
 
 export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: PrivacyHelpers): Promise<void> {
   const { config, db, audit } = deps;
@@ -89,9 +113,19 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
     const patientId = memberOf(user);
     const consents = patientId ? await memberConsents(db, patientId) : [];
     const live = (kind: MemberConsentKind) => consents.filter((c) => c.kind === kind && c.active);
-    const designations = patientId ? (await listRepresentatives(db, { patientId })).filter((r) => r.status !== 'revoked') : [];
+    const everDesignated = patientId ? await listRepresentatives(db, { patientId }) : [];
+    const designations = everDesignated.filter((r) => r.status !== 'revoked');
     const actingFor = (await listRepresentatives(db, { userId: user.id })).filter((r) => r.status !== 'revoked');
     const names = new Map((await findPatients(db, actingFor.map((r) => r.patientId))).map((p) => [p.id, p.name]));
+    const shown: Shown = {
+      optedOut: live('provider-access-opt-out').length > 0,
+      excludesSensitive: live('exclude-sensitive').length > 0,
+      optIns: live('payer-to-payer-opt-in').length,
+      withdrawn: new Set(consents.filter((c) => c.withdrawnAt !== null).map((c) => c.kind)),
+      pending: designations.some((r) => r.status === 'pending'),
+      revoked: everDesignated.some((r) => r.status === 'revoked'),
+      actingFor: actingFor.some((r) => r.status === 'active'),
+    };
     pageHeaders(reply, config);
     return reply.code(extra.status ?? 200).view('account-privacy.ejs', {
       basePath,
@@ -99,11 +133,11 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
       csrf: helpers.csrfFor(sessionUid),
       userName: user.name,
       appsPage: `${basePath}${ACCOUNT_APPS_PATH}`,
-      done: extra.done ? (MESSAGES[extra.done] ?? null) : null,
+      done: doneBanner(extra.done, shown),
       error: extra.error ?? null,
       member: patientId !== undefined,
-      optedOut: live('provider-access-opt-out').length > 0,
-      excludesSensitive: live('exclude-sensitive').length > 0,
+      optedOut: shown.optedOut,
+      excludesSensitive: shown.excludesSensitive,
       optIns: live('payer-to-payer-opt-in').map((c) => ({ id: c.id, payer: c.organization ?? 'Any payer', until: c.periodEnd ? lastDay(c.periodEnd) : null })),
       history: consents.map((c) => ({ what: describe(c), since: day(c.periodStart), until: c.periodEnd ? lastDay(c.periodEnd) : null, withdrawn: c.withdrawnAt ? day(c.withdrawnAt) : null, by: c.recordedBy.startsWith('user:') ? 'you' : 'your plan' })),
       representatives: designations.map((r) => ({ id: r.id, name: r.userName ?? r.userId, status: r.status, until: r.periodEnd ? lastDay(r.periodEnd) : null })),
@@ -129,7 +163,7 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
     if (!who) return helpers.signIn(reply);
     if (!helpers.verifyCsrf(who.uid, request.body.csrf ?? '')) throw HttpProblem.forbidden('this page has expired; reload it');
     const by = { actorType: 'user' as const, actorId: who.user.id, userId: who.user.id, sourceIp: request.ip, requestId: request.id };
-    let done: string;
+    let done: Done;
     try {
       done = await perform(request.body as unknown as Action, who.user, by);
     } catch (error) {
@@ -141,7 +175,7 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
 
   type By = { actorType: 'user'; actorId: string; userId: string; sourceIp: string; requestId: string };
 
-  async function perform(body: Action, user: User, by: By): Promise<string> {
+  async function perform(body: Action, user: User, by: By): Promise<Done> {
     const patientId = memberOf(user);
     const recordedBy = `user:${user.id}`;
     const member = (): string => {
