@@ -68,6 +68,10 @@ describeEachDatabase('connected apps page', (ctx) => {
     assert.ok(!page.res.body.includes('Your account'), 'the page itself is not listed');
     assert.equal(page.res.headers['cache-control'], 'no-store');
 
+    const early = await browser.go('GET', '/account/apps?revoked=health-app');
+    assert.match(early.res.body, /<h2 id="app-0">Health App<\/h2>/);
+    assert.ok(!early.res.body.includes('no longer has access'), 'no banner for an app still connected');
+
     const forged = await browser.send('POST', '/account/apps/revoke', { csrf: 'forged', client_id: 'health-app' });
     assert.equal(forged.statusCode, 403);
 

@@ -71,8 +71,9 @@ export async function accountRoutes(app: FastifyInstance, deps: { config: Config
     const names = await clientNames(db, ids);
     const patientNames = new Map((await findPatients(db, [...new Set(apps.flatMap((a) => a.patients))])).map((p) => [p.id, p.name]));
     const nameOf = (clientId: string): string => names.get(clientId) ?? clientId;
-    // Only an app that exists is named in the banner: the query string is not a place for any text.
-    const revoked = revokedId !== undefined && names.has(revokedId) ? revokedId : undefined;
+    // Only an app that exists, and that this user has no grant for, is named in the banner: the query string
+    // is not a place for any text, nor for a claim the list below contradicts.
+    const revoked = revokedId !== undefined && names.has(revokedId) && !apps.some((a) => a.client_id === revokedId) ? revokedId : undefined;
     pageHeaders(reply, config);
     return reply.view('account-apps.ejs', {
       basePath,
