@@ -8,7 +8,7 @@ import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helper
 import { Browser, choices, decodeEntities, formAction, inputValue } from './helpers/browser.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { AMY, testRecords } from './helpers/fhir-data.js';
+import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
 
 interface AuditItem {
@@ -164,6 +164,15 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     assert.equal(await status('new-payer', `/Patient/${AMY}`), 404, 'refused at the next request');
     const twice = await choose({ action: 'withdraw', consent });
     assert.equal(twice.status, 404);
+    assert.match(twice.body, /That choice was already withdrawn\./);
+    const unknown = await choose({ action: 'withdraw', consent: 'no-such-consent' });
+    assert.equal(unknown.status, 404);
+    assert.match(unknown.body, /There is no such choice of yours to withdraw\./);
+    const daniel = await app.inject({ method: 'POST', url: '/admin/api/users', headers: admin, payload: { id: 'daniel', username: 'daniel', password: 'daniel-password-1', fhirUser: `Patient/${DANIEL}`, name: 'Daniel Okafor' } });
+    assert.equal(daniel.statusCode, 201, daniel.body);
+    const notTheirs = await (await signedIn('daniel', 'daniel-password-1')).choose({ action: 'withdraw', consent });
+    assert.equal(notTheirs.status, 404);
+    assert.match(notTheirs.body, /There is no such choice of yours to withdraw\./, "another member's choice is answered as one that does not exist");
 
     await app.runtime.audit.flush();
     const audit = await app.inject({ method: 'GET', url: `/admin/api/audit?type=member_consent.&patient=${AMY}&limit=100`, headers: admin });

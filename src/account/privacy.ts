@@ -219,8 +219,13 @@ export async function privacyRoutes(app: FastifyInstance, deps: Deps, helpers: P
       }
       case 'withdraw': {
         if (!body.consent) throw HttpProblem.invalid('Say which choice to withdraw.');
-        const consent = await withdrawMemberConsent(db, member(), body.consent);
-        if (!consent) throw HttpProblem.notFound('That choice was already withdrawn.');
+        const id = member();
+        const consent = await withdrawMemberConsent(db, id, body.consent);
+        if (!consent) {
+          // Another patient's consent is answered as one that does not exist.
+          const known = (await memberConsents(db, id)).some((c) => c.id === body.consent);
+          throw HttpProblem.notFound(known ? 'That choice was already withdrawn.' : 'There is no such choice of yours to withdraw.');
+        }
         await withdrawn([consent]);
         return 'withdrawn';
       }
