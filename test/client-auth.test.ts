@@ -124,6 +124,10 @@ describeEachDatabase('client authentication at the token endpoint', (ctx) => {
     const unknown = await token({ grant_type: 'not_a_grant_type', client_assertion_type: JWT_BEARER, client_assertion: await assertion(es384) });
     assert.equal(unknown.statusCode, 400);
     assert.equal(unknown.json<Body>().error, 'unsupported_grant_type');
+    // RFC 6749 §5.2: a grant type this (authenticated) client is not registered for.
+    const notAllowed = await token({ grant_type: 'authorization_code', code: 'x', code_verifier: 'y'.repeat(43) }, { authorization: basicAuth(symmetric.id, symmetric.secret) });
+    assert.equal(notAllowed.statusCode, 400);
+    assert.deepEqual(notAllowed.json(), { error: 'unauthorized_client', error_description: 'requested grant type is not allowed for this client' });
   });
 
   it('capability: client-confidential-symmetric — client_secret_basic and client_secret_post', async () => {

@@ -82,6 +82,8 @@ describeEachDatabase('discovery documents and JWKS', (ctx) => {
     for (const key of ['issuer', 'jwks_uri', 'authorization_endpoint', 'token_endpoint', 'grant_types_supported', 'response_types_supported', 'code_challenge_methods_supported', 'token_endpoint_auth_methods_supported', 'token_endpoint_auth_signing_alg_values_supported', 'introspection_endpoint', 'revocation_endpoint']) {
       assert.deepEqual(smart[key], oidc[key], key);
     }
+    assert.equal(smart.registration_endpoint, oidc.registration_endpoint, 'registration_endpoint, where registration is open');
+    assert.equal(smart.registration_endpoint, `${ISSUER}/reg`);
     for (const scope of oidc.scopes_supported as string[]) assert.ok((smart.scopes_supported as string[]).includes(scope), scope);
     assert.deepEqual(smart.code_challenge_methods_supported, ['S256']);
   });

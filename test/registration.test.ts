@@ -245,6 +245,7 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
   it('off: no registration endpoint at all', async () => {
     await withApp(ctx, { REGISTRATION: 'off' }, async (app) => {
       assert.equal((await app.inject({ method: 'POST', url: '/reg', payload: METADATA })).statusCode, 404);
+      assert.equal((await app.inject({ method: 'GET', url: '/.well-known/smart-configuration' })).json<Body>().registration_endpoint, undefined, 'not advertised');
       const iat = await app.inject({ method: 'POST', url: '/admin/api/registration-tokens', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: {} });
       assert.equal(iat.statusCode, 409);
       const flow = await startAuthorization(app, { client_id: 'nope', scope: 'openid' });

@@ -33,6 +33,8 @@ export function recordErrorDetails(provider: Provider): void {
   }
 }
 
+const GRANT_TYPE_NOT_ALLOWED = 'requested grant type is not allowed for this client';
+
 /**
  * A client developer needs the reason to fix their assertion, their registration or their token handling,
  * so it is added to the response's `error_description`. The reasons are about the request's own credentials
@@ -41,6 +43,9 @@ export function recordErrorDetails(provider: Provider): void {
 export async function withErrorDetails(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
   await next();
   const body = ctx.body as { error?: string; error_description?: string; extensions?: Record<string, unknown> } | undefined;
+  // RFC 6749 §5.2: a client authenticated but not allowed this grant type is `unauthorized_client`;
+  // oidc-provider says `invalid_request` (lib/actions/token.js, allowedGrantTypeCheck).
+  if (body?.error === 'invalid_request' && body.error_description === GRANT_TYPE_NOT_ALLOWED && oidcOf(ctx)?.route === 'token') body.error = 'unauthorized_client';
   const extensions = stateOf(ctx).errorExtensions;
   if (extensions && body?.error !== undefined) body.extensions = extensions;
   const prefix = body?.error === undefined ? undefined : DETAILED[body.error];

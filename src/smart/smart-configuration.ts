@@ -52,5 +52,7 @@ export function buildSmartConfiguration(config: Config): Record<string, unknown>
     revocation_endpoint: url(ROUTES.revocation),
     // RECOMMENDED: where a user reviews and revokes the apps holding access.
     management_endpoint: url(ACCOUNT_APPS_PATH),
+    // RECOMMENDED where dynamic registration is offered (RFC 7591): as the OpenID document says it.
+    ...(config.registration !== 'off' ? { registration_endpoint: url(ROUTES.registration) } : {}),
   };
 }
