@@ -49,6 +49,7 @@ describeEachDatabase('the directory search', (ctx, kind) => {
 
     assert.deepEqual((await searchPatients(db, 'okafor')).map((p) => p.id), ['okafor']);
     assert.deepEqual((await searchPatients(db, 'daniel mrn-77001')).map((p) => p.id), ['okafor']);
+    assert.deepEqual((await searchPatients(db, 'Okafor, Daniel')).map((p) => p.id), ['okafor'], 'family name, comma, given name');
     assert.deepEqual((await searchPatients(db, 'lucía fernández')).map((p) => p.id), ['fernandez']);
     assert.deepEqual((await searchPatients(db, '1962-03-14')).map((p) => p.id), ['okafor']);
     assert.deepEqual((await searchPatients(db, 'mrn-100042')).map((p) => p.id), ['p-42']);

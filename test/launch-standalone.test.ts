@@ -4,6 +4,7 @@ import { after, before, it } from 'node:test';
 import type { FastifyInstance } from 'fastify';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 
+import { importDirectory } from '../src/directory/patients.js';
 import { hashPassword } from '../src/security/password.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { hiddenFields } from '../bench/lib/flows.js';
@@ -472,6 +473,31 @@ describeEachDatabase('standalone launch', (ctx) => {
     await login(flow, '<script>x</script>', 'x');
     assert.ok(!flow.page.res.body.includes('<script>x</script>'));
     assert.ok(flow.page.res.body.includes('&lt;script&gt;x&lt;/script&gt;'));
+  });
+});
+
+describeEachDatabase('a large directory in the picker', (ctx) => {
+  it('the first page says it shows the first 25 by name; a form\'s address asked for by GET goes back to the page', async () => {
+    const app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+    try {
+      await createClient(app, { ...PUBLIC, client_id: 'picker-app' });
+      await importDirectory(ctx.current.database.db, Array.from({ length: 30 }, (_, i) => ({ resourceType: 'Patient' as const, id: `many-${i}`, name: [{ family: `Many${String(i).padStart(2, '0')}`, given: ['Pat'] }] })), []);
+      const flow = await startAuthorization(app, { client_id: 'picker-app', scope: 'launch/patient patient/*.rs' });
+      await login(flow, 'clinician', 'clinician-demo');
+      const page = flow.page.res.body;
+      assert.equal(choices(page, 'patient').length, 25);
+      assert.match(page, /The first 25 by name: search to find others\./);
+      const found = await flow.browser.send('POST', formAction(page, '/consent'), { ...hiddenFields(page, '/consent'), q: 'many07', search: '1' });
+      assert.deepEqual(choices(found.body, 'patient').map((c) => c.value), ['many-7']);
+      assert.doesNotMatch(found.body, /The first 25 by name/);
+
+      const again = await flow.browser.send('GET', formAction(page, '/consent'));
+      assert.equal(again.statusCode, 303);
+      assert.equal(again.headers.location, formAction(page, '/consent').replace(/\/consent$/, ''));
+      assert.equal((await flow.browser.send('GET', formAction(page, '/consent').replace(/\/consent$/, '/nonsense'))).statusCode, 404);
+    } finally {
+      await app.close();
+    }
   });
 });
 

@@ -97,7 +97,8 @@ export async function searchPatients(db: Kysely<DB>, query: string, limit = SEAR
  */
 export function patientSearch(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT) {
   let q = db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']);
-  for (const term of query.toLowerCase().split(/\s+/).filter(Boolean).slice(0, 5)) {
+  // Commas separate words too: "Shaw, Amy" as people write a name.
+  for (const term of query.toLowerCase().split(/[\s,;]+/).filter(Boolean).slice(0, 5)) {
     if (DATE.test(term)) q = q.where('birth_date', 'like', `${term}%`);
     else q = q.where('search_text', 'like', `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
   }

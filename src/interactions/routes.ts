@@ -7,7 +7,7 @@ import type { AuditEvent, AuditLog, EventWrites } from '../audit/audit.js';
 import { grantLifetimeSeconds, type Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
 import type { DB } from '../db/schema.js';
-import { encountersOf, findPatients, searchPatients, type PatientSummary } from '../directory/patients.js';
+import { encountersOf, findPatients, SEARCH_LIMIT, searchPatients, type PatientSummary } from '../directory/patients.js';
 import { consumeLaunch, findLaunch, grantContextWrite } from '../launch/context.js';
 import { findLauncherOptions } from '../launch/launcher-options.js';
 import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
@@ -371,7 +371,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
             data: dataOptions(options),
             appsPage: `${basePath}/account/apps`,
           };
-          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: consent ? urls(uid).consent : urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients, picked: extra.search?.patient ?? null, consent: consent ?? null });
+          return page(reply, status, 'pick-patient', { client: clientInfo, csrf, action: consent ? urls(uid).consent : urls(uid).patient, searchAction: urls(uid).self, abortAction: urls(uid).abort, searchable: among === 'directory', query, patients, searchLimit: SEARCH_LIMIT, picked: extra.search?.patient ?? null, consent: consent ?? null });
         }
         case 'look-up-encounters':
           state.encounters = (await encountersOf(db, state.patient!)).map((e) => e.id);
@@ -480,6 +480,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       const details = await load(request as Req, reply);
       return details ? step(request as Req, reply, details) : reply;
     },
+  );
+
+  // The address a form's answer leaves in the address bar, asked for again (Enter in it, a bookmark, a reload
+  // after the answer's page): the interaction's page, which shows where it stands.
+  app.get<{ Params: { uid: string; step: string } }>(
+    '/interaction/:uid/:step',
+    { schema: { params: { type: 'object', properties: { uid: { type: 'string', pattern: '^[A-Za-z0-9_-]{1,64}$' } } } } },
+    (request, reply) => (FORM_STEPS.has(request.params.step) ? reply.redirect(urls(request.params.uid).self, 303) : reply.callNotFound()),
   );
 
   const post = (path: string, handler: (request: Req, reply: FastifyReply, details: Details) => Promise<FastifyReply>) =>
@@ -602,6 +610,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   });
   deps.tiered?.callbackRoute(app, basePath, errorPage);
 }
+
+/** The steps whose forms answer to `/interaction/:uid/<step>`. */
+const FORM_STEPS: ReadonlySet<string> = new Set(['login', 'patient', 'encounter', 'consent', 'abort']);
 
 /** Whether an interaction's result ends it: what {@link conclude} saves, as against the steps' own state (`smart`). */
 function isConcluded(result: Details['result']): boolean {
