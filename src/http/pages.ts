@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 
 /** Titles and plain-language explanations for the error page, by HTTP status. */
 const MESSAGES: Record<number, { title: string; message: string }> = {
-  400: { title: 'This request cannot be completed', message: 'The app sent a request this server cannot accept.' },
+  400: { title: 'This request cannot be completed', message: 'This server cannot accept the request as it was sent: the details say why.' },
   401: { title: 'Sign-in required', message: 'You need to sign in again.' },
   403: { title: 'Not allowed', message: 'You are not allowed to do this.' },
   404: { title: 'Page not found', message: 'There is nothing at this address.' },
