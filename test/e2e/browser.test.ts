@@ -57,6 +57,14 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
   it('standalone launch: launch page → sign-in → patient → encounter → consent → the app holds token and context', async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
+    // Nothing on the way fails or complains: no request answered 4xx/5xx (a missing favicon was one), no console error.
+    const problems: string[] = [];
+    page.on('console', (message) => {
+      if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+    });
+    page.on('response', (response) => {
+      if (response.status() >= 400) problems.push(`${response.status()} ${response.url()}`);
+    });
     await page.goto(`${issuer}/sample-app/launch.html?iss=${encodeURIComponent(`${issuer}/fhir`)}`);
     await signIn(page, 'clinician', 'clinician-demo');
     await page.waitForSelector('input[name="patient"]');
@@ -73,6 +81,7 @@ describe('fhirclient in headless Chromium', { skip: chromiumSkip() }, () => {
     assert.equal(token.fhirUser, 'Practitioner/demo-practitioner');
     assert.equal(token.scope, 'launch/patient launch/encounter openid fhirUser patient/*.rs offline_access');
     assert.equal(token.refresh, true);
+    assert.deepEqual(problems, []);
     await context.close();
   });
 
