@@ -273,6 +273,22 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal(body.encounter, 'demo-enc-amy-1');
     assert.equal(body.scope, 'launch/patient launch/encounter patient/Encounter.rs');
 
+    // Another patient, from the visit picker (Back would find the picker answered): the choice undone, the picker again.
+    const changed = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient launch/encounter patient/Encounter.rs' });
+    await login(changed, 'clinician', 'clinician-demo');
+    await pickPatient(changed, 'demo-amy-shaw');
+    assert.equal(title(changed.page), 'Choose a visit');
+    const change = await changed.browser.send('POST', formAction(changed.page.res.body, '/patient'), { csrf: hiddenFields(changed.page.res.body, '/patient').csrf!, change: '1' });
+    assert.equal(change.statusCode, 303);
+    changed.page = await changed.browser.go('GET', change.headers.location as string);
+    assert.equal(title(changed.page), 'Choose a patient');
+    await pickPatient(changed, 'demo-daniel-okafor');
+    assert.deepEqual(choices(changed.page.res.body, 'encounter').map((c) => c.value), ['demo-enc-daniel-1', 'none']);
+    await pickEncounter(changed, 'demo-enc-daniel-1');
+    await consent(changed);
+    const daniel = (await exchange(app, changed)).json<Body>();
+    assert.deepEqual([daniel.patient, daniel.encounter], ['demo-daniel-okafor', 'demo-enc-daniel-1']);
+
     const noVisits = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient launch/encounter patient/Encounter.rs' });
     await login(noVisits, 'clinician', 'clinician-demo');
     await pickPatient(noVisits, 'demo-samir-haddad');

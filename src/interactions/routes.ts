@@ -90,6 +90,7 @@ const bodySchema = {
     decision: { type: 'string', enum: ['approve', 'deny'] },
     q: { type: 'string', maxLength: 200 },
     search: { type: 'string', enum: ['1'] },
+    change: { type: 'string', enum: ['1'] },
   },
 } as const;
 
@@ -105,6 +106,8 @@ interface Body {
   /** The directory search of the picker that asks for consent, sent by its Search button (`search`). */
   q?: string;
   search?: '1';
+  /** The encounter picker's "Choose another patient". */
+  change?: '1';
 }
 
 /** What a step's page is shown with, beyond the interaction. */
@@ -383,7 +386,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
         case 'pick-encounter': {
           if (patientUnsaved) await save();
           const patient = await shownPatient(state.patient, known);
-          return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
+          // The patient was the picker's answer (not the EHR's): another may be chosen from here (Back leads nowhere).
+          const changeable = !smart.launch?.patient && nextStep({ ...state, patient: undefined, encounter: undefined, encounters: undefined }).kind === 'pick-patient';
+          return page(reply, status, 'pick-encounter', { client: clientInfo, csrf, action: urls(uid).encounter, abortAction: urls(uid).abort, changeAction: changeable ? urls(uid).patient : null, encounters: await encountersOf(db, state.patient!), patientName: patient?.name ?? state.patient });
         }
         case 'finish':
           if (smart.launcher?.simulate === 'consent_denied') return simulatedDenial(request, reply, details);
@@ -530,6 +535,11 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const smart = smartOf(details);
     // The EHR's launch gave the patient: there is no picker to answer.
     if (smart.launch?.patient) return reply.redirect(urls(details.uid).self, 303);
+    // "Choose another patient" from the encounter picker: the choice (and any visit) undone, the picker again.
+    if (request.body.change !== undefined) {
+      await remember(details, { ...smart, patient: undefined, encounter: undefined });
+      return reply.redirect(urls(details.uid).self, 303);
+    }
     const named = user && (await patientsNamedOf(db, user));
     const picked = user && (await pickable(user, named, smart, chosen));
     if (!picked) return notChoosable(request, reply);
