@@ -220,6 +220,32 @@ describeEachDatabase('CMS-0057-F Provider Access and Payer-to-Payer through the 
     assert.equal(wrong.json<ErrorBody>().error_description, 'organization: only a payer-to-payer-opt-in names a payer');
   });
 
+  it("a consent's period: what the database cannot keep is a 400 naming the instant and the range, on Postgres and PGlite alike", async () => {
+    const range = 'this server keeps instants from 0100-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z';
+    for (const [body, message] of [
+      [{ period_start: '0000-01-01T00:00:00Z' }, `period_start 0000-01-01T00:00:00Z is out of range: ${range}`],
+      // PGlite would read the year 1 back as 2001.
+      [{ period_start: '0001-01-01T00:00:00Z' }, `period_start 0001-01-01T00:00:00Z is out of range: ${range}`],
+      [{ period_start: '0100-01-01T00:00:00+01:00' }, `period_start 0100-01-01T00:00:00+01:00 is out of range: ${range}`],
+      // A leap second is the instant after 23:59:59: here, the year 10000.
+      [{ period_end: '9999-12-31T23:59:60Z' }, `period_end 9999-12-31T23:59:60Z is out of range: ${range}`],
+      [{ period_end: '9999-12-31T23:59:59-00:01' }, `period_end 9999-12-31T23:59:59-00:01 is out of range: ${range}`],
+    ] as const) {
+      const res = await adminCall('POST', '/members/dates-1/consents', { kind: 'exclude-sensitive', ...body });
+      assert.equal(res.statusCode, 400, JSON.stringify(body));
+      assert.deepEqual(res.json(), { error: 'invalid_request', error_description: message });
+    }
+    const widest = await recordConsent('dates-1', { kind: 'exclude-sensitive', period_start: '0100-01-01T00:00:00Z', period_end: '9999-12-31T23:59:59.999Z' });
+    const leap = await recordConsent('dates-1', { kind: 'exclude-sensitive', period_start: '2016-12-31T23:59:60Z', period_end: '2030-06-30T23:59:60Z' });
+    assert.deepEqual(
+      (await adminCall('GET', '/members/dates-1/consents')).json<{ items: { id: string; period_start: string; period_end: string }[] }>().items.map((c) => [c.id, c.period_start, c.period_end]).sort(),
+      [
+        [widest.id, '0100-01-01T00:00:00.000Z', '9999-12-31T23:59:59.999Z'],
+        [leap.id, '2017-01-01T00:00:00.000Z', '2030-07-01T00:00:00.000Z'],
+      ].sort(),
+    );
+  });
+
   it('a member who excludes sensitive data: resources with a sensitive security label are withheld from payer clients, the rest still flow', async () => {
     const bearer = await token('new-payer');
     assert.deepEqual(ids(await get(bearer, `/Condition?patient=${AMY}`)), ['Condition/cond-amy', 'Condition/cond-amy-sensitive']);

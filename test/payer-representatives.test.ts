@@ -173,4 +173,30 @@ describeEachDatabase('Authorized representatives and CARIN Blue Button scopes', 
       ['representative.revoked', DANIEL, 1],
     ]);
   });
+
+  it("a designation's period_end: what the database cannot keep is a 400 naming the instant and the range, on Postgres and PGlite alike", async () => {
+    const user = await app.inject({ method: 'POST', url: '/admin/api/users', headers: admin, payload: { id: 'rep-until', username: 'rep-until', password: 'rep-password-2', fhirUser: 'Person/per-1', name: 'Kim Lee' } });
+    assert.equal(user.statusCode, 201, user.body);
+    const designateUntil = (patient: string, periodEnd: string) => app.inject({ method: 'POST', url: '/admin/api/representatives', headers: admin, payload: { user_id: 'rep-until', patient_id: patient, period_end: periodEnd } });
+    const range = 'this server keeps instants from 0100-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z';
+    for (const [periodEnd, status, message] of [
+      ['9999-12-31T23:59:60Z', 400, `period_end 9999-12-31T23:59:60Z is out of range: ${range}`],
+      ['9999-12-31T23:00:00-01:00', 400, `period_end 9999-12-31T23:00:00-01:00 is out of range: ${range}`],
+      ['0000-01-01T00:00:00Z', 400, `period_end 0000-01-01T00:00:00Z is out of range: ${range}`],
+      ['2020-06-30T23:59:60Z', 400, 'period_end is in the past'],
+    ] as const) {
+      const res = await designateUntil('dates-1', periodEnd);
+      assert.equal(res.statusCode, status, periodEnd);
+      assert.deepEqual(res.json(), { error: 'invalid_request', error_description: message });
+    }
+    const leap = await designateUntil('dates-1', '2040-12-31T23:59:60Z');
+    assert.equal(leap.statusCode, 201, leap.body);
+    const latest = await designateUntil('dates-2', '9999-12-31T23:59:59.999Z');
+    assert.equal(latest.statusCode, 201, latest.body);
+    const listed = await app.inject({ method: 'GET', url: '/admin/api/representatives?user=rep-until', headers: admin });
+    assert.deepEqual(listed.json<{ items: (Representative & { period_end: string })[] }>().items.map((r) => [r.patient_id, r.period_end]).sort(), [
+      ['dates-1', '2041-01-01T00:00:00.000Z'],
+      ['dates-2', '9999-12-31T23:59:59.999Z'],
+    ]);
+  });
 });

@@ -1,6 +1,7 @@
 import { HttpProblem } from '../../errors.js';
 import { AUDIT_EVENT_TYPES, type AuditQuery, type AuditRow } from '../../audit/audit.js';
 import { toAuditEvent } from '../../audit/fhir.js';
+import { instant, SEARCHED_RANGE, type InstantRange } from '../../payer/instants.js';
 
 /** An event number as a query string holds it: a cursor, checked against {@link MAX_SEQ} by {@link eventNumber}. */
 export const SEQ_PATTERN = '^[0-9]{1,19}$';
@@ -31,25 +32,8 @@ export interface AuditFilters {
 /** Event numbers are Postgres bigints. */
 const MAX_SEQ = 2n ** 63n - 1n;
 
-/**
- * The instants a filter may name: four-digit years. Postgres holds more (4713 BC to 294276 AD), but PGlite
- * sends a Date as its ISO string, and Postgres refuses the year 0000 and the six-digit years that JavaScript
- * writes beyond these.
- */
-const EARLIEST = '0001-01-01T00:00:00Z';
-const LATEST = '9999-12-31T23:59:59.999Z';
-
-/**
- * An RFC 3339 date-time as a Date. The format allows a leap second (`23:59:60`), which JavaScript dates cannot
- * hold: it means the instant after `23:59:59`.
- */
-function instant(name: string, value: string): Date {
-  const date = new Date(value.replace(/:60(?=(\.\d+)?(Z|[+-]\d{2}:\d{2})$)/i, ':59'));
-  if (Number.isNaN(date.getTime())) throw HttpProblem.invalid(`${name} ${value} is not a date-time this server can use`);
-  const at = value.includes(':60') ? new Date(date.getTime() + 1000) : date;
-  if (at < new Date(EARLIEST) || at > new Date(LATEST)) throw HttpProblem.invalid(`${name} ${value} is out of range: the audit trail is searched from ${EARLIEST} to ${LATEST}`);
-  return at;
-}
+/** The instants a filter may name: any four-digit year. */
+const SEARCHED: InstantRange = { ...SEARCHED_RANGE, use: 'the audit trail is searched' };
 
 /** An event number of a query string (matching {@link SEQ_PATTERN}); 400 past the largest bigint. */
 export function eventNumber(name: string, value: string | undefined): string | undefined {
@@ -59,8 +43,8 @@ export function eventNumber(name: string, value: string | undefined): string | u
 
 /** The store's query for these filters; 400 for a range that ends before it starts, or out of range, or a cursor out of range. */
 export function auditQuery(filters: AuditFilters, limit: number): AuditQuery {
-  const from = filters.from === undefined ? undefined : instant('from', filters.from);
-  const to = filters.to === undefined ? undefined : instant('to', filters.to);
+  const from = filters.from === undefined ? undefined : instant('from', filters.from, SEARCHED);
+  const to = filters.to === undefined ? undefined : instant('to', filters.to, SEARCHED);
   if (from && to && from > to) throw HttpProblem.invalid('from is after to');
   const after = eventNumber('after', filters.after);
   return { from, to, type: filters.type, client: filters.client, user: filters.user, patient: filters.patient, outcome: filters.outcome, after, limit };

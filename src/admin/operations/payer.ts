@@ -1,6 +1,7 @@
 import { HttpProblem } from '../../errors.js';
 import { attributionListOf, deleteAttributionList, saveAttributionList } from '../../payer/attribution.js';
 import { MEMBER_CONSENT_KINDS, recordMemberConsent, withdrawMemberConsent, type MemberConsent } from '../../payer/consents.js';
+import { instant, KEPT_RANGE } from '../../payer/instants.js';
 import { patientAccessCsv, patientAccessReport, type PatientAccessReport } from '../../payer/patient-access-report.js';
 import { designateRepresentative, isRepresentativeUser, revokeRepresentative, type Representative } from '../../payer/representatives.js';
 import { ORGANIZATION_IDENTIFIER_PATTERN } from '../../smart/client-rules.js';
@@ -20,7 +21,7 @@ const FIRST_YEAR = 2020;
 
 export const YEAR_PROPERTY = { type: 'integer', minimum: FIRST_YEAR, maximum: 9999, description: 'a calendar year (UTC)' } as const;
 export const PATIENT_ID_PROPERTY = { type: 'string', pattern: '^[A-Za-z0-9\\-.]{1,64}$', description: 'a FHIR id: 1-64 of A-Z a-z 0-9 - .' } as const;
-const INSTANT = { type: 'string', format: 'date-time' } as const;
+const INSTANT = { type: 'string', format: 'date-time', description: `from ${KEPT_RANGE.earliest} to ${KEPT_RANGE.latest}` } as const;
 
 export const MEMBER_CONSENT_SCHEMA = {
   type: 'object',
@@ -77,8 +78,8 @@ export async function removeAttribution(deps: AdminDeps, by: Operator, id: strin
 /** A member's consent, recorded by an operator (a member's call, a paper form). */
 export async function addMemberConsent(deps: AdminDeps, by: Operator, patientId: string, input: MemberConsentInput, recordedBy = `admin:${by.actorId ?? 'token'}`): Promise<MemberConsent> {
   if (input.organization !== undefined && input.kind !== 'payer-to-payer-opt-in') throw HttpProblem.invalid('organization: only a payer-to-payer-opt-in names a payer');
-  const periodStart = input.period_start === undefined ? undefined : new Date(input.period_start);
-  const periodEnd = input.period_end === undefined ? undefined : new Date(input.period_end);
+  const periodStart = input.period_start === undefined ? undefined : instant('period_start', input.period_start, KEPT_RANGE);
+  const periodEnd = input.period_end === undefined ? undefined : instant('period_end', input.period_end, KEPT_RANGE);
   if (periodStart && periodEnd && periodEnd <= periodStart) throw HttpProblem.invalid('period_end must be after period_start');
   const consent = await recordMemberConsent(deps.db, { patientId, kind: input.kind, organization: input.organization, periodStart, periodEnd, recordedBy });
   await deps.audit.record({ ...by, type: 'member_consent.recorded', patientId, details: { consent: consent.id, kind: consent.kind, ...(consent.organization ? { organization: consent.organization } : {}), ...(consent.periodEnd ? { period_end: consent.periodEnd.toISOString() } : {}) } });
@@ -94,11 +95,11 @@ export async function withdrawConsent(deps: AdminDeps, by: Operator, patientId: 
 
 /** An operator designates a representative: active at once (the operator has the paperwork). */
 export async function addRepresentative(deps: AdminDeps, by: Operator, input: RepresentativeInput): Promise<Representative> {
+  const periodEnd = input.period_end === undefined ? undefined : instant('period_end', input.period_end, KEPT_RANGE);
+  if (periodEnd && periodEnd <= new Date()) throw HttpProblem.invalid('period_end is in the past');
   const user = await getUser(deps.db, input.user_id);
   if (!user) throw HttpProblem.notFound(`no user ${input.user_id}`);
   if (!isRepresentativeUser(user.fhirUser)) throw HttpProblem.invalid(`user ${input.user_id} is ${user.fhirUser}: a representative signs in as a RelatedPerson or a Person`);
-  const periodEnd = input.period_end === undefined ? undefined : new Date(input.period_end);
-  if (periodEnd && periodEnd <= new Date()) throw HttpProblem.invalid('period_end is in the past');
   const representative = await designateRepresentative(deps.db, { userId: user.id, patientId: input.patient_id, status: 'active', periodEnd, designatedBy: `admin:${by.actorId ?? 'token'}` });
   if (!representative) throw HttpProblem.conflict(`user ${user.id} already acts, or was asked to act, for patient ${input.patient_id}: revoke that designation first`);
   await deps.audit.record({ ...by, type: 'representative.designated', userId: user.id, patientId: input.patient_id, details: { representative: representative.id, status: representative.status } });
