@@ -281,6 +281,39 @@ describeEachDatabase('CMS-0057-F Provider Access and Payer-to-Payer through the 
     assert.equal(payer, plain);
   });
 
+  it("an ATR Group's periods: each kept as written (an end of 9999-12-31 included); what the database cannot keep is a 400 naming it", async () => {
+    const range = 'this server keeps instants from 0100-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z';
+    for (const [period, message] of [
+      [{ start: '0000-01-01' }, `Group.member[0].period.start 0000-01-01 is out of range: ${range}`],
+      // Not the year 1950, which JavaScript's two-digit years would make of it.
+      [{ start: '0050-01-01' }, `Group.member[0].period.start 0050-01-01 is out of range: ${range}`],
+      [{ start: '0100-01-01T00:30:00+01:00' }, `Group.member[0].period.start 0100-01-01T00:30:00+01:00 is out of range: ${range}`],
+      [{ end: '0099-12-31' }, `Group.member[0].period.end 0099-12-31 is out of range: ${range}`],
+      [{ end: '9999-12-31T23:00:00-01:00' }, `Group.member[0].period.end 9999-12-31T23:00:00-01:00 is out of range: ${range}`],
+    ] as const) {
+      const res = await adminCall('POST', '/attribution-lists', group('dates', '1112223339', [member('dates-1', { period })]), 'application/fhir+json');
+      assert.equal(res.statusCode, 400, JSON.stringify(period));
+      assert.deepEqual(res.json(), { error: 'invalid_request', error_description: message });
+    }
+    await importGroup(
+      group('dates', '1112223339', [
+        member('dates-1', { period: { start: '0100', end: '0150-06' } }),
+        member('dates-2', { period: { start: '0999-12-31', end: '9999-12-31' } }),
+        member('dates-3', { period: { end: '9999' } }),
+        member('dates-4', { period: { start: '2026-03-01T10:00:00+02:00', end: '9999-12-31T23:59:59Z' } }),
+      ]),
+    );
+    const kept = await adminCall('GET', '/attribution-lists/dates');
+    assert.deepEqual(kept.json<{ members: { patient_id: string; period_start: string | null; period_end: string | null }[] }>().members.map((m) => [m.patient_id, m.period_start, m.period_end]), [
+      ['dates-1', '0100-01-01T00:00:00.000Z', '0150-07-01T00:00:00.000Z'],
+      // The year 10000, where the end lasts to, is past what the database keeps: the last instant it keeps.
+      ['dates-2', '0999-12-31T00:00:00.000Z', '9999-12-31T23:59:59.999Z'],
+      ['dates-3', null, '9999-12-31T23:59:59.999Z'],
+      ['dates-4', '2026-03-01T08:00:00.000Z', '9999-12-31T23:59:59.999Z'],
+    ]);
+    assert.equal((await adminCall('DELETE', '/attribution-lists/dates')).statusCode, 204);
+  });
+
   it('refuses a Group that is not an attribution list, naming what is wrong', async () => {
     const cases: [unknown, string][] = [
       [{ resourceType: 'Patient', id: 'x' }, 'the body must be a FHIR R4 Group (Da Vinci ATR member attribution list)'],

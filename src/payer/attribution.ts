@@ -2,6 +2,7 @@ import type { Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import { HttpProblem } from '../errors.js';
+import { KEPT_RANGE, withinRange } from './instants.js';
 
 /**
  * Attribution lists of provider organisations (CMS-0057-F §422.121(b)(2): the payer attributes members to
@@ -15,6 +16,7 @@ export const TIN_SYSTEM = 'urn:oid:2.16.840.1.113883.4.4';
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** FHIR R4 dateTime (and date), with the precision it was given. */
 const DATE_TIME = /^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?)?)?$/;
+const LATEST_KEPT = new Date(KEPT_RANGE.latest);
 /** More members than this in one Group are refused (a list that large is sent in parts, one Group each). */
 export const MAX_MEMBERS = 100_000;
 
@@ -85,25 +87,40 @@ function organizationOf(identifiers: unknown): string | undefined {
 
 /**
  * A period's start or end as an instant. FHIR R4 §Period: the end is inclusive at the precision given, so
- * an end of `2026-06-30` lasts through that day (stored as the start of the next, exclusive).
+ * an end of `2026-06-30` lasts through that day (stored as the start of the next, exclusive). What it names
+ * must be an instant this server keeps (src/payer/instants.ts).
  */
 function bound(value: unknown, which: 'start' | 'end', at: string): Date | null {
   if (value === undefined) return null;
   const match = typeof value === 'string' ? DATE_TIME.exec(value) : null;
   if (!match) throw HttpProblem.invalid(`${at} must be a FHIR date or dateTime`);
   const [, y, mo, d, h, mi, s, zone] = match;
+  let first: Date;
+  let next: Date;
   if (h !== undefined) {
-    const date = new Date(`${y!}-${mo!}-${d!}T${h}:${mi!}:${s ?? '00'}${zone === 'Z' ? 'Z' : zone!}`);
-    if (Number.isNaN(date.getTime())) throw HttpProblem.invalid(`${at} is not a valid dateTime`);
-    return which === 'end' ? new Date(date.getTime() + (s === undefined ? 60_000 : 1000)) : date;
+    first = new Date(`${y!}-${mo!}-${d!}T${h}:${mi!}:${s ?? '00'}${zone === 'Z' ? 'Z' : zone!}`);
+    if (Number.isNaN(first.getTime())) throw HttpProblem.invalid(`${at} is not a valid dateTime`);
+    next = new Date(first.getTime() + (s === undefined ? 60_000 : 1000));
+  } else {
+    const year = Number(y);
+    const month = mo === undefined ? 0 : Number(mo) - 1;
+    const day = d === undefined ? 1 : Number(d);
+    first = utcDate(year, month, day);
+    if (first.getUTCMonth() !== month || first.getUTCDate() !== day) throw HttpProblem.invalid(`${at} is not a valid date`);
+    next = d !== undefined ? utcDate(year, month, day + 1) : mo !== undefined ? utcDate(year, month + 1, 1) : utcDate(year + 1, 0, 1);
   }
-  const year = Number(y);
-  const month = mo === undefined ? 0 : Number(mo) - 1;
-  const day = d === undefined ? 1 : Number(d);
-  const start = new Date(Date.UTC(year, month, day));
-  if (start.getUTCMonth() !== month || start.getUTCDate() !== day) throw HttpProblem.invalid(`${at} is not a valid date`);
-  if (which === 'start') return start;
-  return d !== undefined ? new Date(Date.UTC(year, month, day + 1)) : mo !== undefined ? new Date(Date.UTC(year, month + 1, 1)) : new Date(Date.UTC(year + 1, 0, 1));
+  withinRange(at, match[0], first, KEPT_RANGE);
+  if (which === 'start') return first;
+  // An end of 9999-12-31 (a common "no end") would be kept as the year 10000, which the database cannot be
+  // given: it ends at the last instant kept instead.
+  return next > LATEST_KEPT ? LATEST_KEPT : next;
+}
+
+/** Midnight UTC of a calendar day; Date.UTC would read the years 0-99 as 1900-1999. */
+function utcDate(year: number, month: number, day: number): Date {
+  const date = new Date(0);
+  date.setUTCFullYear(year, month, day);
+  return date;
 }
 
 /** Replaces the list (and its members) with the imported Group, in one transaction. */
