@@ -303,6 +303,39 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal((await fhir(token, 'DELETE', `/Observation/${id}`)).statusCode, 200);
   });
 
+  it('a body that is not the resource the interaction names is 400 invalid (FHIR R4 §http), after the scopes: a token without them still hears insufficient_scope', async () => {
+    const token = (await launchToken('patient/Observation.cruds patient/Patient.r')).access_token as string;
+    const mine = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } };
+    const invalid = (diagnostics: string) => ({ resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics }] });
+    const cases: [method: string, url: string, body: unknown, diagnostics: string][] = [
+      ['POST', '/Observation', [1, 2], 'the body must be a Observation resource'],
+      ['POST', '/Observation', null, 'the body must be a Observation resource'],
+      ['POST', '/Observation', undefined, 'the body must be a Observation resource'],
+      ['POST', '/Observation', { resourceType: 'Condition', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } }, 'the body must be a Observation resource'],
+      ['PUT', '/Observation/x', { ...mine, id: 'y' }, 'the body must be the Observation with id x'],
+      ['PUT', '/Observation/x', mine, 'the body must be the Observation with id x'],
+      ['PUT', '/Observation/x', { ...mine, resourceType: 'Condition', id: 'x' }, 'the body must be the Observation with id x'],
+      ['POST', '', { resourceType: 'Bundle', type: 'transaction', entry: [{ resource: { resourceType: 'Condition' }, request: { method: 'POST', url: 'Observation' } }] }, 'Bundle.entry[0] (POST Observation): the body must be a Observation resource'],
+    ];
+    for (const [method, url, body, diagnostics] of cases) {
+      const res = body === undefined ? await fhir(token, method, url) : await app.inject({ method: method as 'POST', url: `/fhir${url}`, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/fhir+json' }, payload: JSON.stringify(body) });
+      assert.equal(res.statusCode, 400, `${method} ${url} ${JSON.stringify(body)}: ${res.body}`);
+      assert.equal(res.headers['www-authenticate'], undefined);
+      assert.deepEqual(res.json(), invalid(diagnostics));
+    }
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ resource: { ...mine, id: 'y' }, request: { method: 'PUT', url: 'Observation/x' } }] });
+    assert.equal(batch.statusCode, 200, batch.body);
+    assert.deepEqual(batch.json<Json>().entry, [{ response: { status: '400 Bad Request', outcome: invalid('the body must be the Observation with id x') } }]);
+    // A conditional update selects across every record: a clinician's user/ scopes may, with the resource it names.
+    const clinician = (await userToken('user/Observation.cruds')).access_token as string;
+    assert.deepEqual((await fhir(clinician, 'PUT', '/Observation?identifier=urn:x|1', { resourceType: 'Condition' })).json(), invalid('the body must be a Observation resource'));
+
+    const reader = (await launchToken('patient/Observation.rs')).access_token as string;
+    const refused = await fhir(reader, 'POST', '/Observation', [1, 2]);
+    assert.equal(refused.statusCode, 403);
+    assert.equal(refused.headers['www-authenticate'], `${REALM}, error="insufficient_scope", error_description="no granted scope permits create (c) on Observation", scope="patient/Observation.c"`);
+  });
+
   it("writes by a patient's token: another patient named anywhere in the compartment, or a reference that cannot be told, is refused; shared records are read-only to it", async () => {
     const token = (await launchToken('patient/Observation.cruds patient/Condition.cruds patient/Practitioner.cruds patient/Patient.r')).access_token as string;
     const about = (subject: unknown, extra: Json = {}) => ({ resourceType: 'Observation', status: 'final', code: { text: 'a note' }, subject, ...extra });

@@ -361,8 +361,9 @@ function authorizeNarrows(grant: AccessGrant, model: FhirModel, type: string, al
   return !access.allow || access.addParams.length > 0 || !access.countable;
 }
 
+/** A denial as the gateway answers it: only a 403 is about the token, and only a 403 for want of a scope carries the challenge. */
 function refusal(base: string, access: Extract<Access, { allow: false }>): GatewayProblem {
-  if (access.status === 404) return new GatewayProblem(404, access.reason);
+  if (access.status !== 403) return new GatewayProblem(access.status, access.reason);
   return access.needed ? insufficientScope(base, access.reason, access.needed) : new GatewayProblem(403, access.reason);
 }
 

@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { authorize } from '../../src/smart/fhir/access.js';
 import { enforce, grantOf, type EnforceAllowed, type EnforceDecision, type TokenGrant } from '../../src/smart/fhir/enforce.js';
+import { fhirR4Model } from '../../src/smart/fhir/model.js';
+import { parseRestRequest } from '../../src/smart/fhir/request.js';
+import { parseScopes } from '../../src/smart/scopes/scope.js';
 
 /**
  * The door check as a library (smart-auth-server/enforce): the access rules the gateway applies, case by
@@ -122,15 +126,19 @@ describe('enforce: the gateway\'s rules as a library', () => {
     const grant = patientGrant('patient/Observation.cruds');
     allowed(enforce({ method: 'POST', url: 'Observation', body: obs('x', AMY) }, grant));
     denied(enforce({ method: 'POST', url: 'Observation', body: obs('x', 'bob') }, grant), 403, /outside what this token reaches/);
-    denied(enforce({ method: 'POST', url: 'Observation', body: { resourceType: 'Condition' } }, grant), 403, /must be a Observation/);
+    for (const body of [{ resourceType: 'Condition' }, [1, 2], null, undefined]) denied(enforce({ method: 'POST', url: 'Observation', body }, grant), 400, /^the body must be a Observation resource$/);
+    denied(enforce({ method: 'POST', url: 'Observation', body: [1, 2] }, patientGrant('patient/Observation.rs')), 403, /create \(c\)/, 'patient/Observation.c');
     denied(enforce({ method: 'POST', url: 'Observation', body: obs('x', AMY), ifNoneExist: 'identifier=1' }, grant), 403, /conditional create/);
     const update = allowed(enforce({ method: 'PUT', url: 'Observation/x', body: obs('x', AMY) }, grant));
     assert.equal(update.checkCurrent, 'u');
     assert.equal(update.reaches(obs('x', 'bob'), 'u'), false);
-    denied(enforce({ method: 'PUT', url: 'Observation/x', body: obs('y', AMY) }, grant), 403, /with id x/);
+    for (const body of [obs('y', AMY), { ...obs('x', AMY), id: undefined }, { resourceType: 'Condition', id: 'x' }]) denied(enforce({ method: 'PUT', url: 'Observation/x', body }, grant), 400, /^the body must be the Observation with id x$/);
     assert.equal(allowed(enforce({ method: 'DELETE', url: 'Observation/x' }, grant)).checkCurrent, 'd');
     assert.equal(allowed(enforce({ method: 'PATCH', url: 'Observation/x', body: [] }, grant)).checkCurrent, 'u');
     denied(enforce({ method: 'PUT', url: 'Observation?identifier=1', body: obs('x', AMY) }, grant), 403, /conditional-update/);
+    denied(enforce({ method: 'PUT', url: 'Observation?identifier=1', body: { resourceType: 'Condition' } }, { scope: 'system/Observation.u' }), 400, /^the body must be a Observation resource$/);
+    const batch = allowed(enforce({ method: 'POST', url: '', body: { resourceType: 'Bundle', type: 'batch', entry: [{ resource: obs('y', AMY), request: { method: 'PUT', url: 'Observation/x' } }] } }, grant));
+    denied(batch.entries![0]!, 400, /^the body must be the Observation with id x$/);
   });
 
   it('history: an instance\'s with r; a type\'s only when it reaches every record; the server\'s with */*.s for all', () => {
@@ -180,5 +188,10 @@ describe('enforce: the gateway\'s rules as a library', () => {
     denied(enforce({ method: 'PATCH', url: 'Observation' }, grant), 405);
     denied(enforce({ method: 'GET', url: 'Observation/%E0%A4%A' }, grant), 400);
     denied(enforce({ method: 'GET', url: 'Observation/a/b/c/d' }, grant), 404);
+    // authorize itself, for a caller that hands it what the parser made of such a request: the same status, not a 403.
+    for (const [method, url, status] of [['GET', 'NotAType/1', 404], ['PATCH', 'Observation', 405], ['PUT', 'Observation', 400]] as const) {
+      const call = parseRestRequest({ method, segments: url.split('/'), params: [], body: undefined });
+      assert.deepEqual(authorize({ scopes: parseScopes('patient/*.cruds').scopes, patient: AMY, userPatients: undefined }, fhirR4Model(), call, { allowedOperations: new Set() }), { allow: false, status, reason: (call as { reason: string }).reason, needed: undefined });
+    }
   });
 });

@@ -61,7 +61,12 @@ interface Reach {
 export type Access =
   | {
       readonly allow: false;
-      readonly status: 403 | 404;
+      /**
+       * 403 a refusal (the scopes, the patients reached); 404 as if it did not exist; 400 a request that is
+       * not the interaction it claims to be (FHIR R4 §http: a body that could not be parsed or failed basic
+       * validation); 405 a method the path does not take.
+       */
+      readonly status: 400 | 403 | 404 | 405;
       readonly reason: string;
       /** For 403 insufficient_scope: a scope that would have permitted it (RFC 6750 §3.1 `scope`). */
       readonly needed?: string | undefined;
@@ -81,7 +86,7 @@ export type Access =
       readonly countable: boolean;
     };
 
-const deny = (status: 403 | 404, reason: string, needed?: string): Access => ({ allow: false, status, reason, needed });
+const deny = (status: 400 | 403 | 404 | 405, reason: string, needed?: string): Access => ({ allow: false, status, reason, needed });
 const allow = (resultLetter: Letter, options: { addParams?: readonly SearchParam[]; checkCurrent?: Letter; countable?: boolean } = {}): Access => ({
   allow: true,
   addParams: options.addParams ?? [],
@@ -173,7 +178,7 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
     case 'capabilities':
       return allow('r');
     case 'invalid':
-      return deny(403, call.reason);
+      return deny(call.status, call.reason);
     case 'read':
     case 'vread':
     case 'history-instance':
@@ -193,7 +198,8 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
     case 'create': {
       if (!reaches(grant, call.type, 'c').length) return insufficient(grant, call.type, 'c', 'create');
       if (!writesShared(grant, model, call.type, 'c')) return sharedRecord(call.type, 'create');
-      if (!isResource(call.resource) || call.resource.resourceType !== call.type) return deny(403, `the body must be a ${call.type} resource`);
+      // After the scopes: a token that may not create one is told so (insufficient_scope), whatever it sent.
+      if (!isResource(call.resource) || call.resource.resourceType !== call.type) return deny(400, `the body must be a ${call.type} resource`);
       if (!reachesResource(grant, model, call.resource, 'c')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
       if (call.ifNoneExist !== undefined && reachedPatients(model, call.type, reaches(grant, call.type, 's')) !== 'all') {
         return deny(403, 'a conditional create (If-None-Exist) searches every patient; it needs a scope that reaches them all');
@@ -203,7 +209,8 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
     case 'update': {
       if (!reaches(grant, call.type, 'u').length) return insufficient(grant, call.type, 'u', 'update');
       if (!writesShared(grant, model, call.type, 'u')) return sharedRecord(call.type, 'update');
-      if (!isResource(call.resource) || call.resource.resourceType !== call.type || call.resource.id !== call.id) return deny(403, `the body must be the ${call.type} with id ${call.id}`);
+      // FHIR R4 §http update: an id missing from the body, or not the URL's, is a 400.
+      if (!isResource(call.resource) || call.resource.resourceType !== call.type || call.resource.id !== call.id) return deny(400, `the body must be the ${call.type} with id ${call.id}`);
       if (!reachesResource(grant, model, call.resource, 'u')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
       return allow('u', { checkCurrent: 'u' });
     }
@@ -221,6 +228,7 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
       if (reachedPatients(model, call.type, list) !== 'all' || list.every((r) => r.scope.query.length)) {
         return deny(403, `a ${call.kind} selects resources by search across every record; it needs a scope that reaches them all, without granular parameters`);
       }
+      if (call.kind === 'conditional-update' && !(isResource(call.resource) && call.resource.resourceType === call.type)) return deny(400, `the body must be a ${call.type} resource`);
       return allow(letter);
     }
     case 'operation':

@@ -14,7 +14,7 @@ import type { FhirResource } from './resources.js';
  * // The token's grant, from introspection (or a verified JWT access token): its scope and patient.
  * const grant = grantOf(introspection, { userPatients: 'all' });
  * const decision = enforce({ method: 'GET', url: 'Observation?code=8867-4' }, grant);
- * if (decision.decision === 'deny') return reply(decision.status, decision.reason);      // 403, 404 …
+ * if (decision.decision === 'deny') return reply(decision.status, decision.reason);      // 400, 403, 404 …
  * const url = decision.decision === 'narrow' ? decision.url : 'Observation?code=8867-4'; // patient=… added
  * const answer = await search(url);
  * const { body } = decision.check(answer);                                               // what the token may see
