@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import fastifyStatic from '@fastify/static';
 import fastifyView from '@fastify/view';
 import ejs from 'ejs';
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type RawReplyDefaultExpression, type RawRequestDefaultExpression, type RawServerDefault } from 'fastify';
 import type { AdapterPayload } from 'oidc-provider';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -19,7 +19,7 @@ import { primaryReads, replicaLookups, type ReplicaReads } from './db/replica.js
 import type { DB } from './db/schema.js';
 import { clearMark, hasMark } from './db/server-state.js';
 import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
-import { errorHandling } from './http/errors.js';
+import { errorForms, errorHandling, frameworkErrorHandler } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics.js';
 import { observeRequests } from './http/observe-requests.js';
@@ -39,7 +39,7 @@ import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
 import { providerRoutes } from './http/provider-routes.js';
-import { securityHeaders } from './http/security-headers.js';
+import { securityHeaderList, securityHeaders } from './http/security-headers.js';
 import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
 import { fhirResourceStore } from './fhir-store/resources.js';
@@ -188,10 +188,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
     schemaErrorFormatter,
-    // A URL Fastify cannot route (bad percent-encoding): the client's error, in our error shape.
-    frameworkErrors: (error, _request, reply: FastifyReply) => {
-      void reply.code(400).header('cache-control', 'no-store').send({ error: 'invalid_request', error_description: error.message });
-    },
+    frameworkErrors: frameworkErrorHandler(errorForms(config), securityHeaderList({ https: config.issuer.startsWith('https:') })),
   });
 
   const audit = new AuditLog(db, log, box, metrics);
@@ -235,7 +232,7 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, [...methods]);
   }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
-  await app.register(errorHandling, { basePath, methodsByPath });
+  await app.register(errorHandling, { ...errorForms(config), methodsByPath });
   await app.register(inputGuard);
   await app.register(sandboxApps, { config, db, box, audit, clients });
   await app.register(fastifyStatic, { root: PUBLIC_DIR, prefix: `${basePath}/static/`, maxAge: 3600 * 1000, index: false });

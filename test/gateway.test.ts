@@ -395,6 +395,16 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal(patchType.headers.allow, 'GET, POST, PUT, DELETE');
   });
 
+  it('a path the router cannot read (a bad percent-encoding): 400 with an OperationOutcome, whatever the Accept', async () => {
+    for (const accept of ['application/fhir+json', 'text/html,application/xhtml+xml']) {
+      const res = await app.inject({ method: 'GET', url: '/fhir/Patient/%E0%A4%A', headers: { accept } });
+      assert.equal(res.statusCode, 400);
+      assert.equal(res.headers['content-type'], 'application/fhir+json; charset=utf-8');
+      assert.equal(res.headers['access-control-allow-origin'], '*');
+      assert.deepEqual(res.json(), { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics: 'the path has an invalid percent-encoding' }] });
+    }
+  });
+
   it('CORS: browser apps may call from any origin', async () => {
     const preflight = await app.inject({ method: 'OPTIONS', url: '/fhir/Observation', headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } });
     assert.equal(preflight.statusCode, 204);

@@ -62,6 +62,35 @@ describeEachDatabase('HTTP basics', (ctx) => {
     assert.deepEqual(res.json(), { error: 'invalid_request', error_description: 'GET is not allowed on /token; use POST or OPTIONS' });
   });
 
+  it('a path the router cannot read (a bad percent-encoding, a segment over 100 characters): 400, a page for a person, the OAuth error for a program; never the path', async () => {
+    const cases = [
+      ['/interaction/%zz', 'the path has an invalid percent-encoding'],
+      ['/auth/%E0%A4%A', 'the path has an invalid percent-encoding'],
+      [`/interaction/${'a'.repeat(150)}`, 'a segment of the path is longer than this server accepts'],
+      [`/auth/${'b'.repeat(200)}?x=1`, 'a segment of the path is longer than this server accepts'],
+      [`/admin/clients/${'c'.repeat(150)}`, 'a segment of the path is longer than this server accepts'],
+    ] as const;
+    for (const [url, description] of cases) {
+      const path = url.split('?')[0]!;
+      const json = await app.inject({ method: 'GET', url });
+      assert.equal(json.statusCode, 400, url);
+      assert.equal(json.headers['content-type'], 'application/json; charset=utf-8');
+      assert.equal(json.headers['cache-control'], 'no-store');
+      assert.deepEqual(json.json(), { error: 'invalid_request', error_description: description });
+
+      const html = await app.inject({ method: 'GET', url, headers: { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' } });
+      assert.equal(html.statusCode, 400, url);
+      assert.equal(html.headers['content-type'], 'text/html; charset=utf-8');
+      assert.equal(html.headers['cache-control'], 'no-store');
+      assert.match(String(html.headers['content-security-policy']), /^default-src 'none'; /, 'no hook runs for such a request: the security headers are set all the same');
+      assert.equal(html.headers['x-frame-options'], 'DENY');
+      assert.match(String(html.headers['x-request-id']), /^[0-9a-f-]{36}$/);
+      assert.match(html.body, /<h1 id="error-title">This request cannot be completed<\/h1>/);
+      assert.match(html.body, new RegExp(`<dt>Details</dt><dd>${description}</dd>`));
+      assert.ok(!html.body.includes(path.slice(-20)) && !json.body.includes(path.slice(-20)), `${url} is not repeated`);
+    }
+  });
+
   it('serves the stylesheet', async () => {
     const res = await app.inject({ method: 'GET', url: '/static/app.css' });
     assert.equal(res.statusCode, 200);

@@ -4,7 +4,7 @@ import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
 
-import { listeningApp } from './helpers/app.js';
+import { listeningApp, TEST_FHIR_BASE } from './helpers/app.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
 /**
@@ -68,7 +68,8 @@ describeEachDatabase('slow and broken requests', (ctx) => {
   let port: number;
   let host: string;
   before(async () => {
-    const listening = await listeningApp(ctx.current.database, { HEADERS_TIMEOUT_SECONDS: '1', REQUEST_TIMEOUT_SECONDS: '2', ADMIN_TOKEN: 'a'.repeat(40) });
+    // A fronted FHIR base whose upstream is never reached: what is refused here never gets that far.
+    const listening = await listeningApp(ctx.current.database, { HEADERS_TIMEOUT_SECONDS: '1', REQUEST_TIMEOUT_SECONDS: '2', ADMIN_TOKEN: 'a'.repeat(40), FHIR_BASE_URLS: TEST_FHIR_BASE, FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=http://127.0.0.1:9/r4` });
     app = listening.app;
     const url = new URL(listening.issuer);
     port = Number(url.port);
@@ -156,6 +157,38 @@ describeEachDatabase('slow and broken requests', (ctx) => {
     assert.equal(response?.status, 400, connection.received);
     assert.equal(response.headers.connection, 'close');
     assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'the request is not valid HTTP/1.1' });
+  });
+
+  it('a URL over Node\'s limit for the request line and headers: 431 as any other error is answered (the OAuth error, a page for a person, an OperationOutcome under the FHIR base), and the connection closes', { timeout: 15_000 }, async () => {
+    const ask = async (path: string, accept?: string) => {
+      const connection = new RawConnection(port);
+      connection.write(`GET ${path}?q=${'a'.repeat(20_000)} HTTP/1.1\r\nHost: ${host}\r\n${accept ? `Accept: ${accept}\r\n` : ''}\r\n`);
+      await connection.closed;
+      const [response, ...more] = connection.responses();
+      assert.equal(more.length, 0);
+      assert.equal(response?.status, 431, connection.received.slice(0, 500));
+      assert.equal(response.headers.connection, 'close');
+      assert.equal(response.headers['cache-control'], 'no-store');
+      assert.equal(response.headers['x-content-type-options'], 'nosniff');
+      return response;
+    };
+    const description = 'the URL and headers of the request are larger than this server accepts';
+
+    const json = await ask('/auth');
+    assert.equal(json.headers['content-type'], 'application/json; charset=utf-8');
+    assert.deepEqual(JSON.parse(json.body), { error: 'invalid_request', error_description: description });
+
+    const page = await ask('/auth', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8');
+    assert.equal(page.headers['content-type'], 'text/html; charset=utf-8');
+    assert.match(page.headers['content-security-policy']!, /^default-src 'none'; /);
+    assert.match(page.body, /<h1 id="error-title">This address is too long<\/h1>/);
+    assert.match(page.body, new RegExp(`<dd>${description}</dd>`));
+    assert.ok(!page.body.includes('aaaaaaaa'), 'the query is not repeated');
+
+    const fhir = await ask('/fhir/Patient', 'application/fhir+json');
+    assert.equal(fhir.headers['content-type'], 'application/fhir+json; charset=utf-8');
+    assert.equal(fhir.headers['access-control-allow-origin'], '*');
+    assert.deepEqual(JSON.parse(fhir.body), { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'too-long', diagnostics: description }] });
   });
 
   it('a keep-alive connection serves the next request after a complete one', { timeout: 15_000 }, async () => {

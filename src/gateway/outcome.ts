@@ -5,6 +5,12 @@
 
 export const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 
+/** On every answer under a FHIR base, refusals included: browser apps of any origin read them. */
+export const CORS_HEADERS: Readonly<Record<string, string>> = {
+  'access-control-allow-origin': '*',
+  'access-control-expose-headers': 'Location, Content-Location, ETag, Last-Modified, WWW-Authenticate, X-Request-Id',
+};
+
 const ISSUE_TYPE: Readonly<Record<number, string>> = {
   400: 'invalid',
   401: 'login',
@@ -12,6 +18,7 @@ const ISSUE_TYPE: Readonly<Record<number, string>> = {
   404: 'not-found',
   405: 'not-supported',
   406: 'not-supported',
+  408: 'timeout',
   409: 'conflict',
   410: 'deleted',
   412: 'conflict',
@@ -19,6 +26,7 @@ const ISSUE_TYPE: Readonly<Record<number, string>> = {
   415: 'not-supported',
   422: 'processing',
   429: 'throttled',
+  431: 'too-long',
   502: 'transient',
   503: 'transient',
   504: 'timeout',

@@ -13,15 +13,10 @@ import type { SecretBox } from '../security/secret-box.js';
 import { fhirR4Model } from '../smart/fhir/model.js';
 import { Door } from './door.js';
 import { FhirGateway, type GatewayResponse } from './gateway.js';
-import { FHIR_JSON, GatewayProblem, operationOutcome } from './outcome.js';
+import { CORS_HEADERS, FHIR_JSON, GatewayProblem, operationOutcome } from './outcome.js';
 
 /** Request bodies larger than this are refused (413): the gateway reads every body it checks. */
 export const MAX_FHIR_BODY_BYTES = 16 * 1024 * 1024;
-
-const CORS_HEADERS = {
-  'access-control-allow-origin': '*',
-  'access-control-expose-headers': 'Location, Content-Location, ETag, Last-Modified, WWW-Authenticate, X-Request-Id',
-};
 
 const PREFLIGHT_HEADERS = {
   ...CORS_HEADERS,

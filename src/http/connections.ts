@@ -5,6 +5,8 @@ import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 
 import type { Config } from '../config/config.js';
+import { errorAnswer, errorForms } from './errors.js';
+import { securityHeaderList } from './security-headers.js';
 
 /**
  * How often Node looks for requests past their headers or request timeout (its default, 30 s, would let a
@@ -42,23 +44,51 @@ export function connectionOptions(config: Config): ConnectionOptions {
   };
 }
 
-/** Node reports what went wrong before a request reached us (a timeout, a malformed request) here. */
+/**
+ * Node reports what went wrong before a request reached us (a timeout, a malformed request, a URL and headers
+ * over its limit) here, with the bytes it had read. When those show the request line and the Accept header,
+ * the answer takes the form any other error does (src/http/errors.ts): a page for a person, an
+ * OperationOutcome under a FHIR base; otherwise the OAuth error shape.
+ */
 function clientErrorHandler(config: Config): ClientErrorHandler {
-  return (error, socket) => {
+  const forms = errorForms(config);
+  const securityHeaders = securityHeaderList({ https: config.issuer.startsWith('https:') });
+  // Fastify calls it with the app as `this` (fastify.js: clientErrorHandler.bind(fastify)).
+  return function (this: FastifyInstance, error, socket) {
     if (error.code === 'ECONNRESET' || socket.destroyed) return;
     const [status, reason, description] =
       error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'Request Timeout', `the request was not received in time: its headers must arrive within ${config.headersTimeoutSeconds} s, all of it within ${config.requestTimeoutSeconds} s`]
         : error.code === 'HPE_HEADER_OVERFLOW'
-          ? [431, 'Request Header Fields Too Large', 'the request headers are too large']
+          ? [431, 'Request Header Fields Too Large', 'the URL and headers of the request are larger than this server accepts']
           : [400, 'Bad Request', 'the request is not valid HTTP/1.1'];
-    // Once a response has begun on this connection, a second one cannot follow it.
-    const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-    if (socket.writable && !response?.headersSent) {
-      const body = JSON.stringify({ error: 'invalid_request', error_description: description });
-      socket.write(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`);
-    }
-    socket.destroy();
+    const problem = { status, error: 'invalid_request', description };
+    const json = { headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: problem.error, error_description: description }) };
+    void errorAnswer(this, forms, requestSeen((error as { rawPacket?: unknown }).rawPacket), problem)
+      .catch(() => json)
+      .then(({ headers, body }) => {
+        // Once a response has begun on this connection, a second one cannot follow it.
+        const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
+        if (socket.writable && !response?.headersSent) {
+          const lines = [...securityHeaders, ...Object.entries(headers), ['content-length', String(Buffer.byteLength(body))], ['cache-control', 'no-store'], ['connection', 'close']].map(([name, value]) => `${name}: ${value}\r\n`);
+          socket.write(`HTTP/1.1 ${status} ${reason}\r\n${lines.join('')}\r\n${body}`);
+        }
+        socket.destroy();
+      });
+  };
+}
+
+/**
+ * The path and Accept header of the request Node gave up on, as far as the bytes it read show them (the
+ * first 64 KiB of a request whose URL is too long hold its request line, and usually its headers).
+ */
+function requestSeen(packet: unknown): { url: string; accept: string | undefined } {
+  const text = Buffer.isBuffer(packet) ? packet.toString('latin1') : '';
+  const end = text.indexOf('\r\n\r\n');
+  const head = end === -1 ? text : text.slice(0, end + 2);
+  return {
+    url: /^[A-Z]{1,16} (\/[^ ?#\r\n]*)/.exec(head)?.[1] ?? '',
+    accept: /\r\naccept:[ \t]*([^\r\n]*)\r\n/i.exec(head)?.[1],
   };
 }
 

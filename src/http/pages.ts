@@ -8,6 +8,7 @@ const MESSAGES: Record<number, { title: string; message: string }> = {
   404: { title: 'Page not found', message: 'There is nothing at this address.' },
   405: { title: 'Not allowed here', message: 'This address does not accept this kind of request.' },
   429: { title: 'Too many attempts', message: 'Please wait a moment and try again.' },
+  431: { title: 'This address is too long', message: 'The address, or the request that came with it, is larger than this server accepts.' },
   500: { title: 'Something went wrong', message: 'The server could not complete the request. Nothing was changed.' },
   503: { title: 'Temporarily unavailable', message: 'The server is restarting or overloaded. Please try again shortly.' },
 };

@@ -25,15 +25,21 @@ export const CONTENT_SECURITY_POLICY = [
   "frame-ancestors 'none'",
 ].join('; ');
 
+/** The headers themselves, for the answers written before any hook runs (src/http/errors.ts, connections.ts). */
+export function securityHeaderList(options: SecurityHeadersOptions): readonly (readonly [string, string])[] {
+  const headers: [string, string][] = [
+    ['content-security-policy', CONTENT_SECURITY_POLICY],
+    ['x-content-type-options', 'nosniff'],
+    ['x-frame-options', 'DENY'],
+    ['referrer-policy', 'no-referrer'],
+  ];
+  if (options.https) headers.push(['strict-transport-security', 'max-age=63072000; includeSubDomains']);
+  return headers;
+}
+
 export const securityHeaders = fp(
   (app: FastifyInstance, options: SecurityHeadersOptions, done: (err?: Error) => void) => {
-    const headers: [string, string][] = [
-      ['content-security-policy', CONTENT_SECURITY_POLICY],
-      ['x-content-type-options', 'nosniff'],
-      ['x-frame-options', 'DENY'],
-      ['referrer-policy', 'no-referrer'],
-    ];
-    if (options.https) headers.push(['strict-transport-security', 'max-age=63072000; includeSubDomains']);
+    const headers = securityHeaderList(options);
     app.addHook('onRequest', (request, reply, next) => {
       for (const [name, value] of headers) reply.raw.setHeader(name, value);
       reply.raw.setHeader('x-request-id', request.id);
