@@ -38,7 +38,7 @@ import { sandboxRoutes } from './http/sandbox.js';
 import { styleRoutes } from './http/style.js';
 import { createLogger } from './http/logger.js';
 import { renderErrorPage } from './http/pages.js';
-import { providerRoutes } from './http/provider-routes.js';
+import { providerRoutes, withHead } from './http/provider-routes.js';
 import { securityHeaderList, securityHeaders } from './http/security-headers.js';
 import { schemaErrorFormatter } from './http/validation-messages.js';
 import { AuditLog } from './audit/audit.js';
@@ -229,9 +229,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   const methodsByPath = new Map<string, string[]>();
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
     const served = feature !== 'registration' || config.registration !== 'off' || (config.udap !== undefined && path === ROUTES.registration);
-    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, [...methods]);
+    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, withHead(methods));
   }
-  methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, ['GET', 'OPTIONS']);
+  methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, withHead(['GET', 'OPTIONS']));
   await app.register(errorHandling, { ...errorForms(config), methodsByPath });
   await app.register(inputGuard);
   await app.register(sandboxApps, { config, db, box, audit, clients });

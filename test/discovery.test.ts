@@ -48,6 +48,20 @@ describeEachDatabase('discovery documents and JWKS', (ctx) => {
     }
   });
 
+  it('HEAD wherever GET is served (RFC 9110 §9.3.2): the GET\'s status and headers, no body; Allow names it', async () => {
+    for (const url of ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', '/jwks', '/.well-known/smart-configuration', '/fhir/.well-known/smart-configuration']) {
+      const got = await get(url);
+      const head = await app.inject({ method: 'HEAD', url });
+      assert.equal(head.statusCode, 200, url);
+      assert.equal(head.body, '');
+      for (const name of ['content-type', 'content-length', 'cache-control', 'access-control-allow-origin']) assert.equal(head.headers[name], got.headers[name], `${url}: ${name}`);
+    }
+    const wrong = await app.inject({ method: 'DELETE', url: '/jwks' });
+    assert.equal(wrong.statusCode, 405);
+    assert.equal(wrong.headers.allow, 'GET, HEAD, OPTIONS');
+    assert.equal((await app.inject({ method: 'DELETE', url: '/.well-known/smart-configuration' })).headers.allow, 'GET, HEAD, OPTIONS');
+  });
+
   it('the OAuth 2.0 metadata document (RFC 8414) is served too', async () => {
     const res = await get('/.well-known/oauth-authorization-server');
     assert.equal(res.statusCode, 200);

@@ -13,7 +13,7 @@ import { freePort, testApp, TEST_ADMIN_TOKEN, TEST_ISSUER } from './helpers/app.
 import { Browser, formAction, inputValue } from './helpers/browser.js';
 import { basicAuth, createClient, form, registerClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { AMY, testRecords } from './helpers/fhir-data.js';
+import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
 
 interface Resource {
@@ -267,6 +267,41 @@ describeEachDatabase('FHIR gateway: the door, the upstream, the audit', (ctx, ki
     const tampered = (await get(token, stripped.href)).json<Bundle>();
     assert.ok((tampered.entry ?? []).length > 0);
     assert.ok((tampered.entry ?? []).every((e) => (e.resource.subject as { reference: string }).reference === `Patient/${AMY}`), 'narrowed again');
+  });
+
+  it('HEAD is the GET without its body (RFC 9110 §9.3.2): the upstream is sent a GET, and each HEAD is audited as the read it is', async () => {
+    // Patient reads by the clinician: the connected-apps test below counts the patient's Conditions.
+    const token = await launchToken('patient/*.rs');
+    const head = (url: string, bearer = token) => app.inject({ method: 'HEAD', url: new URL(url).pathname, headers: { authorization: `Bearer ${bearer}` } });
+    await app.runtime.audit.flush();
+    const before = await ctx.current.database.db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).where('type', '=', 'fhir.access').executeTakeFirstOrThrow();
+    const read = await head(`${FHIR}/Patient/${AMY}`);
+    assert.equal(read.statusCode, 200);
+    assert.equal(read.body, '');
+    assert.equal(read.headers['content-length'], String(Buffer.byteLength((await get(token, `${FHIR}/Patient/${AMY}`)).body)), 'the length of the GET\'s body');
+    const denied = await head(`${FHIR}/Patient/${DANIEL}`);
+    assert.equal(denied.statusCode, 404);
+    assert.equal(denied.body, '');
+    await app.runtime.audit.flush();
+    const rows = await ctx.current.database.db.selectFrom('audit_events').selectAll().where('type', '=', 'fhir.access').orderBy('seq', 'desc').limit(3).execute();
+    const count = await ctx.current.database.db.selectFrom('audit_events').select((eb) => eb.fn.countAll<string>().as('n')).where('type', '=', 'fhir.access').executeTakeFirstOrThrow();
+    assert.equal(Number(count.n) - Number(before.n), 3, 'one event per HEAD, as per GET');
+    const [refused, , allowed] = rows;
+    assert.deepEqual(
+      { outcome: allowed!.outcome, user: allowed!.user_id, patient: allowed!.patient_id, details: allowed!.details },
+      { outcome: 'success', user: 'demo-clinician', patient: AMY, details: { base: FHIR, interaction: 'read', resourceType: 'Patient', id: AMY, status: 200, resources: 1 } },
+    );
+    assert.equal(refused!.outcome, 'failure');
+    assert.deepEqual(refused!.details, { base: FHIR, interaction: 'read', resourceType: 'Patient', id: DANIEL, status: 404, resources: 0, reason: `Patient/${DANIEL} is not known` });
+
+    const backend = await backendToken('system/*.rs', CAPTURE);
+    capture.requests.length = 0;
+    capture.answer = { status: 200, headers: { 'content-type': 'application/fhir+json', etag: 'W/"3"' }, body: JSON.stringify({ resourceType: 'Observation', id: 'x', status: 'final', code: { text: 'x' } }) };
+    const upstreamRead = await head(`${CAPTURE}/Observation/x`, backend);
+    assert.equal(upstreamRead.statusCode, 200);
+    assert.equal(upstreamRead.headers.etag, 'W/"3"');
+    assert.deepEqual(capture.requests.map((r) => `${r.method} ${r.url}`), ['GET /base/r4/Observation/x']);
+    capture.answer = { status: 200, headers: {}, body: '{}' };
   });
 
   it('one audit event per FHIR interaction, exported as a BALP-style AuditEvent; the patient sees which app read what on the connected-apps page', async () => {

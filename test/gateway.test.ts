@@ -392,7 +392,7 @@ describeEachDatabase('FHIR gateway', (ctx) => {
     assert.equal(huge.json<Outcome>().issue[0]!.diagnostics, 'the body is larger than 16777216 bytes');
     const patchType = await fhir(token, 'PATCH', '/Observation', []);
     assert.equal(patchType.statusCode, 405);
-    assert.equal(patchType.headers.allow, 'GET, POST, PUT, DELETE');
+    assert.equal(patchType.headers.allow, 'GET, HEAD, POST, PUT, DELETE');
   });
 
   it('a path the router cannot read (a bad percent-encoding): 400 with an OperationOutcome, whatever the Accept', async () => {
@@ -403,6 +403,32 @@ describeEachDatabase('FHIR gateway', (ctx) => {
       assert.equal(res.headers['access-control-allow-origin'], '*');
       assert.deepEqual(res.json(), { resourceType: 'OperationOutcome', issue: [{ severity: 'error', code: 'invalid', diagnostics: 'the path has an invalid percent-encoding' }] });
     }
+  });
+
+  it('HEAD is the GET without its body (RFC 9110 §9.3.2): the same token check and access rules', async () => {
+    const metadata = await fhir(undefined, 'HEAD', '/metadata');
+    assert.equal(metadata.statusCode, 200);
+    assert.equal(metadata.headers['content-type'], 'application/fhir+json; charset=utf-8');
+    assert.equal(metadata.body, '');
+
+    const none = await fhir(undefined, 'HEAD', `/Patient/${AMY}`);
+    assert.equal(none.statusCode, 401);
+    assert.equal(none.headers['www-authenticate'], REALM);
+    assert.equal(none.body, '');
+    const unknown = await fhir('never-issued-token', 'HEAD', `/Patient/${AMY}`);
+    assert.equal(unknown.statusCode, 401);
+    assert.match(unknown.headers['www-authenticate'] as string, /error="invalid_token"/);
+
+    const token = (await launchToken('patient/Patient.rs')).access_token as string;
+    const got = await get(token, `/Patient/${AMY}`);
+    const head = await fhir(token, 'HEAD', `/Patient/${AMY}`);
+    assert.equal(head.statusCode, 200);
+    assert.equal(head.body, '');
+    for (const name of ['content-type', 'content-length', 'etag', 'last-modified', 'access-control-allow-origin']) assert.equal(head.headers[name], got.headers[name], name);
+    assert.equal((await fhir(token, 'HEAD', `/Patient/${DANIEL}`)).statusCode, 404, 'another patient is as unknown as by GET');
+    const outside = await fhir(token, 'HEAD', '/Observation?category=laboratory');
+    assert.equal(outside.statusCode, 403);
+    assert.match(outside.headers['www-authenticate'] as string, /error="insufficient_scope"/);
   });
 
   it('CORS: browser apps may call from any origin', async () => {

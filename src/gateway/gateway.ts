@@ -465,10 +465,11 @@ function acceptsJson(accept: string): boolean {
   });
 }
 
+/** HEAD is answered wherever GET is (src/gateway/routes.ts). */
 function allowedMethods(segments: readonly string[]): string {
-  if (segments.length === 0) return 'GET, POST';
-  if (segments.length === 1) return segments[0] === 'metadata' ? 'GET' : 'GET, POST, PUT, DELETE';
-  return segments[1] === '_search' ? 'POST' : segments[1] === '_history' ? 'GET' : 'GET, PUT, PATCH, DELETE';
+  if (segments.length === 0) return 'GET, HEAD, POST';
+  if (segments.length === 1) return segments[0] === 'metadata' ? 'GET, HEAD' : 'GET, HEAD, POST, PUT, DELETE';
+  return segments[1] === '_search' ? 'POST' : segments[1] === '_history' ? 'GET, HEAD' : 'GET, HEAD, PUT, PATCH, DELETE';
 }
 
 /** FHIR R4 §create: the server assigns the id; one sent is ignored (and must never overwrite another resource). */

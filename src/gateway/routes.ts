@@ -75,7 +75,10 @@ export async function gatewayRoutes(app: FastifyInstance, options: GatewayRoutes
       const url = request.url;
       const at = url.indexOf('?');
       const answer = await gateway.handle({
-        method: request.method,
+        // RFC 9110 §9.3.2: HEAD is a GET whose answer has no body. It is handled as the GET (the same token
+        // check, access rules, filtering and audit event: what it tells, the status, ETag and length, is a
+        // read); Node leaves the body out.
+        method: request.method === 'HEAD' ? 'GET' : request.method,
         path: (at === -1 ? url : url.slice(0, at)).slice(basePath.length),
         query: at === -1 ? '' : url.slice(at + 1),
         headers: request.headers,

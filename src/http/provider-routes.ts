@@ -99,8 +99,16 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
   for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
     const udapOnly = path === ROUTES.registration && options.udapRegistration !== undefined;
     if (feature === 'registration' && !options.registration && !udapOnly) continue;
-    app.route({ method: [...methods], url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
+    app.route({ method: withHead(methods), url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
   }
+}
+
+/**
+ * RFC 9110 §9.3.2: a server answers HEAD wherever it answers GET. oidc-provider's router takes HEAD as GET
+ * and Koa leaves the body out, so HEAD goes to it as it came: the same checks, the same answer's headers.
+ */
+export function withHead<M extends string>(methods: readonly M[]): (M | 'HEAD')[] {
+  return methods.flatMap((method) => (method === 'GET' ? [method, 'HEAD' as const] : [method]));
 }
 
 /** The JSON of a registration body; undefined when it is not JSON (oidc-provider answers for those). */
