@@ -174,9 +174,51 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     assert.equal(taken.statusCode, 409);
     assert.match(taken.body, /client_id demo-app belongs to a registered app/);
     const page = await browser.send('GET', '/launcher');
-    const json = await app.inject({ method: 'POST', url: '/launcher', headers: { accept: 'application/json' }, payload: { csrf: inputValue(page.body, 'csrf'), app: 'custom', client_id: 'x', redirect_uri: 'javascript:alert(1)' } });
+    const json = await app.inject({ method: 'POST', url: '/launcher', headers: { accept: 'application/json', cookie: `smart_launcher=${browser.cookie('smart_launcher')!}` }, payload: { csrf: inputValue(page.body, 'csrf'), app: 'custom', client_id: 'x', redirect_uri: 'javascript:alert(1)' } });
     assert.equal(json.statusCode, 400);
     assert.equal(json.json<OAuthError>().error, 'invalid_request');
+  });
+
+  it('the form\'s token is bound to the browser that loaded it: another site cannot make a browser launch, and sign in, as it chooses', async () => {
+    const launches = async () => {
+      await app.runtime.audit.flush();
+      return (await ctx.current.database.db.selectFrom('audit_events').select('seq').where('type', '=', 'launch.created').execute()).length;
+    };
+    const mine = new Browser(app, TEST_ISSUER);
+    const theirs = new Browser(app, TEST_ISSUER);
+    const myPage = await mine.send('GET', '/launcher');
+    assert.match(String(myPage.headers['set-cookie']), /^smart_launcher=[A-Za-z0-9_-]{22}; Path=\/launcher; HttpOnly; SameSite=Lax$/);
+    const myToken = inputValue(myPage.body, 'csrf');
+    const theirToken = inputValue((await theirs.send('GET', '/launcher')).body, 'csrf');
+    assert.notEqual(myToken, theirToken, 'each browser its own token');
+    const again = await mine.send('GET', '/launcher?tab=standalone');
+    assert.equal(inputValue(again.body, 'csrf'), myToken, 'the same browser keeps its token: forms in several tabs all work');
+    assert.equal(again.headers['set-cookie'], undefined);
+
+    const fields = { app: 'demo-app', user: 'demo-clinician', skip_login: 'true', go: 'launch' };
+    const before = await launches();
+    // A cross-site form post carries no SameSite=Lax cookie; the token is one the other site loaded for itself.
+    const crossSite = await app.inject({
+      method: 'POST',
+      url: '/launcher',
+      headers: { accept: 'text/html,application/xhtml+xml', origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' },
+      payload: new URLSearchParams({ csrf: theirToken, ...fields }).toString(),
+    });
+    assert.equal(crossSite.statusCode, 403);
+    assert.equal(crossSite.headers['content-type'], 'text/html; charset=utf-8');
+    assert.equal(crossSite.headers.location, undefined);
+    assert.match(crossSite.body, /<h1 id="error-title">Not allowed<\/h1>/);
+    assert.match(crossSite.body, /<dd>the launcher form has expired or was not loaded in this browser: reload the launcher<\/dd>/);
+    assert.equal((await mine.send('POST', '/launcher', { csrf: theirToken, ...fields })).statusCode, 403, 'another browser\'s token');
+    assert.equal((await mine.send('POST', '/launcher', { ...fields })).statusCode, 400, 'no token at all fails the form\'s schema');
+    const forged = new Browser(app, TEST_ISSUER);
+    forged.setCookie('smart_launcher', 'A'.repeat(22), '/launcher');
+    assert.equal((await forged.send('POST', '/launcher', { csrf: myToken, ...fields })).statusCode, 403, 'a nonce of one\'s own making');
+    assert.equal(await launches(), before, 'nothing was launched');
+
+    const mineLaunched = await mine.send('POST', '/launcher', { csrf: myToken, ...fields });
+    assert.equal(mineLaunched.statusCode, 303, mineLaunched.body);
+    assert.equal(await launches(), before + 1);
   });
 
   it('a symmetric app: registered with a secret shown once, which authenticates it at the token endpoint', async () => {

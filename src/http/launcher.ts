@@ -18,6 +18,7 @@ import type { SecretBox } from '../security/secret-box.js';
 import { checkClientMetadata, ClientRuleError, isSandboxApp, SANDBOX_APP_PROPERTY, type PkcePolicy } from '../smart/client-rules.js';
 import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
 import { isSimulatedError, MISSING_PATIENT, SIMULATED_ERRORS } from '../smart/simulated-errors.js';
+import { readCookie } from '../users/device-cookie.js';
 import { listUsers } from '../users/users.js';
 import { launchInput } from './launch-input.js';
 import { pageHeaders } from './page-headers.js';
@@ -58,6 +59,10 @@ const many = (value: string | string[] | undefined): string[] => ([] as string[]
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 /** The client ids a sandbox app may have (RFC 6749 §A.1 is wider; ours stay URL-safe). */
 export const SANDBOX_CLIENT_ID = /^[A-Za-z0-9._~-]{1,128}$/;
+/** The cookie holding the browser's nonce, which the form's CSRF token is a MAC of (128 random bits). */
+const LAUNCHER_COOKIE = 'smart_launcher';
+const NONCE = /^[A-Za-z0-9_-]{22}$/;
+const CSRF_PURPOSE = 'launcher-csrf';
 
 const fields = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, { anyOf: [{ type: 'string', maxLength: 8192 }, { type: 'array', maxItems: 100, items: { type: 'string', maxLength: 256 } }] }]));
 const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_type', 'pkce', 'jwks', 'jwks_uri', 'fhir_base', 'user', 'skip_login', 'patient', 'encounter', 'skip_consent', 'fhir_context', 'intent', 'need_patient_banner', 'smart_style_url', 'simulate', 'go', 'tab'];
@@ -65,8 +70,29 @@ const FORM_FIELDS = ['app', 'client_id', 'launch_url', 'redirect_uri', 'client_t
 export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): Promise<void> {
   const { config, db, replica, box, audit } = deps;
   const basePath = config.basePath;
-  // The launcher is open to whoever can load it; the token keeps other sites from submitting it.
-  const csrf = box.mac('launcher', 'v1');
+  const cookiePath = `${basePath}/launcher`;
+  const secure = config.issuer.startsWith('https:') ? '; Secure' : '';
+
+  /**
+   * The launcher is open to whoever can load it, and a launch may sign its browser in without a password
+   * (skip_login). So the form's token is a MAC of a nonce in a cookie set with the form: another site can
+   * neither read the token nor send the cookie (SameSite=Lax: not on a cross-site POST), and cannot make a
+   * browser launch, and so sign in, as it chooses (login CSRF). The browser's nonce is kept while it has one,
+   * so that forms open in several tabs all work.
+   */
+  function csrfToken(request: FastifyRequest, reply: FastifyReply): string {
+    let nonce = readCookie(request.headers.cookie, LAUNCHER_COOKIE);
+    if (!nonce || !NONCE.test(nonce)) {
+      nonce = randomBytes(16).toString('base64url');
+      void reply.header('set-cookie', `${LAUNCHER_COOKIE}=${nonce}; Path=${cookiePath}; HttpOnly; SameSite=Lax${secure}`);
+    }
+    return box.mac(CSRF_PURPOSE, nonce);
+  }
+
+  function verifyCsrf(request: FastifyRequest, given: string): boolean {
+    const nonce = readCookie(request.headers.cookie, LAUNCHER_COOKIE);
+    return !!nonce && NONCE.test(nonce) && box.verifyMac(CSRF_PURPOSE, nonce, given);
+  }
 
   async function form(request: FastifyRequest, reply: FastifyReply, query: { q?: string; tab?: string }, problem?: { status: number; message: string; values: Form }): Promise<FastifyReply> {
     const q = (query.q ?? '').slice(0, 200);
@@ -83,7 +109,7 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       action: `${basePath}/launcher`,
       self: `${basePath}/launcher`,
       tab: query.tab === 'standalone' ? 'standalone' : 'ehr',
-      csrf,
+      csrf: csrfToken(request, reply),
       clients: await launchableClients(lists),
       users: await listUsers(lists, { limit: 100 }),
       fhirBases: config.fhirBaseUrls,
@@ -112,7 +138,7 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
     { schema: { body: { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 }, ...fields(FORM_FIELDS) } } } },
     async (request, reply) => {
       const body = request.body;
-      if (!box.verifyMac('launcher', 'v1', one(body.csrf))) throw HttpProblem.forbidden('the launcher form has expired; reload it');
+      if (!verifyCsrf(request, one(body.csrf))) throw HttpProblem.forbidden('the launcher form has expired or was not loaded in this browser: reload the launcher');
       const tab = one(body.tab) === 'standalone' ? 'standalone' : 'ehr';
       try {
         const chosen = await chooseApp(body, request);
