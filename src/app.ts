@@ -227,9 +227,9 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   // existsSync at every include of every render.
   await app.register(fastifyView, { engine: { ejs }, root: VIEWS_DIR, viewExt: 'ejs', production: true, options: { cache: true, root: VIEWS_DIR } });
   const methodsByPath = new Map<string, string[]>();
-  for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
+  for (const { path, methods, feature, noHead } of PROVIDER_ENDPOINTS) {
     const served = feature !== 'registration' || config.registration !== 'off' || (config.udap !== undefined && path === ROUTES.registration);
-    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, withHead(methods));
+    if (!path.includes(':') && served) methodsByPath.set(`${basePath}${path}`, noHead ? [...methods] : withHead(methods));
   }
   methodsByPath.set(`${basePath}${SMART_CONFIGURATION_PATH}`, withHead(['GET', 'OPTIONS']));
   await app.register(errorHandling, { ...errorForms(config), methodsByPath });

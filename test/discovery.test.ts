@@ -60,6 +60,15 @@ describeEachDatabase('discovery documents and JWKS', (ctx) => {
     assert.equal(wrong.statusCode, 405);
     assert.equal(wrong.headers.allow, 'GET, HEAD, OPTIONS');
     assert.equal((await app.inject({ method: 'DELETE', url: '/.well-known/smart-configuration' })).headers.allow, 'GET, HEAD, OPTIONS');
+    // Not where a GET starts something (an authorization, a sign-out): HEAD must be safe, and prefetchers send it.
+    const count = async () => Number((await ctx.current.database.db.selectFrom('oidc_payloads').select((eb) => eb.fn.countAll().as('n')).where('model', '=', 'Interaction').executeTakeFirstOrThrow()).n);
+    const before = await count();
+    for (const url of ['/auth?client_id=x&response_type=code', '/logout']) {
+      const head = await app.inject({ method: 'HEAD', url });
+      assert.equal(head.statusCode, 405, url);
+      assert.equal(head.headers.allow, 'GET, POST', url);
+    }
+    assert.equal(await count(), before, 'no interaction made');
   });
 
   it('the OAuth 2.0 metadata document (RFC 8414) is served too', async () => {

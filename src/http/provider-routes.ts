@@ -96,10 +96,10 @@ export async function providerRoutes(app: FastifyInstance, options: ProviderRout
     void reply.code(429).header('retry-after', String(retryAfter)).header('cache-control', 'no-store').send({ error: 'too_many_requests', error_description: `too many registrations from this address; try again in ${retryAfter} s` });
   };
 
-  for (const { path, methods, feature } of PROVIDER_ENDPOINTS) {
+  for (const { path, methods, feature, noHead } of PROVIDER_ENDPOINTS) {
     const udapOnly = path === ROUTES.registration && options.udapRegistration !== undefined;
     if (feature === 'registration' && !options.registration && !udapOnly) continue;
-    app.route({ method: withHead(methods), url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
+    app.route({ method: noHead ? [...methods] : withHead(methods), url: path, handler, exposeHeadRoute: false, ...(path === ROUTES.registration ? { onRequest: limited } : {}) });
   }
 }
 
