@@ -47,6 +47,9 @@ describeEachDatabase('HTTP basics', (ctx) => {
     const json = await app.inject({ method: 'GET', url: '/nope?x=1' });
     assert.equal(json.statusCode, 404);
     assert.deepEqual(json.json(), { error: 'not_found', error_description: 'nothing at GET /nope' });
+    const long = await app.inject({ method: 'GET', url: `/${'a'.repeat(5000)}` });
+    assert.equal(long.statusCode, 404);
+    assert.deepEqual(long.json(), { error: 'not_found', error_description: `nothing at GET /${'a'.repeat(199)}…` }, 'a long path is not echoed whole');
 
     const html = await app.inject({ method: 'GET', url: '/nope', headers: { accept: 'text/html,application/xhtml+xml' } });
     assert.equal(html.statusCode, 404);

@@ -95,10 +95,12 @@ export const errorHandling = fp(
     app.setNotFoundHandler(async (request, reply) => {
       const path = request.url.split('?')[0] ?? '';
       const allowed = options.methodsByPath.get(path);
+      // Named in the answer, at most 200 characters of it: a URL may be kilobytes long.
+      const shown = path.length > 200 ? `${path.slice(0, 200)}…` : path;
       if (allowed) void reply.header('allow', allowed.join(', '));
       const problem = allowed
-        ? { status: 405, error: 'invalid_request', description: `${request.method} is not allowed on ${path}; use ${allowed.join(' or ')}` }
-        : { status: 404, error: 'not_found', description: `nothing at ${request.method} ${path}` };
+        ? { status: 405, error: 'invalid_request', description: `${request.method} is not allowed on ${shown}; use ${allowed.join(' or ')}` }
+        : { status: 404, error: 'not_found', description: `nothing at ${request.method} ${shown}` };
       return answer(request, reply, { ...problem, onPage: false });
     });
     done();
