@@ -17,11 +17,11 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
-import Provider, { type Adapter, type AdapterPayload } from 'oidc-provider';
+import Provider, { type Adapter, type AdapterPayload, type KoaContextWithOIDC } from 'oidc-provider';
 
 import { openDatabase } from '../src/db/database.js';
 import { migrateToLatest } from '../src/db/migrate.js';
-import { PayloadAdapter } from '../src/oidc/adapters/payload.js';
+import { PayloadAdapter, writeDeferredTokens } from '../src/oidc/adapters/payload.js';
 import { ReplayDetectionAdapter } from '../src/oidc/adapters/replay-detection.js';
 import { ROUTES } from '../src/smart/profile.js';
 import { SecretBox } from '../src/security/secret-box.js';
@@ -125,6 +125,16 @@ const provider = new Provider(issuer, {
   issueRefreshToken: () => true,
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
 });
+
+if (databaseUrl) {
+  // Our PayloadAdapter keeps the token endpoint's new tokens for the audit event that records them (ours
+  // writes both in one statement); bare has no audit, so it writes them itself before answering. Without this
+  // the Postgres baseline would answer tokens it never stored.
+  provider.use(async (ctx: KoaContextWithOIDC, next) => {
+    await next();
+    if (ctx.oidc?.route === 'token') await writeDeferredTokens(ctx);
+  });
+}
 
 const callback = provider.callback();
 const CHALLENGE_OF_VERIFIER = process.env.BARE_CHALLENGE ?? '';
