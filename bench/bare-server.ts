@@ -132,7 +132,7 @@ if (databaseUrl) {
   // the Postgres baseline would answer tokens it never stored.
   provider.use(async (ctx: KoaContextWithOIDC, next) => {
     await next();
-    if (ctx.oidc?.route === 'token') await writeDeferredTokens(ctx);
+    if ((ctx.oidc as KoaContextWithOIDC['oidc'] | undefined)?.route === 'token') await writeDeferredTokens(ctx);
   });
 }
 

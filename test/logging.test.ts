@@ -4,6 +4,7 @@ import { Writable } from 'node:stream';
 import { describe, it } from 'node:test';
 
 import type { InjectOptions } from 'fastify';
+import { sql } from 'kysely';
 
 import { createLogger, redactUrl } from '../src/http/logger.js';
 import { listeningApp, testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
@@ -19,6 +20,56 @@ describe('redactUrl', () => {
     assert.equal(redactUrl('/x?%E0%A4%A=1'), '/x?%E0%A4%A=[redacted]', 'undecodable names are hidden');
     assert.equal(redactUrl('/x?flag&client_secret=s'), '/x?flag&client_secret=[redacted]');
     assert.equal(redactUrl('/plain'), '/plain');
+  });
+});
+
+describeEachDatabase('database errors in logs', (ctx) => {
+  it('name the failure (SQLSTATE, constraint, table) and never the values the statement carried', async () => {
+    const { db } = ctx.current.database;
+    const failure = async (run: () => Promise<unknown>): Promise<unknown> => {
+      try {
+        await run();
+      } catch (error) {
+        return error;
+      }
+      throw new Error('the statement was expected to fail');
+    };
+    await sql`create temporary table log_probe (id text primary key)`.execute(db);
+    await sql`insert into log_probe values (${'SECRET-KEY-1'})`.execute(db);
+    const duplicate = await failure(() => sql`insert into log_probe values (${'SECRET-KEY-1'})`.execute(db));
+    const badNumber = await failure(() => sql`select ${'SECRET-NUMBER-2'}::int`.execute(db));
+    const badJson = await failure(() => sql`select ${'{"a": SECRET-JSON-3}'}::jsonb`.execute(db));
+    assert.match(JSON.stringify({ ...(duplicate as object) }), /SECRET-KEY-1/, 'the raw error quotes the key (else this test proves nothing)');
+    assert.match((badNumber as Error).message, /SECRET-NUMBER-2/);
+
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const log = createLogger('info', sink);
+    log.error({ err: duplicate }, 'write failed');
+    log.error({ err: new Error('reading failed', { cause: badNumber }) }, 'read failed');
+    log.error({ err: badJson }, 'json failed');
+    log.error({ err: new AggregateError([duplicate], 'batch failed') }, 'batch failed');
+    assert.equal(lines.length, 4);
+    for (const line of lines) assert.doesNotMatch(line, /SECRET/, line);
+    const [first, second, third, fourth] = lines.map((l) => JSON.parse(l) as { err: Record<string, unknown> & { aggregateErrors?: Record<string, unknown>[] } });
+    assert.equal(first!.err.code, '23505');
+    assert.equal(first!.err.constraint, 'log_probe_pkey');
+    assert.equal(first!.err.detail, undefined);
+    assert.match(String(first!.err.message), /duplicate key value violates unique constraint "log_probe_pkey"/);
+    assert.match(String(second!.err.message), /^reading failed: invalid input syntax for type integer: \[redacted\]$/);
+    assert.match(String(second!.err.stack), /invalid input syntax for type integer: \[redacted\]/);
+    assert.equal(third!.err.code, '22P02');
+    assert.equal(third!.err.where, undefined);
+    const [inner] = fourth!.err.aggregateErrors ?? [];
+    assert.equal(inner?.code, '23505');
+    assert.equal(Object.hasOwn(inner as object, 'detail'), false);
+    // The error itself is left as it was: only the line leaves its values out.
+    assert.match(String((duplicate as { detail?: string }).detail), /SECRET-KEY-1/);
   });
 });
 

@@ -74,11 +74,78 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
           url: redactUrl(req.url ?? ''),
           remoteAddress: req.ip ?? req.socket.remoteAddress,
         }),
-        err: pino.stdSerializers.err,
+        err: serializeError,
       },
     },
     destination ?? (process.stdout.isTTY ? forPeople() : undefined),
   );
+}
+
+/**
+ * Fields of a database error (node-postgres and PGlite alike) that quote the data a statement carried: the
+ * `detail` of a constraint violation names the key's value (`Key (id)=(…) already exists.`), `where` quotes
+ * JSON or a function's line, `internalQuery` a statement's text, and PGlite adds the statement's `params`. A
+ * log line keeps what tells an operator what failed (`code`, `constraint`, `table`, `column`, `routine`) and
+ * never a patient's id, a name or a token hash.
+ */
+const DATABASE_DATA_FIELDS = ['detail', 'where', 'internalQuery', 'params', 'parameters'] as const;
+
+/** pino's error serializer, with what a database error quotes of the data left out (DATABASE_DATA_FIELDS). */
+export function serializeError(error: unknown): unknown {
+  const serialized = pino.stdSerializers.err(error as Error) as unknown;
+  if (!isObject(error) || !isObject(serialized)) return serialized;
+  // A database error anywhere in the chain: its message is in the message and stack of every error above it.
+  const replacements: [string, string][] = [];
+  for (let at: unknown = error, depth = 0; isObject(at) && depth < 10; at = at.cause, depth++) {
+    if (!isDatabaseError(at)) continue;
+    const message = String(at.message);
+    const safe = safeDatabaseMessage(at);
+    if (safe !== message) replacements.push([message, safe]);
+  }
+  return scrub(serialized, replacements, 0);
+}
+
+/** `value` (a serialized error, made for this line) with DATABASE_DATA_FIELDS gone; nested objects copied, not changed. */
+function scrub(value: Record<string, unknown>, replacements: readonly [string, string][], depth: number): Record<string, unknown> {
+  if (isDatabaseError(value)) for (const field of DATABASE_DATA_FIELDS) Reflect.deleteProperty(value, field);
+  for (const key of ['message', 'stack'] as const) {
+    if (typeof value[key] === 'string') value[key] = replacements.reduce((text, [from, to]) => text.split(from).join(to), value[key]);
+  }
+  if (depth >= 5) return value;
+  const nested = (item: unknown): unknown => (isPlain(item) ? scrub({ ...item }, replacements, depth + 1) : item);
+  for (const [key, item] of Object.entries(value)) value[key] = Array.isArray(item) ? item.map(nested) : nested(item);
+  return value;
+}
+
+/** Postgres's own error fields: a five-character SQLSTATE and a severity (node-postgres and PGlite alike). */
+function isDatabaseError(value: Record<string, unknown>): boolean {
+  return typeof value.code === 'string' && /^[0-9A-Z]{5}$/.test(value.code) && typeof value.severity === 'string';
+}
+
+/**
+ * The message of a database error, without the value it quotes: Postgres ends the messages of its data
+ * exceptions (SQLSTATE class 22: invalid input syntax, a date out of range, an invalid enum value) with
+ * `: "<the value>"`. Other messages name only objects of the schema (`… violates unique constraint "…"`).
+ */
+function safeDatabaseMessage(error: Record<string, unknown>): string {
+  const message = String(error.message);
+  if (!String(error.code).startsWith('22')) return message;
+  const quoted = message.indexOf(': "');
+  return quoted === -1 ? message : `${message.slice(0, quoted)}: [redacted]`;
+}
+
+/** An object made of fields (a serialized error, a record), not a Date, Buffer or other instance. */
+function isPlain(value: unknown): value is Record<string, unknown> {
+  if (!isObject(value) || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value) as unknown;
+  return proto === Object.prototype || proto === null || proto === SERIALIZED_ERROR;
+}
+
+/** The prototype of pino's serialized errors (nested ones: `aggregateErrors`, an error held in a field). */
+const SERIALIZED_ERROR = Object.getPrototypeOf(pino.stdSerializers.err(new Error('probe'))) as unknown;
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
 }
 
 function forPeople(): pino.DestinationStream {
