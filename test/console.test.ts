@@ -466,17 +466,22 @@ describeEachDatabase('operator console', (ctx) => {
     assert.equal(alertOf(bad), 'from is after to');
     // What the database cannot be asked about is a 400 of the console's own, as the admin API answers it.
     for (const [url, alert] of [
-      ['/admin/audit?to=0000-01-01', 'to 0000-01-01 is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
-      ['/admin/audit?from=%2B275760-09-13T00:00:00Z', 'from +275760-09-13T00:00:00Z is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
+      ['/admin/audit?to=0000-01-01T00:00', 'to 0000-01-01T00:00:00Z is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
+      // Only an RFC 3339 date-time (or the form's own local time, read as UTC), not whatever JavaScript reads.
+      ['/admin/audit?from=%2B275760-09-13T00:00:00Z', 'from +275760-09-13T00:00:00Z is not a date-time this server can use: give an RFC 3339 date-time, as 2026-12-03T09:30:00Z'],
+      ['/admin/audit?from=1', 'from 1 is not a date-time this server can use: give an RFC 3339 date-time, as 2026-12-03T09:30:00Z'],
+      ['/admin/audit?from=2026-01-01', 'from 2026-01-01 is not a date-time this server can use: give an RFC 3339 date-time, as 2026-12-03T09:30:00Z'],
+      ['/admin/audit?from=2026-02-30T00:00', 'from 2026-02-30T00:00:00Z is not a date-time this server can use: give an RFC 3339 date-time, as 2026-12-03T09:30:00Z'],
+      ['/admin/audit?from=December%203%2C%202026', 'from December 3, 2026 is not a date-time this server can use: give an RFC 3339 date-time, as 2026-12-03T09:30:00Z'],
       ['/admin/audit?to=9999-12-31T23:59:60Z', 'to 9999-12-31T23:59:60Z is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
-      ['/admin/audit/export?format=bundle&to=0000-01-01', 'to 0000-01-01 is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
+      ['/admin/audit/export?format=bundle&to=0000-01-01T00:00:00Z', 'to 0000-01-01T00:00:00Z is out of range: the audit trail is searched from 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z'],
       ['/admin/audit?before=9999999999999999999', 'before 9999999999999999999 is past the largest event number (9223372036854775807)'],
     ]) {
       const refused = await browser.send('GET', url!);
       assert.equal(refused.statusCode, 400, url);
       assert.equal(alertOf(refused), alert, url);
     }
-    for (const url of ['/admin/audit?from=0001-01-01T00:00&to=9999-12-31T23:59', '/admin/audit?before=9223372036854775807']) assert.equal((await browser.send('GET', url)).statusCode, 200, url);
+    for (const url of ['/admin/audit?from=0001-01-01T00:00&to=9999-12-31T23:59', '/admin/audit?from=2024-02-29T12:00:30.5&to=2026-12-03T10:00:00%2B01:00', '/admin/audit?before=9223372036854775807']) assert.equal((await browser.send('GET', url)).statusCode, 200, url);
     assert.equal((await browser.send('GET', '/admin/audit?type=nonsense')).statusCode, 400);
 
     const ndjson = await browser.send('GET', '/admin/audit/export?format=ndjson&type=login.failure');

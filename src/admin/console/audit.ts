@@ -30,7 +30,8 @@ type Query = Partial<Record<keyof typeof filterProperties, string>>;
 function filtersOf(query: Query): AuditFilters {
   const time = (value: string | undefined) => {
     const v = value?.trim();
-    return !v ? undefined : LOCAL_TIME.test(v) ? `${v}Z` : v;
+    // `datetime-local` leaves the seconds out when they are zero; RFC 3339 wants them.
+    return !v ? undefined : LOCAL_TIME.test(v) ? `${v.length === 16 ? `${v}:00` : v}Z` : v;
   };
   const textOf = (value: string | undefined) => value?.trim() || undefined;
   return { from: time(query.from), to: time(query.to), type: textOf(query.type), client: textOf(query.client), user: textOf(query.user), patient: textOf(query.patient), outcome: (textOf(query.outcome) as AuditFilters['outcome']) ?? undefined };
