@@ -22,7 +22,7 @@ import { closeAfterUnreadBody, connectionOptions } from './http/connections.js';
 import { errorForms, errorHandling, frameworkErrorHandler } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { metricsRoute } from './http/metrics.js';
-import { observeRequests } from './http/observe-requests.js';
+import { observeRequests, observeUnrouted } from './http/observe-requests.js';
 import { traceRequests } from './http/trace-requests.js';
 import { inputGuard } from './http/input-guard.js';
 import { interactionRoutes } from './interactions/routes.js';
@@ -173,6 +173,8 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
   });
 
   const basePath = config.basePath;
+  // Requests answered before routing (a URL Fastify cannot route, a request Node refuses): their log line and metrics.
+  const unrouted = observeUnrouted(metrics);
   // pino's Logger is what Fastify logs with; the instance is typed with Fastify's narrower logger interface.
   const app = Fastify<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression>({
     loggerInstance: log,
@@ -184,11 +186,11 @@ async function assemble(config: Config, options: AppOptions, log: Logger, databa
     return503OnClosing: true,
     // One line per request instead, at the level it deserves (src/http/observe-requests.ts).
     logController: new LogController({ disableRequestLogging: true }),
-    ...connectionOptions(config),
+    ...connectionOptions(config, unrouted),
     // Unknown properties are refused, not silently dropped: a misspelt field should be an error.
     ajv: { customOptions: { removeAdditional: false } },
     schemaErrorFormatter,
-    frameworkErrors: frameworkErrorHandler(errorForms(config), securityHeaderList({ https: config.issuer.startsWith('https:') })),
+    frameworkErrors: frameworkErrorHandler(errorForms(config), securityHeaderList({ https: config.issuer.startsWith('https:') }), unrouted),
   });
 
   const audit = new AuditLog(db, log, box, metrics);

@@ -145,6 +145,52 @@ describeEachDatabase('request logs', (ctx) => {
     assert.deepEqual(logged.filter((l) => l.level === 'error' || l.level === 'fatal'), []);
   });
 
+  it('a request answered before routing leaves a line and a count: a URL Fastify cannot route, a request Node refuses', { timeout: 30_000 }, async () => {
+    const lines: string[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+        done();
+      },
+    });
+    const metricsToken = 'metrics-token-0123456789abcdefghijklmn';
+    const { app, issuer } = await listeningApp(ctx.current.database, { METRICS_TOKEN: metricsToken }, { logger: createLogger('info', sink) });
+    const port = Number(new URL(issuer).port);
+    const raw = (data: string) =>
+      new Promise<string>((resolve) => {
+        let answer = '';
+        const socket = connect(port, '127.0.0.1', () => socket.write(data));
+        socket.on('error', () => undefined);
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+        socket.on('close', () => resolve(answer.split('\r\n')[0] ?? ''));
+        socket.setTimeout(5000, () => socket.destroy());
+      });
+    let metrics: string;
+    try {
+      assert.equal(await raw('GARBAGE \u0001 / NOT-HTTP\r\n\r\n'), 'HTTP/1.1 400 Bad Request');
+      assert.equal(await raw('GET /interaction/%E0%A4%A?code=SECRET-CODE HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), 'HTTP/1.1 400 Bad Request');
+      assert.equal(await raw(`GET /${'p'.repeat(300)} HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`), 'HTTP/1.1 431 Request Header Fields Too Large');
+      metrics = (await app.inject({ method: 'GET', url: '/metrics', headers: { authorization: `Bearer ${metricsToken}` } })).body;
+    } finally {
+      await app.close();
+    }
+    assert.doesNotMatch(lines.join('\n'), /SECRET-CODE/);
+    type Line = { level: string; msg: string; reqId?: string; req?: { method?: string; url?: string }; res?: { statusCode?: number }; error?: string; reason?: string };
+    const answered = lines.map((l) => JSON.parse(l) as Line).filter((l) => l.msg === 'request completed' && l.req?.url !== '/metrics');
+    assert.deepEqual(
+      answered.map(({ level, req, res, error, reason }) => ({ level, method: req?.method, url: req?.url, status: res?.statusCode, error, reason })),
+      [
+        { level: 'info', method: undefined, url: '', status: 400, error: 'invalid_request', reason: 'the request is not valid HTTP/1.1' },
+        { level: 'info', method: 'GET', url: '/interaction/%E0%A4%A?code=[redacted]', status: 400, error: 'invalid_request', reason: 'the path has an invalid percent-encoding' },
+        { level: 'info', method: 'GET', url: `/${'p'.repeat(199)}…`, status: 431, error: 'invalid_request', reason: 'the URL and headers of the request are larger than this server accepts' },
+      ],
+    );
+    assert.ok(answered[1]!.reqId, 'a request Fastify read has its request id');
+    for (const series of ['method="OTHER",status="400"', 'method="GET",status="400"', 'method="GET",status="431"']) {
+      assert.match(metrics, new RegExp(`^smart_auth_http_request_duration_seconds_count\\{route="\\(unrouted\\)",${series.replace(/[()]/g, '\\$&')}\\} 1$`, 'm'), series);
+    }
+  });
+
   it('health probes and successful token requests at debug; refusals a client developer must fix at info, with the reason', async () => {
     const lines: string[] = [];
     const sink = new Writable({

@@ -1,11 +1,12 @@
-import type { ServerOptions, ServerResponse } from 'node:http';
+import { METHODS, type ServerOptions, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-import type { FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 
 import type { Config } from '../config/config.js';
 import { errorAnswer, errorForms } from './errors.js';
+import type { Unrouted } from './observe-requests.js';
 import { securityHeaderList } from './security-headers.js';
 
 /**
@@ -29,7 +30,7 @@ export interface ConnectionOptions {
  * connection closes after its timeout. `connectionTimeout` (socket inactivity) stays off: its clock also
  * runs while a handler works (an import), and the request timeout already bounds what a client sends.
  */
-export function connectionOptions(config: Config): ConnectionOptions {
+export function connectionOptions(config: Config, observe: (log: FastifyBaseLogger, request: Unrouted) => void): ConnectionOptions {
   const requestTimeout = config.requestTimeoutSeconds * 1000;
   const http: ServerOptions = {
     headersTimeout: config.headersTimeoutSeconds * 1000,
@@ -40,7 +41,7 @@ export function connectionOptions(config: Config): ConnectionOptions {
     requestTimeout,
     keepAliveTimeout: config.keepAliveTimeoutSeconds * 1000,
     http,
-    clientErrorHandler: clientErrorHandler(config),
+    clientErrorHandler: clientErrorHandler(config, observe),
   };
 }
 
@@ -50,7 +51,7 @@ export function connectionOptions(config: Config): ConnectionOptions {
  * the answer takes the form any other error does (src/http/errors.ts): a page for a person, an
  * OperationOutcome under a FHIR base; otherwise the OAuth error shape.
  */
-function clientErrorHandler(config: Config): ClientErrorHandler {
+function clientErrorHandler(config: Config, observe: (log: FastifyBaseLogger, request: Unrouted) => void): ClientErrorHandler {
   const forms = errorForms(config);
   const securityHeaders = securityHeaderList({ https: config.issuer.startsWith('https:') });
   // Fastify calls it with the app as `this` (fastify.js: clientErrorHandler.bind(fastify)).
@@ -63,8 +64,10 @@ function clientErrorHandler(config: Config): ClientErrorHandler {
           ? [431, 'Request Header Fields Too Large', 'the URL and headers of the request are larger than this server accepts']
           : [400, 'Bad Request', 'the request is not valid HTTP/1.1'];
     const problem = { status, error: 'invalid_request', description };
+    const seen = requestSeen((error as { rawPacket?: unknown }).rawPacket);
+    observe(this.log, { method: seen.method, url: seen.url, ip: socket.remoteAddress, status, error: problem.error, description, seconds: 0 });
     const json = { headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: problem.error, error_description: description }) };
-    void errorAnswer(this, forms, requestSeen((error as { rawPacket?: unknown }).rawPacket), problem)
+    void errorAnswer(this, forms, seen, problem)
       .catch(() => json)
       .then(({ headers, body }) => {
         // Once a response has begun on this connection, a second one cannot follow it.
@@ -82,12 +85,15 @@ function clientErrorHandler(config: Config): ClientErrorHandler {
  * The path and Accept header of the request Node gave up on, as far as the bytes it read show them (the
  * first 64 KiB of a request whose URL is too long hold its request line, and usually its headers).
  */
-function requestSeen(packet: unknown): { url: string; accept: string | undefined } {
+function requestSeen(packet: unknown): { method: string | undefined; url: string; accept: string | undefined } {
   const text = Buffer.isBuffer(packet) ? packet.toString('latin1') : '';
   const end = text.indexOf('\r\n\r\n');
   const head = end === -1 ? text : text.slice(0, end + 2);
+  const line = /^([A-Z]{1,16}) (\/[^ ?#\r\n]*)/.exec(head);
   return {
-    url: /^[A-Z]{1,16} (\/[^ ?#\r\n]*)/.exec(head)?.[1] ?? '',
+    // Only a method Node knows: the log line names no word a client made up.
+    method: line && METHODS.includes(line[1]!) ? line[1] : undefined,
+    url: line?.[2] ?? '',
     accept: /\r\naccept:[ \t]*([^\r\n]*)\r\n/i.exec(head)?.[1],
   };
 }

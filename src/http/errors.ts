@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 
 import type { Config } from '../config/config.js';
@@ -7,6 +7,7 @@ import { HttpProblem } from '../errors.js';
 import { CORS_HEADERS, FHIR_JSON, operationOutcome } from '../gateway/outcome.js';
 import { recordOutcome } from '../observability/request-outcome.js';
 import { TEMPORARILY_UNAVAILABLE } from '../oidc/unavailable.js';
+import type { Unrouted } from './observe-requests.js';
 import { renderErrorPage, wantsHtml } from './pages.js';
 
 /** What decides the form of an error's answer, besides the request. */
@@ -113,7 +114,7 @@ export const errorHandling = fp(
  * than `maxParamLength`. No hook runs for such a request, so the security headers are set here. The answer
  * never repeats the path, which may be kilobytes long.
  */
-export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readonly (readonly [string, string])[]) {
+export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readonly (readonly [string, string])[], observe: (log: FastifyBaseLogger, request: Unrouted) => void) {
   return (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
     const problem =
       error.code === 'FST_ERR_BAD_URL'
@@ -122,6 +123,7 @@ export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readon
           ? { status: 400, error: 'invalid_request', description: 'a segment of the path is longer than this server accepts' }
           : { status: 500, error: 'server_error', description: 'the server could not complete the request' };
     if (problem.status >= 500) request.log.error({ err: error }, 'request failed');
+    observe(request.log, { method: request.method, url: request.url, ip: request.ip, status: problem.status, error: problem.error, description: problem.description, seconds: reply.elapsedTime / 1000 });
     for (const [name, value] of securityHeaders) void reply.header(name, value);
     void reply.header('x-request-id', request.id).header('cache-control', 'no-store').code(problem.status);
     void errorAnswer(request.server, forms, { url: request.url, accept: request.headers.accept, requestId: request.id }, problem).then(

@@ -1,10 +1,11 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Logger } from 'pino';
 
 import type { Metrics } from '../observability/metrics.js';
 import { outcomeOf } from '../observability/request-outcome.js';
 import { ROUTES } from '../smart/profile.js';
+import { redactUrl } from './logger.js';
 
 export interface ObserveRequestsOptions {
   readonly basePath: string;
@@ -43,3 +44,32 @@ export const observeRequests = fp(
   },
   { name: 'observe-requests', fastify: '5.x' },
 );
+
+/** What the route label of a request answered before routing says (no route pattern exists for it). */
+export const UNROUTED = '(unrouted)';
+
+/** A request answered before any route or hook saw it; see {@link observeUnrouted}. */
+export interface Unrouted {
+  /** The method, where it is known (Node refuses some requests before it has read one). */
+  readonly method: string | undefined;
+  readonly url: string;
+  readonly ip: string | undefined;
+  readonly status: number;
+  readonly error: string;
+  readonly description: string;
+  readonly seconds: number;
+}
+
+/**
+ * The log line and metrics of a request answered before routing: a URL Fastify cannot route (frameworkErrors)
+ * or a request Node refused (malformed, headers too large, too slow). No hook runs for those, so without this
+ * they would leave no trace. Logged at info as any refused request is, with at most 200 characters of the URL
+ * (it may be kilobytes long) and its secret query values redacted; counted under the route `(unrouted)`.
+ */
+export function observeUnrouted(metrics: Metrics): (log: FastifyBaseLogger, request: Unrouted) => void {
+  return (log, { method, url, ip, status, error, description, seconds }) => {
+    metrics.httpRequest(UNROUTED, method ?? 'OTHER', status, seconds);
+    const shown = url.length > 200 ? `${url.slice(0, 200)}…` : url;
+    log.info({ req: { method, url: redactUrl(shown), ip }, res: { statusCode: status }, error, reason: description }, 'request completed');
+  };
+}
