@@ -56,4 +56,27 @@ describe('SecretBox', () => {
     const sealed = new SecretBox(randomBytes(32)).seal('s3cret', 'p', 'c');
     assert.throws(() => box.open(sealed, 'p', 'c'), /sealed with an unknown key \([A-Za-z0-9_-]{8}\); is SECRET_KEY the one this database was created with\?/);
   });
+
+  it('hashes bearer values under every key, the same in one run as across runs, whatever a caller does to the answer', async () => {
+    const current = randomBytes(32);
+    const previous = randomBytes(32);
+    const rotated = new SecretBox(current, [previous]);
+    const fresh = (value: string) => [new SecretBox(current).bearerId(value), new SecretBox(previous).bearerId(value)];
+    // Each value alone, as a new box computes it.
+    const [a, b] = [fresh('token-a'), fresh('token-b')];
+    assert.notDeepEqual(a, b);
+    // In one synchronous run: the same value asked again (three models looking up one token), then another.
+    const first = rotated.bearerIds('token-a');
+    first.pop();
+    assert.deepEqual(rotated.bearerIds('token-a'), a, 'a caller changing its answer changes no later one');
+    assert.equal(rotated.bearerId('token-a'), a[0]);
+    assert.deepEqual(rotated.bearerIds('token-b'), b);
+    assert.equal(rotated.bearerId('token-b'), b[0]);
+    assert.equal(rotated.bearerId('token-a'), a[0], 'the single id of another value is its own');
+    assert.deepEqual(rotated.bearerIds('token-a'), a);
+    await Promise.resolve();
+    assert.deepEqual(rotated.bearerIds('token-b'), b, 'and in the next run');
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.deepEqual([rotated.bearerId('token-a'), rotated.bearerIds('token-a')], [a[0], a]);
+  });
 });

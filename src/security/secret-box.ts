@@ -13,6 +13,8 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes, ti
 export class SecretBox {
   readonly #current: Key;
   readonly #byId: ReadonlyMap<string, Key>;
+  /** The last value {@link bearerIds} hashed and its ids, kept until the next microtask. */
+  #lastBearer: { readonly value: string; readonly ids: readonly string[] } | undefined;
 
   constructor(current: Buffer, previous: readonly Buffer[] = []) {
     this.#current = toKey(current);
@@ -77,12 +79,21 @@ export class SecretBox {
    * the database alone never yields a usable value, and a value hashed under a previous key is still found.
    */
   bearerId(value: string): string {
-    return bearerIdUnder(this.#current, value);
+    const last = this.#lastBearer;
+    return last?.value === value ? last.ids[0]! : bearerIdUnder(this.#current, value);
   }
 
   /** Every form the value may be stored under: the current key's first, then each previous key's. */
   bearerIds(value: string): string[] {
-    return [...this.#byId.values()].map((key) => bearerIdUnder(key, value));
+    // oidc-provider looks a token up in three models at once (introspection, revocation: lib/helpers/
+    // token_find.js), each adapter asking for the same value's ids in the same synchronous run. The last
+    // answer is kept for that run only (cleared in the next microtask, before any other request runs).
+    const last = this.#lastBearer;
+    if (last?.value === value) return [...last.ids];
+    const ids = [...this.#byId.values()].map((key) => bearerIdUnder(key, value));
+    if (!last) queueMicrotask(() => (this.#lastBearer = undefined));
+    this.#lastBearer = { value, ids };
+    return [...ids];
   }
 
   /** Whether values may be stored under more than one key (SECRET_KEYS_PREVIOUS is set). */
