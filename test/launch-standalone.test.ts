@@ -11,7 +11,7 @@ import { hiddenFields } from '../bench/lib/flows.js';
 import { choices, formAction } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
+import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
 
 type Body = Record<string, unknown>;
 const LAB = 'http://terminology.hl7.org/CodeSystem/observation-category|laboratory';
@@ -400,6 +400,27 @@ describeEachDatabase('standalone launch', (ctx) => {
       assert.ok([400, 401].includes(res.statusCode), res.body);
       assert.match(res.json<Body>().error as string, /^invalid_(grant|request)$/);
     }
+  });
+
+  it('redirect_uri: required in the authorization request and in the code exchange, though the app registered only one (SMART App Launch 2.2)', async () => {
+    // The app registered one redirect URI; oidc-provider would otherwise fill it in where it is left out.
+    const omitted = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs', redirect_uri: '' });
+    assert.equal(omitted.page.location, undefined, 'no redirect to a URI the request did not name');
+    assert.equal(omitted.page.res.statusCode, 400);
+    assert.match(omitted.page.res.body, /missing required parameter &#39;redirect_uri&#39;|missing required parameter 'redirect_uri'/);
+
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const { code } = callback(flow);
+    const without = await tokenRequest(app, { grant_type: 'authorization_code', code: code!, client_id: 'patient-app', code_verifier: flow.verifier });
+    assert.equal(without.statusCode, 400);
+    assert.deepEqual(without.json(), { error: 'invalid_request', error_description: "missing required parameter 'redirect_uri'" });
+    const elsewhere = await exchange(app, flow, { redirect_uri: 'https://app.example/other' });
+    assert.deepEqual([elsewhere.statusCode, elsewhere.json<Body>().error], [400, 'invalid_grant']);
+    // Refused exchanges leave the code as it was: the exchange as SMART has it succeeds.
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
   });
 
   it('codes are single use; reusing one revokes the tokens it issued', async () => {

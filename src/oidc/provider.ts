@@ -94,6 +94,9 @@ export function createProvider(deps: ProviderDeps): Provider {
     // SMART App Launch 2.2 §PKCE: required for every client type, S256 only (oidc-provider 9 has no `plain`);
     // in sandbox mode an app the launcher registered may be let off (client-rules.ts, pkceRequired).
     pkce: { required: (_ctx, client) => pkceRequired(client.metadata(), config.sandbox) },
+    // SMART App Launch 2.2 lists `redirect_uri` as required in the authorization request and in the code
+    // exchange (RFC 6749 §4.1.3 too, as the request had one): not filled in from a single registered URI.
+    allowOmittingSingleRegisteredRedirectUri: false,
     findAccount: mapDatabaseFaults((ctx, sub) => findAccount(deps.db, deps.users, config, ctx, sub)),
     claims: {
       openid: ['sub'],
