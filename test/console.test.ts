@@ -334,12 +334,14 @@ describeEachDatabase('operator console', (ctx) => {
     const tooShort = await browser.send('POST', '/admin/users/new-op/password', { csrf, password: 'short' });
     assert.equal(tooShort.statusCode, 400);
     assert.equal(alertOf(tooShort), 'New password: password must NOT have fewer than 10 characters');
+    assert.equal((await operator.browser.send('GET', '/admin/clients')).statusCode, 200, 'now an admin');
     assert.equal((await browser.send('POST', '/admin/users/new-op/password', { csrf, password: 'another-password' })).headers.location, '/admin/users/new-op?notice=password-set');
     assert.equal((await events('user.password_reset')).filter((e) => e.user_id === 'new-op').length, 1);
+    assert.equal((await operator.browser.send('GET', '/admin')).headers.location, '/admin/sign-in', 'a new password signs out whoever signed in with the old one');
 
-    assert.equal((await operator.browser.send('GET', '/admin/clients')).statusCode, 200, 'now an admin');
+    const reset = await signedIn({ username: 'new-op', password: 'another-password' });
     assert.equal((await browser.send('POST', '/admin/users/new-op/disable', { csrf })).headers.location, '/admin/users/new-op?notice=user-disabled');
-    const after = await operator.browser.send('GET', '/admin');
+    const after = await reset.browser.send('GET', '/admin');
     assert.equal(after.statusCode, 303, 'a disabled operator is signed out at their next request');
     assert.equal(after.headers.location, '/admin/sign-in');
     const self = await browser.send('POST', `/admin/users/${operatorId}/disable`, { csrf });

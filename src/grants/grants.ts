@@ -57,6 +57,11 @@ async function revokeGrantsIn(trx: Transaction<DB>, grantIds: readonly string[])
 export async function endUserAccess(trx: Transaction<DB>, userId: string): Promise<void> {
   const grants = await trx.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', userId).execute();
   await revokeGrantsIn(trx, grants.map((g) => g.grant_id));
+  await endUserSessions(trx, userId);
+}
+
+/** Ends the user's sign-in sessions at the authorization server (oidc-provider's Session), grants untouched. */
+export async function endUserSessions(trx: Transaction<DB>, userId: string): Promise<void> {
   await trx.deleteFrom('oidc_payloads').where('model', '=', 'Session').where(sql<string>`payload->>'accountId'`, '=', userId).execute();
 }
 

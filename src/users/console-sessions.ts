@@ -67,6 +67,15 @@ export async function closeConsoleSession(db: Kysely<DB>, box: SecretBox, id: st
   await db.deleteFrom('console_sessions').where('id_hash', 'in', box.bearerIds(id)).execute();
 }
 
+/**
+ * Ends every console session of a user: at once, not at their next click, so that a session cannot outlive
+ * the decision that ended it (disabled, no operator role left, a new password) and come back to life when the
+ * account is enabled again or the role given back.
+ */
+export async function closeUserConsoleSessions(db: Kysely<DB>, userId: string): Promise<void> {
+  await db.deleteFrom('console_sessions').where('user_id', '=', userId).execute();
+}
+
 export async function purgeConsoleSessions(db: Kysely<DB>): Promise<number> {
   const result = await db.deleteFrom('console_sessions').where('expires_at', '<=', sql<Date>`now()`).executeTakeFirst();
   return Number(result.numDeletedRows);

@@ -4,9 +4,10 @@ import { toSummary, type PatientSummary } from '../directory/patients.js';
 import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
 import type { UsersTable } from '../db/tables/users.js';
-import { endUserAccess } from '../grants/grants.js';
+import { endUserAccess, endUserSessions } from '../grants/grants.js';
 import { hashPassword } from '../security/password.js';
 import type { SecretBox } from '../security/secret-box.js';
+import { closeUserConsoleSessions } from './console-sessions.js';
 import { loginName, resetThrottle, throttleKey } from './login-throttle.js';
 
 export interface User {
@@ -176,13 +177,30 @@ export async function updateUser(
       .execute();
     if (patch.patients) await setPatients(trx, id, patch.patients);
     if (patch.disabled === true) await endUserAccess(trx, id);
+    // A console session ends with the account or the operator role, rather than waiting, unused, to be revived.
+    if (patch.disabled === true || (patch.roles !== undefined && !patch.roles.some((r) => OPERATOR_ROLES.has(r)))) await closeUserConsoleSessions(trx, id);
   });
   return (await getUser(db, id))!;
 }
 
-/** Sets a new password and lifts the slowdown on the user name: attempts on the old password no longer count. */
+/** The roles that open the operator console (src/admin/console/session.ts). */
+const OPERATOR_ROLES = new Set(['admin', 'auditor']);
+
+/**
+ * Sets a new password and lifts the slowdown on the user name: attempts on the old password no longer count.
+ * Whoever signed in with the old password is signed out (OWASP Session Management: renew sessions after a
+ * password change): the user's sign-in sessions here and their console sessions end. Their grants stay: the
+ * user revokes apps on /account/apps, an operator on the grants page or by disabling the account.
+ */
 export async function resetPassword(db: Kysely<DB>, box: SecretBox, id: string, password: string): Promise<void> {
-  const row = await db.updateTable('users').set({ password_hash: await hashPassword(password), updated_at: sql<Date>`now()` }).where('id', '=', id).returning('username').executeTakeFirst();
+  const hash = await hashPassword(password);
+  const row = await db.transaction().execute(async (trx) => {
+    const updated = await trx.updateTable('users').set({ password_hash: hash, updated_at: sql<Date>`now()` }).where('id', '=', id).returning('username').executeTakeFirst();
+    if (!updated) return undefined;
+    await endUserSessions(trx, id);
+    await closeUserConsoleSessions(trx, id);
+    return updated;
+  });
   if (!row) throw HttpProblem.notFound(`no user ${id}`);
   await resetThrottle(db, throttleKey(box, 'account', loginName(row.username)));
 }
