@@ -1,16 +1,23 @@
 import { verify as verifySignature, X509Certificate, type KeyObject } from 'node:crypto';
+import { isIP } from 'node:net';
 
 import { AsnConvert } from '@peculiar/asn1-schema';
 import {
+  BasicConstraints,
   Certificate,
   CertificateList,
   CRLDistributionPoints,
   type Extension,
+  type GeneralName,
+  type GeneralSubtrees,
+  id_ce_basicConstraints,
   id_ce_cRLDistributionPoints,
   id_ce_keyUsage,
+  id_ce_nameConstraints,
   id_ce_subjectAltName,
   KeyUsage,
   KeyUsageFlags,
+  NameConstraints,
   SubjectAlternativeName,
 } from '@peculiar/asn1-x509';
 
@@ -29,7 +36,32 @@ export interface ChainCertificate {
   readonly crlUrls: readonly string[];
   /** The KeyUsage bits, undefined when the extension is absent. */
   readonly keyUsage: number | undefined;
+  /** BasicConstraints pathLenConstraint: how many intermediate CAs may follow this CA; undefined: no limit. */
+  readonly pathLen?: number | undefined;
+  /** dNSName entries of the Subject Alternative Name. */
+  readonly sanDns?: readonly string[];
+  /** Whether the Subject Alternative Name holds names of other forms (e-mail, IP address, directory name…). */
+  readonly sanOther?: boolean;
+  /** The NameConstraints of a CA: the subtrees names below it must be in, and those they must not be in. */
+  readonly nameConstraints?: { readonly permitted: readonly NameSubtree[]; readonly excluded: readonly NameSubtree[] } | undefined;
+  /** The first extension marked critical that this server does not recognise (RFC 5280 §4.2: refuse it). */
+  readonly unknownCritical?: string | undefined;
 }
+
+/** A subtree of a name constraint: URIs and DNS names are checked; any other form is `other`. */
+export interface NameSubtree {
+  readonly form: 'uri' | 'dns' | 'other';
+  readonly value: string;
+}
+
+/**
+ * Extensions recognised when critical (RFC 5280 §4.2). The policy extensions are recognised without policy
+ * processing: UDAP trust is the community's anchors and the SAN, not certificate policies.
+ */
+const RECOGNISED_CRITICAL = new Set([
+  id_ce_basicConstraints, id_ce_keyUsage, id_ce_subjectAltName, id_ce_nameConstraints, id_ce_cRLDistributionPoints,
+  '2.5.29.14', '2.5.29.35', '2.5.29.37', '2.5.29.32', '2.5.29.33', '2.5.29.36', '2.5.29.54', '2.5.29.18', '1.3.6.1.5.5.7.1.1',
+]);
 
 /** Why a chain was refused: no path to an anchor, a certificate revoked, or anything else wrong with it. */
 export type ChainProblem = { readonly kind: 'untrusted' | 'revoked' | 'invalid'; readonly message: string };
@@ -71,14 +103,30 @@ export function parseCertificate(der: Buffer): ChainCertificate | undefined {
     return undefined;
   }
   const sanUris: string[] = [];
+  const sanDns: string[] = [];
+  let sanOther = false;
   const crlUrls: string[] = [];
   let keyUsage: number | undefined;
+  let pathLen: number | undefined;
+  let nameConstraints: ChainCertificate['nameConstraints'];
+  let unknownCritical: string | undefined;
   try {
     const extensions: readonly Extension[] = asn.tbsCertificate.extensions ?? [];
     for (const extension of extensions) {
       const value = extension.extnValue.buffer;
+      if (extension.critical && !RECOGNISED_CRITICAL.has(extension.extnID)) unknownCritical ??= extension.extnID;
       if (extension.extnID === id_ce_subjectAltName) {
-        for (const name of AsnConvert.parse(value, SubjectAlternativeName)) if (name.uniformResourceIdentifier) sanUris.push(name.uniformResourceIdentifier);
+        for (const name of AsnConvert.parse(value, SubjectAlternativeName)) {
+          if (name.uniformResourceIdentifier) sanUris.push(name.uniformResourceIdentifier);
+          else if (name.dNSName) sanDns.push(name.dNSName);
+          else sanOther = true;
+        }
+      } else if (extension.extnID === id_ce_basicConstraints) {
+        const constraints = AsnConvert.parse(value, BasicConstraints);
+        if (constraints.cA && constraints.pathLenConstraint !== undefined) pathLen = constraints.pathLenConstraint;
+      } else if (extension.extnID === id_ce_nameConstraints) {
+        const constraints = AsnConvert.parse(value, NameConstraints);
+        nameConstraints = { permitted: subtrees(constraints.permittedSubtrees), excluded: subtrees(constraints.excludedSubtrees) };
       } else if (extension.extnID === id_ce_cRLDistributionPoints) {
         for (const point of AsnConvert.parse(value, CRLDistributionPoints)) {
           for (const name of point.distributionPoint?.fullName ?? []) {
@@ -93,7 +141,14 @@ export function parseCertificate(der: Buffer): ChainCertificate | undefined {
   } catch {
     return undefined;
   }
-  return { x509, sanUris, crlUrls, keyUsage };
+  return { x509, sanUris, crlUrls, keyUsage, pathLen, sanDns, sanOther, nameConstraints, unknownCritical };
+}
+
+function subtrees(list: GeneralSubtrees | undefined): NameSubtree[] {
+  if (!list) return [];
+  return Array.from(list, ({ base }: { base: GeneralName }): NameSubtree =>
+    base.uniformResourceIdentifier !== undefined ? { form: 'uri', value: base.uniformResourceIdentifier } : base.dNSName !== undefined ? { form: 'dns', value: base.dNSName } : { form: 'other', value: '' },
+  );
 }
 
 /** Every CRL the certificates of a validated path name: the caller fetches these for {@link revocationOf}. */
@@ -135,7 +190,67 @@ export function checkChain(chain: readonly ChainCertificate[], anchors: readonly
     rest = rest.filter((c) => c !== next);
     current = next;
   }
+  const constrained = pathConstraintProblem(path);
+  if (constrained) return { ok: false, kind: 'invalid', message: constrained };
   return { ok: true, leaf, path };
+}
+
+/**
+ * What the CAs of a path (its intermediates and the anchor) allow below them (RFC 5280 §6.1): no critical
+ * extension left unrecognised, no more intermediate CAs than a pathLenConstraint allows, and every URI and
+ * DNS name of the certificates below within the CA's name constraints. A name constraint of another form is
+ * not checked here, so a path that would need it is refused (RFC 5280 §4.2.1.10: process it or reject).
+ */
+function pathConstraintProblem(path: readonly PathLink[]): string | undefined {
+  const anchor = path.at(-1) && parseCertificate(Buffer.from(path.at(-1)!.issuer.raw));
+  if (!anchor) return 'the trust anchor cannot be read';
+  // Leaf first, anchor last.
+  const certs = [...path.map((link) => link.cert), anchor];
+  for (const cert of certs.slice(0, -1)) if (cert.unknownCritical) return `${name(cert.x509)} has a critical extension this server does not recognise (${cert.unknownCritical})`;
+  for (const [i, ca] of certs.entries()) {
+    if (i === 0) continue;
+    const below = certs.slice(0, i);
+    // Intermediate CAs below this one, self-issued ones not counted (RFC 5280 §4.2.1.9).
+    const intermediates = below.slice(1).filter((c) => c.x509.subject !== c.x509.issuer).length;
+    if (ca.pathLen !== undefined && intermediates > ca.pathLen) return `${name(ca.x509)} allows ${ca.pathLen} intermediate CA(s) below it (pathLenConstraint); this path has ${intermediates}`;
+    const constraints = ca.nameConstraints;
+    if (!constraints) continue;
+    const all = [...constraints.permitted, ...constraints.excluded];
+    if (all.some((s) => s.form === 'other') && below.some((c) => c.sanOther || c.x509.subject !== '')) return `${name(ca.x509)} has name constraints of a form this server does not check (only URI and DNS names are)`;
+    for (const cert of below) {
+      // Self-issued intermediates are not held to name constraints; the leaf always is.
+      if (cert !== certs[0] && cert.x509.subject === cert.x509.issuer) continue;
+      for (const [form, names] of [['uri', cert.sanUris], ['dns', cert.sanDns ?? []]] as const) {
+        const permitted = constraints.permitted.filter((s) => s.form === form);
+        const excluded = constraints.excluded.filter((s) => s.form === form);
+        for (const value of names) {
+          const host = form === 'uri' ? uriHost(value) : value.toLowerCase();
+          if (host === undefined && (permitted.length || excluded.length)) return `${value} in ${name(cert.x509)} names no host, so the name constraints of ${name(ca.x509)} cannot allow it`;
+          if (host === undefined) continue;
+          if (permitted.length && !permitted.some((s) => withinSubtree(host, s))) return `${value} in ${name(cert.x509)} is outside the names ${name(ca.x509)} may certify (name constraints)`;
+          if (excluded.some((s) => withinSubtree(host, s))) return `${value} in ${name(cert.x509)} is among the names ${name(ca.x509)} must not certify (name constraints)`;
+        }
+      }
+    }
+  }
+  return undefined;
+}
+
+/** The host of a URI, lower case; undefined without one, or when it is an IP address (RFC 5280 §4.2.1.10). */
+function uriHost(uri: string): string | undefined {
+  const url = URL.parse(uri);
+  const host = url?.hostname.toLowerCase();
+  if (!host || isIP(host.replace(/^\[|\]$/g, '')) !== 0) return undefined;
+  return host;
+}
+
+/** RFC 5280 §4.2.1.10: `.example.com` is any host under it; `example.com` is that host (for DNS, and those under it). */
+function withinSubtree(host: string, subtree: NameSubtree): boolean {
+  const base = subtree.value.toLowerCase();
+  if (base === '') return true;
+  if (base.startsWith('.')) return host.endsWith(base);
+  if (subtree.form === 'uri') return host === base;
+  return host === base || host.endsWith(`.${base}`);
 }
 
 /**
