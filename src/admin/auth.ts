@@ -1,4 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Kysely } from 'kysely';
+
+import type { DB } from '../db/schema.js';
 
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { bearerToken, sameSecret } from '../security/bearer.js';
@@ -8,6 +11,9 @@ import { splitScopes } from '../smart/scopes/scope.js';
  * Who may call the admin API: the holder of ADMIN_TOKEN, or an access token of this server that carries
  * `admin` (everything) or `ehr-launch` (creating launches only: an EHR's own backend client, so that it does
  * not hold the admin token). Checked in onRequest, before the body is read or validated: 401 before any 400.
+ * A token issued on behalf of a person carries `admin` only as far as that person may administer the server:
+ * their account must be enabled and hold the `admin` role now, whatever scope they consented to; a person
+ * cannot hand an app more authority than they have.
  */
 export const ADMIN_SCOPE = 'admin';
 export const EHR_LAUNCH_SCOPE = 'ehr-launch';
@@ -29,7 +35,10 @@ declare module 'fastify' {
   }
 }
 
-export function adminAuthentication(adminToken: string | undefined, host: ProviderHost) {
+/** The operator role that administering the server by delegation needs (as on the console). */
+const ADMIN_ROLE = 'admin';
+
+export function adminAuthentication(adminToken: string | undefined, host: ProviderHost, db: Kysely<DB>) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const token = bearerToken(request.headers.authorization);
     const refuse = (status: 401 | 403, error: string, description: string) => {
@@ -58,6 +67,14 @@ export function adminAuthentication(adminToken: string | undefined, host: Provid
     if (!scopes.includes(ADMIN_SCOPE) && !scopes.includes(needed)) {
       refuse(403, 'insufficient_scope', `this request needs an access token with the ${needed} scope`);
       return reply;
+    }
+    const accountId = 'accountId' in accessToken && typeof accessToken.accountId === 'string' ? accessToken.accountId : undefined;
+    if (accountId !== undefined && scopes.includes(ADMIN_SCOPE)) {
+      const user = await db.selectFrom('users').select(['roles', 'disabled']).where('id', '=', accountId).executeTakeFirst();
+      if (!user || user.disabled || !user.roles.includes(ADMIN_ROLE)) {
+        refuse(403, 'insufficient_scope', 'this access token acts for a person who does not hold the admin role: only an administrator can let an app administer this server');
+        return reply;
+      }
     }
     request.adminActor = { type: 'client', id: accessToken.clientId ?? 'unknown', scopes };
   };

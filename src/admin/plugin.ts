@@ -43,7 +43,7 @@ export const adminApi = fp(
 
     await app.register(
       async (admin) => {
-        admin.addHook('onRequest', adminAuthentication(deps.config.adminToken, deps.host));
+        admin.addHook('onRequest', adminAuthentication(deps.config.adminToken, deps.host, deps.db));
         admin.addHook('onRequest', async (_request: FastifyRequest, reply: FastifyReply) => {
           void reply.header('cache-control', 'no-store');
         });
