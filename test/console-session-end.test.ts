@@ -9,7 +9,8 @@ import { describeEachDatabase } from './helpers/databases.js';
 
 /**
  * A console session ends with the decision that ended it, not at the operator's next click: a session left
- * unused while its operator is disabled, loses the role, or has their password reset must not come back.
+ * unused while its operator is disabled, loses the role, or has their password reset must not come back; one
+ * opened with ADMIN_TOKEN ends when the token is rotated or removed.
  */
 const ADMIN_TOKEN = 'console-admin-token-0123456789abcdefghij';
 
@@ -52,5 +53,25 @@ describeEachDatabase('console sessions end with the account, the role and the pa
     assert.equal((await api('PATCH', '/users/op-role', { roles: ['clinician'] })).statusCode, 200);
     assert.equal((await api('PATCH', '/users/op-role', { roles: ['admin'] })).statusCode, 200);
     assert.equal((await browser.send('GET', '/admin/users')).statusCode, 303);
+  });
+
+  it('a session opened with ADMIN_TOKEN ends when the server runs with another token, or none', async () => {
+    const browser = new Browser(app, TEST_ISSUER);
+    const csrf = inputValue((await browser.send('GET', '/admin/sign-in')).body, 'csrf');
+    assert.equal((await browser.send('POST', '/admin/sign-in/token', { csrf, admin_token: ADMIN_TOKEN })).statusCode, 303);
+    const cookie = browser.cookie('smart_console')!;
+    const at = async (env: Record<string, string>) => {
+      const other = await testApp(ctx.current.database, env);
+      try {
+        const copy = new Browser(other, TEST_ISSUER);
+        copy.setCookie('smart_console', cookie, '/admin');
+        return (await copy.send('GET', '/admin/users')).statusCode;
+      } finally {
+        await other.close();
+      }
+    };
+    assert.equal(await at({ ADMIN_TOKEN }), 200, 'the same token: the session stands (another process of the same server)');
+    assert.equal(await at({ ADMIN_TOKEN: 'a-rotated-admin-token-0123456789abcdef' }), 303, 'a rotated token ends it');
+    assert.equal(await at({}), 303, 'no token at all ends it');
   });
 });

@@ -27,12 +27,29 @@ export interface ConsoleSession {
   readonly user: { readonly id: string; readonly username: string; readonly name: string; readonly roles: readonly string[] } | null;
 }
 
-/** Opens a session; returns its id, for the cookie only. */
-export async function openConsoleSession(db: Kysely<DB>, box: SecretBox, userId: string | null): Promise<string> {
+/**
+ * A session opened with ADMIN_TOKEN (no user) is bound to that token: its row is stored under the keyed hash of
+ * its id together with a MAC of the token, so it is found only while the server runs with the same ADMIN_TOKEN.
+ * Rotating the token (because it leaked) or removing it ends every session opened with it.
+ */
+function tokenBound(box: SecretBox, id: string, adminToken: string): string {
+  return `${id}\n${box.mac('console-admin-token', adminToken)}`;
+}
+
+/** The keyed hashes a session id may be stored under: as a user's session, and as one opened with the current ADMIN_TOKEN. */
+function storedIds(box: SecretBox, id: string, adminToken: string | undefined): { user: string[]; token: string[] } {
+  const user = [...box.bearerIds(id)];
+  const token = adminToken ? [...box.bearerIds(tokenBound(box, id, adminToken))] : [];
+  return { user, token };
+}
+
+/** Opens a session; returns its id, for the cookie only. `adminToken`: the token a session without a user was opened with. */
+export async function openConsoleSession(db: Kysely<DB>, box: SecretBox, userId: string | null, adminToken?: string): Promise<string> {
   const id = randomBytes(32).toString('base64url');
+  if (userId === null && !adminToken) throw new Error('a console session without a user is opened with ADMIN_TOKEN');
   await db
     .insertInto('console_sessions')
-    .values({ id_hash: box.bearerId(id), user_id: userId, expires_at: sql<Date>`now() + make_interval(secs => ${Math.min(CONSOLE_IDLE_SECONDS, CONSOLE_MAX_SECONDS)})` })
+    .values({ id_hash: userId === null ? box.bearerId(tokenBound(box, id, adminToken!)) : box.bearerId(id), user_id: userId, expires_at: sql<Date>`now() + make_interval(secs => ${Math.min(CONSOLE_IDLE_SECONDS, CONSOLE_MAX_SECONDS)})` })
     .execute();
   return id;
 }
@@ -41,16 +58,19 @@ export async function openConsoleSession(db: Kysely<DB>, box: SecretBox, userId:
  * The live session with this id, its operator as they are now; undefined when there is none, it expired,
  * or its user was disabled or removed.
  */
-export async function findConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined): Promise<ConsoleSession | undefined> {
+export async function findConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined, adminToken?: string): Promise<ConsoleSession | undefined> {
   if (!id || !SESSION_ID.test(id)) return undefined;
+  const ids = storedIds(box, id, adminToken);
   const row = await db
     .selectFrom('console_sessions as s')
     .leftJoin('users as u', 'u.id', 's.user_id')
     .select(['s.id_hash', 's.user_id', 'u.username', 'u.name', 'u.roles', 'u.disabled', sql<boolean>`s.seen_at < now() - make_interval(secs => ${TOUCH_SECONDS})`.as('stale')])
-    .where('s.id_hash', 'in', box.bearerIds(id))
+    .where('s.id_hash', 'in', [...ids.user, ...ids.token])
     .where('s.expires_at', '>', sql<Date>`now()`)
     .executeTakeFirst();
   if (!row) return undefined;
+  // A session without a user only under the current token's binding; a user's only under its own id.
+  if (!(row.user_id === null ? ids.token : ids.user).includes(row.id_hash)) return undefined;
   if (row.user_id !== null && (row.disabled !== false || row.username === null || row.name === null)) return undefined;
   if (row.stale) {
     await db
@@ -62,9 +82,10 @@ export async function findConsoleSession(db: Kysely<DB>, box: SecretBox, id: str
   return { user: row.user_id === null ? null : { id: row.user_id, username: row.username!, name: row.name!, roles: row.roles ?? [] } };
 }
 
-export async function closeConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined): Promise<void> {
+export async function closeConsoleSession(db: Kysely<DB>, box: SecretBox, id: string | undefined, adminToken?: string): Promise<void> {
   if (!id || !SESSION_ID.test(id)) return;
-  await db.deleteFrom('console_sessions').where('id_hash', 'in', box.bearerIds(id)).execute();
+  const ids = storedIds(box, id, adminToken);
+  await db.deleteFrom('console_sessions').where('id_hash', 'in', [...ids.user, ...ids.token]).execute();
 }
 
 /**

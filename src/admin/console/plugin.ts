@@ -76,11 +76,11 @@ export async function operatorConsole(app: FastifyInstance, deps: AdminDeps): Pr
   app.addHook('onRequest', async (request, reply) => {
     if (request.routeOptions.config.consolePublic) return;
     const sessionId = cookies.sessionOf(request);
-    const session = await findConsoleSession(deps.db, deps.box, sessionId);
+    const session = await findConsoleSession(deps.db, deps.box, sessionId, deps.config.adminToken);
     const role = session && (session.user ? consoleRole(session.user.roles) : 'admin');
     if (!session || !role || !sessionId) {
       // An operator who lost their role keeps no session: the sign-in page then shows its form.
-      if (session) await closeConsoleSession(deps.db, deps.box, sessionId);
+      if (session) await closeConsoleSession(deps.db, deps.box, sessionId, deps.config.adminToken);
       if (sessionId) cookies.clearSession(reply);
       return reply.redirect(`${base}/sign-in`, 303);
     }

@@ -46,8 +46,8 @@ export async function signInPages(app: FastifyInstance, ctx: ConsoleContext): Pr
   const expired = (request: FastifyRequest, reply: FastifyReply) => page(request, reply, 403, { error: 'This form has expired. Try again.' });
 
   async function start(request: FastifyRequest, reply: FastifyReply, userId: string | null): Promise<FastifyReply> {
-    await closeConsoleSession(db, box, cookies.sessionOf(request));
-    cookies.setSession(reply, await openConsoleSession(db, box, userId));
+    await closeConsoleSession(db, box, cookies.sessionOf(request), config.adminToken);
+    cookies.setSession(reply, await openConsoleSession(db, box, userId, config.adminToken));
     return reply.redirect(base, 303);
   }
 
@@ -55,7 +55,7 @@ export async function signInPages(app: FastifyInstance, ctx: ConsoleContext): Pr
     '/admin/sign-in',
     { config: { consolePublic: true }, schema: { querystring: { type: 'object', properties: { notice: { type: 'string', maxLength: 64 } } } } },
     async (request, reply) => {
-      const session = await findConsoleSession(db, box, cookies.sessionOf(request));
+      const session = await findConsoleSession(db, box, cookies.sessionOf(request), config.adminToken);
       if (session && (!session.user || consoleRole(session.user.roles))) return reply.redirect(base, 303);
       return page(request, reply, 200, { notice: noticeOf(request.query.notice) });
     },
@@ -103,7 +103,7 @@ export async function signInPages(app: FastifyInstance, ctx: ConsoleContext): Pr
   });
 
   app.post('/admin/sign-out', { config: { consoleAuditor: true } }, async (request, reply) => {
-    await closeConsoleSession(db, box, cookies.sessionOf(request));
+    await closeConsoleSession(db, box, cookies.sessionOf(request), config.adminToken);
     cookies.clearSession(reply);
     return reply.redirect(`${base}/sign-in?notice=signed-out`, 303);
   });
