@@ -73,6 +73,27 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
     });
   });
 
+  it('a registration is held to the same sizes as an operator\'s: name, URIs, contacts, scope', async () => {
+    await withApp(ctx, { REGISTRATION: 'open' }, async (app) => {
+      const long = (n: number) => 'x'.repeat(n);
+      for (const [metadata, error, description] of [
+        [{ client_name: long(201) }, 'invalid_client_metadata', 'client_name is longer than 200 characters'],
+        [{ logo_uri: `https://app.example/${long(2030)}` }, 'invalid_client_metadata', 'logo_uri is longer than 2048 characters'],
+        [{ redirect_uris: Array.from({ length: 51 }, (_, i) => `https://app.example/cb/${i}`) }, 'invalid_redirect_uri', 'redirect_uris: at most 50'],
+        [{ redirect_uris: [`https://app.example/${long(2030)}`] }, 'invalid_redirect_uri', 'redirect_uris: each at most 2048 characters'],
+        [{ contacts: Array.from({ length: 21 }, (_, i) => `c${i}@app.example`) }, 'invalid_client_metadata', 'contacts: at most 20'],
+        [{ contacts: [`${long(320)}@app.example`] }, 'invalid_client_metadata', 'contacts: each at most 320 characters'],
+        [{ scope: Array.from({ length: 1200 }, (_, i) => `patient/T${i}.rs`).join(' ') }, 'invalid_client_metadata', 'scope is longer than 16384 characters'],
+      ] as const) {
+        const res = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, ...metadata } });
+        assert.deepEqual([res.statusCode, res.json()], [400, { error, error_description: description }], description);
+      }
+      // At the limits: accepted. A name of 200 characters counted as code points (an emoji is one).
+      const fits = await app.inject({ method: 'POST', url: '/reg', payload: { ...METADATA, client_name: '\u{1F3E5}'.repeat(200), contacts: Array.from({ length: 20 }, (_, i) => `c${i}@app.example`) } });
+      assert.equal(fits.statusCode, 201, fits.body);
+    });
+  });
+
   it('one set of client rules on every path: /reg, PUT /reg/:id and the admin API refuse the same metadata', async () => {
     const cases: { metadata: Record<string, unknown>; error: string; description: string }[] = [
       { metadata: { grant_types: ['client_credentials'], token_endpoint_auth_method: 'none', response_types: [], redirect_uris: [] }, error: 'invalid_client_metadata', description: 'token_endpoint_auth_method: none cannot be used with client_credentials; backend services authenticate with private_key_jwt' },

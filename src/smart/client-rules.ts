@@ -160,6 +160,7 @@ export function needsSecret(metadata: ClientMetadata): boolean {
 export function checkClientMetadata(metadata: ClientMetadata, options: ClientRulesOptions): void {
   const unfit = inputProblem(metadata, '');
   if (unfit) fail(describeInputProblem(unfit));
+  checkSizes(metadata);
   for (const [name, why] of Object.entries(REFUSED_PROPERTIES)) if (metadata[name] !== undefined) fail(why);
 
   const method = metadata.token_endpoint_auth_method ?? 'client_secret_basic';
@@ -202,6 +203,39 @@ export function checkClientMetadata(metadata: ClientMetadata, options: ClientRul
   const consent = metadata[CONSENT_PROPERTY];
   if (consent !== undefined && consent !== 'required' && consent !== 'pre-approved') fail('consent must be required or pre-approved');
   checkPayerRole(metadata, grants);
+}
+
+/**
+ * How large a registration may be, whoever writes it: a client registering itself (RFC 7591) as much as an
+ * operator (the admin API's schema takes the same figures). Lengths in characters (code points), as JSON
+ * Schema counts them.
+ */
+export const METADATA_LIMITS = { name: 200, uri: 2048, uris: 50, contacts: 20, contact: 320, scope: 16_384 } as const;
+
+/** URIs a registration may carry, each at most METADATA_LIMITS.uri long. */
+const URI_PROPERTIES = ['jwks_uri', 'launch_uri', 'logo_uri', 'client_uri', 'policy_uri', 'tos_uri', 'initiate_login_uri', 'sector_identifier_uri'] as const;
+
+function checkSizes(metadata: ClientMetadata): void {
+  // Code points, as JSON Schema's maxLength counts them (an astral character is one, not two UTF-16 units).
+  const length = (value: string) => value.length - (value.match(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g)?.length ?? 0);
+  const name = metadata.client_name;
+  if (typeof name === 'string' && length(name) > METADATA_LIMITS.name) fail(`client_name is longer than ${METADATA_LIMITS.name} characters`);
+  for (const list of ['redirect_uris', 'post_logout_redirect_uris'] as const) {
+    const uris = metadata[list];
+    if (!Array.isArray(uris)) continue;
+    if (uris.length > METADATA_LIMITS.uris) fail(`${list}: at most ${METADATA_LIMITS.uris}`);
+    for (const uri of uris) if (typeof uri === 'string' && length(uri) > METADATA_LIMITS.uri) fail(`${list}: each at most ${METADATA_LIMITS.uri} characters`);
+  }
+  for (const property of URI_PROPERTIES) {
+    const uri = metadata[property];
+    if (typeof uri === 'string' && length(uri) > METADATA_LIMITS.uri) fail(`${property} is longer than ${METADATA_LIMITS.uri} characters`);
+  }
+  const contacts = metadata.contacts;
+  if (Array.isArray(contacts)) {
+    if (contacts.length > METADATA_LIMITS.contacts) fail(`contacts: at most ${METADATA_LIMITS.contacts}`);
+    for (const contact of contacts) if (typeof contact === 'string' && length(contact) > METADATA_LIMITS.contact) fail(`contacts: each at most ${METADATA_LIMITS.contact} characters`);
+  }
+  if (typeof metadata.scope === 'string' && length(metadata.scope) > METADATA_LIMITS.scope) fail(`scope is longer than ${METADATA_LIMITS.scope} characters`);
 }
 
 /** Every payer role, and only those: the compiler holds this to the stored type (db/tables/payer.ts PAYER_ROLES). */

@@ -4,7 +4,7 @@ import { HttpProblem } from '../../errors.js';
 import { deleteClient, generateClientId, getClient, insertClient, rotateClientSecret, settleClientStatus, updateClient, type ClientRecord } from '../../clients/registry.js';
 import type { ClientStatus } from '../../db/tables/clients.js';
 import { PAYER_ROLES } from '../../db/tables/payer.js';
-import { checkClientMetadata, ClientRuleError, needsSecret, ORGANIZATION_IDENTIFIER_PATTERN, toProviderMetadata } from '../../smart/client-rules.js';
+import { checkClientMetadata, ClientRuleError, METADATA_LIMITS, needsSecret, ORGANIZATION_IDENTIFIER_PATTERN, toProviderMetadata } from '../../smart/client-rules.js';
 import type { AdminDeps } from '../deps.js';
 import { inputChecker } from './input.js';
 import type { Operator } from './operator.js';
@@ -14,12 +14,12 @@ import type { Operator } from './operator.js';
  * client rules, oidc-provider's own validation, the cache of this process, and the audit trail.
  */
 
-const uri = { type: 'string', minLength: 1, maxLength: 2048 } as const;
+const uri = { type: 'string', minLength: 1, maxLength: METADATA_LIMITS.uri } as const;
 
 /** RFC 7591 client metadata, as far as this server uses it, plus ours (consent). */
 export const CLIENT_METADATA_PROPERTIES = {
-  client_name: { type: 'string', minLength: 1, maxLength: 200 },
-  redirect_uris: { type: 'array', maxItems: 50, items: uri },
+  client_name: { type: 'string', minLength: 1, maxLength: METADATA_LIMITS.name },
+  redirect_uris: { type: 'array', maxItems: METADATA_LIMITS.uris, items: uri },
   grant_types: { type: 'array', uniqueItems: true, maxItems: 3, items: { type: 'string', enum: ['authorization_code', 'refresh_token', 'client_credentials'] } },
   token_endpoint_auth_method: { type: 'string', enum: ['none', 'client_secret_basic', 'client_secret_post', 'private_key_jwt'] },
   token_endpoint_auth_signing_alg: { type: 'string', enum: ['RS384', 'ES384', 'RS256', 'ES256'] },
@@ -30,13 +30,13 @@ export const CLIENT_METADATA_PROPERTIES = {
     properties: { keys: { type: 'array', minItems: 1, maxItems: 20, items: { type: 'object', required: ['kty'], properties: { kty: { type: 'string' }, kid: { type: 'string' } } } } },
   },
   jwks_uri: uri,
-  scope: { type: 'string', maxLength: 16384, description: 'every scope the client may be granted, SMART scopes included' },
+  scope: { type: 'string', maxLength: METADATA_LIMITS.scope, description: 'every scope the client may be granted, SMART scopes included' },
   launch_uri: uri,
   logo_uri: uri,
   client_uri: uri,
   policy_uri: uri,
   tos_uri: uri,
-  contacts: { type: 'array', maxItems: 20, items: { type: 'string', maxLength: 320 } },
+  contacts: { type: 'array', maxItems: METADATA_LIMITS.contacts, items: { type: 'string', maxLength: METADATA_LIMITS.contact } },
   consent: { type: 'string', enum: ['required', 'pre-approved'], description: 'pre-approved clients skip the consent page' },
   payer_role: { type: 'string', enum: [...PAYER_ROLES], description: 'CMS-0057-F: patient-access apps count in the Patient Access report; provider-access clients reach the members attributed to their organisation who have not opted out; payer-to-payer clients the members who opted in' },
   organization_identifiers: { type: 'array', maxItems: 20, uniqueItems: true, items: { type: 'string', pattern: ORGANIZATION_IDENTIFIER_PATTERN, description: 'system|value, e.g. http://hl7.org/fhir/sid/us-npi|1234567893' }, description: 'the organisation a payer client acts for (NPI, TIN), matched against attribution lists and opt-ins' },
