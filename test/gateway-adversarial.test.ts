@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+
+import { startFhirServer } from '../src/fhir/server.js';
+import { createLaunch } from '../src/launch/context.js';
+import { enforce, type EnforceDecision } from '../src/smart/fhir/enforce.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
+import { createClient } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
+
+/**
+ * Ways a token reached past its patient, found by an adversarial review of the gateway (2026-12-03), each
+ * kept shut: a search from a type outside the compartment selecting by other patients' records (`_has`,
+ * chains), a `_getpages` carrying a search of its own, a Patient created under the id in context, Devices and
+ * Binaries of other patients, an app's If-Match pointing a write at a version never checked, and requests
+ * that made the gateway fail (500) instead of refusing them.
+ */
+
+type Json = Record<string, unknown>;
+interface Bundle {
+  readonly entry?: { readonly resource?: { readonly resourceType: string; readonly id: string }; readonly response?: { readonly status: string } }[];
+}
+const ids = (res: LightMyRequestResponse): string[] => (res.json<Bundle>().entry ?? []).map((e) => `${e.resource!.resourceType}/${e.resource!.id}`);
+const denied = (d: EnforceDecision, status: number, reason: RegExp): void => {
+  if (d.decision !== 'deny') assert.fail(`allowed: ${d.url}`);
+  assert.equal(d.status, status, d.reason);
+  assert.match(d.reason, reason);
+};
+
+describe('enforce: no selecting by the records of patients the token does not reach', () => {
+  const amy = { scope: 'patient/*.rs', patient: AMY };
+  it('_has and chains from a search not confined to the patient (Practitioner, Medication, Location) into the compartment are 403', () => {
+    for (const url of [
+      `Practitioner?_has:Observation:performer:subject=Patient/${DANIEL}`,
+      `Medication?_has:MedicationRequest:medication:patient=${DANIEL}`,
+      `Location?_has:Encounter:location:patient=${DANIEL}`,
+      `Organization?_has:Coverage:payor:beneficiary=Patient/${DANIEL}`,
+      `?_type=Practitioner&_has:Observation:performer:subject=Patient/${DANIEL}`,
+    ]) {
+      denied(enforce({ method: 'GET', url }, amy), 403, /patients this token does not reach/);
+    }
+    // As before: through the patient's own records, and for a token that reaches every patient.
+    assert.notEqual(enforce({ method: 'GET', url: 'Patient?_has:Observation:patient:code=1234' }, amy).decision, 'deny');
+    assert.notEqual(enforce({ method: 'GET', url: 'Observation?subject:Patient.name=Shaw' }, amy).decision, 'deny');
+    assert.notEqual(enforce({ method: 'GET', url: `Practitioner?_has:Observation:performer:subject=Patient/${DANIEL}` }, { scope: 'system/*.rs' }).decision, 'deny');
+  });
+
+  it('_getpages carries nothing but paging: with a search of its own it is held to the rules of one', () => {
+    assert.notEqual(enforce({ method: 'GET', url: '?_getpages=abc&_getpagesoffset=20&_count=20&_bundletype=searchset' }, amy).decision, 'deny');
+    denied(enforce({ method: 'GET', url: '?_getpages=abc&_type=Observation&_filter=subject eq Patient/x' }, amy), 403, /_filter|across types/);
+    denied(enforce({ method: 'GET', url: `?_getpages=abc&_type=Practitioner&_has:Observation:performer:subject=Patient/${DANIEL}` }, amy), 403, /does not reach/);
+  });
+
+  it('a Patient sent with the id in context is created under another id: not the patient\'s, 403', () => {
+    denied(enforce({ method: 'POST', url: 'Patient', body: { resourceType: 'Patient', id: AMY } }, { scope: 'patient/Patient.c', patient: AMY }), 403, /outside what this token reaches/);
+  });
+
+  it('a Device is its patient\'s record; a Binary whose securityContext is a Patient is theirs; Binary is not listed', () => {
+    const device = (patient: string) => ({ resourceType: 'Device', id: 'd', patient: { reference: `Patient/${patient}` } });
+    const read = enforce({ method: 'GET', url: 'Device/d' }, amy);
+    assert.notEqual(read.decision, 'deny');
+    if (read.decision === 'deny') return;
+    assert.equal(read.check(device(DANIEL)).body, undefined);
+    assert.deepEqual(read.check(device(AMY)).body, device(AMY));
+    const search = enforce({ method: 'GET', url: 'Device' }, amy);
+    assert.equal(search.decision !== 'deny' && search.url, `Device?patient=${AMY}`);
+    const binary = (patient: string) => ({ resourceType: 'Binary', id: 'b', contentType: 'text/plain', securityContext: { reference: `Patient/${patient}` } });
+    const get = enforce({ method: 'GET', url: 'Binary/b' }, amy);
+    if (get.decision === 'deny') return assert.fail(get.reason);
+    assert.equal(get.check(binary(DANIEL)).body, undefined);
+    assert.deepEqual(get.check(binary(AMY)).body, binary(AMY));
+    denied(enforce({ method: 'GET', url: 'Binary' }, amy), 403, /Binary cannot be confined/);
+    assert.notEqual(enforce({ method: 'GET', url: 'Binary' }, { scope: 'system/Binary.rs' }).decision, 'deny');
+  });
+});
+
+describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
+  let app: FastifyInstance;
+  let upstream: Awaited<ReturnType<typeof startFhirServer>>;
+  // Between the gateway and the FHIR server: what the gateway sends, as sent.
+  let proxy: Server;
+  const sent: { method: string; url: string; ifMatch: string | undefined }[] = [];
+
+  before(async () => {
+    upstream = await startFhirServer();
+    await upstream.fhir.load([
+      ...testRecords(),
+      { resourceType: 'Device', id: 'dev-daniel', patient: { reference: `Patient/${DANIEL}` }, deviceName: [{ name: 'pacemaker', type: 'user-friendly-name' }] },
+      { resourceType: 'Binary', id: 'bin-daniel', contentType: 'text/plain', securityContext: { reference: `Patient/${DANIEL}` }, data: Buffer.from('Daniel\'s letter').toString('base64') },
+    ] as never);
+    proxy = createServer((request, response) => {
+      const chunks: Buffer[] = [];
+      request.on('data', (c: Buffer) => chunks.push(c)).on('end', () => {
+        sent.push({ method: request.method!, url: request.url!, ifMatch: request.headers['if-match'] });
+        const headers = Object.fromEntries(Object.entries(request.headers).filter(([n]) => !['host', 'connection', 'content-length'].includes(n))) as Record<string, string>;
+        const body = chunks.length ? Buffer.concat(chunks) : undefined;
+        void fetch(`${new URL(upstream.url).origin}${request.url!}`, { method: request.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
+          const bytes = Buffer.from(await answer.arrayBuffer());
+          response.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/fhir+json', ...(answer.headers.get('etag') ? { etag: answer.headers.get('etag')! } : {}) }).end(bytes);
+        });
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const proxied = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}${new URL(upstream.url).pathname}`;
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN, FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=${proxied}` });
+    await createClient(app, { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], client_id: 'app', client_name: 'Chart App' });
+  });
+  after(async () => {
+    await app.close();
+    await new Promise((resolve) => proxy.close(resolve));
+    await upstream.close();
+  });
+
+  const launchToken = async (scope: string): Promise<string> => {
+    const { launch } = await createLaunch(ctx.current.database.db, app.runtime.box, { patient: AMY });
+    const flow = await startAuthorization(app, { client_id: 'app', scope: `launch ${scope}`, launch });
+    await login(flow, 'clinician', 'clinician-demo');
+    await consent(flow);
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    return res.json<Json>().access_token as string;
+  };
+  const fhir = (token: string, method: string, url: string, body?: unknown, headers: Record<string, string> = {}) =>
+    app.inject({ method: method as 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${token}`, ...(body !== undefined ? { 'content-type': 'application/fhir+json' } : {}), ...headers }, ...(body !== undefined ? { payload: JSON.stringify(body) } : {}) });
+
+  it('a patient token reads no other patient\'s Device or Binary, and lists no Binary', async () => {
+    const token = await launchToken('patient/*.rs');
+    assert.equal((await fhir(token, 'GET', '/Device/dev-daniel')).statusCode, 404);
+    const devices = await fhir(token, 'GET', '/Device');
+    assert.equal(devices.statusCode, 200, devices.body);
+    assert.deepEqual(ids(devices), []);
+    assert.equal((await fhir(token, 'GET', `/Device?patient=${DANIEL}`)).statusCode, 403);
+    assert.equal((await fhir(token, 'GET', '/Binary/bin-daniel')).statusCode, 404);
+    assert.equal((await fhir(token, 'GET', '/Binary')).statusCode, 403);
+  });
+
+  it('a patient token creates no Patient (its id is dropped, the record would be no one it reaches)', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const res = await fhir(token, 'POST', '/Patient', { resourceType: 'Patient', id: AMY, name: [{ family: 'Planted' }] });
+    assert.equal(res.statusCode, 403, res.body);
+    assert.equal((await upstream.fhir.repository.searchResources({ resourceType: 'Patient', filters: [{ code: 'family', operator: 'eq', value: 'Planted' }] })).length, 0, 'nothing created upstream');
+  });
+
+  it('a write goes with the version checked: an app\'s If-Match naming another is 412 and never sent on', async () => {
+    // On a FHIR server with versions 1, 2, 3… (HAPI) an app can name the next one: sent on, its If-Match would
+    // let the write land on a version the gateway never checked (another patient's, if changed meanwhile).
+    const token = await launchToken('patient/*.cruds');
+    const body = { resourceType: 'Observation', id: 'obs-amy-social', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } };
+    sent.length = 0;
+    const res = await fhir(token, 'PUT', '/Observation/obs-amy-social', body, { 'if-match': 'W/"2"' });
+    assert.equal(res.statusCode, 412, res.body);
+    assert.deepEqual(sent.filter((r) => r.method === 'PUT'), [], 'no write sent upstream');
+    const current = (await fhir(token, 'GET', '/Observation/obs-amy-social')).headers.etag as string;
+    sent.length = 0;
+    assert.equal((await fhir(token, 'PUT', '/Observation/obs-amy-social', body, { 'if-match': current })).statusCode, 200, 'naming the version checked is fine');
+    assert.deepEqual(sent.filter((r) => r.method === 'PUT').map((r) => r.ifMatch), [current]);
+  });
+
+  it('a batch entry whose url is not a URL and a JSON Patch the patcher throws on are refused (400, 422), never a 500', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'http://[::1' } }] });
+    assert.equal(batch.statusCode, 400, batch.body);
+    const patch = await fhir(token, 'PATCH', '/Observation/obs-amy-lab', [{ op: 'add', path: '/__proto__/x', value: 1 }], { 'content-type': 'application/json-patch+json' });
+    assert.equal(patch.statusCode, 422, patch.body);
+  });
+});
