@@ -85,7 +85,7 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
   let upstream: Awaited<ReturnType<typeof startFhirServer>>;
   // Between the gateway and the FHIR server: what the gateway sends, as sent.
   let proxy: Server;
-  const sent: { method: string; url: string; ifMatch: string | undefined }[] = [];
+  const sent: { method: string; url: string; ifMatch: string | undefined; body: string }[] = [];
 
   before(async () => {
     upstream = await startFhirServer();
@@ -97,7 +97,12 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     proxy = createServer((request, response) => {
       const chunks: Buffer[] = [];
       request.on('data', (c: Buffer) => chunks.push(c)).on('end', () => {
-        sent.push({ method: request.method!, url: request.url!, ifMatch: request.headers['if-match'] });
+        sent.push({ method: request.method!, url: request.url!, ifMatch: request.headers['if-match'], body: Buffer.concat(chunks).toString('utf8') });
+        // As HAPI answers a conditional read of a resource unchanged since then (RFC 9110 §13.1.3).
+        if (request.method === 'GET' && request.headers['if-modified-since'] && /^\/fhir\/Observation\/[^/?]+$/.test(request.url!)) {
+          response.writeHead(304, { etag: 'W/"1"', 'last-modified': 'Tue, 01 Dec 2026 10:00:00 GMT' }).end();
+          return;
+        }
         const headers = Object.fromEntries(Object.entries(request.headers).filter(([n]) => !['host', 'connection', 'content-length'].includes(n))) as Record<string, string>;
         const body = chunks.length ? Buffer.concat(chunks) : undefined;
         void fetch(`${new URL(upstream.url).origin}${request.url!}`, { method: request.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
@@ -160,6 +165,21 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     sent.length = 0;
     assert.equal((await fhir(token, 'PUT', '/Observation/obs-amy-social', body, { 'if-match': current })).statusCode, 200, 'naming the version checked is fine');
     assert.deepEqual(sent.filter((r) => r.method === 'PUT').map((r) => r.ifMatch), [current]);
+  });
+
+  it('a conditional read answered 304 tells nothing of a resource the token does not reach (404), in a batch too', async () => {
+    const token = await launchToken('patient/*.rs');
+    const since = { 'if-modified-since': 'Wed, 01 Jan 2031 00:00:00 GMT' };
+    const other = await fhir(token, 'GET', '/Observation/obs-daniel-lab', undefined, since);
+    assert.equal(other.statusCode, 404, `${other.statusCode} ${JSON.stringify(other.headers)}`);
+    assert.equal(other.headers.etag, undefined);
+    assert.equal((await fhir(token, 'GET', '/Observation/obs-amy-lab', undefined, since)).statusCode, 304, 'one\'s own: 304 as the FHIR server said');
+    sent.length = 0;
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Observation/obs-daniel-lab', ifModifiedSince: '2031-01-01T00:00:00Z', ifNoneMatch: 'W/"1"' } }] });
+    assert.equal(batch.statusCode, 200, batch.body);
+    assert.match(batch.json<Bundle>().entry![0]!.response!.status, /^404/);
+    const upstreamBatch = JSON.parse(sent.find((r) => r.method === 'POST')!.body) as { entry: { request: Record<string, unknown> }[] };
+    assert.deepEqual(upstreamBatch.entry[0]!.request, { method: 'GET', url: 'Observation/obs-daniel-lab' }, 'the entry is read whole: a 304 would say it exists');
   });
 
   it('a batch entry whose url is not a URL and a JSON Patch the patcher throws on are refused (400, 422), never a 500', async () => {
