@@ -76,6 +76,13 @@ describe('enforce: no selecting by the records of patients the token does not re
     assert.equal(get.check(binary(DANIEL)).body, undefined);
     assert.deepEqual(get.check(binary(AMY)).body, binary(AMY));
     denied(enforce({ method: 'GET', url: 'Binary' }, amy), 403, /Binary cannot be confined/);
+    for (const type of ['Contract', 'GuidanceResponse']) {
+      const about = enforce({ method: 'GET', url: `${type}/x` }, amy);
+      if (about.decision === 'deny') return assert.fail(about.reason);
+      assert.equal(about.check({ resourceType: type, id: 'x', subject: [{ reference: `Patient/${DANIEL}` }] }).body, undefined, type);
+      assert.equal(about.check({ resourceType: type, id: 'x', subject: { reference: `Patient/${DANIEL}` } }).body, undefined, type);
+      denied(enforce({ method: 'GET', url: `${type}?patient=${DANIEL}` }, amy), 403, /outside the records/);
+    }
     assert.notEqual(enforce({ method: 'GET', url: 'Binary' }, { scope: 'system/Binary.rs' }).decision, 'deny');
   });
 });

