@@ -189,6 +189,18 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     assert.deepEqual(upstreamBatch.entry[0]!.request, { method: 'GET', url: 'Observation/obs-daniel-lab' }, 'the entry is read whole: a 304 would say it exists');
   });
 
+  it('a batch entry\'s ifNoneExist that is not a string is 400: it is not sent on as a conditional create the rules never saw', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const mine = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } };
+    sent.length = 0;
+    const res = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'POST', url: 'Observation', ifNoneExist: [`subject=Patient/${DANIEL}&code=2345-7`] }, resource: mine }] });
+    // Before: the entry went upstream, which ran it as a conditional create across every patient: 404 when
+    // Daniel had such an Observation (found, his, filtered out), 201 when not.
+    assert.equal(res.statusCode, 400, res.body);
+    assert.match(res.body, /ifNoneExist must be a string/);
+    assert.deepEqual(sent.filter((r) => r.method === 'POST'), []);
+  });
+
   it('a batch entry whose url is not a URL and a JSON Patch the patcher throws on are refused (400, 422), never a 500', async () => {
     const token = await launchToken('patient/*.cruds');
     const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'http://[::1' } }] });

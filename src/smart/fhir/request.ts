@@ -114,6 +114,8 @@ export function parseRestRequest(request: RestRequest): FhirCall {
   return invalid(404, `no FHIR interaction at /${segments.join('/')}`);
 }
 
+const CONDITIONAL_MEMBERS = ['ifNoneExist', 'ifMatch', 'ifNoneMatch', 'ifModifiedSince'] as const;
+
 /** A Bundle POSTed to the base: a batch or a transaction, each entry parsed as the request it makes. */
 function bundleCall(body: unknown): FhirCall {
   const bundle = body as { resourceType?: unknown; type?: unknown; entry?: unknown } | undefined;
@@ -125,6 +127,12 @@ function bundleCall(body: unknown): FhirCall {
   for (const [i, entry] of ((bundle.entry ?? []) as unknown[]).entries()) {
     const request = (entry as { request?: { method?: unknown; url?: unknown; ifNoneExist?: unknown } } | null)?.request;
     if (typeof request?.method !== 'string' || typeof request.url !== 'string') return invalid(400, `Bundle.entry[${i}].request needs a method and a url`);
+    // FHIR R4 Bundle.entry.request: strings. Another value goes upstream as it is, where a server may make one of
+    // it (`["patient=…"]` becomes a conditional create across every patient that the rules never saw).
+    for (const name of CONDITIONAL_MEMBERS) {
+      const value = (request as Record<string, unknown>)[name];
+      if (value !== undefined && typeof value !== 'string') return invalid(400, `Bundle.entry[${i}].request.${name} must be a string`);
+    }
     let url: URL;
     try {
       url = new URL(request.url, 'http://base/');
