@@ -61,6 +61,13 @@ describe('enforce: no selecting by the records of patients the token does not re
     denied(enforce({ method: 'POST', url: 'Patient', body: { resourceType: 'Patient', id: AMY } }, { scope: 'patient/Patient.c', patient: AMY }), 403, /outside what this token reaches/);
   });
 
+  it('a reference that is not a string is one that cannot be told: not written by a token that reaches some patients only', () => {
+    const grant = { scope: 'patient/Observation.c', patient: AMY };
+    for (const reference of [[`Patient/${DANIEL}`], { toString: `Patient/${DANIEL}` }, 42]) {
+      denied(enforce({ method: 'POST', url: 'Observation', body: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference }, performer: [{ reference: `Patient/${AMY}` }] } }, grant), 403, /outside what this token reaches/);
+    }
+  });
+
   it('a Device is its patient\'s record; a Binary whose securityContext is a Patient is theirs; Binary is not listed', () => {
     const device = (patient: string) => ({ resourceType: 'Device', id: 'd', patient: { reference: `Patient/${patient}` } });
     const read = enforce({ method: 'GET', url: 'Device/d' }, amy);

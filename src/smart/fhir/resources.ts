@@ -71,6 +71,8 @@ export function patientLinksOf(model: FhirModel, resource: FhirResource): { read
 function mayNamePatient(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false;
   const { reference, identifier, type } = value as { reference?: unknown; identifier?: unknown; type?: unknown };
+  // Not a string (`["Patient/123"]`): not FHIR, and no telling what a server makes of it.
+  if (reference !== undefined && typeof reference !== 'string') return true;
   if (typeof reference === 'string') {
     const target = /(?:^|\/)([A-Z][A-Za-z]+)\/[A-Za-z0-9\-.]{1,64}(?:\/_history\/[^/]+)?$/.exec(reference)?.[1];
     return target === undefined || target === 'Patient';
