@@ -145,13 +145,23 @@ describeEachDatabase('admin API', (ctx) => {
     assert.equal(approved.statusCode, 200, approved.body);
     assert.equal(approved.json<Body>().status, 'active');
     expectOAuthError(await call('POST', '/clients/wait-1/approve', {}), 409, 'conflict', 'client wait-1 is active, not pending: only a pending registration is approved or rejected');
+    // Bound to the version reviewed (updated_at): a registration changed since is a 409, not decided.
+    const seen = (await call('GET', '/clients/wait-2')).json<Body>().updated_at as string;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    assert.equal((await call('PATCH', '/clients/wait-2', { client_name: 'Waiting wait-2, renamed' })).statusCode, 200);
+    const stale = await call('POST', '/clients/wait-2/reject', { reason: 'no contract', reviewed_updated_at: seen });
+    assert.equal(stale.statusCode, 409, stale.body);
+    assert.match(stale.json<Body>().error_description as string, /^client wait-2 changed its registration at .+, after the version reviewed \(.+\): review it again$/);
+    assert.equal((await call('GET', '/clients/wait-2')).json<Body>().status, 'pending');
+    expectOAuthError(await call('POST', '/clients/wait-2/approve', { reviewed_updated_at: 'now' }), 400, 'invalid_request', 'reviewed_updated_at: must be a valid date-time');
     expectOAuthError(await call('POST', '/clients/wait-2/reject', {}), 400, 'invalid_request', 'reason: is required');
     expectOAuthError(await call('POST', '/clients/wait-2/reject', { reason: '   ' }), 400, 'invalid_request', 'reason: say why the registration is rejected');
-    const rejected = await call('POST', '/clients/wait-2/reject', { reason: 'no contract' });
+    const rejected = await call('POST', '/clients/wait-2/reject', { reason: 'no contract', reviewed_updated_at: (await call('GET', '/clients/wait-2')).json<Body>().updated_at as string });
     assert.equal(rejected.json<Body>().status, 'suspended');
     expectOAuthError(await call('POST', '/clients/nobody/approve', {}), 404, 'not_found', 'no client nobody');
     const audit = (await call('GET', '/audit?type=client.&client=wait-2')).json<{ items: Body[] }>().items.map((e) => [e.type, e.details]);
-    assert.deepEqual(audit, [['client.created', { status: 'pending', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'system/Patient.rs' }], ['client.rejected', { status: 'suspended', reason: 'no contract' }]]);
+    assert.deepEqual(audit.map(([type]) => type), ['client.created', 'client.updated', 'client.rejected'], 'the refused stale decision recorded nothing');
+    assert.deepEqual([audit[0], audit[2]], [['client.created', { status: 'pending', token_endpoint_auth_method: 'client_secret_basic', grant_types: ['client_credentials'], scope: 'system/Patient.rs' }], ['client.rejected', { status: 'suspended', reason: 'no contract' }]]);
     const found = (await call('GET', '/clients?q=WAITING%20WAIT-')).json<{ items: Body[] }>().items.map((c) => c.client_id);
     assert.deepEqual(found, ['wait-1', 'wait-2']);
   });

@@ -277,7 +277,9 @@ describeEachDatabase('operator console', (ctx) => {
 
   it('approves or rejects a pending registration with the reason; only a pending one', async () => {
     const { browser, csrf } = await signedIn(OPERATOR);
-    const register = async () => (await app.inject({ method: 'POST', url: '/reg', payload: { client_name: 'Self Registered', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [], scope: 'system/Patient.rs' } })).json<{ client_id: string; client_secret: string }>();
+    const metadata = { client_name: 'Self Registered', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', response_types: [], redirect_uris: [], scope: 'system/Patient.rs' };
+    const register = async () => (await app.inject({ method: 'POST', url: '/reg', payload: metadata })).json<{ client_id: string; client_secret: string; registration_access_token: string }>();
+    const reviewedOn = async (id: string) => /name="reviewed" value="([^"]+)"/.exec((await browser.send('GET', `/admin/clients/${id}`)).body)?.[1] ?? '';
     const first = await register();
     const second = await register();
     const page = await browser.send('GET', `/admin/clients/${first.client_id}`);
@@ -286,17 +288,29 @@ describeEachDatabase('operator console', (ctx) => {
     const cc = (c: { client_id: string; client_secret: string }) => tokenRequest(app, { grant_type: 'client_credentials', scope: 'system/Patient.rs' }, { authorization: basicAuth(c.client_id, c.client_secret) });
     assert.equal((await cc(first)).statusCode, 401);
 
-    const approved = await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf, reason: '  Contract 17 signed  ' });
+    // The decision is on the registration as the page showed it: one the client changed since is a 409.
+    const reviewed = await reviewedOn(first.client_id);
+    assert.match(reviewed, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.equal((await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf, reviewed: 'yesterday' })).statusCode, 400);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    const changed = await app.inject({ method: 'PUT', url: `/reg/${first.client_id}`, headers: { authorization: `Bearer ${first.registration_access_token}` }, payload: { ...metadata, client_id: first.client_id, client_name: 'Self Registered, changed after review' } });
+    assert.equal(changed.statusCode, 200, changed.body);
+    const stale = await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf, reviewed });
+    assert.equal(stale.statusCode, 409);
+    assert.match(alertOf(stale) ?? '', new RegExp(`^client ${first.client_id} changed its registration at .+, after the version reviewed \\(${reviewed}\\): review it again$`));
+    assert.equal((await cc(first)).statusCode, 401, 'still pending');
+    const approved = await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf, reason: '  Contract 17 signed  ', reviewed: await reviewedOn(first.client_id) });
     assert.equal(approved.headers.location, `/admin/clients/${encodeURIComponent(first.client_id)}?notice=client-approved`);
     assert.equal((await cc(first)).statusCode, 200);
-    const again = await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf });
+    const again = await browser.send('POST', `/admin/clients/${first.client_id}/approve`, { csrf, reviewed });
     assert.equal(again.statusCode, 409);
     assert.equal(alertOf(again), `client ${first.client_id} is active, not pending: only a pending registration is approved or rejected`);
 
-    const noReason = await browser.send('POST', `/admin/clients/${second.client_id}/reject`, { csrf, reason: ' ' });
+    const secondReviewed = await reviewedOn(second.client_id);
+    const noReason = await browser.send('POST', `/admin/clients/${second.client_id}/reject`, { csrf, reason: ' ', reviewed: secondReviewed });
     assert.equal(noReason.statusCode, 400);
     assert.equal(alertOf(noReason), 'reason: say why the registration is rejected');
-    assert.equal((await browser.send('POST', `/admin/clients/${second.client_id}/reject`, { csrf, reason: 'Unknown vendor' })).statusCode, 303);
+    assert.equal((await browser.send('POST', `/admin/clients/${second.client_id}/reject`, { csrf, reason: 'Unknown vendor', reviewed: secondReviewed })).statusCode, 303);
     assert.equal((await api('GET', `/clients/${second.client_id}`)).json<Body>().status, 'suspended', 'a rejected client is suspended, not deleted');
     assert.equal((await cc(second)).statusCode, 401);
     const decisions = [...(await events('client.approved')), ...(await events('client.rejected'))].filter((e) => [first.client_id, second.client_id].includes(e.client_id!));

@@ -77,7 +77,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
   );
 
   for (const decision of ['approve', 'reject'] as const) {
-    app.post<{ Params: { client_id: string }; Body: { reason?: string } | undefined }>(
+    app.post<{ Params: { client_id: string }; Body: { reason?: string; reviewed_updated_at?: string } | undefined }>(
       `/clients/:client_id/${decision}`,
       {
         // The reason is optional for an approval, so a request may come without a body at all.
@@ -88,11 +88,19 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
           ...tagged,
           summary: decision === 'approve' ? 'Approve a pending registration (it becomes active), with an optional reason' : 'Reject a pending registration with the reason (it becomes suspended)',
           params: idParams('client_id'),
-          body: { type: 'object', additionalProperties: false, ...(decision === 'reject' ? { required: ['reason'] } : {}), properties: { reason: { ...DECISION_REASON_PROPERTY, description: 'kept in the audit trail' } } },
+          body: {
+            type: 'object',
+            additionalProperties: false,
+            ...(decision === 'reject' ? { required: ['reason'] } : {}),
+            properties: {
+              reason: { ...DECISION_REASON_PROPERTY, description: 'kept in the audit trail' },
+              reviewed_updated_at: { type: 'string', format: 'date-time', description: 'the updated_at of the registration reviewed: the decision applies to it only, and a registration changed since (by the client, RFC 7592) is a 409' },
+            },
+          },
           response: { 200: clientResponse, ...errorResponses },
         },
       },
-      async (request) => view(await decideRegistration(deps, adminEvent(request), request.params.client_id, decision, request.body?.reason)),
+      async (request) => view(await decideRegistration(deps, adminEvent(request), request.params.client_id, decision, request.body?.reason, request.body?.reviewed_updated_at)),
     );
   }
 

@@ -132,8 +132,12 @@ export async function updateClient(db: Kysely<DB>, box: SecretBox, clientId: str
  * Moves a client from status `from` to `to` in one statement, so that of concurrent decisions exactly one
  * applies; undefined when the client is not (or no longer) in `from`, or does not exist.
  */
-export async function settleClientStatus(db: Kysely<DB>, clientId: string, from: ClientStatus, to: ClientStatus): Promise<ClientRecord | undefined> {
-  const row = await db.updateTable('clients').set({ status: to, updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).where('status', '=', from).returningAll().executeTakeFirst();
+export async function settleClientStatus(db: Kysely<DB>, clientId: string, from: ClientStatus, to: ClientStatus, reviewed?: Date): Promise<ClientRecord | undefined> {
+  let update = db.updateTable('clients').set({ status: to, updated_at: sql<Date>`now()` }).where('client_id', '=', clientId).where('status', '=', from);
+  // Only the registration as it was reviewed (its last change, to the millisecond a Date holds): not one the
+  // client changed since (RFC 7592) with its registration access token.
+  if (reviewed) update = update.where(sql<Date>`date_trunc('milliseconds', updated_at)`, '=', reviewed);
+  const row = await update.returningAll().executeTakeFirst();
   return row && toRecord(row);
 }
 

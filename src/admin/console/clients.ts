@@ -129,6 +129,7 @@ export async function clientPages(app: FastifyInstance, ctx: ConsoleContext): Pr
         hasSecret: client.has_secret,
         created: when(client.created_at),
         updated: when(client.updated_at),
+        version: client.updated_at.toISOString(),
         metadata: Object.entries(meta)
           .filter(([key]) => key !== 'client_id')
           .sort(([a], [b]) => a.localeCompare(b))
@@ -231,10 +232,12 @@ export async function clientPages(app: FastifyInstance, ctx: ConsoleContext): Pr
     return ctx.redirect(reply, clientPath(client.client_id), 'client-updated');
   });
 
-  const decisionBody = { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 }, reason: { type: 'string', maxLength: 1000 } } } as const;
+  // `reviewed`: the registration's updated_at as the page showed it (its forms always send it); a registration
+  // changed since is not decided. Without it (a request not from the page) the decision is on it as it stands.
+  const decisionBody = { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 }, reason: { type: 'string', maxLength: 1000 }, reviewed: { type: 'string', maxLength: 40 } } } as const;
   for (const decision of ['approve', 'reject'] as const) {
-    app.post<{ Params: { id: string }; Body: { reason?: string } }>(`/admin/clients/:id/${decision}`, { schema: { params: idParams('id'), body: decisionBody } }, async (request, reply) => {
-      await decideRegistration(deps, operatorEvent(request), request.params.id, decision, request.body.reason?.trim() || undefined);
+    app.post<{ Params: { id: string }; Body: { reason?: string; reviewed?: string } }>(`/admin/clients/:id/${decision}`, { schema: { params: idParams('id'), body: decisionBody } }, async (request, reply) => {
+      await decideRegistration(deps, operatorEvent(request), request.params.id, decision, request.body.reason?.trim() || undefined, request.body.reviewed || undefined);
       return ctx.redirect(reply, clientPath(request.params.id), decision === 'approve' ? 'client-approved' : 'client-rejected');
     });
   }

@@ -8,6 +8,7 @@ import { checkClientMetadata, ClientRuleError, METADATA_LIMITS, needsSecret, ORG
 import type { AdminDeps } from '../deps.js';
 import { inputChecker } from './input.js';
 import type { Operator } from './operator.js';
+import { instant, SEARCHED_RANGE, type InstantRange } from '../../payer/instants.js';
 
 /*
  * What an operator does to clients, whichever door they came in by (the admin API or the console): the
@@ -115,12 +116,24 @@ export async function changeClient(deps: AdminDeps, by: Operator, clientId: stri
  * Only a pending client is decided, atomically: of two operators deciding at once, one wins, the other
  * gets 409.
  */
-export async function decideRegistration(deps: AdminDeps, by: Operator, clientId: string, decision: 'approve' | 'reject', reason: string | undefined): Promise<ClientRecord> {
+const REVIEWED: InstantRange = { ...SEARCHED_RANGE, use: 'a registration was last changed' };
+
+/**
+ * Approves or rejects a pending registration. `reviewed`: the `updated_at` of the registration the operator
+ * looked at (RFC 3339); the decision then applies only to it, and a registration the client has changed since
+ * (RFC 7592, with its registration access token: other redirect URIs, wider scopes) is a 409, to be reviewed
+ * again. The console always sends it; the admin API takes it as `reviewed_updated_at`.
+ */
+export async function decideRegistration(deps: AdminDeps, by: Operator, clientId: string, decision: 'approve' | 'reject', reason: string | undefined, reviewed?: string): Promise<ClientRecord> {
   if (decision === 'reject' && !reason?.trim()) throw HttpProblem.invalid('reason: say why the registration is rejected');
+  const seen = reviewed === undefined ? undefined : instant('reviewed_updated_at', reviewed, REVIEWED);
   const status: ClientStatus = decision === 'approve' ? 'active' : 'suspended';
-  const record = await settleClientStatus(deps.db, clientId, 'pending', status);
+  const record = await settleClientStatus(deps.db, clientId, 'pending', status, seen);
   if (!record) {
     const current = await existingClient(deps, clientId);
+    if (current.status === 'pending') {
+      throw HttpProblem.conflict(`client ${clientId} changed its registration at ${current.updated_at.toISOString()}, after the version reviewed (${reviewed ?? ''}): review it again`);
+    }
     throw HttpProblem.conflict(`client ${clientId} is ${current.status}, not pending: only a pending registration is approved or rejected`);
   }
   deps.clients.invalidate(clientId);
