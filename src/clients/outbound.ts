@@ -35,7 +35,15 @@ for (const [net, prefix] of [
   ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24],
   ['192.0.2.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['198.51.100.0', 24], ['203.0.113.0', 24], ['224.0.0.0', 4], ['240.0.0.0', 4],
 ] as const) NON_PUBLIC.addSubnet(net, prefix, 'ipv4');
-for (const [net, prefix] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['2001:db8::', 32]] as const) {
+// Besides the private, link-local, multicast and documentation ranges, the forms that carry an IPv4 address
+// inside (and so may reach a private one): IPv4-compatible `::/96` (`::7f00:1`), NAT64 (well-known and
+// local-use), 6to4 and Teredo; and the discard-only `100::/64`. An IPv4-mapped address is checked as the IPv4
+// address it maps (isPublicAddress): a rule on `::ffff:0:0/96` would match every IPv4 address (BlockList
+// checks IPv4 against IPv6 rules in their mapped form).
+for (const [net, prefix] of [
+  ['::', 96], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96], ['64:ff9b:1::', 48], ['2001:db8::', 32],
+  ['2002::', 16], ['2001::', 32], ['100::', 64],
+] as const) {
   NON_PUBLIC.addSubnet(net, prefix, 'ipv6');
 }
 
@@ -43,11 +51,19 @@ export function isPublicAddress(address: string): boolean {
   const family = isIP(address);
   if (family === 0) return false;
   if (family === 6) {
-    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1];
+    const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address)?.[1] ?? hexMapped(address);
     if (mapped) return !NON_PUBLIC.check(mapped, 'ipv4');
     return !NON_PUBLIC.check(address, 'ipv6');
   }
   return !NON_PUBLIC.check(address, 'ipv4');
+}
+
+/** The IPv4 address of an IPv4-mapped IPv6 address written in hex (`::ffff:7f00:1` is 127.0.0.1). */
+function hexMapped(address: string): string | undefined {
+  const groups = /^(?:0{0,4}:){0,5}:?ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(address);
+  if (!groups) return undefined;
+  const [high, low] = [parseInt(groups[1]!, 16), parseInt(groups[2]!, 16)];
+  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
 /** A DNS lookup that fails for non-public answers: used by the socket itself, so it checks what it connects to. */
