@@ -1,12 +1,12 @@
 import { METHODS, type ServerOptions, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-import type { FastifyBaseLogger, FastifyInstance, FastifyServerOptions } from 'fastify';
+import type { FastifyInstance, FastifyServerOptions } from 'fastify';
 import fp from 'fastify-plugin';
 
 import type { Config } from '../config/config.js';
-import { errorAnswer, errorForms } from './errors.js';
-import type { Unrouted } from './observe-requests.js';
+import { errorAnswer, errorForms, oauthAnswer } from './errors.js';
+import type { ObserveUnrouted } from './observe-requests.js';
 import { securityHeaderList } from './security-headers.js';
 
 /**
@@ -30,7 +30,7 @@ export interface ConnectionOptions {
  * connection closes after its timeout. `connectionTimeout` (socket inactivity) stays off: its clock also
  * runs while a handler works (an import), and the request timeout already bounds what a client sends.
  */
-export function connectionOptions(config: Config, observe: (log: FastifyBaseLogger, request: Unrouted) => void): ConnectionOptions {
+export function connectionOptions(config: Config, observe: ObserveUnrouted): ConnectionOptions {
   const requestTimeout = config.requestTimeoutSeconds * 1000;
   const http: ServerOptions = {
     headersTimeout: config.headersTimeoutSeconds * 1000,
@@ -51,7 +51,7 @@ export function connectionOptions(config: Config, observe: (log: FastifyBaseLogg
  * the answer takes the form any other error does (src/http/errors.ts): a page for a person, an
  * OperationOutcome under a FHIR base; otherwise the OAuth error shape.
  */
-function clientErrorHandler(config: Config, observe: (log: FastifyBaseLogger, request: Unrouted) => void): ClientErrorHandler {
+function clientErrorHandler(config: Config, observe: ObserveUnrouted): ClientErrorHandler {
   const forms = errorForms(config);
   const securityHeaders = securityHeaderList({ https: config.issuer.startsWith('https:') });
   // Fastify calls it with the app as `this` (fastify.js: clientErrorHandler.bind(fastify)).
@@ -66,9 +66,8 @@ function clientErrorHandler(config: Config, observe: (log: FastifyBaseLogger, re
     const problem = { status, error: 'invalid_request', description };
     const seen = requestSeen((error as { rawPacket?: unknown }).rawPacket);
     observe(this.log, { method: seen.method, url: seen.url, ip: socket.remoteAddress, status, error: problem.error, description, seconds: 0 });
-    const json = { headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: problem.error, error_description: description }) };
     void errorAnswer(this, forms, seen, problem)
-      .catch(() => json)
+      .catch(() => oauthAnswer(problem))
       .then(({ headers, body }) => {
         // Once a response has begun on this connection, a second one cannot follow it.
         const response = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;

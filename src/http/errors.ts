@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 
 import type { Config } from '../config/config.js';
@@ -7,7 +7,8 @@ import { HttpProblem } from '../errors.js';
 import { CORS_HEADERS, FHIR_JSON, operationOutcome } from '../gateway/outcome.js';
 import { recordOutcome } from '../observability/request-outcome.js';
 import { TEMPORARILY_UNAVAILABLE } from '../oidc/unavailable.js';
-import type { Unrouted } from './observe-requests.js';
+import { shownPath } from './logger.js';
+import type { ObserveUnrouted } from './observe-requests.js';
 import { renderErrorPage, wantsHtml } from './pages.js';
 
 /** What decides the form of an error's answer, besides the request. */
@@ -50,6 +51,11 @@ export async function errorAnswer(app: FastifyInstance, forms: ErrorForms, asked
     const page = problem.onPage === false ? { status: problem.status } : { status: problem.status, error: problem.error, description: problem.description, requestId: asked.requestId };
     return { headers: { 'content-type': 'text/html; charset=utf-8' }, body: await renderErrorPage(app, forms.basePath, page) };
   }
+  return oauthAnswer(problem);
+}
+
+/** The OAuth error shape (RFC 6749 §5.2): for programs, and where a page cannot be rendered. */
+export function oauthAnswer(problem: Problem): ErrorAnswer {
   return { headers: { 'content-type': 'application/json; charset=utf-8' }, body: JSON.stringify({ error: problem.error, error_description: problem.description }) };
 }
 
@@ -96,8 +102,7 @@ export const errorHandling = fp(
     app.setNotFoundHandler(async (request, reply) => {
       const path = request.url.split('?')[0] ?? '';
       const allowed = options.methodsByPath.get(path);
-      // Named in the answer, at most 200 characters of it: a URL may be kilobytes long.
-      const shown = path.length > 200 ? `${path.slice(0, 200)}…` : path;
+      const shown = shownPath(path);
       if (allowed) void reply.header('allow', allowed.join(', '));
       const problem = allowed
         ? { status: 405, error: 'invalid_request', description: `${request.method} is not allowed on ${shown}; use ${allowed.join(' or ')}` }
@@ -114,7 +119,7 @@ export const errorHandling = fp(
  * than `maxParamLength`. No hook runs for such a request, so the security headers are set here. The answer
  * never repeats the path, which may be kilobytes long.
  */
-export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readonly (readonly [string, string])[], observe: (log: FastifyBaseLogger, request: Unrouted) => void) {
+export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readonly (readonly [string, string])[], observe: ObserveUnrouted) {
   return (error: FastifyError, request: FastifyRequest, reply: FastifyReply): void => {
     const problem =
       error.code === 'FST_ERR_BAD_URL'
@@ -130,7 +135,8 @@ export function frameworkErrorHandler(forms: ErrorForms, securityHeaders: readon
       ({ headers, body }) => reply.headers(headers).send(body),
       (renderError: unknown) => {
         request.log.error({ err: renderError }, 'error page failed');
-        reply.type('application/json; charset=utf-8').send(JSON.stringify({ error: problem.error, error_description: problem.description }));
+        const { headers, body } = oauthAnswer(problem);
+        reply.headers(headers).send(body);
       },
     );
   };

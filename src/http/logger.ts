@@ -27,6 +27,11 @@ const SECRET_PARAMS = new Set([
   'logout_token',
 ]);
 
+/** At most 200 characters of a path or URL, for an answer or a log line: a URL may be kilobytes long. */
+export function shownPath(path: string): string {
+  return path.length > 200 ? `${path.slice(0, 200)}…` : path;
+}
+
 /** The request URL with the values of secret-bearing query parameters replaced by `[redacted]`. */
 export function redactUrl(url: string): string {
   const q = url.indexOf('?');

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
 import { outcomeOf } from '../observability/request-outcome.js';
 import { ROUTES } from '../smart/profile.js';
-import { redactUrl } from './logger.js';
+import { redactUrl, shownPath } from './logger.js';
 
 export interface ObserveRequestsOptions {
   readonly basePath: string;
@@ -66,10 +66,11 @@ export interface Unrouted {
  * they would leave no trace. Logged at info as any refused request is, with at most 200 characters of the URL
  * (it may be kilobytes long) and its secret query values redacted; counted under the route `(unrouted)`.
  */
-export function observeUnrouted(metrics: Metrics): (log: FastifyBaseLogger, request: Unrouted) => void {
+export type ObserveUnrouted = (log: FastifyBaseLogger, request: Unrouted) => void;
+
+export function observeUnrouted(metrics: Metrics): ObserveUnrouted {
   return (log, { method, url, ip, status, error, description, seconds }) => {
     metrics.httpRequest(UNROUTED, method ?? 'OTHER', status, seconds);
-    const shown = url.length > 200 ? `${url.slice(0, 200)}…` : url;
-    log.info({ req: { method, url: redactUrl(shown), ip }, res: { statusCode: status }, error, reason: description }, 'request completed');
+    log.info({ req: { method, url: redactUrl(shownPath(url)), ip }, res: { statusCode: status }, error, reason: description }, 'request completed');
   };
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 
 /** Titles and plain-language explanations for the error page, by HTTP status. */
 const MESSAGES: Record<number, { title: string; message: string }> = {
+  // Not "the app sent…": a 400 is as often a form a person sent (a choice missing, a form altered or expired).
   400: { title: 'This request cannot be completed', message: 'This server cannot accept the request as it was sent.' },
   401: { title: 'Sign-in required', message: 'You need to sign in again.' },
   403: { title: 'Not allowed', message: 'You are not allowed to do this.' },
@@ -23,7 +24,6 @@ export interface ErrorPageData {
 /** Renders views/error.ejs; every value is escaped by the template. */
 export function renderErrorPage(app: FastifyInstance, basePath: string, data: ErrorPageData): Promise<string> {
   const text = MESSAGES[data.status] ?? MESSAGES[data.status >= 500 ? 500 : 400]!;
-  // Not "the app sent…": a 400 is as often a form a person sent (a choice missing, a form altered or expired).
   return app.view('error.ejs', {
     ...text,
     basePath,
