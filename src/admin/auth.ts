@@ -2,10 +2,10 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
-
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { bearerToken, sameSecret } from '../security/bearer.js';
 import { splitScopes } from '../smart/scopes/scope.js';
+import { ADMIN_ROLE, findUser } from '../users/users.js';
 
 /**
  * Who may call the admin API: the holder of ADMIN_TOKEN, or an access token of this server that carries
@@ -34,9 +34,6 @@ declare module 'fastify' {
     adminScope?: typeof ADMIN_SCOPE | typeof EHR_LAUNCH_SCOPE;
   }
 }
-
-/** The operator role that administering the server by delegation needs (as on the console). */
-const ADMIN_ROLE = 'admin';
 
 export function adminAuthentication(adminToken: string | undefined, host: ProviderHost, db: Kysely<DB>) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
@@ -70,8 +67,9 @@ export function adminAuthentication(adminToken: string | undefined, host: Provid
     }
     const accountId = 'accountId' in accessToken && typeof accessToken.accountId === 'string' ? accessToken.accountId : undefined;
     if (accountId !== undefined && scopes.includes(ADMIN_SCOPE)) {
-      const user = await db.selectFrom('users').select(['roles', 'disabled']).where('id', '=', accountId).executeTakeFirst();
-      if (!user || user.disabled || !user.roles.includes(ADMIN_ROLE)) {
+      // The person as they are now: findUser knows no disabled user.
+      const person = await findUser(db, accountId);
+      if (!person?.roles.includes(ADMIN_ROLE)) {
         refuse(403, 'insufficient_scope', 'this access token acts for a person who does not hold the admin role: only an administrator can let an app administer this server');
         return reply;
       }

@@ -10,6 +10,11 @@ import type { SecretBox } from '../security/secret-box.js';
 import { closeUserConsoleSessions } from './console-sessions.js';
 import { loginName, resetThrottle, throttleKey } from './login-throttle.js';
 
+/** The roles that open the operator console (src/admin/console/session.ts): admin (everything), auditor (reads). */
+export const ADMIN_ROLE = 'admin';
+export const AUDITOR_ROLE = 'auditor';
+const OPERATOR_ROLES: ReadonlySet<string> = new Set([ADMIN_ROLE, AUDITOR_ROLE]);
+
 export interface User {
   readonly id: string;
   readonly username: string;
@@ -183,8 +188,6 @@ export async function updateUser(
   return (await getUser(db, id))!;
 }
 
-/** The roles that open the operator console (src/admin/console/session.ts). */
-const OPERATOR_ROLES = new Set(['admin', 'auditor']);
 
 /**
  * Sets a new password and lifts the slowdown on the user name: attempts on the old password no longer count.

@@ -6,6 +6,7 @@ import type { Config } from '../../config/config.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../../users/device-cookie.js';
 import { CONSOLE_MAX_SECONDS } from '../../users/console-sessions.js';
+import { ADMIN_ROLE, AUDITOR_ROLE } from '../../users/users.js';
 import type { Operator } from '../operations/operator.js';
 
 /**
@@ -14,8 +15,6 @@ import type { Operator } from '../operations/operator.js';
  * opened with ADMIN_TOKEN is an admin. Roles are read from the database at every request.
  */
 export type ConsoleRole = 'admin' | 'auditor';
-export const ADMIN_ROLE = 'admin';
-export const AUDITOR_ROLE = 'auditor';
 
 export interface ConsoleOperator {
   /** The user id, or null for a session opened with ADMIN_TOKEN. */

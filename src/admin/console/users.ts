@@ -1,11 +1,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { HttpProblem } from '../../errors.js';
-import { getUser, listUsers, type UserRecord } from '../../users/users.js';
+import { ADMIN_ROLE, AUDITOR_ROLE, getUser, listUsers, type UserRecord } from '../../users/users.js';
 import { idParams } from '../schemas.js';
 import { addUser, changeUser, checkNewPassword, checkNewUser, checkUserChange, setUserPassword, type UserChange } from '../operations/users.js';
 import { checked, noticeOf, text, words, type ConsoleContext, type FormValue } from './context.js';
-import { ADMIN_ROLE, AUDITOR_ROLE, operatorEvent } from './session.js';
+import { operatorEvent } from './session.js';
 import { when } from './views.js';
 
 const PAGE = 50;
