@@ -12,6 +12,18 @@ import { basicAuth, createClient, form } from './helpers/clients.js';
 import { REDIRECT_URI } from './helpers/flow.js';
 import { describeEachDatabase } from './helpers/databases.js';
 
+/** A log destination that keeps each line written to it. */
+function logLines(): { lines: string[]; sink: Writable } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { lines, sink };
+}
+
 describe('redactUrl', () => {
   it('hides the values of secret-bearing parameters and keeps the rest', () => {
     assert.equal(redactUrl('/cb?code=abc&state=xyz'), '/cb?code=[redacted]&state=xyz');
@@ -42,13 +54,7 @@ describeEachDatabase('database errors in logs', (ctx) => {
     assert.match(JSON.stringify({ ...(duplicate as object) }), /SECRET-KEY-1/, 'the raw error quotes the key (else this test proves nothing)');
     assert.match((badNumber as Error).message, /SECRET-NUMBER-2/);
 
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, sink } = logLines();
     const log = createLogger('info', sink);
     log.error({ err: duplicate }, 'write failed');
     log.error({ err: new Error('reading failed', { cause: badNumber }) }, 'read failed');
@@ -75,13 +81,7 @@ describeEachDatabase('database errors in logs', (ctx) => {
 
 describeEachDatabase('request logs', (ctx) => {
   it('carry a request id and never a token, secret, code or credential header', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, sink } = logLines();
     const app = await testApp(ctx.current.database, {}, { logger: createLogger('trace', sink) });
     try {
       await app.inject({ method: 'GET', url: '/jwks?access_token=SECRET-AT-1', headers: { authorization: 'Bearer SECRET-AT-2', cookie: 'smart_session=SECRET-COOKIE', 'x-request-id': 'trace-me' } });
@@ -109,13 +109,7 @@ describeEachDatabase('request logs', (ctx) => {
   });
 
   it('malformed or abandoned requests are the client\'s error: nothing is logged at error level', { timeout: 30_000 }, async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, sink } = logLines();
     const { app, issuer } = await listeningApp(ctx.current.database, {}, { logger: createLogger('info', sink) });
     const port = Number(new URL(issuer).port);
     const raw = (data: string, closeAfterMs?: number) =>
@@ -146,13 +140,7 @@ describeEachDatabase('request logs', (ctx) => {
   });
 
   it('a request answered before routing leaves a line and a count: a URL Fastify cannot route, a request Node refuses', { timeout: 30_000 }, async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, sink } = logLines();
     const metricsToken = 'metrics-token-0123456789abcdefghijklmn';
     const { app, issuer } = await listeningApp(ctx.current.database, { METRICS_TOKEN: metricsToken }, { logger: createLogger('info', sink) });
     const port = Number(new URL(issuer).port);
@@ -192,13 +180,7 @@ describeEachDatabase('request logs', (ctx) => {
   });
 
   it('health probes and successful token requests at debug; refusals a client developer must fix at info, with the reason', async () => {
-    const lines: string[] = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        lines.push(...chunk.toString('utf8').split('\n').filter(Boolean));
-        done();
-      },
-    });
+    const { lines, sink } = logLines();
     const app = await testApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN }, { logger: createLogger('info', sink) });
     // oidc-provider prints its notices with console.info (lib/helpers/attention.js).
     const notices: unknown[] = [];

@@ -38,8 +38,8 @@ function tokenBound(box: SecretBox, id: string, adminToken: string): string {
 
 /** The keyed hashes a session id may be stored under: as a user's session, and as one opened with the current ADMIN_TOKEN. */
 function storedIds(box: SecretBox, id: string, adminToken: string | undefined): { user: string[]; token: string[] } {
-  const user = [...box.bearerIds(id)];
-  const token = adminToken ? [...box.bearerIds(tokenBound(box, id, adminToken))] : [];
+  const user = box.bearerIds(id);
+  const token = adminToken ? box.bearerIds(tokenBound(box, id, adminToken)) : [];
   return { user, token };
 }
 
