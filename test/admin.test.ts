@@ -141,10 +141,20 @@ describeEachDatabase('admin API', (ctx) => {
     };
     await pending('wait-1');
     await pending('wait-2');
-    const approved = await app.inject({ method: 'POST', url: '/admin/api/clients/wait-1/approve', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    // Approving needs the version reviewed; changing the status instead is not a way round it.
+    expectOAuthError(await call('POST', '/clients/wait-1/approve', {}), 400, 'invalid_request', 'reviewed_updated_at: the updated_at of the registration reviewed is required to approve it');
+    const bare = await app.inject({ method: 'POST', url: '/admin/api/clients/wait-1/approve', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    expectOAuthError(bare, 400, 'invalid_request', 'reviewed_updated_at: the updated_at of the registration reviewed is required to approve it');
+    for (const status of ['active', 'suspended']) {
+      expectOAuthError(await call('PATCH', '/clients/wait-1', { status, client_name: 'Approved by a side door' }), 409, 'conflict', 'client wait-1 is pending: approve or reject it (POST /admin/api/clients/wait-1/approve or /reject, with the reviewed_updated_at of the registration reviewed), not by changing its status');
+    }
+    const untouched = (await call('GET', '/clients/wait-1')).json<Body>();
+    assert.deepEqual([untouched.status, untouched.client_name], ['pending', 'Waiting wait-1'], 'the refused change changed nothing');
+    assert.equal((await call('PATCH', '/clients/wait-1', { status: 'pending' })).statusCode, 200, 'staying pending is no decision');
+    const approved = await call('POST', '/clients/wait-1/approve', { reviewed_updated_at: (await call('GET', '/clients/wait-1')).json<Body>().updated_at as string });
     assert.equal(approved.statusCode, 200, approved.body);
     assert.equal(approved.json<Body>().status, 'active');
-    expectOAuthError(await call('POST', '/clients/wait-1/approve', {}), 409, 'conflict', 'client wait-1 is active, not pending: only a pending registration is approved or rejected');
+    expectOAuthError(await call('POST', '/clients/wait-1/approve', { reviewed_updated_at: untouched.updated_at as string }), 409, 'conflict', 'client wait-1 is active, not pending: only a pending registration is approved or rejected');
     // Bound to the version reviewed (updated_at): a registration changed since is a 409, not decided.
     const seen = (await call('GET', '/clients/wait-2')).json<Body>().updated_at as string;
     await new Promise((resolve) => setTimeout(resolve, 5));

@@ -136,7 +136,8 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
       const id = String(client.client_id);
       const status = async () => (await app.runtime.database.db.selectFrom('clients').select('status').where('client_id', '=', id).executeTakeFirstOrThrow()).status;
       assert.equal(await status(), 'pending');
-      assert.equal((await app.inject({ method: 'PATCH', url: `/admin/api/clients/${id}`, headers: admin, payload: { status: 'active' } })).statusCode, 200);
+      const reviewed = (await app.inject({ method: 'GET', url: `/admin/api/clients/${id}`, headers: admin })).json<Body>().updated_at;
+      assert.equal((await app.inject({ method: 'POST', url: `/admin/api/clients/${id}/approve`, headers: admin, payload: { reviewed_updated_at: reviewed } })).statusCode, 200);
       const basic = { authorization: `Basic ${Buffer.from(`${id}:${String(client.client_secret)}`).toString('base64')}` };
       const cc = (scope: string) => app.inject({ method: 'POST', url: '/token', headers: { ...basic, 'content-type': 'application/x-www-form-urlencoded' }, payload: `grant_type=client_credentials&scope=${encodeURIComponent(scope)}` });
       assert.equal((await cc('system/Patient.rs')).statusCode, 200);
@@ -203,7 +204,9 @@ describeEachDatabase('dynamic client registration (RFC 7591, RFC 7592)', (ctx) =
       const blocked = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
       assert.equal(blocked.page.res.statusCode, 400);
       assert.match(blocked.page.res.body, /invalid_client/);
-      const approved = await app.inject({ method: 'PATCH', url: `/admin/api/clients/${String(client.client_id)}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { status: 'active' } });
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+      const reviewed = (await app.inject({ method: 'GET', url: `/admin/api/clients/${String(client.client_id)}`, headers: admin })).json<Body>().updated_at;
+      const approved = await app.inject({ method: 'POST', url: `/admin/api/clients/${String(client.client_id)}/approve`, headers: admin, payload: { reviewed_updated_at: reviewed } });
       assert.equal(approved.statusCode, 200, approved.body);
       const flow = await startAuthorization(app, { client_id: String(client.client_id), scope: 'openid' });
       assert.equal(title(flow.page), 'Sign in');

@@ -69,7 +69,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
 
   app.patch<{ Params: { client_id: string }; Body: ClientInput }>(
     '/clients/:client_id',
-    { schema: { ...tagged, summary: 'Change a client (approve or suspend it with status)', params: idParams('client_id'), body: CLIENT_CHANGE_SCHEMA, response: { 200: clientResponse, ...errorResponses } } },
+    { schema: { ...tagged, summary: 'Change a client (suspend or reactivate it with status; a pending registration is decided at approve or reject)', params: idParams('client_id'), body: CLIENT_CHANGE_SCHEMA, response: { 200: clientResponse, ...errorResponses } } },
     async (request) => {
       const updated = await changeClient(deps, adminEvent(request), request.params.client_id, request.body);
       return view(updated.record, updated.secret);
@@ -94,7 +94,7 @@ export async function clientRoutes(app: FastifyInstance, deps: AdminDeps): Promi
             ...(decision === 'reject' ? { required: ['reason'] } : {}),
             properties: {
               reason: { ...DECISION_REASON_PROPERTY, description: 'kept in the audit trail' },
-              reviewed_updated_at: { type: 'string', format: 'date-time', description: 'the updated_at of the registration reviewed: the decision applies to it only, and a registration changed since (by the client, RFC 7592) is a 409' },
+              reviewed_updated_at: { type: 'string', format: 'date-time', description: 'the updated_at of the registration reviewed (required to approve): the decision applies to it only, and a registration changed since (by the client, RFC 7592) is a 409' },
             },
           },
           response: { 200: clientResponse, ...errorResponses },

@@ -233,7 +233,7 @@ export async function clientPages(app: FastifyInstance, ctx: ConsoleContext): Pr
   });
 
   // `reviewed`: the registration's updated_at as the page showed it (its forms always send it); a registration
-  // changed since is not decided. Without it (a request not from the page) the decision is on it as it stands.
+  // changed since is not decided. An approval without it (a request not from the page) is refused.
   const decisionBody = { type: 'object', required: ['csrf'], properties: { csrf: { type: 'string', maxLength: 128 }, reason: { type: 'string', maxLength: 1000 }, reviewed: { type: 'string', maxLength: 40 } } } as const;
   for (const decision of ['approve', 'reject'] as const) {
     app.post<{ Params: { id: string }; Body: { reason?: string; reviewed?: string } }>(`/admin/clients/:id/${decision}`, { schema: { params: idParams('id'), body: decisionBody } }, async (request, reply) => {

@@ -99,6 +99,11 @@ export async function addClient(deps: AdminDeps, by: Operator, input: ClientInpu
 export async function changeClient(deps: AdminDeps, by: Operator, clientId: string, input: ClientInput): Promise<{ record: ClientRecord; secret: string | undefined }> {
   const current = await existingClient(deps, clientId);
   const { status, ...changes } = input;
+  // A pending registration leaves that state only by a decision bound to the version reviewed: a status
+  // change here would approve whatever the client (RFC 7592) made of its registration after the operator looked.
+  if (current.status === 'pending' && status !== undefined && status !== 'pending') {
+    throw HttpProblem.conflict(`client ${current.client_id} is pending: approve or reject it (POST /admin/api/clients/${current.client_id}/approve or /reject, with the reviewed_updated_at of the registration reviewed), not by changing its status`);
+  }
   const currentMetadata = Object.fromEntries(Object.entries(current.metadata).filter(([key]) => key !== 'client_id'));
   const merged = Object.fromEntries(Object.entries({ ...currentMetadata, ...changes }).filter(([, value]) => value !== undefined));
   const full = await validated(deps, merged);
@@ -122,10 +127,17 @@ const REVIEWED: InstantRange = { ...SEARCHED_RANGE, use: 'a registration was las
  * Approves or rejects a pending registration. `reviewed`: the `updated_at` of the registration the operator
  * looked at (RFC 3339); the decision then applies only to it, and a registration the client has changed since
  * (RFC 7592, with its registration access token: other redirect URIs, wider scopes) is a 409, to be reviewed
- * again. The console always sends it; the admin API takes it as `reviewed_updated_at`.
+ * again. Required to approve, optional to reject. The console always sends it; the admin API takes it as
+ * `reviewed_updated_at`.
  */
 export async function decideRegistration(deps: AdminDeps, by: Operator, clientId: string, decision: 'approve' | 'reject', reason: string | undefined, reviewed?: string): Promise<ClientRecord> {
   if (decision === 'reject' && !reason?.trim()) throw HttpProblem.invalid('reason: say why the registration is rejected');
+  // An approval grants what the registration says: it must say which version was reviewed. A rejection
+  // grants nothing, so it may be made on the registration as it stands.
+  if (decision === 'approve' && reviewed === undefined) {
+    await existingClient(deps, clientId); // an unknown client is a 404 first, as for every other action
+    throw HttpProblem.invalid('reviewed_updated_at: the updated_at of the registration reviewed is required to approve it');
+  }
   const seen = reviewed === undefined ? undefined : instant('reviewed_updated_at', reviewed, REVIEWED);
   const status: ClientStatus = decision === 'approve' ? 'active' : 'suspended';
   const record = await settleClientStatus(deps.db, clientId, 'pending', status, seen);
