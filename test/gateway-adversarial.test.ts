@@ -100,6 +100,8 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
   // Between the gateway and the FHIR server: what the gateway sends, as sent.
   let proxy: Server;
   const sent: { method: string; url: string; ifMatch: string | undefined; body: string }[] = [];
+  // Run before a request goes on to the FHIR server: another writer acting between the gateway's check and its write.
+  let meanwhile: ((method: string, url: string) => Promise<void>) | undefined;
 
   before(async () => {
     upstream = await startFhirServer();
@@ -119,10 +121,10 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
         }
         const headers = Object.fromEntries(Object.entries(request.headers).filter(([n]) => !['host', 'connection', 'content-length'].includes(n))) as Record<string, string>;
         const body = chunks.length ? Buffer.concat(chunks) : undefined;
-        void fetch(`${new URL(upstream.url).origin}${request.url!}`, { method: request.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
+        void (meanwhile?.(request.method!, request.url!) ?? Promise.resolve()).then(() => fetch(`${new URL(upstream.url).origin}${request.url!}`, { method: request.method!, headers, ...(body ? { body } : {}) }).then(async (answer) => {
           const bytes = Buffer.from(await answer.arrayBuffer());
           response.writeHead(answer.status, { 'content-type': answer.headers.get('content-type') ?? 'application/fhir+json', ...(answer.headers.get('etag') ? { etag: answer.headers.get('etag')! } : {}) }).end(bytes);
-        });
+        }));
       });
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
@@ -179,6 +181,45 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     sent.length = 0;
     assert.equal((await fhir(token, 'PUT', '/Observation/obs-amy-social', body, { 'if-match': current })).statusCode, 200, 'naming the version checked is fine');
     assert.deepEqual(sent.filter((r) => r.method === 'PUT').map((r) => r.ifMatch), [current]);
+  });
+
+  it('a delete goes with the version checked: a record moved to another patient after the check is not deleted (412)', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const mine = { resourceType: 'Observation', id: 'obs-amy-to-move', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } };
+    const checked = (await upstream.fhir.repository.updateResource(mine as never)).meta!.versionId!;
+    // Another writer (an EHR user correcting a misfiled result) moves it to Daniel between the check and the delete.
+    meanwhile = async (method) => {
+      if (method === 'DELETE') await upstream.fhir.repository.updateResource({ ...mine, subject: { reference: `Patient/${DANIEL}` } } as never);
+    };
+    sent.length = 0;
+    try {
+      const res = await fhir(token, 'DELETE', '/Observation/obs-amy-to-move');
+      assert.equal(res.statusCode, 412, res.body);
+    } finally {
+      meanwhile = undefined;
+    }
+    const deleteSent = sent.filter((r) => r.method === 'DELETE');
+    assert.deepEqual(deleteSent.map((r) => r.ifMatch), [`W/"${checked}"`], 'sent with the version checked');
+    const kept = await upstream.fhir.repository.readResource('Observation', 'obs-amy-to-move');
+    assert.deepEqual(kept.subject, { reference: `Patient/${DANIEL}` }, 'Daniel\'s record is still there');
+
+    // An app's own If-Match naming another version is 412 before anything is sent; naming the current one deletes.
+    await upstream.fhir.repository.updateResource(mine as never);
+    const current = (await fhir(token, 'GET', '/Observation/obs-amy-to-move')).headers.etag as string;
+    sent.length = 0;
+    assert.equal((await fhir(token, 'DELETE', '/Observation/obs-amy-to-move', undefined, { 'if-match': 'W/"1"' })).statusCode, 412);
+    assert.deepEqual(sent.filter((r) => r.method === 'DELETE'), [], 'no delete sent upstream');
+    const deleted = await fhir(token, 'DELETE', '/Observation/obs-amy-to-move', undefined, { 'if-match': current });
+    assert.ok(deleted.statusCode === 200 || deleted.statusCode === 204, `${deleted.statusCode} ${deleted.body}`);
+    assert.equal((await fhir(token, 'GET', '/Observation/obs-amy-to-move')).statusCode, 404);
+    // In a batch the entry is pinned the same way.
+    const again = (await upstream.fhir.repository.updateResource(mine as never)).meta!.versionId!;
+    sent.length = 0;
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: 'Observation/obs-amy-to-move' } }] });
+    assert.equal(batch.statusCode, 200, batch.body);
+    const upstreamBatch = JSON.parse(sent.find((r) => r.method === 'POST')!.body) as { entry: { request: Record<string, unknown> }[] };
+    assert.equal(upstreamBatch.entry[0]!.request.ifMatch, `W/"${again}"`);
+    assert.match(batch.json<Bundle>().entry![0]!.response!.status, /^20[04]/);
   });
 
   it('a conditional read answered 304 tells nothing of a resource the token does not reach (404), in a batch too', async () => {

@@ -207,7 +207,9 @@ export class FhirGateway {
       }
     }
     const versionId = (current.meta as { versionId?: unknown } | undefined)?.versionId;
-    return { ifMatch: typeof versionId === 'string' && (call.kind === 'update' || call.kind === 'patch') ? `W/"${versionId}"` : undefined };
+    // A delete is pinned as a write is: on a FHIR server that honours If-Match there (Medplum, FHIR R5's
+    // versioned delete) the record deleted is the one checked, not what another writer made of it since.
+    return { ifMatch: typeof versionId === 'string' && (call.kind === 'update' || call.kind === 'patch' || call.kind === 'delete') ? `W/"${versionId}"` : undefined };
   }
 
   /**
