@@ -103,7 +103,7 @@ describeEachDatabase('slow and broken requests', (ctx) => {
     requestTimedOut(connection);
   });
 
-  it('a body oidc-provider refuses (1 MB chunked to /token): 400, Connection: close, and the connection closes rather than hang', { timeout: 15_000 }, async () => {
+  it('a body oidc-provider refuses (1 MB chunked to /token): 413 naming the limit, Connection: close, and the connection closes rather than hang', { timeout: 15_000 }, async () => {
     const connection = new RawConnection(port);
     connection.write(`POST /token HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n`);
     await connection.writeChunked(1024 * 1024);
@@ -111,9 +111,9 @@ describeEachDatabase('slow and broken requests', (ctx) => {
     await connection.closed;
     const [response, ...more] = connection.responses();
     assert.equal(more.length, 0, 'nothing is read from the connection after the refused body');
-    assert.equal(response?.status, 400, connection.received);
+    assert.equal(response?.status, 413, connection.received);
     assert.equal(response.headers.connection, 'close');
-    assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'failed to parse the request body' });
+    assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'the request body is larger than 56 KiB, the most this endpoint reads' });
   });
 
   it('a body of a type oidc-provider does not read: answered, Connection: close', { timeout: 15_000 }, async () => {
@@ -136,6 +136,17 @@ describeEachDatabase('slow and broken requests', (ctx) => {
     assert.equal(response?.status, 400, connection.received);
     assert.equal(response.headers.connection, 'close');
     assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'an authorization request by POST must be an application/x-www-form-urlencoded form of at most 56 KiB' });
+  });
+
+  it('an introspection request declaring more than 56 KiB: 413 before its body is read', { timeout: 15_000 }, async () => {
+    const connection = new RawConnection(port);
+    connection.write(`POST /introspect HTTP/1.1\r\nHost: ${host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${200 * 1024}\r\n\r\n`);
+    connection.write(Buffer.alloc(16 * 1024, 'a'));
+    await connection.closed;
+    const [response] = connection.responses();
+    assert.equal(response?.status, 413, connection.received);
+    assert.equal(response.headers.connection, 'close');
+    assert.deepEqual(JSON.parse(response.body), { error: 'invalid_request', error_description: 'the request body is larger than 56 KiB, the most this endpoint reads' });
   });
 
   it('a JSON body over the limit of our own routes: 413, Connection: close', { timeout: 15_000 }, async () => {

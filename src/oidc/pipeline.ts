@@ -135,9 +135,15 @@ function traced(name: string, step: Middleware): Middleware {
 /** Errors that mean the client went away mid-request: nothing for an operator to fix. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'ERR_STREAM_DESTROYED']);
 
+/** oidc-provider's most for a request body (lib/shared/selective_body.js), and its words when a body is not read. */
+const BODY_LIMIT_KIB = 56;
+const UNPARSED = 'failed to parse the request body';
+
 /**
  * A body oidc-provider refused (over its 56 KiB, of a type the endpoint does not take) is left partly
- * unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it.
+ * unread: the rest would stall the connection until its keep-alive timeout, so the answer closes it. One
+ * it stopped reading at the limit it answers "failed to parse the request body", as for a malformed one:
+ * that answer becomes 413 naming the limit (a malformed body is read whole, so `complete` tells them apart).
  */
 async function closeAfterUnreadBody(ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> {
   try {
@@ -148,6 +154,11 @@ async function closeAfterUnreadBody(ctx: KoaContextWithOIDC, next: () => Promise
     if (complete === false && !ctx.headerSent) {
       ctx.set('connection', 'close');
       ctx.req.resume();
+      const body = ctx.body as { error?: unknown; error_description?: unknown } | undefined;
+      if (body?.error === 'invalid_request' && body.error_description === UNPARSED) {
+        ctx.status = 413;
+        body.error_description = `the request body is larger than ${BODY_LIMIT_KIB} KiB, the most this endpoint reads`;
+      }
     }
   }
 }
