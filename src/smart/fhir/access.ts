@@ -275,13 +275,16 @@ function searchAccess(grant: AccessGrant, model: FhirModel, type: string, params
   // PDF): a listing of every Binary cannot be confined to a patient (each is read by its id instead).
   if (type === 'Binary' && list.every((r) => r.patients !== 'all')) return deny(403, 'a search of Binary cannot be confined to the patients this token reaches; read each Binary by its id');
   const patients = reachedPatients(model, type, list);
+  // The patients whose records the search can return: those it names, else all those reached.
+  let searched = patients;
   if (patients !== 'all') {
     if (!patients.size) return deny(403, 'this token reaches no patient record');
     const confined = patientParams(model, type, params);
     if (confined.foreign) return deny(403, `the search names ${confined.foreign}, outside the records this token reaches`);
     const named = confined.patients.filter((p) => !patients.has(p));
     if (named.length) return deny(403, `the search names Patient/${named[0]!}, outside the records this token reaches`);
-    if (!confined.patients.length) {
+    if (confined.patients.length) searched = new Set(confined.patients);
+    else {
       const narrowing = narrowingParam(model, type);
       if (!narrowing) return deny(403, `a search of ${type} cannot be confined to a patient here`);
       add.push([narrowing.name, [...patients].map((p) => (narrowing.reference ? `Patient/${p}` : p)).join(',')]);
@@ -301,6 +304,12 @@ function searchAccess(grant: AccessGrant, model: FhirModel, type: string, params
   }
   if (!countable && params.some(([n, v]) => n === '_summary' && v === 'count')) {
     return deny(403, `_summary=count would count ${type} resources outside this token's granular scopes; search without it`);
+  }
+  // Resources a member withheld (PDex sensitive data) are taken out of the answer, not out of the upstream's
+  // count: a total (`_summary=count`, `_count=0`, a `code=` search counted) would tell that they exist.
+  if (searched !== 'all' && grant.withheld?.labels.length && grant.withheld.patients.some((p) => searched.has(p))) {
+    if (params.some(([n, v]) => n === '_summary' && v === 'count')) return deny(403, `_summary=count would count ${type} resources withheld from this client; search without it`);
+    countable = false;
   }
   return allow('s', { addParams: add, countable });
 }

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+
+import { startFhirServer } from '../src/fhir/server.js';
+import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
+import { basicAuth, createClient, form } from './helpers/clients.js';
+import { describeEachDatabase } from './helpers/databases.js';
+import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
+
+const NPI = 'http://hl7.org/fhir/sid/us-npi';
+const CLINIC_NPI = '1234567893';
+const SENSITIVE = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' };
+const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
+const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs system/Observation.rs system/Condition.rs' };
+
+describeEachDatabase('payer pack, adversarial', (ctx) => {
+  let app: FastifyInstance;
+  let upstream: Awaited<ReturnType<typeof startFhirServer>>;
+  const secrets = new Map<string, string>();
+
+  before(async () => {
+    upstream = await startFhirServer();
+    await upstream.fhir.load([
+      ...testRecords(),
+      { resourceType: 'Condition', id: 'cond-amy-sensitive', meta: { security: [SENSITIVE] }, subject: { reference: `Patient/${AMY}` }, code: { text: 'Depression' } },
+    ] as never);
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN, FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=${upstream.url}` });
+    for (const [id, extra] of [
+      ['clinic', { payer_role: 'provider-access', organization_identifiers: [`${NPI}|${CLINIC_NPI}`] }],
+      ['new-payer', { payer_role: 'payer-to-payer', organization_identifiers: ['http://example.org/payer-ids|NEWPAYER'] }],
+    ] as const) {
+      secrets.set(id, (await createClient(app, { ...BACKEND, client_id: id, ...extra })).client_secret!);
+    }
+  });
+  after(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  const token = async (clientId: string): Promise<string> => {
+    const res = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(clientId, secrets.get(clientId)!) }, payload: form({ grant_type: 'client_credentials', scope: BACKEND.scope }) });
+    assert.equal(res.statusCode, 200, res.body);
+    return res.json<{ access_token: string }>().access_token;
+  };
+  const get = (bearer: string, url: string): Promise<LightMyRequestResponse> => app.inject({ method: 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${bearer}` } });
+  const adminCall = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown, contentType = 'application/json') =>
+    app.inject({ method, url: `/admin/api${url}`, headers: { ...admin, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });
+
+  it("a member's withheld sensitive data is not counted either: no total tells a payer client it exists (_summary=count is 403, a total is dropped)", async () => {
+    assert.equal((await adminCall('POST', `/members/${AMY}/consents`, { kind: 'payer-to-payer-opt-in' })).statusCode, 201);
+    assert.equal((await adminCall('POST', `/members/${DANIEL}/consents`, { kind: 'payer-to-payer-opt-in' })).statusCode, 201);
+    const bearer = await token('new-payer');
+    const total = async (url: string) => {
+      const res = await get(bearer, url);
+      assert.equal(res.statusCode, 200, res.body);
+      return res.json<{ total?: number }>().total;
+    };
+    assert.equal(await total(`/Condition?patient=${AMY}&_summary=count`), 2, 'nothing withheld yet');
+    assert.equal((await adminCall('POST', `/members/${AMY}/consents`, { kind: 'exclude-sensitive' })).statusCode, 201);
+
+    // Before, the upstream's count went through: 2 Conditions, of which the client is shown 1.
+    const count = await get(bearer, `/Condition?patient=${AMY}&_summary=count`);
+    assert.equal(count.statusCode, 403, count.body);
+    assert.equal(count.json<{ issue: { diagnostics: string }[] }>().issue[0]!.diagnostics, '_summary=count would count Condition resources withheld from this client; search without it');
+    assert.equal((await get(bearer, '/Condition?_summary=count')).statusCode, 403, 'a search of every member reached counts the withheld too');
+    assert.equal(await total(`/Condition?patient=${AMY}&_count=0`), undefined);
+    assert.equal(await total(`/Condition?patient=${AMY}&code:text=Depression`), undefined);
+    // A member who withheld nothing is counted as before.
+    assert.equal(await total(`/Condition?patient=${DANIEL}&_summary=count`), 1);
+  });
+});
