@@ -2,12 +2,14 @@ import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import { sql } from 'kysely';
 
 import { startFhirServer } from '../src/fhir/server.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
+import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
 
 const NPI = 'http://hl7.org/fhir/sid/us-npi';
 const CLINIC_NPI = '1234567893';
@@ -69,5 +71,57 @@ describeEachDatabase('payer pack, adversarial', (ctx) => {
     assert.equal(await total(`/Condition?patient=${AMY}&code:text=Depression`), undefined);
     // A member who withheld nothing is counted as before.
     assert.equal(await total(`/Condition?patient=${DANIEL}&_summary=count`), 1);
+  });
+});
+
+describeEachDatabase('payer pack, adversarial: representatives', (ctx) => {
+  let app: FastifyInstance;
+  let upstream: Awaited<ReturnType<typeof startFhirServer>>;
+  let rsSecret: string;
+
+  before(async () => {
+    upstream = await startFhirServer();
+    await upstream.fhir.load(testRecords() as never);
+    app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN: TEST_ADMIN_TOKEN, FHIR_UPSTREAMS: `${TEST_FHIR_BASE}=${upstream.url}` });
+    await createClient(app, { redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code', 'refresh_token'], client_id: 'bb-app', payer_role: 'patient-access' });
+    rsSecret = (await createClient(app, { client_id: 'resource-server', grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'introspect' })).client_secret!;
+    const user = await app.inject({ method: 'POST', url: '/admin/api/users', headers: admin, payload: { id: 'rep', username: 'rep', password: 'rep-password-1', fhirUser: 'RelatedPerson/rel-1', name: 'Sam Shaw' } });
+    assert.equal(user.statusCode, 201, user.body);
+  });
+  after(async () => {
+    await app.close();
+    await upstream.close();
+  });
+
+  it("a representative whose designation ended gets no new token for that patient, and introspection no longer calls the token active", async () => {
+    const designated = await app.inject({ method: 'POST', url: '/admin/api/representatives', headers: admin, payload: { user_id: 'rep', patient_id: DANIEL } });
+    assert.equal(designated.statusCode, 201, designated.body);
+    const flow = await startAuthorization(app, { client_id: 'bb-app', scope: 'launch/patient openid fhirUser patient/*.rs offline_access' });
+    await login(flow, 'rep', 'rep-password-1');
+    await consent(flow);
+    const issued = await exchange(app, flow);
+    assert.equal(issued.statusCode, 200, issued.body);
+    const body = issued.json<{ access_token: string; refresh_token: string; patient: string }>();
+    assert.equal(body.patient, DANIEL);
+    const introspect = (value: string) =>
+      app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('resource-server', rsSecret) }, payload: form({ token: value }) });
+    assert.deepEqual([(await introspect(body.access_token)).json<{ active: boolean; patient?: string }>()].map((r) => [r.active, r.patient]), [[true, DANIEL]]);
+
+    // The designation's period ends (as an end date passing does); it is not revoked, so the grant stands.
+    await sql`update representatives set period_end = now() - interval '1 second' where user_id = 'rep'`.execute(ctx.current.database.db);
+    assert.equal((await app.inject({ method: 'GET', url: `/fhir/Patient/${DANIEL}`, headers: { authorization: `Bearer ${body.access_token}` } })).statusCode, 403, 'the gateway: the grant reaches no one');
+    // Before, introspection answered active with patient Daniel, and a refresh issued new tokens for Daniel.
+    assert.deepEqual((await introspect(body.access_token)).json(), { active: false });
+    const refreshed = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: 'bb-app' });
+    assert.equal(refreshed.statusCode, 400, refreshed.body);
+    assert.deepEqual(refreshed.json(), {
+      error: 'invalid_grant',
+      error_description: `grant request is invalid: the user may no longer act for patient ${DANIEL} (a representative's designation ended, or the link to the record was removed): launch the app again`,
+    });
+
+    // Designated again: the same grant works again, as at the gateway.
+    await sql`update representatives set status = 'revoked' where user_id = 'rep'`.execute(ctx.current.database.db);
+    assert.equal((await app.inject({ method: 'POST', url: '/admin/api/representatives', headers: admin, payload: { user_id: 'rep', patient_id: DANIEL } })).statusCode, 201);
+    assert.equal((await introspect(body.access_token)).json<{ active: boolean }>().active, true);
   });
 });

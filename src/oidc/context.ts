@@ -34,7 +34,12 @@ export interface ProviderState {
   /** Interactions this request took (removed as it read them, at the resume): their destroy has nothing left to remove. */
   takenInteractions?: string[];
   /** The user the token this request presented was issued to, read along with it (user undefined: disabled or gone). */
-  prefetchedUser?: { readonly id: string; readonly user: User | undefined };
+  prefetchedUser?: {
+    readonly id: string;
+    readonly user: User | undefined;
+    /** Whether an operator's link or an active designation joins the user to the patient of the token's grant context, read along too. */
+    readonly linkedTo?: { readonly patient: string; readonly linked: boolean } | undefined;
+  };
   /**
    * Token rows a token request issued, not written yet: its audit event writes them in the same statement,
    * before the answer leaves (src/oidc/adapters/payload.ts, takeDeferredTokens).

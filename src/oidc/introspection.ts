@@ -3,12 +3,15 @@ import { randomBytes } from 'node:crypto';
 import { decodeProtectedHeader } from 'jose';
 import type Provider from 'oidc-provider';
 import type { Client, ClientMetadata, KoaContextWithOIDC } from 'oidc-provider';
+import type { Kysely } from 'kysely';
 
 import { splitScopes } from '../smart/scopes/scope.js';
 import { registeredScopes } from './resource-server.js';
 import { bearerToken } from '../security/bearer.js';
 import { oidcOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
+import type { DB } from '../db/schema.js';
+import { patientNoLongerActedFor } from './smart-launch.js';
 
 /**
  * Introspection (RFC 7662, SMART App Launch 2.2 §Token Introspection). oidc-provider authenticates callers
@@ -92,12 +95,16 @@ function isJwtAccessToken(token: unknown): boolean {
  * Who may learn about a token: the client it was issued to; a client registered for `introspect` (a
  * resource server), about any token; and a caller that presented an `introspect` token, likewise.
  *
- * Refused (so `{"active": false}`, RFC 7662 §2.2) for a token whose client is suspended or removed: its rows
+ * Refused (so `{"active": false}`, RFC 7662 §2.2) for a token of a user who may no longer act for the patient
+ * in its context, and for a token whose client is suspended or removed: its rows
  * stay until they expire, but the client no longer exists for oidc-provider, which would otherwise answer
  * `active: true` for it, or fail on the missing client (a 500) where the token has a user.
  */
-export async function introspectionAllowed(ctx: KoaContextWithOIDC, client: Client, token: { clientId?: string }): Promise<boolean> {
+export async function introspectionAllowed(db: Kysely<DB>, ctx: KoaContextWithOIDC, client: Client, token: { clientId?: string; accountId?: string; grantId?: string }): Promise<boolean> {
   if (token.clientId !== client.clientId && (!token.clientId || !(await ctx.oidc.provider.Client.find(token.clientId)))) return false;
+  // A token whose patient the user may no longer act for (a representative's designation ended) reaches no one at
+  // the gateway: a resource server asking here must not be told it is active for that patient.
+  if (await patientNoLongerActedFor(db, ctx, token)) return false;
   if (client.clientId === BEARER_INTROSPECTION_CLIENT_ID) return true;
   if (registeredScopes(client)?.some((s) => s.kind === 'fixed' && s.name === 'introspect')) return true;
   return token.clientId === client.clientId;

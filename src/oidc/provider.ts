@@ -133,7 +133,7 @@ export function createProvider(deps: ProviderDeps): Provider {
         useGrantedResource: () => true,
       },
       clientCredentials: { enabled: true },
-      introspection: { enabled: true, allowedPolicy: introspectionAllowed },
+      introspection: { enabled: true, allowedPolicy: mapDatabaseFaults((ctx, client, token) => introspectionAllowed(deps.db, ctx, client, token)) },
       // RFC 7009 §2.1: a client revokes only its own tokens; revoking a refresh token ends its whole grant.
       revocation: {
         enabled: true,
@@ -197,7 +197,7 @@ export function createProvider(deps: ProviderDeps): Provider {
     // Refresh tokens (SMART App Launch 2.2 §Scopes for requesting a refresh token; ONC: offline tokens at
     // least 90 days, renewed at each use).
     issueRefreshToken: (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && (code.scopes.has('offline_access') || code.scopes.has('online_access')),
-    rotateRefreshToken: (ctx) => rotateRefreshToken(provider, ctx),
+    rotateRefreshToken: mapDatabaseFaults((ctx) => rotateRefreshToken(provider, deps.db, ctx)),
     // online_access is enforced when the refresh token is used (rotateRefreshToken), not by binding every
     // token to the browser session: a second launch of the same app would otherwise end the first one's tokens.
     expiresWithSession: () => false,

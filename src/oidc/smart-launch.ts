@@ -15,6 +15,7 @@ import { splitScopes } from '../smart/scopes/scope.js';
 import { expireAccessTokens, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
+import { actsForEveryPatient, mayActFor, userPatients } from '../users/users.js';
 
 /**
  * The SMART launch at oidc-provider's seams: the interaction policy, the `launch` parameter, refresh tokens,
@@ -155,7 +156,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
  * revokes the grant). And an `online_access` refresh token works only while the user's session lasts
  * (SMART App Launch 2.2 §Scopes for requesting a refresh token).
  */
-export async function rotateRefreshToken(provider: Provider, ctx: KoaContextWithOIDC): Promise<boolean> {
+export async function rotateRefreshToken(provider: Provider, db: Kysely<DB>, ctx: KoaContextWithOIDC): Promise<boolean> {
   const token = ctx.oidc.entities.RefreshToken;
   if (token) {
     const scopes = splitScopes(token.scope);
@@ -165,6 +166,27 @@ export async function rotateRefreshToken(provider: Provider, ctx: KoaContextWith
         throw new errors.InvalidGrant('the user has signed out: an online_access refresh token works only while the user is signed in');
       }
     }
+    const patient = await patientNoLongerActedFor(db, ctx, token);
+    if (patient) throw new errors.InvalidGrant(`the user may no longer act for patient ${patient} (a representative's designation ended, or the link to the record was removed): launch the app again`);
   }
   return true;
+}
+
+/**
+ * The patient in the grant's context when the token's user may no longer act for them (a representative whose
+ * designation ended, a record unlinked): the gateway then lets the grant reach no one through it
+ * (src/grants/token-access.ts), and no new token (a refresh) nor introspection may say otherwise. What the
+ * token's lookup read along with it answers it (src/oidc/adapters/payload.ts, FIND_TOKENS): no statement of its own.
+ */
+export async function patientNoLongerActedFor(db: Kysely<DB>, ctx: KoaContextWithOIDC, token: { accountId?: string | undefined; grantId?: string | undefined }): Promise<string | undefined> {
+  if (!token.accountId || !token.grantId) return undefined;
+  const patient = (await contextFor(db, ctx, token.grantId))?.patient;
+  if (!patient) return undefined;
+  const read = stateOf(ctx).prefetchedUser;
+  if (read?.id === token.accountId && read.linkedTo?.patient === patient) {
+    const user = read.user;
+    const may = !!user && (actsForEveryPatient(user.fhirUser) || userPatients(user.fhirUser, read.linkedTo.linked ? [patient] : []).includes(patient));
+    return may ? undefined : patient;
+  }
+  return (await mayActFor(db, token.accountId, patient)) ? undefined : patient;
 }

@@ -56,6 +56,18 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
 }
 
 /**
+ * May the user act for the patient now? A clinician for anyone; anyone else for their own record and the
+ * records linked to them ({@link patientsOf}: a representative only while the designation is active and
+ * within its period). A disabled or removed user acts for no one.
+ */
+export async function mayActFor(db: Kysely<DB>, userId: string, patientId: string): Promise<boolean> {
+  const user = await findUser(db, userId);
+  if (!user) return false;
+  const patients = await patientsOf(db, user);
+  return patients === undefined || patients.includes(patientId);
+}
+
+/**
  * {@link patientsOf}, with the directory's summary of each of them that the directory has, in one statement:
  * for the pages that name the patient (the consent page), so that they need no read of their own.
  */

@@ -551,7 +551,7 @@ interface TokenRow extends PayloadRow {
   /** The live grant the token was issued under, and the grant's live launch context, read with it. */
   readonly grant?: { readonly id: string; readonly payload: unknown; readonly context: GrantContext | undefined };
   /** The user the token was issued to, read with it: undefined when disabled. */
-  readonly user?: { readonly id: string; readonly user: User | undefined };
+  readonly user?: { readonly id: string; readonly user: User | undefined; readonly linkedTo?: { readonly patient: string; readonly linked: boolean } | undefined };
 }
 
 interface Wanted {
@@ -595,7 +595,13 @@ export class SharedTokenReads {
         consumed_at: fresh.consumed_at,
         ...(fresh.grant_row ? { grant: { id: fresh.grant_row, payload: fresh.grant_payload, context: fresh.context_row ? grantContextOf(fresh) : undefined } } : {}),
         ...(fresh.user_row
-          ? { user: { id: fresh.user_row, user: userOf({ id: fresh.user_row, username: fresh.username!, name: fresh.name!, roles: fresh.roles!, disabled: fresh.disabled!, fhir_user: fresh.user_fhir_user! }) } }
+          ? {
+              user: {
+                id: fresh.user_row,
+                user: userOf({ id: fresh.user_row, username: fresh.username!, name: fresh.name!, roles: fresh.roles!, disabled: fresh.disabled!, fhir_user: fresh.user_fhir_user! }),
+                linkedTo: fresh.context_row && fresh.patient !== null ? { patient: fresh.patient, linked: fresh.linked_to_patient === true } : undefined,
+              },
+            }
           : {}),
       };
     });
@@ -610,11 +616,16 @@ type FoundTokenRow = PayloadRow & { readonly model: string; readonly id: string;
     readonly roles: string[] | null;
     readonly disabled: boolean | null;
     readonly user_fhir_user: string | null;
+    readonly linked_to_patient: boolean | null;
   };
 
 const FIND_TOKENS = new Statement<FoundTokenRow>(
   `select t.model, t.id, t.payload, t.consumed_at, g.id as grant_row, g.payload as grant_payload, gc.grant_id as context_row, ${GRANT_CONTEXT_COLUMNS.map((c) => `gc.${c}`).join(', ')},` +
-    ` u.id as user_row, u.username, u.name, u.roles, u.disabled, u.fhir_user as user_fhir_user` +
+    ` u.id as user_row, u.username, u.name, u.roles, u.disabled, u.fhir_user as user_fhir_user,` +
+    // Whether the user may still act for the grant's patient as one linked to it (src/payer/population.ts,
+    // representedPatients): a refresh and introspection hold a grant to that, as the gateway does.
+    ` gc.patient is not null and u.id is not null and (exists (select 1 from user_patients up where up.user_id = u.id and up.patient_id = gc.patient)` +
+    ` or exists (select 1 from representatives r where r.user_id = u.id and r.patient_id = gc.patient and r.status = 'active' and r.period_start <= now() and (r.period_end is null or r.period_end > now()))) as linked_to_patient` +
     ` from oidc_payloads t` +
     ` left join oidc_payloads g on g.model = 'Grant' and g.id = t.grant_id and ${LIVE('g')}` +
     ` left join grant_contexts gc on gc.grant_id = g.id and gc.expires_at > now()` +
