@@ -125,3 +125,42 @@ describeEachDatabase('payer pack, adversarial: representatives', (ctx) => {
     assert.equal((await introspect(body.access_token)).json<{ active: boolean }>().active, true);
   });
 });
+
+describeEachDatabase('payer pack, adversarial: attribution lists', (ctx) => {
+  let app: FastifyInstance;
+
+  before(async () => {
+    app = await testApp(ctx.current.database, { ADMIN_TOKEN: TEST_ADMIN_TOKEN });
+  });
+  after(async () => {
+    await app.close();
+  });
+
+  const importGroup = (id: string, npi: string, patients: string[], query = '') =>
+    app.inject({
+      method: 'POST',
+      url: `/admin/api/attribution-lists${query}`,
+      headers: { ...admin, 'content-type': 'application/fhir+json' },
+      payload: JSON.stringify({ resourceType: 'Group', id, type: 'person', actual: true, identifier: [{ system: NPI, value: npi }], member: patients.map((p) => ({ entity: { reference: `Patient/${p}` } })) }),
+    });
+
+  it("a Group imported under another organisation does not take over an existing list: 409, the list stays its organisation's", async () => {
+    assert.equal((await importGroup('shared-id', CLINIC_NPI, [AMY, DANIEL])).statusCode, 200);
+    // Before, this moved the whole list (Amy and Daniel) to the other organisation.
+    const taken = await importGroup('shared-id', '1987654321', [AMY]);
+    assert.equal(taken.statusCode, 409, taken.body);
+    assert.deepEqual(taken.json(), {
+      error: 'conflict',
+      error_description: `attribution list shared-id is the list of ${NPI}|${CLINIC_NPI}, not of ${NPI}|1987654321: delete it first to import it for another organisation, or give the Group another id`,
+    });
+    const overridden = await importGroup('shared-id', CLINIC_NPI, [AMY], `?organization=${encodeURIComponent(`${NPI}|1987654321`)}`);
+    assert.equal(overridden.statusCode, 409, overridden.body);
+    const list = await app.inject({ method: 'GET', url: '/admin/api/attribution-lists/shared-id', headers: admin });
+    assert.deepEqual([list.json<{ organization: string }>().organization, list.json<{ members: unknown[] }>().members.length], [`${NPI}|${CLINIC_NPI}`, 2]);
+    // Its own organisation replaces it as before; deleted, the id is free for another.
+    const replaced = await importGroup('shared-id', CLINIC_NPI, [AMY]);
+    assert.deepEqual(replaced.json(), { id: 'shared-id', organization: `${NPI}|${CLINIC_NPI}`, members: 1, created: false });
+    assert.equal((await app.inject({ method: 'DELETE', url: '/admin/api/attribution-lists/shared-id', headers: admin })).statusCode, 204);
+    assert.equal((await importGroup('shared-id', '1987654321', [AMY])).statusCode, 200);
+  });
+});

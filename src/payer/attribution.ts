@@ -126,7 +126,12 @@ function utcDate(year: number, month: number, day: number): Date {
 /** Replaces the list (and its members) with the imported Group, in one transaction. */
 export async function saveAttributionList(db: Kysely<DB>, list: AttributionList): Promise<{ created: boolean }> {
   return db.transaction().execute(async (trx) => {
-    const existing = await trx.selectFrom('attribution_lists').select('id').where('id', '=', list.id).forUpdate().executeTakeFirst();
+    const existing = await trx.selectFrom('attribution_lists').select(['id', 'organization']).where('id', '=', list.id).forUpdate().executeTakeFirst();
+    // A Group re-imported replaces its own organisation's list; under another organisation it would hand that
+    // organisation every member of the list (a Group.id reused, a wrong ?organization=), without anyone asking.
+    if (existing && existing.organization !== list.organization) {
+      throw HttpProblem.conflict(`attribution list ${list.id} is the list of ${existing.organization}, not of ${list.organization}: delete it first to import it for another organisation, or give the Group another id`);
+    }
     if (existing) {
       await trx.updateTable('attribution_lists').set({ organization: list.organization, name: list.name, updated_at: new Date() }).where('id', '=', list.id).execute();
       await trx.deleteFrom('attribution_members').where('list_id', '=', list.id).execute();
