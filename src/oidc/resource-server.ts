@@ -80,6 +80,7 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
   // What the answer depends on besides the client and the configuration: the kind of request and its scopes.
   const exchange = ctx.oidc.route === 'token' && !backend;
   const kind = exchange ? 'grant' : backend ? (isIasRequest(ctx) ? 'ias' : 'backend') : 'request';
+  if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request') checkResourceMatchesAud(config, ctx, indicator);
   const scopes = exchange ? (ctx.oidc.entities.Grant?.getResourceScope(indicator) ?? '') : typeof ctx.oidc.params?.scope === 'string' ? ctx.oidc.params.scope : undefined;
   const key = JSON.stringify([kind, indicator, scopes ?? null]);
   let known = answers.get(client);
@@ -100,6 +101,22 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
   if (known.size >= ANSWERS_PER_CLIENT) known.clear();
   known.set(key, info);
   return info;
+}
+
+/**
+ * An authorization request's `resource` (RFC 8707), when it sends one, is the one FHIR server its `aud` names
+ * (checked where the request arrives: its resume carries the request as checked then).
+ * `aud` is what the request is checked against (the launch's FHIR server, launch-policy.ts), while the token
+ * is issued for the resource: a `resource` naming another FHIR server would carry a launch made for one server,
+ * its patient, to a token for another. Two resources would leave the consent without one to grant for.
+ */
+function checkResourceMatchesAud(config: Config, ctx: KoaContextWithOIDC, indicator: string): void {
+  const { aud, resource } = ctx.oidc.params ?? {};
+  if (Array.isArray(resource) && resource.length > 1) throw new errors.InvalidTarget('one resource at most: the FHIR server aud names');
+  if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
+  const base = fhirBaseOf(config, aud);
+  if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
+  if (base !== fhirBaseOf(config, indicator)) throw new errors.InvalidTarget(`resource ${indicator} is not the FHIR server aud names (${aud})`);
 }
 
 /** Whether the registration allows the scope whole, as it would grant it today. */
