@@ -7,7 +7,7 @@ import { createLaunch } from '../src/launch/context.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
+import { callback, consent, exchange, login, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
 
 /**
  * An app's attempts at crossing the boundaries of the authorization and token layer, each once a defect: a
@@ -48,4 +48,21 @@ describeEachDatabase('authorization and token layer, adversarial', (ctx) => {
     assert.equal(res.json<{ patient: string }>().patient, 'demo-daniel-okafor');
   });
 
+  it("the id_token's fhirUser is under the FHIR base the token is for, as introspection says, at the exchange and at every refresh", async () => {
+    const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'openid fhirUser launch/patient patient/Observation.rs offline_access', aud: OTHER_FHIR_BASE });
+    await login(flow, 'clinician', 'clinician-demo');
+    await pickPatient(flow, 'demo-amy-shaw');
+    await consent(flow);
+    const expected = `${OTHER_FHIR_BASE}/Practitioner/demo-practitioner`;
+    const claims = (idToken: string) => JSON.parse(Buffer.from(idToken.split('.')[1]!, 'base64url').toString()) as { fhirUser?: string };
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    const body = res.json<{ id_token: string; access_token: string; refresh_token: string }>();
+    assert.equal(claims(body.id_token).fhirUser, expected);
+    const introspected = await app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ token: body.access_token, client_id: 'ehr-app' }) });
+    assert.deepEqual([introspected.json<{ aud: string }>().aud, introspected.json<{ fhirUser: string }>().fhirUser], [OTHER_FHIR_BASE, expected]);
+    const refreshed = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: body.refresh_token, client_id: 'ehr-app' });
+    assert.equal(refreshed.statusCode, 200, refreshed.body);
+    assert.equal(claims(refreshed.json<{ id_token: string }>().id_token).fhirUser, expected);
+  });
 });

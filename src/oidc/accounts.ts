@@ -26,10 +26,15 @@ export async function findAccount(db: Kysely<DB>, users: UserCache, config: Conf
   };
 }
 
-/** The FHIR base of the request being served: its `aud`/`resource` when it is one of ours, else the first configured. */
+/**
+ * The FHIR base of the request being served: the audience of the access token it issues (a code exchange or a
+ * refresh names no `aud`: the token is for the FHIR server of its grant), else its `aud`/`resource` when it is
+ * one of ours, else the first configured.
+ */
 function fhirBaseFor(config: Config, ctx: KoaContextWithOIDC): string {
-  const params = oidcOf(ctx)?.params;
-  const candidates = [params?.aud, params?.resource].flat();
+  const oidc = oidcOf(ctx);
+  const params = oidc?.params;
+  const candidates = [oidc?.entities.AccessToken?.aud, params?.aud, params?.resource].flat();
   for (const candidate of candidates) {
     const base = typeof candidate === 'string' ? fhirBaseOf(config, candidate) : undefined;
     if (base) return base;
