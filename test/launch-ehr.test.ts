@@ -5,6 +5,7 @@ import type { FastifyInstance } from 'fastify';
 
 import { createLaunch } from '../src/launch/context.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
+import { inputValue } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
@@ -102,6 +103,22 @@ describeEachDatabase('EHR launch', (ctx) => {
     await login(own, 'patient', 'patient-demo');
     await consent(own);
     assert.equal((await exchange(app, own)).json<{ patient: string }>().patient, 'demo-amy-shaw');
+  });
+
+  it("the EHR's encounter is the token's: an encounter form sent on the way (another visit of the patient, or none) changes nothing", async () => {
+    for (const sent of ['demo-enc-amy-2', 'none']) {
+      const { launch } = await createLaunch(db(), app.runtime.box, { client_id: 'ehr-app', patient: 'demo-amy-shaw', encounter: 'demo-enc-amy-1' });
+      const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch launch/encounter patient/*.rs', launch });
+      await login(flow, 'clinician', 'clinician-demo');
+      assert.match(title(flow.page), /^Allow Clinic App to access Amy V. Shaw/, 'no encounter picker: the EHR gave the encounter');
+      const consentPage = flow.page.res.body;
+      const uid = /\/interaction\/([^/"]+)\/consent/.exec(consentPage)![1]!;
+      const answer = await flow.browser.go('POST', `/interaction/${uid}/encounter`, { csrf: inputValue(consentPage, 'csrf'), encounter: sent });
+      assert.match(title(answer), /^Allow Clinic App to access Amy V. Shaw/);
+      await consent(flow);
+      const body = (await exchange(app, flow)).json<Body>();
+      assert.equal(body.encounter, 'demo-enc-amy-1', `sent ${sent}`);
+    }
   });
 
   it('two tabs racing with one launch: only one authorization takes it', async () => {

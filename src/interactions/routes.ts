@@ -553,7 +553,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   post('encounter', async (request, reply, details) => {
     const smart = smartOf(details);
     const chosen = request.body.encounter ?? '';
-    if (!smart.patient) return reply.redirect(urls(details.uid).self, 303);
+    // The EHR's launch gave the encounter (as it gives a patient): the context is the EHR's, not the form's.
+    if (!smart.patient || smart.launch?.encounter) return reply.redirect(urls(details.uid).self, 303);
     const valid = chosen === 'none' || (await encountersOf(db, smart.patient)).some((e) => e.id === chosen);
     if (!valid) return errorPage(request, reply, 400, 'invalid_request', 'That visit cannot be chosen here.');
     await remember(details, { ...smart, encounter: chosen === 'none' ? null : chosen });
