@@ -121,6 +121,21 @@ describeEachDatabase('EHR launch', (ctx) => {
     }
   });
 
+  it('a launch that gives no patient puts none in the token: a patient form sent on the way is refused', async () => {
+    const { launch } = await createLaunch(db(), app.runtime.box, { client_id: 'ehr-app' });
+    const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch user/*.rs', launch });
+    await login(flow, 'clinician', 'clinician-demo');
+    const consentPage = flow.page.res.body;
+    const uid = /\/interaction\/([^/"]+)\/consent/.exec(consentPage)![1]!;
+    const answer = await flow.browser.send('POST', `/interaction/${uid}/patient`, { csrf: inputValue(consentPage, 'csrf'), patient: 'demo-amy-shaw' });
+    assert.equal(answer.statusCode, 400);
+    assert.match(answer.body, /That patient cannot be chosen here/);
+    await consent(flow);
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.scope, 'launch user/*.rs');
+    assert.equal(body.patient, undefined);
+  });
+
   it('two tabs racing with one launch: only one authorization takes it', async () => {
     const { launch } = await createLaunch(db(), app.runtime.box, { patient: 'demo-amy-shaw' });
     const [a, b] = [await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch }), await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch })];

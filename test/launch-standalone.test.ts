@@ -186,6 +186,20 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.equal((await exchange(app, chosen)).json<Body>().patient, 'demo-amy-shaw');
   });
 
+  it('a patient sent where the app asked for none (no patient scope) is refused: the token names no patient', async () => {
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid user/Observation.rs' });
+    await login(flow, 'clinician', 'clinician-demo');
+    const page = flow.page.res.body;
+    assert.equal(title(flow.page), 'Allow Patient App to access the records of the patients you can access?');
+    const res = await flow.browser.send('POST', formAction(page, '/consent').replace(/\/consent$/, '/patient'), { ...hiddenFields(page, '/consent'), patient: 'demo-amy-shaw' });
+    assert.equal(res.statusCode, 400);
+    assert.match(res.body, /That patient cannot be chosen here/);
+    await consent(flow);
+    const body = (await exchange(app, flow)).json<Body>();
+    assert.equal(body.scope, 'openid user/Observation.rs');
+    assert.equal(body.patient, undefined);
+  });
+
   it('the picker searches the directory by name, birth date and record number', async () => {
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope: 'patient/Patient.rs' });
     await login(flow, 'clinician', 'clinician-demo');

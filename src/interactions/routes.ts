@@ -540,8 +540,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       await remember(details, { ...smart, patient: undefined, encounter: undefined });
       return reply.redirect(urls(details.uid).self, 303);
     }
+    const asking = await clientView(details);
+    if (!asking) return appGone(request, reply);
     const named = user && (await patientsNamedOf(db, user));
-    const picked = user && (await pickable(user, named, smart, chosen));
+    // Only where the interaction asks for a patient (the picker, which "Choose another patient" leads back to): sent
+    // where none is asked (no patient scope, or an EHR launch that gave none), it would put a patient in the
+    // token's context that neither the app nor the EHR asked for.
+    const asked = user !== undefined && nextStep({ ...launchState(details, asking.client, user, named, smart), patient: undefined, encounter: undefined, encounters: undefined }).kind === 'pick-patient';
+    const picked = asked && (await pickable(user, named, smart, chosen));
     if (!picked) return notChoosable(request, reply);
     details.result = { ...details.result, smart: { ...smart, patient: chosen, encounter: undefined } };
     // The next page (encounter or consent) in this answer, not behind a redirect: one request and one load
