@@ -65,4 +65,33 @@ describeEachDatabase('authorization and token layer, adversarial', (ctx) => {
     assert.equal(refreshed.statusCode, 200, refreshed.body);
     assert.equal(claims(refreshed.json<{ id_token: string }>().id_token).fhirUser, expected);
   });
+
+  it("an operator taking a record off a caregiver's links ends the caregiver's grants for it: refresh and introspection stop, grants for the others stay", async () => {
+    const admin = (method: 'POST' | 'PATCH', url: string, payload: object) => app.inject({ method, url, headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload });
+    const created = await admin('POST', '/admin/api/users', { id: 'carer', username: 'carer', password: 'carer-password', fhirUser: 'RelatedPerson/carer-1', name: 'Cary Carer', roles: ['patient'], patients: ['demo-grace-miller', 'demo-lucia-fernandez'] });
+    assert.equal(created.statusCode, 201, created.body);
+    const authorize = async (patient: string) => {
+      const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch/patient patient/*.rs offline_access' });
+      if (title(flow.page) === 'Sign in') await login(flow, 'carer', 'carer-password');
+      await pickPatient(flow, patient);
+      await consent(flow);
+      const res = await exchange(app, flow);
+      assert.equal(res.statusCode, 200, res.body);
+      return res.json<{ access_token: string; refresh_token: string; patient: string }>();
+    };
+    const grace = await authorize('demo-grace-miller');
+    const lucia = await authorize('demo-lucia-fernandez');
+    assert.deepEqual([grace.patient, lucia.patient], ['demo-grace-miller', 'demo-lucia-fernandez']);
+
+    const changed = await admin('PATCH', '/admin/api/users/carer', { patients: ['demo-lucia-fernandez'] });
+    assert.equal(changed.statusCode, 200, changed.body);
+    const introspect = (token: string) => app.inject({ method: 'POST', url: '/introspect', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: form({ token, client_id: 'ehr-app' }) });
+    assert.deepEqual((await introspect(grace.access_token)).json(), { active: false });
+    const refused = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: grace.refresh_token, client_id: 'ehr-app' });
+    assert.equal(refused.json<{ error: string }>().error, 'invalid_grant', refused.body);
+
+    assert.equal((await introspect(lucia.access_token)).json<{ patient: string }>().patient, 'demo-lucia-fernandez');
+    const refreshed = await tokenRequest(app, { grant_type: 'refresh_token', refresh_token: lucia.refresh_token, client_id: 'ehr-app' });
+    assert.equal(refreshed.statusCode, 200, refreshed.body);
+  });
 });

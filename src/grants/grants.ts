@@ -102,6 +102,17 @@ export async function connectedApps(db: Kysely<DB>, userId: string): Promise<Con
   return [...byClient.entries()].map(([client_id, e]) => ({ client_id, grant_ids: e.grant_ids, scope: [...e.scopes].join(' '), patients: [...e.patients], since: e.since, last_used_at: e.last }));
 }
 
+/**
+ * Ends a user's grants for every patient in context that is not one of `reached`, the patients the user acts for
+ * now (an operator changed the records linked to the user, or their fhirUser), inside the caller's transaction.
+ */
+export async function endUserAccessBeyond(trx: Transaction<DB>, userId: string, reached: readonly string[]): Promise<number> {
+  let query = trx.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', userId).where('patient', 'is not', null);
+  if (reached.length) query = query.where('patient', 'not in', reached);
+  const grants = await query.execute();
+  return revokeGrantsIn(trx, grants.map((g) => g.grant_id));
+}
+
 /** Ends a user's grants for one patient (a representative whose designation was revoked), inside the caller's transaction. */
 export async function endUserAccessToPatient(trx: Transaction<DB>, userId: string, patientId: string): Promise<number> {
   const grants = await trx.selectFrom('grant_contexts').select('grant_id').where('account_id', '=', userId).where('patient', '=', patientId).execute();

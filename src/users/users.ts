@@ -4,7 +4,7 @@ import { toSummary, type PatientSummary } from '../directory/patients.js';
 import { HttpProblem } from '../errors.js';
 import type { DB } from '../db/schema.js';
 import type { UsersTable } from '../db/tables/users.js';
-import { endUserAccess, endUserSessions } from '../grants/grants.js';
+import { endUserAccess, endUserAccessBeyond, endUserSessions } from '../grants/grants.js';
 import { hashPassword } from '../security/password.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { closeUserConsoleSessions } from './console-sessions.js';
@@ -194,6 +194,13 @@ export async function updateUser(
       .execute();
     if (patch.patients) await setPatients(trx, id, patch.patients);
     if (patch.disabled === true) await endUserAccess(trx, id);
+    else if (patch.patients || patch.fhirUser !== undefined) {
+      // A grant's patient is one its user acts for as long as it lasts: the gateway checks at every request, but a
+      // refresh, introspection and a FHIR server that relies on it do not. A record taken off the user (a link
+      // removed, another fhirUser) ends the user's grants for it.
+      const { fhir_user: now } = await trx.selectFrom('users').select('fhir_user').where('id', '=', id).executeTakeFirstOrThrow();
+      if (!actsForEveryPatient(now)) await endUserAccessBeyond(trx, id, userPatients(now, (await linkedPatients(trx, id).execute()).map((r) => r.patient_id)));
+    }
     // A console session ends with the account or the operator role, rather than waiting, unused, to be revived.
     if (patch.disabled === true || (patch.roles !== undefined && !patch.roles.some((r) => OPERATOR_ROLES.has(r)))) await closeUserConsoleSessions(trx, id);
   });
