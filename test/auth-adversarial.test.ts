@@ -66,6 +66,26 @@ describeEachDatabase('authorization and token layer, adversarial', (ctx) => {
     assert.equal(claims(refreshed.json<{ id_token: string }>().id_token).fhirUser, expected);
   });
 
+  it('a refresh naming another resource is invalid_target before the refresh token is used: the next refresh with it still works', async () => {
+    const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch/patient patient/Observation.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    const res = await exchange(app, flow);
+    assert.equal(res.statusCode, 200, res.body);
+    const { refresh_token: refreshToken } = res.json<{ refresh_token: string }>();
+    const refresh = (more: Record<string, string>) => tokenRequest(app, { grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'ehr-app', ...more });
+    for (const resource of [OTHER_FHIR_BASE, 'https://elsewhere.example/fhir']) {
+      const wrong = await refresh({ resource });
+      assert.equal(wrong.statusCode, 400, wrong.body);
+      assert.deepEqual(wrong.json(), { error: 'invalid_target', error_description: `resource ${resource} is not the FHIR server this refresh token was issued for` });
+    }
+    const two = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `${form({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'ehr-app', resource: TEST_FHIR_BASE })}&${form({ resource: OTHER_FHIR_BASE })}` });
+    assert.deepEqual(two.json(), { error: 'invalid_target', error_description: 'only a single resource indicator value must be requested/resolved during Access Token Request' });
+    // Before, the first refused refresh had used the token up: this one was "refresh token already used" and ended the grant.
+    const right = await refresh({ resource: TEST_FHIR_BASE });
+    assert.equal(right.statusCode, 200, right.body);
+  });
+
   it("an operator taking a record off a caregiver's links ends the caregiver's grants for it: refresh and introspection stop, grants for the others stay", async () => {
     const admin = (method: 'POST' | 'PATCH', url: string, payload: object) => app.inject({ method, url, headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload });
     const created = await admin('POST', '/admin/api/users', { id: 'carer', username: 'carer', password: 'carer-password', fhirUser: 'RelatedPerson/carer-1', name: 'Cary Carer', roles: ['patient'], patients: ['demo-grace-miller', 'demo-lucia-fernandez'] });

@@ -159,6 +159,14 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
 export async function rotateRefreshToken(provider: Provider, db: Kysely<DB>, ctx: KoaContextWithOIDC): Promise<boolean> {
   const token = ctx.oidc.entities.RefreshToken;
   if (token) {
+    // oidc-provider checks `resource` only after it has consumed the refresh token (lib/actions/grants/refresh_token.js,
+    // lib/helpers/resolve_resource.js): a wrong one would use it up, and the app's next refresh with it would count as
+    // reuse and end the whole grant. The same test, here, before anything is consumed.
+    const resource = ctx.oidc.params?.resource;
+    if (Array.isArray(resource)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
+    if (typeof resource === 'string' && resource !== '' && !token.resourceIndicators.has(resource)) {
+      throw new errors.InvalidTarget(`resource ${resource} is not the FHIR server this refresh token was issued for`);
+    }
     const scopes = splitScopes(token.scope);
     if (scopes.includes('online_access') && !scopes.includes('offline_access')) {
       const session = token.sessionUid ? await provider.Session.findByUid(token.sessionUid) : undefined;
