@@ -38,8 +38,12 @@ describeEachDatabase('authorization and token layer, adversarial', (ctx) => {
     const noAud = await startAuthorization(app, { client_id: 'ehr-app', scope: 'patient/*.rs', aud: '', resource: OTHER_FHIR_BASE });
     assert.deepEqual(callback(noAud), { error: 'invalid_request', error_description: 'aud is required: the base URL of the FHIR server the app wants to access', state: 'state-1', iss: TEST_ISSUER });
 
-    // The resource aud names (in another spelling) is the request without one: the launch's server, its patient.
-    const same = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: await launchFor(), resource: `${TEST_FHIR_BASE}/` });
+    // The FHIR server aud names, in another spelling: the token's aud and fhirUser would take that spelling.
+    const spelled = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: await launchFor(), resource: `${TEST_FHIR_BASE}/` });
+    assert.deepEqual(callback(spelled), { error: 'invalid_target', error_description: `resource ${TEST_FHIR_BASE}/: name the FHIR server by its base URL, ${TEST_FHIR_BASE}`, state: 'state-1', iss: TEST_ISSUER });
+
+    // The resource aud names is the request without one: the launch's server, its patient.
+    const same = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch patient/*.rs', launch: await launchFor(), resource: TEST_FHIR_BASE });
     await login(same, 'clinician', 'clinician-demo');
     assert.match(title(same.page), /^Allow Clinic App to access Daniel Okafor/);
     await consent(same);

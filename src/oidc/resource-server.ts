@@ -117,6 +117,9 @@ function checkResourceMatchesAud(config: Config, ctx: KoaContextWithOIDC, indica
   const base = fhirBaseOf(config, aud);
   if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
   if (base !== fhirBaseOf(config, indicator)) throw new errors.InvalidTarget(`resource ${indicator} is not the FHIR server aud names (${aud})`);
+  // The token is for the resource as spelled: another spelling of the base (a trailing slash) would become its
+  // `aud` and the root of `fhirUser` (`…/fhir//Practitioner/…`).
+  if (indicator !== base) throw new errors.InvalidTarget(`resource ${indicator}: name the FHIR server by its base URL, ${base}`);
 }
 
 /** Whether the registration allows the scope whole, as it would grant it today. */
