@@ -120,6 +120,14 @@ describe('configuration', () => {
     assert.deepEqual(problems({ PORT: '70000' }), ['PORT="70000" is invalid: expected an integer from 0 to 65535 (0 picks a free port)']);
     assert.deepEqual(problems({ LOG_LEVEL: 'verbose' }), ['LOG_LEVEL="verbose" is invalid: expected one of fatal, error, warn, info, debug, trace, silent']);
     assert.deepEqual(problems({ DATABASE_URL: 'mysql://x' }), ['DATABASE_URL=(value hidden) is invalid: expected a postgres:// or postgresql:// connection URL']);
+    // URLs the pattern lets through but the driver cannot parse: refused here, not at the first connection with a stack trace.
+    const rest = { SECRET_KEY: KEY, FHIR_BASE_URLS: 'https://fhir.example.org/r4' };
+    for (const url of ['postgres://u@db:99999/smart', 'postgresql://[::1/smart', 'postgres://u:p@db:port/smart']) {
+      assert.deepEqual(problems({ ...rest, DATABASE_URL: url }), ['DATABASE_URL=(value hidden) is invalid: expected a connection URL the Postgres driver can read (a port from 1 to 65535, an IPv6 address in brackets, user name and password percent-encoded)'], url);
+      assert.deepEqual(problems({ ...rest, DATABASE_URL: 'postgres://u@db/smart', DATABASE_REPLICA_URL: url }), ['DATABASE_REPLICA_URL=(value hidden) is invalid: expected a connection URL the Postgres driver can read (a port from 1 to 65535, an IPv6 address in brackets, user name and password percent-encoded)'], url);
+    }
+    // What the driver does read stays accepted: an empty host with the socket as a parameter, odd percent signs.
+    for (const url of ['postgres://u@/smart?host=/var/run/postgresql', 'postgres://u:p%zz@db/smart', 'postgresql://u@[::1]:5432/smart']) assert.equal(loadConfig({ ...rest, DATABASE_URL: url }).database.kind, 'postgres', url);
     assert.deepEqual(problems({ ISSUER: 'ftp://auth.example.org' }), [
       'ISSUER="ftp://auth.example.org" is invalid: expected an absolute http(s) URL without query or fragment, e.g. https://auth.example.org',
     ]);

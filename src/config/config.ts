@@ -237,6 +237,10 @@ export function loadConfig(env: Readonly<Record<string, string | undefined>>): C
     ? { kind: 'postgres', url: v.DATABASE_URL as string }
     : { kind: 'pglite', dataDir: (v.DATA_DIR as string | undefined) ?? './.data' };
 
+  for (const name of ['DATABASE_URL', 'DATABASE_REPLICA_URL'] as const) {
+    const url = v[name] as string | undefined;
+    if (url !== undefined && !parsesAsConnectionUrl(url)) problems.push(`${name}=(value hidden) is invalid: expected a connection URL the Postgres driver can read (a port from 1 to 65535, an IPv6 address in brackets, user name and password percent-encoded)`);
+  }
   if (v.DATABASE_REPLICA_URL && database.kind !== 'postgres') problems.push('DATABASE_REPLICA_URL needs DATABASE_URL: a read replica is a standby of a Postgres primary, and the embedded database has none');
 
   const fhirBaseUrls = v.FHIR_BASE_URLS
@@ -359,6 +363,15 @@ function describeProblem(name: string, value: unknown): string {
 
 /** Never echoed back in an error message: they are secrets, or (the database URLs) may contain one. */
 const SENSITIVE = new Set<string>(['ADMIN_TOKEN', 'METRICS_TOKEN', 'SECRET_KEY', 'SECRET_KEYS_PREVIOUS', 'DATABASE_URL', 'DATABASE_REPLICA_URL', 'FHIR_UPSTREAM_HEADERS']);
+
+/**
+ * Whether node-postgres can read the URL: it parses it as a WHATWG URL (again with a placeholder host when the
+ * host is empty, for a socket given as `?host=`), and one it cannot parse fails at the first connection, after
+ * start-up, as a bare `TypeError: Invalid URL` with a stack trace.
+ */
+function parsesAsConnectionUrl(value: string): boolean {
+  return URL.canParse(value) || URL.canParse(value.replace('@/', '@___DUMMY___/'));
+}
 
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]']);
 
