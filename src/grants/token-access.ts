@@ -100,7 +100,11 @@ const OPAQUE_TOKEN = new FixedQuery((db: Kysely<DB>, slot) =>
       sql`t.payload->'extra'->'extensions'->'hl7-b2b'`.as('b2b'),
     ])
     .where('t.model', 'in', ['AccessToken', 'ClientCredentials'])
-    .where('t.id', '=', sql<string>`any(${slot}::text[])`),
+    .where('t.id', '=', sql<string>`any(${slot}::text[])`)
+    // The token's grant still there: a revocation deletes the grant's tokens, but a token its grant issued in a
+    // request that found the grant alive just before (a refresh, a code exchange) may be written just after.
+    // Introspection (oidc-provider) finds such a token inactive; so must the gateway.
+    .where(sql<boolean>`(t.grant_id is null or exists (select from oidc_payloads g where g.model = 'Grant' and g.id = t.grant_id and g.expires_at > now()))`),
 );
 
 const GRANT = new FixedQuery((db: Kysely<DB>, slot) =>
