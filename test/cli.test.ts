@@ -61,6 +61,25 @@ describe('command line', () => {
     );
   });
 
+  const postgres = process.env.TEST_DATABASE_DIRECT_URL ?? process.env.TEST_DATABASE_URL;
+  it('a database that refuses the connection for good: one line saying what to change, no stack trace, exit 1', { skip: postgres ? false : 'needs TEST_DATABASE_URL' }, async () => {
+    const env = { SECRET_KEY: 'a'.repeat(64), FHIR_BASE_URLS: 'http://localhost:3999/fhir', PORT: '0' };
+    const role = new URL(postgres!);
+    role.username = 'no_such_role_here';
+    role.password = '';
+    const database = new URL(postgres!);
+    database.pathname = '/no_such_database_here';
+    for (const [url, expected] of [
+      [role, 'Failed: the database refused the connection: the role is not allowed to connect (no such role, or pg_hba.conf refuses it): check the user in DATABASE_URL (server said: role "no_such_role_here" does not exist, SQLSTATE 28000)\n'],
+      [database, 'Failed: the database refused the connection: the database does not exist: create it, or name another in DATABASE_URL (server said: database "no_such_database_here" does not exist, SQLSTATE 3D000)\n'],
+    ] as const) {
+      const { code, stderr } = await run(['serve'], { ...env, DATABASE_URL: url.href }, cwd);
+      assert.equal(code, 1, stderr);
+      assert.equal(stderr.split('\n').filter((line) => line.startsWith('Failed: ')).join('\n') + '\n', expected);
+      assert.doesNotMatch(stderr, /^\s+at /m, 'no stack trace');
+    }
+  });
+
   it('help, unknown commands and bad options', async () => {
     const help = await run(['help'], {}, cwd);
     assert.equal(help.code, 0);

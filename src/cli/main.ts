@@ -1,5 +1,6 @@
 import { ConfigError } from '../config/config.js';
 import { DataDirInUseError } from '../db/database.js';
+import { connectionRefusal } from '../db/faults.js';
 import { migrate, seed } from './database.js';
 import { readConfig } from './environment.js';
 import { genSecret, keys } from './keys.js';
@@ -67,6 +68,9 @@ export function runCli(argv: readonly string[]): Promise<void> {
         process.exitCode = 2;
       } else if (error instanceof CommandFailed) {
         process.stderr.write(`Failed: ${error.message}\n`);
+        process.exitCode = 1;
+      } else if (connectionRefusal(error)) {
+        process.stderr.write(`Failed: ${connectionRefusal(error)}\n`);
         process.exitCode = 1;
       } else if (error instanceof DataDirInUseError) {
         process.stderr.write(`${error.message}\n`);

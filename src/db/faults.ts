@@ -112,6 +112,31 @@ export async function retryWhileUnavailable<T>(job: () => Promise<T>, { log, wha
   }
 }
 
+/** SQLSTATEs (Appendix A) of a connection the server refuses for good: what the operator must change. */
+const REFUSALS: Record<string, string> = {
+  '28000': 'the role is not allowed to connect (no such role, or pg_hba.conf refuses it): check the user in DATABASE_URL',
+  '28P01': 'the password was refused: check the password in DATABASE_URL',
+  '3D000': 'the database does not exist: create it, or name another in DATABASE_URL',
+  '42501': 'the role may not connect to this database: grant it CONNECT, or use another role',
+};
+
+/** TLS that cannot be agreed: node-postgres says so by message only, Node's TLS by its certificate error codes. */
+const TLS_MESSAGE = /^The server does not support SSL connections/;
+const TLS_CODE = /CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/;
+
+/**
+ * Why the database refused to let this server connect, when it did for a reason waiting will not change (wrong
+ * role, password, database name, TLS): a line for the operator, with the server's message, instead of a stack
+ * trace at start-up. Undefined for every other error.
+ */
+export function connectionRefusal(error: unknown): string | undefined {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const text = typeof message === 'string' ? message : '';
+  if (typeof code === 'string' && code in REFUSALS) return `the database refused the connection: ${REFUSALS[code]} (server said: ${text}, SQLSTATE ${code})`;
+  if (TLS_MESSAGE.test(text) || (typeof code === 'string' && TLS_CODE.test(code))) return `the connection to the database could not be secured: ${text} (check sslmode in DATABASE_URL and the server's TLS set-up)`;
+  return undefined;
+}
+
 /**
  * Whether the database refused the rows themselves (SQLSTATE class 22, data exception, or 23, integrity
  * constraint violation), as opposed to failing whatever was sent (connection lost, server shutting down):
