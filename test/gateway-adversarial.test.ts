@@ -11,7 +11,7 @@ import { enforce, type EnforceDecision } from '../src/smart/fhir/enforce.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
-import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
+import { AMY, CATEGORY, DANIEL, LOINC, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization } from './helpers/flow.js';
 
 /**
@@ -256,5 +256,21 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     assert.equal(batch.statusCode, 400, batch.body);
     const patch = await fhir(token, 'PATCH', '/Observation/obs-amy-lab', [{ op: 'add', path: '/__proto__/x', value: 1 }], { 'content-type': 'application/json-patch+json' });
     assert.equal(patch.statusCode, 422, patch.body);
+  });
+  it('a batch search entry under granular scopes it cannot say upstream carries no total, as the search alone does not', async () => {
+    // Two granular scopes with different parameters: the search goes upstream confined to Amy only, and the
+    // answer is checked; the upstream's count is of every Observation of hers (4), not the 2 the token reaches.
+    const token = await launchToken(`patient/Observation.rs?category=${CATEGORY}|laboratory patient/Observation.rs?code=${LOINC}|8867-4`);
+    const single = await fhir(token, 'GET', '/Observation?_total=accurate&_count=0');
+    assert.equal(single.statusCode, 200, single.body);
+    assert.equal(single.json<Json>().total, undefined);
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Observation?_total=accurate&_count=0' } }] });
+    assert.equal(batch.statusCode, 200, batch.body);
+    const entry = batch.json<{ entry: { resource: Json }[] }>().entry[0]!;
+    assert.equal(entry.resource.resourceType, 'Bundle');
+    assert.equal(entry.resource.total, undefined, `the batch entry told a count beyond the granular scopes: ${JSON.stringify(entry.resource)}`);
+    // A token whose search is confined upstream to what it reaches keeps the count.
+    const whole = await fhir(await launchToken('patient/Observation.rs'), 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Observation?_total=accurate&_count=0' } }] });
+    assert.equal(whole.json<{ entry: { resource: Json }[] }>().entry[0]!.resource.total, 4);
   });
 });

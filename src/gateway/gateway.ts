@@ -165,13 +165,8 @@ export class FhirGateway {
 
     const filtered = filterAnswer(grant, this.#deps.model, resource, access.resultLetters);
     if (filtered.body === undefined) throw notKnown(call);
-    let body = filtered.body as FhirResource;
     if (call.kind === 'history-instance' && filtered.removedMatch) throw notKnown(call);
-    if (!access.countable && body.resourceType === 'Bundle' && 'total' in body) {
-      const copy: Record<string, unknown> = { ...body };
-      delete copy.total;
-      body = copy as FhirResource;
-    }
+    const body = counted(filtered.body as FhirResource, access);
     return { reply: json(answer.status, headers, body), status: answer.status, summary: { resources: filtered.resources, patients: filtered.patients } };
   }
 
@@ -253,7 +248,8 @@ export class FhirGateway {
         resources += filtered.resources;
         for (const p of filtered.patients) patients.add(p);
         if (filtered.body === undefined) responses.set(d.index, entryProblem(new GatewayProblem(404, 'not known')));
-        else responses.set(d.index, { ...response, resource: filtered.body });
+        // A search entry is held to its counts as a search on its own is (see #answer): a batch is no way round them.
+        else responses.set(d.index, { ...response, resource: counted(filtered.body as FhirResource, d.access) });
       }
     }
     for (const d of decided) if ('problem' in d) responses.set(d.index, entryProblem(d.problem));
@@ -379,6 +375,17 @@ const empty = (): Summary => ({ resources: 0, patients: new Set() });
 function authorizeNarrows(grant: AccessGrant, model: FhirModel, type: string, allow: ReadonlySet<string>): boolean {
   const access = authorize(grant, model, { kind: 'search-type', type, params: [] }, { allowedOperations: allow });
   return !access.allow || access.addParams.length > 0 || !access.countable;
+}
+
+/**
+ * The answer without its `total` where the search upstream was not confined to what the grant reaches (granular
+ * scopes it could not say, withheld resources): the upstream counted resources the token may not see.
+ */
+function counted(body: FhirResource, access: Extract<Access, { allow: true }>): FhirResource {
+  if (access.countable || body.resourceType !== 'Bundle' || !('total' in body)) return body;
+  const copy: Record<string, unknown> = { ...body };
+  delete copy.total;
+  return copy as FhirResource;
 }
 
 /** A denial as the gateway answers it: only a 403 is about the token, and only a 403 for want of a scope carries the challenge. */
