@@ -273,4 +273,24 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     const whole = await fhir(await launchToken('patient/Observation.rs'), 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'GET', url: 'Observation?_total=accurate&_count=0' } }] });
     assert.equal(whole.json<{ entry: { resource: Json }[] }>().entry[0]!.resource.total, 4);
   });
+
+  it('a patient token does not link its Patient to another patient (Patient.link is the compartment\'s reference of Patient): 403', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const linked = (type: string) => ({ resourceType: 'Patient', id: AMY, name: [{ family: 'Shaw', given: ['Amy'] }], link: [{ other: { reference: `Patient/${DANIEL}` }, type }] });
+    sent.length = 0;
+    const put = await fhir(token, 'PUT', `/Patient/${AMY}`, linked('seealso'));
+    assert.equal(put.statusCode, 403, put.body);
+    assert.match(put.body, /outside what this token reaches/);
+    const patch = await fhir(token, 'PATCH', `/Patient/${AMY}`, [{ op: 'add', path: '/link', value: [{ other: { reference: `Patient/${DANIEL}` }, type: 'replaced-by' }] }], { 'content-type': 'application/json-patch+json' });
+    assert.equal(patch.statusCode, 403, patch.body);
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'transaction', entry: [{ request: { method: 'PUT', url: `Patient/${AMY}` }, resource: linked('replaced-by') }] });
+    assert.equal(batch.statusCode, 403, batch.body);
+    assert.deepEqual(sent.filter((r) => r.method !== 'GET'), [], 'nothing written upstream');
+    assert.equal(((await upstream.fhir.repository.readResource('Patient', AMY)) as unknown as Json).link, undefined);
+    // Her own record, unlinked or linked to herself, she still updates.
+    const own = await fhir(token, 'PUT', `/Patient/${AMY}`, { ...linked('seealso'), link: [{ other: { reference: `Patient/${AMY}` }, type: 'seealso' }] });
+    assert.equal(own.statusCode, 200, own.body);
+    const plain = await fhir(token, 'PUT', `/Patient/${AMY}`, { resourceType: 'Patient', id: AMY, name: [{ family: 'Shaw', given: ['Amy'] }], birthDate: '1987-02-20', generalPractitioner: [{ reference: 'Practitioner/demo-practitioner' }] });
+    assert.equal(plain.statusCode, 200, plain.body);
+  });
 });

@@ -47,8 +47,14 @@ export function patientsOf(model: FhirModel, resource: FhirResource): Set<string
  * out by `.where(resolve() is Patient)` counts here: that filter only recognises `Patient/<id>`.
  */
 export function patientLinksOf(model: FhirModel, resource: FhirResource): { readonly patients: Set<string>; readonly unresolved: boolean } {
-  if (resource.resourceType === 'Patient') return { patients: patientsOf(model, resource), unresolved: false };
   const patients = new Set<string>();
+  if (resource.resourceType === 'Patient') {
+    // A Patient is its own record (without an id, no one's yet); its `link`s, the compartment's parameter of
+    // Patient, tie it to others (`seealso`, `replaced-by`): a write linking to another patient reaches them.
+    const own = patientsOf(model, resource);
+    if (!own.size) return { patients: own, unresolved: false };
+    for (const p of own) patients.add(p);
+  }
   let unresolved = false;
   for (const code of model.compartment.get(resource.resourceType) ?? []) {
     const info = searchParameter(model, resource.resourceType, code);
