@@ -293,4 +293,28 @@ describeEachDatabase('FHIR gateway: adversarial cases', (ctx) => {
     const plain = await fhir(token, 'PUT', `/Patient/${AMY}`, { resourceType: 'Patient', id: AMY, name: [{ family: 'Shaw', given: ['Amy'] }], birthDate: '1987-02-20', generalPractitioner: [{ reference: 'Practitioner/demo-practitioner' }] });
     assert.equal(plain.statusCode, 200, plain.body);
   });
+
+  it('a write of one resource takes no search parameters: HAPI\'s ?_cascade=delete would delete other patients\' resources referring to it (400)', async () => {
+    const token = await launchToken('patient/*.cruds');
+    const mine = { resourceType: 'Observation', id: 'obs-amy-cascade', status: 'final', code: { text: 'x' }, subject: { reference: `Patient/${AMY}` } };
+    await upstream.fhir.repository.updateResource(mine as never);
+    sent.length = 0;
+    for (const [method, url, body, type] of [
+      ['DELETE', '/Observation/obs-amy-cascade?_cascade=delete', undefined, undefined],
+      ['DELETE', `/Patient/${AMY}?_cascade=delete`, undefined, undefined],
+      ['PUT', '/Observation/obs-amy-cascade?_cascade=delete', mine, undefined],
+      ['PATCH', '/Observation/obs-amy-cascade?_cascade=delete', [{ op: 'replace', path: '/status', value: 'amended' }], 'application/json-patch+json'],
+    ] as const) {
+      const res = await fhir(token, method, url, body, type ? { 'content-type': type } : {});
+      assert.equal(res.statusCode, 400, `${method} ${url}: ${res.statusCode} ${res.body}`);
+      assert.match(res.body, /takes no parameter _cascade/);
+    }
+    const batch = await fhir(token, 'POST', '', { resourceType: 'Bundle', type: 'batch', entry: [{ request: { method: 'DELETE', url: 'Observation/obs-amy-cascade?_cascade=delete' } }] });
+    assert.equal(batch.statusCode, 200, batch.body);
+    assert.match(batch.json<Bundle>().entry![0]!.response!.status, /^400/);
+    assert.deepEqual(sent, [], 'nothing sent upstream');
+    // With its format only, as before.
+    const ok = await fhir(token, 'DELETE', '/Observation/obs-amy-cascade?_format=json');
+    assert.ok(ok.statusCode === 200 || ok.statusCode === 204, `${ok.statusCode} ${ok.body}`);
+  });
 });

@@ -47,6 +47,9 @@ export interface RestRequest {
 
 const ID = /^[A-Za-z0-9\-.]{1,64}$/;
 
+/** What may come with a write of one resource: the answer's format only. */
+const WRITE_PARAMS: ReadonlySet<string> = new Set(['_format', '_pretty']);
+
 const invalid = (status: 400 | 404 | 405, reason: string): FhirCall => ({ kind: 'invalid', status, reason });
 
 export function parseRestRequest(request: RestRequest): FhirCall {
@@ -90,6 +93,11 @@ export function parseRestRequest(request: RestRequest): FhirCall {
     if (second.startsWith('$')) return { kind: 'operation', name: second, type, id: undefined, params, body };
     if (!ID.test(second)) return invalid(404, `${second} is not a FHIR id`);
     const id = second;
+    // A write of one resource takes no search parameters (FHIR R4 §http). One sent on is the FHIR server's to
+    // act on unseen: HAPI's `DELETE Patient/123?_cascade=delete` deletes every resource that refers to it,
+    // other patients' among them.
+    const extra = method === 'PUT' || method === 'PATCH' || method === 'DELETE' ? params.find(([n]) => !WRITE_PARAMS.has(n)) : undefined;
+    if (extra) return invalid(400, `${method} ${type}/${id} takes no parameter ${extra[0]}: a write of one resource is not qualified by search parameters`);
     switch (method) {
       case 'GET':
         return { kind: 'read', type, id };
