@@ -61,6 +61,21 @@ describe('enforce: no selecting by the records of patients the token does not re
     denied(enforce({ method: 'POST', url: 'Patient', body: { resourceType: 'Patient', id: AMY } }, { scope: 'patient/Patient.c', patient: AMY }), 403, /outside what this token reaches/);
   });
 
+  it('a reference naming Patient twice, or with a query or fragment, is no one\'s: not written, and a record holding one is not the patient\'s', () => {
+    const grant = { scope: 'patient/Observation.crs', patient: AMY };
+    for (const reference of [`Patient/${DANIEL}/Patient/${AMY}`, `Patient/${DANIEL}?x=/Patient/${AMY}`, `https://fhir.example/r4/Patient/${DANIEL}/Patient/${AMY}`, `Patient/${AMY}#x`]) {
+      const observation = { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference } };
+      denied(enforce({ method: 'POST', url: 'Observation', body: observation }, grant), 403, /outside what this token reaches/);
+      const read = enforce({ method: 'GET', url: 'Observation/o' }, grant);
+      if (read.decision === 'deny') return assert.fail(read.reason);
+      assert.equal(read.check({ ...observation, id: 'o' }).body, undefined, reference);
+    }
+    // As before: a plain, an absolute and a versioned reference to the patient are hers.
+    for (const reference of [`Patient/${AMY}`, `https://fhir.example/r4/Patient/${AMY}`, `Patient/${AMY}/_history/2`]) {
+      assert.notEqual(enforce({ method: 'POST', url: 'Observation', body: { resourceType: 'Observation', status: 'final', code: { text: 'x' }, subject: { reference } } }, grant).decision, 'deny', reference);
+    }
+  });
+
   it('a reference that is not a string is one that cannot be told: not written by a token that reaches some patients only', () => {
     const grant = { scope: 'patient/Observation.c', patient: AMY };
     for (const reference of [[`Patient/${DANIEL}`], { toString: `Patient/${DANIEL}` }, 42]) {

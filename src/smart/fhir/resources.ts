@@ -86,10 +86,15 @@ function mayNamePatient(value: unknown): boolean {
   return identifier !== undefined && !(typeof type === 'string' && type !== 'Patient');
 }
 
-/** `Patient/123` (or an absolute URL ending so, or a version of it) → `123`. */
+/**
+ * `Patient/123` (or an absolute URL ending so, or a version of it) → `123`. A reference that names Patient twice
+ * (`Patient/456/Patient/123`) or carries a query or fragment (`Patient/456?x=/Patient/123`) is none: a FHIR
+ * server may read it as the first patient it names, so it is no patient's here (and, in a write, one that
+ * cannot be told: {@link mayNamePatient}).
+ */
 export function patientReference(value: unknown): string | undefined {
   const reference = typeof value === 'object' && value !== null ? (value as { reference?: unknown }).reference : undefined;
-  if (typeof reference !== 'string') return undefined;
+  if (typeof reference !== 'string' || /[?#]/.test(reference) || (reference.match(/(?:^|\/)Patient\//g)?.length ?? 0) > 1) return undefined;
   return /(?:^|\/)Patient\/([A-Za-z0-9\-.]{1,64})(?:\/_history\/[^/]+)?$/.exec(reference)?.[1];
 }
 
