@@ -107,7 +107,7 @@ function appCallback(step: Step): Record<string, string> {
  * audience; or, `invalidClients` times, none but `invalid_client`.
  */
 class ForeignIdp {
-  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' = 'ok';
+  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' | 'unstorable-sub' | 'unstorable-name' = 'ok';
   /** How many token requests to come are answered invalid_client (the IdP forgot the client). */
   invalidClients = 0;
   registrations = 0;
@@ -170,10 +170,10 @@ class ForeignIdp {
           return { status: 401, body: { error: 'invalid_client', error_description: 'unknown client' } };
         }
         const [clientId = '', nonce = ''] = (this.#nonces.get(new URLSearchParams(text).get('code') ?? '') ?? ' ').split(' ');
-        const idToken = await new SignJWT({ nonce: this.mode === 'wrong-nonce' ? 'not-the-nonce' : nonce, name: 'Foreign Person' })
+        const idToken = await new SignJWT({ nonce: this.mode === 'wrong-nonce' ? 'not-the-nonce' : nonce, name: this.mode === 'unstorable-name' ? 'Foreign\u0000Person' : 'Foreign Person' })
           .setProtectedHeader({ alg: 'RS256', kid: 'foreign-1' })
           .setIssuer(this.base)
-          .setSubject('foreign-person')
+          .setSubject(this.mode === 'unstorable-sub' ? 'foreign\u0000person' : 'foreign-person')
           .setAudience(this.mode === 'wrong-aud' ? 'someone-else' : clientId)
           .setIssuedAt(now)
           .setExpirationTime(now + 300)
@@ -375,6 +375,18 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     });
   }
 
+  it('an id_token whose sub Postgres cannot store (NUL): invalid_idp for the app, not a server error', async () => {
+    foreign.mode = 'unstorable-sub';
+    try {
+      const browser = new Browser();
+      const started = await authorize(browser, foreign.base);
+      const answer = appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
+      assert.deepEqual(answer, { error: 'invalid_idp', error_description: `the id_token of ${foreign.base} is not valid: sub must be a string of 1 to 255 characters, without NUL or lone surrogates`, state: 'app-state', iss: a.issuer });
+    } finally {
+      foreign.mode = 'ok';
+    }
+  });
+
   it('an IdP that no longer knows our client_id (invalid_client): A registers again and sends the person back there, once', async () => {
     foreign.mode = 'ok';
     assert.equal(foreign.registrations, 1);
@@ -436,6 +448,26 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
       await a2.app.close();
     }
   });
+  it('the create policy, an id_token whose name Postgres cannot store (NUL): the name is left out, the user is made', async () => {
+    const a3 = await instance(ctx.current.database, pki, 'a3', { link: 'create', createAs: 'Person' });
+    foreign.mode = 'unstorable-name';
+    try {
+      const client = await createClient(a3.app, { client_name: 'Tiered App 3', redirect_uris: [REDIRECT_URI], grant_types: ['authorization_code'], token_endpoint_auth_method: 'none', scope: 'openid fhirUser udap' });
+      const browser = new Browser();
+      const { challenge } = pkce();
+      const start = await browser.go('GET', `${a3.issuer}/auth?${form({ response_type: 'code', client_id: client.client_id, redirect_uri: REDIRECT_URI, scope: 'openid fhirUser udap', state: 'app-state', aud: `${a3.issuer}/fhir`, idp: foreign.base, code_challenge: challenge, code_challenge_method: 'S256' })}`);
+      const back = await browser.go('GET', (await browser.go('GET', leaves(start, `${foreign.base}/authorize?`))).appUrl!);
+      assert.notEqual(back.status, 500, back.body.slice(0, 300));
+      const link = (await admin(a3, 'GET', '/tiered-oauth/links')).json<{ items: { idp: string; sub: string; user_id: string }[] }>().items.find((l) => l.idp === foreign.base && l.sub === 'foreign-person');
+      assert.ok(link, 'the person was linked to a new user');
+      const user = (await admin(a3, 'GET', `/users/${link.user_id}`)).json<{ name: string }>();
+      assert.equal(user.name, `foreign-person at ${new URL(foreign.base).host}`);
+    } finally {
+      foreign.mode = 'ok';
+      await a3.app.close();
+    }
+  });
+
   it('a bad tieredOAuth setting stops the start, naming it', async () => {
     const problems = async (tieredOAuth: Record<string, unknown>): Promise<string[]> => {
       try {

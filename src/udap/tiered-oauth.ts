@@ -10,6 +10,7 @@ import { findIdpClientId, forgetIdpClientId, saveIdpClientId } from '../clients/
 import type { Config } from '../config/config.js';
 import type { UdapCommunity, UdapConfig } from '../config/udap-config.js';
 import type { DB } from '../db/schema.js';
+import { isStorableText } from '../security/text.js';
 import { UDAP_DISCOVERY_PATH, UDAP_SIGNING_ALGS } from '../smart/udap/metadata.js';
 import { splitScopes } from '../smart/scopes/scope.js';
 import { verifyCommunityJwt } from './trust.js';
@@ -306,8 +307,12 @@ async function validateIdToken(deps: TieredOAuthDeps, attempt: TieredAttempt, id
   }
   if (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp !== attempt.clientId) fail(`azp must be ${attempt.clientId} when aud names several parties`);
   if (payload.nonce !== attempt.nonce) fail('nonce is not the one this server sent');
-  if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > 255) fail('sub must be a string of 1 to 255 characters');
-  const name = typeof payload.name === 'string' && payload.name.trim() !== '' ? payload.name.trim().slice(0, 200) : undefined;
+  // sub is looked up and stored as it is, and name stored: text Postgres refuses (NUL) would be a server error,
+  // and a lone surrogate would be stored as U+FFFD, another sub than the one asserted (src/security/text.ts).
+  if (typeof payload.sub !== 'string' || payload.sub === '' || payload.sub.length > 255 || !isStorableText(payload.sub)) fail('sub must be a string of 1 to 255 characters, without NUL or lone surrogates');
+  // A display name only: one that cannot be stored is left out, as if none was given.
+  const given = typeof payload.name === 'string' && isStorableText(payload.name) ? payload.name.trim() : '';
+  const name = given !== '' ? given.slice(0, 200).toWellFormed() : undefined;
   return { iss: attempt.idp, sub: payload.sub as string, name };
 }
 
