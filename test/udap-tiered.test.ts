@@ -107,7 +107,7 @@ function appCallback(step: Step): Record<string, string> {
  * audience; or, `invalidClients` times, none but `invalid_client`.
  */
 class ForeignIdp {
-  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' | 'unstorable-sub' | 'unstorable-name' = 'ok';
+  mode: 'ok' | 'wrong-nonce' | 'wrong-aud' | 'unstorable-sub' | 'unstorable-name' | 'unstorable-error' = 'ok';
   /** How many token requests to come are answered invalid_client (the IdP forgot the client). */
   invalidClients = 0;
   registrations = 0;
@@ -169,6 +169,7 @@ class ForeignIdp {
           this.invalidClients -= 1;
           return { status: 401, body: { error: 'invalid_client', error_description: 'unknown client' } };
         }
+        if (this.mode === 'unstorable-error') return { status: 400, body: { error: 'invalid_grant', error_description: 'the code\u0000is spent' } };
         const [clientId = '', nonce = ''] = (this.#nonces.get(new URLSearchParams(text).get('code') ?? '') ?? ' ').split(' ');
         const idToken = await new SignJWT({ nonce: this.mode === 'wrong-nonce' ? 'not-the-nonce' : nonce, name: this.mode === 'unstorable-name' ? 'Foreign\u0000Person' : 'Foreign Person' })
           .setProtectedHeader({ alg: 'RS256', kid: 'foreign-1' })
@@ -361,6 +362,20 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.deepEqual(appCallback(back), { error: 'invalid_idp', error_description: `the answer names the issuer https://mix-up.example, not ${b.issuer}`, state: 'app-state', iss: a.issuer });
   });
 
+  it('an answer whose issuer is cut short mid-character: invalid_idp for the app, not a page that strands the person', async () => {
+    const browser = new Browser();
+    const started = await authorize(browser, b.issuer);
+    const step = await approve(browser, b.issuer, await signIn(browser, b.issuer, await browser.go('GET', leaves(started.step, `${b.issuer}/auth?`)), 'patient', 'patient-demo'));
+    const callback = new URL(leaves(step, `${a.issuer}/tiered-oauth/callback?`));
+    // 199 characters, then one of two UTF-16 units: the description's cut at 200 falls inside it.
+    const iss = `https://${'m'.repeat(191)}\u{1F600}.example`;
+    callback.searchParams.set('iss', iss);
+    const back = await browser.go('GET', callback.href);
+    const answer = appCallback(back);
+    assert.equal(answer.error, 'invalid_idp');
+    assert.equal(answer.error_description, `the answer names the issuer ${iss.slice(0, 199)}…, not ${b.issuer}`);
+  });
+
   for (const [mode, description] of [
     ['wrong-nonce', 'nonce is not the one this server sent'],
     ['wrong-aud', `aud: must be this server's client_id at the IdP, foreign-client-1`],
@@ -382,6 +397,18 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
       const started = await authorize(browser, foreign.base);
       const answer = appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
       assert.deepEqual(answer, { error: 'invalid_idp', error_description: `the id_token of ${foreign.base} is not valid: sub must be a string of 1 to 255 characters, without NUL or lone surrogates`, state: 'app-state', iss: a.issuer });
+    } finally {
+      foreign.mode = 'ok';
+    }
+  });
+
+  it('an IdP refusing the code in words Postgres cannot store (NUL): invalid_idp for the app, the words kept storable', async () => {
+    foreign.mode = 'unstorable-error';
+    try {
+      const browser = new Browser();
+      const started = await authorize(browser, foreign.base);
+      const answer = appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
+      assert.deepEqual(answer, { error: 'invalid_idp', error_description: `${foreign.base} refused the code: it answered 400: invalid_grant (the codeis spent)`, state: 'app-state', iss: a.issuer });
     } finally {
       foreign.mode = 'ok';
     }

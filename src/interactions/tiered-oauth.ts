@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { InteractionResults } from 'oidc-provider';
 
 import type { AuditEvent, AuditLog } from '../audit/audit.js';
+import { cleanText } from '../audit/sanitize.js';
 import type { Config } from '../config/config.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { authenticationRequest, discoverIdp, idpClientId, parseState, redeemCode, requestedIdp, TIERED_CALLBACK_PATH, TieredOAuthError, type IdpIdentity, type TieredAttempt, type TieredOAuthDeps } from '../udap/tiered-oauth.js';
@@ -136,10 +137,11 @@ export class TieredSignIn {
     if (!sameText(random, attempt.state)) return failed('server_error', `the identity provider ${idp} answered with a state that is not the one this server sent`, 'callback');
     const { code, error, error_description: errorDescription, iss } = request.query;
     // RFC 9207 §2.4: an authorization response that names its issuer must name the IdP it was sent to (mix-up).
-    if (iss !== undefined && iss !== idp) return failed('invalid_idp', `the answer names the issuer ${iss.slice(0, 200)}, not ${idp}`, 'callback');
+    // Cut with cleanText, never inside a character: a lone surrogate in the outcome could not be saved.
+    if (iss !== undefined && iss !== idp) return failed('invalid_idp', `the answer names the issuer ${cleanText(iss, 200)}, not ${idp}`, 'callback');
     if (error !== undefined) {
       // IG §6: an error from the IdP with a valid state ends the workflow with a suitable error to the client app.
-      const description = `the identity provider ${idp} answered ${error}${errorDescription ? ` (${errorDescription.slice(0, 300)})` : ''}`;
+      const description = `the identity provider ${idp} answered ${error}${errorDescription ? ` (${cleanText(errorDescription, 300)})` : ''}`;
       return failed(error === 'access_denied' ? 'access_denied' : 'invalid_idp', description, 'callback');
     }
     if (!code) return failed('invalid_idp', `the identity provider ${idp} answered without a code`, 'callback');

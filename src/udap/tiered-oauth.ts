@@ -3,6 +3,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
 import { createLocalJWKSet, errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
 
+import { cleanText } from '../audit/sanitize.js';
 import type { CrlCache } from '../clients/crl-cache.js';
 import type { JwksCache } from '../clients/jwks-cache.js';
 import { OutboundError, outboundGet, outboundPost, type OutboundOptions, type OutboundResponse } from '../clients/outbound.js';
@@ -398,6 +399,8 @@ function jsonObject(response: OutboundResponse): Record<string, unknown> | undef
 /** `: error (description)` of an OAuth error body, cut short; empty otherwise. */
 function describeOAuthError(body: Record<string, unknown> | undefined): string {
   if (typeof body?.error !== 'string') return '';
-  const description = typeof body.error_description === 'string' ? ` (${body.error_description.slice(0, 300)})` : '';
-  return `: ${body.error.slice(0, 100)}${description}`;
+  // The IdP's words end up in the interaction and the audit trail: without what Postgres cannot store (NUL),
+  // and never cut inside a character (a lone surrogate), which would make the error a failure of its own.
+  const description = typeof body.error_description === 'string' ? ` (${cleanText(body.error_description, 300)})` : '';
+  return `: ${cleanText(body.error, 100)}${description}`;
 }
