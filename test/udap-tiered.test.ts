@@ -291,6 +291,25 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.ok(link.last_used_at !== null);
   });
 
+  it("a sign-in at the IdP by someone else's browser (the IdP link forwarded) does not sign in the browser that started it", async () => {
+    // The attacker starts an authorization at A and sends the IdP's sign-in link to the victim, who signs in at
+    // B as the person linked at A (the end-to-end test's link). A must not hand that sign-in to the attacker's
+    // interaction: the state is bound to the browser that was sent to the IdP (OAuth 2.0 Security BCP §4.7).
+    const attacker = new Browser();
+    const started = await authorize(attacker, b.issuer);
+    const idpRequest = new URL(leaves(started.step, `${b.issuer}/auth?`));
+    const [uid] = idpRequest.searchParams.get('state')!.split('.');
+    const victim = new Browser();
+    let step = await signIn(victim, b.issuer, await victim.go('GET', idpRequest.href), 'patient', 'patient-demo');
+    if (/^Allow /.test(title(step))) step = await approve(victim, b.issuer, step);
+    const atCallback = await victim.go('GET', leaves(step, `${a.issuer}/tiered-oauth/callback?`));
+    assert.equal(atCallback.status, 400);
+    assert.match(atCallback.body, /started in another browser/);
+    const taken = await attacker.go('GET', `${a.issuer}/interaction/${uid!}`);
+    assert.doesNotMatch(title(taken), /the record of the patient you choose|^Allow /, "the attacker's interaction is not signed in as the victim");
+    leaves(taken, `${b.issuer}/auth?`);
+  });
+
   it('an identity linked to no local user under the operator policy: a page for the person, then access_denied for the app', async () => {
     const browser = new Browser();
     const { step } = await throughB(browser, 'clinician', 'clinician-demo');

@@ -7,7 +7,8 @@ import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import { cleanText } from '../audit/sanitize.js';
 import type { Config } from '../config/config.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
-import { authenticationRequest, discoverIdp, idpClientId, parseState, redeemCode, requestedIdp, TIERED_CALLBACK_PATH, TieredOAuthError, type IdpIdentity, type TieredAttempt, type TieredOAuthDeps } from '../udap/tiered-oauth.js';
+import { authenticationRequest, discoverIdp, idpClientId, parseState, redeemCode, requestedIdp, TIERED_CALLBACK_PATH, tieredBrowserCookie, TieredOAuthError, type IdpIdentity, type TieredAttempt, type TieredOAuthDeps } from '../udap/tiered-oauth.js';
+import { readCookie } from '../users/device-cookie.js';
 import { createLinkedUser, findLinkedUser } from '../users/tiered-links.js';
 
 /**
@@ -64,6 +65,11 @@ export class TieredSignIn {
     this.#deps = deps;
   }
 
+  get #cookieAttributes(): string {
+    const { config } = this.#deps;
+    return `Path=${config.basePath}${TIERED_CALLBACK_PATH}; HttpOnly; SameSite=Lax${config.issuer.startsWith('https:') ? '; Secure' : ''}`;
+  }
+
   /** Whether the authorization asks for Tiered OAuth (else the sign-in page follows). */
   asked(params: Record<string, unknown>): boolean {
     return requestedIdp(params.scope, params.idp) !== undefined;
@@ -88,6 +94,9 @@ export class TieredSignIn {
       await helpers.remember({ attempt: request.attempt });
       await helpers.audit({ type: 'tiered_oauth.redirected', details: { idp, community: trusted.community.uri } });
       url = request.url;
+      // The callback takes the IdP's answer from this browser only (TieredAttempt.browser). Lax: the IdP's
+      // redirect back is a top-level GET from another site. Until the browser closes; the callback clears it.
+      void reply.header('set-cookie', `${tieredBrowserCookie(uid)}=${request.attempt.browser}; ${this.#cookieAttributes}`);
     } catch (error) {
       if (!(error instanceof TieredOAuthError)) throw error;
       await helpers.audit({ type: 'tiered_oauth.failed', outcome: 'failure', details: { idp, step: error.step, error: error.code, reason: error.message } });
@@ -116,6 +125,13 @@ export class TieredSignIn {
         const smart = (interaction?.result as { smart?: { tiered?: TieredState } } | undefined)?.smart;
         const attempt = smart?.tiered?.attempt;
         if (!interaction || !smart || !attempt) return lost();
+        // Another browser than the one sent to the IdP (a forwarded sign-in link): its sign-in is not for this
+        // interaction, which stays as it was for the browser that started it.
+        const cookie = readCookie(request.headers.cookie, tieredBrowserCookie(parsed.uid));
+        if (!cookie || typeof attempt.browser !== 'string' || !sameText(cookie, attempt.browser)) {
+          return errorPage(request, reply, 400, 'invalid_request', 'This sign-in was started in another browser: the identity provider sent you back to a browser that did not start it. Go back to the app and start again in this browser.');
+        }
+        void reply.header('set-cookie', `${tieredBrowserCookie(parsed.uid)}=; Max-Age=0; ${this.#cookieAttributes}`);
         const outcome = await this.#outcome(request, interaction.params, attempt, parsed.random);
         // The attempt is spent: a second answer with the same state finds none.
         interaction.result = { ...interaction.result, smart: { ...smart, tiered: { outcome } } };

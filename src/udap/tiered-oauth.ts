@@ -54,6 +54,11 @@ export class TieredOAuthError extends Error {
 
 /** The callback this server registers at IdPs, relative to the issuer. */
 export const TIERED_CALLBACK_PATH = '/tiered-oauth/callback';
+/** The cookie binding an attempt to the browser sent to the IdP, named per interaction (TieredAttempt.browser). */
+export function tieredBrowserCookie(uid: string): string {
+  return `smart_tiered_${uid}`;
+}
+
 /** Where IdPs send people back to this server. */
 function callbackUrl(config: Config): string {
   return `${config.issuer}${TIERED_CALLBACK_PATH}`;
@@ -199,6 +204,13 @@ export interface TieredAttempt {
   readonly state: string;
   readonly nonce: string;
   readonly verifier: string;
+  /**
+   * The value of the cookie set on the browser sent to the IdP (TIERED_BROWSER_COOKIE): the callback takes the
+   * answer only from that browser (OAuth 2.0 Security BCP §4.7). The state alone names the interaction, not
+   * the browser: an IdP link forwarded to someone else would sign them in to the interaction of whoever
+   * started it.
+   */
+  readonly browser: string;
   /** This attempt follows one the IdP refused with invalid_client (one such retry per authorization). */
   readonly retry: boolean;
 }
@@ -215,6 +227,7 @@ export function authenticationRequest(config: Config, trusted: TrustedIdp, clien
     state: randomBytes(24).toString('base64url'),
     nonce: randomBytes(24).toString('base64url'),
     verifier: randomBytes(32).toString('base64url'),
+    browser: randomBytes(24).toString('base64url'),
   };
   const url = new URL(trusted.authorizationEndpoint);
   url.searchParams.set('response_type', 'code');
