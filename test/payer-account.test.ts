@@ -6,10 +6,11 @@ import type { FastifyInstance } from 'fastify';
 import { startFhirServer } from '../src/fhir/server.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, choices, decodeEntities, formAction, inputValue } from './helpers/browser.js';
-import { basicAuth, createClient, form } from './helpers/clients.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, title } from './helpers/flow.js';
+import { backendToken, NPI } from './helpers/payer.js';
 
 interface AuditItem {
   readonly type: string;
@@ -19,7 +20,6 @@ interface AuditItem {
   readonly details: Record<string, unknown>;
 }
 
-const NPI = 'http://hl7.org/fhir/sid/us-npi';
 const NEW_PAYER = 'http://example.org/payer-ids|NEWPAYER';
 const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs system/Condition.rs' };
@@ -58,11 +58,7 @@ describeEachDatabase('member privacy choices on the account pages', (ctx) => {
     await upstream.close();
   });
 
-  const token = async (clientId: string): Promise<string> => {
-    const res = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(clientId, secrets.get(clientId)!) }, payload: form({ grant_type: 'client_credentials', scope: BACKEND.scope }) });
-    assert.equal(res.statusCode, 200, res.body);
-    return res.json<{ access_token: string }>().access_token;
-  };
+  const token = (clientId: string): Promise<string> => backendToken(app, clientId, secrets.get(clientId)!, BACKEND.scope);
   const status = async (clientId: string, url: string): Promise<number> => (await app.inject({ method: 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${await token(clientId)}` } })).statusCode;
 
   /** A browser signed in to the account pages, on the privacy page. */

@@ -10,10 +10,9 @@ import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
 import { consent, exchange, login, REDIRECT_URI, startAuthorization, tokenRequest } from './helpers/flow.js';
+import { backendToken, NPI, SENSITIVE } from './helpers/payer.js';
 
-const NPI = 'http://hl7.org/fhir/sid/us-npi';
 const CLINIC_NPI = '1234567893';
-const SENSITIVE = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' };
 const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs system/Observation.rs system/Condition.rs' };
 
@@ -41,11 +40,7 @@ describeEachDatabase('payer pack, adversarial', (ctx) => {
     await upstream.close();
   });
 
-  const token = async (clientId: string): Promise<string> => {
-    const res = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(clientId, secrets.get(clientId)!) }, payload: form({ grant_type: 'client_credentials', scope: BACKEND.scope }) });
-    assert.equal(res.statusCode, 200, res.body);
-    return res.json<{ access_token: string }>().access_token;
-  };
+  const token = (clientId: string): Promise<string> => backendToken(app, clientId, secrets.get(clientId)!, BACKEND.scope);
   const get = (bearer: string, url: string): Promise<LightMyRequestResponse> => app.inject({ method: 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${bearer}` } });
   const adminCall = (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown, contentType = 'application/json') =>
     app.inject({ method, url: `/admin/api${url}`, headers: { ...admin, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });

@@ -6,9 +6,10 @@ import { sql } from 'kysely';
 
 import { startFhirServer } from '../src/fhir/server.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
-import { basicAuth, createClient, form } from './helpers/clients.js';
+import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, GRACE, testRecords } from './helpers/fhir-data.js';
+import { backendToken, NPI, SENSITIVE } from './helpers/payer.js';
 
 interface Resource {
   readonly resourceType: string;
@@ -36,11 +37,9 @@ interface ErrorBody {
   readonly error_description: string;
 }
 
-const NPI = 'http://hl7.org/fhir/sid/us-npi';
 const CLINIC_NPI = '1234567893';
 const OTHER_NPI = '1987654321';
 const NEW_PAYER = 'http://example.org/payer-ids|NEWPAYER';
-const SENSITIVE = { system: 'http://terminology.hl7.org/CodeSystem/v3-ActCode', code: 'PSY' };
 const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 const METRICS_TOKEN = 'metrics-token-0123456789abcdefghijklmn';
 const BACKEND = { grant_types: ['client_credentials'], token_endpoint_auth_method: 'client_secret_basic', scope: 'system/Patient.rs system/Observation.rs system/Condition.rs' };
@@ -88,11 +87,7 @@ describeEachDatabase('CMS-0057-F Provider Access and Payer-to-Payer through the 
     await upstream.close();
   });
 
-  const token = async (clientId: string): Promise<string> => {
-    const res = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(clientId, secrets.get(clientId)!) }, payload: form({ grant_type: 'client_credentials', scope: BACKEND.scope }) });
-    assert.equal(res.statusCode, 200, res.body);
-    return res.json<{ access_token: string }>().access_token;
-  };
+  const token = (clientId: string): Promise<string> => backendToken(app, clientId, secrets.get(clientId)!, BACKEND.scope);
   const get = (bearer: string, url: string) => app.inject({ method: 'GET', url: `/fhir${url}`, headers: { authorization: `Bearer ${bearer}` } });
   const adminCall = async (method: 'GET' | 'POST' | 'DELETE', url: string, payload?: unknown, contentType = 'application/json') => {
     return app.inject({ method, url: `/admin/api${url}`, headers: { ...admin, ...(payload === undefined ? {} : { 'content-type': contentType }) }, ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }) });

@@ -9,8 +9,8 @@ import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { AMY, DANIEL, testRecords } from './helpers/fhir-data.js';
+import { NPI } from './helpers/payer.js';
 
-const NPI = 'http://hl7.org/fhir/sid/us-npi';
 const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}` };
 
 /** The payer rules hold for RFC 9068 JWT access tokens as for opaque ones: the client's population is read at each request. */
