@@ -205,7 +205,7 @@ export interface TieredAttempt {
   readonly nonce: string;
   readonly verifier: string;
   /**
-   * The value of the cookie set on the browser sent to the IdP (TIERED_BROWSER_COOKIE): the callback takes the
+   * The value of the cookie set on the browser sent to the IdP ({@link tieredBrowserCookie}): the callback takes the
    * answer only from that browser (OAuth 2.0 Security BCP §4.7). The state alone names the interaction, not
    * the browser: an IdP link forwarded to someone else would sign them in to the interaction of whoever
    * started it.
