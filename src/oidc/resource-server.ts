@@ -47,12 +47,17 @@ export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?:
   const aud = ctx.oidc.params?.aud;
   if (ctx.oidc.route === 'authorization' || ctx.oidc.route === 'pushed_authorization_request') {
     if (aud === undefined && isUdapSignIn(config, ctx)) return undefined;
-    if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
-    const base = fhirBaseOf(config, aud);
-    if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
-    return base;
+    return audBase(config, aud);
   }
   return config.fhirBaseUrls[0]!;
+}
+
+/** The FHIR base an authorization request's `aud` names: required, and one of ours. */
+function audBase(config: Config, aud: unknown): string {
+  if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
+  const base = fhirBaseOf(config, aud);
+  if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
+  return base;
 }
 
 /** The scopes a sign-in at this server as a Tiered OAuth identity provider may ask for. */
@@ -113,10 +118,8 @@ export function getResourceServerInfo(config: Config, ctx: KoaContextWithOIDC, i
 function checkResourceMatchesAud(config: Config, ctx: KoaContextWithOIDC, indicator: string): void {
   const { aud, resource } = ctx.oidc.params ?? {};
   if (Array.isArray(resource) && resource.length > 1) throw new errors.InvalidTarget('one resource at most: the FHIR server aud names');
-  if (typeof aud !== 'string' || aud === '') throw new errors.InvalidRequest('aud is required: the base URL of the FHIR server the app wants to access');
-  const base = fhirBaseOf(config, aud);
-  if (!base) throw new errors.InvalidRequest(`aud ${aud} is not a FHIR server this server issues tokens for`);
-  if (base !== fhirBaseOf(config, indicator)) throw new errors.InvalidTarget(`resource ${indicator} is not the FHIR server aud names (${aud})`);
+  const base = audBase(config, aud);
+  if (base !== fhirBaseOf(config, indicator)) throw new errors.InvalidTarget(`resource ${indicator} is not the FHIR server aud names (${String(aud)})`);
   // The token is for the resource as spelled: another spelling of the base (a trailing slash) would become its
   // `aud` and the root of `fhirUser` (`…/fhir//Practitioner/…`).
   if (indicator !== base) throw new errors.InvalidTarget(`resource ${indicator}: name the FHIR server by its base URL, ${base}`);
