@@ -15,7 +15,7 @@ import { splitScopes } from '../smart/scopes/scope.js';
 import { expireAccessTokens, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
 import { ROUTES } from '../smart/profile.js';
-import { actsForEveryPatient, mayActFor, userPatients } from '../users/users.js';
+import { actsFor, mayActFor } from '../users/users.js';
 
 /**
  * The SMART launch at oidc-provider's seams: the interaction policy, the `launch` parameter, refresh tokens,
@@ -193,7 +193,7 @@ export async function patientNoLongerActedFor(db: Kysely<DB>, ctx: KoaContextWit
   const read = stateOf(ctx).prefetchedUser;
   if (read?.id === token.accountId && read.linkedTo?.patient === patient) {
     const user = read.user;
-    const may = !!user && (actsForEveryPatient(user.fhirUser) || userPatients(user.fhirUser, read.linkedTo.linked ? [patient] : []).includes(patient));
+    const may = !!user && actsFor(user, patient, read.linkedTo.linked ? [patient] : []);
     return may ? undefined : patient;
   }
   return (await mayActFor(db, token.accountId, patient)) ? undefined : patient;

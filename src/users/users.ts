@@ -63,8 +63,12 @@ export async function patientsOf(db: Kysely<DB>, user: User): Promise<string[] |
 export async function mayActFor(db: Kysely<DB>, userId: string, patientId: string): Promise<boolean> {
   const user = await findUser(db, userId);
   if (!user) return false;
-  const patients = await patientsOf(db, user);
-  return patients === undefined || patients.includes(patientId);
+  return actsFor(user, patientId, actsForEveryPatient(user.fhirUser) ? [] : (await linkedPatients(db, user.id).execute()).map((r) => r.patient_id));
+}
+
+/** {@link mayActFor} with the records linked to the user (operator links, active designations) already read. */
+export function actsFor(user: User, patientId: string, linked: readonly string[]): boolean {
+  return actsForEveryPatient(user.fhirUser) || userPatients(user.fhirUser, linked).includes(patientId);
 }
 
 /**
