@@ -90,6 +90,25 @@ describeEachDatabase('authorization and token layer, adversarial', (ctx) => {
     assert.equal(right.statusCode, 200, right.body);
   });
 
+  it('a code exchange naming another resource is invalid_target before the code is used: the exchange with the right one still works', async () => {
+    const flow = await startAuthorization(app, { client_id: 'ehr-app', scope: 'launch/patient patient/Observation.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    await consent(flow);
+    for (const resource of [OTHER_FHIR_BASE, 'https://elsewhere.example/fhir']) {
+      const wrong = await exchange(app, flow, { resource });
+      assert.equal(wrong.statusCode, 400, wrong.body);
+      assert.deepEqual(wrong.json(), { error: 'invalid_target', error_description: `resource ${resource} is not the FHIR server this authorization code was issued for` });
+    }
+    const { code } = callback(flow);
+    const two = await app.inject({ method: 'POST', url: '/token', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `${form({ grant_type: 'authorization_code', code: code!, redirect_uri: REDIRECT_URI, client_id: 'ehr-app', code_verifier: flow.verifier, resource: TEST_FHIR_BASE })}&${form({ resource: OTHER_FHIR_BASE })}` });
+    assert.deepEqual(two.json(), { error: 'invalid_target', error_description: 'only a single resource indicator value must be requested/resolved during Access Token Request' });
+    // Before, the first refused exchange had used the code up: this one was "authorization code already consumed" and ended the grant.
+    const right = await exchange(app, flow, { resource: TEST_FHIR_BASE });
+    assert.equal(right.statusCode, 200, right.body);
+    const again = await exchange(app, flow, { resource: TEST_FHIR_BASE });
+    assert.deepEqual(again.json(), { error: 'invalid_grant', error_description: 'grant request is invalid: authorization code already consumed' });
+  });
+
   it("an operator taking a record off a caregiver's links ends the caregiver's grants for it: refresh and introspection stop, grants for the others stay", async () => {
     const admin = (method: 'POST' | 'PATCH', url: string, payload: object) => app.inject({ method, url, headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` }, payload });
     const created = await admin('POST', '/admin/api/users', { id: 'carer', username: 'carer', password: 'carer-password', fhirUser: 'RelatedPerson/carer-1', name: 'Cary Carer', roles: ['patient'], patients: ['demo-grace-miller', 'demo-lucia-fernandez'] });

@@ -23,7 +23,7 @@ import { assertClientAssertion } from './client-auth.js';
 import { generateClientId, generateClientSecret } from '../clients/registry.js';
 import { bearerIntrospectionClient, introspectionAllowed } from './introspection.js';
 import { installPipeline } from './pipeline.js';
-import { rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, validateLaunchParam } from './smart-launch.js';
+import { refuseOtherResourceBeforeConsuming, rotateRefreshToken, smartInteractionPolicy, smartTokenClaims, validateLaunchParam } from './smart-launch.js';
 import { defaultResource, getResourceServerInfo } from './resource-server.js';
 import { validateIdpParam } from './tiered-oauth.js';
 import { FaultMappingAdapter, mapDatabaseFaults } from './unavailable.js';
@@ -245,6 +245,7 @@ export function createProvider(deps: ProviderDeps): Provider {
   // The Fastify bridge sets X-Forwarded-* from the configured issuer and Fastify's own proxy trust,
   // so trusting them here is trusting our own values (see provider-routes.ts).
   provider.proxy = true;
+  refuseOtherResourceBeforeConsuming(provider);
 
   installPipeline(provider, { log, audit: deps.audit, db: deps.db, lifetime, introspectionAuditWindowSeconds: config.introspectionAuditWindowSeconds, sandbox: config.sandbox, bearerAuthorization: bearerClient.authorization, renderErrorPage: deps.renderErrorPage });
   return provider;

@@ -1,6 +1,5 @@
 import type { Kysely } from 'kysely';
-import type Provider from 'oidc-provider';
-import { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
+import Provider, { errors, interactionPolicy, type KoaContextWithOIDC } from 'oidc-provider';
 
 import { fhirBaseOf, type Config } from '../config/config.js';
 import type { DB } from '../db/schema.js';
@@ -152,6 +151,37 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
 }
 
 /**
+ * oidc-provider checks the token request's `resource` only after it has consumed the code or refresh token
+ * (lib/helpers/grant_source.js, then lib/helpers/resolve_resource.js): a wrong one would use it up, and the app's
+ * next try with it would count as reuse and end the whole grant. The same test, run before anything is consumed
+ * (rotateRefreshToken for a refresh token, refuseOtherResourceBeforeConsuming for a code), with the same answers.
+ */
+export function refuseOtherResource(ctx: KoaContextWithOIDC, token: { readonly resourceIndicators: ReadonlySet<unknown> }, label: 'authorization code' | 'refresh token'): void {
+  const resource = ctx.oidc.params?.resource;
+  if (Array.isArray(resource)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
+  if (typeof resource === 'string' && resource !== '' && !token.resourceIndicators.has(resource)) {
+    throw new errors.InvalidTarget(`resource ${resource} is not the FHIR server this ${label} was issued for`);
+  }
+}
+
+/**
+ * The code exchange's `resource` check (refuseOtherResource), where oidc-provider has no hook between finding the
+ * code and consuming it: in the code's own `consume`, which lib/actions/grants/authorization_code.js calls after
+ * its PKCE and redirect_uri checks and before it issues anything.
+ */
+export function refuseOtherResourceBeforeConsuming(provider: Provider): void {
+  const Code = provider.AuthorizationCode;
+  // Called with the code as `this`, below.
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  const consume = Code.prototype.consume;
+  Code.prototype.consume = function consumeForThisResource(this: InstanceType<typeof Code>) {
+    const ctx = Provider.ctx;
+    if (ctx?.oidc.route === 'token') refuseOtherResource(ctx, this, 'authorization code');
+    return consume.call(this);
+  };
+}
+
+/**
  * `rotateRefreshToken`: always rotate, so that a refresh token used twice reveals theft (oidc-provider then
  * revokes the grant). And an `online_access` refresh token works only while the user's session lasts
  * (SMART App Launch 2.2 §Scopes for requesting a refresh token).
@@ -159,14 +189,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
 export async function rotateRefreshToken(provider: Provider, db: Kysely<DB>, ctx: KoaContextWithOIDC): Promise<boolean> {
   const token = ctx.oidc.entities.RefreshToken;
   if (token) {
-    // oidc-provider checks `resource` only after it has consumed the refresh token (lib/actions/grants/refresh_token.js,
-    // lib/helpers/resolve_resource.js): a wrong one would use it up, and the app's next refresh with it would count as
-    // reuse and end the whole grant. The same test, here, before anything is consumed.
-    const resource = ctx.oidc.params?.resource;
-    if (Array.isArray(resource)) throw new errors.InvalidTarget('only a single resource indicator value must be requested/resolved during Access Token Request');
-    if (typeof resource === 'string' && resource !== '' && !token.resourceIndicators.has(resource)) {
-      throw new errors.InvalidTarget(`resource ${resource} is not the FHIR server this refresh token was issued for`);
-    }
+    refuseOtherResource(ctx, token, 'refresh token');
     const scopes = splitScopes(token.scope);
     if (scopes.includes('online_access') && !scopes.includes('offline_access')) {
       const session = token.sessionUid ? await provider.Session.findByUid(token.sessionUid) : undefined;
