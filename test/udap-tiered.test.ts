@@ -305,6 +305,8 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     const atCallback = await victim.go('GET', leaves(step, `${a.issuer}/tiered-oauth/callback?`));
     assert.equal(atCallback.status, 400);
     assert.match(atCallback.body, /started in another browser/);
+    const refused = await ctx.current.database.db.selectFrom('audit_events').select(['details', 'outcome', 'client_id']).where('type', '=', 'tiered_oauth.failed').orderBy('seq', 'desc').executeTakeFirst();
+    assert.deepEqual(refused, { details: { idp: b.issuer, step: 'callback', error: 'invalid_request', reason: 'answered to a browser without the cookie set when it was sent to the identity provider' }, outcome: 'failure', client_id: appId });
     const taken = await attacker.go('GET', `${a.issuer}/interaction/${uid!}`);
     assert.doesNotMatch(title(taken), /the record of the patient you choose|^Allow /, "the attacker's interaction is not signed in as the victim");
     leaves(taken, `${b.issuer}/auth?`);

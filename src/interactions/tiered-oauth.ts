@@ -129,6 +129,11 @@ export class TieredSignIn {
         // interaction, which stays as it was for the browser that started it.
         const cookie = readCookie(request.headers.cookie, tieredBrowserCookie(parsed.uid));
         if (!cookie || typeof attempt.browser !== 'string' || !sameText(cookie, attempt.browser)) {
+          // In the trail: a forwarded IdP link is how one person's sign-in is aimed at another's authorization.
+          await this.#deps.audit.record({
+            type: 'tiered_oauth.failed', outcome: 'failure', actorType: 'anonymous', sourceIp: request.ip, requestId: request.id, clientId: String(interaction.params.client_id),
+            details: { idp: attempt.idp, step: 'callback', error: 'invalid_request', reason: cookie ? 'answered to another browser than the one sent to the identity provider' : 'answered to a browser without the cookie set when it was sent to the identity provider' },
+          });
           return errorPage(request, reply, 400, 'invalid_request', 'This sign-in was started in another browser: the identity provider sent you back to a browser that did not start it. Go back to the app and start again in this browser.');
         }
         void reply.header('set-cookie', `${tieredBrowserCookie(parsed.uid)}=; Max-Age=0; ${this.#cookieAttributes}`);
