@@ -98,6 +98,32 @@ describeEachDatabase('audit integrity against someone who can write the database
     }
   });
 
+  it('a whole chain of its own added with plain SHA-256 hashes after keyed rows: found, naming its first row, unless unkeyed chains are allowed', async () => {
+    // Forged after the newest checkpoint, so no checkpoint speaks of it: before, it passed as a chain of a release
+    // from before keyed chains.
+    const last = [...chainA, ...chainB].sort((x, y) => (BigInt(x.seq) < BigInt(y.seq) ? -1 : 1)).at(-1)!;
+    await asAttacker(db(), async (trx) => {
+      let prev = last.hash;
+      let first: string | undefined;
+      for (const i of [1, 2]) {
+        const row = { ...last, chain: 'forged-chain', type: 'login.success', outcome: 'success' as const, details: { forged: i }, prev_hash: prev };
+        const hash = legacyChainHash(prev, row);
+        const { seq } = await trx.insertInto('audit_events').values({ chain: row.chain, recorded_at: new Date(), type: row.type, outcome: row.outcome, actor_type: row.actor_type, details: JSON.stringify(row.details), prev_hash: prev, hash }).returning('seq').executeTakeFirstOrThrow();
+        // The hash covers the row as stored: rehash it with what the database gave it.
+        const stored = await trx.selectFrom('audit_events').selectAll().where(sql<string>`seq`, '=', String(seq)).executeTakeFirstOrThrow();
+        await trx.updateTable('audit_events').set({ hash: legacyChainHash(prev, stored) }).where(sql<string>`seq`, '=', String(seq)).execute();
+        prev = legacyChainHash(prev, stored);
+        first ??= String(seq);
+      }
+      assert.deepEqual((await verifyAudit(trx, box)).brokenAt, {
+        seq: first,
+        reason: 'the chain has plain sha256 hashes and begins after keyed rows (it was written without SECRET_KEY; if the deployment went back to a release from before keyed chains, verify with --allow-unkeyed-chains)',
+      });
+      const allowed = await verifyAudit(trx, box, { allowUnkeyedChains: true });
+      assert.deepEqual([allowed.ok, allowed.brokenAt, allowed.chains], [true, undefined, 3], 'allowed, the forged chain verifies as a chain of an earlier release would');
+    });
+  });
+
   it('rows written under an earlier SECRET_KEY verify while it is in SECRET_KEYS_PREVIOUS', async () => {
     const rotated = new SecretBox(randomBytes(32), [testConfig().secretKey!]);
     assert.deepEqual(await verifyAudit(db(), rotated), { ok: true, checked: 18, chains: 2, checkpoints: { stored: 0, given: [] } });

@@ -273,6 +273,12 @@ describeEachDatabase(
       // During a rolling upgrade a process of the last release goes on writing plain hashes in its own chain.
       await writeLegacy('process-of-the-last-release', 6);
       assert.deepEqual(await verifyAudit(db, box), { ok: true, checked: 6, chains: 3, checkpoints: { stored: 0, given: [] } });
+      // Gone back to the last release: its next process begins a chain with plain hashes after keyed ones. As a
+      // forged chain would be, it is refused, unless the operator says that is what happened.
+      await writeLegacy('process-after-going-back', 7);
+      const refused = await verifyAudit(db, box);
+      assert.equal(refused.brokenAt?.reason, 'the chain has plain sha256 hashes and begins after keyed rows (it was written without SECRET_KEY; if the deployment went back to a release from before keyed chains, verify with --allow-unkeyed-chains)');
+      assert.deepEqual(await verifyAudit(db, box, { allowUnkeyedChains: true }), { ok: true, checked: 7, chains: 4, checkpoints: { stored: 0, given: [] } });
     });
   },
   { migrate: false },

@@ -203,6 +203,9 @@ describe('command line', () => {
     const verified = await run(['audit', 'verify'], env, cwd);
     assert.equal(verified.code, 0, verified.stderr);
     assert.match(verified.stdout, /^Audit trail intact: \d+ events in \d+ chains\.\nStored checkpoints: none\.\n$/);
+    // After going back to a release from before keyed chains (test/audit-integrity.test.ts has the refusal it lifts).
+    const allowing = await run(['audit', 'verify', '--allow-unkeyed-chains'], env, cwd);
+    assert.deepEqual([allowing.code, allowing.stdout], [0, verified.stdout], allowing.stderr);
   });
 
   it('payer commands: clients update sets a payer role, attribution import and list, report patient-access as CSV and JSON', async () => {

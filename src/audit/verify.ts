@@ -9,6 +9,11 @@ export interface VerifyOptions {
   readonly pageSize?: number;
   /** Exported checkpoints to hold the trail to, besides those stored in the database. */
   readonly checkpoints?: readonly { readonly source: string; readonly jws: string }[];
+  /**
+   * Take chains with plain sha256 hashes begun after keyed rows: only after going back to a release from before
+   * keyed chains, whose processes write them. Otherwise such a chain is refused (see {@link verifyAudit}).
+   */
+  readonly allowUnkeyedChains?: boolean;
 }
 
 export interface CheckedCheckpoint {
@@ -47,7 +52,11 @@ interface Claim {
  * chain, after a checkpoint are found.
  *
  * Rows written before the chain was keyed carry a plain sha256 that anyone can recompute: they verify as
- * they are, but once a chain has a keyed row, an unkeyed one after it means a rewrite.
+ * they are, but once a chain has a keyed row, an unkeyed one after it means a rewrite. And a chain begun after
+ * the trail's first keyed row must be keyed too: every process of a release that keys its rows writes a keyed
+ * chain, and a process of an earlier release still running through a rolling upgrade goes on with the chain it
+ * began before. An unkeyed chain begun later is a whole chain written without SECRET_KEY (unless the deployment
+ * went back to a release from before keyed chains: `allowUnkeyedChains`).
  */
 export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: VerifyOptions = {}): Promise<VerifyResult> {
   const pageSize = options.pageSize ?? 1000;
@@ -92,6 +101,7 @@ export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: Verif
   const anchorsMet = new Set<string>();
   let after = '0';
   let checked = 0;
+  let keyedMet = false;
   const broken = (seq: string, reason: string): VerifyResult => ({ ok: false, checked, chains: chains.size, checkpoints, brokenAt: { seq, reason }, ...(refused ? { refused } : {}) });
   for (;;) {
     const rows = await db.selectFrom('audit_events').selectAll().where(sql<string>`seq`, '>', after).orderBy('seq').limit(pageSize).execute();
@@ -107,6 +117,10 @@ export async function verifyAudit(db: Kysely<DB>, box: SecretBox, options: Verif
         return broken(seq, 'prev_hash is not the hash of the row before in its chain (a row was removed or inserted)');
       }
       const keyed = isKeyedHash(row.hash);
+      if (!chain && keyedMet && !keyed && !options.allowUnkeyedChains) {
+        return broken(seq, 'the chain has plain sha256 hashes and begins after keyed rows (it was written without SECRET_KEY; if the deployment went back to a release from before keyed chains, verify with --allow-unkeyed-chains)');
+      }
+      keyedMet ||= keyed;
       if (chain?.keyed && !keyed) return broken(seq, 'the row has a plain sha256 hash after keyed rows of its chain (it was rewritten without SECRET_KEY)');
       const problem = rowHashProblem(box, row);
       if (problem) return broken(seq, problem);

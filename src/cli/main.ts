@@ -38,9 +38,11 @@ Commands:
   attribution list           List attribution lists (JSON lines)
   audit export [--format ndjson|bundle] [--from ISO] [--to ISO] [--type T] [--limit N]
                              Print audit events as FHIR AuditEvent resources
-  audit verify [--checkpoint FILE]...
+  audit verify [--checkpoint FILE]... [--allow-unkeyed-chains]
                              Check the audit trail's keyed hash chains and every stored signed checkpoint,
-                             and hold the trail to each FILE that audit checkpoint printed
+                             and hold the trail to each FILE that audit checkpoint printed; unkeyed chains
+                             begun after keyed ones are refused unless allowed (after going back to a release
+                             from before keyed chains)
   audit checkpoint           Sign a checkpoint of the audit trail as it stands and print it as JSON, to
                              keep where the database's owner cannot change it
   healthcheck                Exit 0 when the server on PORT answers /readyz (for container health checks)

@@ -45,6 +45,7 @@ export async function operate(command: string, args: readonly string[]): Promise
       type: { type: 'string' },
       limit: { type: 'string' },
       checkpoint: { type: 'string', multiple: true },
+      'allow-unkeyed-chains': { type: 'boolean' },
       year: { type: 'string' },
       organization: { type: 'string' },
     },
@@ -139,7 +140,7 @@ export async function operate(command: string, args: readonly string[]): Promise
       }
       case 'audit verify': {
         const checkpoints = await Promise.all((values.checkpoint ?? []).map(async (file) => ({ source: `checkpoint ${file}`, jws: await readCheckpointFile(file) })));
-        const result = await verifyAudit(app.runtime.database.db, app.runtime.box, { checkpoints });
+        const result = await verifyAudit(app.runtime.database.db, app.runtime.box, { checkpoints, allowUnkeyedChains: values['allow-unkeyed-chains'] ?? false });
         process.stdout.write(verifyReport(result, checkpoints.map((c) => c.source)));
         if (result.brokenAt) process.stderr.write(`Audit chain broken at event ${result.brokenAt.seq}: ${result.brokenAt.reason} (${result.checked} events before it are intact).\n`);
         if (result.refused) process.stderr.write(`Audit ${result.refused.checkpoint}: ${result.refused.reason}.\n`);
