@@ -98,6 +98,9 @@ describe('enforce: no selecting by the records of patients the token does not re
     assert.equal(get.check(binary(DANIEL)).body, undefined);
     assert.deepEqual(get.check(binary(AMY)).body, binary(AMY));
     denied(enforce({ method: 'GET', url: 'Binary' }, amy), 403, /Binary cannot be confined/);
+    // Its history neither: a deleted Binary's entry names its id and holds no resource to tell whose it was.
+    denied(enforce({ method: 'GET', url: 'Binary/_history' }, amy), 403, /the history of every Binary cannot be confined/);
+    assert.notEqual(enforce({ method: 'GET', url: 'Binary/_history' }, { scope: 'system/Binary.rs' }).decision, 'deny');
     for (const type of ['Contract', 'GuidanceResponse']) {
       const about = enforce({ method: 'GET', url: `${type}/x` }, amy);
       if (about.decision === 'deny') return assert.fail(about.reason);
