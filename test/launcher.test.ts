@@ -5,6 +5,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 
 import { startFhirServer } from '../src/fhir/server.js';
 import { MISSING_PATIENT } from '../src/smart/simulated-errors.js';
+import { createUser, updateUser } from '../src/users/users.js';
 import { testApp, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { Browser, choices, decodeEntities, inputValue } from './helpers/browser.js';
 import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js';
@@ -160,6 +161,22 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     assert.equal(chosen.statusCode, 303, chosen.body);
     flow.page = await flow.browser.go('GET', String(chosen.headers.location));
     assert.equal((await exchange(app, flow)).json<{ patient?: string }>().patient, DANIEL);
+  });
+
+  it("skips sign-in as an app user, never as an operator: the launcher refuses, and a launch whose user became one since asks for the password", async () => {
+    await createUser(ctx.current.database.db, { id: 'sandbox-operator', username: 'sandbox-operator', password: 'operator-password', fhirUser: 'Practitioner/demo-practitioner', name: 'Sandbox Operator', roles: ['clinician', 'admin'] });
+    const browser = new Browser(app, TEST_ISSUER);
+    const refused = await submit(browser, { patient: AMY, user: 'sandbox-operator', skip_login: 'true', skip_consent: 'true' });
+    assert.equal(refused.statusCode, 400);
+    assert.match(decodeEntities(refused.body), /skip sign-in: sandbox-operator is an operator \(admin\), who signs in with a password; choose another user, or leave sign-in on/);
+    // A clinician's launch with sign-in skipped; the clinician is made an auditor before the app takes it.
+    await createUser(ctx.current.database.db, { id: 'soon-auditor', username: 'soon-auditor', password: 'auditor-password', fhirUser: 'Practitioner/demo-practitioner', name: 'Soon Auditor', roles: ['clinician'] });
+    const launched = await submit(browser, { patient: AMY, user: 'soon-auditor', skip_login: 'true', skip_consent: 'true' });
+    assert.equal(launched.statusCode, 303, launched.body);
+    await updateUser(ctx.current.database.db, 'soon-auditor', { roles: ['clinician', 'auditor'] });
+    const target = new URL(String(launched.headers.location));
+    const flow = await startAuthorization(app, { client_id: APP, scope: EHR_SCOPE, launch: target.searchParams.get('launch')!, aud: TEST_FHIR_BASE }, { browser });
+    assert.equal(title(flow.page), 'Sign in', 'the sign-in page, not a code');
   });
 
   it('needs a user to skip sign-in, a well-formed fhirContext, and a client_id no registered app holds', async () => {

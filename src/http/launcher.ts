@@ -19,7 +19,7 @@ import { checkClientMetadata, ClientRuleError, isSandboxApp, SANDBOX_APP_PROPERT
 import { SMART_CONFIGURATION_PATH } from '../smart/smart-configuration.js';
 import { isSimulatedError, MISSING_PATIENT, SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { readCookie } from '../users/device-cookie.js';
-import { listUsers } from '../users/users.js';
+import { getUser, listUsers, operatorRolesOf } from '../users/users.js';
 import { launchInput } from './launch-input.js';
 import { pageHeaders } from './page-headers.js';
 
@@ -252,6 +252,10 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
     const user = one(body.user) || undefined;
     const skipLogin = one(body.skip_login) === 'true';
     if (skipLogin && !user) throw HttpProblem.invalid('skip sign-in: choose the user to sign in as');
+    // Anyone who can reach the launcher may use it: it signs in as app users (patients, clinicians), never as an
+    // operator, whose sign-in is what stands between a visitor and a token carrying their roles.
+    const operator = skipLogin && user ? await getUser(db, user) : undefined;
+    if (operator && operatorRolesOf(operator).length) throw HttpProblem.invalid(`skip sign-in: ${user!} is an operator (${operatorRolesOf(operator).join(', ')}), who signs in with a password; choose another user, or leave sign-in on`);
     const patients = [...new Set(many(body.patient))];
     for (const id of patients) if (!ID.test(id)) throw HttpProblem.invalid(`patient: ${id} is not a FHIR id`);
     if (patients.length > 1 && (await findPatients(db, patients)).length !== patients.length) throw HttpProblem.invalid('patient: one of those chosen is not in the directory');

@@ -27,7 +27,7 @@ import { formatScope, parseScopes, type Scope } from '../smart/scopes/scope.js';
 import { DEVICE_COOKIE, DEVICE_COOKIE_SECONDS, readCookie } from '../users/device-cookie.js';
 import { signIn } from '../users/sign-in.js';
 import type { UserCache } from '../users/user-cache.js';
-import { findUser, patientsNamedOf, type NamedPatients, type User } from '../users/users.js';
+import { findUser, operatorRolesOf, patientsNamedOf, type NamedPatients, type User } from '../users/users.js';
 import { renderErrorPage } from '../http/pages.js';
 import { pageHeaders } from '../http/page-headers.js';
 import type { TieredSignIn, TieredState } from './tiered-oauth.js';
@@ -423,7 +423,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const launch = await findLaunch(db, box, launchId);
     if (!launch?.user || launch.consumedAt || launch.expiresAt.getTime() <= Date.now()) return undefined;
     if (!(await findLauncherOptions(db, launch.id))?.skipLogin) return undefined;
-    return (await findUser(db, launch.user))?.id;
+    // Never an operator (the launcher refuses to make such a launch; one may have become an operator since).
+    const user = await findUser(db, launch.user);
+    return user && !operatorRolesOf(user).length ? user.id : undefined;
   }
 
   /** consent_denied, simulated by the sandbox launcher: the authorization ends as if the user chose Deny. */

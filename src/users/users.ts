@@ -15,6 +15,11 @@ export const ADMIN_ROLE = 'admin';
 export const AUDITOR_ROLE = 'auditor';
 const OPERATOR_ROLES: ReadonlySet<string> = new Set([ADMIN_ROLE, AUDITOR_ROLE]);
 
+/** The operator roles (admin, auditor) a user holds: those that open the console and the admin API to them. */
+export function operatorRolesOf(user: { readonly roles: readonly string[] }): readonly string[] {
+  return user.roles.filter((r) => OPERATOR_ROLES.has(r));
+}
+
 export interface User {
   readonly id: string;
   readonly username: string;
