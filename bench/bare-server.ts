@@ -89,8 +89,10 @@ class MapAdapter implements Adapter {
 }
 
 let adapter: (model: string) => Adapter = (model) => new MapAdapter(model);
+let database: Awaited<ReturnType<typeof openDatabase>>['db'] | undefined;
 if (databaseUrl) {
   const { db } = await openDatabase({ kind: 'postgres', url: databaseUrl });
+  database = db;
   await migrateToLatest(db);
   // The same storage as ours, bearer values hashed at rest included.
   const box = new SecretBox(randomBytes(32));
@@ -126,13 +128,15 @@ const provider = new Provider(issuer, {
   findAccount: (_ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
 });
 
-if (databaseUrl) {
-  // Our PayloadAdapter keeps the token endpoint's new tokens for the audit event that records them (ours
-  // writes both in one statement); bare has no audit, so it writes them itself before answering. Without this
-  // the Postgres baseline would answer tokens it never stored.
+if (database) {
+  const db = database;
+  // Our PayloadAdapter keeps the token endpoint's new tokens, and the use of the code or refresh token, for the
+  // audit event that records them (ours writes all of it in one statement); bare has no audit, so it marks the
+  // code or refresh token used, then writes the tokens, before answering. Without this the Postgres baseline
+  // would answer tokens it never stored.
   provider.use(async (ctx: KoaContextWithOIDC, next) => {
     await next();
-    if ((ctx.oidc as KoaContextWithOIDC['oidc'] | undefined)?.route === 'token') await writeDeferredTokens(ctx);
+    if ((ctx.oidc as KoaContextWithOIDC['oidc'] | undefined)?.route === 'token') await writeDeferredTokens(db, ctx);
   });
 }
 

@@ -15,6 +15,7 @@ import * as payer from './2026-12-02T06-00-payer.js';
 import * as tieredOAuth from './2026-12-02T07-00-tiered-oauth.js';
 import * as auditHashIndex from './2026-12-02T08-00-audit-hash-index.js';
 import * as patientSearchIndex from './2026-12-03T00-00-patient-search-index.js';
+import * as singleUseCheck from './2026-12-03T01-00-single-use-check.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -33,4 +34,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-02T07-00-tiered-oauth': tieredOAuth,
   '2026-12-02T08-00-audit-hash-index': auditHashIndex,
   '2026-12-03T00-00-patient-search-index': patientSearchIndex,
+  '2026-12-03T01-00-single-use-check': singleUseCheck,
 };

@@ -46,9 +46,13 @@ describeEachDatabase('single use under concurrency', (ctx) => {
     const results = await Promise.all(Array.from({ length: PARALLEL }, () => exchange(app, flow)));
     const ok = results.filter((r) => r.statusCode === 200);
     assert.equal(ok.length, 1, `statuses: ${results.map((r) => r.statusCode).join(' ')}`);
+    // Those that took the code with the winner learn it was used (marked used with what each issued, in the write
+    // of its audit event: only the winner's stays); those that came after the revocation find no code.
+    const reasons = ['grant request is invalid: authorization code already consumed', 'grant request is invalid: authorization code not found'];
     for (const r of results.filter((x) => x.statusCode !== 200)) {
       assert.equal(r.statusCode, 400);
       assert.equal(r.json<Body>().error, 'invalid_grant');
+      assert.ok(reasons.includes(r.json<Body>().error_description as string), r.body);
     }
     await app.runtime.audit.flush();
     const audit = await app.runtime.database.db.selectFrom('audit_events').select('type').where('client_id', '=', 'app').where('outcome', '=', 'failure').where('recorded_at', '>=', since).execute();

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 
 import { isRowError, unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
-import { grantContextArrays, grantUseArrays, grantUsesSql, insertGrantContextsSql, payloadArrays, upsertPayloadsSql, type GrantContextWrite, type GrantUse, type PayloadRowWrite } from '../db/payload-rows.js';
+import { ALL_CONSUMED, consumeArrays, consumesSql, grantContextArrays, grantUseArrays, grantUsesSql, insertGrantContextsSql, payloadArrays, upsertPayloadsSql, type GrantContextWrite, type GrantUse, type PayloadConsume, type PayloadRowWrite } from '../db/payload-rows.js';
 import { Statement } from '../db/statements.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import { DISABLED, type Metrics } from '../observability/metrics.js';
@@ -115,6 +115,12 @@ export interface EventWrites {
   readonly grantUse?: GrantUse | undefined;
   /** Launch contexts of the grants the request made. */
   readonly contexts?: readonly GrantContextWrite[] | undefined;
+  /**
+   * Codes and refresh tokens the request used (each by the ids it may be stored under), marked used in the same
+   * statement: if another request used one first, nothing of the statement is written and it fails with
+   * USED_ALREADY (src/db/faults.ts), so that what this request issued is never stored, nor answered.
+   */
+  readonly consumes?: readonly PayloadConsume[] | undefined;
 }
 const NO_WRITES: EventWrites = {};
 
@@ -166,9 +172,9 @@ export class AuditLog {
    * Writes the event, and with it in the same statement what its request changed: `payloads`, the
    * `oidc_payloads` rows it saved (the tokens a token request issued, a consent's grant and interaction),
    * `grantUse`, the grant it issued tokens under (its launch context's last use; a refresh renews both), and
-   * `contexts`, the launch context of a grant a consent made. The request's writes and its audit row are one
-   * round trip, shared with the other requests in flight, all or nothing, and the request is answered once they
-   * are committed (src/oidc/adapters/payload.ts defers them here).
+   * `contexts`, the launch context of a grant a consent made, and `consumes`, the code or refresh token it used.
+   * The request's writes and its audit row are one round trip, shared with the other requests in flight, all or
+   * nothing, and the request is answered once they are committed (src/oidc/adapters/payload.ts defers them here).
    */
   record(event: AuditEvent, writes: EventWrites = NO_WRITES): Promise<void> {
     let row: Pending['row'];
@@ -177,6 +183,9 @@ export class AuditLog {
     } catch (error) {
       return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
     }
+    // Counted as it comes; one that used a code or refresh token once written, since another request may have
+    // used it first (USED_ALREADY): then nothing was issued, and the reuse is counted instead.
+    if (writes.consumes?.length) return this.#enqueue(row, writes).then(() => this.#metrics.securityEvent(event));
     this.#metrics.securityEvent(event);
     return this.#enqueue(row, writes);
   }
@@ -353,6 +362,7 @@ export class AuditLog {
       ...AUDIT_COLUMNS.map((column) => rows.map((row) => row[column])),
       ...payloadArrays(batch.flatMap((p) => p.writes.payloads ?? [])),
       ...grantUseArrays(batch.flatMap((p) => (p.writes.grantUse ? [p.writes.grantUse] : []))),
+      ...consumeArrays(batch.flatMap((p) => p.writes.consumes ?? [])),
     ];
     const contexts = batch.flatMap((p) => p.writes.contexts ?? []);
     if (contexts.length) await INSERT_EVENTS_WITH_CONTEXTS.execute(this.#db, [...parameters, ...grantContextArrays(contexts)]);
@@ -373,9 +383,10 @@ const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { 
  */
 function insertEventsSql(contexts: boolean): string {
   return (
-    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 11)}` : ''} ` +
+    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}, ${consumesSql(AUDIT_COLUMNS.length + 11)}${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 14)}` : ''} ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
-    ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n) order by n`
+    ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n)` +
+    ` where ${ALL_CONSUMED} order by n`
   );
 }
 const INSERT_EVENTS = new Statement(insertEventsSql(false));

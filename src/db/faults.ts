@@ -146,3 +146,14 @@ export function isRowError(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return typeof code === 'string' && /^2[23]/.test(code);
 }
+
+/**
+ * The SQLSTATE of a token endpoint's write whose code or refresh token another request used first
+ * (migrations/2026-12-03T01-00-single-use-check.ts): a row error, so its batch is retried event by event.
+ */
+export const USED_ALREADY = '23U01';
+
+/** Whether the write failed because a code or refresh token it consumed was used already (USED_ALREADY). */
+export function isUsedAlready(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === USED_ALREADY;
+}

@@ -77,6 +77,33 @@ export function grantUseArrays(uses: readonly GrantUse[]): unknown[][] {
   return [[...latest.keys()], renewals.map((r) => r?.atLeast ?? null), renewals.map((r) => r?.to ?? null)];
 }
 
+/** A code or refresh token a request used, by every id it may be stored under (the current key's, then earlier keys'). */
+export interface PayloadConsume {
+  readonly model: string;
+  readonly ids: readonly string[];
+}
+
+/**
+ * A CTE marking codes and refresh tokens used, from three parameters (`$first`: models, then ids, a pair per id a
+ * value may be stored under, then how many values were presented): each row flips only if it was unused, and a row
+ * presented twice (two requests with one code in one batch) flips once. {@link ALL_CONSUMED} then holds the
+ * statement to every value having flipped.
+ */
+export function consumesSql(first: number): string {
+  return (
+    `consumed as (update oidc_payloads p set consumed_at = now() from unnest($${first}::text[], $${first + 1}::text[]) as c(model, id)` +
+    ` where p.model = c.model and p.id = c.id and p.consumed_at is null returning p.id), presented as (select $${first + 2}::int as n)`
+  );
+}
+
+/** The condition that ends the statement with USED_ALREADY unless every value presented flipped (migrations/2026-12-03T01-00-single-use-check.ts). */
+export const ALL_CONSUMED = `oidc_payloads_all_consumed((select count(*) from consumed), (select n from presented))`;
+
+/** The parameters of {@link consumesSql}. */
+export function consumeArrays(consumes: readonly PayloadConsume[]): unknown[] {
+  return [consumes.flatMap((c) => c.ids.map(() => c.model)), consumes.flatMap((c) => c.ids), consumes.length];
+}
+
 /** A `grant_contexts` row as an authorization's consent writes it (src/launch/context.ts grantContextWrite): every column but the two the database fills. */
 export type GrantContextWrite = Required<Omit<Insertable<GrantContextsTable>, 'created_at' | 'last_used_at'>>;
 

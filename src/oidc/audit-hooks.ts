@@ -1,7 +1,10 @@
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { Kysely } from 'kysely';
+import { errors, type KoaContextWithOIDC } from 'oidc-provider';
 
 import type { AuditEvent, AuditEventType, AuditLog } from '../audit/audit.js';
-import { takeDeferredTokens } from './adapters/payload.js';
+import { isUsedAlready } from '../db/faults.js';
+import type { DB } from '../db/schema.js';
+import { refuseReuse, takeDeferredConsumes, takeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf, type ProviderState } from './context.js';
 
 /**
@@ -12,7 +15,7 @@ import { oidcOf, stateOf, type ProviderState } from './context.js';
  * per `introspectionWindowSeconds` with their count (AuditLog.recordRepeating): a resource server asks about
  * the same token at each request it serves.
  */
-export function auditMiddleware(audit: AuditLog, introspectionWindowSeconds: number) {
+export function auditMiddleware(db: Kysely<DB>, audit: AuditLog, introspectionWindowSeconds: number) {
   return async (ctx: KoaContextWithOIDC, next: () => Promise<void>): Promise<void> => {
     await next();
     const oidc = oidcOf(ctx);
@@ -28,13 +31,32 @@ export function auditMiddleware(audit: AuditLog, introspectionWindowSeconds: num
     };
     const state = stateOf(ctx);
     const event = classify(oidc, ctx.status, body, state);
-    // The tokens of an answer that hands them out are written with its event, and the use of their grant; a
-    // refused request's are dropped.
+    // The tokens of an answer that hands them out are written with its event, and the use of their grant and of
+    // the code or refresh token it took; a refused request's are dropped, and what it presented stays unused.
     const tokens = takeDeferredTokens(ctx);
+    const consumes = takeDeferredConsumes(ctx);
     const ok = ctx.status === 200;
     if (!event) return;
-    if (ok && oidc.route === 'introspection') await audit.recordRepeating({ ...base, ...event }, introspectionWindowSeconds);
-    else await audit.record({ ...base, ...event }, ok ? { payloads: tokens, grantUse: state.grantUse } : undefined);
+    if (ok && oidc.route === 'introspection') return audit.recordRepeating({ ...base, ...event }, introspectionWindowSeconds);
+    if (!ok) return audit.record({ ...base, ...event });
+    try {
+      await audit.record({ ...base, ...event }, { payloads: tokens, grantUse: state.grantUse, consumes });
+    } catch (error) {
+      // A token request uses one code or refresh token at most.
+      const [used] = consumes;
+      if (!isUsedAlready(error) || !used) throw error;
+      // Another request used it first: nothing this one issued was stored, and it is answered and audited as
+      // oidc-provider answers a reuse (its grant revoked), in place of the tokens.
+      try {
+        await refuseReuse(db, ctx, used);
+      } catch (refusal) {
+        if (!(refusal instanceof errors.InvalidGrant)) throw refusal;
+        ctx.status = refusal.statusCode;
+        ctx.body = { error: refusal.error, error_description: `${refusal.error_description}: ${refusal.error_detail}` };
+        state.errorDetail = refusal.error_detail;
+      }
+      await audit.record({ ...base, ...classify(oidc, ctx.status, ctx.body as Record<string, unknown>, state)! });
+    }
   };
 }
 

@@ -1,6 +1,6 @@
 import type { AdapterPayload, KoaContextWithOIDC } from 'oidc-provider';
 
-import type { GrantUse, PayloadRowWrite } from '../db/payload-rows.js';
+import type { GrantUse, PayloadConsume, PayloadRowWrite } from '../db/payload-rows.js';
 import type { PayloadWrite } from './adapters/grouped-writes.js';
 import type { GrantContext } from '../launch/context.js';
 import type { User } from '../users/users.js';
@@ -45,6 +45,12 @@ export interface ProviderState {
    * before the answer leaves (src/oidc/adapters/payload.ts, takeDeferredTokens).
    */
   deferredTokens?: { readonly rows: PayloadRowWrite[]; readonly writes: { save(row: PayloadRowWrite): Promise<void> } };
+  /**
+   * The code or refresh token a token request used, not marked used yet: its audit event marks it in the same
+   * statement as it stores what was issued, all of it or none (src/oidc/adapters/payload.ts, takeDeferredConsumes).
+   * `consumes` marks it on its own instead, when a step needs it marked sooner.
+   */
+  deferredConsumes?: { readonly items: PayloadConsume[]; readonly consumes: { consume(model: string, ids: readonly string[]): Promise<boolean> } };
   /**
    * Writes an authorization request or its resume made, in order, not written yet: written in one statement
    * with the session's save, which comes last (src/oidc/adapters/payload.ts, WRITES_WITH_SESSION).

@@ -74,7 +74,7 @@ export function installPipeline(provider: Provider, deps: PipelineDeps): void {
     databaseFaultResponses: databaseFaultResponses(deps.log, deps.renderErrorPage),
     writeDeferredWrites,
     cachingHeaders,
-    auditMiddleware: auditMiddleware(deps.audit, deps.introspectionAuditWindowSeconds),
+    auditMiddleware: auditMiddleware(deps.db, deps.audit, deps.introspectionAuditWindowSeconds),
     withErrorDetails,
     bearerIntrospection: bearerIntrospection(provider, deps.bearerAuthorization),
     inactiveForForeignTokens: inactiveForForeignTokens(),

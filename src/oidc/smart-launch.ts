@@ -137,7 +137,16 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
         return;
       }
       if (simulate === 'expired_access_token') {
-        await writeDeferredTokens(ctx); // the access token just issued must be in the database to be expired
+        try {
+          await writeDeferredTokens(db, ctx); // the access token just issued must be in the database to be expired
+        } catch (error) {
+          if (!(error instanceof errors.InvalidGrant)) throw error;
+          // Another request used the code or refresh token first (a reuse): answered as oidc-provider answers one.
+          ctx.status = error.statusCode;
+          ctx.body = { error: error.error, error_description: error.error_description };
+          stateOf(ctx).errorDetail = error.error_detail;
+          return;
+        }
         await expireAccessTokens(db, grant.jti);
       }
     }

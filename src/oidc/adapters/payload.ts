@@ -5,7 +5,7 @@ import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWit
 
 import type { DB } from '../../db/schema.js';
 import { Batched } from '../../db/batched.js';
-import type { PayloadRowWrite } from '../../db/payload-rows.js';
+import type { PayloadConsume, PayloadRowWrite } from '../../db/payload-rows.js';
 import { Statement } from '../../db/statements.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
@@ -71,12 +71,44 @@ export function takeDeferredTokens(ctx: KoaContextWithOIDC): PayloadRowWrite[] {
   return rows;
 }
 
-/** Writes this request's deferred token rows now: before a step that must find them in the database. */
-export async function writeDeferredTokens(ctx: KoaContextWithOIDC): Promise<void> {
+/**
+ * Writes this request's deferred token rows now: before a step that must find them in the database. What the
+ * request used is marked used first, on its own; a value another request used first is refused as a reuse.
+ */
+export async function writeDeferredTokens(db: Kysely<DB>, ctx: KoaContextWithOIDC): Promise<void> {
+  const consumes = stateOf(ctx).deferredConsumes;
+  delete stateOf(ctx).deferredConsumes;
+  for (const item of consumes?.items ?? []) if (!(await consumes!.consumes.consume(item.model, item.ids))) await refuseReuse(db, ctx, item);
   const deferred = stateOf(ctx).deferredTokens;
   if (!deferred) return;
   delete stateOf(ctx).deferredTokens;
   await Promise.all(deferred.rows.map((row) => deferred.writes.save(row)));
+}
+
+/**
+ * Codes and refresh tokens whose use waits for the token request's audit event (PayloadAdapter.consume). Only
+ * these: the others single-use values (device codes, CIBA requests) are not enabled here.
+ */
+const DEFERRED_CONSUMES: ReadonlySet<string> = new Set(['AuthorizationCode', 'RefreshToken']);
+
+/** The codes and refresh tokens this request used, for its audit event to mark used; none are left behind. */
+export function takeDeferredConsumes(ctx: KoaContextWithOIDC): PayloadConsume[] {
+  const state = stateOf(ctx);
+  const items = state.deferredConsumes?.items ?? [];
+  delete state.deferredConsumes;
+  return items;
+}
+
+/**
+ * A code or refresh token used again, or by two requests at once (RFC 9700 §4.14, §2.2.2): the whole grant is
+ * revoked (every token issued under it, and the grant itself, so that a token the winner is issuing right now is
+ * dead too), the audit trail names the attack, and the request gets `invalid_grant` in oidc-provider's words.
+ */
+export async function refuseReuse(db: Kysely<DB>, ctx: KoaContextWithOIDC | undefined, used: PayloadConsume): Promise<never> {
+  if (ctx) stateOf(ctx).auditFailure = used.model === 'RefreshToken' ? 'refresh_token.reused' : 'code.reused';
+  const row = await db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', used.model).where('id', 'in', used.ids).executeTakeFirst();
+  if (row?.grant_id) await revokeGrant(db, row.grant_id);
+  throw new errors.InvalidGrant(REUSE_LABELS[used.model] ?? 'grant request is invalid');
 }
 
 /**
@@ -396,14 +428,17 @@ export class PayloadAdapter implements Adapter {
    */
   async consume(id: string): Promise<void> {
     const ids = this.#storedIds(id);
+    const ctx = Provider.ctx;
+    // At the token endpoint, marked used by the statement that stores what the request issues, with its audit
+    // event (takeDeferredConsumes): one statement fewer, and a request that fails after this leaves it unused.
+    if (ctx && oidcOf(ctx)?.route === 'token' && DEFERRED_CONSUMES.has(this.#model)) {
+      (stateOf(ctx).deferredConsumes ??= { items: [], consumes: this.#consumes }).items.push({ model: this.#model, ids });
+      return;
+    }
     const at = deferring();
     if (at) await writeDeferred(at.ctx);
     if ((await this.#consumes.consume(this.#model, ids)) || !(this.#model in REUSE_LABELS)) return;
-    const ctx = Provider.ctx;
-    if (ctx) stateOf(ctx).auditFailure = this.#model === 'RefreshToken' ? 'refresh_token.reused' : 'code.reused';
-    const row = await this.#db.selectFrom('oidc_payloads').select('grant_id').where('model', '=', this.#model).where('id', 'in', ids).executeTakeFirst();
-    if (row?.grant_id) await revokeGrant(this.#db, row.grant_id);
-    throw new errors.InvalidGrant(REUSE_LABELS[this.#model]);
+    await refuseReuse(this.#db, ctx, { model: this.#model, ids });
   }
 
   async destroy(id: string): Promise<void> {
