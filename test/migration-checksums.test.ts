@@ -32,6 +32,7 @@ const LANDED: Readonly<Record<string, string>> = {
   '2026-12-02T07-00-tiered-oauth': '161da4e8671de551aa8f30ee3c22b05eb907f268b63c378522f4413cc1704d03',
   '2026-12-02T08-00-audit-hash-index': '274b082839cdb16afa59256046688c40e495655a7a5ef9108f9f54283629ca5b',
   '2026-12-03T00-00-patient-search-index': '1b9fa6840f9bf157543530425e0b21182d6e0a0ff167c4799f40d9df7776bb48',
+  '2026-12-03T01-00-single-use-check': 'f355d179ab10653307169846cec77b0ddd3cae4fc7f69affc15003609c782797',
 };
 
 const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');
