@@ -87,7 +87,7 @@ export async function writeDeferredTokens(db: Kysely<DB>, ctx: KoaContextWithOID
 
 /**
  * Codes and refresh tokens whose use waits for the token request's audit event (PayloadAdapter.consume). Only
- * these: the others single-use values (device codes, CIBA requests) are not enabled here.
+ * these: the other single-use values (device codes, CIBA requests) are not enabled here.
  */
 const DEFERRED_CONSUMES: ReadonlySet<string> = new Set(['AuthorizationCode', 'RefreshToken']);
 
@@ -424,7 +424,9 @@ export class PayloadAdapter implements Adapter {
    * one flips `consumed_at` from null and goes on. Any other is a reuse, treated as oidc-provider treats a
    * sequential one (RFC 9700 §4.14, §2.2.2): the whole grant is revoked (every token issued under it, and the
    * grant itself, so that a token the winner is issuing right now is dead too), and the request gets
-   * `invalid_grant`. Irreversible: after this, an error in the request loses the code.
+   * `invalid_grant` (refuseReuse). At the token endpoint the flip waits for the statement that stores what the
+   * request issues (takeDeferredConsumes), so a request that fails before it leaves the value unused; elsewhere
+   * it is made here, and is irreversible.
    */
   async consume(id: string): Promise<void> {
     const ids = this.#storedIds(id);
