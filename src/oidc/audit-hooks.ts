@@ -6,6 +6,7 @@ import { isUsedAlready } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import { refuseReuse, takeDeferredConsumes, takeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf, type ProviderState } from './context.js';
+import { answerGrantRefusal } from './error-details.js';
 
 /**
  * Audit events for the token, introspection and revocation endpoints, written after oidc-provider has
@@ -51,9 +52,7 @@ export function auditMiddleware(db: Kysely<DB>, audit: AuditLog, introspectionWi
         await refuseReuse(db, ctx, used);
       } catch (refusal) {
         if (!(refusal instanceof errors.InvalidGrant)) throw refusal;
-        ctx.status = refusal.statusCode;
-        ctx.body = { error: refusal.error, error_description: `${refusal.error_description}: ${refusal.error_detail}` };
-        state.errorDetail = refusal.error_detail;
+        answerGrantRefusal(ctx, refusal);
       }
       await audit.record({ ...base, ...classify(oidc, ctx.status, ctx.body as Record<string, unknown>, state)! });
     }

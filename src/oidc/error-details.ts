@@ -1,5 +1,5 @@
 import type Provider from 'oidc-provider';
-import type { KoaContextWithOIDC } from 'oidc-provider';
+import type { errors, KoaContextWithOIDC } from 'oidc-provider';
 
 import { oidcOf, stateOf, type AuditFailure } from './context.js';
 
@@ -53,4 +53,15 @@ export async function withErrorDetails(ctx: KoaContextWithOIDC, next: () => Prom
   const state = stateOf(ctx);
   const detail = body.error === 'invalid_client' ? (state.clientAuthProblem ?? state.errorDetail) : state.errorDetail;
   if (detail) body.error_description = `${prefix}: ${detail}`;
+}
+
+/**
+ * Answers a grant refusal our code raises after oidc-provider has answered (a code or refresh token another
+ * request used first), as oidc-provider and {@link withErrorDetails} answer one: its description with the reason,
+ * which the request's audit event records too.
+ */
+export function answerGrantRefusal(ctx: KoaContextWithOIDC, refusal: InstanceType<typeof errors.InvalidGrant>): void {
+  ctx.status = refusal.statusCode;
+  ctx.body = { error: refusal.error, error_description: `${refusal.error_description}: ${refusal.error_detail}` };
+  stateOf(ctx).errorDetail = refusal.error_detail;
 }

@@ -13,6 +13,7 @@ import { accessTokenContext, tokenResponseContext } from '../smart/token-context
 import { splitScopes } from '../smart/scopes/scope.js';
 import { expireAccessTokens, writeDeferredTokens } from './adapters/payload.js';
 import { oidcOf, stateOf } from './context.js';
+import { answerGrantRefusal } from './error-details.js';
 import { ROUTES } from '../smart/profile.js';
 import { actsFor, mayActFor } from '../users/users.js';
 
@@ -142,9 +143,7 @@ export function tokenResponseMiddleware(db: Kysely<DB>, lifetime: { readonly ref
         } catch (error) {
           if (!(error instanceof errors.InvalidGrant)) throw error;
           // Another request used the code or refresh token first (a reuse): answered as oidc-provider answers one.
-          ctx.status = error.statusCode;
-          ctx.body = { error: error.error, error_description: error.error_description };
-          stateOf(ctx).errorDetail = error.error_detail;
+          answerGrantRefusal(ctx, error);
           return;
         }
         await expireAccessTokens(db, grant.jti);

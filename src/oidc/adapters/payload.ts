@@ -76,9 +76,11 @@ export function takeDeferredTokens(ctx: KoaContextWithOIDC): PayloadRowWrite[] {
  * request used is marked used first, on its own; a value another request used first is refused as a reuse.
  */
 export async function writeDeferredTokens(db: Kysely<DB>, ctx: KoaContextWithOIDC): Promise<void> {
-  const consumes = stateOf(ctx).deferredConsumes;
+  const used = stateOf(ctx).deferredConsumes;
   delete stateOf(ctx).deferredConsumes;
-  for (const item of consumes?.items ?? []) if (!(await consumes!.consumes.consume(item.model, item.ids))) await refuseReuse(db, ctx, item);
+  for (const item of used?.items ?? []) {
+    if (!(await used!.consumes.consume(item.model, item.ids))) await refuseReuse(db, ctx, item);
+  }
   const deferred = stateOf(ctx).deferredTokens;
   if (!deferred) return;
   delete stateOf(ctx).deferredTokens;
