@@ -411,28 +411,26 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     });
   }
 
-  it('an id_token whose sub Postgres cannot store (NUL): invalid_idp for the app, not a server error', async () => {
-    foreign.mode = 'unstorable-sub';
+  /** What the app gets back from an authorization through the foreign IdP answering in `mode`. */
+  const appAnswerWith = async (mode: typeof foreign.mode) => {
+    foreign.mode = mode;
     try {
       const browser = new Browser();
       const started = await authorize(browser, foreign.base);
-      const answer = appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
-      assert.deepEqual(answer, { error: 'invalid_idp', error_description: `the id_token of ${foreign.base} is not valid: sub must be a string of 1 to 255 characters, without NUL or lone surrogates`, state: 'app-state', iss: a.issuer });
+      return appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
     } finally {
       foreign.mode = 'ok';
     }
+  };
+
+  it('an id_token whose sub Postgres cannot store (NUL): invalid_idp for the app, not a server error', async () => {
+    const answer = await appAnswerWith('unstorable-sub');
+    assert.deepEqual(answer, { error: 'invalid_idp', error_description: `the id_token of ${foreign.base} is not valid: sub must be a string of 1 to 255 characters, without NUL or lone surrogates`, state: 'app-state', iss: a.issuer });
   });
 
   it('an IdP refusing the code in words Postgres cannot store (NUL): invalid_idp for the app, the words kept storable', async () => {
-    foreign.mode = 'unstorable-error';
-    try {
-      const browser = new Browser();
-      const started = await authorize(browser, foreign.base);
-      const answer = appCallback(await browser.go('GET', (await browser.go('GET', started.step.appUrl!)).appUrl!));
-      assert.deepEqual(answer, { error: 'invalid_idp', error_description: `${foreign.base} refused the code: it answered 400: invalid_grant (the codeis spent)`, state: 'app-state', iss: a.issuer });
-    } finally {
-      foreign.mode = 'ok';
-    }
+    const answer = await appAnswerWith('unstorable-error');
+    assert.deepEqual(answer, { error: 'invalid_idp', error_description: `${foreign.base} refused the code: it answered 400: invalid_grant (the codeis spent)`, state: 'app-state', iss: a.issuer });
   });
 
   it('an IdP that no longer knows our client_id (invalid_client): A registers again and sends the person back there, once', async () => {
