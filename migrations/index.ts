@@ -16,6 +16,7 @@ import * as tieredOAuth from './2026-12-02T07-00-tiered-oauth.js';
 import * as auditHashIndex from './2026-12-02T08-00-audit-hash-index.js';
 import * as patientSearchIndex from './2026-12-03T00-00-patient-search-index.js';
 import * as singleUseCheck from './2026-12-03T01-00-single-use-check.js';
+import * as singleDecisionCheck from './2026-12-03T02-00-single-decision-check.js';
 
 /** Static index: names sort in the order they apply. Add new migrations at the end; never edit one. */
 export const migrations: Readonly<Record<string, Migration>> = {
@@ -35,4 +36,5 @@ export const migrations: Readonly<Record<string, Migration>> = {
   '2026-12-02T08-00-audit-hash-index': auditHashIndex,
   '2026-12-03T00-00-patient-search-index': patientSearchIndex,
   '2026-12-03T01-00-single-use-check': singleUseCheck,
+  '2026-12-03T02-00-single-decision-check': singleDecisionCheck,
 };

@@ -33,6 +33,7 @@ const LANDED: Readonly<Record<string, string>> = {
   '2026-12-02T08-00-audit-hash-index': '274b082839cdb16afa59256046688c40e495655a7a5ef9108f9f54283629ca5b',
   '2026-12-03T00-00-patient-search-index': '1b9fa6840f9bf157543530425e0b21182d6e0a0ff167c4799f40d9df7776bb48',
   '2026-12-03T01-00-single-use-check': 'f355d179ab10653307169846cec77b0ddd3cae4fc7f69affc15003609c782797',
+  '2026-12-03T02-00-single-decision-check': '3ce894bc9a41122c4319cca48c4c834bf2c019704592821a8ef48c8774713e2e',
 };
 
 const MIGRATIONS_DIR = join(PACKAGE_ROOT, 'migrations');

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
 
 import type { FastifyInstance } from 'fastify';
+import { sql } from 'kysely';
 
 import { createLaunch } from '../src/launch/context.js';
 import { LAUNCH_REFUSALS } from '../src/smart/launch-policy.js';
@@ -9,12 +10,15 @@ import { clientAssertion, clientKey, JWT_BEARER } from './helpers/assertions.js'
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { basicAuth, createClient, form } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
+import { hiddenFields } from '../bench/lib/flows.js';
+import { choices, formAction, inputValue } from './helpers/browser.js';
 import { callback, consent, exchange, login, REDIRECT_URI, startAuthorization, title, tokenRequest, type Authorization } from './helpers/flow.js';
 
 /**
  * Everything single-use stays single-use when the same value arrives many times at once (RFC 6749 §4.1.2,
  * RFC 9700 §4.14): of 20 simultaneous requests exactly one succeeds, and for codes and refresh tokens the
- * losers revoke the grant as a sequential reuse does.
+ * losers revoke the grant as a sequential reuse does. An interaction is decided once: of forms sent many times at
+ * once, one decision is recorded, and no second grant made.
  */
 type Body = Record<string, unknown>;
 const PARALLEL = 20;
@@ -39,6 +43,83 @@ describeEachDatabase('single use under concurrency', (ctx) => {
     await consent(flow);
     return flow;
   }
+
+  /** The consent form of `flow`'s page as its Allow or Deny button sends it, with the scopes the page checked. */
+  function consentForm(flow: Authorization, decision: 'approve' | 'deny'): { action: string; fields: Record<string, string | string[]> } {
+    const body = flow.page.res.body;
+    assert.match(title(flow.page), /^Allow /);
+    const scope = choices(body, 'scope').filter((c) => c.checked).map((c) => c.value);
+    return { action: formAction(body, '/consent'), fields: { ...hiddenFields(body, '/consent'), decision, scope } };
+  }
+
+  /** What a client's authorizations left: its grants, their launch contexts, and the consent events recorded. */
+  async function madeFor(clientId: string): Promise<{ grants: number; contexts: number; granted: number; denied: number }> {
+    await app.runtime.audit.flush();
+    const { db } = app.runtime.database;
+    const grants = await db.selectFrom('oidc_payloads').select((eb) => eb.fn.countAll<string>().as('n')).where('model', '=', 'Grant').where(sql<boolean>`payload->>'clientId' = ${clientId}`).executeTakeFirstOrThrow();
+    const contexts = await db.selectFrom('grant_contexts').select((eb) => eb.fn.countAll<string>().as('n')).where('client_id', '=', clientId).executeTakeFirstOrThrow();
+    const events = await db.selectFrom('audit_events').select('type').where('client_id', '=', clientId).where('type', 'in', ['consent.granted', 'consent.denied']).execute();
+    return { grants: Number(grants.n), contexts: Number(contexts.n), granted: events.filter((e) => e.type === 'consent.granted').length, denied: events.filter((e) => e.type === 'consent.denied').length };
+  }
+
+  it(`a consent form: Allow sent ${PARALLEL} times at once, exactly one grant, and the app gets its code`, async () => {
+    await createClient(app, { ...PUBLIC, client_id: 'consent-twice' });
+    const flow = await startAuthorization(app, { client_id: 'consent-twice', scope: 'launch/patient patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    const { action, fields } = consentForm(flow, 'approve');
+    const answers = await Promise.all(Array.from({ length: PARALLEL }, () => flow.browser.send('POST', action, fields)));
+    // Each is sent on to the resume, which goes on with the one decision recorded.
+    const resumes = new Set(answers.map((r) => `${r.statusCode} ${String(r.headers.location)}`));
+    assert.equal(resumes.size, 1, [...resumes].join(' | '));
+    assert.match([...resumes][0]!, /^303 .*\/auth\/[\w-]+$/);
+    assert.deepEqual(await madeFor('consent-twice'), { grants: 1, contexts: 1, granted: 1, denied: 0 });
+    flow.page = await flow.browser.go('GET', answers[0]!.headers.location as string);
+    const tokens = await exchange(app, flow);
+    assert.equal(tokens.statusCode, 200, tokens.body);
+    assert.equal(tokens.json<Body>().patient, 'demo-amy-shaw');
+  });
+
+  it('a consent form: Allow and Deny sent at once, from two tabs: one decides, and what was stored is what the app gets', async () => {
+    await createClient(app, { ...PUBLIC, client_id: 'consent-both' });
+    // The order they reach the write falls as it falls: a few rounds, to meet more than one.
+    for (let round = 0; round < 6; round++) {
+      const flow = await startAuthorization(app, { client_id: 'consent-both', scope: 'launch/patient patient/Patient.rs' });
+      await login(flow, 'patient', 'patient-demo');
+      const before = await madeFor('consent-both');
+      const allow = consentForm(flow, 'approve');
+      const deny = consentForm(flow, 'deny');
+      const answers = await Promise.all([flow.browser.send('POST', allow.action, allow.fields), flow.browser.send('POST', deny.action, deny.fields)]);
+      for (const r of answers) assert.equal(r.statusCode, 303);
+      flow.page = await flow.browser.go('GET', answers[0].headers.location as string);
+      const after = await madeFor('consent-both');
+      const made = { grants: after.grants - before.grants, contexts: after.contexts - before.contexts, granted: after.granted - before.granted, denied: after.denied - before.denied };
+      const { code, error } = callback(flow);
+      if (code) {
+        assert.deepEqual(made, { grants: 1, contexts: 1, granted: 1, denied: 0 }, 'allowed: one grant, and no denial recorded');
+        assert.equal((await exchange(app, flow)).statusCode, 200);
+      } else {
+        assert.equal(error, 'access_denied');
+        assert.deepEqual(made, { grants: 0, contexts: 0, granted: 0, denied: 1 }, 'denied: no grant left behind');
+      }
+    }
+  });
+
+  // Within the sign-in throttle's free attempts (src/users/login-throttle.ts), which counts each of them.
+  const SIGN_INS = 4;
+  it(`a sign-in form sent ${SIGN_INS} times at once: one sign-in recorded, and the authorization goes on`, async () => {
+    const flow = await startAuthorization(app, { client_id: 'app', scope: 'launch/patient patient/Patient.rs' });
+    assert.equal(title(flow.page), 'Sign in');
+    const body = flow.page.res.body;
+    const since = new Date();
+    const answers = await Promise.all(Array.from({ length: SIGN_INS }, () => flow.browser.send('POST', formAction(body, '/login'), { csrf: inputValue(body, 'csrf'), username: 'patient', password: 'patient-demo' })));
+    for (const r of answers) assert.equal(r.statusCode, 303, r.body);
+    await app.runtime.audit.flush();
+    const events = await app.runtime.database.db.selectFrom('audit_events').select('type').where('client_id', '=', 'app').where('type', '=', 'login.success').where('recorded_at', '>=', since).execute();
+    assert.equal(events.length, 1, 'the sign-in that decided, only');
+    flow.page = await flow.browser.go('GET', answers[0]!.headers.location as string);
+    await consent(flow);
+    assert.equal((await exchange(app, flow)).statusCode, 200);
+  });
 
   it(`an authorization code: ${PARALLEL} exchanges at once, exactly one token set, and the grant is revoked`, async () => {
     const flow = await authorized('launch/patient patient/Patient.rs offline_access');

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 
 import { isRowError, unavailableReason } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
-import { ALL_CONSUMED, consumeArrays, consumesSql, grantContextArrays, grantUseArrays, grantUsesSql, insertGrantContextsSql, payloadArrays, upsertPayloadsSql, type GrantContextWrite, type GrantUse, type PayloadConsume, type PayloadRowWrite } from '../db/payload-rows.js';
+import { ALL_CONSUMED, allDecided, consumeArrays, decideInteractionsSql, decisionArrays, consumesSql, grantContextArrays, grantUseArrays, grantUsesSql, insertGrantContextsSql, payloadArrays, upsertPayloadsSql, type GrantContextWrite, type GrantUse, type PayloadConsume, type PayloadRowWrite } from '../db/payload-rows.js';
 import { Statement } from '../db/statements.js';
 import type { AuditActorType, AuditEventsTable, AuditOutcome } from '../db/tables/audit-events.js';
 import { DISABLED, type Metrics } from '../observability/metrics.js';
@@ -121,6 +121,12 @@ export interface EventWrites {
    * USED_ALREADY (src/db/faults.ts), so that what this request issued is never stored, nor answered.
    */
   readonly consumes?: readonly PayloadConsume[] | undefined;
+  /**
+   * The interaction rows of the decision the request made (a sign-in, a consent, a refusal), saved only if the
+   * interaction is still undecided: if another request decided it first, nothing of the statement is written and
+   * it fails with DECIDED_ALREADY (src/db/faults.ts), so that a consent's grant is never made twice.
+   */
+  readonly decisions?: readonly PayloadRowWrite[] | undefined;
 }
 const NO_WRITES: EventWrites = {};
 
@@ -183,9 +189,9 @@ export class AuditLog {
     } catch (error) {
       return Promise.reject(new Error('audit event could not be prepared', { cause: error }));
     }
-    // Counted as it comes; one that used a code or refresh token once written, since another request may have
-    // used it first (USED_ALREADY): then nothing was issued, and the reuse is counted instead.
-    if (writes.consumes?.length) return this.#enqueue(row, writes).then(() => this.#metrics.securityEvent(event));
+    // Counted as it comes; one that used a code or refresh token, or decided an interaction, once written, since
+    // another request may have done so first (USED_ALREADY, DECIDED_ALREADY): then nothing of it happened.
+    if (writes.consumes?.length || writes.decisions?.length) return this.#enqueue(row, writes).then(() => this.#metrics.securityEvent(event));
     this.#metrics.securityEvent(event);
     return this.#enqueue(row, writes);
   }
@@ -363,6 +369,7 @@ export class AuditLog {
       ...payloadArrays(batch.flatMap((p) => p.writes.payloads ?? [])),
       ...grantUseArrays(batch.flatMap((p) => (p.writes.grantUse ? [p.writes.grantUse] : []))),
       ...consumeArrays(batch.flatMap((p) => p.writes.consumes ?? [])),
+      ...decisionArrays(batch.flatMap((p) => p.writes.decisions ?? [])),
     ];
     const contexts = batch.flatMap((p) => p.writes.contexts ?? []);
     if (contexts.length) await INSERT_EVENTS_WITH_CONTEXTS.execute(this.#db, [...parameters, ...grantContextArrays(contexts)]);
@@ -377,16 +384,18 @@ const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { 
 
 /**
  * A batch of events in one statement of fixed text, a column per array parameter, with the payload rows their
- * requests saved and the grants they issued tokens under (none, most often: those CTEs then write nothing), and
+ * requests saved, the grants they issued tokens under, the codes and refresh tokens they used and the interactions
+ * they decided (none, most often: those CTEs then write nothing), and
  * with `contexts`, the launch contexts of grants they made. The rows are numbered and inserted in that order, so
  * that their sequence numbers follow the chain.
  */
 function insertEventsSql(contexts: boolean): string {
   return (
-    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}, ${consumesSql(AUDIT_COLUMNS.length + 11)}${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 14)}` : ''} ` +
+    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}, ${consumesSql(AUDIT_COLUMNS.length + 11)},` +
+    ` decided as (${decideInteractionsSql(AUDIT_COLUMNS.length + 14)})${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 17)}` : ''} ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
     ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n)` +
-    ` where ${ALL_CONSUMED} order by n`
+    ` where ${ALL_CONSUMED} and ${allDecided(AUDIT_COLUMNS.length + 14)} order by n`
   );
 }
 const INSERT_EVENTS = new Statement(insertEventsSql(false));

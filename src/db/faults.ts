@@ -157,3 +157,14 @@ export const USED_ALREADY = '23U01';
 export function isUsedAlready(error: unknown): boolean {
   return (error as { code?: unknown } | null)?.code === USED_ALREADY;
 }
+
+/**
+ * The SQLSTATE of a write recording an interaction's decision (a sign-in, a consent) that another request decided
+ * first (migrations/2026-12-03T02-00-single-decision-check.ts): a row error, so its batch is retried event by event.
+ */
+export const DECIDED_ALREADY = '23U02';
+
+/** Whether the write failed because the interaction it decided was decided already (DECIDED_ALREADY). */
+export function isDecidedAlready(error: unknown): boolean {
+  return (error as { code?: unknown } | null)?.code === DECIDED_ALREADY;
+}

@@ -108,6 +108,36 @@ export function consumeArrays(consumes: readonly PayloadConsume[]): unknown[] {
   return [consumes.flatMap((c) => c.ids.map(() => c.model)), consumes.flatMap((c) => c.ids), consumes.length];
 }
 
+/**
+ * The update recording interactions' decisions (a sign-in, a consent, a refusal: oidc-provider resumes with it),
+ * from three array parameters (`$first`: ids, then payloads, then ends): each row changes only while the stored
+ * interaction is undecided and unexpired, so that of two requests deciding one interaction (two consent forms sent
+ * at once, Allow and Deny from two tabs) one decides. A decision presented twice in one statement changes its row
+ * once. Returns the ids decided.
+ */
+export function decideInteractionsSql(first: number): string {
+  return (
+    `update oidc_payloads p set payload = d.payload, expires_at = d.expires_at from unnest($${first}::text[], $${first + 1}::jsonb[], $${first + 2}::timestamptz[]) as d(id, payload, expires_at)` +
+    ` where p.model = 'Interaction' and p.id = d.id and (p.expires_at is null or p.expires_at > now())` +
+    ` and not coalesce(p.payload->'result' ?| array['login', 'consent', 'error'], false) returning p.id`
+  );
+}
+
+/**
+ * The condition that ends a statement with {@link decideInteractionsSql} as its CTE `decided` with DECIDED_ALREADY
+ * unless every decision presented (the ids at `$first`) changed its row (migrations/2026-12-03T02-00-single-decision-check.ts).
+ * Most batches present none: the cheaper test first.
+ */
+export function allDecided(first: number): string {
+  return `(cardinality($${first}::text[]) = 0 or oidc_interactions_all_decided((select count(*) from decided), cardinality($${first}::text[])))`;
+}
+
+/** The parameters of {@link decideInteractionsSql}: the interactions' rows as their saves made them. */
+export function decisionArrays(rows: readonly PayloadRowWrite[]): unknown[][] {
+  for (const row of rows) if (row.model !== 'Interaction') throw new Error(`a decision is an interaction's save, not a ${row.model}'s`);
+  return [rows.map((r) => r.id), rows.map((r) => r.payload), rows.map((r) => r.expires_at)];
+}
+
 /** A `grant_contexts` row as an authorization's consent writes it (src/launch/context.ts grantContextWrite): every column but the two the database fills. */
 export type GrantContextWrite = Required<Omit<Insertable<GrantContextsTable>, 'created_at' | 'last_used_at'>>;
 

@@ -6,6 +6,7 @@ import { errors, type Client, type InteractionResults } from 'oidc-provider';
 import type { AuditEvent, AuditLog, EventWrites } from '../audit/audit.js';
 import { grantLifetimeSeconds, type Config } from '../config/config.js';
 import type { ReplicaReads } from '../db/replica.js';
+import { isDecidedAlready } from '../db/faults.js';
 import type { DB } from '../db/schema.js';
 import { encountersOf, findPatients, SEARCH_LIMIT, searchPatients, type PatientSummary } from '../directory/patients.js';
 import { consumeLaunch, findLaunch, grantContextWrite } from '../launch/context.js';
@@ -14,7 +15,7 @@ import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { consentWithPicker, mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { GrantContextWrite, PayloadRowWrite } from '../db/payload-rows.js';
-import { deferSaves, withSessionReadAhead } from '../oidc/adapters/payload.js';
+import { deferSaves, saveUndecided, withSessionReadAhead } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
 import { STATIC_SCOPES } from '../smart/profile.js';
@@ -216,26 +217,55 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   }
 
   /**
-   * Ends the interaction: oidc-provider resumes with this result (a decision, or an error for the app). What
-   * its interactionResult does, on the interaction this request already loaded instead of loading it (and
-   * its session) a second time: one save, no read.
+   * The save of the result oidc-provider resumes with (a decision, or an error for the app), kept rather than
+   * written: what its interactionResult does, on the interaction this request already loaded instead of loading it
+   * (and its session) a second time. Written only while the interaction is undecided (saveUndecided, or an audit
+   * event's `decisions`), so that of two requests deciding it at once (a form sent twice, Allow and Deny from two
+   * tabs) one decides, and the other makes nothing: no second grant.
+   */
+  async function decision(details: Details, result: InteractionResults, merge = true): Promise<PayloadRowWrite[]> {
+    details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
+    const rows: PayloadRowWrite[] = [];
+    await deferSaves(rows, () => details.persist());
+    return rows;
+  }
+
+  /**
+   * Ends the interaction with `result` and sends the browser to its resume: one write, no read. When another
+   * request decided it first, the resume goes on with that decision.
    */
   async function finish(reply: FastifyReply, details: Details, result: InteractionResults, merge = true): Promise<FastifyReply> {
-    await conclude(details, result, merge);
+    await saveUndecided(db, await decision(details, result, merge));
     return reply.redirect(details.returnTo, 303);
   }
 
-  /** Saves the result oidc-provider resumes with; {@link finish} without the redirect. */
-  function conclude(details: Details, result: InteractionResults, merge = true): Promise<unknown> {
-    details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
-    return details.persist();
+  /**
+   * Ends the interaction with `result` and records `event` with it, and `writes` (a consent's grant and launch
+   * context), in one statement: all or none (a failure leaves the interaction waiting for a decision). False when
+   * another request decided the interaction first: then nothing of this one is written, event included.
+   */
+  async function decideWith(request: FastifyRequest, details: Details, result: InteractionResults, merge: boolean, event: Parameters<typeof auditFor>[2], writes: EventWrites = {}): Promise<boolean> {
+    const decisions = await decision(details, result, merge);
+    try {
+      await auditFor(request, details, event, { ...writes, decisions });
+      return true;
+    } catch (error) {
+      if (isDecidedAlready(error)) return false;
+      throw error;
+    }
   }
 
   const smartOf = (details: Details): SmartState => ({ ...((details.result as { smart?: SmartState } | undefined)?.smart ?? {}) });
 
+  /**
+   * Saves what the steps so far chose, while the interaction is undecided: a page answered from another tab after
+   * the decision changes nothing, and its next form goes to the resume (load).
+   */
   async function remember(details: Details, smart: SmartState): Promise<void> {
     details.result = { ...details.result, smart };
-    await details.persist();
+    const rows: PayloadRowWrite[] = [];
+    await deferSaves(rows, () => details.persist());
+    await saveUndecided(db, rows);
   }
 
   /** The app asking, as the pages show it; undefined once it was suspended or removed mid-way. */
@@ -318,8 +348,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
           }
           const launcherUser = await launcherSignIn(launchId);
           if (launcherUser) {
-            await auditFor(request, details, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
-            return finish(reply, details, { login: { accountId: launcherUser } }, false);
+            await decideWith(request, details, { login: { accountId: launcherUser } }, false, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
+            return reply.redirect(details.returnTo, 303);
           }
           return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
         }
@@ -431,8 +461,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   /** consent_denied, simulated by the sandbox launcher: the authorization ends as if the user chose Deny. */
   async function simulatedDenial(request: Req, reply: FastifyReply, details: Details): Promise<FastifyReply> {
     const simulated = SIMULATED_ERRORS.consent_denied;
-    await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } });
-    return finish(reply, details, { error: simulated.error, error_description: simulated.description }, false);
+    const event = { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } } as const;
+    await decideWith(request, details, { error: simulated.error, error_description: simulated.description }, false, event);
+    return reply.redirect(details.returnTo, 303);
   }
 
   /** Records the decision: a new grant with exactly the granted scopes, and its launch context. */
@@ -446,7 +477,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       if (STATIC_SCOPES.includes(text)) grant.addOIDCScope(text);
     }
     // The grant, its launch context and the decision are written with the consent's audit event, in one
-    // statement: all of them or none (a failure leaves the interaction waiting for a decision).
+    // statement: all of them or none (decideWith).
     const rows: PayloadRowWrite[] = [];
     const grantId = await deferSaves(rows, () => grant.save());
     const patient = smart.patient;
@@ -475,8 +506,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // oidc-provider issues what was both requested and granted; the request now says what was granted, so
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
-    await deferSaves(rows, () => conclude(details, { consent: { grantId }, smart: { ...smart, resolved: true } }));
-    await auditFor(request, details, event, { payloads: rows, contexts });
+    await decideWith(request, details, { consent: { grantId }, smart: { ...smart, resolved: true } }, true, event, { payloads: rows, contexts });
     return reply.redirect(details.returnTo, 303);
   }
 
@@ -523,11 +553,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // The resume that follows and the next pages ask for this user by id: read already, with the password.
     users.prime(result.user, readAt);
     // The sign-in's result goes with its login.success event, in one statement: both or neither (a failure
-    // leaves the sign-in page to send again).
-    const rows: PayloadRowWrite[] = [];
-    await deferSaves(rows, () => conclude(details, { login: { accountId: result.user.id } }, false));
-    await auditFor(request, details, { type: 'login.success', userId: result.user.id }, { payloads: rows });
-    void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
+    // leaves the sign-in page to send again; a sign-in sent twice at once decides once).
+    if (await decideWith(request, details, { login: { accountId: result.user.id } }, false, { type: 'login.success', userId: result.user.id })) {
+      void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
+    }
     return reply.redirect(details.returnTo, 303);
   });
 
@@ -582,8 +611,8 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const patient = picking ? undefined : consentPatient(request, stored);
     if (patient === null) return alteredForm(request, reply);
     if (request.body.decision === 'deny') {
-      await auditFor(request, details, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
-      return finish(reply, details, { error: 'access_denied', error_description: 'the user denied access' }, false);
+      await decideWith(request, details, { error: 'access_denied', error_description: 'the user denied access' }, false, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
+      return reply.redirect(details.returnTo, 303);
     }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
     const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
@@ -633,7 +662,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 /** The steps whose forms answer to `/interaction/:uid/<step>`. */
 const FORM_STEPS: ReadonlySet<string> = new Set(['login', 'patient', 'encounter', 'consent', 'abort']);
 
-/** Whether an interaction's result ends it: what {@link conclude} saves, as against the steps' own state (`smart`). */
+/** Whether an interaction's result ends it: what {@link decision} saves, as against the steps' own state (`smart`). */
 function isConcluded(result: Details['result']): boolean {
   return result !== undefined && ('login' in result || 'consent' in result || 'error' in result);
 }

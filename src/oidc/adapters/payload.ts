@@ -5,8 +5,8 @@ import Provider, { errors, type Adapter, type AdapterPayload, type KoaContextWit
 
 import type { DB } from '../../db/schema.js';
 import { Batched } from '../../db/batched.js';
-import type { PayloadConsume, PayloadRowWrite } from '../../db/payload-rows.js';
-import { Statement } from '../../db/statements.js';
+import { decideInteractionsSql, decisionArrays, type PayloadConsume, type PayloadRowWrite } from '../../db/payload-rows.js';
+import { Statement, type Executes } from '../../db/statements.js';
 import type { SecretBox } from '../../security/secret-box.js';
 import { describeInputProblem, inputProblem, isStorableText } from '../../security/text.js';
 import { GRANT_CONTEXT_COLUMNS, grantContextOf, type GrantContext, type GrantContextRow } from '../../launch/context.js';
@@ -126,6 +126,17 @@ const deferredSaves = new AsyncLocalStorage<PayloadRowWrite[]>();
  */
 export function deferSaves<T>(rows: PayloadRowWrite[], save: () => Promise<T>): Promise<T> {
   return deferredSaves.run(rows, save);
+}
+
+const SAVE_UNDECIDED = new Statement<{ id: string }>(decideInteractionsSql(1));
+
+/**
+ * Writes the interaction rows `rows` (kept by {@link deferSaves}) while the interaction is undecided and unexpired
+ * (decideInteractionsSql): a decision goes without an audit event, or a step's state. False when another request
+ * decided it first: nothing was written.
+ */
+export async function saveUndecided(db: Executes, rows: readonly PayloadRowWrite[]): Promise<boolean> {
+  return (await SAVE_UNDECIDED.affected(db, decisionArrays(rows))) === rows.length;
 }
 
 /** A session read with the interaction that names it (FIND_INTERACTION), for the lookup by uid that follows. */
