@@ -163,9 +163,14 @@ describeEachDatabase('sandbox launcher', (ctx) => {
     assert.equal((await exchange(app, flow)).json<{ patient?: string }>().patient, DANIEL);
   });
 
-  it("skips sign-in as an app user, never as an operator: the launcher refuses, and a launch whose user became one since asks for the password", async () => {
+  it("lists and skips sign-in as app users, never operators: the launcher names none, refuses one, and a launch whose user became one since asks for the password", async () => {
     await createUser(ctx.current.database.db, { id: 'sandbox-operator', username: 'sandbox-operator', password: 'operator-password', fhirUser: 'Practitioner/demo-practitioner', name: 'Sandbox Operator', roles: ['clinician', 'admin'] });
     const browser = new Browser(app, TEST_ISSUER);
+    // Nor does the launcher name operators among its users: its page is public, their names are not for it.
+    const select = /<select id="user" name="user">([\s\S]*?)<\/select>/.exec((await browser.send('GET', '/launcher')).body)?.[1] ?? '';
+    const offered = [...select.matchAll(/<option value="([^"]+)"/g)].map((m) => m[1]);
+    assert.ok(offered.includes('demo-clinician'), `app users are offered: ${offered.join(' ')}`);
+    assert.ok(!offered.includes('sandbox-operator'), `no operator is: ${offered.join(' ')}`);
     const refused = await submit(browser, { patient: AMY, user: 'sandbox-operator', skip_login: 'true', skip_consent: 'true' });
     assert.equal(refused.statusCode, 400);
     assert.match(decodeEntities(refused.body), /skip sign-in: sandbox-operator is an operator \(admin\), who signs in with a password; choose another user, or leave sign-in on/);

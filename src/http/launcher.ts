@@ -111,7 +111,8 @@ export async function launcherRoutes(app: FastifyInstance, deps: LauncherDeps): 
       tab: query.tab === 'standalone' ? 'standalone' : 'ehr',
       csrf: csrfToken(request, reply),
       clients: await launchableClients(lists),
-      users: await listUsers(lists, { limit: 100 }),
+      // The EHR user in context: app users only (an operator's name is not for a public page; skip sign-in refuses them).
+      users: await listUsers(lists, { limit: 100, appUsersOnly: true }),
       fhirBases: config.fhirBaseUrls,
       patients,
       encounters,

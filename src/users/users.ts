@@ -173,9 +173,15 @@ export async function getUser(db: Kysely<DB>, id: string): Promise<UserRecord | 
   return toUserRecord(row, patients.map((p) => p.patient_id));
 }
 
-export async function listUsers(db: Kysely<DB>, options: { after?: string | undefined; limit: number; q?: string | undefined }): Promise<UserRecord[]> {
+/**
+ * Users by id, `limit` at most, after `after`, matching `q` in user name or name. With `appUsersOnly`, the enabled
+ * users who are not operators only: those a public page (the sandbox launcher) may name, which never tells a
+ * visitor whose password opens the console.
+ */
+export async function listUsers(db: Kysely<DB>, options: { after?: string | undefined; limit: number; q?: string | undefined; appUsersOnly?: boolean }): Promise<UserRecord[]> {
   let query = db.selectFrom('users').select(USER_COLUMNS);
   if (options.after) query = query.where('id', '>', options.after);
+  if (options.appUsersOnly) query = query.where('disabled', '=', false).where(sql<boolean>`not (roles ?| ${sql.val([...OPERATOR_ROLES])}::text[])`);
   if (options.q) query = query.where((eb) => eb.or([eb('username', 'like', `%${options.q!.replace(/[\\%_]/g, (c) => `\\${c}`)}%`), eb('name', 'like', `%${options.q!.replace(/[\\%_]/g, (c) => `\\${c}`)}%`)]));
   const rows = await query.orderBy('id').limit(options.limit).execute();
   return rows.map((row) => toUserRecord(row, []));
