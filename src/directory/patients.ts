@@ -86,8 +86,14 @@ export const SEARCH_LIMIT = 25;
  * birth date. An empty query lists the first patients by name.
  */
 export async function searchPatients(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT): Promise<PatientSummary[]> {
-  const rows = await patientSearch(db, query, limit).execute();
+  // The first page, without words (the picker as a launch first shows it): fixed text, planned once per connection.
+  const rows = searchTerms(query).length ? await patientSearch(db, query, limit).execute() : (await FIRST_PAGE.execute(db, [limit])).rows;
   return rows.map(toSummary);
+}
+
+/** What a search looks for: up to five words or birth-date prefixes; commas separate words too ("Shaw, Amy" as people write a name). */
+function searchTerms(query: string): string[] {
+  return query.toLowerCase().split(/[\s,;]+/).filter(Boolean).slice(0, 5);
 }
 
 /**
@@ -97,8 +103,7 @@ export async function searchPatients(db: Kysely<DB>, query: string, limit = SEAR
  */
 export function patientSearch(db: Kysely<DB>, query: string, limit = SEARCH_LIMIT) {
   let q = db.selectFrom('patients').select(['id', 'resource', 'display_name', 'birth_date', 'gender']);
-  // Commas separate words too: "Shaw, Amy" as people write a name.
-  for (const term of query.toLowerCase().split(/[\s,;]+/).filter(Boolean).slice(0, 5)) {
+  for (const term of searchTerms(query)) {
     if (DATE.test(term)) q = q.where('birth_date', 'like', `${term}%`);
     else q = q.where('search_text', 'like', `%${term.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
   }
@@ -106,6 +111,9 @@ export function patientSearch(db: Kysely<DB>, query: string, limit = SEARCH_LIMI
 }
 
 type SummaryRow = Parameters<typeof toSummary>[0];
+
+/** {@link patientSearch} without words: the first `$1` patients by name. */
+const FIRST_PAGE = new Statement<SummaryRow>('select id, resource, display_name, birth_date, gender from patients order by display_name, id limit $1');
 
 /** The patients with these ids, by name: fixed text, as a launch reads the one it is for at its decision. */
 const FIND_PATIENTS = new Statement<SummaryRow>('select id, resource, display_name, birth_date, gender from patients where id = any($1::text[]) order by display_name, id');
