@@ -770,7 +770,7 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     '',
     '## What each operation costs: CPU and SQL',
     '',
-    'CPU time of the server process, and of every Postgres process on the machine, per operation answered in the saturation run above, in µs (from /proc: the load generator is not in it). On a machine shared with other tenants throughput moves from one minute to the next; CPU per operation moves much less, so **bare ÷ ours** (bare in memory against our server and Postgres together) is the steadier ratio. Statements and commits per operation: our server\'s own counters (smart_auth_db_statements_total, smart_auth_db_commits_total) over the same run, under load, so with concurrent requests\' writes grouped. WAL: bytes of write-ahead log the cluster wrote per operation (pg_current_wal_lsn), what the writes cost Postgres, counted rather than timed.',
+    'CPU time of the server process, and of every Postgres process on the machine, per operation answered in the saturation run above, in µs (from /proc: the load generator is not in it); in brackets, the part of the Postgres backends serving connections (statements and their commits), the rest being the cluster\'s own work (WAL writer, checkpoints, autovacuum). On a machine shared with other tenants throughput moves from one minute to the next; CPU per operation moves much less, so **bare ÷ ours** (bare in memory against our server and Postgres together) is the steadier ratio. Statements and commits per operation: our server\'s own counters (smart_auth_db_statements_total, smart_auth_db_commits_total) over the same run, under load, so with concurrent requests\' writes grouped. WAL: bytes of write-ahead log the cluster wrote per operation (pg_current_wal_lsn), what the writes cost Postgres, counted rather than timed.',
     '',
     '| scenario | bare µs | bare+pg µs (server + Postgres) | ours server µs | ours Postgres µs | ours µs | bare ÷ ours | statements | commits | bare+pg WAL | ours WAL | PGlite µs |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -781,7 +781,7 @@ function toMarkdown(report: { meta: Record<string, unknown>; scenarios: Record<s
     const bare = total(cost('bare'));
     const ours = total(cost('postgres'));
     lines.push(
-      `| ${name} | ${f(bare)} | ${f(total(cost('bare-pg')))} | ${f(cost('postgres')?.serverUs)} | ${f(cost('postgres')?.postgresUs)} | ${f(ours)} | ${bare !== undefined && ours ? (bare / ours).toFixed(2) : '—'} | ${f(cost('postgres')?.statements, 2)} | ${f(cost('postgres')?.commits, 2)} | ${f(cost('bare-pg')?.walBytes)} | ${f(cost('postgres')?.walBytes)} | ${f(total(cost('pglite')))} |`,
+      `| ${name} | ${f(bare)} | ${f(total(cost('bare-pg')))} | ${f(cost('postgres')?.serverUs)} | ${f(cost('postgres')?.postgresUs)}${cost('postgres')?.postgresBackendsUs !== undefined ? ` (${f(cost('postgres')?.postgresBackendsUs)})` : ''} | ${f(ours)} | ${bare !== undefined && ours ? (bare / ours).toFixed(2) : '—'} | ${f(cost('postgres')?.statements, 2)} | ${f(cost('postgres')?.commits, 2)} | ${f(cost('bare-pg')?.walBytes)} | ${f(cost('postgres')?.walBytes)} | ${f(total(cost('pglite')))} |`,
     );
   }
   const gateway = Object.entries(report.scenarios).filter(([, s]) => s.direct);

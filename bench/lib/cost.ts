@@ -9,6 +9,12 @@ export interface Cost {
   readonly serverUs: number;
   /** CPU time of every Postgres process on this machine per operation, µs; absent when the server has none. */
   readonly postgresUs?: number;
+  /**
+   * Of postgresUs, the backends serving connections (the statements themselves, their commits' WAL flushes); the
+   * rest is the cluster's own work: WAL writer, checkpointer, background writer, autovacuum, and processes that
+   * exited meanwhile.
+   */
+  readonly postgresBackendsUs?: number;
   /** SQL statements sent per operation (the server's smart_auth_db_statements_total); ours on Postgres only. */
   readonly statements?: number;
   /** Transactions committed per operation (smart_auth_db_commits_total). */
@@ -20,6 +26,7 @@ export interface Cost {
 export interface CostSnapshot {
   readonly serverMs: number | undefined;
   readonly postgresMs: number | undefined;
+  readonly postgresBackendsMs: number | undefined;
   readonly sql: { readonly statements: number; readonly commits: number } | undefined;
   readonly walBytes: number | undefined;
 }
@@ -59,10 +66,12 @@ async function cpuMs(pid: number | string, reaped = false): Promise<number | und
  * CPU of every process named `postgres` so far (the cluster the bench runs on, when it is on this machine),
  * with that of backends that have exited: a connection a pool closed during a run took its CPU out of a sum
  * of live processes only (a negative figure once), while the postmaster, which waits for its backends,
- * keeps it as its children's time.
+ * keeps it as its children's time. `backends`: of it, the live processes serving a connection (their title
+ * names the client: `postgres: user db 127.0.0.1(port) …`).
  */
-async function postgresMs(): Promise<number | undefined> {
+async function postgresMs(): Promise<{ total: number; backends: number } | undefined> {
   let total = 0;
+  let backends = 0;
   let found = false;
   for (const pid of await readdir('/proc').catch(() => [] as string[])) {
     if (!/^\d+$/.test(pid)) continue;
@@ -72,8 +81,10 @@ async function postgresMs(): Promise<number | undefined> {
     if (ms === undefined) continue;
     total += ms;
     found = true;
+    const title = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (/^postgres: .* (\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\]|\[local\])(\(\d+\))? /.test(title)) backends += (await cpuMs(pid)) ?? 0;
   }
-  return found ? total : undefined;
+  return found ? { total, backends } : undefined;
 }
 
 /** The server's statement and commit counters, from /metrics; undefined when it has none (PGlite, bare). */
@@ -100,7 +111,8 @@ async function walPosition(admin: pg.Client | undefined): Promise<number | undef
 
 export async function snapshot(server: { readonly url: string; readonly pid: number | undefined }, { withPostgres, metricsToken, admin }: { readonly withPostgres: boolean; readonly metricsToken?: string | undefined; readonly admin?: pg.Client | undefined }): Promise<CostSnapshot> {
   const sql = await sqlCounts(server.url, metricsToken);
-  return { serverMs: server.pid === undefined ? undefined : await cpuMs(server.pid), postgresMs: withPostgres ? await postgresMs() : undefined, sql, walBytes: withPostgres ? await walPosition(admin) : undefined };
+  const postgres = withPostgres ? await postgresMs() : undefined;
+  return { serverMs: server.pid === undefined ? undefined : await cpuMs(server.pid), postgresMs: postgres?.total, postgresBackendsMs: postgres?.backends, sql, walBytes: withPostgres ? await walPosition(admin) : undefined };
 }
 
 /** The cost per operation between two snapshots, over `operations` answered. */
@@ -110,6 +122,8 @@ export function perOperation(before: CostSnapshot, after: CostSnapshot, operatio
   return {
     serverUs: per(before.serverMs, after.serverMs) * 1000,
     ...(before.postgresMs !== undefined && after.postgresMs !== undefined ? { postgresUs: per(before.postgresMs, after.postgresMs) * 1000 } : {}),
+    // A backend that exits between the snapshots takes its time out of the live sum (the total keeps it): never below 0.
+    ...(before.postgresBackendsMs !== undefined && after.postgresBackendsMs !== undefined ? { postgresBackendsUs: Math.max(0, per(before.postgresBackendsMs, after.postgresBackendsMs) * 1000) } : {}),
     // The scrape itself sends a statement (the signing keys' ages): one in thousands of operations.
     ...(before.sql && after.sql ? { statements: per(before.sql.statements, after.sql.statements), commits: per(before.sql.commits, after.sql.commits) } : {}),
     ...(before.walBytes !== undefined && after.walBytes !== undefined ? { walBytes: per(before.walBytes, after.walBytes) } : {}),
