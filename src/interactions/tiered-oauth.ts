@@ -6,6 +6,8 @@ import type { InteractionResults } from 'oidc-provider';
 import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import { cleanText } from '../audit/sanitize.js';
 import type { Config } from '../config/config.js';
+import type { PayloadRowWrite } from '../db/payload-rows.js';
+import { deferSaves, saveUndecided } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { authenticationRequest, discoverIdp, idpClientId, parseState, redeemCode, requestedIdp, TIERED_CALLBACK_PATH, tieredBrowserCookie, TieredOAuthError, type IdpIdentity, type TieredAttempt, type TieredOAuthDeps } from '../udap/tiered-oauth.js';
 import { readCookie } from '../users/device-cookie.js';
@@ -138,9 +140,12 @@ export class TieredSignIn {
         }
         void reply.header('set-cookie', `${tieredBrowserCookie(parsed.uid)}=; Max-Age=0; ${this.#cookieAttributes}`);
         const outcome = await this.#outcome(request, interaction.params, attempt, parsed.random);
-        // The attempt is spent: a second answer with the same state finds none.
+        // The attempt is spent: a second answer with the same state finds none. Saved only while the interaction is
+        // undecided: a Cancel from another tab meanwhile stays the decision (src/interactions/routes.ts decision).
         interaction.result = { ...interaction.result, smart: { ...smart, tiered: { outcome } } };
-        await interaction.persist();
+        const rows: PayloadRowWrite[] = [];
+        await deferSaves(rows, () => interaction.persist());
+        await saveUndecided(this.#deps.tiered.db, rows);
         return reply.redirect(`${basePath}/interaction/${parsed.uid}`, 303);
       },
     );
