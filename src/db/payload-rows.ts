@@ -113,7 +113,8 @@ export function consumeArrays(consumes: readonly PayloadConsume[]): unknown[] {
  * from three array parameters (`$first`: ids, then payloads, then ends): each row changes only while the stored
  * interaction is undecided and unexpired, so that of two requests deciding one interaction (two consent forms sent
  * at once, Allow and Deny from two tabs) one decides. A decision presented twice in one statement changes its row
- * once. Returns the ids decided.
+ * once. Returns the ids decided. A result holding `login`, `consent` or `error` is a decision, as isConcluded in
+ * src/interactions/routes.ts tells it.
  */
 export function decideInteractionsSql(first: number): string {
   return (

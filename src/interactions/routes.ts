@@ -662,7 +662,10 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 /** The steps whose forms answer to `/interaction/:uid/<step>`. */
 const FORM_STEPS: ReadonlySet<string> = new Set(['login', 'patient', 'encounter', 'consent', 'abort']);
 
-/** Whether an interaction's result ends it: what {@link decision} saves, as against the steps' own state (`smart`). */
+/**
+ * Whether an interaction's result ends it: what {@link decision} saves, as against the steps' own state (`smart`).
+ * The database tells a decided interaction by the same keys (decideInteractionsSql in src/db/payload-rows.ts).
+ */
 function isConcluded(result: Details['result']): boolean {
   return result !== undefined && ('login' in result || 'consent' in result || 'error' in result);
 }
