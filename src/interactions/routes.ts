@@ -15,7 +15,7 @@ import { SIMULATED_ERRORS } from '../smart/simulated-errors.js';
 import { consentWithPicker, mayChoosePatient, nextStep, takenLaunchRefusal, type LaunchState, type TakenLaunch } from '../smart/launch-policy.js';
 import { grantContextOf, launchContextOf } from '../smart/token-context.js';
 import type { GrantContextWrite, PayloadRowWrite } from '../db/payload-rows.js';
-import { deferSaves, saveUndecided, withSessionReadAhead } from '../oidc/adapters/payload.js';
+import { deferSaves, interactionRows, persistUndecided, withSessionReadAhead } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { CONSENT_PROPERTY } from '../smart/client-rules.js';
 import { STATIC_SCOPES } from '../smart/profile.js';
@@ -217,17 +217,15 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   }
 
   /**
-   * The save of the result oidc-provider resumes with (a decision, or an error for the app), kept rather than
-   * written: what its interactionResult does, on the interaction this request already loaded instead of loading it
-   * (and its session) a second time. Written only while the interaction is undecided (saveUndecided, or an audit
-   * event's `decisions`), so that of two requests deciding it at once (a form sent twice, Allow and Deny from two
-   * tabs) one decides, and the other makes nothing: no second grant.
+   * Sets the result oidc-provider resumes with (a decision, or an error for the app) on the interaction this request
+   * already loaded: what its interactionResult does, without loading it (and its session) a second time. Saved only
+   * while the interaction is undecided (persistUndecided, or an audit event's `decisions`), so that of two requests
+   * deciding it at once (a form sent twice, Allow and Deny from two tabs) one decides, and the other makes nothing:
+   * no second grant.
    */
-  async function decision(details: Details, result: InteractionResults, merge = true): Promise<PayloadRowWrite[]> {
+  function withDecision(details: Details, result: InteractionResults, merge = true): Details {
     details.result = merge && !('error' in result) ? { ...details.lastSubmission, ...result } : result;
-    const rows: PayloadRowWrite[] = [];
-    await deferSaves(rows, () => details.persist());
-    return rows;
+    return details;
   }
 
   /**
@@ -235,7 +233,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * request decided it first, the resume goes on with that decision.
    */
   async function finish(reply: FastifyReply, details: Details, result: InteractionResults, merge = true): Promise<FastifyReply> {
-    await saveUndecided(db, await decision(details, result, merge));
+    await persistUndecided(db, withDecision(details, result, merge));
     return reply.redirect(details.returnTo, 303);
   }
 
@@ -245,7 +243,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * another request decided the interaction first: then nothing of this one is written, event included.
    */
   async function decideWith(request: FastifyRequest, details: Details, result: InteractionResults, merge: boolean, event: Parameters<typeof auditFor>[2], writes: EventWrites = {}): Promise<boolean> {
-    const decisions = await decision(details, result, merge);
+    const decisions = await interactionRows(withDecision(details, result, merge));
     try {
       await auditFor(request, details, event, { ...writes, decisions });
       return true;
@@ -263,9 +261,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    */
   async function remember(details: Details, smart: SmartState): Promise<void> {
     details.result = { ...details.result, smart };
-    const rows: PayloadRowWrite[] = [];
-    await deferSaves(rows, () => details.persist());
-    await saveUndecided(db, rows);
+    await persistUndecided(db, details);
   }
 
   /** The app asking, as the pages show it; undefined once it was suspended or removed mid-way. */
@@ -663,7 +659,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 const FORM_STEPS: ReadonlySet<string> = new Set(['login', 'patient', 'encounter', 'consent', 'abort']);
 
 /**
- * Whether an interaction's result ends it: what {@link decision} saves, as against the steps' own state (`smart`).
+ * Whether an interaction's result ends it: what {@link withDecision} sets, as against the steps' own state (`smart`).
  * The database tells a decided interaction by the same keys (decideInteractionsSql in src/db/payload-rows.ts).
  */
 function isConcluded(result: Details['result']): boolean {

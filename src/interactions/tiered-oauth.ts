@@ -6,8 +6,7 @@ import type { InteractionResults } from 'oidc-provider';
 import type { AuditEvent, AuditLog } from '../audit/audit.js';
 import { cleanText } from '../audit/sanitize.js';
 import type { Config } from '../config/config.js';
-import type { PayloadRowWrite } from '../db/payload-rows.js';
-import { deferSaves, saveUndecided } from '../oidc/adapters/payload.js';
+import { persistUndecided } from '../oidc/adapters/payload.js';
 import type { ProviderHost } from '../oidc/provider-host.js';
 import { authenticationRequest, discoverIdp, idpClientId, parseState, redeemCode, requestedIdp, TIERED_CALLBACK_PATH, tieredBrowserCookie, TieredOAuthError, type IdpIdentity, type TieredAttempt, type TieredOAuthDeps } from '../udap/tiered-oauth.js';
 import { readCookie } from '../users/device-cookie.js';
@@ -143,9 +142,7 @@ export class TieredSignIn {
         // The attempt is spent: a second answer with the same state finds none. Saved only while the interaction is
         // undecided: a Cancel from another tab meanwhile stays the decision (src/interactions/routes.ts decision).
         interaction.result = { ...interaction.result, smart: { ...smart, tiered: { outcome } } };
-        const rows: PayloadRowWrite[] = [];
-        await deferSaves(rows, () => interaction.persist());
-        await saveUndecided(this.#deps.tiered.db, rows);
+        await persistUndecided(this.#deps.tiered.db, interaction);
         return reply.redirect(`${basePath}/interaction/${parsed.uid}`, 303);
       },
     );

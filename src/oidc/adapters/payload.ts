@@ -130,12 +130,19 @@ export function deferSaves<T>(rows: PayloadRowWrite[], save: () => Promise<T>): 
 
 const SAVE_UNDECIDED = new Statement<{ id: string }>(decideInteractionsSql(1));
 
+/** The rows an interaction's save (its `persist`) writes, kept rather than written: for {@link persistUndecided}, or an audit event's `decisions`. */
+export async function interactionRows(interaction: { persist(): Promise<unknown> }): Promise<PayloadRowWrite[]> {
+  const rows: PayloadRowWrite[] = [];
+  await deferSaves(rows, () => interaction.persist());
+  return rows;
+}
+
 /**
- * Writes the interaction rows `rows` (kept by {@link deferSaves}) while the interaction is undecided and unexpired
- * (decideInteractionsSql): a decision goes without an audit event, or a step's state. False when another request
- * decided it first: nothing was written.
+ * Saves the interaction while it is undecided and unexpired (decideInteractionsSql): a decision that goes without
+ * an audit event, or a step's state. False when another request decided it first: nothing was written.
  */
-export async function saveUndecided(db: Executes, rows: readonly PayloadRowWrite[]): Promise<boolean> {
+export async function persistUndecided(db: Executes, interaction: { persist(): Promise<unknown> }): Promise<boolean> {
+  const rows = await interactionRows(interaction);
   return (await SAVE_UNDECIDED.affected(db, decisionArrays(rows))) === rows.length;
 }
 
