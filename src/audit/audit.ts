@@ -369,10 +369,10 @@ export class AuditLog {
       ...payloadArrays(batch.flatMap((p) => p.writes.payloads ?? [])),
       ...grantUseArrays(batch.flatMap((p) => (p.writes.grantUse ? [p.writes.grantUse] : []))),
       ...consumeArrays(batch.flatMap((p) => p.writes.consumes ?? [])),
-      ...decisionArrays(batch.flatMap((p) => p.writes.decisions ?? [])),
     ];
+    const decisions = batch.flatMap((p) => p.writes.decisions ?? []);
     const contexts = batch.flatMap((p) => p.writes.contexts ?? []);
-    if (contexts.length) await INSERT_EVENTS_WITH_CONTEXTS.execute(this.#db, [...parameters, ...grantContextArrays(contexts)]);
+    if (decisions.length || contexts.length) await INSERT_EVENTS_WITH_DECISIONS.execute(this.#db, [...parameters, ...decisionArrays(decisions), ...grantContextArrays(contexts)]);
     else await INSERT_EVENTS.execute(this.#db, parameters);
     this.#last = prev;
   }
@@ -384,23 +384,26 @@ const AUDIT_TYPES: Readonly<Record<(typeof AUDIT_COLUMNS)[number], string>> = { 
 
 /**
  * A batch of events in one statement of fixed text, a column per array parameter, with the payload rows their
- * requests saved, the grants they issued tokens under, the codes and refresh tokens they used and the interactions
- * they decided (none, most often: those CTEs then write nothing), and
- * with `contexts`, the launch contexts of grants they made. The rows are numbered and inserted in that order, so
- * that their sequence numbers follow the chain.
+ * requests saved, the grants they issued tokens under and the codes and refresh tokens they used (none, most
+ * often: those CTEs then write nothing), and with `interactions`, the interactions they decided and the launch
+ * contexts of grants they made. The rows are numbered and inserted in that order, so that their sequence numbers
+ * follow the chain.
  */
-function insertEventsSql(contexts: boolean): string {
+function insertEventsSql(interactions: boolean): string {
   return (
-    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}, ${consumesSql(AUDIT_COLUMNS.length + 11)},` +
-    ` decided as (${decideInteractionsSql(AUDIT_COLUMNS.length + 14)})${contexts ? `, ${insertGrantContextsSql(AUDIT_COLUMNS.length + 17)}` : ''} ` +
+    `with payloads as (${upsertPayloadsSql(AUDIT_COLUMNS.length + 1)}), ${grantUsesSql(AUDIT_COLUMNS.length + 8)}, ${consumesSql(AUDIT_COLUMNS.length + 11)}` +
+    `${interactions ? `, decided as (${decideInteractionsSql(AUDIT_COLUMNS.length + 14)}), ${insertGrantContextsSql(AUDIT_COLUMNS.length + 17)}` : ''} ` +
     `insert into audit_events (${AUDIT_COLUMNS.join(', ')})` +
     ` select ${AUDIT_COLUMNS.join(', ')} from unnest(${AUDIT_COLUMNS.map((column, i) => `$${i + 1}::${AUDIT_TYPES[column]}[]`).join(', ')}) with ordinality as e(${AUDIT_COLUMNS.join(', ')}, n)` +
-    ` where ${ALL_CONSUMED} and ${allDecided(AUDIT_COLUMNS.length + 14)} order by n`
+    ` where ${ALL_CONSUMED}${interactions ? ` and ${allDecided(AUDIT_COLUMNS.length + 14)}` : ''} order by n`
   );
 }
 const INSERT_EVENTS = new Statement(insertEventsSql(false));
-/** The same with the launch contexts of grants a consent made: a statement of its own, so the token path's carries no more parameters. */
-const INSERT_EVENTS_WITH_CONTEXTS = new Statement(insertEventsSql(true));
+/**
+ * The same with the interactions a sign-in, consent or refusal decided and the launch contexts of grants a consent
+ * made: a statement of its own, so the token path's carries neither their parameters nor their check.
+ */
+const INSERT_EVENTS_WITH_DECISIONS = new Statement(insertEventsSql(true));
 
 /** What a row's hash covers: every column but the sequence number and the hashes. */
 export type RowContent = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
