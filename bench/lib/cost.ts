@@ -82,7 +82,8 @@ async function postgresMs(): Promise<{ total: number; backends: number } | undef
     total += ms;
     found = true;
     const title = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (/^postgres: .* (\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\]|\[local\])(\(\d+\))? /.test(title)) backends += (await cpuMs(pid)) ?? 0;
+    // A backend has no children of its own: its figure with them is its own.
+    if (/^postgres: .* (\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:]+\]|\[local\])(\(\d+\))? /.test(title)) backends += ms;
   }
   return found ? { total, backends } : undefined;
 }
