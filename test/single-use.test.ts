@@ -79,6 +79,26 @@ describeEachDatabase('single use under concurrency', (ctx) => {
     assert.equal(tokens.json<Body>().patient, 'demo-amy-shaw');
   });
 
+  it(`a decided consent's resume followed ${PARALLEL} times at once (a client, not a browser): exactly one code`, async () => {
+    await createClient(app, { ...PUBLIC, client_id: 'resume-twice' });
+    const flow = await startAuthorization(app, { client_id: 'resume-twice', scope: 'launch/patient patient/Patient.rs offline_access' });
+    await login(flow, 'patient', 'patient-demo');
+    const { action, fields } = consentForm(flow, 'approve');
+    const decided = await flow.browser.send('POST', action, fields);
+    assert.equal(decided.statusCode, 303);
+    const answers = await Promise.all(Array.from({ length: PARALLEL }, () => flow.browser.send('GET', decided.headers.location as string)));
+    const winners = answers.filter((r) => (r.headers.location ?? '').startsWith(`${REDIRECT_URI}?`));
+    assert.equal(winners.length, 1, answers.map((r) => `${r.statusCode} ${r.headers.location ?? ''}`).join(' | '));
+    // The resume takes the interaction as it reads it: the others find none, and say so to the person.
+    for (const r of answers.filter((x) => x !== winners[0])) {
+      assert.equal(r.statusCode, 400);
+      assert.match(r.body, /<dt>Error<\/dt><dd><code>invalid_request<\/code><\/dd>\s*<dt>Details<\/dt><dd>interaction session not found<\/dd>/);
+    }
+    flow.page = { res: winners[0]!, location: winners[0]!.headers.location };
+    const tokens = await exchange(app, flow);
+    assert.equal(tokens.statusCode, 200, tokens.body);
+  });
+
   it('a consent form: Allow and Deny sent at once, from two tabs: one decides, and what was stored is what the app gets', async () => {
     await createClient(app, { ...PUBLIC, client_id: 'consent-both' });
     // The order they reach the write falls as it falls: a few rounds, to meet more than one.
