@@ -34,4 +34,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
 # exec form: node is PID 1 and receives SIGTERM itself for a graceful shutdown. --liftoff-only: the embedded
 # database's WebAssembly is compiled by V8's baseline tier only, without the 500 MiB its optimising tier
 # takes at each start (no effect with DATABASE_URL: nothing else runs WebAssembly).
-CMD ["node", "--enable-source-maps", "--max-semi-space-size=4", "--liftoff-only", "dist/src/main.js", "serve"]
+CMD ["node", "--enable-source-maps", "--max-semi-space-size=16", "--liftoff-only", "dist/src/main.js", "serve"]

@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 
 const [checkout = resolve(import.meta.dirname, '..'), dataDir = mkdtempSync(join(tmpdir(), 'sandbox-start-'))] = process.argv.slice(2);
 const started = performance.now();
-const child = spawn(process.execPath, ['--enable-source-maps', '--max-semi-space-size=4', '--liftoff-only', 'dist/src/main.js', 'serve'], {
+const child = spawn(process.execPath, ['--enable-source-maps', '--max-semi-space-size=16', '--liftoff-only', 'dist/src/main.js', 'serve'], {
   cwd: checkout,
   env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info' },
   stdio: ['ignore', 'pipe', 'pipe'],
