@@ -13,9 +13,11 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
+import { startFlags } from './lib/servers.js';
+
 const [checkout = resolve(import.meta.dirname, '..'), dataDir = mkdtempSync(join(tmpdir(), 'sandbox-start-'))] = process.argv.slice(2);
 const started = performance.now();
-const child = spawn(process.execPath, ['--enable-source-maps', '--max-semi-space-size=16', '--liftoff-only', 'dist/src/main.js', 'serve'], {
+const child = spawn(process.execPath, [...(await startFlags(checkout)), 'dist/src/main.js', 'serve'], {
   cwd: checkout,
   env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', DATA_DIR: dataDir, PORT: '0', LOG_LEVEL: 'info' },
   stdio: ['ignore', 'pipe', 'pipe'],

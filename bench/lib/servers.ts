@@ -65,9 +65,9 @@ async function track(name: string, url: string, child: ChildProcess, spawnedAt: 
   };
 }
 
-/** The Node flags of `npm start` (package.json), so that the server is measured as it is run. */
-async function startFlags(): Promise<string[]> {
-  const pkg = JSON.parse(await readFile(join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+/** The Node flags of `npm start` (the checkout's package.json), so that the server is measured as it is run. */
+export async function startFlags(checkout = PACKAGE_ROOT): Promise<string[]> {
+  const pkg = JSON.parse(await readFile(join(checkout, 'package.json'), 'utf8')) as { scripts: { start: string } };
   return pkg.scripts.start.split(/\s+/).filter((word) => word.startsWith('--'));
 }
 
