@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, it } from 'node:test';
 
+import { hash, verify } from '@node-rs/argon2';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 
@@ -13,6 +14,8 @@ import { REDIRECT_URI, startAuthorization, title, type Authorization } from './h
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
 const CLIENT = { client_id: 'throttle-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] };
+/** argon2id at the parameters this server hashed with before 20 MiB (src/security/password.ts). */
+const LEGACY_ARGON2 = { algorithm: 2, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
 const SLOWED = /Too many failed attempts\. Try again in 1 minute\(s\)\./;
 
 /** A distinct client address per number. */
@@ -204,6 +207,25 @@ describeEachDatabase('sign-in throttle', (ctx) => {
     const reset = await app.inject({ method: 'POST', url: `/admin/api/users/${created.json<{ id: string }>().id}/password`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { password: 'second-password-2' } });
     assert.equal(reset.statusCode, 204);
     assert.equal((await submit(flow, 'resettable', 'second-password-2', address(206))).statusCode, 303);
+  });
+
+  it('a hash made with older argon2 parameters still signs in, and is made again with today’s at that sign-in', async () => {
+    const legacy = await hash('legacy-password-1', LEGACY_ARGON2);
+    await db().insertInto('users').values({ id: 'legacy', username: 'legacy', password_hash: legacy, fhir_user: 'Practitioner/legacy', name: 'Le Gacy', roles: JSON.stringify([]) }).execute();
+    const stored = async () => (await db().selectFrom('users').select(['password_hash', 'last_login_at']).where('id', '=', 'legacy').executeTakeFirstOrThrow());
+    const flow = await start();
+    assert.equal((await submit(flow, 'legacy', 'wrong-password', address(215))).statusCode, 401);
+    assert.equal((await stored()).password_hash, legacy, 'a wrong password changes nothing');
+
+    assert.equal((await submit(flow, 'legacy', 'legacy-password-1', address(216))).statusCode, 303);
+    const renewed = await stored();
+    assert.match(renewed.password_hash!, /^\$argon2id\$v=19\$m=20480,t=2,p=1\$/);
+    assert.notEqual(renewed.last_login_at, null);
+    assert.equal(await verify(renewed.password_hash!, 'legacy-password-1'), true);
+
+    assert.equal((await submit(await start(), 'legacy', 'legacy-password-1', address(217))).statusCode, 303, 'the new hash signs in');
+    assert.equal((await stored()).password_hash, renewed.password_hash, 'a current hash is left as it is');
+    assert.equal((await submit(await start(), 'legacy', 'legacy-password-2', address(218))).statusCode, 401);
   });
 
   it('housekeeping deletes throttle rows once they are forgotten', async () => {

@@ -2,7 +2,7 @@ import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import type { SecretBox } from '../security/secret-box.js';
-import { verifyPassword } from '../security/password.js';
+import { hashPassword, needsRehash, verifyPassword } from '../security/password.js';
 import { deviceOf, rememberDevice } from './device-cookie.js';
 import { countAttempt, loginName, settleSignIn, sourceOf, throttleKey, uncountAttempt } from './login-throttle.js';
 import type { User } from './users.js';
@@ -34,7 +34,8 @@ export type SignInResult =
  * 3. check the password. Unknown users, disabled users and wrong passwords look the same and cost the same
  *    (argon2id against a dummy hash), and so do refusals: unknown names are throttled like real ones.
  *
- * A success gives the source its attempt back and resets the counter it passed, device or user name, and
+ * A success gives the source its attempt back, makes the user's hash again if it was made with older
+ * argon2 parameters (password.ts), and resets the counter it passed, device or user name, and
  * only that one: the owner signing in from a known browser must not hand an attacker who is slowed on the
  * user name a fresh set of free attempts.
  */
@@ -58,7 +59,18 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
 
   const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, attempt.password);
   if (!row || row.disabled || !valid) return { ok: false, reason: 'invalid', userId };
-  await settleSignIn(db, own, source, sql`update users set last_login_at = now() where id = ${row.id}`);
+  // A hash made with older parameters is made again with today's, now that the password is at hand; unless
+  // the password was changed meanwhile (the hash is no longer the one checked).
+  const phc = row.password_hash!;
+  const renewed = needsRehash(phc) ? await hashPassword(attempt.password) : undefined;
+  await settleSignIn(
+    db,
+    own,
+    source,
+    renewed
+      ? sql`update users set last_login_at = now(), password_hash = case when password_hash = ${phc} then ${renewed} else password_hash end where id = ${row.id}`
+      : sql`update users set last_login_at = now() where id = ${row.id}`,
+  );
   return {
     ok: true,
     user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },
