@@ -2,8 +2,8 @@ import { hash, verify } from '@node-rs/argon2';
 
 /**
  * argon2id at OWASP's recommended minimum of passes (t = 2, p = 1) with a little more than its 19 MiB of
- * memory: 20 MiB, a whole number of 2 MiB pages. The kernel backs the block array with huge pages, and at
- * 19 MiB the last MiB is faulted in 4 KiB pages at every verify: measured here (@node-rs/argon2, Node 24,
+ * memory: 20 MiB, a whole number of 2 MiB pages. Where the kernel backs the block array with huge pages (as on
+ * our machines), at 19 MiB the last MiB is faulted in 4 KiB pages at every verify: measured (@node-rs/argon2, Node 24,
  * 80 verifies in a row) 265 page faults and 11.0 ms of CPU a verify at 19 MiB, 10 faults and 8.4 ms at 20,
  * so the stronger setting costs a quarter less. Stored as a PHC string, so the parameters travel with the hash:
  * hashes made with other parameters still verify, and are made again at their owner's next sign-in

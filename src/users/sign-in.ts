@@ -61,16 +61,10 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
   if (!row || row.disabled || !valid) return { ok: false, reason: 'invalid', userId };
   // A hash made with older parameters is made again with today's, now that the password is at hand; unless
   // the password was changed meanwhile (the hash is no longer the one checked).
+  // (`valid` implies a hash: without one, verifyPassword is false.)
   const phc = row.password_hash!;
-  const renewed = needsRehash(phc) ? await hashPassword(attempt.password) : undefined;
-  await settleSignIn(
-    db,
-    own,
-    source,
-    renewed
-      ? sql`update users set last_login_at = now(), password_hash = case when password_hash = ${phc} then ${renewed} else password_hash end where id = ${row.id}`
-      : sql`update users set last_login_at = now() where id = ${row.id}`,
-  );
+  const renewed = needsRehash(phc) ? sql`, password_hash = case when password_hash = ${phc} then ${await hashPassword(attempt.password)} else password_hash end` : sql``;
+  await settleSignIn(db, own, source, sql`update users set last_login_at = now()${renewed} where id = ${row.id}`);
   return {
     ok: true,
     user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },
