@@ -97,10 +97,13 @@ describeEachDatabase('metrics', (ctx, kind) => {
       const was = { ...counts };
       assert.equal((await ccToken()).statusCode, 200);
       await app.runtime.audit.flush();
-      assert.deepEqual({ statements: counts.statements - was.statements, commits: counts.commits - was.commits }, { statements: 1, commits: 1 });
+      // …and prepared: parsed and planned once per connection, not at each token.
+      assert.deepEqual({ statements: counts.statements - was.statements, commits: counts.commits - was.commits, unprepared: counts.unprepared - was.unprepared }, { statements: 1, commits: 1, unprepared: 0 });
       const scraped = await scrape();
       assert.ok(value(scraped, 'smart_auth_db_statements_total') >= counts.statements - 1 && value(scraped, 'smart_auth_db_statements_total') <= counts.statements, 'the metric is the count');
       assert.ok(value(scraped, 'smart_auth_db_commits_total') > 0);
+      const unprepared = value(scraped, 'smart_auth_db_statements_unprepared_total');
+      assert.ok(unprepared > 0 && unprepared <= counts.unprepared && unprepared < value(scraped, 'smart_auth_db_statements_total'), `${unprepared} of the statements unprepared`);
     }
   });
 

@@ -25,7 +25,7 @@ export interface Database {
   /** Postgres pool connections (undefined on PGlite, one connection in process). */
   poolStats(): { total: number; idle: number; waiting: number } | undefined;
   /** Statements and commits the primary's connections have run (undefined on PGlite). */
-  statementCounts?(): { readonly statements: number; readonly commits: number } | undefined;
+  statementCounts?(): { readonly statements: number; readonly commits: number; readonly unprepared: number } | undefined;
   close(): Promise<void>;
 }
 

@@ -144,6 +144,11 @@ export class StatementCounts {
   statements = 0;
   /** Transactions committed: each statement outside a transaction is one, an explicit transaction is one. */
   commits = 0;
+  /**
+   * Statements sent without a name, which Postgres parses and plans at each execution: every one that is not a
+   * fixed statement (src/db/statements.ts) or runs inside a transaction, and all of them when names are off.
+   */
+  unprepared = 0;
 }
 
 /** Statements that open and close a transaction, as kysely and our code send them. */
@@ -184,6 +189,7 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
         } else {
           counts.statements++;
           if (!inTransaction) counts.commits++;
+          if (!name) counts.unprepared++;
         }
         if (planned && name) {
           const result = await onItsOwn(planned, prepared, text, values, name);

@@ -39,7 +39,7 @@ export interface ScrapeSources {
   /** The Postgres pool: connections open, idle, and requests waiting for one (undefined on PGlite). */
   readonly pool?: (() => { total: number; idle: number; waiting: number } | undefined) | undefined;
   /** Statements and commits the primary's connections have run since the start (undefined on PGlite). */
-  readonly statements?: (() => { readonly statements: number; readonly commits: number } | undefined) | undefined;
+  readonly statements?: (() => { readonly statements: number; readonly commits: number; readonly unprepared: number } | undefined) | undefined;
   /** The read replica's state and measured lag (undefined without DATABASE_REPLICA_URL). */
   readonly replica?: (() => { state: string; lagMs: number | undefined } | undefined) | undefined;
   /** Audit events recorded but not yet written. */
@@ -112,7 +112,7 @@ export function createMetrics(): Metrics {
     },
   });
   // Counters kept by the pool (src/db/pool.ts) as plain numbers, read at scrape time.
-  const pooled = (key: 'statements' | 'commits', name: string, help: string) => {
+  const pooled = (key: 'statements' | 'commits' | 'unprepared', name: string, help: string) => {
     let counted = 0;
     new Counter({
       name: `${prefix}${name}`,
@@ -128,6 +128,7 @@ export function createMetrics(): Metrics {
   };
   pooled('statements', 'db_statements_total', 'SQL statements sent to the primary (begin and commit not counted)');
   pooled('commits', 'db_commits_total', 'Transactions committed on the primary: each statement outside a transaction, and each explicit transaction');
+  pooled('unprepared', 'db_statements_unprepared_total', 'SQL statements sent to the primary without a prepared name, so parsed and planned each time');
   new Gauge({
     name: `${prefix}db_replica_lag_seconds`,
     help: 'How far the read replica was behind the primary at its last measurement (every second)',

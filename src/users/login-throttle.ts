@@ -1,8 +1,9 @@
 import { isIPv6 } from 'node:net';
 
-import { sql, type Kysely, type RawBuilder } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import { Statement } from '../db/statements.js';
 import type { LoginThrottleTable } from '../db/tables/login-throttle.js';
 import type { SecretBox } from '../security/secret-box.js';
 
@@ -111,74 +112,108 @@ export interface Admission {
 }
 
 /**
+ * The wait after the `hits`-th attempt passed, for a policy given as parameters `$free`, `$base`, `$growth`
+ * and `$max` ({@link policyValues}): every policy runs the same statement text, planned once per connection.
+ */
+function delay(hits: string, [free, base, growth, max]: readonly [string, string, string, string]): string {
+  return `(case when (${hits}) < ${free}::int then 0 else least(${base}::float8 * power(${growth}::float8, (${hits}) - ${free}::int), ${max}::float8) end) * interval '1 second'`;
+}
+
+/** `free`, `baseSeconds`, `growth`, `maxSeconds`: the parameters of {@link delay}. */
+function policyValues(p: ThrottlePolicy): [number, number, number, number] {
+  return [p.free, p.baseSeconds, p.growth, p.maxSeconds];
+}
+
+/**
+ * Counts one attempt: $1 kind, $2 key hash, $3–$6 the policy's delay, $7 its tolerance, $8 its forgetting time
+ * (seconds). `clock_timestamp()`, not `now()`: a statement that started first may take the lock last, and must
+ * not find the previous holder's time in its future.
+ */
+const COUNT = new Statement<{ admitted: boolean; retry_after: number }>(`
+  insert into login_throttle as t (kind, key_hash, hits, next_at, expires_at, last_admitted)
+  select $1::text, $2::text, 1, c.now + ${delay('1', ['$3', '$4', '$5', '$6'])}, c.now + ${delay('1', ['$3', '$4', '$5', '$6'])} + $8::float8 * interval '1 second', true
+  from (select clock_timestamp() as now) c
+  on conflict (kind, key_hash) do update set (hits, next_at, expires_at, last_admitted) = (
+    select case when s.admitted then s.hits + 1 else t.hits end,
+           case when s.admitted then s.due + ${delay('s.hits + 1', ['$3', '$4', '$5', '$6'])} else t.next_at end,
+           case when s.admitted then s.due + ${delay('s.hits + 1', ['$3', '$4', '$5', '$6'])} + $8::float8 * interval '1 second' else t.expires_at end,
+           s.admitted
+    from (
+      select f.hits, f.due, f.due <= f.now + $7::float8 * interval '1 second' as admitted
+      from (
+        select c.now,
+               case when t.expires_at <= c.now then 0 else t.hits end as hits,
+               case when t.expires_at <= c.now then c.now else greatest(t.next_at, c.now) end as due
+        from (select clock_timestamp() as now) c
+      ) f
+    ) s
+  )
+  returning last_admitted as admitted, greatest(1, ceil(extract(epoch from next_at - clock_timestamp()) - $7::float8))::int as retry_after`);
+
+/** The last attempt counted on a key given back: $1 kind, $2 key hash, $3–$6 the policy's delay. */
+const uncounting = (kind: string, hash: string, delays: readonly [string, string, string, string]) =>
+  `update login_throttle set hits = hits - 1, next_at = next_at - ${delay('hits', delays)} where kind = ${kind}::text and key_hash = ${hash}::text and hits > 0`;
+const UNCOUNT = new Statement(uncounting('$1', '$2', ['$3', '$4', '$5', '$6']));
+
+/** A key started afresh: $1 kind, $2 key hash. */
+const resetting = (kind: string, hash: string) => `delete from login_throttle where kind = ${kind}::text and key_hash = ${hash}::text`;
+const RESET = new Statement(resetting('$1', '$2'));
+
+/**
+ * A successful sign-in: the own key ($1, $2) reset, the source's attempt ($3, $4, policy $5–$8) given back,
+ * the user's ($9) last sign-in set and, when $10 is not null, the hash made again: $10 replaces $11 if $11 is
+ * still the stored hash (the password was not changed meanwhile).
+ */
+const SETTLE = new Statement(`
+  with reset as (${resetting('$1', '$2')}),
+       given_back as (${uncounting('$3', '$4', ['$5', '$6', '$7', '$8'])}),
+       signed_in as (
+         update users set last_login_at = now(),
+                password_hash = case when $10::text is not null and password_hash = $11::text then $10::text else password_hash end
+         where id = $9::text
+       )
+  select 1`);
+
+/**
  * Counts one attempt on `key` and says whether it may go on to the password check. Atomic: one statement,
- * serialised per key by its row lock. `clock_timestamp()`, not `now()`: a statement that started first may
- * take the lock last, and must not find the previous holder's time in its future.
+ * serialised per key by its row lock.
  */
 export async function countAttempt(db: Kysely<DB>, key: ThrottleKey, policy?: ThrottlePolicy): Promise<Admission> {
-  const p = policy ?? POLICIES[key.kind as keyof typeof POLICIES];
-  const { rows } = await sql<{ admitted: boolean; retry_after: number }>`
-    insert into login_throttle as t (kind, key_hash, hits, next_at, expires_at, last_admitted)
-    select ${key.kind}, ${key.hash}, 1, c.now + ${delay(p, sql`1`)}, c.now + ${delay(p, sql`1`)} + ${seconds(p.forgetSeconds)}, true
-    from (select clock_timestamp() as now) c
-    on conflict (kind, key_hash) do update set (hits, next_at, expires_at, last_admitted) = (
-      select case when s.admitted then s.hits + 1 else t.hits end,
-             case when s.admitted then s.due + ${delay(p, sql`s.hits + 1`)} else t.next_at end,
-             case when s.admitted then s.due + ${delay(p, sql`s.hits + 1`)} + ${seconds(p.forgetSeconds)} else t.expires_at end,
-             s.admitted
-      from (
-        select f.hits, f.due, f.due <= f.now + ${seconds(p.toleranceSeconds)} as admitted
-        from (
-          select c.now,
-                 case when t.expires_at <= c.now then 0 else t.hits end as hits,
-                 case when t.expires_at <= c.now then c.now else greatest(t.next_at, c.now) end as due
-          from (select clock_timestamp() as now) c
-        ) f
-      ) s
-    )
-    returning last_admitted as admitted, greatest(1, ceil(extract(epoch from next_at - clock_timestamp()) - ${p.toleranceSeconds}::float8))::int as retry_after
-  `.execute(db);
-  const row = rows[0]!;
+  const p = policy ?? policyOf(key);
+  const row = (await COUNT.first(db, [key.kind, key.hash, ...policyValues(p), p.toleranceSeconds, p.forgetSeconds]))!;
   return { admitted: row.admitted, retryAfterSeconds: row.retry_after };
 }
 
 /** Gives back the last attempt counted on `key`: for an attempt that checked no password, or succeeded. */
 export async function uncountAttempt(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
-  await uncounting(key).execute(db);
+  await UNCOUNT.execute(db, [key.kind, key.hash, ...policyValues(policyOf(key))]);
 }
 
 /** Starts `key` afresh (a successful sign-in, a new password). */
 export async function resetThrottle(db: Kysely<DB>, key: ThrottleKey): Promise<void> {
-  await resetting(key).execute(db);
+  await RESET.execute(db, [key.kind, key.hash]);
+}
+
+/** A password hash to store in place of the one just checked. */
+export interface HashRenewal {
+  readonly checked: string;
+  readonly renewed: string;
 }
 
 /**
- * A successful sign-in's throttling in one statement, with `also` (the user's last sign-in) written in it:
- * `own` (the account or device) starts afresh and the attempt counted on `source` is given back.
+ * A successful sign-in in one statement: `own` (the account or device) starts afresh, the attempt counted on
+ * `source` is given back, the user's last sign-in is set and, with `renewal`, the password hash replaced.
  */
-export async function settleSignIn(db: Kysely<DB>, own: ThrottleKey, source: ThrottleKey, also: RawBuilder<unknown>): Promise<void> {
-  await sql`with reset as (${resetting(own)}), given_back as (${uncounting(source)}), also as (${also}) select 1`.execute(db);
+export async function settleSignIn(db: Kysely<DB>, own: ThrottleKey, source: ThrottleKey, userId: string, renewal?: HashRenewal): Promise<void> {
+  await SETTLE.execute(db, [own.kind, own.hash, source.kind, source.hash, ...policyValues(policyOf(source)), userId, renewal?.renewed ?? null, renewal?.checked ?? null]);
 }
 
-function uncounting(key: ThrottleKey): RawBuilder<unknown> {
-  const p = POLICIES[key.kind as keyof typeof POLICIES];
-  return sql`update login_throttle set hits = hits - 1, next_at = next_at - ${delay(p, sql`hits`)} where kind = ${key.kind} and key_hash = ${key.hash} and hits > 0`;
-}
-
-function resetting(key: ThrottleKey): RawBuilder<unknown> {
-  return sql`delete from login_throttle where kind = ${key.kind} and key_hash = ${key.hash}`;
+function policyOf(key: ThrottleKey): ThrottlePolicy {
+  if (key.kind === 'registration') throw new Error('registrations are counted with a policy given');
+  return POLICIES[key.kind];
 }
 
 export async function purgeLoginThrottle(db: Kysely<DB>): Promise<number> {
   const result = await db.deleteFrom('login_throttle').where('expires_at', '<', sql<Date>`now()`).executeTakeFirst();
   return Number(result.numDeletedRows);
-}
-
-/** The wait after the `hits`-th attempt passed. */
-function delay(p: ThrottlePolicy, hits: RawBuilder<unknown>): RawBuilder<unknown> {
-  return sql`(case when (${hits}) < ${p.free}::int then 0 else least(${p.baseSeconds}::float8 * power(${p.growth}::float8, (${hits}) - ${p.free}::int), ${p.maxSeconds}::float8) end) * interval '1 second'`;
-}
-
-function seconds(value: number): RawBuilder<unknown> {
-  return sql`${value}::float8 * interval '1 second'`;
 }

@@ -1,11 +1,17 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 
 import type { DB } from '../db/schema.js';
+import { Statement } from '../db/statements.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { hashPassword, needsRehash, verifyPassword } from '../security/password.js';
 import { deviceOf, rememberDevice } from './device-cookie.js';
 import { countAttempt, loginName, settleSignIn, sourceOf, throttleKey, uncountAttempt } from './login-throttle.js';
 import type { User } from './users.js';
+
+/** The user signing in, by the name as typed ($1). */
+const USER_BY_NAME = new Statement<{ id: string; username: string; password_hash: string | null; fhir_user: string; name: string; roles: string[]; disabled: boolean }>(
+  'select id, username, password_hash, fhir_user, name, roles, disabled from users where username = $1::text',
+);
 
 export interface SignInAttempt {
   readonly username: string;
@@ -43,7 +49,7 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
   const name = loginName(attempt.username);
   const source = throttleKey(box, 'source', sourceOf(attempt.ip));
   const [row, bySource] = await Promise.all([
-    db.selectFrom('users').select(['id', 'username', 'password_hash', 'fhir_user', 'name', 'roles', 'disabled']).where('username', '=', attempt.username).executeTakeFirst(),
+    USER_BY_NAME.first(db, [attempt.username]),
     countAttempt(db, source),
   ]);
   const userId = row?.id;
@@ -63,8 +69,7 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
   // the password was changed meanwhile (the hash is no longer the one checked).
   // (`valid` implies a hash: without one, verifyPassword is false.)
   const phc = row.password_hash!;
-  const renewed = needsRehash(phc) ? sql`, password_hash = case when password_hash = ${phc} then ${await hashPassword(attempt.password)} else password_hash end` : sql``;
-  await settleSignIn(db, own, source, sql`update users set last_login_at = now()${renewed} where id = ${row.id}`);
+  await settleSignIn(db, own, source, row.id, needsRehash(phc) ? { checked: phc, renewed: await hashPassword(attempt.password) } : undefined);
   return {
     ok: true,
     user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },
