@@ -49,6 +49,9 @@ export function defaultResource(config: Config, ctx: KoaContextWithOIDC, oneOf?:
     if (aud === undefined && isUdapSignIn(config, ctx)) return undefined;
     return audBase(config, aud);
   }
+  // The resume goes on with the request as /auth checked it, whose `aud` was required there unless the request
+  // was a UDAP sign-in (whose `udap` scope oidc-provider has dropped from the stored request since): no resource.
+  if (ctx.oidc.route === 'resume') return aud === undefined ? undefined : audBase(config, aud);
   return config.fhirBaseUrls[0]!;
 }
 
