@@ -87,7 +87,8 @@ describeEachDatabase('consent page', (ctx) => {
     await login(standalone, 'clinician', 'clinician-demo');
     assert.equal(title(standalone.page), 'Allow Chart to access the record of the patient you choose?', 'the picker asks for consent too');
     // Where something comes between the choice and the consent (an encounter to pick), the consent page names the patient.
-    const visit = await startAuthorization(app, { client_id: 'chart', scope: 'openid launch/patient launch/encounter patient/Observation.rs' }, { browser: standalone.browser });
+    const visit = await startAuthorization(app, { client_id: 'chart', scope: 'openid launch/patient launch/encounter patient/Observation.rs' });
+    await login(visit, 'clinician', 'clinician-demo');
     assert.equal(title(visit.page), 'Choose a patient');
     await pickPatient(visit, 'demo-daniel-okafor');
     await pickEncounter(visit, 'none');

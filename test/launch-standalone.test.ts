@@ -8,7 +8,7 @@ import { importDirectory } from '../src/directory/patients.js';
 import { hashPassword } from '../src/security/password.js';
 import { testApp, TEST_ADMIN_TOKEN, TEST_FHIR_BASE, TEST_ISSUER } from './helpers/app.js';
 import { hiddenFields } from '../bench/lib/flows.js';
-import { choices, formAction } from './helpers/browser.js';
+import { choices, formAction, inputValue } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
 import { describeEachDatabase } from './helpers/databases.js';
 import { callback, consent, exchange, login, pickEncounter, pickPatient, REDIRECT_URI, startAuthorization, title, tokenRequest } from './helpers/flow.js';
@@ -76,8 +76,10 @@ describeEachDatabase('standalone launch', (ctx) => {
     const first = await startAuthorization(app, { client_id: 'patient-app', scope: 'openid fhirUser launch/patient patient/*.rs' });
     await login(first, 'clinician', 'clinician-demo');
     await pickPatient(first, 'demo-henry-nguyen');
-    // The second tab starts while the first waits at its consent page: the browser is signed in now.
+    // The second tab starts while the first waits at its consent page. The first tab's sign-in is kept in its own
+    // interaction until its decision, so the browser is not signed in yet: the second tab asks too.
     const second = await startAuthorization(app, { client_id: 'limited-app', scope: 'launch/patient patient/Observation.rs', state: 'state-2' }, { browser: first.browser });
+    await login(second, 'clinician', 'clinician-demo');
     await pickPatient(second, 'demo-amy-shaw');
     assert.match(title(second.page), /^Allow limited-app to access the record of the patient you choose/);
     await consent(first);
@@ -87,6 +89,93 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.deepEqual([a.json<Body>().patient, a.json<Body>().scope], ['demo-henry-nguyen', 'openid fhirUser launch/patient patient/*.rs']);
     assert.deepEqual([b.json<Body>().patient, b.json<Body>().scope], ['demo-amy-shaw', 'launch/patient patient/Observation.rs']);
     assert.equal(callback(second).state, 'state-2');
+  });
+
+  it('the sign-in goes to oidc-provider with the decision: its answer is the next page, a form shown before it cannot decide, and a denial leaves nobody signed in', async () => {
+    const scope = 'openid fhirUser launch/patient patient/*.rs';
+    const flow = await startAuthorization(app, { client_id: 'patient-app', scope });
+    const signInPage = flow.page.res.body;
+    const csrfBefore = inputValue(signInPage, 'csrf');
+    const before = flow.browser.requests;
+    await login(flow, 'clinician', 'clinician-demo');
+    assert.equal(flow.browser.requests - before, 1, 'the picker is the answer to the sign-in, not behind a resume and a redirect');
+    assert.equal(flow.page.res.statusCode, 200);
+    assert.equal(title(flow.page), 'Allow Patient App to access the record of the patient you choose?');
+    const page = flow.page.res.body;
+    const self = formAction(page, '/consent').replace(/\/consent$/, '');
+
+    // The sign-in form sent again (a reload of its answer, another tab): the interaction's page; nobody else signs in.
+    const again = await flow.browser.send('POST', formAction(signInPage, '/login'), { csrf: csrfBefore, username: 'caregiver', password: 'caregiver-pass' });
+    assert.equal(again.statusCode, 303);
+    assert.equal(again.headers.location, self);
+    assert.match((await flow.browser.send('GET', self)).body, /Allow Patient App to access the record of the patient you choose/);
+    // A form shown before the sign-in (its CSRF token names no user) cannot decide for the user signed in since.
+    const allScopes = choices(page, 'scope').filter((o) => o.checked).map((o) => o.value);
+    const stale = await flow.browser.send('POST', formAction(page, '/consent'), { csrf: csrfBefore, patient: 'demo-amy-shaw', decision: 'approve', scope: allScopes });
+    assert.equal(stale.statusCode, 403);
+    assert.match(stale.body, /This form has expired/);
+    assert.notEqual(inputValue(page, 'csrf'), csrfBefore, 'the pages after the sign-in carry a token of their own');
+
+    // Until the decision the browser has no session: another authorization in it asks to sign in.
+    const other = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' }, { browser: flow.browser });
+    assert.equal(title(other.page), 'Sign in');
+    await pickPatient(flow, 'demo-amy-shaw');
+    await consent(flow, { decision: 'deny' });
+    assert.deepEqual(callback(flow), { error: 'access_denied', error_description: 'the user denied access', state: 'state-1', iss: TEST_ISSUER });
+    const afterDenial = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' }, { browser: flow.browser });
+    assert.equal(title(afterDenial.page), 'Sign in', 'a denial signs nobody in');
+
+    // Allowed: the id_token's auth_time is the sign-in's, not the decision's.
+    // (max_age asks for auth_time in the id_token, OIDC Core §3.1.2.1.)
+    const allowed = await startAuthorization(app, { client_id: 'patient-app', scope, max_age: '3600' });
+    const signedInFrom = Math.floor(Date.now() / 1000);
+    await login(allowed, 'clinician', 'clinician-demo');
+    const signedInTo = Math.ceil(Date.now() / 1000);
+    await pickPatient(allowed, 'demo-amy-shaw');
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await consent(allowed);
+    const token = await exchange(app, allowed);
+    assert.equal(token.statusCode, 200, token.body);
+    const claims = decodeJwt(token.json<Body>().id_token as string);
+    assert.equal(claims.sub, 'demo-clinician');
+    assert.ok(typeof claims.auth_time === 'number' && claims.auth_time >= signedInFrom && claims.auth_time <= signedInTo && claims.auth_time < claims.iat!, `auth_time ${String(claims.auth_time)}, signed in ${signedInFrom}–${signedInTo}, iat ${String(claims.iat)}`);
+    // Signed in now: the next authorization goes straight to consent.
+    const next = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' }, { browser: allowed.browser });
+    assert.match(title(next.page), /^Allow /);
+  });
+
+  it('a browser signed in as one user, asked to sign in again (prompt=login), signed in as another: oidc-provider asks to end the first session before anything is shown or decided for the second', async () => {
+    const first = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs' });
+    await login(first, 'patient', 'patient-demo');
+    await consent(first);
+    assert.equal((await exchange(app, first)).statusCode, 200);
+    const second = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs', prompt: 'login' }, { browser: first.browser });
+    assert.equal(title(second.page), 'Sign in');
+    // The same user again: the next page is the answer, as for a browser without a session.
+    const same = await startAuthorization(app, { client_id: 'patient-app', scope: 'launch/patient patient/Patient.rs', prompt: 'login' }, { browser: first.browser });
+    const requests = same.browser.requests;
+    await login(same, 'patient', 'patient-demo');
+    assert.equal(same.browser.requests - requests, 1);
+    assert.match(title(same.page), /^Allow /);
+    // Another user: the sign-in's answer is the resume, where oidc-provider asks to sign the first user out (a form
+    // the browser sends at once), before any page is shown for the second or anything decided for them.
+    const requests2 = second.browser.requests;
+    await login(second, 'clinician', 'clinician-demo');
+    assert.equal(second.browser.requests - requests2, 2, 'POST sign-in, the resume');
+    const body = second.page.res.body;
+    assert.equal(formAction(body, '/logout/confirm'), `${TEST_ISSUER}/logout/confirm`);
+    assert.equal(inputValue(body, 'logout'), 'yes');
+    const db = app.runtime.database.db;
+    const clinicianGrants = async () => (await db.selectFrom('grant_contexts').select('grant_id').where('client_id', '=', 'patient-app').where('account_id', '=', 'demo-clinician').execute()).length;
+    const grantsBefore = await clinicianGrants();
+    second.page = await second.browser.go('POST', '/logout/confirm', { xsrf: inputValue(body, 'xsrf'), logout: 'yes' });
+    assert.equal(title(second.page), 'Allow Patient App to access the record of the patient you choose?', 'signed out, then on as the second user');
+    assert.equal(await clinicianGrants(), grantsBefore, 'nothing decided for the second user before that');
+    await pickPatient(second, 'demo-henry-nguyen');
+    await consent(second);
+    const token = await exchange(app, second);
+    assert.equal(token.statusCode, 200, token.body);
+    assert.equal(token.json<Body>().patient, 'demo-henry-nguyen');
   });
 
   it('a patient shares their own record without a picker; a caregiver picks among the records they may act for', async () => {
@@ -126,6 +215,7 @@ describeEachDatabase('standalone launch', (ctx) => {
     assert.match(otherSeal.patient_mac ?? '', /^[\w-]{43}$/);
 
     const flow = await startAuthorization(app, { client_id: 'patient-app', scope }, { browser: other.browser });
+    await login(flow, 'patient', 'patient-demo');
     const body = flow.page.res.body;
     const fields = hiddenFields(body, '/consent');
     assert.notEqual(fields.patient_mac, otherSeal.patient_mac, 'each sign-in has its own seal');

@@ -114,13 +114,15 @@ export function consumeArrays(consumes: readonly PayloadConsume[]): unknown[] {
  * interaction is undecided and unexpired, so that of two requests deciding one interaction (two consent forms sent
  * at once, Allow and Deny from two tabs) one decides. A decision presented twice in one statement changes its row
  * once. Returns the ids decided. A result holding `login`, `consent` or `error` is a decision, as isConcluded in
- * src/interactions/routes.ts tells it.
+ * src/interactions/routes.ts tells it. A sign-in kept in the interaction (`smart.signedIn`) is decided once too:
+ * a save that carries another one (a sign-in form sent twice at once, or from two tabs) changes nothing.
  */
 export function decideInteractionsSql(first: number): string {
   return (
     `update oidc_payloads p set payload = d.payload, expires_at = d.expires_at from unnest($${first}::text[], $${first + 1}::jsonb[], $${first + 2}::timestamptz[]) as d(id, payload, expires_at)` +
     ` where p.model = 'Interaction' and p.id = d.id and (p.expires_at is null or p.expires_at > now())` +
-    ` and not coalesce(p.payload->'result' ?| array['login', 'consent', 'error'], false) returning p.id`
+    ` and not coalesce(p.payload->'result' ?| array['login', 'consent', 'error'], false)` +
+    ` and not coalesce(p.payload #> '{result,smart,signedIn}' <> d.payload #> '{result,smart,signedIn}', false) returning p.id`
   );
 }
 

@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+
 import formbody from '@fastify/formbody';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
@@ -37,8 +39,9 @@ import type { TieredSignIn, TieredState } from './tiered-oauth.js';
  * The pages between the authorization request and the code: sign-in, patient picker, encounter picker
  * and consent (SMART App Launch 2.2 §EHR launch and §Standalone launch; ONC (g)(10) consent). oidc-provider
  * sends the browser to GET /interaction/:uid whenever it needs a decision; each step here either shows a
- * page or records its answer in the interaction and comes back to GET, until the authorization is decided
- * and oidc-provider resumes.
+ * page or records its answer in the interaction and shows the next, until the authorization is decided and
+ * oidc-provider resumes. A sign-in on the sign-in page is kept in the interaction (`signedIn`) and goes to
+ * oidc-provider with the decision that ends it: one resume, not one for the sign-in and one for the consent.
  *
  * Every page works without JavaScript. Field names are fixed so that any client can drive the forms:
  * `username`, `password`; `patient` / `encounter` (radio); `scope` (one checkbox per scope, the scope string
@@ -73,6 +76,12 @@ interface SmartState {
   launcher?: { skipConsent: boolean; simulate?: string | undefined; patients?: readonly string[] | undefined };
   /** A sign-in at the person's identity provider (UDAP Tiered OAuth): in flight, then its outcome. */
   tiered?: TieredState;
+  /**
+   * The user who signed in on this interaction's sign-in page, and when (seconds since the epoch): the login
+   * oidc-provider is given with the decision, whose pages are for this user. `id` is the sign-in's own: of two
+   * sign-ins on one interaction at once, the database keeps the first (decideInteractionsSql).
+   */
+  signedIn?: { accountId: string; ts: number; id: string };
 }
 
 type Details = Awaited<ReturnType<ProviderHost['provider']['interactionDetails']>>;
@@ -133,7 +142,15 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const basePath = config.basePath;
   await app.register(formbody, { bodyLimit: 64 * 1024 });
 
-  const csrfFor = (uid: string): string => box.mac('csrf', uid);
+  /**
+   * The CSRF token of the forms shown for `details`. After a sign-in on its sign-in page it names the user too: a
+   * page shown for one user cannot decide for another who signed in on the same interaction from another tab.
+   */
+  const csrfFor = (details: Details): string => box.mac('csrf', csrfSubject(details));
+  const csrfSubject = (details: Details): string => {
+    const signedIn = smartOf(details).signedIn;
+    return signedIn ? `${details.uid}\n${signedIn.accountId}` : details.uid;
+  };
   const urls = (uid: string) => ({
     self: `${basePath}/interaction/${uid}`,
     login: `${basePath}/interaction/${uid}/login`,
@@ -182,8 +199,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const appGone = (request: FastifyRequest, reply: FastifyReply) =>
     errorPage(request, reply, 400, 'invalid_client', 'This app is no longer available here: an administrator suspended or removed it while you were signing in. Nothing was shared with it.');
 
-  function checkCsrf(request: Req): boolean {
-    return box.verifyMac('csrf', request.params.uid, request.body.csrf);
+  /** The form was shown for this interaction as it stands; Cancel also from a page shown before the sign-in. */
+  function checkCsrf(request: Req, details: Details, path: string): boolean {
+    return box.verifyMac('csrf', csrfSubject(details), request.body.csrf) || (path === 'abort' && box.verifyMac('csrf', details.uid, request.body.csrf));
   }
 
   const alteredForm = (request: FastifyRequest, reply: FastifyReply) => errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
@@ -243,7 +261,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    * another request decided the interaction first: then nothing of this one is written, event included.
    */
   async function decideWith(request: FastifyRequest, details: Details, result: InteractionResults, merge: boolean, event: Parameters<typeof auditFor>[2], writes: EventWrites = {}): Promise<boolean> {
-    const decisions = await interactionRows(withDecision(details, result, merge));
+    return saveWith(request, withDecision(details, result, merge), event, writes);
+  }
+
+  /** Saves the interaction as `details` has it with `event` and `writes`, in one statement, while it is undecided. False once decided. */
+  async function saveWith(request: FastifyRequest, details: Details, event: Parameters<typeof auditFor>[2], writes: EventWrites = {}): Promise<boolean> {
+    const decisions = await interactionRows(details);
     try {
       await auditFor(request, details, event, { ...writes, decisions });
       return true;
@@ -256,12 +279,23 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const smartOf = (details: Details): SmartState => ({ ...((details.result as { smart?: SmartState } | undefined)?.smart ?? {}) });
 
   /**
+   * The user the interaction is for: the one who signed in on its sign-in page, or else the session's, once no
+   * sign-in is asked (a sign-in asked of a session's user, prompt=login or max_age, may sign in another).
+   */
+  const accountOf = (details: Details): string | undefined => smartOf(details).signedIn?.accountId ?? (details.prompt.name === 'login' ? undefined : details.session?.accountId);
+
+  /**
    * Saves what the steps so far chose, while the interaction is undecided: a page answered from another tab after
    * the decision changes nothing, and its next form goes to the resume (load).
    */
   async function remember(details: Details, smart: SmartState): Promise<void> {
+    await persistUndecided(db, withSmart(details, smart));
+  }
+
+  /** `details` with the steps' state `smart` in its result, unsaved. */
+  function withSmart(details: Details, smart: SmartState): Details {
     details.result = { ...details.result, smart };
-    await persistUndecided(db, details);
+    return details;
   }
 
   /** The app asking, as the pages show it; undefined once it was suspended or removed mid-way. */
@@ -284,7 +318,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   function launchState(details: Details, client: Client, user: User | undefined, named: NamedPatients | undefined, smart: SmartState): { -readonly [K in keyof LaunchState]: LaunchState[K] } {
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     return {
-      signIn: details.prompt.name === 'login',
+      signIn: details.prompt.name === 'login' && !smart.signedIn,
       user: user && { id: user.id, patients: named?.ids },
       launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
       grantable: grantableOf(details, client),
@@ -309,13 +343,14 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    */
   async function step(request: Req, reply: FastifyReply, details: Details, extra: StepExtra = {}): Promise<FastifyReply> {
     const { uid } = details;
-    const csrf = csrfFor(uid);
+    const csrf = csrfFor(details);
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
     const { client, view: clientInfo } = asking;
     const status = extra.status ?? 200;
 
-    const user = details.prompt.name !== 'login' && details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
+    const account = accountOf(details);
+    const user = account ? await users.find(db, account) : undefined;
     const smart = smartOf(details);
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     // The user's patients, with the names the consent page shows for them (none to read for a clinician).
@@ -457,7 +492,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   /** consent_denied, simulated by the sandbox launcher: the authorization ends as if the user chose Deny. */
   async function simulatedDenial(request: Req, reply: FastifyReply, details: Details): Promise<FastifyReply> {
     const simulated = SIMULATED_ERRORS.consent_denied;
-    const event = { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } } as const;
+    const event = { type: 'consent.denied', outcome: 'failure', userId: accountOf(details), patientId: smartOf(details).patient, details: { requested: details.params.scope, simulated: 'consent_denied' } } as const;
     await decideWith(request, details, { error: simulated.error, error_description: simulated.description }, false, event);
     return reply.redirect(details.returnTo, 303);
   }
@@ -502,7 +537,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     // oidc-provider issues what was both requested and granted; the request now says what was granted, so
     // that narrowed scopes (a category chosen instead of all Observations) are issued too.
     details.params.scope = texts.join(' ');
-    await decideWith(request, details, { consent: { grantId }, smart: { ...smart, resolved: true } }, true, event, { payloads: rows, contexts });
+    // The sign-in on this interaction's sign-in page, if any, goes with the consent: one resume for both.
+    const login = smart.signedIn && { login: { accountId: smart.signedIn.accountId, ts: smart.signedIn.ts } };
+    await decideWith(request, details, { ...login, consent: { grantId }, smart: { ...smart, resolved: true } }, true, event, { payloads: rows, contexts });
     return reply.redirect(details.returnTo, 303);
   }
 
@@ -527,15 +564,18 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     app.post<{ Params: { uid: string }; Body: Body }>(`/interaction/:uid/${path}`, { schema: { body: bodySchema } }, async (request, reply) => {
       const details = await load(request as Req, reply);
       if (!details) return reply;
-      if (!checkCsrf(request as Req)) return errorPage(request, reply, 403, 'invalid_request', 'This form has expired. Go back to the app and start again.');
+      // The sign-in form sent again (a reload of its answer, Back) once the interaction has its user: where it stands.
+      if (path === 'login' && !signInAsked(details)) return reply.redirect(urls(details.uid).self, 303);
+      if (!checkCsrf(request as Req, details, path)) return errorPage(request, reply, 403, 'invalid_request', 'This form has expired. Go back to the app and start again.');
       return handler(request as Req, reply, details);
     });
 
   // Only the sign-in form reads the device cookie: its path keeps it to the interaction pages.
   const deviceCookieAttributes = `Path=${basePath}/interaction; Max-Age=${DEVICE_COOKIE_SECONDS}; HttpOnly; SameSite=Lax${config.issuer.startsWith('https:') ? '; Secure' : ''}`;
 
+  const signInAsked = (details: Details): boolean => details.prompt.name === 'login' && !smartOf(details).signedIn;
+
   post('login', async (request, reply, details) => {
-    if (details.prompt.name !== 'login') return reply.redirect(urls(details.uid).self, 303);
     const username = (request.body.username ?? '').trim();
     const readAt = users.generation;
     const result = await signIn(db, box, { username, password: request.body.password ?? '', ip: request.ip, deviceCookie: readCookie(request.headers.cookie, DEVICE_COOKIE) });
@@ -546,18 +586,29 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       void reply.header('retry-after', String(result.retryAfterSeconds));
       return step(request, reply, details, { loginError: `Too many failed attempts. Try again in ${Math.ceil(result.retryAfterSeconds / 60)} minute(s).`, status: 429, username });
     }
-    // The resume that follows and the next pages ask for this user by id: read already, with the password.
+    // The next pages and the resume ask for this user by id: read already, with the password.
     users.prime(result.user, readAt);
-    // The sign-in's result goes with its login.success event, in one statement: both or neither (a failure
-    // leaves the sign-in page to send again; a sign-in sent twice at once decides once).
-    if (await decideWith(request, details, { login: { accountId: result.user.id } }, false, { type: 'login.success', userId: result.user.id })) {
-      void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
-    }
-    return reply.redirect(details.returnTo, 303);
+    // The sign-in is kept in the interaction, with its login.success event, in one statement: both or neither (a
+    // failure leaves the sign-in page to send again). It goes to oidc-provider with the decision (decide), and the
+    // next page is this answer: no resume and no redirect in between. Unless the browser's session is another
+    // user's (prompt=login, max_age): oidc-provider asks to end that session first, so the sign-in goes to it now,
+    // before any page is shown for the new user or anything decided for them.
+    const switching = details.session?.accountId !== undefined && details.session.accountId !== result.user.id;
+    const event = { type: 'login.success', userId: result.user.id } as const;
+    const saved = switching
+      ? await decideWith(request, details, { login: { accountId: result.user.id } }, false, event)
+      : await saveWith(request, withSmart(details, { ...smartOf(details), signedIn: { accountId: result.user.id, ts: Math.floor(Date.now() / 1000), id: randomUUID() } }), event);
+    if (saved) void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
+    if (switching) return reply.redirect(details.returnTo, 303);
+    // Another sign-in on this interaction was kept first (the form sent twice at once), or it was decided: the
+    // interaction's page, where it stands (load sends a decided one on to its resume).
+    if (!saved) return reply.redirect(urls(details.uid).self, 303);
+    return step(request, reply, details);
   });
 
   post('patient', async (request, reply, details) => {
-    const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
+    const account = accountOf(details);
+    const user = account ? await users.find(db, account) : undefined;
     const chosen = request.body.patient ?? '';
     const smart = smartOf(details);
     // The EHR's launch gave the patient: there is no picker to answer.
@@ -607,11 +658,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const patient = picking ? undefined : consentPatient(request, stored);
     if (patient === null) return alteredForm(request, reply);
     if (request.body.decision === 'deny') {
-      await decideWith(request, details, { error: 'access_denied', error_description: 'the user denied access' }, false, { type: 'consent.denied', outcome: 'failure', userId: details.session?.accountId, patientId: patient, details: { requested: details.params.scope } });
+      await decideWith(request, details, { error: 'access_denied', error_description: 'the user denied access' }, false, { type: 'consent.denied', outcome: 'failure', userId: accountOf(details), patientId: patient, details: { requested: details.params.scope } });
       return reply.redirect(details.returnTo, 303);
     }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
-    const user = details.session?.accountId ? await users.find(db, details.session.accountId) : undefined;
+    const account = accountOf(details);
+    const user = account ? await users.find(db, account) : undefined;
     if (!user) return finish(reply, details, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
