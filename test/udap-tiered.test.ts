@@ -259,6 +259,9 @@ describeEachDatabase('UDAP Tiered OAuth: this server as data holder and as ident
     assert.ok(sent.nonce && sent.nonce.length >= 32 && sent.code_challenge && sent.state);
     assert.equal(sent.aud, undefined);
     assert.equal(sent.client_id, (await idpDatabase.database.db.selectFrom('udap_registrations').select('client_id').where('iss', '=', a.issuer).executeTakeFirstOrThrow()).client_id);
+    // B signed the person in for the id_token only: no FHIR server named, none granted, from /auth to the resume.
+    const atB = await idpDatabase.database.db.selectFrom('grant_contexts').select('fhir_base').where('client_id', '=', sent.client_id).execute();
+    assert.deepEqual(atB, [], 'no launch context at B');
 
     // Back at A, signed in as the linked clinician: the patient picker, then consent.
     const step = await pickAndApprove(browser, a.issuer, back, 'demo-henry-nguyen');
