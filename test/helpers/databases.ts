@@ -29,6 +29,9 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+/** Whether the test databases' Postgres connections prepare the fixed statements, as the server would: unless DATABASE_PREPARED_STATEMENTS=false (CI's pass through PgBouncer). */
+export const PREPARED_STATEMENTS = process.env.DATABASE_PREPARED_STATEMENTS !== 'false';
+
 /**
  * `adminUrl`: the Postgres server to create the database on, TEST_DATABASE_URL by default (CI's names the
  * pooler; a test that needs sessions of its own on Postgres itself passes TEST_DATABASE_DIRECT_URL).
@@ -44,8 +47,7 @@ export async function createTestDatabase(kind: DatabaseKind, { migrate = true, a
   await adminQuery(adminUrl, `create database ${name}`);
   const url = new URL(adminUrl);
   url.pathname = `/${name}`;
-  // As the server would: prepared statements unless DATABASE_PREPARED_STATEMENTS=false (CI's pass through PgBouncer).
-  const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 5, preparedStatements: process.env.DATABASE_PREPARED_STATEMENTS !== 'false' });
+  const database = await openDatabase({ kind: 'postgres', url: url.href }, { poolMax: 5, preparedStatements: PREPARED_STATEMENTS });
   if (migrate) await migrateToLatest(database.db);
   return {
     kind,
