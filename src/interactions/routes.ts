@@ -199,9 +199,12 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   const appGone = (request: FastifyRequest, reply: FastifyReply) =>
     errorPage(request, reply, 400, 'invalid_client', 'This app is no longer available here: an administrator suspended or removed it while you were signing in. Nothing was shared with it.');
 
-  /** The form was shown for this interaction as it stands; Cancel also from a page shown before the sign-in. */
+  /**
+   * The form was shown for this interaction as it stands. The forms of the sign-in page (sign in, Cancel) were shown
+   * before any sign-in, with the interaction's own token: that one still holds for them after it.
+   */
   function checkCsrf(request: Req, details: Details, path: string): boolean {
-    return box.verifyMac('csrf', csrfSubject(details), request.body.csrf) || (path === 'abort' && box.verifyMac('csrf', details.uid, request.body.csrf));
+    return box.verifyMac('csrf', csrfSubject(details), request.body.csrf) || (SIGN_IN_PAGE_FORMS.has(path) && box.verifyMac('csrf', details.uid, request.body.csrf));
   }
 
   const alteredForm = (request: FastifyRequest, reply: FastifyReply) => errorPage(request, reply, 400, 'invalid_request', 'This form was altered. Go back to the app and start again.');
@@ -284,6 +287,15 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
    */
   const accountOf = (details: Details): string | undefined => smartOf(details).signedIn?.accountId ?? (details.prompt.name === 'login' ? undefined : details.session?.accountId);
 
+  /** The user {@link accountOf} names, while enabled. */
+  const userOf = async (details: Details): Promise<User | undefined> => {
+    const account = accountOf(details);
+    return account ? users.find(db, account) : undefined;
+  };
+
+  /** Whether the interaction still asks for a sign-in: oidc-provider asks, and none was made on its sign-in page. */
+  const signInAsked = (details: Details): boolean => details.prompt.name === 'login' && !smartOf(details).signedIn;
+
   /**
    * Saves what the steps so far chose, while the interaction is undecided: a page answered from another tab after
    * the decision changes nothing, and its next form goes to the resume (load).
@@ -318,7 +330,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   function launchState(details: Details, client: Client, user: User | undefined, named: NamedPatients | undefined, smart: SmartState): { -readonly [K in keyof LaunchState]: LaunchState[K] } {
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     return {
-      signIn: details.prompt.name === 'login' && !smart.signedIn,
+      signIn: signInAsked(details),
       user: user && { id: user.id, patients: named?.ids },
       launch: smart.launch ? { kind: 'taken', launch: smart.launch } : launchId ? { kind: 'requested' } : { kind: 'none' },
       grantable: grantableOf(details, client),
@@ -349,8 +361,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     const { client, view: clientInfo } = asking;
     const status = extra.status ?? 200;
 
-    const account = accountOf(details);
-    const user = account ? await users.find(db, account) : undefined;
+    const user = await userOf(details);
     const smart = smartOf(details);
     const launchId = typeof details.params.launch === 'string' ? details.params.launch : undefined;
     // The user's patients, with the names the consent page shows for them (none to read for a clinician).
@@ -564,8 +575,6 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     app.post<{ Params: { uid: string }; Body: Body }>(`/interaction/:uid/${path}`, { schema: { body: bodySchema } }, async (request, reply) => {
       const details = await load(request as Req, reply);
       if (!details) return reply;
-      // The sign-in form sent again (a reload of its answer, Back) once the interaction has its user: where it stands.
-      if (path === 'login' && !signInAsked(details)) return reply.redirect(urls(details.uid).self, 303);
       if (!checkCsrf(request as Req, details, path)) return errorPage(request, reply, 403, 'invalid_request', 'This form has expired. Go back to the app and start again.');
       return handler(request as Req, reply, details);
     });
@@ -573,9 +582,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   // Only the sign-in form reads the device cookie: its path keeps it to the interaction pages.
   const deviceCookieAttributes = `Path=${basePath}/interaction; Max-Age=${DEVICE_COOKIE_SECONDS}; HttpOnly; SameSite=Lax${config.issuer.startsWith('https:') ? '; Secure' : ''}`;
 
-  const signInAsked = (details: Details): boolean => details.prompt.name === 'login' && !smartOf(details).signedIn;
-
   post('login', async (request, reply, details) => {
+    // The sign-in form sent again (a reload of its answer, Back) once the interaction has its user: where it stands.
+    if (!signInAsked(details)) return reply.redirect(urls(details.uid).self, 303);
     const username = (request.body.username ?? '').trim();
     const readAt = users.generation;
     const result = await signIn(db, box, { username, password: request.body.password ?? '', ip: request.ip, deviceCookie: readCookie(request.headers.cookie, DEVICE_COOKIE) });
@@ -607,8 +616,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
   });
 
   post('patient', async (request, reply, details) => {
-    const account = accountOf(details);
-    const user = account ? await users.find(db, account) : undefined;
+    const user = await userOf(details);
     const chosen = request.body.patient ?? '';
     const smart = smartOf(details);
     // The EHR's launch gave the patient: there is no picker to answer.
@@ -662,8 +670,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
       return reply.redirect(details.returnTo, 303);
     }
     if (request.body.decision !== 'approve') return errorPage(request, reply, 400, 'invalid_request', 'Choose Allow or Deny.');
-    const account = accountOf(details);
-    const user = account ? await users.find(db, account) : undefined;
+    const user = await userOf(details);
     if (!user) return finish(reply, details, { error: 'login_required', error_description: 'the signed-in user no longer exists or was disabled' }, false);
     const asking = await clientView(details);
     if (!asking) return appGone(request, reply);
@@ -709,6 +716,9 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
 
 /** The steps whose forms answer to `/interaction/:uid/<step>`. */
 const FORM_STEPS: ReadonlySet<string> = new Set(['login', 'patient', 'encounter', 'consent', 'abort']);
+
+/** The steps whose forms the sign-in page shows, before the interaction has its user (see csrfFor). */
+const SIGN_IN_PAGE_FORMS: ReadonlySet<string> = new Set(['login', 'abort']);
 
 /**
  * Whether an interaction's result ends it: what {@link withDecision} sets, as against the steps' own state (`smart`).

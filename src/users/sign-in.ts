@@ -1,7 +1,8 @@
-import type { Kysely } from 'kysely';
+import type { Kysely, Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
 import { Statement } from '../db/statements.js';
+import type { UsersTable } from '../db/tables/users.js';
 import type { SecretBox } from '../security/secret-box.js';
 import { hashPassword, needsRehash, verifyPassword } from '../security/password.js';
 import { deviceOf, rememberDevice } from './device-cookie.js';
@@ -9,7 +10,7 @@ import { countAttempt, loginName, settleSignIn, sourceOf, throttleKey, uncountAt
 import type { User } from './users.js';
 
 /** The user signing in, by the name as typed ($1). */
-const USER_BY_NAME = new Statement<{ id: string; username: string; password_hash: string | null; fhir_user: string; name: string; roles: string[]; disabled: boolean }>(
+const USER_BY_NAME = new Statement<Pick<Selectable<UsersTable>, 'id' | 'username' | 'password_hash' | 'fhir_user' | 'name' | 'roles' | 'disabled'>>(
   'select id, username, password_hash, fhir_user, name, roles, disabled from users where username = $1::text',
 );
 
