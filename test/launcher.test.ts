@@ -139,6 +139,9 @@ describeEachDatabase('sandbox launcher', (ctx) => {
 
   it('skips sign-in (as the user chosen) and consent: the authorization request comes straight back with a code', async () => {
     const flow = await launch({ patient: DANIEL, user: 'demo-clinician', skip_login: 'true', skip_consent: 'true' });
+    // The launcher's page and its form (2 requests), then /auth, the interaction (signed in, launch taken, decided)
+    // and one resume: no second interaction and resume for the sign-in alone.
+    assert.equal(flow.browser.requests, 5);
     const res = await exchange(app, flow);
     assert.equal(res.statusCode, 200, res.body);
     assert.equal(res.json<TokenResponse>().patient, DANIEL);

@@ -389,10 +389,7 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
             });
           }
           const launcherUser = await launcherSignIn(launchId);
-          if (launcherUser) {
-            await decideWith(request, details, { login: { accountId: launcherUser } }, false, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
-            return reply.redirect(details.returnTo, 303);
-          }
+          if (launcherUser) return signInAs(request, reply, details, launcherUser, { type: 'login.success', userId: launcherUser, details: { via: 'sandbox launcher: sign-in skipped' } });
           return page(reply, status, 'login', { client: clientInfo, csrf, action: urls(uid).login, abortAction: urls(uid).abort, error: extra.loginError ?? null, username: extra.username ?? '' });
         }
         case 'refuse':
@@ -599,21 +596,30 @@ export async function interactionRoutes(app: FastifyInstance, deps: InteractionD
     users.prime(result.user, readAt);
     // The sign-in is kept in the interaction, with its login.success event, in one statement: both or neither (a
     // failure leaves the sign-in page to send again). It goes to oidc-provider with the decision (decide), and the
-    // next page is this answer: no resume and no redirect in between. Unless the browser's session is another
-    // user's (prompt=login, max_age): oidc-provider asks to end that session first, so the sign-in goes to it now,
-    // before any page is shown for the new user or anything decided for them.
-    const switching = details.session?.accountId !== undefined && details.session.accountId !== result.user.id;
-    const event = { type: 'login.success', userId: result.user.id } as const;
+    // next page is this answer: no resume and no redirect in between (signInAs).
+    return signInAs(request, reply, details, result.user.id, { type: 'login.success', userId: result.user.id }, () => {
+      void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
+    });
+  });
+
+  /**
+   * Signs `userId` in on this interaction, audited by `event` (`onSaved` runs once that is stored), and answers
+   * with the next page (see the sign-in form). Unless the browser's session is another user's (prompt=login,
+   * max_age): oidc-provider asks to end that session first, so the sign-in goes to it now, before any page is
+   * shown for the new user or anything decided for them.
+   */
+  async function signInAs(request: Req, reply: FastifyReply, details: Details, userId: string, event: Parameters<typeof auditFor>[2], onSaved?: () => void): Promise<FastifyReply> {
+    const switching = details.session?.accountId !== undefined && details.session.accountId !== userId;
     const saved = switching
-      ? await decideWith(request, details, { login: { accountId: result.user.id } }, false, event)
-      : await saveWith(request, withSmart(details, { ...smartOf(details), signedIn: { accountId: result.user.id, ts: Math.floor(Date.now() / 1000), id: randomUUID() } }), event);
-    if (saved) void reply.header('set-cookie', `${DEVICE_COOKIE}=${result.deviceCookie}; ${deviceCookieAttributes}`);
+      ? await decideWith(request, details, { login: { accountId: userId } }, false, event)
+      : await saveWith(request, withSmart(details, { ...smartOf(details), signedIn: { accountId: userId, ts: Math.floor(Date.now() / 1000), id: randomUUID() } }), event);
+    if (saved) onSaved?.();
     if (switching) return reply.redirect(details.returnTo, 303);
     // Another sign-in on this interaction was kept first (the form sent twice at once), or it was decided: the
     // interaction's page, where it stands (load sends a decided one on to its resume).
     if (!saved) return reply.redirect(urls(details.uid).self, 303);
     return step(request, reply, details);
-  });
+  }
 
   post('patient', async (request, reply, details) => {
     const user = await userOf(details);
