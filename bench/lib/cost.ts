@@ -100,6 +100,38 @@ async function sqlCounts(url: string, metricsToken: string | undefined): Promise
   return Number.isFinite(statements) && Number.isFinite(commits) ? { statements, commits } : undefined;
 }
 
+/** Answers the server timed (its request histogram, every route but /metrics), and of them those over `boundSeconds`. */
+export interface ServerLatency {
+  readonly answers: number;
+  readonly over: number;
+}
+
+/**
+ * The server's own count of answers and of those slower than `boundSeconds` (a bucket boundary of
+ * smart_auth_http_request_duration_seconds: 0.025 is one), from /metrics; undefined when it has none. Between
+ * two readings: how many answers the server itself took longer than the bound for, from the request's first
+ * byte read to its last written, without the time a request waited in the load generator or the kernel.
+ */
+export async function serverLatency(url: string, metricsToken: string | undefined, boundSeconds: number): Promise<ServerLatency | undefined> {
+  if (!metricsToken) return undefined;
+  const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } }).catch(() => undefined);
+  if (!res?.ok) return undefined;
+  let answers = 0;
+  let within = 0;
+  let found = false;
+  for (const line of (await res.text()).split('\n')) {
+    const m = /^smart_auth_http_request_duration_seconds_bucket\{(.*)\} (\S+)$/.exec(line);
+    if (!m || /route="\/metrics"/.test(m[1]!)) continue;
+    const le = /le="([^"]+)"/.exec(m[1]!)?.[1];
+    if (le === '+Inf') answers += Number(m[2]);
+    else if (le !== undefined && Number(le) === boundSeconds) {
+      within += Number(m[2]);
+      found = true;
+    }
+  }
+  return found ? { answers, over: answers - within } : undefined;
+}
+
 /**
  * Where the cluster's write-ahead log is, in bytes from its start; undefined without a connection. The cluster's
  * own work (autovacuum, checkpoints) writes some too: over a run of thousands of operations, little.
