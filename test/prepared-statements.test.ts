@@ -143,9 +143,14 @@ describe('prepared statements', { skip: directUrl ? false : 'needs TEST_DATABASE
       try {
         // Two client connections at once (of the fixed statements' pool), one server connection: the second's
         // Parse meets the first's name there.
+        const before = { ...database.statementCounts?.() };
         const answers = await Promise.all([1, 2].map((n) => statement.execute(database.db, [n])));
         assert.deepEqual(answers.map((a) => a.rows), [[{ n: 2 }], [{ n: 3 }]]);
         assert.deepEqual((await statement.execute(database.db, [3])).rows, [{ n: 4 }]);
+        // Counted as they went: of the two at once, one ran by name and the other, which met that name, was sent
+        // again unnamed; the third went unnamed.
+        const counts = database.statementCounts?.();
+        assert.deepEqual({ statements: (counts?.statements ?? 0) - (before.statements ?? 0), unprepared: (counts?.unprepared ?? 0) - (before.unprepared ?? 0) }, { statements: 3, unprepared: 2 });
         // And the server's own statements work through the pooler from then on.
         await namesAfterTokens(database);
         const warnings = lines.filter((l) => l.msg.startsWith('the database connection lost a prepared statement'));

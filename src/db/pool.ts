@@ -120,8 +120,11 @@ export class PreparedStatements {
     return this.#enabled && !inTransaction ? statementName(text) : undefined;
   }
 
-  /** Runs `text`, by `name` (from {@link nameOf}) when it has one. */
-  async query(client: pg.PoolClient, text: string, values: unknown[], name: string | undefined): Promise<pg.QueryResult> {
+  /**
+   * Runs `text`, by `name` (from {@link nameOf}) when it has one; `counts`, where it was counted as named, learns
+   * when it was sent again unnamed.
+   */
+  async query(client: pg.PoolClient, text: string, values: unknown[], name: string | undefined, counts?: StatementCounts): Promise<pg.QueryResult> {
     if (!name) return client.query(text, values);
     try {
       return await client.query({ name, text, values });
@@ -133,6 +136,7 @@ export class PreparedStatements {
         this.#enabled = false;
         this.#log?.warn({ code }, 'the database connection lost a prepared statement (a pooler in transaction mode?): statements go unnamed from now on; set DATABASE_PREPARED_STATEMENTS=false to say so');
       }
+      if (counts) counts.unprepared++;
       return client.query(text, values);
     }
   }
@@ -192,13 +196,13 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
           if (!name) counts.unprepared++;
         }
         if (planned && name) {
-          const result = await onItsOwn(planned, prepared, text, values, name);
+          const result = await onItsOwn(planned, prepared, text, values, name, counts);
           session?.executed(text);
           return result;
         }
         try {
           client ??= await pool.connect();
-          const result = await prepared.query(client, text, [...values], name);
+          const result = await prepared.query(client, text, [...values], name, counts);
           session?.executed(text);
           return result;
         } catch (error) {
@@ -223,11 +227,11 @@ export function kyselyPool(pool: pg.Pool, writes?: WriteClock, prepared = new Pr
 }
 
 /** One fixed statement on a connection of `planned`, taken for it and given back (closed if it broke). */
-async function onItsOwn(planned: pg.Pool, prepared: PreparedStatements, text: string, values: readonly unknown[], name: string): Promise<pg.QueryResult> {
+async function onItsOwn(planned: pg.Pool, prepared: PreparedStatements, text: string, values: readonly unknown[], name: string, counts: StatementCounts): Promise<pg.QueryResult> {
   const client = await planned.connect();
   let broken = false;
   try {
-    return await prepared.query(client, text, [...values], name);
+    return await prepared.query(client, text, [...values], name, counts);
   } catch (error) {
     broken = unavailableReason(error) !== undefined;
     throw error;
