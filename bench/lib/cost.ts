@@ -109,8 +109,9 @@ export interface ServerLatency {
 /**
  * The server's own count of answers and of those slower than `boundSeconds` (a bucket boundary of
  * smart_auth_http_request_duration_seconds: 0.025 is one), from /metrics; undefined when it has none. Between
- * two readings: how many answers the server itself took longer than the bound for, from the request's first
- * byte read to its last written, without the time a request waited in the load generator or the kernel.
+ * two readings: how many answers the server itself took longer than the bound for, from the moment it had the
+ * request's headers to the moment its answer was written (Fastify's elapsedTime), without the time a request
+ * waited in the load generator or the kernel.
  */
 export async function serverLatency(url: string, metricsToken: string | undefined, boundSeconds: number): Promise<ServerLatency | undefined> {
   if (!metricsToken) return undefined;
