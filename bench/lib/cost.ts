@@ -88,12 +88,17 @@ async function postgresMs(): Promise<{ total: number; backends: number } | undef
   return found ? { total, backends } : undefined;
 }
 
-/** The server's statement and commit counters, from /metrics; undefined when it has none (PGlite, bare). */
-async function sqlCounts(url: string, metricsToken: string | undefined): Promise<CostSnapshot['sql']> {
+/** The server's /metrics page; undefined without a token (bare has none) or when it does not answer. */
+async function metricsText(url: string, metricsToken: string | undefined): Promise<string | undefined> {
   if (!metricsToken) return undefined;
   const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } }).catch(() => undefined);
-  if (!res?.ok) return undefined;
-  const text = await res.text();
+  return res?.ok ? res.text() : undefined;
+}
+
+/** The server's statement and commit counters, from /metrics; undefined when it has none (PGlite, bare). */
+async function sqlCounts(url: string, metricsToken: string | undefined): Promise<CostSnapshot['sql']> {
+  const text = await metricsText(url, metricsToken);
+  if (text === undefined) return undefined;
   const read = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
   const statements = read('smart_auth_db_statements_total');
   const commits = read('smart_auth_db_commits_total');
@@ -114,13 +119,12 @@ export interface ServerLatency {
  * waited in the load generator or the kernel.
  */
 export async function serverLatency(url: string, metricsToken: string | undefined, boundSeconds: number): Promise<ServerLatency | undefined> {
-  if (!metricsToken) return undefined;
-  const res = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } }).catch(() => undefined);
-  if (!res?.ok) return undefined;
+  const text = await metricsText(url, metricsToken);
+  if (text === undefined) return undefined;
   let answers = 0;
   let within = 0;
   let found = false;
-  for (const line of (await res.text()).split('\n')) {
+  for (const line of text.split('\n')) {
     const m = /^smart_auth_http_request_duration_seconds_bucket\{(.*)\} (\S+)$/.exec(line);
     if (!m || /route="\/metrics"/.test(m[1]!)) continue;
     const le = /le="([^"]+)"/.exec(m[1]!)?.[1];
