@@ -14,8 +14,11 @@ import { REDIRECT_URI, startAuthorization, title, type Authorization } from './h
 
 const ADMIN_TOKEN = 'admin-token-for-tests-0123456789abcdef';
 const CLIENT = { client_id: 'throttle-app', redirect_uris: [REDIRECT_URI], token_endpoint_auth_method: 'none', grant_types: ['authorization_code'] };
-/** argon2id at the parameters this server hashed with before 20 MiB (src/security/password.ts). */
-const LEGACY_ARGON2 = { algorithm: 2, memoryCost: 19_456, timeCost: 2, parallelism: 1 } as const;
+/** argon2id at parameters this server hashed with before (19 MiB, then 20 MiB; src/security/password.ts). */
+const LEGACY_ARGON2 = [
+  { algorithm: 2, memoryCost: 19_456, timeCost: 2, parallelism: 1 },
+  { algorithm: 2, memoryCost: 20_480, timeCost: 2, parallelism: 1 },
+] as const;
 const SLOWED = /Too many failed attempts\. Try again in 1 minute\(s\)\./;
 
 /** A distinct client address per number. */
@@ -216,22 +219,25 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
   });
 
   it('a hash made with older argon2 parameters still signs in, and is made again with today’s at that sign-in', async () => {
-    const legacy = await hash('legacy-password-1', LEGACY_ARGON2);
-    await db().insertInto('users').values({ id: 'legacy', username: 'legacy', password_hash: legacy, fhir_user: 'Practitioner/legacy', name: 'Le Gacy', roles: JSON.stringify([]) }).execute();
-    const stored = async () => (await db().selectFrom('users').select(['password_hash', 'last_login_at']).where('id', '=', 'legacy').executeTakeFirstOrThrow());
-    const flow = await start();
-    assert.equal((await submit(flow, 'legacy', 'wrong-password', address(215))).statusCode, 401);
-    assert.equal((await stored()).password_hash, legacy, 'a wrong password changes nothing');
+    for (const [n, params] of LEGACY_ARGON2.entries()) {
+      const name = `legacy-${n}`;
+      const legacy = await hash('legacy-password-1', params);
+      await db().insertInto('users').values({ id: name, username: name, password_hash: legacy, fhir_user: `Practitioner/${name}`, name: 'Le Gacy', roles: JSON.stringify([]) }).execute();
+      const stored = async () => (await db().selectFrom('users').select(['password_hash', 'last_login_at']).where('id', '=', name).executeTakeFirstOrThrow());
+      const flow = await start();
+      assert.equal((await submit(flow, name, 'wrong-password', address(215 + 4 * n))).statusCode, 401);
+      assert.equal((await stored()).password_hash, legacy, 'a wrong password changes nothing');
 
-    assertSignedIn(await submit(flow, 'legacy', 'legacy-password-1', address(216)));
-    const renewed = await stored();
-    assert.match(renewed.password_hash!, /^\$argon2id\$v=19\$m=20480,t=2,p=1\$/);
-    assert.notEqual(renewed.last_login_at, null);
-    assert.equal(await verify(renewed.password_hash!, 'legacy-password-1'), true);
+      assertSignedIn(await submit(flow, name, 'legacy-password-1', address(216 + 4 * n)));
+      const renewed = await stored();
+      assert.match(renewed.password_hash!, /^\$argon2id\$v=19\$m=12288,t=3,p=1\$/);
+      assert.notEqual(renewed.last_login_at, null);
+      assert.equal(await verify(renewed.password_hash!, 'legacy-password-1'), true);
 
-    assertSignedIn(await submit(await start(), 'legacy', 'legacy-password-1', address(217)), 'the new hash signs in');
-    assert.equal((await stored()).password_hash, renewed.password_hash, 'a current hash is left as it is');
-    assert.equal((await submit(await start(), 'legacy', 'legacy-password-2', address(218))).statusCode, 401);
+      assertSignedIn(await submit(await start(), name, 'legacy-password-1', address(217 + 4 * n)), 'the new hash signs in');
+      assert.equal((await stored()).password_hash, renewed.password_hash, 'a current hash is left as it is');
+      assert.equal((await submit(await start(), name, 'legacy-password-2', address(218 + 4 * n))).statusCode, 401);
+    }
   });
 
   it('a sign-in runs prepared statements, each parsed and planned once per connection (every one unprepared where they are off)', { skip: kind === 'pglite' ? 'statements are counted on the Postgres pool' : false }, async () => {
