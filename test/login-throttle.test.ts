@@ -6,6 +6,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 
 import { sourceOf } from '../src/users/login-throttle.js';
+import { REFUSED_PASSWORD_FLOOR_MS } from '../src/users/sign-in.js';
 import { testApp, TEST_ISSUER } from './helpers/app.js';
 import { Browser, formAction, inputValue } from './helpers/browser.js';
 import { createClient } from './helpers/clients.js';
@@ -237,6 +238,19 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
       assertSignedIn(await submit(await start(), name, 'legacy-password-1', address(217 + 4 * n)), 'the new hash signs in');
       assert.equal((await stored()).password_hash, renewed.password_hash, 'a current hash is left as it is');
       assert.equal((await submit(await start(), name, 'legacy-password-2', address(218 + 4 * n))).statusCode, 401);
+    }
+  });
+
+  it('a refused password answers no sooner than the floor, whatever the stored hash was made with, and for unknown names', async () => {
+    const slow = await hash('slow-password-1', LEGACY_ARGON2[0]);
+    await db().insertInto('users').values({ id: 'slow-hash', username: 'slow-hash', password_hash: slow, fhir_user: 'Practitioner/slow-hash', name: 'Slow Hash', roles: JSON.stringify([]) }).execute();
+    const flow = await start();
+    for (const [n, username] of ['slow-hash', 'clinician', 'no-such-user-here'].entries()) {
+      const started = performance.now();
+      const res = await submit(flow, username, 'wrong-password', address(230 + n));
+      const took = performance.now() - started;
+      assert.equal(res.statusCode, 401, username);
+      assert.ok(took >= REFUSED_PASSWORD_FLOOR_MS, `${username}: refused after ${took.toFixed(1)} ms`);
     }
   });
 

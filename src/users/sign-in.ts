@@ -1,3 +1,5 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+
 import type { Kysely, Selectable } from 'kysely';
 
 import type { DB } from '../db/schema.js';
@@ -13,6 +15,16 @@ import type { User } from './users.js';
 const USER_BY_NAME = new Statement<Pick<Selectable<UsersTable>, 'id' | 'username' | 'password_hash' | 'fhir_user' | 'name' | 'roles' | 'disabled'>>(
   'select id, username, password_hash, fhir_user, name, roles, disabled from users where username = $1::text',
 );
+
+/**
+ * The least time a refused password takes to answer, from the start of the attempt. argon2 costs what the
+ * stored hash's parameters say: a hash made with earlier, dearer parameters (until its owner signs in again,
+ * password.ts) takes longer to refuse than the dummy hash of an unknown user name, and that difference would
+ * tell an attacker which names exist. Every refused password waits until this floor, well above a verify at
+ * any setting this server has used (about 10 ms), so known and unknown names answer alike unless the
+ * machine is so loaded that a verify alone takes longer.
+ */
+export const REFUSED_PASSWORD_FLOOR_MS = 100;
 
 export interface SignInAttempt {
   readonly username: string;
@@ -38,8 +50,9 @@ export type SignInResult =
  * 2. count it against its device, when the browser holds a device cookie for this user name, or else
  *    against the user name; over budget, refuse, and give the source its attempt back (no password was
  *    checked);
- * 3. check the password. Unknown users, disabled users and wrong passwords look the same and cost the same
- *    (argon2id against a dummy hash), and so do refusals: unknown names are throttled like real ones.
+ * 3. check the password. Unknown users, disabled users and wrong passwords look the same and take the same
+ *    time (argon2id against a dummy hash, and every refusal answered no sooner than
+ *    {@link REFUSED_PASSWORD_FLOOR_MS}), and so do refusals: unknown names are throttled like real ones.
  *
  * A success gives the source its attempt back, makes the user's hash again if it was made with older
  * argon2 parameters (password.ts), and resets the counter it passed, device or user name, and
@@ -47,6 +60,7 @@ export type SignInResult =
  * user name a fresh set of free attempts.
  */
 export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAttempt): Promise<SignInResult> {
+  const started = performance.now();
   const name = loginName(attempt.username);
   const source = throttleKey(box, 'source', sourceOf(attempt.ip));
   const [row, bySource] = await Promise.all([
@@ -65,7 +79,11 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
   }
 
   const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, attempt.password);
-  if (!row || row.disabled || !valid) return { ok: false, reason: 'invalid', userId };
+  if (!row || row.disabled || !valid) {
+    const early = REFUSED_PASSWORD_FLOOR_MS - (performance.now() - started);
+    if (early > 0) await sleep(early);
+    return { ok: false, reason: 'invalid', userId };
+  }
   // A hash made with older parameters is made again with today's, now that the password is at hand; unless
   // the password was changed meanwhile (the hash is no longer the one checked).
   // (`valid` implies a hash: without one, verifyPassword is false.)
