@@ -241,16 +241,46 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
     }
   });
 
-  it('a refused password answers no sooner than the floor, whatever the stored hash was made with, and for unknown names', async () => {
+  it('a refused password answers no sooner than the floor, whatever the stored hash was made with, and for unknown and disabled users', async () => {
     const slow = await hash('slow-password-1', LEGACY_ARGON2[0]);
     await db().insertInto('users').values({ id: 'slow-hash', username: 'slow-hash', password_hash: slow, fhir_user: 'Practitioner/slow-hash', name: 'Slow Hash', roles: JSON.stringify([]) }).execute();
+    await db().insertInto('users').values({ id: 'off-user', username: 'off-user', password_hash: await hash('off-password-1'), fhir_user: 'Practitioner/off-user', name: 'Off User', roles: JSON.stringify([]), disabled: true }).execute();
     const flow = await start();
-    for (const [n, username] of ['slow-hash', 'clinician', 'no-such-user-here'].entries()) {
+    for (const [n, username] of ['slow-hash', 'clinician', 'no-such-user-here', 'off-user'].entries()) {
       const started = performance.now();
       const res = await submit(flow, username, 'wrong-password', address(230 + n));
       const took = performance.now() - started;
       assert.equal(res.statusCode, 401, username);
       assert.ok(took >= REFUSED_PASSWORD_FLOOR_MS, `${username}: refused after ${took.toFixed(1)} ms`);
+    }
+  });
+
+  it('a right password is refused if an operator sets a new one or disables the user while it is being checked', async () => {
+    // Hashed slowly on purpose (about half a second), so that the operator's change lands while argon2 runs.
+    const SLOW = { algorithm: 2, memoryCost: 65_536, timeCost: 40, parallelism: 1 } as const;
+    const changes = {
+      'new password': (id: string) => app.inject({ method: 'POST', url: `/admin/api/users/${id}/password`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { password: 'operator-set-password-2' } }),
+      disabled: (id: string) => app.inject({ method: 'PATCH', url: `/admin/api/users/${id}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { disabled: true } }),
+    };
+    for (const [n, [change, apply]] of Object.entries(changes).entries()) {
+      const id = `raced-${n}`;
+      const slow = await hash('raced-password-1', SLOW);
+      await db().insertInto('users').values({ id, username: id, password_hash: slow, fhir_user: `Practitioner/${id}`, name: 'Ra Ced', roles: JSON.stringify([]) }).execute();
+      await db().deleteFrom('login_throttle').execute();
+      const flow = await start();
+      const answer = submit(flow, id, 'raced-password-1', address(240 + n));
+      // The attempt is counted on the user name just before the password is checked.
+      while (!(await db().selectFrom('login_throttle').select('kind').where('kind', '=', 'account').executeTakeFirst())) await new Promise((r) => setTimeout(r, 2));
+      const changed = await apply(id);
+      assert.ok(changed.statusCode < 300, `${change}: ${changed.statusCode} ${changed.body}`);
+      const res = await answer;
+      assert.equal(res.statusCode, 401, `${change}: ${res.body.slice(0, 300)}`);
+      const stored = await db().selectFrom('users').select(['password_hash', 'last_login_at']).where('id', '=', id).executeTakeFirstOrThrow();
+      assert.equal(stored.last_login_at, null, change);
+      if (change === 'new password') {
+        assert.notEqual(stored.password_hash, slow);
+        assert.equal(await verify(stored.password_hash!, 'operator-set-password-2'), true, 'the operator’s password stands: the old one’s new hash did not replace it');
+      } else assert.equal(stored.password_hash, slow, 'not made again for a disabled user');
     }
   });
 

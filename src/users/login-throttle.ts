@@ -160,19 +160,20 @@ const resetting = (kind: string, hash: string) => `delete from login_throttle wh
 const RESET = new Statement(resetting('$1', '$2'));
 
 /**
- * A successful sign-in: the own key ($1, $2) reset, the source's attempt ($3, $4, policy $5–$8) given back,
- * the user's ($9) last sign-in set and, when $10 is not null, the hash made again: $10 replaces $11 if $11 is
- * still the stored hash (the password was not changed meanwhile).
+ * A successful sign-in: the own key ($1, $2) reset, the source's attempt ($3, $4, policy $5–$8) given back and
+ * the user ($9) signed in, if its stored hash is still the one checked ($11) and it is not disabled: its last
+ * sign-in set and, when $10 is not null, $10 stored as its hash. Whether the user was signed in is returned:
+ * an operator may have set a new password or disabled the user while the password was being checked.
  */
-const SETTLE = new Statement(`
+const SETTLE = new Statement<{ signed_in: boolean }>(`
   with reset as (${resetting('$1', '$2')}),
        given_back as (${uncounting('$3', '$4', ['$5', '$6', '$7', '$8'])}),
        signed_in as (
-         update users set last_login_at = now(),
-                password_hash = case when $10::text is not null and password_hash = $11::text then $10::text else password_hash end
-         where id = $9::text
+         update users set last_login_at = now(), password_hash = coalesce($10::text, password_hash)
+         where id = $9::text and password_hash = $11::text and not disabled
+         returning 1
        )
-  select 1`);
+  select exists (select 1 from signed_in) as signed_in`);
 
 /**
  * Counts one attempt on `key` and says whether it may go on to the password check. Atomic: one statement,
@@ -194,18 +195,15 @@ export async function resetThrottle(db: Kysely<DB>, key: ThrottleKey): Promise<v
   await RESET.execute(db, [key.kind, key.hash]);
 }
 
-/** A password hash to store in place of the one just checked. */
-export interface HashRenewal {
-  readonly checked: string;
-  readonly renewed: string;
-}
-
 /**
  * A successful sign-in in one statement: `own` (the account or device) starts afresh, the attempt counted on
- * `source` is given back, the user's last sign-in is set and, with `renewal`, the password hash replaced.
+ * `source` is given back, and the user is signed in if `checked` is still its hash and it is not disabled (its
+ * last sign-in set and, with `renewed`, its hash replaced). False when an operator changed the password or
+ * disabled the user meanwhile.
  */
-export async function settleSignIn(db: Kysely<DB>, own: ThrottleKey, source: ThrottleKey, userId: string, renewal?: HashRenewal): Promise<void> {
-  await SETTLE.execute(db, [own.kind, own.hash, source.kind, source.hash, ...policyValues(policyOf(source)), userId, renewal?.renewed ?? null, renewal?.checked ?? null]);
+export async function settleSignIn(db: Kysely<DB>, own: ThrottleKey, source: ThrottleKey, userId: string, checked: string, renewed?: string): Promise<boolean> {
+  const row = await SETTLE.first(db, [own.kind, own.hash, source.kind, source.hash, ...policyValues(policyOf(source)), userId, renewed ?? null, checked]);
+  return row?.signed_in === true;
 }
 
 function policyOf(key: ThrottleKey): ThrottlePolicy {

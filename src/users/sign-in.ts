@@ -57,7 +57,9 @@ export type SignInResult =
  * A success gives the source its attempt back, makes the user's hash again if it was made with older
  * argon2 parameters (password.ts), and resets the counter it passed, device or user name, and
  * only that one: the owner signing in from a known browser must not hand an attacker who is slowed on the
- * user name a fresh set of free attempts.
+ * user name a fresh set of free attempts. A right password whose hash an operator replaced, or whose user an
+ * operator disabled, while it was being checked is refused; the throttle counts it as a success (no guess was
+ * wrong).
  */
 export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAttempt): Promise<SignInResult> {
   const started = performance.now();
@@ -78,18 +80,19 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
     return { ok: false, reason: device ? 'throttled_device' : 'throttled_account', retryAfterSeconds: byOwn.retryAfterSeconds, userId };
   }
 
-  const valid = await verifyPassword(row && !row.disabled ? row.password_hash : null, attempt.password);
-  if (!row || row.disabled || !valid) {
+  const phc = row && !row.disabled ? row.password_hash : null;
+  const valid = await verifyPassword(phc, attempt.password);
+  // A hash made with older parameters is made again with today's, now that the password is at hand. The sign-in
+  // holds only if the hash checked is still the user's and the user still enabled: an operator may have set a new
+  // password or disabled the user while argon2 ran.
+  const renewed = valid && phc !== null && needsRehash(phc) ? await hashPassword(attempt.password) : undefined;
+  const signedIn = valid && row && phc !== null && (await settleSignIn(db, own, source, row.id, phc, renewed));
+  if (!row || !signedIn) {
     const left = () => REFUSED_PASSWORD_FLOOR_MS - (performance.now() - started);
     // A timer counts from the event loop's clock, which can lag the real one a little: wait until the floor is past.
     while (left() > 0) await sleep(Math.ceil(left()));
     return { ok: false, reason: 'invalid', userId };
   }
-  // A hash made with older parameters is made again with today's, now that the password is at hand; unless
-  // the password was changed meanwhile (the hash is no longer the one checked).
-  // (`valid` implies a hash: without one, verifyPassword is false.)
-  const phc = row.password_hash!;
-  await settleSignIn(db, own, source, row.id, needsRehash(phc) ? { checked: phc, renewed: await hashPassword(attempt.password) } : undefined);
   return {
     ok: true,
     user: { id: row.id, username: row.username, fhirUser: row.fhir_user, name: row.name, roles: row.roles },
