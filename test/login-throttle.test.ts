@@ -74,6 +74,12 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
       .execute();
   /** The login.failure events from these addresses, oldest first (the audit trail cannot be emptied between tests). */
   const failures = (ips: readonly string[]) => db().selectFrom('audit_events').select(['user_id', 'source_ip', 'details']).where('type', '=', 'login.failure').where('source_ip', 'in', ips).orderBy('seq').execute();
+  /** A user `id` (also its user name) whose password hash is `passwordHash`, written straight to the table. */
+  const addUser = (id: string, passwordHash: string, disabled = false) =>
+    db().insertInto('users').values({ id, username: id, password_hash: passwordHash, fhir_user: `Practitioner/${id}`, name: id, roles: JSON.stringify([]), disabled }).execute();
+  /** A call to the admin API with the operator's token. */
+  const admin = (method: 'POST' | 'PATCH', url: string, payload: Record<string, unknown>) =>
+    app.inject({ method, url: `/admin/api${url}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload });
 
   before(async () => {
     app = await testApp(ctx.current.database, { SEED_DEMO: 'true', ADMIN_TOKEN });
@@ -209,12 +215,12 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
   });
 
   it('a new password set by an operator lifts the slowdown on the user name', async () => {
-    const created = await app.inject({ method: 'POST', url: '/admin/api/users', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { username: 'resettable', password: 'first-password-1', fhirUser: 'Practitioner/r', name: 'Re Settable' } });
+    const created = await admin('POST', '/users', { username: 'resettable', password: 'first-password-1', fhirUser: 'Practitioner/r', name: 'Re Settable' });
     assert.equal(created.statusCode, 201, created.body);
     const flow = await start();
     for (let i = 0; i < 5; i++) assert.equal((await submit(flow, 'resettable', `guess-${i}`, address(200 + i))).statusCode, 401);
     assertSlowed(await submit(flow, 'resettable', 'first-password-1', address(205)), 30);
-    const reset = await app.inject({ method: 'POST', url: `/admin/api/users/${created.json<{ id: string }>().id}/password`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { password: 'second-password-2' } });
+    const reset = await admin('POST', `/users/${created.json<{ id: string }>().id}/password`, { password: 'second-password-2' });
     assert.equal(reset.statusCode, 204);
     assertSignedIn(await submit(flow, 'resettable', 'second-password-2', address(206)));
   });
@@ -223,7 +229,7 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
     for (const [n, params] of LEGACY_ARGON2.entries()) {
       const name = `legacy-${n}`;
       const legacy = await hash('legacy-password-1', params);
-      await db().insertInto('users').values({ id: name, username: name, password_hash: legacy, fhir_user: `Practitioner/${name}`, name: 'Le Gacy', roles: JSON.stringify([]) }).execute();
+      await addUser(name, legacy);
       const stored = async () => (await db().selectFrom('users').select(['password_hash', 'last_login_at']).where('id', '=', name).executeTakeFirstOrThrow());
       const flow = await start();
       assert.equal((await submit(flow, name, 'wrong-password', address(215 + 4 * n))).statusCode, 401);
@@ -243,8 +249,8 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
 
   it('a refused password answers no sooner than the floor, whatever the stored hash was made with, and for unknown and disabled users', async () => {
     const slow = await hash('slow-password-1', LEGACY_ARGON2[0]);
-    await db().insertInto('users').values({ id: 'slow-hash', username: 'slow-hash', password_hash: slow, fhir_user: 'Practitioner/slow-hash', name: 'Slow Hash', roles: JSON.stringify([]) }).execute();
-    await db().insertInto('users').values({ id: 'off-user', username: 'off-user', password_hash: await hash('off-password-1'), fhir_user: 'Practitioner/off-user', name: 'Off User', roles: JSON.stringify([]), disabled: true }).execute();
+    await addUser('slow-hash', slow);
+    await addUser('off-user', await hash('off-password-1'), true);
     const flow = await start();
     for (const [n, username] of ['slow-hash', 'clinician', 'no-such-user-here', 'off-user'].entries()) {
       const started = performance.now();
@@ -259,13 +265,13 @@ describeEachDatabase('sign-in throttle', (ctx, kind) => {
     // Hashed slowly on purpose (about half a second), so that the operator's change lands while argon2 runs.
     const SLOW = { algorithm: 2, memoryCost: 65_536, timeCost: 40, parallelism: 1 } as const;
     const changes = {
-      'new password': (id: string) => app.inject({ method: 'POST', url: `/admin/api/users/${id}/password`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { password: 'operator-set-password-2' } }),
-      disabled: (id: string) => app.inject({ method: 'PATCH', url: `/admin/api/users/${id}`, headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, payload: { disabled: true } }),
+      'new password': (id: string) => admin('POST', `/users/${id}/password`, { password: 'operator-set-password-2' }),
+      disabled: (id: string) => admin('PATCH', `/users/${id}`, { disabled: true }),
     };
     for (const [n, [change, apply]] of Object.entries(changes).entries()) {
       const id = `raced-${n}`;
       const slow = await hash('raced-password-1', SLOW);
-      await db().insertInto('users').values({ id, username: id, password_hash: slow, fhir_user: `Practitioner/${id}`, name: 'Ra Ced', roles: JSON.stringify([]) }).execute();
+      await addUser(id, slow);
       await db().deleteFrom('login_throttle').execute();
       const flow = await start();
       const answer = submit(flow, id, 'raced-password-1', address(240 + n));

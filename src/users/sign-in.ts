@@ -87,7 +87,7 @@ export async function signIn(db: Kysely<DB>, box: SecretBox, attempt: SignInAtte
   // password or disabled the user while argon2 ran.
   const renewed = valid && phc !== null && needsRehash(phc) ? await hashPassword(attempt.password) : undefined;
   const signedIn = valid && row && phc !== null && (await settleSignIn(db, own, source, row.id, phc, renewed));
-  if (!row || !signedIn) {
+  if (!signedIn) {
     const left = () => REFUSED_PASSWORD_FLOOR_MS - (performance.now() - started);
     // A timer counts from the event loop's clock, which can lag the real one a little: wait until the floor is past.
     while (left() > 0) await sleep(Math.ceil(left()));
